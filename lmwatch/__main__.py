@@ -1,0 +1,3 @@
+from lmwatch.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,170 @@
+"""What every backend flavour shares: the probe HTTP client and the flavour interface.
+
+The client turns every way a server can answer badly into one `ProbeError` with a bounded reason:
+refused connections, timeouts (including a slow drip), auth failures, HTML or garbage, oversized
+bodies, and LM Studio's HTTP 200 carrying an `error` body (its answer to unknown routes).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import aiohttp
+
+from lmwatch.config import BackendConfig
+from lmwatch.registry import ModelInfo, ProbeFailure
+
+MAX_PROBE_BODY_BYTES = 8 * 1024 * 1024
+"""A model list is a few KiB; anything near this is not a model list."""
+
+_MESSAGE_LIMIT = 300
+
+
+class ProbeError(Exception):
+    def __init__(self, reason: ProbeFailure, message: str) -> None:
+        self.reason = reason
+        self.message = message[:_MESSAGE_LIMIT]
+        super().__init__(f"{reason.value}: {self.message}")
+
+    @property
+    def not_this_api(self) -> bool:
+        """True when the server answered but does not speak the API asked for (try another flavour)."""
+        return self.reason in (ProbeFailure.ERROR_BODY, ProbeFailure.BAD_RESPONSE, ProbeFailure.HTTP_STATUS)
+
+
+def error_message(body: Any) -> str | None:
+    """The message of an error body in any of LM Studio's shapes: `{"error": "..."}` or
+    `{"error": {"message": ...}}` (bodies drifted between versions); None when it is not an error."""
+    if not isinstance(body, dict) or "error" not in body:
+        return None
+    error = body["error"]
+    if isinstance(error, str):
+        return error
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("type") or error.get("code") or error)
+    return str(error)
+
+
+class BackendClient:
+    """HTTP access to one backend for the watcher: short timeouts, a size cap, strict parsing."""
+
+    def __init__(self, session: aiohttp.ClientSession, config: BackendConfig) -> None:
+        self.session = session
+        self.config = config
+        self.base_url = config.base_url
+
+    def headers(self) -> dict[str, str]:
+        token = self.config.api_token()
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def get_json(self, path: str) -> Any:
+        return await self.request_json("GET", path)
+
+    async def post_json(self, path: str, body: dict[str, Any], timeout: float | None = None) -> Any:
+        return await self.request_json("POST", path, body, timeout)
+
+    async def request_json(
+        self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> Any:
+        url = self.base_url + path
+        limit = aiohttp.ClientTimeout(total=timeout or self.config.probe_timeout)
+        try:
+            async with self.session.request(method, url, json=body, headers=self.headers(), timeout=limit) as resp:
+                raw = await _read_capped(resp)
+                status = resp.status
+        except TimeoutError:
+            raise ProbeError(ProbeFailure.TIMEOUT, f"no complete answer from {path} within {limit.total:g} s") from None
+        except aiohttp.ClientConnectionError as exc:
+            raise ProbeError(ProbeFailure.CONNECT, f"{path}: {exc.__class__.__name__}: {exc}") from None
+        except aiohttp.ClientError as exc:
+            raise ProbeError(ProbeFailure.BAD_RESPONSE, f"{path}: {exc.__class__.__name__}: {exc}") from None
+        return _parse(path, status, raw)
+
+
+async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
+    declared = resp.content_length
+    if declared is not None and declared > MAX_PROBE_BODY_BYTES:
+        raise ProbeError(ProbeFailure.TOO_LARGE, f"body of {declared} bytes is over {MAX_PROBE_BODY_BYTES}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_PROBE_BODY_BYTES:
+            raise ProbeError(ProbeFailure.TOO_LARGE, f"body over {MAX_PROBE_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse(path: str, status: int, raw: bytes) -> Any:
+    try:
+        body = json.loads(raw) if raw else None
+    except (ValueError, UnicodeDecodeError):
+        body = None
+        parsed = False
+    else:
+        parsed = True
+    message = error_message(body)
+    if status in (401, 403):
+        raise ProbeError(ProbeFailure.AUTH, f"{path}: HTTP {status}: {message or 'authentication required'}")
+    if status >= 400:
+        raise ProbeError(ProbeFailure.HTTP_STATUS, f"{path}: HTTP {status}" + (f": {message}" if message else ""))
+    if not parsed:
+        start = raw[:40].decode("utf-8", "replace").strip().replace("\n", " ")
+        raise ProbeError(ProbeFailure.BAD_RESPONSE, f"{path}: not JSON (starts with {start!r})")
+    if message is not None:
+        if "api token" in message.lower() or "invalid_api_key" in json.dumps(body):
+            raise ProbeError(ProbeFailure.AUTH, f"{path}: {message}")
+        raise ProbeError(ProbeFailure.ERROR_BODY, f"{path}: HTTP {status} with an error body: {message}")
+    return body
+
+
+def shape_error(path: str, what: str) -> ProbeError:
+    return ProbeError(ProbeFailure.BAD_RESPONSE, f"{path}: {what}")
+
+
+def as_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def as_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+async def lms_status_version(client: BackendClient) -> str | None:
+    """LM Studio's version from `/lms-status` (what its own CLI reads); None where it is absent."""
+    try:
+        body = await client.get_json("/lms-status")
+    except ProbeError:
+        return None
+    return as_str(body.get("version")) if isinstance(body, dict) else None
+
+
+class Flavour(ABC):
+    """One server API dialect. A new engine is a new module with a subclass, listed in `FLAVOURS`."""
+
+    name: ClassVar[str]
+    supports_load: ClassVar[bool] = False
+
+    @abstractmethod
+    async def list_models(self, client: BackendClient) -> tuple[list[ModelInfo], list[str]]:
+        """The models and any warnings (skipped entries); raises ProbeError when this API is absent."""
+
+    async def version(self, client: BackendClient) -> str | None:
+        """The server version where the flavour can tell; asked once, at detection."""
+        return None
+
+    async def load(self, client: BackendClient, model: str, context_length: int | None = None) -> dict[str, Any]:
+        raise ProbeError(ProbeFailure.HTTP_STATUS, f"{self.name} servers cannot load models over HTTP")
+
+    async def unload(self, client: BackendClient, instance_id: str) -> dict[str, Any]:
+        raise ProbeError(ProbeFailure.HTTP_STATUS, f"{self.name} servers cannot unload models over HTTP")

@@ -1,0 +1,82 @@
+"""LM Studio 0.4+ native REST API (`/api/v1`): the richest model view, and load/unload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lmwatch.backends.base import (
+    BackendClient,
+    Flavour,
+    as_dict,
+    as_int,
+    as_list,
+    as_str,
+    lms_status_version,
+    shape_error,
+)
+from lmwatch.registry import ModelInfo, ModelType
+
+PATH = "/api/v1/models"
+
+
+class LMStudioV1(Flavour):
+    name = "lmstudio-v1"
+    supports_load = True
+
+    async def list_models(self, client: BackendClient) -> tuple[list[ModelInfo], list[str]]:
+        body = await client.get_json(PATH)
+        entries = body.get("models") if isinstance(body, dict) else None
+        if not isinstance(entries, list):
+            raise shape_error(PATH, "no `models` list")
+        models, warnings = [], []
+        for entry in entries:
+            model = _model(entry)
+            if model is None:
+                warnings.append(f"{PATH}: skipped an entry without a `key`")
+            else:
+                models.append(model)
+        return models, warnings
+
+    async def version(self, client: BackendClient) -> str | None:
+        return await lms_status_version(client)
+
+    async def load(self, client: BackendClient, model: str, context_length: int | None = None) -> dict[str, Any]:
+        request: dict[str, Any] = {"model": model}
+        if context_length:
+            request["context_length"] = context_length
+        result = await client.post_json("/api/v1/models/load", request, timeout=client.config.timeout * 10)
+        return result if isinstance(result, dict) else {"result": result}
+
+    async def unload(self, client: BackendClient, instance_id: str) -> dict[str, Any]:
+        result = await client.post_json("/api/v1/models/unload", {"instance_id": instance_id})
+        return result if isinstance(result, dict) else {"result": result}
+
+
+def _model(entry: Any) -> ModelInfo | None:
+    if not isinstance(entry, dict) or not as_str(entry.get("key")):
+        return None
+    capabilities = as_dict(entry.get("capabilities"))
+    instances = [i for i in as_list(entry.get("loaded_instances")) if as_str(as_dict(i).get("id"))]
+    first_config = as_dict(instances[0].get("config")) if instances else {}
+    vision = bool(capabilities.get("vision"))
+    if entry.get("type") == "embedding":
+        model_type = ModelType.EMBEDDINGS
+    else:
+        model_type = ModelType.VLM if vision else ModelType.LLM
+    quantization = entry.get("quantization")
+    return ModelInfo(
+        id=entry["key"],
+        model_type=model_type,
+        loaded=bool(instances),
+        instance_ids=tuple(i["id"] for i in instances),
+        publisher=as_str(entry.get("publisher")),
+        arch=as_str(entry.get("architecture")),
+        quantization=as_str(quantization.get("name")) if isinstance(quantization, dict) else as_str(quantization),
+        format=as_str(entry.get("format")),
+        max_context_length=as_int(entry.get("max_context_length")),
+        loaded_context_length=as_int(first_config.get("context_length")),
+        tool_use=bool(capabilities.get("trained_for_tool_use")),
+        vision=vision,
+        parallel=as_int(first_config.get("parallel")),
+        size_bytes=as_int(entry.get("size_bytes")),
+    )

@@ -1,0 +1,459 @@
+"""Configuration: the validated schema, YAML loading, `${VAR}` interpolation, `LMWATCH_*` overrides
+and the legacy single-server `providers.lmstudio` shape.
+
+Every problem is reported with the path of the key it concerns (`backends[1].url: ...`), all at once,
+so an operator fixes a file in one pass. Unknown keys are errors: a typo is never silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_PORT = 9234
+"""lmwatch's listen port: not LM Studio's 1234, and free in the usual exporter range."""
+
+BACKEND_KINDS = ("auto", "lmstudio-v1", "lmstudio-v0", "openai")
+ENV_PREFIX = "LMWATCH_"
+
+Seconds = Annotated[float, Field(gt=0)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+
+
+class Strict(BaseModel):
+    """Base for every section: unknown keys are errors, values are checked on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+
+class ServerConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535)
+    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)
+
+
+class BackendConfig(Strict):
+    name: Name
+    url: AnyHttpUrl
+    kind: Literal["auto", "lmstudio-v1", "lmstudio-v0", "openai"] = "auto"
+    api_token_env: str | None = None
+    api_token_file: Path | None = None
+    timeout: Seconds = 30.0
+    probe_timeout: Seconds = 5.0
+    poll_interval: Seconds = 5.0
+    retry_attempts: int = Field(3, ge=1, le=10)
+    labels: dict[str, str] = Field(default_factory=dict)
+    weight: float = Field(1.0, gt=0)
+    max_concurrency: int | None = Field(None, ge=1)
+    """Requests sent at once; unset = the parallel slots the server reports, else 4 (LM Studio's default)."""
+
+    @field_validator("url")
+    @classmethod
+    def _no_path_or_query(cls, url: AnyHttpUrl) -> AnyHttpUrl:
+        if url.query or url.fragment:
+            raise ValueError("must be a base URL without query or fragment")
+        return url
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> BackendConfig:
+        if self.api_token_env and self.api_token_file:
+            raise ValueError("set api_token_env or api_token_file, not both")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        """The URL without a trailing slash or a trailing `/v1`, so paths can be appended."""
+        url = str(self.url).rstrip("/")
+        return url[: -len("/v1")] if url.endswith("/v1") else url
+
+    def api_token(self) -> str | None:
+        """Read the token now (env or file) so rotation needs no restart; never stored in config."""
+        if self.api_token_env:
+            return os.environ.get(self.api_token_env) or None
+        if self.api_token_file:
+            return self.api_token_file.read_text().strip() or None
+        return None
+
+
+class CloudProviderConfig(Strict):
+    name: Name
+    base_url: AnyHttpUrl
+    api_key_env: str
+    models: dict[str, str] = Field(default_factory=dict)
+    """Task (or `default`) -> the provider's model id to use for it."""
+    timeout: Seconds = 120.0
+
+
+class CloudConfig(Strict):
+    allowed: bool = False
+    providers: list[CloudProviderConfig] = Field(default_factory=list)
+
+
+class AliasTarget(Strict):
+    """One place an alias may resolve to: a model id, optionally pinned to one backend."""
+
+    model: str = Field(min_length=1)
+    backend: str | None = None
+    """None = any backend that has `model`."""
+
+
+class ClassifierConfig(Strict):
+    """The task classifier for `auto` requests (see lmwatch/routing/classify.py for the features)."""
+
+    default_task: str = "research"
+    """The task of a request no feature points at (small talk, short questions)."""
+    keywords: dict[str, list[str]] = Field(default_factory=dict)
+    """Task -> extra keywords, added to the built-in ones; a new task name adds a task type."""
+    scan_chars: int = Field(8000, ge=100)
+    """How much of the latest user message (and of the system prompt) is read; bounds the cost."""
+
+
+class CapabilityFamily(Strict):
+    """A model family of the capability table (overrides the built-in family of the same name)."""
+
+    match: list[str] = Field(min_length=1)
+    """Family patterns matched against model ids at word boundaries (`deepseek-coder`, `llama-3-70b`)."""
+    roles: list[str] = Field(default_factory=list)
+    """What the family is good at: coding, general, analysis, lightweight, embeddings, vision..."""
+    vision: bool = False
+    tool_use: bool = False
+
+
+class Price(Strict):
+    """What a cloud provider would charge, in dollars per million tokens."""
+
+    input_per_million: float = Field(ge=0)
+    output_per_million: float = Field(ge=0)
+
+
+class BreakerConfig(Strict):
+    """Circuit breaker per backend and model: opens after `failures` in a row, then lets one trial
+    through after `cooldown` seconds; each failed trial doubles the cooldown up to `max_cooldown`."""
+
+    failures: int = Field(3, ge=1)
+    cooldown: Seconds = 10.0
+    max_cooldown: Seconds = 120.0
+
+
+def _default_prices() -> dict[str, Price]:
+    """Rough list prices of a mid-size hosted model (2025); `default` covers tasks not listed."""
+    return {
+        "default": Price(input_per_million=2.5, output_per_million=10.0),
+        "embeddings": Price(input_per_million=0.02, output_per_million=0.0),
+    }
+
+
+class RoutingConfig(Strict):
+    default_model: str = "auto"
+    """The model used when a request names none (`auto`, `task:<type>`, an alias or a model id)."""
+    preferences: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "coding": ["deepseek-coder", "code-llama-70b"],
+            "research": ["llama-3-70b", "mistral-large"],
+            "creative": ["llama-3-70b", "mistral-7b"],
+            "analysis": ["glm-4-32b", "qwen-2.5-coder"],
+        }
+    )
+    """Task -> model family patterns, best first, matched against loaded model ids."""
+    cloud: CloudConfig = Field(default_factory=CloudConfig)
+    aliases: dict[str, list[str | AliasTarget]] = Field(default_factory=dict)
+    """Logical name -> where it lives, in order: a model id (any backend) or {backend, model}."""
+    allow_jit: bool = False
+    """Route explicit ids and aliases to a downloaded-but-unloaded model (the backend loads it,
+    which on LM Studio can evict another model mid-generation). `auto` always uses loaded models."""
+    idle_timeout: Seconds = 300.0
+    """Longest silence allowed from a backend (before its answer and between stream chunks);
+    there is no total-duration cap, so a slow local generation is never cut."""
+    queue_timeout: Seconds = 30.0
+    """Longest a request waits in total for a backend slot (past `max_concurrency`) before it falls back."""
+    max_queue: int = Field(100, ge=0)
+    """Requests that may wait per backend; past it the backend is skipped at once."""
+    retry_backoff: Seconds = 0.1
+    """First wait before retrying the same backend after a transient error; doubles, capped at 2 s."""
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    task_roles: dict[str, list[str]] = Field(default_factory=dict)
+    """Task -> capability roles tried after its preferences (overrides the built-in mapping)."""
+    capabilities: dict[str, CapabilityFamily] = Field(default_factory=dict)
+    """Family name -> family; replaces the built-in family of that name, or adds one (tried first)."""
+    prices: dict[str, Price] = Field(default_factory=_default_prices)
+    """Task (or `default`) -> cloud price, for lmwatch_cloud_cost_avoided_dollars_total."""
+    embedding_batch_size: int = Field(64, ge=1)
+    """An embeddings `input` list longer than this is split into batches spread over backends."""
+
+    @model_validator(mode="after")
+    def _default_task_known(self) -> RoutingConfig:
+        if self.classifier.default_task not in self.task_names():
+            raise ValueError(
+                f"classifier.default_task {self.classifier.default_task!r} is not a task "
+                f"(known: {', '.join(sorted(self.task_names()))})"
+            )
+        return self
+
+    def task_names(self) -> frozenset[str]:
+        """Built-in tasks plus every task the config mentions."""
+        return frozenset(
+            ("coding", "research", "creative", "analysis", *self.preferences, *self.classifier.keywords,
+             *self.task_roles)
+        )
+
+
+class SamplingConfig(Strict):
+    host_interval: Seconds = 5.0
+    gpu_interval: Seconds = 5.0
+    gpu: Literal["auto", "off", "simulated"] = "auto"
+    """`auto`: NVIDIA GPUs through NVML when a driver is present; `simulated`: two fake GPUs (demo)."""
+    process_interval: Seconds = 5.0
+    """How often the processes serving local backends are sampled."""
+    process_rescan_interval: Seconds = 30.0
+    """At most this often the socket table is scanned to find (or re-check) who listens on a port."""
+    gpu_retry_interval: Seconds = 60.0
+    """After NVML failed to start (no driver), try again at most this often."""
+
+
+class LoggingConfig(Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+    log_prompts: bool = False
+
+
+class Config(Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    backends: list[BackendConfig] = Field(default_factory=list)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @field_validator("backends")
+    @classmethod
+    def _unique_names(cls, backends: list[BackendConfig]) -> list[BackendConfig]:
+        seen: set[str] = set()
+        for backend in backends:
+            if backend.name in seen:
+                raise ValueError(f"backend name {backend.name!r} is used twice")
+            seen.add(backend.name)
+        return backends
+
+
+# --- the legacy single-server shape --------------------------------------------------------------
+
+
+class LegacyModels(Strict):
+    default: str = "auto"
+    preferences: dict[str, list[str]] | None = None
+
+
+class LegacyLMStudio(Strict):
+    enabled: bool = True
+    baseUrl: AnyHttpUrl
+    timeout: int = Field(30_000, gt=0, description="milliseconds")
+    retryAttempts: int = Field(3, ge=1, le=10)
+    models: LegacyModels = Field(default_factory=LegacyModels)
+
+
+class LegacyProviders(Strict):
+    lmstudio: LegacyLMStudio
+
+
+def _from_legacy(raw: dict[str, Any]) -> dict[str, Any]:
+    """Map `providers: {lmstudio: {...}}` onto `backends` + `routing`; errors keep the legacy paths."""
+    legacy = LegacyProviders.model_validate(raw.pop("providers")).lmstudio
+    if legacy.enabled:
+        raw.setdefault("backends", []).insert(
+            0,
+            {
+                "name": "lmstudio",
+                "url": str(legacy.baseUrl),
+                "timeout": legacy.timeout / 1000,
+                "retry_attempts": legacy.retryAttempts,
+            },
+        )
+    routing = raw.setdefault("routing", {})
+    if isinstance(routing, dict):
+        routing.setdefault("default_model", legacy.models.default)
+        if legacy.models.preferences is not None:
+            routing.setdefault("preferences", legacy.models.preferences)
+    return raw
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; `problems` holds one `path: message` line each."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    config: Config
+    path: Path | None
+    warnings: tuple[str, ...] = ()
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def format_path(loc: tuple[int | str, ...]) -> str:
+    """(`backends`, 1, `url`) -> `backends[1].url`."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _interpolate(node: Any, loc: tuple[int | str, ...], env: Mapping[str, str], problems: list[str]) -> Any:
+    if isinstance(node, dict):
+        return {k: _interpolate(v, (*loc, k), env, problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, (*loc, i), env, problems) for i, v in enumerate(node)]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        problems.append(f"{format_path(loc)}: environment variable {name} is not set")
+        return ""
+
+    return _VAR.sub(substitute, node)
+
+
+def _env_overrides(raw: dict[str, Any], env: Mapping[str, str], problems: list[str]) -> None:
+    """`LMWATCH_SERVER__PORT=9000` sets `server.port`; `LMWATCH_BACKENDS__0__TIMEOUT` a list item.
+
+    Only names with a `__` are overrides, so `LMWATCH_URL` and `LMWATCH_ADMIN_TOKEN` stay the CLI's.
+    A missing section is created; a missing list item is an error.
+    """
+    for name, value in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        keys: list[int | str] = [int(p) if p.isdigit() else p for p in name[len(ENV_PREFIX) :].lower().split("__")]
+        node: Any = raw
+        for depth, key in enumerate(keys[:-1]):
+            child = _child(node, key)
+            if child is None and isinstance(node, dict) and isinstance(keys[depth + 1], str):
+                child = node[key] = {}
+            if not isinstance(child, dict | list):
+                problems.append(f"{name}: {format_path(tuple(keys[: depth + 1]))} does not exist")
+                break
+            node = child
+        else:
+            parsed = yaml.safe_load(value) if value else value
+            if isinstance(parsed, dict | list):
+                problems.append(f"{name}: overrides take scalars only")
+            elif isinstance(node, dict) or _child(node, keys[-1]) is not None:
+                node[keys[-1]] = parsed
+            else:
+                problems.append(f"{name}: {format_path(tuple(keys))} does not exist")
+
+
+def _child(node: Any, key: int | str) -> Any:
+    if isinstance(node, dict):
+        return node.get(key)
+    if isinstance(node, list) and isinstance(key, int) and key < len(node):
+        return node[key]
+    return None
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    kind, msg = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        return "unknown key (check the spelling; see config.yaml for every key)"
+    if kind == "missing":
+        return "required key is missing"
+    if isinstance(msg, str) and msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    value = error.get("input")
+    if kind not in ("model_type", "dict_type", "list_type") and isinstance(value, str | int | float | bool):
+        return f"{msg} (got {value!r})"
+    return str(msg)
+
+
+def validation_problems(error: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[str]:
+    """Turn a pydantic error into `path: message` lines (also used for runtime-added backends)."""
+    return [f"{format_path((*prefix, *e['loc']))}: {_describe(e)}" for e in error.errors()]
+
+
+def parse_config(text: str, source: str = "<config>", env: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Parse YAML text into a Config, or raise ConfigError listing every problem with its path."""
+    env = os.environ if env is None else env
+    try:
+        raw = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [f"{where}invalid YAML: {problem}"]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(source, [f"(top level): must be a mapping of sections, got {type(raw).__name__}"])
+    problems: list[str] = []
+    raw = _interpolate(raw, (), env, problems)
+    _env_overrides(raw, env, problems)
+    warnings: list[str] = []
+    if "providers" in raw:
+        try:
+            raw = _from_legacy(raw)
+        except ValidationError as exc:
+            problems += validation_problems(exc, ("providers",))
+        warnings.append("providers.lmstudio is the legacy shape; it was mapped onto backends and routing")
+    if problems:
+        raise ConfigError(source, problems)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(source, validation_problems(exc)) from None
+    return LoadedConfig(config=config, path=None, warnings=tuple(warnings))
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Read and validate a config file; the file's problems name the file and each key's path."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read the file: {exc.strerror or exc}"]) from None
+    loaded = parse_config(text, str(path), env)
+    return LoadedConfig(config=loaded.config, path=path, warnings=loaded.warnings)
+
+
+def iter_backend_tokens(config: Config) -> Iterator[str]:
+    """Every secret the config can reach, so logs and errors can redact them."""
+    for backend in config.backends:
+        try:
+            token = backend.api_token()
+        except OSError:
+            token = None
+        if token:
+            yield token
+    for provider in config.routing.cloud.providers:
+        key = os.environ.get(provider.api_key_env)
+        if key:
+            yield key

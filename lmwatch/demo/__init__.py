@@ -1,0 +1,138 @@
+"""`lmwatch demo`: three simulated servers of different flavours and the daemon watching them.
+
+The simulators run as separate processes (so the process sampler finds them, as it would LM Studio)
+on fixed, documented ports; the generated config is written next to the demo's state so a user can
+copy it. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from lmwatch.config import DEFAULT_PORT, load_config
+from lmwatch.logs import setup_logging
+
+STARTUP_TIMEOUT_SECONDS = 15.0
+
+
+@dataclass(frozen=True)
+class DemoServer:
+    name: str
+    flavour: str
+    models_file: str | None
+    port_offset: int
+
+
+SERVERS = (
+    DemoServer("studio-a", "0.4", None, 0),
+    DemoServer("studio-b", "0.3", "studio-b-models.yaml", 1),
+    DemoServer("engine-c", "openai", "engine-c-models.yaml", 2),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"lmwatch's port (default {DEFAULT_PORT})")
+    parser.add_argument(
+        "--sim-port", type=int, default=12341, help="first simulator port; the others follow (default 12341)"
+    )
+    parser.add_argument("--fake-gpus", action="store_true", help="show two simulated NVIDIA GPUs (fake NVML)")
+    parser.add_argument("--poll-interval", type=float, default=2.0, help="seconds between polls (default 2)")
+
+
+def demo_config(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "server": {"host": "127.0.0.1", "port": args.port},
+        "backends": [
+            {
+                "name": s.name,
+                "url": f"http://127.0.0.1:{args.sim_port + s.port_offset}",
+                "poll_interval": args.poll_interval,
+            }
+            for s in SERVERS
+        ],
+        "sampling": {"gpu": "simulated" if args.fake_gpus else "auto"},
+    }
+
+
+def _start_simulators(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for server in SERVERS:
+        command = [sys.executable, "-m", "lmwatch", "simulate", "--port", str(args.sim_port + server.port_offset)]
+        command += ["--flavour", server.flavour]
+        if server.models_file:
+            command += ["--models", str(resources.files("lmwatch.demo") / server.models_file)]
+        procs.append(subprocess.Popen(command))
+    return procs
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"a simulator exited with code {proc.returncode}; is port {port} free?")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"simulator on port {port} did not start within {STARTUP_TIMEOUT_SECONDS:.0f} s")
+
+
+def run(args: argparse.Namespace) -> int:
+    state = Path(tempfile.mkdtemp(prefix="lmwatch-demo-"))
+    config_path = state / "config.yaml"
+    config_path.write_text(yaml.safe_dump(demo_config(args), sort_keys=False))
+    loaded = load_config(config_path)
+    setup_logging(loaded.config.logging.level, loaded.config.logging.format)
+    procs = _start_simulators(args)
+    try:
+        for server, proc in zip(SERVERS, procs, strict=True):
+            _wait_for_port(args.sim_port + server.port_offset, proc)
+        from lmwatch.daemon import Daemon
+
+        daemon = Daemon(loaded)
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            stop = asyncio.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await daemon.start()
+            _print_urls(daemon.url, config_path)
+            await stop.wait()
+            await daemon.stop()
+
+        asyncio.run(main())
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=10)
+    return 0
+
+
+def _print_urls(url: str, config_path: Path) -> None:
+    print(
+        f"""
+lmwatch demo is running (config: {config_path}). Open:
+  {url}/status       fleet snapshot (JSON)
+  {url}/metrics      Prometheus metrics
+  {url}/v1/models    models across the fleet (OpenAI-compatible)
+Try:
+  curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' \\
+       -d '{{"model": "auto", "messages": [{{"role": "user", "content": "Write a Python function to sort a list"}}]}}'
+Stop with Ctrl-C.
+""",
+        flush=True,
+    )

@@ -1,0 +1,549 @@
+"""The registry: the one in-memory source of truth about the fleet.
+
+Pollers and samplers write it through the `record_*` methods; routing, metrics and the API read it
+through `snapshot()`, which returns an immutable view, so a reader never sees a half-applied poll.
+Every change that matters to an operator (a backend going up or down, a model loaded or unloaded) is
+emitted as an event to subscribers and logged as one structured line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+from lmwatch.config import BackendConfig, BreakerConfig
+from lmwatch.routing.breaker import Breaker, CircuitState
+
+log = logging.getLogger("lmwatch.registry")
+
+SLOW_PROBE_SECONDS = 2.0
+"""A backend that takes longer than this to list its models is `degraded` (it is struggling)."""
+
+
+class Health(StrEnum):
+    UNKNOWN = "unknown"  # not probed yet
+    UP = "up"
+    DEGRADED = "degraded"  # reachable but erroring, slow, or no model loaded
+    DOWN = "down"
+
+
+class ModelType(StrEnum):
+    LLM = "llm"
+    VLM = "vlm"  # an LLM that takes images
+    EMBEDDINGS = "embeddings"
+
+
+class ProbeFailure(StrEnum):
+    """Why a probe failed; a bounded set, used as a metric label."""
+
+    CONNECT = "connect"  # refused, reset, DNS: nothing answered
+    TIMEOUT = "timeout"  # no complete answer in time (includes a slow drip)
+    HTTP_STATUS = "http_status"  # an HTTP error status
+    AUTH = "auth"  # 401/403: the token is missing or wrong
+    ERROR_BODY = "error_body"  # LM Studio's HTTP 200 with an `error` body
+    BAD_RESPONSE = "bad_response"  # not JSON, not the expected shape (an HTML page, garbage)
+    TOO_LARGE = "too_large"  # a body over the size limit
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model a backend knows: loaded, or downloaded and loadable (JIT)."""
+
+    id: str
+    model_type: ModelType = ModelType.LLM
+    loaded: bool = True
+    instance_ids: tuple[str, ...] = ()
+    """Ids of the loaded instances (`name`, `name:2`, ...); empty when not loaded."""
+    publisher: str | None = None
+    arch: str | None = None
+    quantization: str | None = None
+    format: str | None = None
+    max_context_length: int | None = None
+    loaded_context_length: int | None = None
+    tool_use: bool = False
+    vision: bool = False
+    parallel: int | None = None
+    """Parallel prediction slots the server reports for this model (LM Studio 0.4+)."""
+    size_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What one successful poll learned from a backend."""
+
+    flavour: str
+    models: tuple[ModelInfo, ...]
+    duration: float
+    version: str | None = None
+    warnings: tuple[str, ...] = ()
+    """Partial problems (a richer API failed, an entry was skipped): they make the backend degraded."""
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """Everything known about one backend at one moment."""
+
+    name: str
+    url: str
+    config: BackendConfig
+    health: Health = Health.UNKNOWN
+    health_reason: str = "not probed yet"
+    flavour: str | None = None
+    version: str | None = None
+    models: tuple[ModelInfo, ...] = ()
+    last_success: float | None = None
+    last_probe: float | None = None
+    last_error: str | None = None
+    last_error_reason: ProbeFailure | None = None
+    probe_duration: float | None = None
+    consecutive_failures: int = 0
+    probe_failures: Mapping[ProbeFailure, int] = field(default_factory=dict)
+    draining: bool = False
+
+    @property
+    def reachable(self) -> bool:
+        return self.health in (Health.UP, Health.DEGRADED)
+
+    @property
+    def loaded_models(self) -> tuple[ModelInfo, ...]:
+        return tuple(m for m in self.models if m.loaded)
+
+    def model(self, model_id: str) -> ModelInfo | None:
+        return next((m for m in self.models if m.id == model_id), None)
+
+
+@dataclass(frozen=True)
+class GpuPressure:
+    index: int
+    uuid: str
+    name: str
+    memory_total_bytes: int
+    memory_free_bytes: int
+    utilization_ratio: float | None = None
+
+
+@dataclass(frozen=True)
+class HostPressure:
+    """The resource summary routing reads to steer away from a starved machine."""
+
+    cpu_load_ratio: float | None = None
+    """1-minute load average divided by the number of CPUs."""
+    memory_total_bytes: int | None = None
+    memory_available_bytes: int | None = None
+    gpus: tuple[GpuPressure, ...] = ()
+    backend_gpu_memory_bytes: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CollectorStatus:
+    """The outcome of a sampler's last run (node_exporter's per-collector health)."""
+
+    name: str
+    success: bool
+    duration: float
+    last_success: float | None
+    error: str | None = None
+    sample: Any = None
+    """The sampler's last good sample; its metrics are rendered from it at scrape time."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An immutable view of the registry; readers keep it as long as they like."""
+
+    backends: Mapping[str, BackendInfo]
+    first_round_done: bool
+    generation: int
+    taken_at: float
+    host: HostPressure = field(default_factory=HostPressure)
+    collectors: Mapping[str, CollectorStatus] = field(default_factory=dict)
+
+    def backend(self, name: str) -> BackendInfo | None:
+        return self.backends.get(name)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A change worth telling: `backend_added`, `backend_removed`, `backend_health`,
+    `model_loaded`, `model_unloaded`, `backend_draining`."""
+
+    kind: str
+    backend: str
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+Listener = Callable[[Event], None]
+
+
+class Registry:
+    """Holds the fleet state. All methods run on the event loop; none of them blocks."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._backends: dict[str, BackendInfo] = {}
+        self._first_round_done = False
+        self._generation = 0
+        self._host = HostPressure()
+        self._collectors: dict[str, CollectorStatus] = {}
+        self._snapshot = self._build()
+        self._listeners: list[Listener] = []
+        self._waiters: list[tuple[Callable[[Snapshot], bool], asyncio.Future[Snapshot]]] = []
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call `listener` for every event; returns the function that unsubscribes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    async def wait_for(self, predicate: Callable[[Snapshot], bool], timeout: float | None = None) -> Snapshot:
+        """Wait until a snapshot satisfies `predicate` (tests and readiness await this, never sleep)."""
+        if predicate(self._snapshot):
+            return self._snapshot
+        future: asyncio.Future[Snapshot] = asyncio.get_running_loop().create_future()
+        entry = (predicate, future)
+        self._waiters.append(entry)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(entry)
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def configure_backends(self, configs: Sequence[BackendConfig]) -> None:
+        """Make the set of backends match `configs`; a backend whose URL is unchanged keeps its state."""
+        wanted = {c.name: c for c in configs}
+        events: list[Event] = []
+        for name in list(self._backends):
+            if name not in wanted:
+                del self._backends[name]
+                events.append(Event("backend_removed", name))
+        for name, cfg in wanted.items():
+            current = self._backends.get(name)
+            if current is None or current.url != cfg.base_url:
+                self._backends[name] = BackendInfo(name=name, url=cfg.base_url, config=cfg)
+                if current is None:
+                    events.append(Event("backend_added", name, {"url": cfg.base_url}))
+            else:
+                self._backends[name] = dataclasses.replace(current, config=cfg)
+        self._publish(events)
+
+    def record_success(self, name: str, result: ProbeResult) -> None:
+        current = self._backends.get(name)
+        if current is None:  # removed while its poll was in flight
+            return
+        health, reason = _judge(result)
+        updated = dataclasses.replace(
+            current,
+            health=health,
+            health_reason=reason,
+            flavour=result.flavour,
+            version=result.version or current.version,
+            models=result.models,
+            last_success=self._clock(),
+            last_probe=self._clock(),
+            last_error=None if health is Health.UP else reason,
+            last_error_reason=None,
+            probe_duration=result.duration,
+            consecutive_failures=0,
+        )
+        self._backends[name] = updated
+        self._publish([*_health_events(current, updated), *_model_events(current, updated)])
+
+    def record_failure(self, name: str, reason: ProbeFailure, message: str, duration: float) -> None:
+        current = self._backends.get(name)
+        if current is None:
+            return
+        failures = dict(current.probe_failures)
+        failures[reason] = failures.get(reason, 0) + 1
+        updated = dataclasses.replace(
+            current,
+            health=Health.DOWN,
+            health_reason=f"{reason.value}: {message}",
+            last_probe=self._clock(),
+            last_error=message,
+            last_error_reason=reason,
+            probe_duration=duration,
+            consecutive_failures=current.consecutive_failures + 1,
+            probe_failures=MappingProxyType(failures),
+        )
+        self._backends[name] = updated
+        self._publish(list(_health_events(current, updated)))
+
+    def set_draining(self, name: str, draining: bool) -> bool:
+        current = self._backends.get(name)
+        if current is None:
+            return False
+        if current.draining != draining:
+            self._backends[name] = dataclasses.replace(current, draining=draining)
+            self._publish([Event("backend_draining", name, {"draining": draining})])
+        return True
+
+    def record_collector(
+        self, name: str, success: bool, duration: float, sample: Any = None, error: str | None = None
+    ) -> None:
+        """A sampler reports its run; a failed run keeps the last good sample."""
+        previous = self._collectors.get(name)
+        self._collectors[name] = CollectorStatus(
+            name=name,
+            success=success,
+            duration=duration,
+            last_success=self._clock() if success else (previous.last_success if previous else None),
+            error=error,
+            sample=sample if success else (previous.sample if previous else None),
+        )
+        self._publish([])
+
+    def record_host_pressure(self, **changes: Any) -> None:
+        """Update part of the host summary (the host sampler sets CPU/memory, the GPU sampler GPUs)."""
+        self._host = dataclasses.replace(self._host, **changes)
+        self._publish([])
+
+    def mark_first_round_done(self) -> None:
+        if not self._first_round_done:
+            self._first_round_done = True
+            self._publish([])
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _build(self) -> Snapshot:
+        return Snapshot(
+            backends=MappingProxyType(dict(self._backends)),
+            first_round_done=self._first_round_done,
+            generation=self._generation,
+            taken_at=self._clock(),
+            host=self._host,
+            collectors=MappingProxyType(dict(self._collectors)),
+        )
+
+    def _publish(self, events: Iterable[Event]) -> None:
+        self._generation += 1
+        self._snapshot = self._build()
+        for event in events:
+            log.info(
+                "%s %s %s",
+                event.kind,
+                event.backend,
+                " ".join(f"{k}={v}" for k, v in event.detail.items()),
+                extra={"event": event.kind, "backend": event.backend, **dict(event.detail)},
+            )
+            for listener in list(self._listeners):
+                try:
+                    listener(event)
+                except Exception:  # a broken listener must not break the poller
+                    log.exception("registry listener failed on %s", event.kind)
+        for predicate, future in list(self._waiters):
+            if not future.done() and predicate(self._snapshot):
+                future.set_result(self._snapshot)
+
+
+def _judge(result: ProbeResult) -> tuple[Health, str]:
+    if result.warnings:
+        return Health.DEGRADED, "; ".join(result.warnings)
+    if not any(m.loaded for m in result.models):
+        return Health.DEGRADED, "no model loaded"
+    if result.duration > SLOW_PROBE_SECONDS:
+        return Health.DEGRADED, f"slow probe ({result.duration:.1f} s)"
+    return Health.UP, "ok"
+
+
+def _health_events(old: BackendInfo, new: BackendInfo) -> Iterable[Event]:
+    if old.health != new.health:
+        yield Event(
+            "backend_health",
+            new.name,
+            {"from": old.health.value, "to": new.health.value, "reason": new.health_reason},
+        )
+
+
+def _model_events(old: BackendInfo, new: BackendInfo) -> Iterable[Event]:
+    before = {m.id for m in old.models if m.loaded}
+    after = {m.id for m in new.models if m.loaded}
+    for model in sorted(after - before):
+        yield Event("model_loaded", new.name, {"model": model})
+    for model in sorted(before - after):
+        yield Event("model_unloaded", new.name, {"model": model})
+
+
+# =================================================================================================
+# Request outcomes: written by the router, read by routing, metrics and /status.
+# In-flight and queued requests per backend, speed averages per (backend, model), and the circuit
+# breaker per (backend, model). The watcher feeds the breakers through the registry's health events.
+# =================================================================================================
+
+SPEED_EWMA_ALPHA = 0.3
+"""Weight of the newest sample in the moving averages of time to first token and tokens/s."""
+
+
+@dataclass(frozen=True)
+class Speed:
+    ttft: float | None = None
+    """Moving average of the seconds to the first streamed token."""
+    tokens_per_second: float | None = None
+    samples: int = 0
+
+
+@dataclass(frozen=True)
+class BreakerView:
+    backend: str
+    model: str
+    state: CircuitState
+    failures: int
+    retry_at: float | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class OutcomesView:
+    """An immutable copy for metrics and /status."""
+
+    inflight: Mapping[str, int]
+    queued: Mapping[str, int]
+    speeds: Mapping[tuple[str, str], Speed]
+    breakers: tuple[BreakerView, ...]
+
+    def document(self) -> dict[str, Any]:
+        """The `/status` section: per backend in-flight and queued, per model speed and breaker."""
+        return {
+            "inflight": dict(self.inflight),
+            "queued": dict(self.queued),
+            "speeds": [
+                {"backend": b, "model": m, "ttft_seconds": s.ttft, "tokens_per_second": s.tokens_per_second,
+                 "samples": s.samples}
+                for (b, m), s in self.speeds.items()
+            ],
+            "breakers": [
+                {"backend": v.backend, "model": v.model, "state": v.state.value, "failures": v.failures,
+                 "retry_at": v.retry_at, "reason": v.reason}
+                for v in self.breakers
+            ],
+        }
+
+
+class RequestOutcomes:
+    """Mutable request-path state of one registry; every method is O(1) and runs on the loop."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self._clock = registry._clock
+        self.policy = BreakerConfig()
+        """The breaker policy in force; the router sets it from the config on each request."""
+        self.inflight: dict[str, int] = {}
+        self.queued: dict[str, int] = {}
+        self._speeds: dict[tuple[str, str], Speed] = {}
+        self._breakers: dict[tuple[str, str], Breaker] = {}
+        registry.subscribe(self._on_event)
+
+    # --- in-flight and queued --------------------------------------------------------------------
+
+    def started(self, backend: str) -> None:
+        self.inflight[backend] = self.inflight.get(backend, 0) + 1
+
+    def finished(self, backend: str) -> None:
+        self.inflight[backend] = max(0, self.inflight.get(backend, 0) - 1)
+
+    def queue_changed(self, backend: str, delta: int) -> None:
+        self.queued[backend] = max(0, self.queued.get(backend, 0) + delta)
+
+    # --- speed -----------------------------------------------------------------------------------
+
+    def speed(self, backend: str, model: str) -> Speed | None:
+        return self._speeds.get((backend, model))
+
+    def record_speed(self, backend: str, model: str, ttft: float | None, tokens_per_second: float | None) -> None:
+        old = self._speeds.get((backend, model), Speed())
+        self._speeds[(backend, model)] = Speed(
+            ttft=_ewma(old.ttft, ttft),
+            tokens_per_second=_ewma(old.tokens_per_second, tokens_per_second),
+            samples=old.samples + 1,
+        )
+
+    # --- breakers --------------------------------------------------------------------------------
+
+    def breaker_allows(self, backend: str, model: str) -> bool:
+        breaker = self._breakers.get((backend, model))
+        return breaker is None or breaker.allow(self._clock())
+
+    def breaker_success(self, backend: str, model: str) -> None:
+        breaker = self._breakers.get((backend, model))
+        if breaker is not None:
+            breaker.success()
+
+    def breaker_failure(self, backend: str, model: str, reason: str) -> None:
+        breaker = self._breakers.setdefault((backend, model), Breaker())
+        breaker.failure(self._clock(), self.policy, reason)
+
+    def breaker_abandon(self, backend: str, model: str) -> None:
+        breaker = self._breakers.get((backend, model))
+        if breaker is not None:
+            breaker.abandon()
+
+    def breaker_retry_at(self, backend: str, model: str) -> float | None:
+        breaker = self._breakers.get((backend, model))
+        return breaker.retry_at() if breaker is not None else None
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def view(self) -> OutcomesView:
+        now = self._clock()
+        return OutcomesView(
+            inflight=MappingProxyType(dict(self.inflight)),
+            queued=MappingProxyType(dict(self.queued)),
+            speeds=MappingProxyType(dict(self._speeds)),
+            breakers=tuple(
+                BreakerView(b, m, br.current(now), br.failures, br.retry_at(), br.reason)
+                for (b, m), br in self._breakers.items()
+            ),
+        )
+
+    # --- fed by the watcher ----------------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        if event.kind == "backend_removed":
+            for table in (self._speeds, self._breakers):
+                for key in [k for k in table if k[0] == event.backend]:
+                    del table[key]
+            self.inflight.pop(event.backend, None)
+            self.queued.pop(event.backend, None)
+        elif event.kind == "backend_health":
+            backend = self._registry.snapshot().backend(event.backend)
+            models = {m.id for m in backend.models} if backend else set()
+            models |= {m for b, m in self._breakers if b == event.backend}
+            if event.detail.get("to") == Health.DOWN.value:
+                for model in models:
+                    breaker = self._breakers.setdefault((event.backend, model), Breaker())
+                    breaker.force_open(self._clock(), self.policy, "backend down")
+            elif event.detail.get("from") == Health.DOWN.value:
+                for model in models:
+                    if (event.backend, model) in self._breakers:
+                        self._breakers[(event.backend, model)].force_half_open()
+
+
+def _ewma(old: float | None, new: float | None) -> float | None:
+    if new is None:
+        return old
+    return new if old is None else old + SPEED_EWMA_ALPHA * (new - old)
+
+
+_OUTCOMES: weakref.WeakKeyDictionary[Registry, RequestOutcomes] = weakref.WeakKeyDictionary()
+
+
+def request_outcomes(registry: Registry) -> RequestOutcomes:
+    """The request-outcome section of `registry` (created on first use, then always the same)."""
+    outcomes = _OUTCOMES.get(registry)
+    if outcomes is None:
+        outcomes = _OUTCOMES[registry] = RequestOutcomes(registry)
+    return outcomes

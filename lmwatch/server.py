@@ -1,0 +1,135 @@
+"""The HTTP server: health, readiness, status and metrics handlers, and the app that carries them.
+
+Other concerns (the `/v1` router, `/admin`) attach their routes with a `setup(app)` function, so
+this module stays the same when they grow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client.exposition import choose_encoder
+
+from lmwatch import __version__
+from lmwatch.registry import BackendInfo, ModelInfo, Snapshot
+from lmwatch.services import SERVICES, Services
+
+Setup = Callable[[web.Application], None]
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Alive: the event loop answers. Says nothing about backends (that is /readyz and /status)."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    snap = request.app[SERVICES].registry.snapshot()
+    if snap.first_round_done:
+        return web.json_response({"status": "ready"})
+    return web.json_response({"status": "starting", "reason": "first poll round not done"}, status=503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    body = encoder(request.app[SERVICES].metrics)
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(status_document(request.app[SERVICES]))
+
+
+def status_document(services: Services) -> dict[str, Any]:
+    """The `/status` JSON: the registry snapshot as an operator reads it. Never carries a secret."""
+    snap = services.registry.snapshot()
+    return {
+        "version": __version__,
+        "ready": snap.first_round_done,
+        "generation": snap.generation,
+        "backends": [backend_document(b) for b in snap.backends.values()],
+        "host": host_document(snap),
+        "collectors": {
+            c.name: {
+                "success": c.success,
+                "duration_seconds": round(c.duration, 6),
+                "last_success": c.last_success,
+                "error": c.error,
+            }
+            for c in snap.collectors.values()
+        },
+    }
+
+
+def backend_document(b: BackendInfo) -> dict[str, Any]:
+    return {
+        "name": b.name,
+        "url": b.url,
+        "health": b.health.value,
+        "reason": b.health_reason,
+        "flavour": b.flavour,
+        "version": b.version,
+        "draining": b.draining,
+        "labels": dict(b.config.labels),
+        "weight": b.config.weight,
+        "last_success": b.last_success,
+        "last_probe": b.last_probe,
+        "last_error": b.last_error,
+        "probe_duration_seconds": b.probe_duration,
+        "consecutive_failures": b.consecutive_failures,
+        "models": [model_document(m) for m in b.models],
+    }
+
+
+def model_document(m: ModelInfo) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "model_type": m.model_type.value,
+        "loaded": m.loaded,
+        "instances": list(m.instance_ids),
+        "publisher": m.publisher,
+        "arch": m.arch,
+        "quantization": m.quantization,
+        "max_context_length": m.max_context_length,
+        "loaded_context_length": m.loaded_context_length,
+        "tool_use": m.tool_use,
+        "vision": m.vision,
+        "parallel": m.parallel,
+    }
+
+
+def host_document(snap: Snapshot) -> dict[str, Any]:
+    host = snap.host
+    return {
+        "cpu_load_ratio": host.cpu_load_ratio,
+        "memory_total_bytes": host.memory_total_bytes,
+        "memory_available_bytes": host.memory_available_bytes,
+        "gpus": [
+            {
+                "index": g.index,
+                "uuid": g.uuid,
+                "name": g.name,
+                "memory_total_bytes": g.memory_total_bytes,
+                "memory_free_bytes": g.memory_free_bytes,
+                "utilization_ratio": g.utilization_ratio,
+            }
+            for g in host.gpus
+        ],
+        "backend_gpu_memory_bytes": dict(host.backend_gpu_memory_bytes),
+    }
+
+
+def build_app(services: Services, extensions: Iterable[Setup] = ()) -> web.Application:
+    """The aiohttp app: the core routes here, then each extension's routes and lifecycle hooks."""
+    app = web.Application(client_max_size=services.config.config.server.max_body_bytes)
+    app[SERVICES] = services
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/status", status)
+    for setup in extensions:
+        setup(app)
+    return app

@@ -1,0 +1,37 @@
+"""The long-lived objects a running daemon shares with its HTTP handlers.
+
+Handlers get them from `request.app[SERVICES]`; nothing else is global. The config is held behind
+`ConfigHolder` so a reload swaps it in one assignment and a request keeps the config it started with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from lmwatch.config import Config, LoadedConfig
+from lmwatch.registry import Registry
+
+
+@dataclass
+class ConfigHolder:
+    loaded: LoadedConfig
+
+    @property
+    def config(self) -> Config:
+        return self.loaded.config
+
+
+@dataclass
+class Services:
+    registry: Registry
+    config: ConfigHolder
+    metrics: CollectorRegistry
+    poll_now: Callable[[str | None], None] = field(default=lambda name: None)
+    """Ask the watcher to probe one backend (or all, with None) right away."""
+
+
+SERVICES = web.AppKey("services", Services)

@@ -1,0 +1,232 @@
+"""The backend watcher: one scheduled poll per backend, turned into registry updates.
+
+Each poll detects the API flavour (richest first, and again whenever the cached one stops
+answering, since servers get upgraded), lists the models, and records the outcome. Connection
+failures are retried a few times within one poll (`retry_attempts`) so a blip does not flip a
+backend to down; a backend that stays down is probed with exponential backoff, and once it answers
+again it is re-probed promptly because a server that just started is often still loading models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import aiohttp
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from lmwatch.backends import BY_NAME, FLAVOURS, BackendClient, Flavour, ProbeError
+from lmwatch.config import BackendConfig
+from lmwatch.registry import Health, ModelInfo, ProbeFailure, ProbeResult, Registry
+
+log = logging.getLogger("lmwatch.watcher")
+
+BACKOFF_CAP_SECONDS = 30.0
+RETRY_DELAY_SECONDS = 0.1
+RECOVERY_REPROBE_SECONDS = 1.0
+
+
+@dataclass
+class _Target:
+    config: BackendConfig
+    client: BackendClient
+    flavour: Flavour | None = None
+    not_before: float = 0.0
+    """Monotonic time before which scheduled polls are skipped (backoff while down)."""
+
+
+class Watcher:
+    """Owns the probe HTTP session and one APScheduler job per backend."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        scheduler: AsyncIOScheduler,
+        clock: Callable[[], float] = time.monotonic,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._registry = registry
+        self._scheduler = scheduler
+        self._clock = clock
+        self._jitter = jitter
+        self._targets: dict[str, _Target] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._running: set[str] = set()
+
+    async def start(self, backends: Sequence[BackendConfig]) -> None:
+        """Open the session, run the first poll round, then schedule the regular polls."""
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit_per_host=4, enable_cleanup_closed=True),
+            raise_for_status=False,
+        )
+        self.sync(backends, schedule=False)
+        await self.poll_all()
+        for name in self._targets:
+            self._schedule(name)
+
+    async def stop(self) -> None:
+        for name in list(self._targets):
+            self._unschedule(name)
+        if self._session is not None:
+            await self._session.close()
+
+    def sync(self, backends: Sequence[BackendConfig], schedule: bool = True) -> None:
+        """Match the polled set to `backends` (start, reload, runtime add/remove)."""
+        assert self._session is not None, "start() first"
+        self._registry.configure_backends(backends)
+        wanted = {b.name: b for b in backends}
+        for name in list(self._targets):
+            if name not in wanted:
+                self._unschedule(name)
+                del self._targets[name]
+        for name, config in wanted.items():
+            current = self._targets.get(name)
+            if current is not None and current.config == config:
+                continue
+            self._targets[name] = _Target(config=config, client=BackendClient(self._session, config))
+            if schedule:
+                self._schedule(name)
+                self.poll_now(name)
+
+    def poll_now(self, name: str | None = None) -> None:
+        """Probe one backend (or all) right away, regardless of backoff."""
+        for target_name in [name] if name else list(self._targets):
+            if target_name in self._targets:
+                self._targets[target_name].not_before = 0.0
+                job = self._scheduler.get_job(_job_id(target_name))
+                if job is not None:
+                    job.modify(next_run_time=datetime.now().astimezone())
+
+    async def poll_all(self) -> None:
+        await asyncio.gather(*(self.poll(name) for name in list(self._targets)))
+
+    async def poll(self, name: str, scheduled: bool = False) -> None:
+        """One poll of one backend. Never raises: every outcome is recorded in the registry."""
+        target = self._targets.get(name)
+        if target is None or name in self._running:
+            return
+        if scheduled and self._clock() < target.not_before:
+            return
+        self._running.add(name)
+        started = self._clock()
+        try:
+            result = await self._probe(target)
+        except ProbeError as exc:
+            self._registry.record_failure(name, exc.reason, exc.message, self._clock() - started)
+            self._back_off(target)
+        except Exception as exc:  # a bug in a flavour must not stop polling
+            log.exception("poll of %s failed unexpectedly", name)
+            self._registry.record_failure(name, ProbeFailure.BAD_RESPONSE, repr(exc), self._clock() - started)
+            self._back_off(target)
+        else:
+            was_down = self._registry.snapshot().backends[name].health in (Health.DOWN, Health.UNKNOWN)
+            self._registry.record_success(name, result)
+            target.not_before = 0.0
+            if was_down and scheduled:
+                self._reprobe_soon(name)
+        finally:
+            self._running.discard(name)
+
+    async def _probe(self, target: _Target) -> ProbeResult:
+        started = self._clock()
+        attempts = target.config.retry_attempts
+        for attempt in range(attempts):
+            try:
+                flavour, models, warnings = await self._list(target)
+                break
+            except ProbeError as exc:
+                if exc.reason is not ProbeFailure.CONNECT or attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(RETRY_DELAY_SECONDS * 2**attempt)
+        version = None
+        if flavour is not target.flavour:
+            version = await flavour.version(target.client)
+            if target.flavour is not None:
+                log.info("backend %s now speaks %s (was %s)", target.config.name, flavour.name, target.flavour.name)
+            target.flavour = flavour
+        return ProbeResult(
+            flavour=flavour.name,
+            models=tuple(models),
+            duration=self._clock() - started,
+            version=version,
+            warnings=tuple(warnings),
+        )
+
+    async def _list(self, target: _Target) -> tuple[Flavour, list[ModelInfo], list[str]]:
+        """Ask the cached flavour first; on "not this API" fall back to detection in order."""
+        candidates = _candidates(target)
+        last_error: ProbeError | None = None
+        for flavour in candidates:
+            try:
+                models, warnings = await flavour.list_models(target.client)
+                return flavour, models, warnings
+            except ProbeError as exc:
+                if not exc.not_this_api:
+                    raise
+                last_error = exc
+        assert last_error is not None
+        if len(candidates) > 1:
+            raise ProbeError(last_error.reason, f"no known API answered; last: {last_error.message}")
+        raise last_error
+
+    def _back_off(self, target: _Target) -> None:
+        interval = target.config.poll_interval
+        failures = self._registry.snapshot().backends[target.config.name].consecutive_failures
+        cap = max(interval, min(BACKOFF_CAP_SECONDS, 8 * interval))
+        delay = min(cap, interval * 2 ** max(0, failures - 1))
+        target.not_before = self._clock() + delay - interval * 0.5
+
+    def _reprobe_soon(self, name: str) -> None:
+        job = self._scheduler.get_job(_job_id(name))
+        interval = self._targets[name].config.poll_interval
+        if job is not None and interval > RECOVERY_REPROBE_SECONDS:
+            job.modify(next_run_time=datetime.now().astimezone() + timedelta(seconds=RECOVERY_REPROBE_SECONDS))
+
+    def _schedule(self, name: str) -> None:
+        """Every `interval` seconds from a random phase: backends are not probed in lockstep, and the
+        gap between two polls of one backend never exceeds its interval."""
+        interval = self._targets[name].config.poll_interval
+        self._unschedule(name)
+        self._scheduler.add_job(
+            self.poll,
+            "interval",
+            seconds=interval,
+            args=[name, True],
+            id=_job_id(name),
+            name=f"poll {name}",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            next_run_time=datetime.now().astimezone() + timedelta(seconds=interval * (0.5 + 0.5 * self._jitter())),
+        )
+
+    def _unschedule(self, name: str) -> None:
+        with contextlib.suppress(JobLookupError):
+            self._scheduler.remove_job(_job_id(name))
+
+    def flavour_of(self, name: str) -> Flavour | None:
+        target = self._targets.get(name)
+        return target.flavour if target else None
+
+    def client_of(self, name: str) -> BackendClient | None:
+        target = self._targets.get(name)
+        return target.client if target else None
+
+
+def _candidates(target: _Target) -> list[Flavour]:
+    if target.config.kind != "auto":
+        return [BY_NAME[target.config.kind]]
+    if target.flavour is None:
+        return list(FLAVOURS)
+    return [target.flavour, *(f for f in FLAVOURS if f is not target.flavour)]
+
+
+def _job_id(name: str) -> str:
+    return f"poll:{name}"

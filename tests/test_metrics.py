@@ -1,0 +1,83 @@
+"""`/metrics` on a real daemon: Prometheus text and OpenMetrics, promtool-clean, never a 500."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from lmwatch.config import parse_config
+from lmwatch.daemon import running_daemon
+from lmwatch.metrics import RegistryCollector, backend_families
+from lmwatch.registry import Snapshot
+from lmwatch.simulator import SimSettings, start_simulator
+
+REQUIRED = {
+    "lmwatch_backend_up",
+    "lmwatch_backend_state",
+    "lmwatch_backend_probe_duration_seconds",
+    "lmwatch_backend_probe_failures",
+    "lmwatch_backend_last_success_timestamp_seconds",
+    "lmwatch_models",
+    "lmwatch_model_loaded",
+    "lmwatch_model_info",
+    "lmwatch_model_context_length_tokens",
+    "lmwatch_build",
+}
+
+
+def promtool_check(text: str) -> subprocess.CompletedProcess[str]:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing: `make tools` installs Debian's prometheus package")
+    return subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.tools
+async def test_scrape_has_required_series_and_passes_promtool() -> None:
+    sim = await start_simulator(SimSettings(), port=0)
+    try:
+        text = f'server: {{port: 0}}\nbackends: [{{name: a, url: "{sim.url}"}}, {{name: gone, url: "http://127.0.0.1:9"}}]'
+        async with running_daemon(parse_config(text, env={})) as daemon, aiohttp.ClientSession() as http:
+            async with http.get(f"{daemon.url}/metrics") as resp:
+                assert resp.status == 200
+                assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+                body = await resp.text()
+            async with http.get(
+                f"{daemon.url}/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+            ) as resp:
+                assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
+                assert (await resp.text()).rstrip().endswith("# EOF")
+    finally:
+        await sim.stop()
+    names = {family.name for family in text_string_to_metric_families(body)}
+    assert names >= REQUIRED, REQUIRED - names
+    assert not [n for n in names if not n.startswith("lmwatch_")]
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            assert not {"instance", "job", "type"} & set(sample.labels), sample
+    result = promtool_check(body)
+    assert result.returncode == 0 and result.stdout == result.stderr == "", result.stdout + result.stderr
+
+
+def test_a_failing_builder_costs_only_its_families() -> None:
+    from lmwatch.registry import Registry
+
+    def broken(snap: Snapshot) -> list[object]:
+        raise RuntimeError("boom")
+
+    registry = Registry()
+    collector = RegistryCollector(registry, [broken, backend_families])  # type: ignore[list-item]
+    names = [family.name for family in collector.collect()]
+    assert "lmwatch_backend_up" in names
+
+
+async def test_health_and_readiness_endpoints() -> None:
+    async with running_daemon(parse_config("server: {port: 0}", env={})) as daemon, aiohttp.ClientSession() as http:
+        async with http.get(f"{daemon.url}/healthz") as resp:
+            assert resp.status == 200 and (await resp.json()) == {"status": "ok"}
+        async with http.get(f"{daemon.url}/readyz") as resp:
+            assert resp.status == 200 and (await resp.json())["status"] == "ready"

@@ -1,0 +1,204 @@
+"""The watcher against simulated LM Studio servers over real HTTP on loopback.
+
+Waits are on registry events (`Registry.wait_for`) with a deadline equal to the promise being
+tested ("down within two poll intervals", "a load shows within one poll interval").
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+import pytest
+
+from lmwatch.config import parse_config
+from lmwatch.daemon import Daemon, running_daemon
+from lmwatch.registry import Health, ModelType, Snapshot
+from lmwatch.simulator import SimModel, SimSettings, start_simulator
+
+INTERVAL = 1.0
+
+
+def config_for(**urls: str) -> str:
+    backends = ", ".join(f'{{name: {name}, url: "{url}", poll_interval: {INTERVAL}}}' for name, url in urls.items())
+    return f"server: {{port: 0}}\nbackends: [{backends}]\n"
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def scrape(http: aiohttp.ClientSession, daemon: Daemon) -> str:
+    async with http.get(f"{daemon.url}/metrics") as resp:
+        assert resp.status == 200
+        return await resp.text()
+
+
+def health(name: str, wanted: Health) -> Callable[[Snapshot], bool]:
+    return lambda snap: snap.backends[name].health is wanted
+
+
+async def test_flavours_are_detected_and_models_read(http: aiohttp.ClientSession) -> None:
+    sims = {
+        "v1": await start_simulator(SimSettings(flavour="0.4"), port=0),
+        "v0": await start_simulator(SimSettings(flavour="0.3"), port=0),
+        "oai": await start_simulator(SimSettings(flavour="openai"), port=0),
+    }
+    try:
+        loaded = parse_config(config_for(**{k: s.url for k, s in sims.items()}), env={})
+        async with running_daemon(loaded) as daemon:
+            snap = daemon.registry.snapshot()
+            assert snap.first_round_done
+            assert {n: b.flavour for n, b in snap.backends.items()} == {
+                "v1": "lmstudio-v1",
+                "v0": "lmstudio-v0",
+                "oai": "openai",
+            }
+            assert all(b.health is Health.UP for b in snap.backends.values())
+            v1 = snap.backends["v1"]
+            coder = v1.model("qwen2.5-coder-7b-instruct")
+            assert coder is not None and coder.loaded and coder.tool_use and coder.parallel
+            assert coder.loaded_context_length and coder.max_context_length
+            gemma = v1.model("google/gemma-3-4b")
+            assert gemma is not None and gemma.model_type is ModelType.VLM and gemma.vision
+            mistral = v1.model("mistral-7b-instruct-v0.3")
+            assert mistral is not None and not mistral.loaded
+            embed = snap.backends["v0"].model("text-embedding-nomic-embed-text-v1.5")
+            assert embed is not None and embed.model_type is ModelType.EMBEDDINGS
+            assert v1.version  # read from /lms-status at detection
+
+            text = await scrape(http, daemon)
+            assert 'lmwatch_backend_up{backend="v0"} 1.0' in text
+            assert 'lmwatch_backend_state{backend="v1",state="up"} 1.0' in text
+            assert 'lmwatch_model_loaded{backend="v1",model="mistral-7b-instruct-v0.3",model_type="llm"} 0.0' in text
+            assert 'lmwatch_models{backend="v1",model_type="embeddings",state="loaded"} 1.0' in text
+            assert 'lmwatch_model_context_length_tokens{backend="v1",kind="max",model="google/gemma-3-4b"}' in text
+            assert "lmwatch_build_info{" in text
+
+            async with http.get(f"{daemon.url}/status") as resp:
+                status = await resp.json()
+            assert status["ready"] is True
+            assert {b["name"]: b["health"] for b in status["backends"]} == {"v1": "up", "v0": "up", "oai": "up"}
+    finally:
+        for sim in sims.values():
+            await sim.stop()
+
+
+async def test_stopped_backend_goes_down_within_two_intervals_and_comes_back(http: aiohttp.ClientSession) -> None:
+    sim = await start_simulator(SimSettings(), port=0)
+    port = sim.port
+    other = await start_simulator(SimSettings(), port=0)
+    loaded = parse_config(config_for(box=sim.url, other=other.url), env={})
+    try:
+        async with running_daemon(loaded) as daemon:
+            assert daemon.registry.snapshot().backends["box"].health is Health.UP
+            await sim.stop()
+            await daemon.registry.wait_for(health("box", Health.DOWN), timeout=2 * INTERVAL)
+            assert 'lmwatch_backend_up{backend="box"} 0.0' in await scrape(http, daemon)
+            assert daemon.registry.snapshot().backends["other"].health is Health.UP  # only the stopped one
+
+            sim = await start_simulator(SimSettings(), port=port)
+            await daemon.registry.wait_for(health("box", Health.UP), timeout=4 * INTERVAL)
+            assert 'lmwatch_backend_up{backend="box"} 1.0' in await scrape(http, daemon)
+    finally:
+        await sim.stop()
+        await other.stop()
+
+
+async def test_load_and_unload_show_within_one_interval(http: aiohttp.ClientSession) -> None:
+    sim = await start_simulator(SimSettings(flavour="0.4"), port=0)
+    model = "mistral-7b-instruct-v0.3"
+    try:
+        async with running_daemon(parse_config(config_for(box=sim.url), env={})) as daemon:
+
+            def loaded(want: bool) -> Callable[[Snapshot], bool]:
+                def check(snap: Snapshot) -> bool:
+                    info = snap.backends["box"].model(model)
+                    return info is not None and info.loaded is want
+
+                return check
+
+            async with http.post(f"{sim.url}/api/v1/models/load", json={"model": model}) as resp:
+                instance = (await resp.json())["instance_id"]
+            await daemon.registry.wait_for(loaded(True), timeout=INTERVAL)
+            text = await scrape(http, daemon)
+            assert f'lmwatch_model_loaded{{backend="box",model="{model}",model_type="llm"}} 1.0' in text
+
+            async with http.post(f"{sim.url}/api/v1/models/unload", json={"instance_id": instance}) as resp:
+                assert resp.status == 200
+            await daemon.registry.wait_for(loaded(False), timeout=INTERVAL)
+            text = await scrape(http, daemon)
+            assert f'lmwatch_model_loaded{{backend="box",model="{model}",model_type="llm"}} 0.0' in text
+    finally:
+        await sim.stop()
+
+
+async def test_no_model_loaded_is_degraded_and_events_are_emitted() -> None:
+    only = SimModel(id="solo-7b", type="llm", loaded=False)
+    sim = await start_simulator(SimSettings(models=[only]), port=0)
+    try:
+        async with running_daemon(parse_config(config_for(box=sim.url), env={})) as daemon:
+            backend = daemon.registry.snapshot().backends["box"]
+            assert backend.health is Health.DEGRADED and backend.health_reason == "no model loaded"
+            events: list[str] = []
+            daemon.registry.subscribe(lambda e: events.append(f"{e.kind}:{e.detail.get('model', '')}"))
+            async with aiohttp.ClientSession() as http:
+                await http.post(f"{sim.url}/api/v1/models/load", json={"model": "solo-7b"})
+            await daemon.registry.wait_for(health("box", Health.UP), timeout=INTERVAL)
+            assert "model_loaded:solo-7b" in events and "backend_health:" in events
+    finally:
+        await sim.stop()
+
+
+async def test_token_is_sent_and_a_wrong_one_is_an_auth_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "sk-lm-abcd1234:s3cretpassw0rdvalue"
+    sim = await start_simulator(SimSettings(api_token=secret), port=0)
+    text = f"""
+server: {{port: 0}}
+backends:
+  - {{name: good, url: "{sim.url}", api_token_env: GOOD_TOKEN}}
+  - {{name: bad, url: "{sim.url}", api_token_env: BAD_TOKEN, retry_attempts: 1}}
+"""
+    monkeypatch.setenv("GOOD_TOKEN", secret)
+    monkeypatch.setenv("BAD_TOKEN", "sk-lm-wrong000:wrongwrongwrongwrong")
+    try:
+        async with running_daemon(parse_config(text)) as daemon:
+            snap = daemon.registry.snapshot()
+            assert snap.backends["good"].health is Health.UP
+            assert snap.backends["bad"].health is Health.DOWN
+            assert snap.backends["bad"].last_error_reason is not None
+            assert snap.backends["bad"].last_error_reason.value == "auth"
+            async with aiohttp.ClientSession() as http, http.get(f"{daemon.url}/status") as resp:
+                body = await resp.text()
+            assert secret not in body and "wrongwrong" not in body
+    finally:
+        await sim.stop()
+
+
+async def test_poll_now_reprobes_without_waiting() -> None:
+    sim = await start_simulator(SimSettings(), port=0)
+    try:
+        text = f'server: {{port: 0}}\nbackends: [{{name: box, url: "{sim.url}", poll_interval: 3600}}]\n'
+        async with running_daemon(parse_config(text, env={})) as daemon:
+            generation = daemon.registry.snapshot().backends["box"].last_probe
+            daemon.watcher.poll_now("box")
+            await daemon.registry.wait_for(lambda s: s.backends["box"].last_probe != generation, timeout=5)
+    finally:
+        await sim.stop()
+
+
+async def test_reload_adds_and_removes_backends_keeping_state() -> None:
+    sims = [await start_simulator(SimSettings(), port=0) for _ in range(2)]
+    try:
+        async with running_daemon(parse_config(config_for(a=sims[0].url), env={})) as daemon:
+            before = daemon.registry.snapshot().backends["a"]
+            daemon.apply(parse_config(config_for(a=sims[0].url, b=sims[1].url), env={}))
+            await daemon.registry.wait_for(health("b", Health.UP), timeout=5)
+            assert daemon.registry.snapshot().backends["a"].last_success == before.last_success
+            daemon.apply(parse_config(config_for(b=sims[1].url), env={}))
+            assert set(daemon.registry.snapshot().backends) == {"b"}
+    finally:
+        for sim in sims:
+            await sim.stop()
