@@ -25,7 +25,7 @@ REQUIRED = {
     "lmwatch_model_loaded",
     "lmwatch_model_info",
     "lmwatch_model_context_length_tokens",
-    "lmwatch_build",
+    "lmwatch_build_info",
 }
 
 
@@ -40,7 +40,9 @@ def promtool_check(text: str) -> subprocess.CompletedProcess[str]:
 async def test_scrape_has_required_series_and_passes_promtool() -> None:
     sim = await start_simulator(SimSettings(), port=0)
     try:
-        text = f'server: {{port: 0}}\nbackends: [{{name: a, url: "{sim.url}"}}, {{name: gone, url: "http://127.0.0.1:9"}}]'
+        text = (
+            f'server: {{port: 0}}\nbackends: [{{name: a, url: "{sim.url}"}}, {{name: gone, url: "http://127.0.0.1:9"}}]'
+        )
         async with running_daemon(parse_config(text, env={})) as daemon, aiohttp.ClientSession() as http:
             async with http.get(f"{daemon.url}/metrics") as resp:
                 assert resp.status == 200

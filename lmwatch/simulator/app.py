@@ -1,0 +1,475 @@
+"""The aiohttp application: routes per flavour, auth, and one small handler per endpoint.
+
+Routes exist only where the simulated server has them ("0.3" has no `/api/v1`, "openai" has only
+`/v1` and `/health`); everything else reaches `unknown`, which answers like the real server would
+(LM Studio: HTTP 200 with an error body; plain OpenAI servers: 404). `/__sim/*` routes are the
+simulator's own introspection and control surface: LM Studio has nothing like them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+from aiohttp import web
+
+from lmwatch.simulator import errors, inference, shapes
+from lmwatch.simulator.catalogue import Instance, Purpose
+from lmwatch.simulator.errors import SimError
+from lmwatch.simulator.inference import Answer, Prompt
+from lmwatch.simulator.slots import InstanceUnloaded
+from lmwatch.simulator.state import SimState
+from lmwatch.simulator.streaming import SSE_HEADERS, Pacing, completion_frames, named_event, write_frames
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Api = Literal["v1", "v0"]
+STATE_KEY = web.AppKey("lmwatch_simulator_state", SimState)
+UNLOADED_MESSAGE = "The model was unloaded while generating. Generation stopped."
+
+
+def json_response(payload: object, status: int = 200) -> web.Response:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    return web.Response(body=body, status=status, content_type="application/json", charset="utf-8")
+
+
+def error_response(error: SimError) -> web.Response:
+    return json_response(error.body, error.status)
+
+
+def build_app(state: SimState) -> web.Application:
+    """An application serving `state`; the route table is fixed by `state.settings.flavour`."""
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[STATE_KEY] = state
+    h = Handlers(state)
+    flavour = state.settings.flavour
+
+    def add(method: str, path: str, handler: Handler, *, auth: bool = True) -> None:
+        app.router.add_route(method, path, h.guard(handler, auth=auth))
+
+    add("GET", "/v1/models", h.v1_models)
+    add("POST", "/v1/chat/completions", h.v1_chat)
+    add("POST", "/v1/completions", h.v1_text)
+    add("POST", "/v1/embeddings", h.v1_embeddings)
+    if flavour == "openai":
+        add("GET", "/health", h.health)
+    else:
+        add("GET", "/lmstudio-greeting", h.greeting, auth=False)
+        add("GET", "/lms-status", h.lms_status)
+        add("GET", "/api/v0/models", h.v0_models)
+        add("GET", "/api/v0/models/{model:.+}", h.v0_model)
+        add("POST", "/api/v0/chat/completions", h.v0_chat)
+        add("POST", "/api/v0/completions", h.v0_text)
+        add("POST", "/api/v0/embeddings", h.v0_embeddings)
+    if flavour == "0.4":
+        add("GET", "/api/v1/models", h.api_v1_models)
+        add("POST", "/api/v1/models/load", h.api_v1_load)
+        add("POST", "/api/v1/models/unload", h.api_v1_unload)
+        add("POST", "/api/v1/chat", h.api_v1_chat)
+    add("GET", "/__sim/stats", h.sim_stats)
+    add("GET", "/__sim/config", h.sim_config)
+    add("POST", "/__sim/config", h.sim_config)
+    add("POST", "/__sim/reset-stats", h.sim_reset_stats)
+    add("*", "/{tail:.*}", h.unknown)
+    return app
+
+
+class Handlers:
+    def __init__(self, state: SimState) -> None:
+        self.state = state
+        self.settings = state.settings
+        self.stats = state.stats
+        self.catalogue = state.catalogue
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    def guard(self, handler: Handler, *, auth: bool) -> Handler:
+        """Count the request, check the bearer token, turn a raised `SimError` into its answer."""
+        settings, stats = self.settings, self.stats
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            stats.count_request(request.path)
+            token = settings.api_token
+            if auth and token is not None:
+                given = request.headers.get("Authorization", "")
+                if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                    return error_response(errors.unauthorized(settings.flavour, bool(given)))
+            try:
+                return await handler(request)
+            except SimError as error:
+                return error_response(error)
+
+        return guarded
+
+    async def _body(self, request: web.Request) -> dict[str, object]:
+        return inference.parse_json(await request.read(), self.settings.flavour)
+
+    async def _admit(self, name: str, purpose: Purpose, *, ignore_name: bool, ttl: float | None) -> Instance:
+        """Resolve the model (maybe JIT-loading it), inject a 500 if due, then wait for a slot."""
+        inst = await self.catalogue.resolve(name, purpose, ignore_name_if_single=ignore_name, ttl=ttl)
+        if self.state.roll(self.settings.error_rate):
+            self.stats.errors_injected_total += 1
+            raise errors.injected_crash(self.settings.flavour)
+        gate = inst.gate
+        try:
+            if not gate.try_acquire():
+                self.stats.enqueue()
+                try:
+                    await gate.acquire()
+                finally:
+                    self.stats.queued -= 1
+        except InstanceUnloaded:
+            raise errors.plain(500, UNLOADED_MESSAGE, self.settings.flavour) from None
+        return inst
+
+    # --- inference -----------------------------------------------------------------------------
+
+    async def v1_chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, "chat", "v1")
+
+    async def v1_text(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, "text", "v1")
+
+    async def v0_chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, "chat", "v0")
+
+    async def v0_text(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, "text", "v0")
+
+    async def _generate(self, request: web.Request, kind: inference.Kind, api: Api) -> web.StreamResponse:
+        stats, settings = self.stats, self.settings
+        try:
+            body = await self._body(request)
+            prompt = inference.parse_prompt(body, kind, settings.flavour)
+        except SimError as error:
+            stats.errors_total += 1
+            return error_response(error)
+        stats.enter()
+        try:
+            try:
+                # LM Studio's quirk: on /v1, with exactly one LLM loaded the requested name is ignored.
+                ignore = api == "v1" or settings.flavour == "openai"
+                inst = await self._admit(prompt.model, "llm", ignore_name=ignore, ttl=prompt.ttl)
+            except SimError as error:
+                stats.errors_total += 1
+                return error_response(error)
+            try:
+                if prompt.has_images and inst.model.type != "vlm":
+                    stats.errors_total += 1
+                    return error_response(errors.plain(400, inference.NOT_VISION, settings.flavour))
+                answer = inference.plan_answer(prompt, body, settings.max_tokens_default, inst.context_length)
+                if prompt.stream:
+                    return await self._stream(request, prompt, answer, inst)
+                return await self._complete(prompt, answer, inst, api)
+            finally:
+                inst.gate.release()
+                inst.last_used = time.monotonic()
+        except asyncio.CancelledError:
+            stats.cancelled_total += 1  # the client went away: LM Studio stops generating too
+            raise
+        finally:
+            stats.inflight -= 1
+
+    async def _complete(self, prompt: Prompt, answer: Answer, inst: Instance, api: Api) -> web.Response:
+        settings = self.settings
+        started = time.perf_counter()
+        delay = settings.ttft
+        if settings.tokens_per_second > 0:
+            delay += max(answer.completion_tokens - 1, 0) / settings.tokens_per_second
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if inst.unloaded:
+            self.stats.errors_total += 1
+            return error_response(errors.plain(500, UNLOADED_MESSAGE, settings.flavour))
+        body = inference.completion_body(prompt, answer, inst.id, settings.flavour == "openai")
+        if api == "v0":
+            elapsed = time.perf_counter() - started
+            ttft = min(settings.ttft, elapsed)
+            body["stats"] = inference.v0_stats(answer, ttft, max(elapsed - ttft, 1e-4))
+            body["model_info"] = shapes.model_info(inst)
+            body["runtime"] = shapes.RUNTIME
+        self.stats.completed_total += 1
+        self.stats.tokens_generated_total += answer.completion_tokens
+        return json_response(body)
+
+    async def _stream(self, request: web.Request, prompt: Prompt, answer: Answer, inst: Instance) -> web.StreamResponse:
+        settings, stats = self.settings, self.stats
+        stall = settings.stall_seconds if self.state.roll(settings.stall_rate) else None
+        drop = stall is None and self.state.roll(settings.drop_rate)
+        if stall is not None or drop:
+            stats.errors_injected_total += 1
+        tps = settings.tokens_per_second
+        pacing = Pacing(settings.ttft, 1 / tps if tps > 0 else 0.0, stall, drop)
+        frames = completion_frames(prompt, answer, inst.id, fingerprint=settings.flavour != "openai")
+        resp = web.StreamResponse(headers=SSE_HEADERS)
+        try:
+            await resp.prepare(request)
+            outcome = await write_frames(resp, frames, pacing, lambda: _cut(request), lambda: inst.unloaded)
+        except ConnectionResetError:
+            stats.cancelled_total += 1
+            return resp
+        if outcome == "done":
+            stats.completed_total += 1
+            stats.tokens_generated_total += answer.completion_tokens
+        elif outcome == "unloaded":
+            stats.errors_total += 1
+        return resp
+
+    async def v1_embeddings(self, request: web.Request) -> web.StreamResponse:
+        return await self._embed(request)
+
+    async def v0_embeddings(self, request: web.Request) -> web.StreamResponse:
+        return await self._embed(request)
+
+    async def _embed(self, request: web.Request) -> web.StreamResponse:
+        stats, settings = self.stats, self.settings
+        try:
+            body = await self._body(request)
+            inputs = inference.embedding_inputs(body, settings.flavour)
+        except SimError as error:
+            stats.errors_total += 1
+            return error_response(error)
+        model = body.get("model")
+        stats.enter()
+        try:
+            try:
+                inst = await self._admit(
+                    model if isinstance(model, str) else "",
+                    "embeddings",
+                    ignore_name=settings.flavour == "openai",
+                    ttl=None,
+                )
+            except SimError as error:
+                stats.errors_total += 1
+                return error_response(error)
+            try:
+                if settings.ttft > 0:
+                    await asyncio.sleep(settings.ttft)
+                payload = inference.embeddings_body(inputs, inst.id, body.get("encoding_format"))
+                stats.completed_total += 1
+                return json_response(payload)
+            finally:
+                inst.gate.release()
+                inst.last_used = time.monotonic()
+        except asyncio.CancelledError:
+            stats.cancelled_total += 1
+            raise
+        finally:
+            stats.inflight -= 1
+
+    # --- model lists ---------------------------------------------------------------------------
+
+    async def v1_models(self, request: web.Request) -> web.StreamResponse:
+        if self.settings.flavour == "openai":
+            return json_response(shapes.plain_openai_models(self.catalogue))
+        return json_response(shapes.openai_models(self.catalogue))
+
+    async def v0_models(self, request: web.Request) -> web.StreamResponse:
+        return json_response(shapes.v0_models(self.catalogue))
+
+    async def v0_model(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["model"]
+        inst = self.catalogue.instances.get(name)
+        model = inst.model if inst is not None else self.catalogue.find_model(name)
+        if model is None:
+            error = errors.unknown_model(name, [m.id for m in self.catalogue.listed_models()], self.settings.flavour)
+            return json_response(error.body, 404)
+        return json_response(shapes.v0_model(self.catalogue, model))
+
+    async def api_v1_models(self, request: web.Request) -> web.StreamResponse:
+        return json_response(shapes.v1_models(self.catalogue))
+
+    # --- native v1 load / unload / chat (LM Studio 0.4) ----------------------------------------
+
+    async def _v1_body(self, request: web.Request) -> dict[str, object]:
+        try:
+            return await self._body(request)
+        except SimError:
+            raise errors.v1_error(400, "invalid_request", "Request body must be a JSON object.") from None
+
+    async def api_v1_load(self, request: web.Request) -> web.StreamResponse:
+        body = await self._v1_body(request)
+        name, context = body.get("model"), body.get("context_length")
+        if not isinstance(name, str) or not name:
+            raise errors.v1_error(400, "invalid_request", '"model" is required')
+        if context is not None and (not isinstance(context, int) or isinstance(context, bool)):
+            raise errors.v1_error(400, "invalid_request", '"context_length" must be an integer')
+        try:
+            inst = await self.catalogue.load(name, context_length=context)
+        except KeyError:
+            raise errors.v1_error(404, "model_not_found", f'Model "{name}" not found.') from None
+        except ValueError as exc:
+            raise errors.v1_error(400, "invalid_request", str(exc)) from None
+        answer: dict[str, object] = {
+            "type": "embedding" if inst.model.is_embedding else "llm",
+            "instance_id": inst.id,
+            "load_time_seconds": inst.load_time_seconds,
+            "status": "loaded",
+        }
+        if body.get("echo_load_config") is True:
+            answer["load_config"] = shapes.instance_config(inst)
+        return json_response(answer)
+
+    async def api_v1_unload(self, request: web.Request) -> web.StreamResponse:
+        body = await self._v1_body(request)
+        instance_id = body.get("instance_id")
+        if not isinstance(instance_id, str) or not instance_id:
+            raise errors.v1_error(400, "invalid_request", '"instance_id" is required')
+        try:
+            self.catalogue.unload(instance_id)
+        except KeyError:
+            message = f'No loaded model instance with id "{instance_id}".'
+            raise errors.v1_error(404, "model_not_found", message) from None
+        return json_response({"instance_id": instance_id})
+
+    async def api_v1_chat(self, request: web.Request) -> web.StreamResponse:
+        """A minimal `/api/v1/chat`: text in, one `message` out; streamed as named SSE events."""
+        body = await self._v1_body(request)
+        name, text = body.get("model"), _v1_input_text(body.get("input"))
+        if not isinstance(name, str) or not name:
+            raise errors.v1_error(400, "invalid_request", '"model" is required')
+        if text is None:
+            raise errors.v1_error(400, "invalid_request", '"input" must be a string or an array of input items')
+        max_out = body.get("max_output_tokens")
+        prompt = inference.Prompt(
+            "chat", name, text, text, False, max_out if isinstance(max_out, int) and max_out > 0 else None,
+            None, body.get("stream") is True, False, None,
+        )  # fmt: skip
+        loads_before = self.stats.loads_total
+        self.stats.enter()
+        try:
+            try:
+                inst = await self._admit(name, "llm", ignore_name=False, ttl=None)
+            except SimError as error:
+                self.stats.errors_total += 1
+                return error_response(_as_v1_error(error))
+            try:
+                return await self._v1_chat_answer(request, prompt, inst, loads_before, body.get("store") is not False)
+            finally:
+                inst.gate.release()
+                inst.last_used = time.monotonic()
+        except asyncio.CancelledError:
+            self.stats.cancelled_total += 1
+            raise
+        finally:
+            self.stats.inflight -= 1
+
+    async def _v1_chat_answer(
+        self, request: web.Request, prompt: Prompt, inst: Instance, loads_before: int, store: bool
+    ) -> web.StreamResponse:
+        settings = self.settings
+        answer = inference.plan_answer(prompt, {}, settings.max_tokens_default, inst.context_length)
+        started = time.perf_counter()
+        delay = settings.ttft
+        if settings.tokens_per_second > 0:
+            delay += max(answer.completion_tokens - 1, 0) / settings.tokens_per_second
+        if delay > 0:
+            await asyncio.sleep(delay)
+        elapsed = max(time.perf_counter() - started, 1e-4)
+        stats: dict[str, object] = {
+            "input_tokens": answer.prompt_tokens,
+            "total_output_tokens": answer.completion_tokens,
+            "reasoning_output_tokens": 0,
+            "tokens_per_second": round(answer.completion_tokens / elapsed, 3),
+            "time_to_first_token_seconds": round(min(settings.ttft, elapsed), 3),
+        }
+        if inst.jit and self.stats.loads_total != loads_before:
+            stats["model_load_time_seconds"] = inst.load_time_seconds  # only when this request loaded it
+        result: dict[str, object] = {
+            "model_instance_id": inst.id,
+            "output": [{"type": "message", "content": answer.content}],
+            "stats": stats,
+        }
+        if store:
+            result["response_id"] = inference.new_id("resp", "_")
+        if not prompt.stream:
+            self.stats.completed_total += 1
+            self.stats.tokens_generated_total += answer.completion_tokens
+            return json_response(result)
+        frames = [named_event("chat.start", {"model_instance_id": inst.id}), named_event("message.start", {})]
+        frames += [named_event("message.delta", {"content": piece}) for piece in answer.pieces]
+        frames += [named_event("message.end", {}), named_event("chat.end", {"result": result})]
+        resp = web.StreamResponse(headers=SSE_HEADERS)
+        try:
+            await resp.prepare(request)
+            await resp.write(b"".join(frames))
+        except ConnectionResetError:
+            self.stats.cancelled_total += 1
+            return resp
+        self.stats.completed_total += 1
+        self.stats.tokens_generated_total += answer.completion_tokens
+        return resp
+
+    # --- status and simulator control ----------------------------------------------------------
+
+    async def greeting(self, request: web.Request) -> web.StreamResponse:
+        return json_response({"lmstudio": True})
+
+    async def lms_status(self, request: web.Request) -> web.StreamResponse:
+        return json_response({"package": "llmster", "version": self.settings.version})
+
+    async def health(self, request: web.Request) -> web.StreamResponse:
+        return json_response({"status": "ok"})
+
+    async def sim_stats(self, request: web.Request) -> web.StreamResponse:
+        """Simulator-only: counters (`SimStats`) and per-instance slots. Not an LM Studio route."""
+        return json_response(self.state.snapshot())
+
+    async def sim_config(self, request: web.Request) -> web.StreamResponse:
+        """Simulator-only: GET shows the live knobs; POST a JSON object of changes to apply them."""
+        if request.method == "POST":
+            try:
+                body = inference.parse_json(await request.read(), "0.3")
+                self.state.configure(body)
+            except SimError as error:
+                return json_response({"error": error.body["error"]}, 400)
+            except ValueError as exc:
+                return json_response({"error": str(exc)}, 400)
+        return json_response({"config": self.settings.public_view()})
+
+    async def sim_reset_stats(self, request: web.Request) -> web.StreamResponse:
+        """Simulator-only: zero the counters (live gauges such as `inflight` are kept)."""
+        self.stats.reset()
+        return json_response({"ok": True})
+
+    async def unknown(self, request: web.Request) -> web.StreamResponse:
+        return error_response(errors.unknown_route(request.method, request.path, self.settings.flavour))
+
+
+def _as_v1_error(error: SimError) -> SimError:
+    """Re-shape an OpenAI-style or string error into the native v1 `{"error": {type, message}}`."""
+    detail = error.body.get("error")
+    if isinstance(detail, dict):
+        message, code = str(detail.get("message", "")), detail.get("code")
+    else:
+        message, code = str(detail), None
+    if error.status >= 500:
+        type_ = "internal_error"
+    elif code == "model_not_found" or message.startswith("No models loaded"):
+        type_ = "model_not_found"
+    else:
+        type_ = "invalid_request"
+    return errors.v1_error(error.status, type_, message)
+
+
+def _v1_input_text(value: object) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = [
+            str(item.get("content", item.get("text", "")))
+            for item in value
+            if isinstance(item, dict) and item.get("type") in ("message", "text")
+        ]
+        return "\n".join(parts)
+    return None
+
+
+def _cut(request: web.Request) -> None:
+    """Close the connection abruptly: the chunked body stays unterminated, no `[DONE]`."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()

@@ -1,0 +1,262 @@
+"""Which models exist, which are loaded (as which instances), and how a request's `model` is resolved.
+
+This is where LM Studio's model-handling behaviour lives: JIT loading, auto-evict of earlier JIT
+loads only, `name:2` instance ids, `name@quant` variant ids, the "exactly one model loaded, so the
+requested name is ignored" quirk, idle TTL of JIT loads, and the version-specific error answers.
+The common case (the name is a loaded instance id) is one dict lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from lmwatch.simulator import errors
+from lmwatch.simulator.settings import SimModel, SimSettings
+from lmwatch.simulator.slots import SlotGate
+from lmwatch.simulator.stats import SimStats
+
+Purpose = Literal["llm", "embeddings"]
+DEFAULT_JIT_TTL = 3600.0
+"""LM Studio gives JIT-loaded models a 60 minute idle TTL unless the request sets `ttl`."""
+
+
+@dataclass(eq=False)
+class Instance:
+    """One loaded copy of a model, addressable by `id` (`key`, then `key:2`, `key:3`, ...)."""
+
+    id: str
+    model: SimModel
+    context_length: int
+    jit: bool
+    gate: SlotGate
+    ttl: float | None = None
+    load_time_seconds: float = 0.0
+    last_used: float = field(default_factory=time.monotonic)
+    unloaded: bool = False
+    """Set on unload/eviction: streams still running on it are cut, as LM Studio cuts them."""
+
+    @property
+    def parallel(self) -> int:
+        return self.gate.limit
+
+    def idle(self) -> bool:
+        return self.gate.active == 0 and self.gate.queued == 0
+
+
+class Catalogue:
+    """Downloaded models (`models`) and loaded instances (`instances`), both in insertion order."""
+
+    def __init__(self, settings: SimSettings, stats: SimStats) -> None:
+        self.settings = settings
+        self.stats = stats
+        self.models: dict[str, SimModel] = {}
+        self.instances: dict[str, Instance] = {}
+        self._by_lower: dict[str, SimModel] = {}
+        self._jit_tasks: dict[str, asyncio.Task[Instance]] = {}
+        self._jit_lock: asyncio.Lock | None = None
+        self._with_ttl = 0
+        """Loaded instances that have an idle TTL: while 0, resolve() skips the expiry check."""
+        for model in settings.models:
+            self.add_model(model)
+
+    # --- queries -------------------------------------------------------------------------------
+
+    def add_model(self, model: SimModel) -> None:
+        """Add a downloaded model; `model.loaded` also creates its first (manual) instance."""
+        if model.id in self.models:
+            raise ValueError(f"model {model.id!r} already exists")
+        self.models[model.id] = model
+        self._by_lower[model.id.lower()] = model
+        if model.loaded:
+            self._register(model, jit=False, context_length=model.context_length, ttl=None)
+
+    def find_model(self, name: str) -> SimModel | None:
+        """A downloaded model by key, case-insensitively, or by variant id `key@quantization`."""
+        model = self.models.get(name) or self._by_lower.get(name.lower())
+        if model is None and "@" in name:
+            base, _, variant = name.rpartition("@")
+            model = self.models.get(base) or self._by_lower.get(base.lower())
+            if model is not None and variant.lower() != model.quantization.lower():
+                model = None
+        return model
+
+    def instances_of(self, model_id: str) -> list[Instance]:
+        return [inst for inst in self.instances.values() if inst.model.id == model_id]
+
+    def is_loaded(self, model_id: str) -> bool:
+        return any(inst.model.id == model_id for inst in self.instances.values())
+
+    @property
+    def jit_enabled(self) -> bool:
+        return self.settings.jit and self.settings.is_lmstudio
+
+    def listed_models(self) -> list[SimModel]:
+        """What model lists show: every download with JIT on, loaded models only with JIT off."""
+        if self.jit_enabled:
+            return list(self.models.values())
+        return [m for m in self.models.values() if self.is_loaded(m.id)]
+
+    # --- resolution ----------------------------------------------------------------------------
+
+    async def resolve(
+        self, name: str, purpose: Purpose, *, ignore_name_if_single: bool, ttl: float | None = None
+    ) -> Instance:
+        """The instance that serves a request naming `name`, JIT-loading it if needed.
+
+        Raises `SimError` with the flavour's body when nothing fits. `ignore_name_if_single` is
+        LM Studio's quirk on `/v1/chat/completions`: with exactly one LLM loaded, an unknown name
+        is ignored and that model answers.
+        """
+        if self._with_ttl:
+            self._expire_idle()
+        inst = self.instances.get(name)
+        if inst is None:
+            model = self.find_model(name)
+            if model is not None:
+                inst = next((i for i in self.instances.values() if i.model is model), None)
+            if inst is None:
+                return await self._resolve_unloaded(name, model, purpose, ignore_name_if_single, ttl)
+        if inst.model.is_embedding != (purpose == "embeddings"):
+            raise self._wrong_type(name, purpose)
+        return inst
+
+    async def _resolve_unloaded(
+        self,
+        name: str,
+        model: SimModel | None,
+        purpose: Purpose,
+        ignore_name_if_single: bool,
+        ttl: float | None,
+    ) -> Instance:
+        flavour = self.settings.flavour
+        if model is not None and self.jit_enabled:
+            if model.is_embedding != (purpose == "embeddings"):
+                raise self._wrong_type(name, purpose)
+            return await self.jit_load(model, ttl)
+        usable = [i for i in self.instances.values() if i.model.is_embedding == (purpose == "embeddings")]
+        if ignore_name_if_single and len(usable) == 1:
+            return usable[0]
+        if not usable and not self.jit_enabled:
+            raise errors.no_models_loaded(flavour)
+        wanted = purpose == "embeddings"
+        if self.jit_enabled:
+            examples = [m.id for m in self.models.values() if m.is_embedding == wanted]
+        else:
+            examples = list(dict.fromkeys(i.model.id for i in usable))
+        raise errors.unknown_model(name, examples, flavour)
+
+    def _wrong_type(self, name: str, purpose: Purpose) -> errors.SimError:
+        wanted = "embedding" if purpose == "embeddings" else "llm"
+        return errors.wrong_model_type(name, wanted, self.settings.flavour)
+
+    # --- loading and unloading -----------------------------------------------------------------
+
+    async def load(
+        self, name: str, *, context_length: int | None = None, jit: bool = False, ttl: float | None = None
+    ) -> Instance:
+        """Load a new instance of a downloaded model (`key`, or `key:N` if `key` is taken).
+
+        Raises `KeyError` for an unknown model and `ValueError` for a context length it cannot take.
+        """
+        model = self.find_model(name)
+        if model is None:
+            raise KeyError(name)
+        if context_length is not None and not 1 <= context_length <= model.max_context_length:
+            raise ValueError(f"context_length must be between 1 and {model.max_context_length} for {model.id}")
+        started = time.monotonic()
+        if self.settings.load_seconds > 0:
+            await asyncio.sleep(self.settings.load_seconds)
+        load_time = round(time.monotonic() - started, 3)
+        ctx = context_length or min(model.context_length, model.max_context_length)
+        inst = self._register(model, jit=jit, context_length=ctx, ttl=ttl)
+        inst.load_time_seconds = load_time
+        self.stats.loads_total += 1
+        return inst
+
+    async def jit_load(self, model: SimModel, ttl: float | None = None) -> Instance:
+        """Load `model` for a request; concurrent requests for it share one load.
+
+        The load runs in its own task, so a client that disconnects while waiting does not abort it
+        (the other waiters still get the model). JIT loads are serialised so that auto-evict leaves
+        at most one JIT instance resident, as in LM Studio.
+        """
+        task = self._jit_tasks.get(model.id)
+        if task is None:
+            task = asyncio.create_task(self._jit_load(model, ttl), name=f"sim-jit-load:{model.id}")
+            self._jit_tasks[model.id] = task
+            key = model.id
+
+            def forget(_: asyncio.Task[Instance]) -> None:
+                self._jit_tasks.pop(key, None)
+
+            task.add_done_callback(forget)
+        return await asyncio.shield(task)
+
+    async def _jit_load(self, model: SimModel, ttl: float | None) -> Instance:
+        if self._jit_lock is None:
+            self._jit_lock = asyncio.Lock()
+        async with self._jit_lock:
+            existing = next((i for i in self.instances.values() if i.model is model), None)
+            if existing is not None:
+                return existing
+            if self.settings.auto_evict:
+                for inst in [i for i in self.instances.values() if i.jit]:
+                    self.unload(inst.id, evicted=True)
+            inst = await self.load(model.id, jit=True, ttl=DEFAULT_JIT_TTL if ttl is None else ttl)
+            self.stats.jit_loads_total += 1
+            return inst
+
+    def unload(self, instance_id: str, *, evicted: bool = False) -> Instance:
+        """Remove a loaded instance; its queued requests fail and its running streams are cut.
+
+        Raises `KeyError` if no instance has that id.
+        """
+        inst = self.instances.pop(instance_id)
+        inst.unloaded = True
+        inst.gate.close()
+        if inst.ttl is not None:
+            self._with_ttl -= 1
+        self.stats.unloads_total += 1
+        if evicted:
+            self.stats.evictions_total += 1
+        return inst
+
+    def set_parallel(self, parallel: int) -> None:
+        """Apply a new parallel-slot count to every loaded instance (new loads read the settings)."""
+        for inst in self.instances.values():
+            inst.gate.set_limit(parallel)
+
+    async def close(self) -> None:
+        for task in list(self._jit_tasks.values()):
+            task.cancel()
+        for inst in self.instances.values():
+            inst.gate.close()
+
+    def _register(self, model: SimModel, *, jit: bool, context_length: int, ttl: float | None) -> Instance:
+        inst_id = model.id
+        n = 2
+        while inst_id in self.instances:
+            inst_id = f"{model.id}:{n}"
+            n += 1
+        inst = Instance(
+            id=inst_id,
+            model=model,
+            context_length=context_length,
+            jit=jit,
+            gate=SlotGate(self.settings.parallel),
+            ttl=ttl,
+        )
+        self.instances[inst_id] = inst
+        if ttl is not None:
+            self._with_ttl += 1
+        return inst
+
+    def _expire_idle(self) -> None:
+        """Unload instances whose idle TTL ran out (checked lazily, on the next request)."""
+        now = time.monotonic()
+        for inst in list(self.instances.values()):
+            if inst.ttl is not None and inst.idle() and now - inst.last_used > inst.ttl:
+                self.unload(inst.id)

@@ -1,0 +1,223 @@
+"""What a simulated server looks like: its models and its behaviour knobs.
+
+`SimSettings` is read on every request (not copied at start), so changing a knob on a running
+simulator, from Python or through `POST /__sim/config`, takes effect on the next request.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Literal, get_args
+
+Flavour = Literal["0.3", "0.4", "openai"]
+ModelType = Literal["llm", "vlm", "embeddings"]
+
+FLAVOURS: tuple[str, ...] = get_args(Flavour)
+MODEL_TYPES: tuple[str, ...] = get_args(ModelType)
+DEFAULT_VERSIONS: dict[str, str] = {"0.4": "0.4.12", "0.3": "0.3.31", "openai": "0.4.12"}
+
+
+@dataclass
+class SimModel:
+    """One downloaded model. `loaded=True` means one (manual, non-JIT) instance exists at start."""
+
+    id: str
+    type: ModelType = "llm"
+    publisher: str = ""
+    """Empty = derived: the part before `/` in `id`, else `lmstudio-community` (LM Studio's usual)."""
+    arch: str = "llama"
+    quantization: str = "Q4_K_M"
+    max_context_length: int = 32768
+    context_length: int = 4096
+    """Context of the instance loaded at start (LM Studio's `loaded_context_length`)."""
+    loaded: bool = True
+    tool_use: bool = False
+    size_bytes: int = 4_683_073_184
+    format: str = "gguf"
+
+    def __post_init__(self) -> None:
+        if not self.id or self.id != self.id.strip():
+            raise ValueError(f"model id {self.id!r} must be non-empty without surrounding spaces")
+        if self.type not in MODEL_TYPES:
+            raise ValueError(f"model {self.id}: type must be one of {', '.join(MODEL_TYPES)}")
+        if not self.publisher:
+            self.publisher = self.id.split("/", 1)[0] if "/" in self.id else "lmstudio-community"
+        if self.max_context_length < 1 or self.context_length < 1:
+            raise ValueError(f"model {self.id}: context lengths must be >= 1")
+        if self.context_length > self.max_context_length:
+            raise ValueError(f"model {self.id}: context_length exceeds max_context_length")
+
+    @property
+    def is_embedding(self) -> bool:
+        return self.type == "embeddings"
+
+
+def _default_models() -> list[SimModel]:
+    return [
+        SimModel(
+            id="qwen2.5-coder-7b-instruct",
+            type="llm",
+            publisher="lmstudio-community",
+            arch="qwen2",
+            quantization="Q4_K_M",
+            max_context_length=32768,
+            context_length=8192,
+            tool_use=True,
+            size_bytes=4_683_073_952,
+        ),
+        SimModel(
+            id="meta-llama-3.1-8b-instruct",
+            type="llm",
+            publisher="lmstudio-community",
+            arch="llama",
+            quantization="Q4_K_M",
+            max_context_length=131072,
+            context_length=8192,
+            tool_use=True,
+            size_bytes=4_920_734_272,
+        ),
+        SimModel(
+            id="google/gemma-3-4b",
+            type="vlm",
+            publisher="google",
+            arch="gemma3",
+            quantization="Q4_K_M",
+            max_context_length=131072,
+            context_length=12918,
+            size_bytes=3_341_081_344,
+        ),
+        SimModel(
+            id="text-embedding-nomic-embed-text-v1.5",
+            type="embeddings",
+            publisher="nomic-ai",
+            arch="nomic-bert",
+            quantization="Q4_K_M",
+            max_context_length=2048,
+            context_length=2048,
+            size_bytes=84_106_624,
+        ),
+        SimModel(
+            id="mistral-7b-instruct-v0.3",
+            type="llm",
+            publisher="lmstudio-community",
+            arch="llama",
+            quantization="Q4_K_M",
+            max_context_length=32768,
+            context_length=4096,
+            loaded=False,
+            size_bytes=4_372_811_936,
+        ),
+    ]
+
+
+_RATES = ("error_rate", "stall_rate", "drop_rate")
+_NON_NEGATIVE = ("ttft", "tokens_per_second", "load_seconds", "stall_seconds")
+_POSITIVE_INTS = ("max_tokens_default", "parallel")
+_BOOLS = ("jit", "auto_evict")
+LIVE_KNOBS: frozenset[str] = frozenset(
+    (*_RATES, *_NON_NEGATIVE, *_POSITIVE_INTS, *_BOOLS, "api_token", "seed", "version")
+)
+"""Settings `POST /__sim/config` may change. `flavour` and `models` shape the routes and the
+catalogue at start and are fixed for the life of a simulator."""
+
+
+@dataclass
+class SimSettings:
+    """Behaviour knobs of one simulated server. Defaults: LM Studio 0.4, no delays, no faults."""
+
+    flavour: Flavour = "0.4"
+    models: list[SimModel] = field(default_factory=_default_models)
+    ttft: float = 0.0
+    """Seconds before the first token (or before a non-streamed answer)."""
+    tokens_per_second: float = 0.0
+    """0 = as fast as possible: no sleeping at all."""
+    max_tokens_default: int = 16
+    error_rate: float = 0.0
+    """Fraction of inference requests answered with an LM Studio-style 500."""
+    stall_rate: float = 0.0
+    """Fraction of streams that go silent after the first chunk for `stall_seconds`."""
+    stall_seconds: float = 3600.0
+    drop_rate: float = 0.0
+    """Fraction of streams whose connection is cut after the first chunks, without `[DONE]`."""
+    api_token: str | None = None
+    jit: bool = True
+    auto_evict: bool = True
+    parallel: int = 4
+    """Parallel predictions per loaded instance (LM Studio's "Max Concurrent Predictions"). Read when an
+    instance loads; to change loaded instances too, use `SimState.configure({"parallel": n})`."""
+    load_seconds: float = 0.0
+    seed: int = 0
+    version: str = ""
+    """Empty = the flavour's default (0.4.12 / 0.3.31)."""
+
+    def __post_init__(self) -> None:
+        if self.flavour not in FLAVOURS:
+            raise ValueError(f"flavour must be one of {', '.join(FLAVOURS)}")
+        if not self.version:
+            self.version = DEFAULT_VERSIONS[self.flavour]
+        ids = [m.id for m in self.models]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate model ids: {', '.join(dupes)}")
+        problems = _check({f.name: getattr(self, f.name) for f in fields(self) if f.name in LIVE_KNOBS})
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @staticmethod
+    def default_models() -> list[SimModel]:
+        """The default catalogue: four loaded models (coder, general, vision, embeddings), one not."""
+        return _default_models()
+
+    @property
+    def is_lmstudio(self) -> bool:
+        return self.flavour != "openai"
+
+    def apply(self, changes: Mapping[str, object]) -> None:
+        """Validate all `changes` first, then apply them together (all or nothing)."""
+        unknown = sorted(set(changes) - LIVE_KNOBS)
+        problems = [f"{key}: not a live setting" for key in unknown]
+        problems += _check(changes)
+        if problems:
+            raise ValueError("; ".join(problems))
+        for key, value in changes.items():
+            if key in _NON_NEGATIVE or key in _RATES:
+                value = _number(value)
+            setattr(self, key, value)
+
+    def public_view(self) -> dict[str, object]:
+        """The knobs as JSON, with the API token reduced to whether one is set."""
+        view: dict[str, object] = {name: getattr(self, name) for name in sorted(LIVE_KNOBS)}
+        view["api_token"] = "<set>" if self.api_token else None
+        view["flavour"] = self.flavour
+        return view
+
+
+def _number(value: object) -> float | None:
+    """`value` as a finite float, or None when it is not a JSON number (booleans are not)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _check(values: Mapping[str, object]) -> list[str]:
+    problems: list[str] = []
+    for key, value in values.items():
+        number = _number(value)
+        if key in _RATES and (number is None or not 0 <= number <= 1):
+            problems.append(f"{key}: must be a number from 0 to 1")
+        elif key in _NON_NEGATIVE and (number is None or number < 0):
+            problems.append(f"{key}: must be a number >= 0")
+        elif key in _POSITIVE_INTS and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            problems.append(f"{key}: must be an integer >= 1")
+        elif key in _BOOLS and not isinstance(value, bool):
+            problems.append(f"{key}: must be true or false")
+        elif key == "seed" and not (isinstance(value, int) and not isinstance(value, bool)):
+            problems.append("seed: must be an integer")
+        elif key == "version" and not (isinstance(value, str) and value):
+            problems.append("version: must be a non-empty string")
+        elif key == "api_token" and not (value is None or (isinstance(value, str) and value)):
+            problems.append("api_token: must be a non-empty string or null")
+    return problems
