@@ -13,7 +13,8 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from lmwatch import __version__
-from lmwatch.registry import BackendInfo, ModelInfo, Snapshot
+from lmwatch.registry import BackendInfo, ModelInfo
+from lmwatch.samplers.status import host_status
 from lmwatch.services import SERVICES, Services
 
 Setup = Callable[[web.Application], None]
@@ -51,16 +52,7 @@ def status_document(services: Services) -> dict[str, Any]:
         "ready": snap.first_round_done,
         "generation": snap.generation,
         "backends": [backend_document(b) for b in snap.backends.values()],
-        "host": host_document(snap),
-        "collectors": {
-            c.name: {
-                "success": c.success,
-                "duration_seconds": round(c.duration, 6),
-                "last_success": c.last_success,
-                "error": c.error,
-            }
-            for c in snap.collectors.values()
-        },
+        "host": host_status(snap),
     }
 
 
@@ -98,27 +90,6 @@ def model_document(m: ModelInfo) -> dict[str, Any]:
         "tool_use": m.tool_use,
         "vision": m.vision,
         "parallel": m.parallel,
-    }
-
-
-def host_document(snap: Snapshot) -> dict[str, Any]:
-    host = snap.host
-    return {
-        "cpu_load_ratio": host.cpu_load_ratio,
-        "memory_total_bytes": host.memory_total_bytes,
-        "memory_available_bytes": host.memory_available_bytes,
-        "gpus": [
-            {
-                "index": g.index,
-                "uuid": g.uuid,
-                "name": g.name,
-                "memory_total_bytes": g.memory_total_bytes,
-                "memory_free_bytes": g.memory_free_bytes,
-                "utilization_ratio": g.utilization_ratio,
-            }
-            for g in host.gpus
-        ],
-        "backend_gpu_memory_bytes": dict(host.backend_gpu_memory_bytes),
     }
 
 

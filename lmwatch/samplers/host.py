@@ -1,0 +1,133 @@
+"""Host CPU, load, memory and swap, and lmwatch's own process, through psutil.
+
+CPU time is exported as counters (`rate()` in PromQL gives the busy fraction), never as psutil's
+`cpu_percent`, whose first reading is meaningless.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import psutil
+from prometheus_client.metrics_core import Metric
+
+from lmwatch.registry import Snapshot
+from lmwatch.samplers.base import Sampler, counter, gauge_value
+
+_GUEST_MODES = frozenset({"guest", "guest_nice"})
+"""On Linux guest time is already counted in user/nice: leaving it out keeps `sum()` over modes right."""
+
+
+@dataclass(frozen=True)
+class HostSample:
+    cpu_seconds: Mapping[str, float]
+    """Seconds all CPUs spent in each mode since boot (user, system, idle, iowait, ...)."""
+    cpus: int
+    load1: float
+    load5: float
+    load15: float
+    memory_total_bytes: int
+    memory_available_bytes: int
+    memory_used_bytes: int
+    swap_total_bytes: int
+    swap_used_bytes: int
+    self_resident_memory_bytes: int
+    self_cpu_seconds: Mapping[str, float]
+    """lmwatch's own CPU seconds, `user` and `system`."""
+    self_open_fds: int | None
+    self_threads: int
+
+    @property
+    def cpu_load_ratio(self) -> float:
+        """1-minute load average per CPU (1.0 = every CPU busy or waited for)."""
+        return self.load1 / self.cpus if self.cpus else 0.0
+
+
+class HostSampler(Sampler):
+    name = "host"
+
+    def __init__(self, interval: float = 5.0) -> None:
+        self.interval = interval
+        self._self = psutil.Process(os.getpid())
+        self._cpus = psutil.cpu_count() or 1
+
+    def sample(self, snapshot: Snapshot | None = None) -> HostSample:
+        times = psutil.cpu_times()
+        modes = {m: float(getattr(times, m)) for m in times._fields if m not in _GUEST_MODES}
+        load1, load5, load15 = psutil.getloadavg()
+        memory = psutil.virtual_memory()
+        swap = psutil.swap_memory()
+        me = self._self
+        with me.oneshot():
+            rss = me.memory_info().rss
+            cpu = me.cpu_times()
+            threads = me.num_threads()
+            fds = me.num_fds() if hasattr(me, "num_fds") else None
+        return HostSample(
+            cpu_seconds=MappingProxyType(modes),
+            cpus=self._cpus,
+            load1=load1,
+            load5=load5,
+            load15=load15,
+            memory_total_bytes=memory.total,
+            memory_available_bytes=memory.available,
+            memory_used_bytes=memory.used,
+            swap_total_bytes=swap.total,
+            swap_used_bytes=swap.used,
+            self_resident_memory_bytes=rss,
+            self_cpu_seconds=MappingProxyType({"user": cpu.user, "system": cpu.system}),
+            self_open_fds=fds,
+            self_threads=threads,
+        )
+
+    def families(self, sample: HostSample) -> Iterable[Metric]:
+        cpu = counter("lmwatch_host_cpu_seconds_total", "Seconds all CPUs of the host spent in each mode.", ["mode"])
+        for mode, seconds in sample.cpu_seconds.items():
+            cpu.add_metric([mode], seconds)
+        yield cpu
+        yield gauge_value("lmwatch_host_cpus", "Logical CPUs of the host.", sample.cpus)
+        yield gauge_value("lmwatch_host_load1", "Load average over 1 minute.", sample.load1)
+        yield gauge_value("lmwatch_host_load5", "Load average over 5 minutes.", sample.load5)
+        yield gauge_value("lmwatch_host_load15", "Load average over 15 minutes.", sample.load15)
+        yield gauge_value("lmwatch_host_memory_total_bytes", "Physical memory of the host.", sample.memory_total_bytes)
+        yield gauge_value(
+            "lmwatch_host_memory_available_bytes",
+            "Memory that can be given to processes without swapping (MemAvailable).",
+            sample.memory_available_bytes,
+        )
+        yield gauge_value(
+            "lmwatch_host_memory_used_bytes",
+            "Memory in use, not counting buffers and page cache.",
+            sample.memory_used_bytes,
+        )
+        yield gauge_value("lmwatch_host_swap_total_bytes", "Swap space of the host.", sample.swap_total_bytes)
+        yield gauge_value("lmwatch_host_swap_used_bytes", "Swap space in use.", sample.swap_used_bytes)
+        yield gauge_value(
+            "lmwatch_self_resident_memory_bytes",
+            "Resident memory of the lmwatch process.",
+            sample.self_resident_memory_bytes,
+        )
+        self_cpu = counter(
+            "lmwatch_self_cpu_seconds_total", "CPU seconds used by the lmwatch process, by mode.", ["mode"]
+        )
+        for mode, seconds in sample.self_cpu_seconds.items():
+            self_cpu.add_metric([mode], seconds)
+        yield self_cpu
+        if sample.self_open_fds is not None:
+            yield gauge_value(
+                "lmwatch_self_open_fds", "Open file descriptors of the lmwatch process.", sample.self_open_fds
+            )
+        yield gauge_value("lmwatch_self_threads", "Threads of the lmwatch process.", sample.self_threads)
+
+    def pressure(self, sample: HostSample | None) -> dict[str, Any]:
+        if sample is None:
+            return {}
+        return {
+            "cpu_load_ratio": sample.cpu_load_ratio,
+            "memory_total_bytes": sample.memory_total_bytes,
+            "memory_available_bytes": sample.memory_available_bytes,
+        }
