@@ -46,7 +46,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def main() -> None:
         await Daemon(loaded).run_until_signalled()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except ConfigError as exc:  # secrets the config names cannot be read, or /admin would be unprotected
+        for problem in exc.problems:
+            print(f"{exc.source}: {problem}", file=sys.stderr)
+        print(f"{exc.source}: {len(exc.problems)} problem(s); lmwatch did not start", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -96,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_demo_arguments(demo)
     demo.set_defaults(func=run_demo)
+
+    from lmwatch.control_cli import add_commands as add_control_commands
+
+    add_control_commands(commands)
     return parser
 
 

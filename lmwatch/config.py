@@ -45,6 +45,8 @@ class ServerConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(DEFAULT_PORT, ge=0, le=65535)
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)
+    shutdown_grace: Seconds = 30.0
+    """On SIGTERM: how long in-flight requests (and streams) may take to finish before they are cut."""
 
 
 class BackendConfig(Strict):
@@ -81,6 +83,13 @@ class BackendConfig(Strict):
         url = str(self.url).rstrip("/")
         return url[: -len("/v1")] if url.endswith("/v1") else url
 
+    @property
+    def public_url(self) -> str:
+        """`base_url` with any password replaced, for logs, `/status` and errors."""
+        if not self.url.password:
+            return self.base_url
+        return self.base_url.replace(f":{self.url.password}@", ":***@", 1)
+
     def api_token(self) -> str | None:
         """Read the token now (env or file) so rotation needs no restart; never stored in config."""
         if self.api_token_env:
@@ -94,9 +103,16 @@ class CloudProviderConfig(Strict):
     name: Name
     base_url: AnyHttpUrl
     api_key_env: str
-    models: dict[str, str] = Field(default_factory=dict)
+    models: dict[str, str] = Field(default_factory=dict, validate_default=True)
     """Task (or `default`) -> the provider's model id to use for it."""
     timeout: Seconds = 120.0
+
+    @field_validator("models")
+    @classmethod
+    def _some_model(cls, models: dict[str, str]) -> dict[str, str]:
+        if not models:
+            raise ValueError("name the provider's model for `default` and/or per task, e.g. {default: gpt-4o-mini}")
+        return models
 
 
 class CloudConfig(Strict):
@@ -119,7 +135,7 @@ class ClassifierConfig(Strict):
     """The task of a request no feature points at (small talk, short questions)."""
     keywords: dict[str, list[str]] = Field(default_factory=dict)
     """Task -> extra keywords, added to the built-in ones; a new task name adds a task type."""
-    scan_chars: int = Field(8000, ge=100)
+    scan_chars: int = Field(4000, ge=100)
     """How much of the latest user message (and of the system prompt) is read; bounds the cost."""
 
 
@@ -208,8 +224,15 @@ class RoutingConfig(Strict):
     def task_names(self) -> frozenset[str]:
         """Built-in tasks plus every task the config mentions."""
         return frozenset(
-            ("coding", "research", "creative", "analysis", *self.preferences, *self.classifier.keywords,
-             *self.task_roles)
+            (
+                "coding",
+                "research",
+                "creative",
+                "analysis",
+                *self.preferences,
+                *self.classifier.keywords,
+                *self.task_roles,
+            )
         )
 
 
@@ -232,12 +255,135 @@ class LoggingConfig(Strict):
     log_prompts: bool = False
 
 
+MIN_SECRET_CHARS = 16
+"""Shortest admin token or client key accepted (`openssl rand -hex 24` makes a good one)."""
+
+_INLINE_SECRET = (
+    "an inline secret is not accepted: a config file gets copied, committed and shown around; "
+    "name the file or environment variable that holds it instead ({alternatives})"
+)
+
+
+def _reject_inline(value: Any, alternatives: str) -> None:
+    if value is not None:
+        raise ValueError(_INLINE_SECRET.format(alternatives=alternatives))
+
+
+class AdminConfig(Strict):
+    """The control API (`/admin`, `lmwatch status|drain|reload...`). Its credential is separate from
+    client keys. The token comes from `LMWATCH_ADMIN_TOKEN` (which wins) or `token_file`; with neither,
+    `/admin` answers loopback clients only, and lmwatch refuses to start on a non-loopback `server.host`."""
+
+    token_file: Path | None = None
+    """A file holding the admin bearer token (one line, at least 16 characters; keep it mode 0600)."""
+    token: str | None = Field(None, exclude=True, repr=False)
+    """Never set: an inline token is rejected with an explanation."""
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _no_inline_token(cls, value: Any) -> None:
+        _reject_inline(value, "admin.token_file or LMWATCH_ADMIN_TOKEN")
+
+
+class ClientKeyConfig(Strict):
+    """One client API key for `/v1` (sent as `Authorization: Bearer <key>`, as the OpenAI SDKs do).
+    The key itself comes from `key_env` or `key_file`, never from this file."""
+
+    name: Name
+    """Who holds the key: the label of its metrics and audit lines (the key itself is never shown)."""
+    key_env: str | None = None
+    """Environment variable holding the key."""
+    key_file: Path | None = None
+    """File holding the key (one line; keep it mode 0600)."""
+    models: list[str] = Field(default_factory=list)
+    """Models the key may use: ids or glob patterns (`qwen*`, `*/gemma-*`), case-insensitive; empty = any."""
+    tasks: list[str] = Field(default_factory=list)
+    """Tasks the key may use (coding, research, ...), for `auto` and `task:` requests; empty = any."""
+    local_only: bool = False
+    """Never send this key's requests to a cloud provider, whatever the global cloud setting."""
+    requests_per_minute: int | None = Field(None, ge=1)
+    """Requests the key may start per minute (a bucket refilled continuously); unset = no limit."""
+    key: str | None = Field(None, exclude=True, repr=False)
+    """Never set here: an inline key is rejected (use `key_env`, `key_file` or `clients.keys_file`)."""
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _no_inline_key(cls, value: Any) -> None:
+        _reject_inline(value, "key_env, key_file, or clients.keys_file for a file of keys")
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> ClientKeyConfig:
+        if bool(self.key_env) == bool(self.key_file):
+            raise ValueError("set exactly one of key_env or key_file")
+        return self
+
+
+class ClientsConfig(Strict):
+    """Client access to `/v1`. With no key configured (the default) `/v1` is open to whoever can reach
+    it; with at least one, every `/v1` request needs a valid key (else HTTP 401)."""
+
+    keys: list[ClientKeyConfig] = Field(default_factory=list)
+    keys_file: Path | None = None
+    """A YAML file listing more keys, each like an entry of `keys` but with the key inline
+    (`- {name: ci, key: "...", models: [...]}`): a secrets file, so keep it mode 0600."""
+
+    @field_validator("keys")
+    @classmethod
+    def _unique_names(cls, keys: list[ClientKeyConfig]) -> list[ClientKeyConfig]:
+        names = [k.name for k in keys]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"client key name(s) used twice: {', '.join(twice)}")
+        return keys
+
+
+class AuditConfig(Strict):
+    """The audit log: JSON lines, one per control action (always) and per `/v1` request (`requests`).
+    Reopened on SIGHUP, so logrotate can move it (no copytruncate needed)."""
+
+    enabled: bool = True
+    path: Path | None = None
+    """Where the lines go; default `<state_dir>/audit.jsonl`."""
+    requests: bool = False
+    """Also write one line per `/v1` request: time, key name, model, backend, tokens, status."""
+    prompts: bool = False
+    """Include the prompt content in request lines (needs `requests: true`); off by default for privacy."""
+
+    @model_validator(mode="after")
+    def _prompts_need_requests(self) -> AuditConfig:
+        if self.prompts and not self.requests:
+            raise ValueError("prompts: true needs requests: true (prompts are part of request lines)")
+        return self
+
+
 class Config(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     backends: list[BackendConfig] = Field(default_factory=list)
+    backend_files: list[str] = Field(default_factory=list)
+    """Glob patterns of YAML files each holding a list of backend entries (the schema of `backends`),
+    Prometheus file_sd style. Files are re-read when they change; a broken file is reported and its
+    last valid contents stay in force; a name used by a static backend makes that file an error."""
+    backend_files_interval: Seconds = 5.0
+    """How often the `backend_files` patterns are re-expanded and the files checked for changes."""
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    clients: ClientsConfig = Field(default_factory=ClientsConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    state_dir: Path | None = None
+    """Where lmwatch keeps its files (the audit log); default `$STATE_DIRECTORY` (systemd's
+    StateDirectory=), else `./state`. Created when missing."""
+
+    def resolved_state_dir(self, env: Mapping[str, str] | None = None) -> Path:
+        env = os.environ if env is None else env
+        if self.state_dir is not None:
+            return self.state_dir
+        systemd = env.get("STATE_DIRECTORY", "").split(":")[0]
+        return Path(systemd) if systemd else Path("state")
+
+    def audit_path(self, env: Mapping[str, str] | None = None) -> Path:
+        return self.audit.path or self.resolved_state_dir(env) / "audit.jsonl"
 
     @field_validator("backends")
     @classmethod
@@ -311,6 +457,10 @@ class LoadedConfig:
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+SECRET_KEYS = frozenset({"token", "key", "api_key", "password", "secret"})
+"""Keys whose values error messages never repeat."""
 
 
 def format_path(loc: tuple[int | str, ...]) -> str:
@@ -390,6 +540,8 @@ def _describe(error: Mapping[str, Any]) -> str:
     if isinstance(msg, str) and msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     value = error.get("input")
+    if error["loc"] and error["loc"][-1] in SECRET_KEYS:
+        return str(msg)  # never echo what might be a secret
     if kind not in ("model_type", "dict_type", "list_type") and isinstance(value, str | int | float | bool):
         return f"{msg} (got {value!r})"
     return str(msg)
@@ -447,6 +599,8 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Loade
 def iter_backend_tokens(config: Config) -> Iterator[str]:
     """Every secret the config can reach, so logs and errors can redact them."""
     for backend in config.backends:
+        if backend.url.password:
+            yield backend.url.password
         try:
             token = backend.api_token()
         except OSError:

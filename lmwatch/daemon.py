@@ -19,18 +19,22 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from lmwatch import __version__
-from lmwatch.config import ConfigError, LoadedConfig, iter_backend_tokens, load_config
+from lmwatch.api import admin as admin_api
+from lmwatch.api import openai as openai_api
+from lmwatch.config import LoadedConfig, iter_backend_tokens
+from lmwatch.control import ControlPlane
 from lmwatch.logs import register_secrets
 from lmwatch.metrics import new_metrics_registry
 from lmwatch.registry import Registry
+from lmwatch.samplers import build_samplers
+from lmwatch.samplers.metrics import SamplerCollector
+from lmwatch.samplers.runner import SamplerRunner
 from lmwatch.sdnotify import notify_ready, notify_reloading, notify_stopping, notify_watchdog, watchdog_interval
 from lmwatch.server import Setup, build_app
 from lmwatch.services import ConfigHolder, Services
 from lmwatch.watcher import Watcher
 
 log = logging.getLogger("lmwatch.daemon")
-
-SHUTDOWN_GRACE_SECONDS = 30.0
 
 
 class Daemon:
@@ -39,13 +43,18 @@ class Daemon:
         self.holder = ConfigHolder(loaded)
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.watcher = Watcher(self.registry, self.scheduler)
+        samplers = build_samplers(loaded.config)
+        self.samplers = SamplerRunner(self.registry, samplers, self.scheduler)
         self.services = Services(
             registry=self.registry,
             config=self.holder,
             metrics=new_metrics_registry(self.registry),
             poll_now=self.watcher.poll_now,
         )
-        self.app = build_app(self.services, extensions)
+        self.services.metrics.register(SamplerCollector(self.registry, samplers))
+        self.control = ControlPlane(self.services, self.watcher, self.scheduler)
+        self.services.control = self.control
+        self.app = build_app(self.services, (admin_api.setup, openai_api.setup, *extensions))
         self._runner: web.AppRunner | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self.port: int | None = None
@@ -58,14 +67,23 @@ class Daemon:
     async def start(self) -> None:
         config = self.holder.config
         register_secrets(iter_backend_tokens(config))
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+        self.control.apply(self.control.prepare(self.holder.loaded))  # ConfigError: unreadable secrets, no token
+        # handler_cancellation: a client that leaves cancels its handler, which closes the upstream
+        # request, and LM Studio stops generating when its socket closes.
+        self._runner = web.AppRunner(
+            self.app, access_log=None, shutdown_timeout=config.server.shutdown_grace, handler_cancellation=True
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, config.server.host, config.server.port)
         await site.start()
         self.port = self._runner.addresses[0][1]
         log.info("lmwatch %s listening on %s with %d backends", __version__, self.url, len(config.backends))
         self.scheduler.start()
-        await self.watcher.start(config.backends)
+        await self.control.start()
+        await self.watcher.start(self.control.backends())
+        self.control.go_live()
+        await self.samplers.run_once()  # after the first poll: the process sampler needs the backends
+        self.samplers.start(immediately=False)
         self.registry.mark_first_round_done()
         log.info("first poll round done: %s", _summary(self.registry))
         notify_ready(f"serving on {self.url}; {_summary(self.registry)}")
@@ -75,37 +93,33 @@ class Daemon:
 
     async def reload(self) -> list[str]:
         """Re-read the config file; returns the problems (empty when the new config is in force)."""
-        path = self.holder.loaded.path
-        if path is None:
-            return ["the daemon was started without a config file"]
         notify_reloading()
         try:
-            loaded = load_config(path)
-        except ConfigError as exc:
-            for problem in exc.problems:
-                log.error("reload refused: %s: %s", exc.source, problem)
-            return exc.problems
-        else:
-            self.apply(loaded)
-            log.info("config reloaded from %s", path)
-            return []
+            return await self.control.reload()
         finally:
             notify_ready(f"serving on {self.url}; {_summary(self.registry)}")
 
     def apply(self, loaded: LoadedConfig) -> None:
-        """Swap in a validated config: one assignment, so each request sees one config or the other."""
-        register_secrets(iter_backend_tokens(loaded.config))
-        self.holder.loaded = loaded
-        self.watcher.sync(loaded.config.backends)
+        """Swap in a config (raises ConfigError when its secrets cannot be read); each request sees
+        one config or the other."""
+        self.control.apply(self.control.prepare(loaded))
+
+    async def on_sighup(self) -> None:
+        """SIGHUP: reopen the audit log (logrotate), then reload the config."""
+        self.control.reopen_logs()
+        await self.control.record_signal("reload", await self.reload())
 
     async def stop(self) -> None:
-        log.info("stopping: no new requests, in-flight ones get up to %.0f s", SHUTDOWN_GRACE_SECONDS)
+        grace = self.holder.config.server.shutdown_grace
+        log.info("stopping: no new requests, in-flight ones get up to %.0f s", grace)
         notify_stopping()
         if self._watchdog is not None:
             self._watchdog.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.watcher.stop()
+        await self.control.stop()
+        self.samplers.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
 
@@ -114,7 +128,7 @@ class Daemon:
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.on_sighup()))
         await self.start()
         await stop.wait()
         await self.stop()

@@ -236,7 +236,7 @@ class Registry:
             if current is None or current.url != cfg.base_url:
                 self._backends[name] = BackendInfo(name=name, url=cfg.base_url, config=cfg)
                 if current is None:
-                    events.append(Event("backend_added", name, {"url": cfg.base_url}))
+                    events.append(Event("backend_added", name, {"url": cfg.public_url}))
             else:
                 self._backends[name] = dataclasses.replace(current, config=cfg)
         self._publish(events)
@@ -421,13 +421,24 @@ class OutcomesView:
             "inflight": dict(self.inflight),
             "queued": dict(self.queued),
             "speeds": [
-                {"backend": b, "model": m, "ttft_seconds": s.ttft, "tokens_per_second": s.tokens_per_second,
-                 "samples": s.samples}
+                {
+                    "backend": b,
+                    "model": m,
+                    "ttft_seconds": s.ttft,
+                    "tokens_per_second": s.tokens_per_second,
+                    "samples": s.samples,
+                }
                 for (b, m), s in self.speeds.items()
             ],
             "breakers": [
-                {"backend": v.backend, "model": v.model, "state": v.state.value, "failures": v.failures,
-                 "retry_at": v.retry_at, "reason": v.reason}
+                {
+                    "backend": v.backend,
+                    "model": v.model,
+                    "state": v.state.value,
+                    "failures": v.failures,
+                    "retry_at": v.retry_at,
+                    "reason": v.reason,
+                }
                 for v in self.breakers
             ],
         }
@@ -491,9 +502,11 @@ class RequestOutcomes:
         if breaker is not None:
             breaker.abandon()
 
-    def breaker_retry_at(self, backend: str, model: str) -> float | None:
+    def breaker_wait(self, backend: str, model: str) -> float | None:
+        """Seconds until an open breaker lets a trial through; None when it is not open."""
         breaker = self._breakers.get((backend, model))
-        return breaker.retry_at() if breaker is not None else None
+        retry_at = breaker.retry_at() if breaker is not None else None
+        return None if retry_at is None else max(0.0, retry_at - self._clock())
 
     # --- reading ---------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from lmwatch import __version__
-from lmwatch.registry import BackendInfo, ModelInfo
+from lmwatch.registry import BackendInfo, ModelInfo, request_outcomes
 from lmwatch.samplers.status import host_status
 from lmwatch.services import SERVICES, Services
 
@@ -53,13 +53,15 @@ def status_document(services: Services) -> dict[str, Any]:
         "generation": snap.generation,
         "backends": [backend_document(b) for b in snap.backends.values()],
         "host": host_status(snap),
+        "requests": request_outcomes(services.registry).view().document(),
+        **{name: section() for name, section in services.status_sections.items()},
     }
 
 
 def backend_document(b: BackendInfo) -> dict[str, Any]:
     return {
         "name": b.name,
-        "url": b.url,
+        "url": b.config.public_url,
         "health": b.health.value,
         "reason": b.health_reason,
         "flavour": b.flavour,

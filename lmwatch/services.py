@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from lmwatch.config import Config, LoadedConfig
 from lmwatch.registry import Registry
+
+if TYPE_CHECKING:
+    from lmwatch.control import ControlPlane
 
 
 @dataclass
@@ -32,6 +36,11 @@ class Services:
     metrics: CollectorRegistry
     poll_now: Callable[[str | None], None] = field(default=lambda name: None)
     """Ask the watcher to probe one backend (or all, with None) right away."""
+    control: ControlPlane | None = None
+    """Admin token, client keys, audit log, backend sources, reload (lmwatch/control.py); None in
+    apps built without a daemon (then /admin and client keys are not installed)."""
+    status_sections: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    """Extra top-level sections of `/status`: name -> a function returning JSON-able data."""
 
 
 SERVICES = web.AppKey("services", Services)

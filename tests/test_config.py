@@ -196,3 +196,10 @@ def test_daemon_refuses_to_start_on_invalid_config(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"{bad}: server.port: " in result.stderr
     assert "nothing was started" in result.stderr
+
+
+def test_a_cloud_provider_must_name_its_models() -> None:
+    [problem] = problems(
+        "routing: {cloud: {allowed: true, providers: [{name: c, base_url: 'https://x/v1', api_key_env: K}]}}"
+    )
+    assert problem.startswith("routing.cloud.providers[0].models: name the provider's model for `default`")

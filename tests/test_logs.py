@@ -24,7 +24,9 @@ def clean_secrets() -> Iterator[None]:
 
 def test_json_lines_carry_context(capsys: pytest.CaptureFixture[str]) -> None:
     setup_logging("info", "json")
-    logging.getLogger("lmwatch.test").info("backend %s down", "box", extra={"event": "backend_health", "backend": "box"})
+    logging.getLogger("lmwatch.test").info(
+        "backend %s down", "box", extra={"event": "backend_health", "backend": "box"}
+    )
     entry = json.loads(capsys.readouterr().err.strip())
     assert entry["message"] == "backend box down"
     assert entry["event"] == "backend_health" and entry["backend"] == "box"

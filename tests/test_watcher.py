@@ -202,3 +202,17 @@ async def test_reload_adds_and_removes_backends_keeping_state() -> None:
     finally:
         for sim in sims:
             await sim.stop()
+
+
+async def test_a_password_in_a_backend_url_is_never_shown(caplog: pytest.LogCaptureFixture) -> None:
+    sim = await start_simulator(SimSettings(), port=0)
+    url = sim.url.replace("http://", "http://ops:hunter2-long-secret@")
+    try:
+        async with running_daemon(parse_config(config_for(box=url), env={})) as daemon:
+            assert daemon.registry.snapshot().backends["box"].health is Health.UP  # credentials still used
+            async with aiohttp.ClientSession() as http, http.get(f"{daemon.url}/status") as resp:
+                status = await resp.json()
+            assert status["backends"][0]["url"] == url.replace("hunter2-long-secret", "***")
+    finally:
+        await sim.stop()
+    assert "hunter2-long-secret" not in caplog.text

@@ -1,0 +1,460 @@
+"""The admin API under `/admin`: thin handlers over the control plane (lmwatch/control.py).
+
+Every `/admin` request passes the admin guard first (a bearer token, or loopback-only when no token
+is set); every request that changes something writes an audit line (who, what, which target, the
+result) before it answers. Errors have the OpenAI-style body of lmwatch/api/errors.py; a refused
+config or backend adds `problems`, one `path: message` line each.
+
+    GET    /admin/backends                          health, models, breakers, in-flight, origin
+    POST   /admin/backends                          add a backend (the schema of `backends:` entries)
+    DELETE /admin/backends/{name}                   remove a backend (until the next reload)
+    POST   /admin/backends/{name}/drain | /undrain  stop / resume new requests; in-flight ones finish
+    POST   /admin/backends/{name}/models/load       {"model": id, "context_length"?: n}
+    POST   /admin/backends/{name}/models/unload     {"model": id or instance id}
+    POST   /admin/poll                              {"backend"?: name}: probe now, answer when done
+    POST   /admin/reload                            re-read the config file
+    POST   /admin/route/explain                     a /v1 request body: where it would go, and why
+    GET    /admin/routing/preferences | PUT         task -> model family patterns (until the next reload)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from lmwatch.api.auth import ANONYMOUS, AUDIT_NOTE, CLIENT, is_admin, is_v1
+from lmwatch.api.errors import ApiError
+from lmwatch.api.openai import forbids_cloud
+from lmwatch.config import BackendConfig, validation_problems
+from lmwatch.control import ControlPlane, ProblemsError, unknown_backend
+from lmwatch.registry import BackendInfo, request_outcomes
+from lmwatch.server import backend_document
+from lmwatch.services import SERVICES
+
+ACTOR = web.RequestKey("lmwatch_admin_actor", str)
+
+Action = Callable[[web.Request, ControlPlane], Awaitable[tuple[str | None, dict[str, Any]]]]
+"""A control action: returns (target, answer body); raises ApiError to refuse."""
+
+
+def setup(app: web.Application) -> None:
+    """Install the admin routes and the two access middlewares (`/admin` guard, `/v1` client keys)."""
+    app.middlewares.append(admin_guard)
+    app.middlewares.append(client_access)
+    services = app[SERVICES]
+    if services.control is not None:
+        services.status_sections.setdefault("control", services.control.status_section)
+    r = app.router
+    r.add_get("/admin/backends", list_backends)
+    r.add_post("/admin/backends", _action("add_backend", add_backend, status=201))
+    r.add_delete("/admin/backends/{name}", _action("remove_backend", remove_backend))
+    r.add_post("/admin/backends/{name}/drain", _action("drain", drain))
+    r.add_post("/admin/backends/{name}/undrain", _action("undrain", undrain))
+    r.add_post("/admin/backends/{name}/models/load", _action("load_model", load_model))
+    r.add_post("/admin/backends/{name}/models/unload", _action("unload_model", unload_model))
+    r.add_post("/admin/poll", _action("poll", poll))
+    r.add_post("/admin/reload", _action("reload", reload))
+    r.add_post("/admin/route/explain", route_explain)
+    r.add_get("/admin/routing/preferences", get_preferences)
+    r.add_put("/admin/routing/preferences", _action("set_preferences", set_preferences))
+
+
+def _control(request: web.Request) -> ControlPlane:
+    control = request.app[SERVICES].control
+    if control is None:
+        raise ApiError(503, "this lmwatch runs without a control plane", code="no_control")
+    return control
+
+
+# --- middlewares ---------------------------------------------------------------------------------
+
+
+@web.middleware
+async def admin_guard(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    if not is_admin(request.path):
+        return await handler(request)
+    control = request.app[SERVICES].control
+    if control is None:
+        return ApiError(404, "the admin API is not enabled in this process", code="not_found").response()
+    try:
+        request[ACTOR] = control.admin.check(request)
+    except ApiError as exc:
+        control.admin_actions.labels("authenticate", "denied").inc()
+        await control.audit.control(
+            actor="unauthenticated",
+            remote=request.remote,
+            action="authenticate",
+            target=f"{request.method} {request.path}",
+            result="denied",
+            code=exc.code,
+        )
+        return exc.response()
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return exc.response()
+
+
+@web.middleware
+async def client_access(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """On `/v1` paths: the client key (401/403/429), per-key counts, and the request's audit line."""
+    if not is_v1(request.path):
+        return await handler(request)
+    control = request.app[SERVICES].control
+    if control is None:
+        return await handler(request)
+    started = time.monotonic()
+    note: dict[str, Any] = {}
+    request[AUDIT_NOTE] = note
+    key_name = ANONYMOUS
+    status = "500"
+    headers: Mapping[str, str] = {}
+    try:
+        key = control.access.authenticate(request)
+        if key is not None:
+            request[CLIENT] = key
+            key_name = key.name
+            control.access.admit(request, key)
+        response = await handler(request)
+        status, headers = str(response.status), response.headers
+        return response
+    except ApiError as exc:
+        status = str(exc.status)
+        return exc.response()
+    except web.HTTPException as exc:
+        status = str(exc.status)
+        raise
+    except asyncio.CancelledError:
+        status = "499"
+        raise
+    finally:
+        control.client_requests.labels(key_name, status).inc()
+        if control.audit.requests:
+            entry: dict[str, Any] = {
+                "key": key_name,
+                "remote": request.remote,
+                "method": request.method,
+                "path": request.path,
+                "status": int(status),
+                "duration_seconds": round(time.monotonic() - started, 6),
+            }
+            for field, header in (
+                ("model", "X-LMWatch-Model"),
+                ("backend", "X-LMWatch-Backend"),
+                ("task", "X-LMWatch-Task"),
+            ):
+                value = headers.get(header)
+                if value and value != "none":
+                    entry[field] = value
+            entry.update(note)
+            if control.audit.prompts and "prompt" not in note:
+                entry["prompt"] = _prompt_of(request)
+            control.audit.request(entry)
+
+
+def _prompt_of(request: web.Request) -> Any:
+    """The messages, prompt or input of a body the handler already read (never reads the socket)."""
+    raw = getattr(request, "_read_bytes", None)  # aiohttp caches the body read by request.read()
+    if not raw:
+        return None
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    return next((body[k] for k in ("messages", "prompt", "input") if k in body), None)
+
+
+# --- the action wrapper --------------------------------------------------------------------------
+
+
+def _action(name: str, action: Action, status: int = 200) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """Run a control action, write its audit line (success or refusal), answer JSON."""
+
+    async def handler(request: web.Request) -> web.Response:
+        control = _control(request)
+        actor = request.get(ACTOR, "unknown")
+        target = request.match_info.get("name")
+        try:
+            target, body = await action(request, control)
+        except ApiError as exc:
+            control.admin_actions.labels(name, "refused").inc()
+            await control.audit.control(
+                actor=actor,
+                remote=request.remote,
+                action=name,
+                target=target,
+                result="refused",
+                status=exc.status,
+                error=exc.message,
+            )
+            return exc.response()
+        control.admin_actions.labels(name, "ok").inc()
+        await control.audit.control(actor=actor, remote=request.remote, action=name, target=target, result="ok")
+        return web.json_response(body, status=status)
+
+    return handler
+
+
+async def _body(request: web.Request, *, required: bool = True) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        if required:
+            raise ApiError(400, "a JSON object body is required", code="invalid_json")
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object", code="invalid_json")
+    return body
+
+
+def _backend(control: ControlPlane, name: str) -> BackendInfo:
+    backend = control.services.registry.snapshot().backend(name)
+    if backend is None:
+        raise unknown_backend(name)
+    return backend
+
+
+def _string(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ApiError(400, f"`{key}` is required (a non-empty string)", param=key, code="missing_required_parameter")
+    return value.strip()
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+def backends_document(control: ControlPlane) -> dict[str, Any]:
+    snap = control.services.registry.snapshot()
+    view = request_outcomes(control.services.registry).view()
+    breakers: dict[str, list[dict[str, Any]]] = {}
+    for b in view.breakers:
+        breakers.setdefault(b.backend, []).append(
+            {
+                "model": b.model,
+                "state": b.state.value,
+                "failures": b.failures,
+                "retry_at": b.retry_at,
+                "reason": b.reason,
+            }
+        )
+    control.sources.effective()
+    return {
+        "backends": [
+            {
+                **backend_document(b),
+                "origin": control.sources.origins.get(b.name, "config"),
+                "inflight": view.inflight.get(b.name, 0),
+                "queued": view.queued.get(b.name, 0),
+                "breakers": breakers.get(b.name, []),
+            }
+            for b in snap.backends.values()
+        ],
+        **control.status_section(),
+    }
+
+
+async def list_backends(request: web.Request) -> web.Response:
+    return web.json_response(backends_document(_control(request)))
+
+
+async def get_preferences(request: web.Request) -> web.Response:
+    return web.json_response({"preferences": _control(request).config.routing.preferences})
+
+
+# --- actions -------------------------------------------------------------------------------------
+
+
+async def add_backend(request: web.Request, control: ControlPlane) -> tuple[str | None, dict[str, Any]]:
+    body = await _body(request)
+    try:
+        backend = BackendConfig.model_validate(body)
+    except ValidationError as exc:
+        raise ProblemsError(400, "invalid backend", validation_problems(exc), code="invalid_backend") from None
+    control.add_backend(backend)
+    return backend.name, {"backend": backend_document(_backend(control, backend.name)), "origin": "runtime"}
+
+
+async def remove_backend(request: web.Request, control: ControlPlane) -> tuple[str | None, dict[str, Any]]:
+    name = request.match_info["name"]
+    origin = control.remove_backend(name)
+    return name, {"removed": name, "origin": origin}
+
+
+async def drain(request: web.Request, control: ControlPlane) -> tuple[str | None, dict[str, Any]]:
+    return await _set_draining(request, control, True)
+
+
+async def undrain(request: web.Request, control: ControlPlane) -> tuple[str | None, dict[str, Any]]:
+    return await _set_draining(request, control, False)
+
+
+async def _set_draining(
+    request: web.Request, control: ControlPlane, draining: bool
+) -> tuple[str | None, dict[str, Any]]:
+    name = request.match_info["name"]
+    _backend(control, name)
+    control.services.registry.set_draining(name, draining)
+    inflight = request_outcomes(control.services.registry).inflight.get(name, 0)
+    return name, {"backend": name, "draining": draining, "inflight": inflight}
+
+
+async def load_model(request: web.Request, control: ControlPlane) -> tuple[str | None, dict[str, Any]]:
+    name = request.match_info["name"]
+    body = await _body(request)
+    model = _string(body, "model")
+    context = body.get("context_length")
+    if context is not None and (not isinstance(context, int) or isinstance(context, bool) or context < 1):
+        raise ApiError(400, "`context_length` must be a positive integer", param="context_length", code="invalid_type")
+    result = await control.load_model(name, model, context)
+    info = _backend(control, name).model(model)
+    return f"{name}/{model}", {"backend": name, "model": model, "loaded": bool(info and info.loaded), "result": result}
+
+
+async def unload_model(request: web.Request, control: ControlPlane) -> tuple[str | None, dict[str, Any]]:
+    name = request.match_info["name"]
+    model = _string(await _body(request), "model")
+    instances = await control.unload_model(name, model)
+    return f"{name}/{model}", {"backend": name, "model": model, "unloaded": instances}
+
+
+async def poll(request: web.Request, control: ControlPlane) -> tuple[str | None, dict[str, Any]]:
+    body = await _body(request, required=False)
+    name = body.get("backend")
+    if name is not None and not isinstance(name, str):
+        raise ApiError(400, "`backend` must be a backend name", param="backend", code="invalid_type")
+    polled = await control.poll(name)
+    snap = control.services.registry.snapshot()
+    return name, {
+        "polled": polled,
+        "backends": [backend_document(snap.backends[n]) for n in polled if n in snap.backends],
+    }
+
+
+async def reload(request: web.Request, control: ControlPlane) -> tuple[str | None, dict[str, Any]]:
+    problems = await control.reload()
+    if problems:
+        raise ProblemsError(400, "the config was not reloaded (the running config stays)", problems)
+    return None, {"reloaded": True, "backends": sorted(control.sources.origins)}
+
+
+async def set_preferences(request: web.Request, control: ControlPlane) -> tuple[str | None, dict[str, Any]]:
+    body = await _body(request)
+    preferences = body.get("preferences", body)
+    return "routing.preferences", {"preferences": control.set_preferences(preferences)}
+
+
+# --- route explain -------------------------------------------------------------------------------
+
+
+async def route_explain(request: web.Request) -> web.Response:
+    control = _control(request)
+    raw = await request.read()
+    endpoint_name = request.query.get("endpoint", "chat")
+    return web.json_response(
+        explain_route(
+            control,
+            raw,
+            endpoint_name,
+            request.headers.get("X-LMWatch-Task"),
+            forbids_cloud(request),
+        )
+    )
+
+
+def explain_route(
+    control: ControlPlane, raw: bytes, endpoint_name: str, task_header: str | None, local_only: bool
+) -> dict[str, Any]:
+    """A dry run of routing: task scores, candidates in order with a reason each, the chosen target.
+
+    Uses the router's own functions (parse, classify, plan, balance order) on the current snapshot;
+    nothing is sent to any backend and no breaker or counter changes.
+    """
+    from lmwatch.routing.balance import order
+    from lmwatch.routing.classify import classifier_for
+    from lmwatch.routing.request import Endpoint, parse_request
+    from lmwatch.routing.select import choose_task, plan_request
+
+    try:
+        endpoint = Endpoint(endpoint_name)
+    except ValueError:
+        raise ApiError(
+            400,
+            f"endpoint must be one of {', '.join(e.value for e in Endpoint)}",
+            param="endpoint",
+            code="invalid_value",
+        ) from None
+    routing = control.config.routing
+    snap = control.services.registry.snapshot()
+    outcomes = request_outcomes(control.services.registry)
+    req = parse_request(endpoint, raw, routing.default_model)
+    classification = classifier_for(routing).classify(req.body) if endpoint is not Endpoint.EMBEDDINGS else None
+    forced = choose_task(routing, snap, req, task_header)
+    task = forced or (classification.task if classification else "embeddings")
+    plan = plan_request(snap, routing, req, task, local_only)
+    breakers = {(b.backend, b.model): b for b in outcomes.view().breakers}
+    rng = random.Random(0)
+    candidates: list[dict[str, Any]] = []
+    chosen: dict[str, Any] | None = None
+    for tier in plan.tiers:
+        for target in order(tier.targets, outcomes, rng):
+            breaker = breakers.get((target.backend, target.model))
+            state = breaker.state.value if breaker else "closed"
+            reason = _reason(tier.route.value, tier.label, task)
+            if breaker is not None and state == "open":
+                reason += f"; skipped: circuit open ({breaker.reason})"
+            entry = {
+                "backend": target.backend,
+                "model": target.model,
+                "route": tier.route.value,
+                "reason": reason,
+                "breaker": state,
+                "inflight": outcomes.inflight.get(target.backend, 0),
+                "cap": target.cap,
+                "usable": state != "open",
+            }
+            candidates.append(entry)
+            if chosen is None and entry["usable"]:
+                chosen = entry
+    excluded = [
+        {"backend": b.name, "reason": "draining" if b.draining else f"{b.health.value}: {b.health_reason}"}
+        for b in snap.backends.values()
+        if b.draining or not b.reachable
+    ]
+    return {
+        "model": req.model,
+        "endpoint": endpoint.value,
+        "task": task,
+        "task_source": "header" if task_header else ("model" if forced else "classifier"),
+        "scores": dict(classification.scores) if classification else {},
+        "task_reasons": list(classification.reasons) if classification and not forced else [],
+        "candidates": candidates,
+        "excluded": excluded,
+        "chosen": chosen,
+        "unavailable": plan.unavailable or None,
+    }
+
+
+def _reason(route: str, label: str, task: str) -> str:
+    return {
+        "explicit": f"the request names this model ({label})",
+        "preference": f"routing.preferences.{task} lists {label!r}",
+        "capability": f"capability table: {label} (tried after routing.preferences.{task})",
+        "cloud": "cloud fallback (no local candidate left)",
+    }.get(route, f"{route}: {label}")

@@ -1,0 +1,345 @@
+"""The OpenAI-compatible `/v1` API: thin handlers over routing (lmwatch/routing) and the proxy.
+
+`setup(app)` adds the routes and closes the shared upstream connection pool on cleanup. Every routed answer
+carries X-LMWatch-Backend, -Model, -Task, -Route and -Overhead-Ms (`none` where a request never got
+that far); X-LMWatch-Task-Reason explains a classified task. Requests may send X-LMWatch-Task to
+force a task and X-LMWatch-Local-Only: true to forbid cloud fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from lmwatch.api.auth import check_task, client_of, note_request
+from lmwatch.api.errors import ApiError
+from lmwatch.api.proxy import Answer, Exchange, Streamed, Upstream, Verdict
+from lmwatch.api.request_metrics import NONE, RequestMetrics, request_metrics
+from lmwatch.config import Config
+from lmwatch.registry import Snapshot, request_outcomes
+from lmwatch.routing.classify import classifier_for
+from lmwatch.routing.request import Endpoint, ParsedRequest, parse_request
+from lmwatch.routing.select import AUTO, TASK_PREFIX, Route, allowed_only, choose_task, plan_request, routable
+from lmwatch.services import SERVICES, Services
+
+log = logging.getLogger("lmwatch.api.openai")
+
+UPSTREAM = web.AppKey("lmwatch_upstream", Upstream)
+TRUE = ("1", "true", "yes", "on")
+
+
+def setup(app: web.Application) -> None:
+    services = app[SERVICES]
+    app[UPSTREAM] = Upstream(request_outcomes(services.registry))
+    request_metrics(services.metrics, services.registry)
+    app.on_cleanup.append(_close)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/embeddings", embeddings)
+
+
+async def _close(app: web.Application) -> None:
+    app[UPSTREAM].close()
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _handle(request, Endpoint.CHAT)
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await _handle(request, Endpoint.COMPLETIONS)
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    return await _handle(request, Endpoint.EMBEDDINGS)
+
+
+# --- one routed request --------------------------------------------------------------------------
+
+
+@dataclass
+class _Request:
+    """What a handler knows so far: enough to label metrics and headers at any point of failure."""
+
+    started: float
+    task: str = NONE
+    reasons: tuple[str, ...] = ()
+    exchanges: list[Exchange] = field(default_factory=list)
+    overhead: float | None = None
+
+    def headers(self, exchange: Exchange | None = None) -> dict[str, str]:
+        """The route headers, computed when the response starts (so the overhead is known)."""
+        exchanges = [exchange] if exchange is not None else self.exchanges
+        served = [e for e in exchanges if e.target is not None]
+        self.overhead = max((e.overhead() for e in exchanges), default=time.perf_counter() - self.started)
+        headers = {
+            "X-LMWatch-Backend": ",".join(dict.fromkeys(e.target.backend for e in served if e.target)) or NONE,
+            "X-LMWatch-Model": ",".join(dict.fromkeys(e.target.model for e in served if e.target)) or NONE,
+            "X-LMWatch-Task": self.task,
+            "X-LMWatch-Route": _route(served),
+            "X-LMWatch-Overhead-Ms": f"{self.overhead * 1000:.3f}",
+        }
+        if self.reasons:
+            headers["X-LMWatch-Task-Reason"] = ", ".join(self.reasons[:3])
+        return headers
+
+
+def forbids_cloud(request: web.Request) -> bool:
+    """No cloud fallback for this request: `X-LMWatch-Local-Only: true`, or a key marked local_only."""
+    if request.headers.get("X-LMWatch-Local-Only", "").strip().lower() in TRUE:
+        return True
+    client = client_of(request)
+    return client is not None and client.local_only
+
+
+def _route(served: list[Exchange]) -> str:
+    routes = [e.route for e in served if e.route is not None]
+    for special in (Route.CLOUD, Route.FAILOVER):
+        if special in routes:
+            return special.value
+    return routes[0].value if routes else NONE
+
+
+async def _handle(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+    state = _Request(started=time.perf_counter())
+    services = request.app[SERVICES]
+    config = services.config.config
+    metrics = request_metrics(services.metrics, services.registry)
+    code = "500"
+    try:
+        response, code = await _serve(request, endpoint, services, config, metrics, state)
+        return response
+    except ApiError as err:
+        code = str(err.status)
+        return err.response(state.headers())
+    except asyncio.CancelledError:
+        code = "499"
+        raise
+    except Exception:
+        log.exception("unexpected error on %s", request.path)
+        return ApiError(500, "lmwatch failed to handle this request; see its log").response(state.headers())
+    finally:
+        _record(metrics, config, state, code)
+        _note_for_audit(request, state)
+
+
+async def _serve(
+    request: web.Request,
+    endpoint: Endpoint,
+    services: Services,
+    config: Config,
+    metrics: RequestMetrics,
+    state: _Request,
+) -> tuple[web.StreamResponse, str]:
+    """The response and the `code` label of its metrics."""
+    routing = config.routing
+    req = parse_request(endpoint, await _read_body(request, config.server.max_body_bytes), routing.default_model)
+    snap = services.registry.snapshot()
+    upstream = request.app[UPSTREAM]
+    upstream.outcomes.policy = routing.breaker
+    task = choose_task(routing, snap, req, request.headers.get("X-LMWatch-Task"))
+    if task is None:
+        classification = classifier_for(routing).classify(req.body)
+        task, state.reasons = classification.task, classification.reasons
+    state.task = task
+    check_task(request, task)
+    plan = plan_request(snap, routing, req, task, forbids_cloud(request))
+    client = client_of(request)
+    if client is not None and client.models:
+        allowed = allowed_only(plan, client.allows_model)
+        if plan.tiers and not allowed.tiers:
+            raise ApiError(
+                403,
+                f"the key {client.name!r} may not use any model that can serve this request",
+                code="model_not_allowed",
+                param="model",
+            )
+        plan = allowed
+
+    def exchange(for_req: ParsedRequest) -> Exchange:
+        made = Exchange(upstream, routing, metrics, for_req, plan, state.started, services.poll_now)
+        state.exchanges.append(made)
+        return made
+
+    if req.stream:
+        ex = exchange(req)
+        result = await ex.stream(request, state.headers)
+        if isinstance(result, Streamed):
+            return result.response, _STREAM_CODES[result.verdict]
+        answer = _json(result, state.headers(ex))
+    elif endpoint is Endpoint.EMBEDDINGS and _batches(req, routing.embedding_batch_size):
+        answer = await _embed_in_batches(req, routing.embedding_batch_size, exchange, state)
+    else:
+        ex = exchange(req)
+        answer = _json(await ex.answer(), state.headers(ex))
+    return answer, str(answer.status)
+
+
+_STREAM_CODES = {Verdict.SUCCESS: "200", Verdict.UPSTREAM_FAILED: "stream_error", Verdict.CLIENT_GONE: "499"}
+"""A stream is answered 200 before it can fail; the metric's code says how it ended."""
+
+
+def _json(answer: Answer, headers: dict[str, str]) -> web.Response:
+    return web.Response(body=answer.raw, status=answer.status, content_type="application/json", headers=headers)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The body, refused with 413 past `server.max_body_bytes` (by its length when it says one)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise _too_large(limit) from None
+    if len(raw) > limit:
+        raise _too_large(limit)
+    return raw
+
+
+def _too_large(limit: int) -> ApiError:
+    message = f"the request body is larger than the limit of {limit} bytes (server.max_body_bytes)"
+    return ApiError(413, message, code="request_too_large")
+
+
+def _record(metrics: RequestMetrics, config: Config, state: _Request, code: str) -> None:
+    served = [e for e in state.exchanges if e.target is not None]
+    first = served[0].target if served else None
+    backend, model = (first.backend, first.model) if first else (NONE, NONE)
+    metrics.finished(backend, model, state.task, _route(served), code, time.perf_counter() - state.started)
+    if state.overhead is not None:
+        metrics.overhead.observe(state.overhead)
+    for ex in served:
+        if ex.target is None:
+            continue
+        if ex.ttft is not None:
+            metrics.child(metrics.ttft, ex.target.backend, ex.target.model).observe(ex.ttft)
+        metrics.tokens_used(
+            config.routing,
+            ex.target.backend,
+            ex.target.model,
+            state.task,
+            ex.usage.prompt,
+            ex.usage.completion,
+            local=not ex.target.is_cloud,
+        )
+
+
+def _note_for_audit(request: web.Request, state: _Request) -> None:
+    """The token counts for the request's audit line (model, backend and task come from its headers)."""
+    served = [e for e in state.exchanges if e.target is not None]
+    if served:
+        note_request(
+            request,
+            prompt_tokens=sum(e.usage.prompt or 0 for e in served),
+            completion_tokens=sum(e.usage.completion or 0 for e in served),
+        )
+
+
+# --- embeddings in batches -----------------------------------------------------------------------
+
+
+def _batches(req: ParsedRequest, size: int) -> bool:
+    """Split only a list of several inputs (strings or token lists), never one tokenized input."""
+    items = req.body.get("input")
+    return isinstance(items, list) and len(items) > size and not all(isinstance(i, int) for i in items)
+
+
+async def _embed_in_batches(
+    req: ParsedRequest, size: int, exchange: Callable[[ParsedRequest], Exchange], state: _Request
+) -> web.Response:
+    items: list[Any] = req.body["input"]
+    parts = [
+        exchange(dataclasses.replace(req, body={**req.body, "input": items[i : i + size]}, raw=b""))
+        for i in range(0, len(items), size)
+    ]
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(part.answer()) for part in parts]
+    except ExceptionGroup as group_error:  # one batch failed (the others were cancelled): answer its error
+        raise next((e for e in group_error.exceptions if isinstance(e, ApiError)), group_error) from None
+    answers: list[Answer] = [t.result() for t in tasks]
+    failed = next((a for a in answers if a.status != 200), None)
+    if failed is not None:
+        return _json(failed, state.headers())
+    data: list[Any] = []
+    for offset, answer in zip(range(0, len(items), size), answers, strict=True):
+        for position, item in enumerate(answer.obj.get("data") or []):
+            if isinstance(item, dict):
+                index = item.get("index")
+                item["index"] = offset + (index if isinstance(index, int) else position)
+            data.append(item)
+    prompt = sum(e.usage.prompt for e in parts)
+    body = {
+        "object": "list",
+        "data": data,
+        "model": answers[0].obj.get("model"),
+        "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
+    }
+    raw = json.dumps(body, separators=(",", ":")).encode()
+    return _json(Answer(200, raw, body), state.headers())
+
+
+# --- /v1/models ----------------------------------------------------------------------------------
+
+
+async def list_models(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    document = models_document(services.registry.snapshot(), services.config.config)
+    client = client_of(request)
+    if client is not None and client.models:  # a key sees the models it may use (and the virtual ids)
+        document["data"] = [m for m in document["data"] if m["lmwatch"]["virtual"] or client.allows_model(m["id"])]
+    return web.json_response(document)
+
+
+def models_document(snap: Snapshot, config: Config) -> dict[str, Any]:
+    """Virtual ids first (`auto` is the default), then aliases, then each model once with where it lives."""
+    routing = config.routing
+    data: list[dict[str, Any]] = [_virtual(AUTO, "auto", "classify the request, then route by task")]
+    data += [_virtual(TASK_PREFIX + t, "task", f"route as a {t} request") for t in sorted(routing.task_names())]
+    data += [
+        _virtual(
+            name, "alias", ", ".join(t if isinstance(t, str) else f"{t.backend or '*'}:{t.model}" for t in targets)
+        )
+        for name, targets in routing.aliases.items()
+    ]
+    models: dict[str, dict[str, Any]] = {}
+    for backend in snap.backends.values():
+        if not routable(backend):
+            continue
+        for m in backend.models:
+            if not (m.loaded or routing.allow_jit):
+                continue
+            entry = models.setdefault(
+                m.id,
+                {
+                    "id": m.id,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": m.publisher or "lmwatch",
+                    "lmwatch": {"virtual": False, "type": m.model_type.value, "backends": []},
+                },
+            )
+            entry["lmwatch"]["backends"].append(
+                {"backend": backend.name, "loaded": m.loaded, "instances": list(m.instance_ids)}
+            )
+    data += sorted(models.values(), key=lambda e: str(e["id"]))
+    return {"object": "list", "data": data}
+
+
+def _virtual(model_id: str, kind: str, description: str) -> dict[str, Any]:
+    return {
+        "id": model_id,
+        "object": "model",
+        "created": 0,
+        "owned_by": "lmwatch",
+        "lmwatch": {"virtual": True, "kind": kind, "description": description},
+    }

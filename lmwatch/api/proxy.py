@@ -1,0 +1,507 @@
+"""Upstream calls: walking a plan with failover and retries, and relaying answers to the client.
+
+One connection pool (lmwatch/api/upstream.py) serves every backend and cloud provider. A request
+walks its plan: within a tier the balancer orders the targets, the breaker and the concurrency gate
+admit them, and a failure moves on (the same model elsewhere, then the next tier, then the cloud). Transient errors
+(refused or reset connections, 502/503/504) retry the same target after a backoff, once the others
+had their turn. All of this happens only before the first byte reaches the client: after that a
+failure ends the stream with an OpenAI-style error event, and nothing is replayed.
+
+Timeouts: connecting is bounded by the backend's `timeout`; after that only silence is bounded
+(`routing.idle_timeout` between reads), never the total, so a slow local generation is not cut.
+The original request bytes are forwarded unless the model id must change or lmwatch must ask for
+the usage chunk (`stream_options.include_usage`, stripped again when the client did not ask).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import re
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from aiohttp import web
+
+from lmwatch.api.errors import ApiError, error_body, error_event, error_type
+from lmwatch.api.request_metrics import RequestMetrics
+from lmwatch.api.upstream import ConnectError, ConnectionLost, Pool, Response, UpstreamError
+from lmwatch.backends.base import error_message
+from lmwatch.config import RoutingConfig
+from lmwatch.registry import RequestOutcomes
+from lmwatch.routing.balance import Gate, order
+from lmwatch.routing.ids import same_model
+from lmwatch.routing.request import ParsedRequest
+from lmwatch.routing.select import Plan, Route, Target, Tier
+from lmwatch.routing.sse import EventSplitter, StreamMeter
+
+MAX_BACKOFF = 2.0
+_MODEL_GONE = re.compile(
+    r"no models? (?:is |are )?loaded|model_not_found|invalid model identifier|not found|failed to load model|"
+    r"not loaded|unloaded|model loading",
+    re.IGNORECASE,
+)
+_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_HEADERS = {
+    stream: {"Content-Type": "application/json", "Accept": "text/event-stream" if stream else "application/json"}
+    for stream in (False, True)
+}
+
+
+class Verdict(StrEnum):
+    """What an attempt tells the breaker."""
+
+    SUCCESS = "success"
+    UPSTREAM_FAILED = "upstream_failed"  # after the first byte: counts, but cannot fail over
+    CLIENT_GONE = "client_gone"  # no verdict on the backend
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An attempt that failed before anything reached the client (so the walk goes on)."""
+
+    reason: str
+    """A bounded label: connect, timeout, http_5xx, http_429, auth, model_unavailable, error_body,
+    bad_response, bad_config, stream_cut, breaker_open, queue_timeout, queue_full."""
+    message: str
+    transient: bool = False
+    breaker: bool = True
+    attempted: bool = True
+
+
+@dataclass
+class Answer:
+    """A complete JSON answer (a success, or an error the client must see as it is)."""
+
+    status: int
+    raw: bytes
+    obj: dict[str, Any]
+
+
+@dataclass
+class Streamed:
+    response: web.StreamResponse
+    verdict: Verdict
+
+
+@dataclass
+class Usage:
+    prompt: int = 0
+    completion: int = 0
+
+    def add(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            self.prompt += _int(usage.get("prompt_tokens"))
+            self.completion += _int(usage.get("completion_tokens"))
+
+
+class Upstream:
+    """The shared connection pool, the gate and the balancer's randomness (app-scoped)."""
+
+    def __init__(self, outcomes: RequestOutcomes, rng: random.Random | None = None) -> None:
+        self.outcomes = outcomes
+        self.gate = Gate(outcomes)
+        self.rng = rng or random.Random()
+        self.pool = Pool()
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+RouteHeaders = Callable[["Exchange"], dict[str, str]]
+Attempt = Callable[[Target], Awaitable["Streamed | Answer | Failure"]]
+
+
+@dataclass
+class Exchange:
+    """One client request (or one embeddings batch) walking its plan."""
+
+    upstream: Upstream
+    routing: RoutingConfig
+    metrics: RequestMetrics
+    req: ParsedRequest
+    plan: Plan
+    started: float
+    poll_now: Callable[[str | None], None]
+    waited: float = 0.0
+    """Seconds spent waiting on upstreams, queues and backoffs (not lmwatch's own time)."""
+    route: Route | None = None
+    target: Target | None = None
+    ttft: float | None = None
+    usage: Usage = field(default_factory=Usage)
+    failures: list[tuple[Target, Failure]] = field(default_factory=list)
+    _first: Target | None = None
+    _bodies: dict[tuple[str, bool], bytes] = field(default_factory=dict)
+
+    # --- the walk --------------------------------------------------------------------------------
+
+    async def answer(self) -> Answer:
+        """Walk the plan for a complete (non-streamed) answer."""
+        result = await self.walk(self.call_json)
+        assert isinstance(result, Answer)  # call_json never streams
+        return result
+
+    async def stream(self, request: web.Request, headers: RouteHeaders) -> Streamed | Answer:
+        """Walk the plan relaying a stream (or the JSON error a backend answered instead)."""
+        return await self.walk(lambda target: self.call_stream(target, request, headers))
+
+    async def walk(self, attempt: Attempt) -> Streamed | Answer:
+        deadline = asyncio.get_running_loop().time() + self.routing.queue_timeout
+        for tier in self.plan.tiers:
+            targets = (
+                tier.targets
+                if tier.route is Route.CLOUD
+                else order(tier.targets, self.upstream.outcomes, self.upstream.rng)
+            )
+            pending = deque(targets)
+            tries: dict[Target, int] = {}
+            while pending:
+                target = pending.popleft()
+                tries[target] = tries.get(target, 0) + 1
+                result = await self._try(tier, target, tries[target], deadline, attempt)
+                if not isinstance(result, Failure):
+                    return result
+                self.failures.append((target, result))
+                if result.transient and tries[target] < _attempts(target):
+                    pending.append(target)
+        raise self._exhausted()
+
+    async def _try(
+        self, tier: Tier, target: Target, attempt_no: int, deadline: float, attempt: Attempt
+    ) -> Streamed | Answer | Failure:
+        outcomes = self.upstream.outcomes
+        if attempt_no > 1:
+            await self._backoff(attempt_no)
+        self._first = self._first or target
+        if not outcomes.breaker_allows(target.backend, target.model):
+            return Failure("breaker_open", f"circuit open for {target.model}", breaker=False, attempted=False)
+        admitted = await self._admit(target, deadline)
+        if admitted is not None:
+            outcomes.breaker_abandon(target.backend, target.model)
+            return admitted
+        self.route = (
+            Route.CLOUD if tier.route is Route.CLOUD else (tier.route if target == self._first else Route.FAILOVER)
+        )
+        self.target = target
+        self._count_fallback(target)
+        result: Streamed | Answer | Failure | None = None
+        try:
+            result = await attempt(target)
+            return result
+        finally:
+            self._release(target)
+            self._judge(target, result)
+
+    async def _admit(self, target: Target, deadline: float) -> Failure | None:
+        if target.cap is None:
+            self.upstream.outcomes.started(target.backend)
+            return None
+        gate = self.upstream.gate
+        if gate.try_acquire(target.backend, target.cap):
+            return None
+        if gate.waiting(target.backend) >= self.routing.max_queue:
+            return Failure("queue_full", "its queue is full", breaker=False, attempted=False)
+        began = time.perf_counter()
+        remaining = deadline - asyncio.get_running_loop().time()
+        ok = remaining > 0 and await gate.acquire(target.backend, target.cap, remaining, self.routing.max_queue)
+        self.waited += time.perf_counter() - began
+        if ok:
+            return None
+        return Failure(
+            "queue_timeout", f"no free slot within {self.routing.queue_timeout:g} s", breaker=False, attempted=False
+        )
+
+    def _release(self, target: Target) -> None:
+        if target.cap is None:
+            self.upstream.outcomes.finished(target.backend)
+        else:
+            self.upstream.gate.release(target.backend)
+
+    def _judge(self, target: Target, result: object) -> None:
+        """Feed the breaker; a cancelled attempt or a client that left gives no verdict."""
+        outcomes = self.upstream.outcomes
+        verdict = (
+            Verdict.SUCCESS if isinstance(result, Answer) else result.verdict if isinstance(result, Streamed) else None
+        )
+        if isinstance(result, Failure):
+            if result.breaker:
+                outcomes.breaker_failure(target.backend, target.model, result.reason)
+            else:
+                outcomes.breaker_abandon(target.backend, target.model)
+            if result.reason == "model_unavailable" and not target.is_cloud:
+                self.poll_now(target.backend)
+        elif verdict is Verdict.SUCCESS:
+            outcomes.breaker_success(target.backend, target.model)
+        elif verdict is Verdict.UPSTREAM_FAILED:
+            outcomes.breaker_failure(target.backend, target.model, "stream_cut")
+        else:
+            outcomes.breaker_abandon(target.backend, target.model)
+
+    async def _backoff(self, attempt_no: int) -> None:
+        delay = min(self.routing.retry_backoff * 2 ** (attempt_no - 2), MAX_BACKOFF)
+        delay *= 0.5 + self.upstream.rng.random() / 2
+        self.waited += delay
+        await asyncio.sleep(delay)
+
+    def _count_fallback(self, target: Target) -> None:
+        if self.failures and self.failures[-1][0] != target:
+            failed, failure = self.failures[-1]
+            self.metrics.child(self.metrics.fallbacks, failed.backend, target.backend, failure.reason).inc()
+
+    def _exhausted(self) -> ApiError:
+        if not self.failures:
+            return ApiError(
+                503,
+                f"no backend can serve this request: {self.plan.unavailable}",
+                code="no_backend_available",
+                headers={"Retry-After": "5"},
+            )
+        notes = "; ".join(f"{t.backend} ({t.model}): {f.reason}: {f.message}" for t, f in self.failures[-6:])
+        if any(f.attempted for _, f in self.failures):
+            return ApiError(502, f"every backend failed: {notes}", code="upstream_failed")
+        return ApiError(
+            503,
+            f"no backend could take the request: {notes}",
+            code="no_backend_available",
+            headers={"Retry-After": str(self._retry_after())},
+        )
+
+    def _retry_after(self) -> int:
+        """Seconds until the first open breaker lets a trial through (1 when it was a full queue)."""
+        outcomes = self.upstream.outcomes
+        waits = [w for t, _ in self.failures if (w := outcomes.breaker_wait(t.backend, t.model)) is not None]
+        return max(1, math.ceil(min(waits))) if waits else 1
+
+    # --- one upstream call ------------------------------------------------------------------------
+
+    def body_for(self, target: Target, stream: bool) -> bytes:
+        """The original bytes when nothing must change; else re-encoded once per model."""
+        inject = stream and not self.req.wants_usage
+        if self.req.raw and not inject and self.req.body.get("model") == target.model:
+            return self.req.raw
+        key = (target.model, inject)
+        if key not in self._bodies:
+            body = dict(self.req.body, model=target.model)
+            if inject:
+                options = self.req.body.get("stream_options")
+                body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+            self._bodies[key] = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        return self._bodies[key]
+
+    async def _post(self, target: Target, stream: bool) -> Response | Failure:
+        token = target.token()
+        headers = _HEADERS[stream] if not token else {**_HEADERS[stream], "Authorization": f"Bearer {token}"}
+        connect = target.provider.timeout if target.provider else target.config.timeout if target.config else 30.0
+        idle = target.provider.timeout if target.provider else self.routing.idle_timeout
+        try:
+            return await self.upstream.pool.post(
+                target.url, self.req.endpoint.path, self.body_for(target, stream), headers, connect, idle
+            )
+        except (UpstreamError, TimeoutError) as exc:
+            return _connection_failure(exc)
+        except ValueError as exc:  # a token with a line break: never sent
+            return Failure("bad_config", str(exc), breaker=False)
+
+    async def call_json(self, target: Target) -> Answer | Failure:
+        """A non-streamed attempt: the whole answer, judged."""
+        sent = time.perf_counter()
+        resp = await self._post(target, stream=False)
+        if isinstance(resp, Failure):
+            self.waited += time.perf_counter() - sent
+            return resp
+        try:
+            raw = await resp.read()
+        except (UpstreamError, TimeoutError) as exc:
+            return _connection_failure(exc)
+        finally:
+            elapsed = time.perf_counter() - sent
+            self.waited += elapsed
+            resp.close()
+        result = self._judge_json(target, resp.status, raw)
+        if isinstance(result, Answer) and result.status == 200 and self.usage.completion and not target.is_cloud:
+            # no first-token time without a stream; tokens/s here includes reading the prompt
+            self.upstream.outcomes.record_speed(target.backend, target.model, None, self.usage.completion / elapsed)
+        return result
+
+    def _judge_json(self, target: Target, status: int, raw: bytes) -> Answer | Failure:
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            obj = None
+        message = error_message(obj)
+        if status == 200 and message is None and isinstance(obj, dict):
+            if target.lmstudio and not _answered_by(obj, target):
+                return Failure("model_unavailable", f"answered by {obj.get('model')!r}: the model is gone")
+            self.usage.add(obj.get("usage"))
+            return Answer(status, raw, obj)
+        if message is None:
+            message = raw[:300].decode("utf-8", "replace") or f"HTTP {status}"
+        return _error_outcome(status, message, obj)
+
+    async def call_stream(
+        self, target: Target, request: web.Request, headers: RouteHeaders
+    ) -> Streamed | Answer | Failure:
+        """A streamed attempt: relay events as they come; fail over only while nothing was sent."""
+        sent = time.perf_counter()
+        resp = await self._post(target, stream=True)
+        if isinstance(resp, Failure):
+            self.waited += time.perf_counter() - sent
+            return resp
+        if resp.status != 200 or "text/event-stream" not in resp.headers.get("content-type", ""):
+            try:
+                raw = await resp.read()
+            except (UpstreamError, TimeoutError) as exc:
+                return _connection_failure(exc)
+            finally:
+                self.waited += time.perf_counter() - sent
+                resp.close()
+            return self._judge_json(target, resp.status, raw)
+        try:
+            return await self._relay(target, resp, sent, request, headers)
+        finally:
+            resp.close()  # read to the end it goes back to the pool; otherwise it is cut (LM Studio stops)
+
+    async def _relay(
+        self, target: Target, resp: Response, sent: float, request: web.Request, headers: RouteHeaders
+    ) -> Streamed | Answer | Failure:
+        splitter = EventSplitter()
+        meter = StreamMeter(strip_usage=not self.req.wants_usage)
+        out: web.StreamResponse | None = None
+        failure: str | None = None
+        try:
+            async for chunk in resp.chunks():
+                now = time.perf_counter()
+                events = splitter.feed(chunk)
+                kept = [e for e in events if meter.keep(e, now)]
+                if out is None:
+                    if meter.first_at is None and not meter.done:
+                        continue  # nothing but comments yet: keep the chance to fail over
+                    self.waited += now - sent
+                    early = _early_failure(meter, target)
+                    if early is not None:
+                        return early
+                    self.ttft = now - sent
+                    out = await self._open_stream(request, headers)
+                if kept and not await _write(out, b"".join(kept) if len(kept) > 1 else kept[0]):
+                    return Streamed(out, Verdict.CLIENT_GONE)
+                if meter.error is not None:
+                    failure = error_message(meter.error) or "the backend reported an error"
+                    break
+        except (UpstreamError, TimeoutError) as exc:
+            if out is None:
+                return _connection_failure(exc)
+            failure = _describe(exc)
+        if out is None:
+            return Failure("stream_cut", "the stream ended before any event", transient=True)
+        if failure is None and not meter.done:
+            failure = "the backend closed the stream before it was complete"
+        self._account_stream(target, meter, sent)
+        if failure is not None:
+            await _write(out, error_event(f"upstream {target.backend} failed mid-stream: {failure}", "upstream_failed"))
+            return Streamed(out, Verdict.UPSTREAM_FAILED)
+        await out.write_eof()
+        return Streamed(out, Verdict.SUCCESS)
+
+    async def _open_stream(self, request: web.Request, headers: RouteHeaders) -> web.StreamResponse:
+        out = web.StreamResponse(status=200)
+        out.content_type = "text/event-stream"
+        out.headers.update(_STREAM_HEADERS)
+        out.headers.update(headers(self))
+        await out.prepare(request)
+        return out
+
+    def _account_stream(self, target: Target, meter: StreamMeter, sent: float) -> None:
+        if meter.usage is not None:
+            self.usage.add(meter.usage)
+        else:  # no usage chunk (llama-cpp-python ignores stream_options): one token per text chunk
+            self.usage.completion += meter.text_chunks
+        if self.ttft is not None and meter.first_at is not None:
+            generating = time.perf_counter() - meter.first_at
+            tps = self.usage.completion / generating if generating > 0 and self.usage.completion else None
+            if not target.is_cloud:
+                self.upstream.outcomes.record_speed(target.backend, target.model, self.ttft, tps)
+
+    def overhead(self) -> float:
+        return max(0.0, time.perf_counter() - self.started - self.waited)
+
+
+# --- judging answers -----------------------------------------------------------------------------
+
+
+def _attempts(target: Target) -> int:
+    return target.config.retry_attempts if target.config is not None else 1
+
+
+def _answered_by(obj: dict[str, Any], target: Target) -> bool:
+    model = obj.get("model")
+    return not isinstance(model, str) or not model or same_model(model, target.model) or same_model(target.model, model)
+
+
+def _early_failure(meter: StreamMeter, target: Target) -> Answer | Failure | None:
+    """A stream whose first event is an error, or comes from another model, can still fail over."""
+    if meter.error is not None:
+        return _error_outcome(200, error_message(meter.error) or "error event", meter.error)
+    if target.lmstudio and meter.first is not None and not _answered_by(meter.first, target):
+        return Failure("model_unavailable", f"answered by {meter.first.get('model')!r}: the model is gone")
+    return None
+
+
+def _error_outcome(status: int, message: str, obj: Any) -> Answer | Failure:
+    """Which upstream errors fail over, and which the client must see (its own request is wrong)."""
+    code = obj.get("error", {}).get("code") if isinstance(obj, dict) and isinstance(obj.get("error"), dict) else None
+    if status == 404 or code == "model_not_found" or _MODEL_GONE.search(message):
+        return Failure("model_unavailable", message, breaker=False)
+    if status in (401, 403):
+        return Failure("auth", f"the backend refused lmwatch's credentials (HTTP {status})")
+    if status == 429:
+        return Failure("http_429", message, breaker=False)
+    if status == 408:
+        return Failure("timeout", message)
+    if status in (502, 503, 504):
+        return Failure("http_5xx", f"HTTP {status}: {message}", transient=True)
+    if status >= 500:
+        return Failure("http_5xx", f"HTTP {status}: {message}")
+    if status == 200:
+        return Failure("error_body", message)
+    param = obj["error"].get("param") if isinstance(obj, dict) and isinstance(obj.get("error"), dict) else None
+    body = error_body(
+        message, error_type(status), code if isinstance(code, str) else None, param if isinstance(param, str) else None
+    )
+    return Answer(status, json.dumps(body).encode(), body)
+
+
+def _connection_failure(exc: BaseException) -> Failure:
+    if isinstance(exc, TimeoutError):
+        return Failure("timeout", _describe(exc))
+    if isinstance(exc, ConnectError):
+        return Failure("connect", _describe(exc), transient=True)
+    if isinstance(exc, ConnectionLost):
+        return Failure("connect" if exc.before_answer else "stream_cut", _describe(exc), transient=True)
+    return Failure("bad_response", _describe(exc))
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, UpstreamError):
+        return str(exc)
+    if isinstance(exc, TimeoutError):
+        return "no data within the idle timeout"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+async def _write(out: web.StreamResponse, data: bytes) -> bool:
+    """Write to the client; False when it has gone away."""
+    try:
+        await out.write(data)
+    except ConnectionResetError:  # aiohttp's ClientConnectionResetError is one too
+        return False
+    return True
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -1,0 +1,154 @@
+"""Request-path Prometheus instruments, registered in the daemon's private registry.
+
+Counters and histograms are updated as requests finish. Gauges that mirror registry state (in-flight
+and queued requests, circuit states) are rendered at scrape time from the registry, so a removed
+backend simply disappears. Labels are bounded: backend names from the config (`cloud:<name>` for
+providers, `none` before routing), model ids the backends report (`none` when no model was chosen),
+configured task names, the five routes, and the HTTP status code (`stream_error` for a stream that
+failed after it started, `499` for a client that went away). Nothing comes from prompts or keys.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from lmwatch.config import RoutingConfig
+from lmwatch.registry import Registry, request_outcomes
+from lmwatch.routing.breaker import CircuitState
+
+NONE = "none"
+
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
+OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+class RequestMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "lmwatch_requests",
+            "Routed requests by the backend and model that answered, task, route and status.",
+            ["backend", "model", "task", "route", "code"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "lmwatch_request_duration_seconds",
+            "Time from the request reaching lmwatch to its last byte.",
+            ["backend", "model", "task"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.ttft = Histogram(
+            "lmwatch_time_to_first_token_seconds",
+            "Time from sending a streamed request upstream to its first event.",
+            ["backend", "model"],
+            buckets=TTFT_BUCKETS,
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "lmwatch_tokens",
+            "Tokens processed, by direction (input = prompt, output = completion).",
+            ["backend", "model", "direction"],
+            registry=registry,
+        )
+        self.fallbacks = Counter(
+            "lmwatch_fallbacks",
+            "Requests moved from one target to another, by the reason the first failed.",
+            ["from_backend", "to_backend", "reason"],
+            registry=registry,
+        )
+        self.overhead = Histogram(
+            "lmwatch_overhead_seconds",
+            "Time spent inside lmwatch per request (excluding upstream and queue waits).",
+            buckets=OVERHEAD_BUCKETS,
+            registry=registry,
+        )
+        self.cost_avoided = Counter(
+            "lmwatch_cloud_cost_avoided_dollars",
+            "What the tokens served locally would have cost on a cloud provider (routing.prices).",
+            ["backend", "task"],
+            registry=registry,
+        )
+
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        """`metric.labels(*labels)`, remembered: label sets repeat on every request (and are bounded)."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
+    def finished(self, backend: str, model: str, task: str, route: str, code: str, duration: float) -> None:
+        self.child(self.requests, backend, model, task, route, code).inc()
+        self.child(self.duration, backend, model, task).observe(duration)
+
+    def tokens_used(
+        self, routing: RoutingConfig, backend: str, model: str, task: str, prompt: int, completion: int, local: bool
+    ) -> None:
+        if prompt:
+            self.child(self.tokens, backend, model, "input").inc(prompt)
+        if completion:
+            self.child(self.tokens, backend, model, "output").inc(completion)
+        price = routing.prices.get(task) or routing.prices.get("default")
+        if local and price is not None and (prompt or completion):
+            dollars = (prompt * price.input_per_million + completion * price.output_per_million) / 1e6
+            self.child(self.cost_avoided, backend, task).inc(dollars)
+
+
+class OutcomesCollector(Collector):
+    """In-flight, queue depth and circuit states, read from the registry at scrape time."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        snap = self._registry.snapshot()
+        view = request_outcomes(self._registry).view()
+        inflight = GaugeMetricFamily(
+            "lmwatch_inflight_requests", "Requests being served by the backend now.", labels=["backend"]
+        )
+        queued = GaugeMetricFamily(
+            "lmwatch_queue_depth",
+            "Requests waiting for a slot of the backend (past its concurrency cap).",
+            labels=["backend"],
+        )
+        circuit = GaugeMetricFamily(
+            "lmwatch_circuit_state",
+            "1 for the current circuit-breaker state of a backend and model.",
+            labels=["backend", "model", "state"],
+        )
+        names = [*snap.backends, *(n for n in view.inflight if n.startswith("cloud:"))]
+        for name in names:
+            inflight.add_metric([name], float(view.inflight.get(name, 0)))
+            if name in snap.backends:
+                queued.add_metric([name], float(view.queued.get(name, 0)))
+        for breaker in view.breakers:
+            if breaker.backend in snap.backends:
+                for state in CircuitState:
+                    circuit.add_metric([breaker.backend, breaker.model, state.value], float(breaker.state is state))
+        yield from (inflight, queued, circuit)
+
+
+_BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, RequestMetrics] = weakref.WeakKeyDictionary()
+
+
+def request_metrics(metrics: CollectorRegistry, registry: Registry) -> RequestMetrics:
+    """The instruments of one metrics registry, registered on first use (an app may be rebuilt)."""
+    found = _BY_REGISTRY.get(metrics)
+    if found is None:
+        found = _BY_REGISTRY[metrics] = RequestMetrics(metrics)
+        metrics.register(OutcomesCollector(registry))
+    return found

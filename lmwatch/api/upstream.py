@@ -1,0 +1,427 @@
+"""A lean HTTP/1.1 client for the request hot path: pooled keep-alive connections to backends and
+cloud providers, answers parsed as bytes arrive, bodies handed over chunk by chunk.
+
+Why not aiohttp's client here: on the proxy path it cost about as much CPU as everything else
+lmwatch does per request, and the router needs little of it (a POST with a known-length body; an
+answer framed by Content-Length, chunked, or the connection's end). TLS comes from the event loop.
+
+Timeouts: connecting is bounded by `connect_timeout`; after that only silence is bounded
+(`idle_timeout` before the answer starts and between body reads), never the total. Closing an
+unfinished response aborts its connection, which is how a backend learns the client went away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import ssl
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+MAX_HEAD_BYTES = 64 * 1024
+PAUSE_BYTES = 1024 * 1024
+"""Body bytes buffered before reading from the backend pauses (a slow client slows the backend)."""
+
+
+class UpstreamError(Exception):
+    """The backend could not be reached or answered in a way HTTP does not allow."""
+
+
+class ConnectError(UpstreamError):
+    """No connection (refused, unreachable, DNS, TLS handshake)."""
+
+
+class ConnectTimeout(UpstreamError, TimeoutError):
+    """No connection within the connect timeout."""
+
+
+class ConnectionLost(UpstreamError):
+    """The connection closed before the answer was complete."""
+
+    def __init__(self, message: str, before_answer: bool) -> None:
+        super().__init__(message)
+        self.before_answer = before_answer
+
+
+class ProtocolError(UpstreamError):
+    """Not an HTTP/1.x answer."""
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a base URL points: the pool key, the Host header and the path prefix."""
+
+    scheme: str
+    host: str
+    port: int
+    prefix: str
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+@functools.lru_cache(maxsize=256)
+def origin(base_url: str) -> Origin:
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {base_url}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return Origin(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
+
+
+# --- one connection ------------------------------------------------------------------------------
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; parses the answer to the request in flight."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = time.monotonic()
+        self._buffer = bytearray()
+        self._response: Response | None = None
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self._response is None:  # bytes nobody asked for: the connection is not trustworthy
+            self.abort()
+            return
+        self._buffer += data
+        self._response._parse(self._buffer)
+        if not self._paused and self._response._buffered > PAUSE_BYTES and self.transport is not None:
+            self.transport.pause_reading()
+            self._paused = True
+
+    def eof_received(self) -> bool:
+        self.closed = True
+        if self._response is not None:
+            self._response._eof()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._response is not None:
+            self._response._eof()
+
+    def drained(self) -> None:
+        if self._paused and self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+            self._paused = False
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def start(self, response: Response, request: bytes) -> None:
+        self._response = response
+        self._buffer.clear()
+        assert self.transport is not None
+        self.transport.write(request)
+
+    def finish(self) -> None:
+        self._response = None
+        self.idle_since = time.monotonic()
+
+
+# --- one answer ----------------------------------------------------------------------------------
+
+_HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE, _DONE = range(8)
+
+
+class Response:
+    """The answer to one request; its body is read once, with `read()` or by iterating chunks."""
+
+    def __init__(self, pool: Pool, key: Origin, conn: _Connection, idle_timeout: float) -> None:
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self._pool = pool
+        self._key = key
+        self._conn = conn
+        self._idle = idle_timeout
+        self._state = _HEAD
+        self._remaining = 0
+        self._keep_alive = True
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: UpstreamError | None = None
+        self._got_bytes = False
+        self._released = False
+
+    # --- reading (the caller) --------------------------------------------------------------------
+
+    async def _head(self) -> None:
+        while self._state == _HEAD and self._error is None:
+            await self._wait()
+        if self._state == _HEAD and self._error is not None:
+            raise self._error
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive; the connection goes back to the pool at the end."""
+        while True:
+            if self._chunks:
+                chunk = self._chunks.popleft()
+                self._buffered -= len(chunk)
+                if self._buffered < PAUSE_BYTES // 4:
+                    self._conn.drained()
+                yield chunk
+                continue
+            if self._state == _DONE:
+                self.close()
+                return
+            if self._error is not None:
+                raise self._error
+            await self._wait()
+
+    async def read(self) -> bytes:
+        return b"".join([chunk async for chunk in self.chunks()])
+
+    def close(self) -> None:
+        """Done with this answer: reuse the connection if it was read to the end, else cut it."""
+        if not self._released:
+            self._released = True
+            if self._state == _DONE and self._keep_alive and not self._conn.closed:
+                self._conn.finish()
+                self._pool._put(self._key, self._conn)
+            else:
+                self._conn.abort()
+
+    async def _wait(self) -> None:
+        """Until the protocol has news, or TimeoutError after `idle_timeout` seconds of silence."""
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(self._idle, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # --- parsing (the protocol) ------------------------------------------------------------------
+
+    def _eof(self) -> None:
+        if self._state == _UNTIL_CLOSE:
+            self._state = _DONE
+        elif self._state != _DONE and self._error is None:
+            before = not self._got_bytes
+            self._error = ConnectionLost(
+                "the backend closed the connection" + (" before answering" if before else " mid-answer"), before
+            )
+        self._keep_alive = False
+        self._wake()
+
+    def _fail(self, message: str) -> None:
+        self._error = ProtocolError(message)
+        self._keep_alive = False
+        self._conn.abort()
+        self._wake()
+
+    def _body(self, data: bytes) -> None:
+        if data:
+            self._chunks.append(data)
+            self._buffered += len(data)
+
+    def _parse(self, buf: bytearray) -> None:
+        self._got_bytes = True
+        progressed = False
+        while buf and self._state != _DONE:
+            state = self._state
+            if state == _HEAD:
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(buf) > MAX_HEAD_BYTES:
+                        self._fail("the answer's headers are too large")
+                    break
+                head = bytes(buf[:end])
+                del buf[: end + 4]
+                if not self._start(head):
+                    return
+                progressed = True
+            elif state == _LENGTH:
+                take = min(self._remaining, len(buf))
+                self._body(bytes(buf[:take]))
+                del buf[:take]
+                self._remaining -= take
+                if self._remaining == 0:
+                    self._state = _DONE
+                progressed = True
+            elif state == _UNTIL_CLOSE:
+                self._body(bytes(buf))
+                buf.clear()
+                progressed = True
+            elif state == _CHUNK_SIZE:
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    break
+                try:
+                    size = int(bytes(buf[:end]).split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    self._fail("a malformed chunk size")
+                    return
+                del buf[: end + 2]
+                self._remaining = size
+                self._state = _CHUNK_DATA if size else _TRAILERS
+            elif state == _CHUNK_DATA:
+                take = min(self._remaining, len(buf))
+                self._body(bytes(buf[:take]))
+                del buf[:take]
+                self._remaining -= take
+                if self._remaining == 0:
+                    self._state = _CHUNK_END
+                progressed = True
+            elif state == _CHUNK_END:
+                if len(buf) < 2:
+                    break
+                del buf[:2]
+                self._state = _CHUNK_SIZE
+            elif state == _TRAILERS:
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    break
+                del buf[: end + 2]
+                if end == 0:
+                    self._state = _DONE
+                    progressed = True
+        if self._state == _DONE and buf:
+            self._keep_alive = False  # bytes after the answer: do not reuse
+        if progressed:
+            self._wake()
+
+    def _start(self, head: bytes) -> bool:
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+            self._fail(f"not an HTTP answer: {lines[0][:80]!r}")
+            return False
+        status = int(parts[1])
+        if 100 <= status < 200:  # an interim answer: the real one follows
+            return True
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        self.status, self.headers = status, headers
+        if parts[0] == "HTTP/1.0" or "close" in headers.get("connection", "").lower():
+            self._keep_alive = False
+        if status in (204, 304):
+            self._state = _DONE
+        elif "chunked" in headers.get("transfer-encoding", "").lower():
+            self._state = _CHUNK_SIZE
+        elif "content-length" in headers:
+            try:
+                self._remaining = int(headers["content-length"])
+            except ValueError:
+                self._fail("a malformed Content-Length")
+                return False
+            self._state = _LENGTH if self._remaining else _DONE
+        else:
+            self._state = _UNTIL_CLOSE
+            self._keep_alive = False
+        return True
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+# --- the pool ------------------------------------------------------------------------------------
+
+
+class Pool:
+    """Idle keep-alive connections per origin, newest first; dead and stale ones are dropped."""
+
+    def __init__(self, keepalive: float = 30.0) -> None:
+        self._keepalive = keepalive
+        self._idle: dict[Origin, list[_Connection]] = {}
+        self._ssl: ssl.SSLContext | None = None
+
+    async def post(
+        self,
+        base_url: str,
+        path: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        connect_timeout: float,
+        idle_timeout: float,
+    ) -> Response:
+        """Send a POST; returns once the answer's status and headers are in."""
+        key = origin(base_url)
+        request = _request_bytes(key, path, body, headers)
+        for _ in range(2):  # a reused connection the backend had just closed gets one fresh retry
+            conn, reused = await self._get(key, connect_timeout)
+            response = Response(self, key, conn, idle_timeout)
+            conn.start(response, request)
+            try:
+                await response._head()
+            except ConnectionLost as exc:
+                conn.abort()
+                if reused and exc.before_answer:
+                    continue
+                raise
+            except BaseException:  # timeout, cancellation (the client left), protocol error
+                conn.abort()
+                raise
+            return response
+        raise ConnectionLost("the backend closed the connection before answering", True)
+
+    def _put(self, key: Origin, conn: _Connection) -> None:
+        self._idle.setdefault(key, []).append(conn)
+
+    async def _get(self, key: Origin, connect_timeout: float) -> tuple[_Connection, bool]:
+        idle = self._idle.get(key)
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since < self._keepalive:
+                return conn, True
+            conn.abort()
+        loop = asyncio.get_running_loop()
+        tls = self._tls() if key.scheme == "https" else None
+        try:
+            async with asyncio.timeout(connect_timeout):
+                _, conn = await loop.create_connection(
+                    _Connection, key.host, key.port, ssl=tls, server_hostname=key.host if tls else None
+                )
+        except TimeoutError:
+            raise ConnectTimeout(f"no connection to {key.host_header} within {connect_timeout:g} s") from None
+        except OSError as exc:
+            raise ConnectError(f"cannot connect to {key.host_header}: {exc.strerror or exc}") from None
+        return conn, False
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()
+        return self._ssl
+
+    def close(self) -> None:
+        for conns in self._idle.values():
+            for conn in conns:
+                conn.abort()
+        self._idle.clear()
+
+
+def _request_bytes(key: Origin, path: str, body: bytes, headers: Mapping[str, str]) -> bytes:
+    lines = [f"POST {key.prefix}{path} HTTP/1.1", f"Host: {key.host_header}", f"Content-Length: {len(body)}"]
+    for name, value in headers.items():
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"header {name} has a line break")
+        lines.append(f"{name}: {value}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body

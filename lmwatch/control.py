@@ -1,0 +1,473 @@
+"""The control plane: what changes a running daemon without a restart, in one place.
+
+It holds the admin token, the client keys, the audit log and the backend sources (config, files,
+runtime), and implements what the admin API and signals ask for: reload, add or remove a backend,
+poll, load or unload a model, change routing preferences. The daemon wires it; `/admin` handlers
+(lmwatch/api/admin.py) stay thin and call it.
+
+Reload is two steps so a bad config never half-applies: `prepare()` reads and checks everything
+that can fail (the file, the admin token, the client keys) and raises ConfigError with `path:
+message` problems; `apply()` cannot fail and swaps it all in on the event loop in one go, so each
+request sees the old config or the new one. Registry state (health, speeds, breakers, drains) and
+every counter carry over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import stat
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from prometheus_client import Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from pydantic import TypeAdapter, ValidationError
+
+from lmwatch.api.auth import (
+    ANONYMOUS,
+    AccessControl,
+    AdminAuth,
+    AdminToken,
+    ClientKey,
+    SecretProblems,
+    host_is_loopback,
+    load_admin_token,
+    load_client_keys,
+)
+from lmwatch.api.errors import ApiError
+from lmwatch.audit import AuditLog
+from lmwatch.backends import BackendClient, Flavour, ProbeError
+from lmwatch.config import (
+    BackendConfig,
+    Config,
+    ConfigError,
+    LoadedConfig,
+    iter_backend_tokens,
+    load_config,
+    validation_problems,
+)
+from lmwatch.discovery import BackendSources, FileDiscovery
+from lmwatch.logs import register_secrets
+from lmwatch.services import Services
+from lmwatch.watcher import Watcher
+
+log = logging.getLogger("lmwatch.control")
+
+_PREFERENCES: TypeAdapter[dict[str, list[str]]] = TypeAdapter(dict[str, list[str]])
+
+
+class StartupError(Exception):
+    """The daemon must not start: one clear message for the operator."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A config whose secrets were read: ready to apply, nothing left that can fail."""
+
+    loaded: LoadedConfig
+    admin_token: AdminToken | None
+    keys: tuple[ClientKey, ...]
+    secrets: tuple[str, ...]
+
+
+class ControlPlane:
+    def __init__(
+        self,
+        services: Services,
+        watcher: Watcher,
+        scheduler: AsyncIOScheduler,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.services = services
+        self.watcher = watcher
+        self._env = env
+        self.admin = AdminAuth()
+        self.access = AccessControl()
+        self.audit = AuditLog()
+        self.sources = BackendSources()
+        self.discovery = FileDiscovery(self.sources, scheduler, self._sync)
+        self._live = False
+        self.listen_host: str | None = None
+        """The address the server bound at start (server.* changes need a restart)."""
+        self.last_reload: dict[str, Any] = {"time": None, "success": None, "problems": []}
+        metrics = services.metrics
+        self.client_requests = Counter(
+            "lmwatch_client_requests",
+            "Requests on /v1 by client key name (`anonymous` when no key identifies the request) and HTTP status.",
+            ["key_name", "code"],
+            registry=metrics,
+        )
+        self.admin_actions = Counter(
+            "lmwatch_admin_actions",
+            "Control actions (admin API, signals) by action and result.",
+            ["action", "result"],
+            registry=metrics,
+        )
+        self.reloads = Counter(
+            "lmwatch_config_reloads", "Config reloads by result (success, failure).", ["result"], registry=metrics
+        )
+        self.reload_ok = Gauge(
+            "lmwatch_config_last_reload_successful",
+            "1 when the last config reload succeeded (or none was tried).",
+            registry=metrics,
+        )
+        self.reload_time = Gauge(
+            "lmwatch_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config load (start or reload).",
+            registry=metrics,
+        )
+        self.reload_ok.set(1)
+        metrics.register(_ControlCollector(self))
+
+    @property
+    def env(self) -> Mapping[str, str]:
+        return os.environ if self._env is None else self._env
+
+    @property
+    def config(self) -> Config:
+        return self.services.config.config
+
+    # --- config: prepare, apply, reload ----------------------------------------------------------
+
+    def prepare(self, loaded: LoadedConfig) -> Prepared:
+        """Read the secrets `loaded` names; raises ConfigError listing every problem."""
+        source = str(loaded.path) if loaded.path else "<config>"
+        problems: list[str] = []
+        token: AdminToken | None = None
+        secrets: list[str] = []
+        keys: list[ClientKey] = []
+        try:
+            token, token_secret = load_admin_token(loaded.config.admin, self.env)
+            if token_secret:
+                secrets.append(token_secret)
+        except SecretProblems as exc:
+            problems += exc.problems
+        try:
+            keys, key_secrets = load_client_keys(loaded.config.clients, self.env)
+            secrets += key_secrets
+        except SecretProblems as exc:
+            problems += exc.problems
+        host = self.listen_host or loaded.config.server.host
+        if token is None and not problems and not host_is_loopback(host):
+            problems.append(_no_token_problem(host))
+        if problems:
+            raise ConfigError(source, problems)
+        return Prepared(loaded, token, tuple(keys), tuple(secrets))
+
+    def apply(self, prepared: Prepared) -> None:
+        """Swap in a prepared config. Never fails; synchronous, so no request sees a mix."""
+        config = prepared.loaded.config
+        register_secrets(iter_backend_tokens(config))
+        register_secrets(prepared.secrets)
+        self.services.config.loaded = prepared.loaded
+        self.admin.token = prepared.admin_token
+        self.access.replace(prepared.keys)
+        self.audit.configure(
+            config.audit_path(self.env) if config.audit.enabled else None, config.audit.requests, config.audit.prompts
+        )
+        self.sources.static = tuple(config.backends)
+        self.sources.reset_runtime()
+        path = prepared.loaded.path
+        self.discovery.configure(config.backend_files, config.backend_files_interval, path.parent if path else None)
+        self.reload_time.set(time.time())
+        if self._live:
+            self._sync()
+            self.discovery.schedule()
+
+    async def reload(self) -> list[str]:
+        """Re-read the config file; returns the problems (empty when the new config is in force)."""
+        path = self.services.config.loaded.path
+        if path is None:
+            problems = ["the daemon was started without a config file; there is nothing to reload"]
+        else:
+            try:
+                prepared = self.prepare(load_config(path))
+            except ConfigError as exc:
+                problems = exc.problems
+                for problem in problems:
+                    log.error("reload refused: %s: %s", exc.source, problem)
+                log.error("reload refused: %d problem(s); the running config stays in force", len(problems))
+            else:
+                old = self.config.server
+                self.apply(prepared)
+                await self.discovery.scan()
+                problems = []
+                if prepared.loaded.config.server != old:
+                    log.warning("server.* changed: that part takes effect at the next restart")
+                log.info("config reloaded from %s: %d backends", path, len(self.sources.origins))
+        self.reloads.labels("failure" if problems else "success").inc()
+        self.reload_ok.set(0 if problems else 1)
+        self.last_reload = {"time": time.time(), "success": not problems, "problems": list(problems)}
+        return problems
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Before the watcher starts: read the backend files once and say how access is set up."""
+        await self.discovery.scan(notify=False)
+        self.sources.effective()
+        self.listen_host = self.config.server.host
+        self._log_setup()
+
+    def go_live(self) -> None:
+        """After the watcher started: file changes now reach it."""
+        self._live = True
+        self.discovery.schedule()
+
+    async def stop(self) -> None:
+        self._live = False
+        self.discovery.unschedule()
+        await self.audit.close()
+
+    def reopen_logs(self) -> None:
+        self.audit.reopen()
+
+    async def record_signal(self, action: str, problems: list[str]) -> None:
+        """The audit line of an action a signal asked for (SIGHUP: reload)."""
+        result = "refused" if problems else "ok"
+        self.admin_actions.labels(action, result).inc()
+        detail: dict[str, Any] = {"problems": problems} if problems else {}
+        await self.audit.control(actor="signal", action=action, target=None, result=result, **detail)
+
+    def _log_setup(self) -> None:
+        token = self.admin.token
+        if token is not None:
+            log.info("admin API: bearer token required (from %s)", token.source)
+        else:
+            log.warning(
+                "admin API: no admin token is set, so /admin answers loopback clients only "
+                "(set LMWATCH_ADMIN_TOKEN or admin.token_file)"
+            )
+        keys = self.access.keys
+        if keys:
+            log.info("client keys: %d (%s); /v1 needs a key", len(keys), ", ".join(k.name for k in keys))
+        else:
+            log.info("client keys: none; /v1 is open to every client that can reach it")
+        if self.audit.enabled:
+            log.info(
+                "audit log: %s (request lines %s, prompts %s)",
+                self.audit.path,
+                "on" if self.audit.requests else "off",
+                "on" if self.audit.prompts else "off",
+            )
+        if self.discovery.patterns:
+            log.info("backend files: %s (%d files)", ", ".join(self.discovery.patterns), len(self.sources.files))
+        for warning in secret_file_warnings(self.config, self.services.config.loaded.path):
+            log.warning("%s", warning)
+
+    # --- backends --------------------------------------------------------------------------------
+
+    def backends(self) -> list[BackendConfig]:
+        return self.sources.effective()
+
+    def _sync(self) -> None:
+        if self._live:
+            self.watcher.sync(self.sources.effective())
+
+    def add_backend(self, backend: BackendConfig) -> None:
+        """Add a backend until the next reload; 409 when the name is taken."""
+        if backend.name in self.services.registry.snapshot().backends:
+            origin = self.sources.origins.get(backend.name, "config")
+            raise ApiError(
+                409, f"a backend named {backend.name!r} already exists ({origin})", code="backend_exists", param="name"
+            )
+        self.sources.runtime[backend.name] = backend
+        self._sync()
+
+    def remove_backend(self, name: str) -> str:
+        """Remove a backend until the next reload; returns where it came from."""
+        origin = self.sources.origins.get(name)
+        if origin is None or name not in self.services.registry.snapshot().backends:
+            raise unknown_backend(name)
+        if self.sources.runtime.pop(name, None) is None:
+            self.sources.removed.add(name)
+        self._sync()
+        return origin
+
+    async def poll(self, name: str | None) -> list[str]:
+        names = list(self.services.registry.snapshot().backends)
+        if name is not None:
+            if name not in names:
+                raise unknown_backend(name)
+            await self.watcher.poll(name)
+            return [name]
+        await self.watcher.poll_all()
+        return names
+
+    async def load_model(self, name: str, model: str, context_length: int | None) -> dict[str, Any]:
+        flavour, client = self._loader(name, "load")
+        try:
+            result = await flavour.load(client, model, context_length)
+        except ProbeError as exc:
+            raise ApiError(
+                502, f"backend {name!r} did not load {model!r}: {exc.message}", code="upstream_error"
+            ) from None
+        await self.watcher.poll(name)
+        return result
+
+    async def unload_model(self, name: str, model: str) -> list[str]:
+        flavour, client = self._loader(name, "unload")
+        backend = self.services.registry.snapshot().backends[name]
+        info = backend.model(model)
+        instances = list(info.instance_ids) if info is not None and info.instance_ids else [model]
+        for instance in instances:
+            try:
+                await flavour.unload(client, instance)
+            except ProbeError as exc:
+                raise ApiError(
+                    502, f"backend {name!r} did not unload {instance!r}: {exc.message}", code="upstream_error"
+                ) from None
+        await self.watcher.poll(name)
+        return instances
+
+    def _loader(self, name: str, verb: str) -> tuple[Flavour, BackendClient]:
+        if name not in self.services.registry.snapshot().backends:
+            raise unknown_backend(name)
+        flavour, client = self.watcher.flavour_of(name), self.watcher.client_of(name)
+        if flavour is None or client is None:
+            raise ApiError(
+                409,
+                f"backend {name!r} has not answered a probe yet, so its API is unknown; try again once it is up",
+                code="backend_not_probed",
+            )
+        if not flavour.supports_load:
+            raise ApiError(
+                501,
+                f"backend {name!r} speaks {flavour.name}, which cannot {verb} models over HTTP "
+                "(LM Studio 0.4+ can: /api/v1/models/load and /unload)",
+                code="not_supported",
+            )
+        return flavour, client
+
+    def set_preferences(self, body: Any) -> dict[str, list[str]]:
+        """Replace routing.preferences until the next reload (validated like the config)."""
+        try:
+            preferences = _PREFERENCES.validate_python(body)
+        except ValidationError as exc:
+            raise ProblemsError(
+                400, "invalid routing preferences", validation_problems(exc, ("routing", "preferences"))
+            ) from None
+        loaded = self.services.config.loaded
+        routing = loaded.config.routing.model_copy(update={"preferences": preferences})
+        config = loaded.config.model_copy(update={"routing": routing})
+        self.services.config.loaded = dataclasses.replace(loaded, config=config)
+        return preferences
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def status_section(self) -> dict[str, Any]:
+        """What `/status` and `GET /admin/backends` show about control: no secret, only names."""
+        return {
+            "admin": {
+                "token": self.admin.token is not None,
+                "mode": "token" if self.admin.token is not None else "loopback-only",
+            },
+            "clients": {"keys": [k.name for k in self.access.keys]},
+            "audit": {
+                "path": str(self.audit.path) if self.audit.enabled else None,
+                "requests": self.audit.requests,
+                "prompts": self.audit.prompts,
+                "write_failures": self.audit.failures,
+            },
+            "discovery": {
+                "patterns": list(self.discovery.patterns),
+                "files": [f.document() for _, f in sorted(self.sources.files.items())],
+            },
+            "runtime": {"added": sorted(self.sources.runtime), "removed": sorted(self.sources.removed)},
+            "last_reload": self.last_reload,
+        }
+
+
+class ProblemsError(ApiError):
+    """An ApiError that also lists `path: message` problems (invalid config, invalid backend)."""
+
+    def __init__(self, status: int, message: str, problems: list[str], code: str = "invalid_config") -> None:
+        super().__init__(status, f"{message}: {'; '.join(problems)}", code=code)
+        self.problems = problems
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "problems": self.problems}
+
+
+def unknown_backend(name: str) -> ApiError:
+    return ApiError(404, f"no backend named {name!r}", code="backend_not_found")
+
+
+def _no_token_problem(host: str) -> str:
+    return (
+        f"server.host: lmwatch would listen on {host} (not loopback) without an admin token, so /admin "
+        "could only be protected by the client's address; set LMWATCH_ADMIN_TOKEN or admin.token_file, "
+        "or listen on 127.0.0.1"
+    )
+
+
+def secret_file_warnings(config: Config, config_path: Path | None) -> list[str]:
+    """A warning for each file holding a secret that other users can read."""
+    files: list[tuple[str, Path]] = []
+    if config.admin.token_file:
+        files.append(("admin.token_file", config.admin.token_file))
+    if config.clients.keys_file:
+        files.append(("clients.keys_file", config.clients.keys_file))
+    files += [(f"clients.keys[{i}].key_file", k.key_file) for i, k in enumerate(config.clients.keys) if k.key_file]
+    files += [
+        (f"backends[{i}].api_token_file", b.api_token_file) for i, b in enumerate(config.backends) if b.api_token_file
+    ]
+    inline = [f"backends[{i}].url" for i, b in enumerate(config.backends) if b.url.password]
+    inline += [
+        f"routing.cloud.providers[{i}].base_url"
+        for i, p in enumerate(config.routing.cloud.providers)
+        if p.base_url.password
+    ]
+    if config_path is not None and inline:
+        files.append((", ".join(inline) + " (a password in a URL)", config_path))
+    warnings = []
+    for what, path in files:
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            continue
+        if mode & stat.S_IROTH:
+            warnings.append(
+                f"{path} holds a secret ({what}) and is readable by every user "
+                f"(mode {stat.S_IMODE(mode):04o}); run: chmod o-rwx {path}"
+            )
+    return warnings
+
+
+class _ControlCollector(Collector):
+    """Backend-file health, read at scrape time (a file that goes away stops being reported)."""
+
+    def __init__(self, control: ControlPlane) -> None:
+        self._control = control
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> list[Metric]:
+        valid = GaugeMetricFamily(
+            "lmwatch_backend_file_valid",
+            "1 when the backend file is in force as it is now; 0 when it is broken or clashes (see /status).",
+            labels=["file"],
+        )
+        count = GaugeMetricFamily(
+            "lmwatch_backend_file_backends", "Backends a backend file contributes.", labels=["file"]
+        )
+        for path, file in sorted(self._control.sources.files.items()):
+            valid.add_metric([path], 1.0 if file.valid else 0.0)
+            count.add_metric([path], 0.0 if file.clash else float(len(file.good or ())))
+        failures = CounterMetricFamily(
+            "lmwatch_audit_write_failures", "Audit lines that could not be written (disk full, no permission)."
+        )
+        failures.add_metric([], float(self._control.audit.failures))
+        return [valid, count, failures]
+
+
+__all__ = ["ANONYMOUS", "ControlPlane", "Prepared", "ProblemsError", "StartupError"]

@@ -1,0 +1,327 @@
+"""The operator commands that talk to a running daemon over HTTP (its `/admin` API).
+
+    lmwatch status                      backends: state, models loaded, in-flight, breaker
+    lmwatch models                      every model on every backend
+    lmwatch drain NAME | undrain NAME   stop / resume sending new requests to a backend
+    lmwatch load NAME MODEL             load a model (LM Studio 0.4+); unload NAME MODEL
+    lmwatch reload                      re-read the daemon's config file
+    lmwatch route --explain "prompt"    where a request would go, and why (nothing is sent)
+
+Every command takes `--url` (or LMWATCH_URL; default http://127.0.0.1:9234), `--token` (or
+LMWATCH_ADMIN_TOKEN) and `--json` (print the daemon's answer as is). Failures print one line to
+stderr and exit 1: no daemon at the URL, a missing or wrong token, or the daemon's own error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from lmwatch.config import DEFAULT_PORT
+
+DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
+URL_ENV = "LMWATCH_URL"
+TOKEN_ENV = "LMWATCH_ADMIN_TOKEN"
+
+
+class CliError(Exception):
+    """One line for the operator; the command exits 1."""
+
+    def __init__(self, message: str, details: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = list(details)
+
+
+# --- HTTP ----------------------------------------------------------------------------------------
+
+
+def call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    """One request to the daemon; the parsed JSON answer, or CliError with a clear message."""
+    url = args.url.rstrip("/")
+    headers = {"Accept": "application/json"}
+    if args.token:
+        headers["Authorization"] = f"Bearer {args.token}"
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url + path, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as exc:
+        raise _http_error(exc, url) from None
+    except TimeoutError:
+        raise CliError(f"the daemon at {url} did not answer within {args.timeout:g} s") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CliError(
+            f"no lmwatch daemon answers at {url} ({_reason(reason)}); start one with `lmwatch run --config FILE` "
+            f"or point --url / {URL_ENV} at it"
+        ) from None
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        raise CliError(f"{url} answered with something that is not JSON; is it an lmwatch daemon?") from None
+
+
+def _reason(reason: object) -> str:
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, socket.gaierror):
+        return "unknown host"
+    if isinstance(reason, TimeoutError | socket.timeout):
+        return "timed out"
+    return str(reason)
+
+
+def _http_error(exc: urllib.error.HTTPError, url: str) -> CliError:
+    try:
+        body = json.loads(exc.read() or b"null")
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    problems = body.get("problems", []) if isinstance(body, dict) else []
+    if exc.code == 401:
+        if code == "missing_admin_token":
+            return CliError(f"the daemon at {url} needs its admin token: pass --token or set {TOKEN_ENV}")
+        return CliError(f"the daemon at {url} refused the admin token (wrong token); check --token / {TOKEN_ENV}")
+    if exc.code == 403:
+        return CliError(message or f"the daemon at {url} refused access (HTTP 403)")
+    if exc.code == 404 and message is None:
+        return CliError(f"{url} has no admin API (HTTP 404); is it an lmwatch daemon?")
+    if problems:
+        head = message.split(": ", 1)[0] if message else f"HTTP {exc.code}"
+        return CliError(head, [str(p) for p in problems])
+    return CliError(message or f"HTTP {exc.code} from {url}")
+
+
+# --- output --------------------------------------------------------------------------------------
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+def _short(items: Sequence[str], limit: int = 60) -> str:
+    text = ", ".join(items)
+    if len(text) <= limit:
+        return text or "-"
+    shown: list[str] = []
+    for item in items:
+        if len(", ".join([*shown, item])) > limit - 6:
+            break
+        shown.append(item)
+    return ", ".join(shown) + f", +{len(items) - len(shown)}"
+
+
+def _state(backend: dict[str, Any]) -> str:
+    state = str(backend.get("health", "?"))
+    return f"{state},draining" if backend.get("draining") else state
+
+
+def _breaker(backend: dict[str, Any]) -> str:
+    states = [str(b.get("state")) for b in backend.get("breakers", [])]
+    for worst in ("open", "half_open"):
+        if worst in states:
+            return f"{worst} ({states.count(worst)})"
+    return "closed"
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=False))
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    data = call(args, "GET", "/admin/backends")
+    if args.json:
+        _print_json(data)
+        return 0
+    rows = [
+        [
+            b["name"],
+            _state(b),
+            _short([m["id"] for m in b.get("models", []) if m.get("loaded")]),
+            str(b.get("inflight", 0)),
+            _breaker(b),
+            str(b.get("origin", "config")),
+        ]
+        for b in data.get("backends", [])
+    ]
+    if rows:
+        print(table(rows, ["BACKEND", "STATE", "MODELS LOADED", "IN-FLIGHT", "BREAKER", "ORIGIN"]))
+    else:
+        print("no backends configured")
+    for file in data.get("discovery", {}).get("files", []):
+        if not file.get("valid"):
+            print(f"backend file {file['path']}: " + "; ".join(file.get("problems", [])), file=sys.stderr)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    data = call(args, "GET", "/admin/backends")
+    if args.json:
+        _print_json([{"backend": b["name"], **m} for b in data.get("backends", []) for m in b.get("models", [])])
+        return 0
+    rows = [
+        [
+            m["id"],
+            b["name"],
+            str(m.get("model_type", "")),
+            "yes" if m.get("loaded") else "no",
+            str(m.get("loaded_context_length") or m.get("max_context_length") or "-"),
+        ]
+        for b in data.get("backends", [])
+        for m in b.get("models", [])
+    ]
+    print(table(rows, ["MODEL", "BACKEND", "TYPE", "LOADED", "CONTEXT"]) if rows else "no models known")
+    return 0
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    data = call(args, "POST", f"/admin/backends/{_segment(args.name)}/{'drain' if args.drain else 'undrain'}")
+    if args.json:
+        _print_json(data)
+    elif args.drain:
+        print(f"{args.name} is draining: no new requests; {data.get('inflight', 0)} in flight finish normally")
+    else:
+        print(f"{args.name} takes requests again")
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"model": args.model}
+    if getattr(args, "context_length", None):
+        body["context_length"] = args.context_length
+    verb = "load" if args.load else "unload"
+    data = call(args, "POST", f"/admin/backends/{_segment(args.name)}/models/{verb}", body)
+    if args.json:
+        _print_json(data)
+    elif args.load:
+        print(f"loaded {args.model} on {args.name}")
+    else:
+        print(f"unloaded {', '.join(data.get('unloaded') or [args.model])} from {args.name}")
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    data = call(args, "POST", "/admin/reload")
+    if args.json:
+        _print_json(data)
+    else:
+        backends = data.get("backends", [])
+        print(f"config reloaded: {len(backends)} backends ({', '.join(backends) or 'none'})")
+    return 0
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"model": args.model, "messages": [{"role": "user", "content": args.explain}]}
+    data = call(args, "POST", "/admin/route/explain", body)
+    if args.json:
+        _print_json(data)
+        return 0
+    scores = ", ".join(
+        f"{task} {score:g}" for task, score in sorted(data.get("scores", {}).items(), key=lambda i: -i[1])
+    )
+    print(f"task: {data.get('task')} (from the {data.get('task_source')})" + (f"; scores: {scores}" if scores else ""))
+    if data.get("task_reasons"):
+        print("  because: " + ", ".join(data["task_reasons"]))
+    candidates = data.get("candidates", [])
+    if candidates:
+        print("candidates, in order:")
+        for i, c in enumerate(candidates, 1):
+            mark = "" if c.get("usable", True) else " (skipped)"
+            print(f"  {i}. {c['backend']} / {c['model']}{mark}: {c['reason']}")
+    for excluded in data.get("excluded", []):
+        print(f"  not considered: {excluded['backend']} ({excluded['reason']})")
+    chosen = data.get("chosen")
+    if chosen:
+        print(f"chosen: {chosen['backend']} / {chosen['model']}")
+    else:
+        print(f"chosen: none ({data.get('unavailable') or 'no usable candidate'})")
+    return 0
+
+
+def _segment(name: str) -> str:
+    return urllib.parse.quote(name, safe="")
+
+
+# --- wiring --------------------------------------------------------------------------------------
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        default=os.environ.get(URL_ENV) or DEFAULT_URL,
+        help=f"the daemon's address (default: ${URL_ENV} or {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV) or None,
+        help=f"the admin token (default: ${TOKEN_ENV}); prefer the variable, arguments show in `ps`",
+    )
+    parser.add_argument("--json", action="store_true", help="print the daemon's JSON answer")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the daemon (default 30)")
+
+
+def _run(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except CliError as exc:
+            print(f"lmwatch: {exc.message}", file=sys.stderr)
+            for detail in exc.details:
+                print(f"  {detail}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def add_commands(commands: Any) -> None:
+    """Register the operator commands on the `lmwatch` sub-command parser."""
+
+    def add(
+        name: str, help_text: str, func: Callable[[argparse.Namespace], int], **defaults: Any
+    ) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=help_text + ".")
+        _common(parser)
+        parser.set_defaults(func=_run(func), **defaults)
+        return parser
+
+    add("status", "show the backends of a running daemon: state, models loaded, in-flight, breaker", cmd_status)
+    add("models", "list the models on every backend of a running daemon", cmd_models)
+    for verb, drain in (("drain", True), ("undrain", False)):
+        text = "stop sending new requests to a backend (in-flight ones finish)" if drain else "resume a drained backend"
+        add(verb, text, cmd_drain, drain=drain).add_argument("name", metavar="NAME", help="the backend")
+    for verb, load in (("load", True), ("unload", False)):
+        text = (
+            "load a model on a backend (LM Studio 0.4+)" if load else "unload a model from a backend (LM Studio 0.4+)"
+        )
+        parser = add(verb, text, cmd_load, load=load)
+        parser.add_argument("name", metavar="NAME", help="the backend")
+        parser.add_argument("model", metavar="MODEL", help="the model id (or an instance id to unload)")
+        if load:
+            parser.add_argument("--context-length", type=int, metavar="N", help="the context length to load with")
+    add("reload", "make a running daemon re-read its config file", cmd_reload)
+    route = add("route", "show where a request would be routed, and why (nothing is sent to a model)", cmd_route)
+    route.add_argument("--explain", required=True, metavar="PROMPT", help="the prompt text of the request")
+    route.add_argument("--model", default="auto", help="the model the request names (default: auto)")
+
+
+COMMANDS = ("status", "models", "drain", "undrain", "load", "unload", "reload", "route")

@@ -1,0 +1,1 @@
+"""Request routing: which backend and model serve a request, and in what order to fall back."""

@@ -1,0 +1,120 @@
+"""Load balancing among interchangeable targets, and the per-backend concurrency gate.
+
+Order: targets with a free slot first, then by expected cost = (outstanding + 1) x expected seconds
+per request / weight, where expected seconds come from the moving averages of time to first token
+and tokens/s of that backend and model (targets not measured yet get the median of the others,
+so they are tried rather than starved). Equal costs break at random so idle backends share.
+
+The gate holds each backend to its concurrency cap. Past the cap a request waits in a FIFO queue,
+with a bounded wait, instead of piling onto a server that would only queue it internally; a freed
+slot is handed straight to the oldest waiter, so newcomers never jump the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import statistics
+from collections import deque
+from collections.abc import Sequence
+
+from lmwatch.registry import RequestOutcomes
+from lmwatch.routing.select import Target
+
+TYPICAL_COMPLETION_TOKENS = 200
+"""The answer length used to turn tokens/s into seconds when comparing backends."""
+
+
+def expected_seconds(outcomes: RequestOutcomes, target: Target) -> float | None:
+    speed = outcomes.speed(target.backend, target.model)
+    if speed is None or (speed.ttft is None and speed.tokens_per_second is None):
+        return None
+    seconds = speed.ttft or 0.0
+    if speed.tokens_per_second:
+        seconds += TYPICAL_COMPLETION_TOKENS / speed.tokens_per_second
+    return seconds or None
+
+
+def order(targets: Sequence[Target], outcomes: RequestOutcomes, rng: random.Random) -> list[Target]:
+    """Best first: a free slot beats a queue, then least outstanding work weighted by speed."""
+    if len(targets) == 1:
+        return list(targets)
+    estimates = {t: expected_seconds(outcomes, t) for t in targets}
+    known = [e for e in estimates.values() if e is not None]
+    fallback = statistics.median(known) if known else 1.0
+
+    def key(t: Target) -> tuple[bool, float, float]:
+        busy = outcomes.inflight.get(t.backend, 0)
+        queued = outcomes.queued.get(t.backend, 0)
+        full = t.cap is not None and (busy >= t.cap or queued > 0)
+        cost = (busy + queued + 1) * (estimates[t] or fallback) / t.weight
+        return (full, cost, rng.random())
+
+    return sorted(targets, key=key)
+
+
+class Gate:
+    """Admission per backend; the counts live in the registry's request outcomes."""
+
+    def __init__(self, outcomes: RequestOutcomes) -> None:
+        self._outcomes = outcomes
+        self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
+        self._caps: dict[str, int] = {}
+
+    def try_acquire(self, backend: str, cap: int) -> bool:
+        self._caps[backend] = cap
+        if self._outcomes.inflight.get(backend, 0) < cap and not self._waiters.get(backend):
+            self._outcomes.started(backend)
+            return True
+        return False
+
+    def waiting(self, backend: str) -> int:
+        return len(self._waiters.get(backend) or ())
+
+    async def acquire(self, backend: str, cap: int, timeout: float, max_queue: int) -> bool:
+        """Take a slot, waiting up to `timeout` seconds in line; False when none came in time."""
+        if self.try_acquire(backend, cap):
+            return True
+        queue = self._waiters.setdefault(backend, deque())
+        if timeout <= 0 or len(queue) >= max_queue:
+            return False
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue.append(waiter)
+        self._outcomes.queue_changed(backend, +1)
+        self._pump(backend)  # the cap may have grown since the last release
+        granted = False
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(waiter)
+            granted = True
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._outcomes.queue_changed(backend, -1)
+            if not granted:
+                if waiter.done():
+                    self.release(backend)  # the slot came just as we gave up: pass it on
+                else:
+                    waiter.cancel()
+                    with contextlib.suppress(ValueError):
+                        queue.remove(waiter)
+
+    def release(self, backend: str) -> None:
+        queue = self._waiters.get(backend)
+        while queue:
+            waiter = queue.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # hand the slot over: in-flight stays the same
+                return
+        self._outcomes.finished(backend)
+
+    def _pump(self, backend: str) -> None:
+        queue = self._waiters.get(backend)
+        cap = self._caps.get(backend, 0)
+        while queue and self._outcomes.inflight.get(backend, 0) < cap:
+            waiter = queue.popleft()
+            if not waiter.done():
+                self._outcomes.started(backend)
+                waiter.set_result(None)

@@ -1,0 +1,132 @@
+"""The capability table: model families, what each is good at, and which roles serve which task.
+
+Used after a task's configured preferences: a request for coding tries coding families, then
+general ones, then lightweight ones. Table order is rank within a role (bigger, stronger first).
+`routing.capabilities` replaces a built-in family by name or adds new ones ahead of the built-ins;
+`routing.task_roles` overrides the roles of a task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lmwatch.config import CapabilityFamily, RoutingConfig
+from lmwatch.registry import ModelInfo, ModelType
+from lmwatch.routing.ids import family_matches
+from lmwatch.routing.memo import PerConfig
+
+EMBEDDINGS = "embeddings"
+VISION = "vision"
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    match: tuple[str, ...]
+    roles: tuple[str, ...]
+    vision: bool = False
+    tool_use: bool = False
+
+
+def _f(name: str, match: tuple[str, ...], roles: tuple[str, ...], vision: bool = False, tools: bool = False) -> Family:
+    return Family(name, match, roles, vision, tools)
+
+
+BUILT_IN: tuple[Family, ...] = (
+    # coding
+    _f("qwen2.5-coder", ("qwen2.5-coder", "qwen3-coder"), ("coding",), tools=True),
+    _f("deepseek-coder", ("deepseek-coder",), ("coding",)),
+    _f("code-llama", ("codellama", "code-llama"), ("coding",)),
+    _f("starcoder2", ("starcoder2",), ("coding",)),
+    # general
+    _f("llama-3-70b", ("llama-3-70b", "llama-3.1-70b", "llama-3.3-70b"), ("general",), tools=True),
+    _f("mistral-large", ("mistral-large",), ("general",), tools=True),
+    _f("mistral-22b", ("mistral-small", "mistral-22b"), ("general",), tools=True),
+    _f("llama-3-8b", ("llama-3-8b", "llama-3.1-8b"), ("general",), tools=True),
+    _f("mistral-7b", ("mistral-7b",), ("general",), tools=True),
+    # analysis
+    _f("glm-4", ("glm-4",), ("analysis", "general"), tools=True),
+    # lightweight
+    _f("phi-3-mini", ("phi-3-mini", "phi-3.5-mini"), ("lightweight",)),
+    _f("smollm", ("smollm", "smollm2"), ("lightweight",)),
+    # vision
+    _f("gemma-3", ("gemma-3",), (VISION, "general"), vision=True),
+    _f("qwen-vl", ("qwen-vl", "qwen2-vl", "qwen2.5-vl"), (VISION,), vision=True),
+    _f("llava", ("llava",), (VISION,), vision=True),
+    _f("pixtral", ("pixtral",), (VISION,), vision=True),
+    _f("llama-3.2-vision", ("llama-3.2-11b-vision", "llama-3.2-90b-vision"), (VISION,), vision=True),
+    _f("minicpm-v", ("minicpm-v",), (VISION,), vision=True),
+    # embeddings
+    _f("nomic-embed", ("nomic-embed",), (EMBEDDINGS,)),
+    _f("bge", ("bge",), (EMBEDDINGS,)),
+    _f("gte", ("gte",), (EMBEDDINGS,)),
+    _f("e5", ("e5",), (EMBEDDINGS,)),
+    _f("mxbai-embed", ("mxbai-embed",), (EMBEDDINGS,)),
+    _f("all-minilm", ("all-minilm",), (EMBEDDINGS,)),
+    _f("arctic-embed", ("arctic-embed",), (EMBEDDINGS,)),
+    _f("text-embedding", ("text-embedding",), (EMBEDDINGS,)),
+)
+
+TASK_ROLES: dict[str, tuple[str, ...]] = {
+    "coding": ("coding", "general", "lightweight"),
+    "research": ("general", "analysis", "lightweight"),
+    "creative": ("general", "lightweight"),
+    "analysis": ("analysis", "general", "lightweight"),
+    EMBEDDINGS: (EMBEDDINGS,),
+}
+DEFAULT_ROLES = ("general", "lightweight")
+"""Roles of a task the config adds without saying which roles serve it."""
+
+
+class Capabilities:
+    """The table in force for one config, with a per-id memo (ids repeat on every request)."""
+
+    def __init__(self, routing: RoutingConfig) -> None:
+        overrides = tuple(_from_config(name, fam) for name, fam in routing.capabilities.items())
+        replaced = {f.name for f in overrides}
+        self.families = overrides + tuple(f for f in BUILT_IN if f.name not in replaced)
+        # an id may match several families (`llava-v1.6-mistral-7b`): the specialised ones win
+        self._lookup = sorted(self.families, key=lambda f: not (f.vision or EMBEDDINGS in f.roles))
+        self._task_roles = {**TASK_ROLES, **{t: tuple(r) for t, r in routing.task_roles.items()}}
+        self._memo: dict[str, Family | None] = {}
+
+    def family(self, model_id: str) -> Family | None:
+        if model_id not in self._memo:
+            if len(self._memo) > 4096:
+                self._memo.clear()
+            self._memo[model_id] = next(
+                (f for f in self._lookup if any(family_matches(p, model_id) for p in f.match)), None
+            )
+        return self._memo[model_id]
+
+    def roles(self, task: str) -> tuple[str, ...]:
+        return self._task_roles.get(task, DEFAULT_ROLES)
+
+    def families_for(self, role: str) -> tuple[Family, ...]:
+        return tuple(f for f in self.families if role in f.roles)
+
+    def is_embedding(self, model: ModelInfo) -> bool:
+        if model.model_type is ModelType.EMBEDDINGS:
+            return True
+        family = self.family(model.id)
+        return family is not None and EMBEDDINGS in family.roles
+
+    def is_vision(self, model: ModelInfo) -> bool:
+        if model.vision or model.model_type is ModelType.VLM:
+            return True
+        family = self.family(model.id)
+        return family is not None and family.vision
+
+    def tool_use(self, model: ModelInfo) -> bool:
+        if model.tool_use:
+            return True
+        family = self.family(model.id)
+        return family is not None and family.tool_use
+
+
+def _from_config(name: str, fam: CapabilityFamily) -> Family:
+    return Family(name, tuple(fam.match), tuple(fam.roles), fam.vision, fam.tool_use)
+
+
+capabilities_for = PerConfig(Capabilities)
+"""The Capabilities of a RoutingConfig, rebuilt when a reload swaps the config."""

