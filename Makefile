@@ -52,7 +52,7 @@ unit: $(BIN)/.installed tools engine
 test: lint typecheck unit  ## install everything, then ruff, mypy and the whole suite
 
 bench: $(BIN)/.installed tools
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py --write bench/RESULTS.md
 
 clean:
 	rm -rf $(VENV) $(ENGINE_VENV) .pytest_cache .mypy_cache .ruff_cache
