@@ -156,7 +156,7 @@ def new_metrics_registry(registry: Registry) -> CollectorRegistry:
     The `_created` series prometheus-client adds to counters and histograms are turned off: they double
     the series count and Prometheus does not need them to compute rates.
     """
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus-client leaves it unannotated
     metrics = CollectorRegistry(auto_describe=False)
     metrics.register(RegistryCollector(registry))
     return metrics
