@@ -7,7 +7,6 @@ on registry events (`Registry.wait_for`), never sleeps.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,24 +30,6 @@ from lmwatch.registry import Health, Snapshot
 from lmwatch.simulator import RunningSimulator, SimSettings, start_simulator
 
 CHAT = {"model": "auto", "messages": [{"role": "user", "content": "Write a Python function that parses JSON"}]}
-
-
-@pytest.fixture(autouse=True)
-def _no_token_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("LMWATCH_ADMIN_TOKEN", raising=False)
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[RunningSimulator]:
-    server = await start_simulator(SimSettings(), port=0)
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def up(name: str) -> Any:

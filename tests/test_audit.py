@@ -49,12 +49,6 @@ async def sim() -> AsyncIterator[RunningSimulator]:
     await server.stop()
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 def audited_config(tmp_path: Path, sim: RunningSimulator, audit: str) -> Path:
     backend = backend_yaml("a", sim.url, api_token_env="LMWATCH_TEST_BACKEND_TOKEN")
     return config_file(

@@ -4,7 +4,6 @@ the rules about where credentials may come from (never inline; no unprotected /a
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -47,19 +46,6 @@ KEY_ENV = "LMWATCH_TEST_ALICE_KEY"
 def _env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LMWATCH_ADMIN_TOKEN", raising=False)
     monkeypatch.setenv(KEY_ENV, CLIENT_KEY)
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[RunningSimulator]:
-    server = await start_simulator(SimSettings(), port=0)
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def keys_config(tmp_path: Path, sim: RunningSimulator, rpm: int = 100) -> Path:

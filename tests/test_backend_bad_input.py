@@ -143,3 +143,23 @@ async def test_unreachable_backend_is_down_and_scrape_still_works(
     assert resp.status == 200
     assert 'lmwatch_backend_up{backend="bad"} 0.0' in text
     assert 'lmwatch_backend_probe_failures_total{backend="bad",reason="connect"} 1.0' in text
+
+
+async def half_good_v0_list(request: web.Request) -> web.StreamResponse:
+    if request.path != "/api/v0/models":
+        return web.json_response({"error": f"Unexpected endpoint or method. (GET {request.path})"})
+    entries = [{"id": "phi-3-mini", "type": "llm", "state": "loaded"}, {"type": "llm", "state": "loaded"}]
+    return web.json_response({"object": "list", "data": entries})
+
+
+async def test_an_unusable_model_entry_is_skipped_and_the_backend_degraded(daemon_for: StartDaemon) -> None:
+    runner, url = await serve(half_good_v0_list)
+    try:
+        daemon = await daemon_for(url)
+        backend = daemon.registry.snapshot().backends["bad"]
+        assert backend.flavour == "lmstudio-v0"
+        assert [m.id for m in backend.models] == ["phi-3-mini"]
+        assert backend.health is Health.DEGRADED
+        assert backend.health_reason == "/api/v0/models: skipped an entry with no `id`"
+    finally:
+        await runner.cleanup()

@@ -17,19 +17,7 @@ from control_support import ADMIN_TOKEN, WRONG_TOKEN, backend_yaml, config_file,
 
 from lmwatch.control_cli import COMMANDS
 from lmwatch.daemon import Daemon
-from lmwatch.simulator import RunningSimulator, SimSettings, start_simulator
-
-
-@pytest.fixture(autouse=True)
-def _no_token_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("LMWATCH_ADMIN_TOKEN", raising=False)
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[RunningSimulator]:
-    server = await start_simulator(SimSettings(), port=0)
-    yield server
-    await server.stop()
+from lmwatch.simulator import RunningSimulator
 
 
 @pytest.fixture

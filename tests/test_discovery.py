@@ -17,23 +17,12 @@ from lmwatch.registry import Health, Snapshot
 from lmwatch.simulator import RunningSimulator, SimSettings, start_simulator
 
 
-@pytest.fixture(autouse=True)
-def _no_token_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("LMWATCH_ADMIN_TOKEN", raising=False)
-
-
 @pytest.fixture
 async def sims() -> AsyncIterator[list[RunningSimulator]]:
     servers = [await start_simulator(SimSettings(), port=0) for _ in range(3)]
     yield servers
     for server in servers:
         await server.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def names(*wanted: str) -> Callable[[Snapshot], bool]:

@@ -27,11 +27,6 @@ from lmwatch.registry import Health
 from lmwatch.simulator import RunningSimulator, SimSettings, start_simulator
 
 
-@pytest.fixture(autouse=True)
-def _no_token_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("LMWATCH_ADMIN_TOKEN", raising=False)
-
-
 @pytest.fixture
 async def sims() -> AsyncIterator[list[RunningSimulator]]:
     servers = [
@@ -40,12 +35,6 @@ async def sims() -> AsyncIterator[list[RunningSimulator]]:
     yield servers
     for server in servers:
         await server.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def scrape(http: aiohttp.ClientSession, daemon: Daemon) -> str:

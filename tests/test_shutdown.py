@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -16,17 +15,6 @@ from control_support import ADMIN_TOKEN, backend_yaml, config_file, daemon_for, 
 from lmwatch.simulator import RunningSimulator, SimSettings, start_simulator
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-@pytest.fixture(autouse=True)
-def _no_token_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("LMWATCH_ADMIN_TOKEN", raising=False)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def arrival(sim: RunningSimulator, path: str) -> asyncio.Event:

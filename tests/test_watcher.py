@@ -6,7 +6,7 @@ tested ("down within two poll intervals", "a load shows within one poll interval
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import aiohttp
 import pytest
@@ -22,12 +22,6 @@ INTERVAL = 1.0
 def config_for(**urls: str) -> str:
     backends = ", ".join(f'{{name: {name}, url: "{url}", poll_interval: {INTERVAL}}}' for name, url in urls.items())
     return f"server: {{port: 0}}\nbackends: [{backends}]\n"
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def scrape(http: aiohttp.ClientSession, daemon: Daemon) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import aiohttp
@@ -126,6 +127,20 @@ def shape_error(path: str, what: str) -> ProbeError:
 
 def as_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def parse_entries(
+    path: str, entries: list[Any], parse: Callable[[Any], ModelInfo | None], key: str
+) -> tuple[list[ModelInfo], list[str]]:
+    """Parse each model entry; one without its `key` is skipped with a warning (the backend is degraded)."""
+    models, warnings = [], []
+    for entry in entries:
+        model = parse(entry)
+        if model is None:
+            warnings.append(f"{path}: skipped an entry with no `{key}`")
+        else:
+            models.append(model)
+    return models, warnings
 
 
 def as_dict(value: Any) -> dict[str, Any]:

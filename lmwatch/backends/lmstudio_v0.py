@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmwatch.backends.base import BackendClient, Flavour, as_int, as_list, as_str, lms_status_version, shape_error
+from lmwatch.backends.base import (
+    BackendClient,
+    Flavour,
+    as_int,
+    as_list,
+    as_str,
+    lms_status_version,
+    parse_entries,
+    shape_error,
+)
 from lmwatch.registry import ModelInfo, ModelType
 
 PATH = "/api/v0/models"
@@ -21,14 +30,7 @@ class LMStudioV0(Flavour):
             raise shape_error(PATH, "no `data` list")
         if entries and not any(isinstance(e, dict) and "state" in e for e in entries):
             raise shape_error(PATH, "entries carry no `state`: not LM Studio's v0 API")
-        models, warnings = [], []
-        for entry in entries:
-            model = _model(entry)
-            if model is None:
-                warnings.append(f"{PATH}: skipped an entry without an `id`")
-            else:
-                models.append(model)
-        return models, warnings
+        return parse_entries(PATH, entries, _model, "id")
 
     async def version(self, client: BackendClient) -> str | None:
         return await lms_status_version(client)

@@ -12,6 +12,7 @@ from lmwatch.backends.base import (
     as_list,
     as_str,
     lms_status_version,
+    parse_entries,
     shape_error,
 )
 from lmwatch.registry import ModelInfo, ModelType
@@ -28,14 +29,7 @@ class LMStudioV1(Flavour):
         entries = body.get("models") if isinstance(body, dict) else None
         if not isinstance(entries, list):
             raise shape_error(PATH, "no `models` list")
-        models, warnings = [], []
-        for entry in entries:
-            model = _model(entry)
-            if model is None:
-                warnings.append(f"{PATH}: skipped an entry without a `key`")
-            else:
-                models.append(model)
-        return models, warnings
+        return parse_entries(PATH, entries, _model, "key")
 
     async def version(self, client: BackendClient) -> str | None:
         return await lms_status_version(client)

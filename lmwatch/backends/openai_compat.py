@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmwatch.backends.base import BackendClient, Flavour, as_dict, as_int, as_str, shape_error
+from lmwatch.backends.base import BackendClient, Flavour, as_dict, as_int, as_str, parse_entries, shape_error
 from lmwatch.registry import ModelInfo, ModelType
 
 PATH = "/v1/models"
@@ -23,14 +23,7 @@ class OpenAICompat(Flavour):
         entries = body.get("data") if isinstance(body, dict) else None
         if not isinstance(entries, list):
             raise shape_error(PATH, "no `data` list: not an OpenAI-compatible server")
-        models, warnings = [], []
-        for entry in entries:
-            model = _model(entry)
-            if model is None:
-                warnings.append(f"{PATH}: skipped an entry without an `id`")
-            else:
-                models.append(model)
-        return models, warnings
+        return parse_entries(PATH, entries, _model, "id")
 
 
 def _model(entry: Any) -> ModelInfo | None:
