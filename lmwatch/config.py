@@ -38,7 +38,7 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 class Strict(BaseModel):
     """Base for every section: unknown keys are errors, values are checked on assignment too."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True, use_attribute_docstrings=True)
 
 
 class ServerConfig(Strict):
@@ -101,11 +101,15 @@ class BackendConfig(Strict):
 
 class CloudProviderConfig(Strict):
     name: Name
+    """The provider's name; metrics and headers call it `cloud:<name>`."""
     base_url: AnyHttpUrl
+    """Its OpenAI-compatible base URL, e.g. `https://api.openai.com/v1`."""
     api_key_env: str
+    """The environment variable holding its API key (a provider without the variable set is skipped)."""
     models: dict[str, str] = Field(default_factory=dict, validate_default=True)
     """Task (or `default`) -> the provider's model id to use for it."""
     timeout: Seconds = 120.0
+    """Seconds to wait for the provider to start answering."""
 
     @field_validator("models")
     @classmethod
@@ -117,13 +121,16 @@ class CloudProviderConfig(Strict):
 
 class CloudConfig(Strict):
     allowed: bool = False
+    """Cloud is the last resort: used only when no local backend can serve, and never for local-only requests."""
     providers: list[CloudProviderConfig] = Field(default_factory=list)
+    """OpenAI-compatible providers, tried in order."""
 
 
 class AliasTarget(Strict):
     """One place an alias may resolve to: a model id, optionally pinned to one backend."""
 
     model: str = Field(min_length=1)
+    """The model id on the backend."""
     backend: str | None = None
     """None = any backend that has `model`."""
 
@@ -147,14 +154,18 @@ class CapabilityFamily(Strict):
     roles: list[str] = Field(default_factory=list)
     """What the family is good at: coding, general, analysis, lightweight, embeddings, vision..."""
     vision: bool = False
+    """The family takes images (requests with image parts may go to it)."""
     tool_use: bool = False
+    """The family is trained for tool use (preferred for requests with `tools`)."""
 
 
 class Price(Strict):
     """What a cloud provider would charge, in dollars per million tokens."""
 
     input_per_million: float = Field(ge=0)
+    """Dollars per million prompt tokens."""
     output_per_million: float = Field(ge=0)
+    """Dollars per million generated tokens."""
 
 
 class BreakerConfig(Strict):
@@ -162,8 +173,11 @@ class BreakerConfig(Strict):
     through after `cooldown` seconds; each failed trial doubles the cooldown up to `max_cooldown`."""
 
     failures: int = Field(3, ge=1)
+    """Failures in a row that open the breaker."""
     cooldown: Seconds = 10.0
+    """Seconds before one trial request goes through an open breaker."""
     max_cooldown: Seconds = 120.0
+    """The longest cooldown after repeated failed trials."""
 
 
 def _default_prices() -> dict[str, Price]:
@@ -187,6 +201,7 @@ class RoutingConfig(Strict):
     )
     """Task -> model family patterns, best first, matched against loaded model ids."""
     cloud: CloudConfig = Field(default_factory=CloudConfig)
+    """Cloud fallback providers and whether they may be used."""
     aliases: dict[str, list[str | AliasTarget]] = Field(default_factory=dict)
     """Logical name -> where it lives, in order: a model id (any backend) or {backend, model}."""
     allow_jit: bool = False
@@ -342,6 +357,7 @@ class AuditConfig(Strict):
     Reopened on SIGHUP, so logrotate can move it (no copytruncate needed)."""
 
     enabled: bool = True
+    """Write the audit log at all."""
     path: Path | None = None
     """Where the lines go; default `<state_dir>/audit.jsonl`."""
     requests: bool = False
@@ -358,7 +374,9 @@ class AuditConfig(Strict):
 
 class Config(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
+    """Where lmwatch listens, and request limits."""
     backends: list[BackendConfig] = Field(default_factory=list)
+    """The model servers to watch and route to."""
     backend_files: list[str] = Field(default_factory=list)
     """Glob patterns of YAML files each holding a list of backend entries (the schema of `backends`),
     Prometheus file_sd style. Files are re-read when they change; a broken file is reported and its
@@ -366,8 +384,11 @@ class Config(Strict):
     backend_files_interval: Seconds = 5.0
     """How often the `backend_files` patterns are re-expanded and the files checked for changes."""
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    """How `/v1` requests are routed: task preferences, aliases, balancing, breakers, cloud fallback."""
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    """Host, model-server process and GPU sampling."""
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    """Log level and format."""
     admin: AdminConfig = Field(default_factory=AdminConfig)
     clients: ClientsConfig = Field(default_factory=ClientsConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
