@@ -21,9 +21,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from lmwatch import __version__
 from lmwatch.api import admin as admin_api
 from lmwatch.api import openai as openai_api
-from lmwatch.config import LoadedConfig, iter_backend_tokens
+from lmwatch.config import LoadedConfig
 from lmwatch.control import ControlPlane
-from lmwatch.logs import register_secrets
 from lmwatch.metrics import new_metrics_registry
 from lmwatch.registry import Registry
 from lmwatch.samplers import build_samplers
@@ -66,7 +65,6 @@ class Daemon:
 
     async def start(self) -> None:
         config = self.holder.config
-        register_secrets(iter_backend_tokens(config))
         self.control.apply(self.control.prepare(self.holder.loaded))  # ConfigError: unreadable secrets, no token
         # handler_cancellation: a client that leaves cancels its handler, which closes the upstream
         # request, and LM Studio stops generating when its socket closes.

@@ -52,9 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--poll-interval", type=float, default=2.0, help="seconds between polls (default 2)")
 
 
-def demo_config(args: argparse.Namespace) -> dict[str, object]:
+def demo_config(args: argparse.Namespace, state: Path) -> dict[str, object]:
     return {
         "server": {"host": "127.0.0.1", "port": args.port},
+        "state_dir": str(state),
         "backends": [
             {
                 "name": s.name,
@@ -92,7 +93,7 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> None:
 def run(args: argparse.Namespace) -> int:
     state = Path(tempfile.mkdtemp(prefix="lmwatch-demo-"))
     config_path = state / "config.yaml"
-    config_path.write_text(yaml.safe_dump(demo_config(args), sort_keys=False))
+    config_path.write_text(yaml.safe_dump(demo_config(args, state), sort_keys=False))
     loaded = load_config(config_path)
     setup_logging(loaded.config.logging.level, loaded.config.logging.format)
     procs = _start_simulators(args)
