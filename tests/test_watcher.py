@@ -210,3 +210,38 @@ async def test_a_password_in_a_backend_url_is_never_shown(caplog: pytest.LogCapt
     finally:
         await sim.stop()
     assert "hunter2-long-secret" not in caplog.text
+
+
+async def test_a_down_backend_is_probed_with_exponential_backoff_and_poll_now_skips_it() -> None:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from lmwatch.registry import Registry
+    from lmwatch.watcher import Watcher
+
+    now = [1000.0]
+    registry = Registry()
+    watcher = Watcher(registry, AsyncIOScheduler(), clock=lambda: now[0])
+    config = parse_config(
+        'backends: [{name: x, url: "http://127.0.0.1:9", poll_interval: 1, retry_attempts: 1}]', env={}
+    )
+    await watcher.start(config.config.backends)  # the first failure
+
+    def failures() -> int:
+        return registry.snapshot().backends["x"].consecutive_failures
+
+    async def tick(seconds: float) -> int:
+        now[0] += seconds
+        await watcher.poll("x", scheduled=True)
+        return failures()
+
+    try:
+        assert failures() == 1
+        assert await tick(1) == 2  # after 1 failure: the next interval polls
+        assert await tick(1) == 2  # after 2: waits 2 intervals
+        assert await tick(1) == 3
+        assert await tick(1) == 3 and await tick(1) == 3 and await tick(1) == 3  # after 3: 4 intervals
+        assert await tick(1) == 4
+        watcher.poll_now("x")  # an operator's poll goes through at once
+        assert await tick(0) == 5
+    finally:
+        await watcher.stop()
