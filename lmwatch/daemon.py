@@ -117,7 +117,7 @@ class Daemon:
             await self._runner.cleanup()
         await self.watcher.stop()
         await self.control.stop()
-        self.samplers.stop()
+        await self.samplers.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
 

@@ -69,6 +69,15 @@ def promtool_problems(text: str) -> tuple[int, str] | None:
     return done.returncode, (done.stdout + done.stderr).decode()
 
 
+@contextlib.contextmanager
+def listening_port() -> Iterator[int]:
+    """A loopback port this test process listens on (its owner is us: always visible)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

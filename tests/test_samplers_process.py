@@ -15,6 +15,7 @@ from samplers_support import (
     Clock,
     Server,
     has,
+    listening_port,
     parse,
     records,
     running_server,
@@ -47,11 +48,8 @@ def _registry(*backends: tuple[str, str]) -> Registry:
 
 @pytest.fixture
 def listener() -> Iterator[int]:
-    """A port this test process listens on (its owner is us: always visible)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield int(sock.getsockname()[1])
+    with listening_port() as port:
+        yield port
 
 
 async def test_finds_the_separate_server_process(server: Server, caplog: pytest.LogCaptureFixture) -> None:

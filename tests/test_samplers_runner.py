@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import sys
 import threading
 from collections.abc import Iterable, Iterator
@@ -19,6 +18,7 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from samplers_support import (
     has,
+    listening_port,
     names,
     parse,
     promtool_problems,
@@ -76,10 +76,8 @@ class Recording(Sampler):
 
 @pytest.fixture
 def listener() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield int(sock.getsockname()[1])
+    with listening_port() as port:
+        yield port
 
 
 async def test_scheduled_jobs_sample_off_the_loop() -> None:
@@ -96,7 +94,7 @@ async def test_scheduled_jobs_sample_off_the_loop() -> None:
         # Repeated runs on the schedule: wait for the registry to show the third sample.
         await registry.wait_for(lambda s: "host" in s.collectors and len(recording.threads) >= 3, timeout=10)
     finally:
-        runner.stop()
+        await runner.stop()
         scheduler.shutdown(wait=False)
     assert threading.get_ident() not in recording.threads  # sample() never ran on the loop's thread
     assert not scheduler.get_jobs()

@@ -73,9 +73,6 @@ class OnceLog:
         if self._active.pop(key, None) is not None and msg:
             self._log.info(msg, *args)
 
-    def active(self, key: str) -> str | None:
-        return self._active.get(key)
-
     def keep_only(self, keys: Iterable[str]) -> None:
         """Forget, silently, the conditions of keys not in `keys` (a backend that was removed)."""
         wanted = set(keys)

@@ -47,15 +47,39 @@ class HostSample:
         return self.load1 / self.cpus if self.cpus else 0.0
 
 
+# (metric name, HostSample field, help) of the unlabelled gauges, in exposition order.
+_GAUGES: tuple[tuple[str, str, str], ...] = (
+    ("lmwatch_host_cpus", "cpus", "Logical CPUs of the host."),
+    ("lmwatch_host_load1", "load1", "Load average over 1 minute."),
+    ("lmwatch_host_load5", "load5", "Load average over 5 minutes."),
+    ("lmwatch_host_load15", "load15", "Load average over 15 minutes."),
+    ("lmwatch_host_memory_total_bytes", "memory_total_bytes", "Physical memory of the host."),
+    (
+        "lmwatch_host_memory_available_bytes",
+        "memory_available_bytes",
+        "Memory that can be given to processes without swapping (MemAvailable).",
+    ),
+    ("lmwatch_host_memory_used_bytes", "memory_used_bytes", "Memory in use, not counting buffers and page cache."),
+    ("lmwatch_host_swap_total_bytes", "swap_total_bytes", "Swap space of the host."),
+    ("lmwatch_host_swap_used_bytes", "swap_used_bytes", "Swap space in use."),
+    ("lmwatch_self_resident_memory_bytes", "self_resident_memory_bytes", "Resident memory of the lmwatch process."),
+)
+
+
 class HostSampler(Sampler):
     name = "host"
 
     def __init__(self, interval: float = 5.0) -> None:
         self.interval = interval
-        self._self = psutil.Process(os.getpid())
-        self._cpus = psutil.cpu_count() or 1
+        self._self: psutil.Process | None = None
+        """lmwatch's own process and the host's CPU count, read at the first sample, not here: psutil
+        reads /proc, and the daemon builds its samplers on the event loop."""
+        self._cpus = 0
 
     def sample(self, snapshot: Snapshot | None = None) -> HostSample:
+        if self._self is None:
+            self._self = psutil.Process(os.getpid())
+            self._cpus = psutil.cpu_count() or 1
         times = psutil.cpu_times()
         modes = {m: float(getattr(times, m)) for m in times._fields if m not in _GUEST_MODES}
         load1, load5, load15 = psutil.getloadavg()
@@ -89,28 +113,8 @@ class HostSampler(Sampler):
         for mode, seconds in sample.cpu_seconds.items():
             cpu.add_metric([mode], seconds)
         yield cpu
-        yield gauge_value("lmwatch_host_cpus", "Logical CPUs of the host.", sample.cpus)
-        yield gauge_value("lmwatch_host_load1", "Load average over 1 minute.", sample.load1)
-        yield gauge_value("lmwatch_host_load5", "Load average over 5 minutes.", sample.load5)
-        yield gauge_value("lmwatch_host_load15", "Load average over 15 minutes.", sample.load15)
-        yield gauge_value("lmwatch_host_memory_total_bytes", "Physical memory of the host.", sample.memory_total_bytes)
-        yield gauge_value(
-            "lmwatch_host_memory_available_bytes",
-            "Memory that can be given to processes without swapping (MemAvailable).",
-            sample.memory_available_bytes,
-        )
-        yield gauge_value(
-            "lmwatch_host_memory_used_bytes",
-            "Memory in use, not counting buffers and page cache.",
-            sample.memory_used_bytes,
-        )
-        yield gauge_value("lmwatch_host_swap_total_bytes", "Swap space of the host.", sample.swap_total_bytes)
-        yield gauge_value("lmwatch_host_swap_used_bytes", "Swap space in use.", sample.swap_used_bytes)
-        yield gauge_value(
-            "lmwatch_self_resident_memory_bytes",
-            "Resident memory of the lmwatch process.",
-            sample.self_resident_memory_bytes,
-        )
+        for name, attr, doc in _GAUGES:
+            yield gauge_value(name, doc, getattr(sample, attr))
         self_cpu = counter(
             "lmwatch_self_cpu_seconds_total", "CPU seconds used by the lmwatch process, by mode.", ["mode"]
         )

@@ -16,12 +16,14 @@ from prometheus_client.registry import Collector
 
 from lmwatch.registry import Registry
 from lmwatch.samplers.base import Sampler, gauge, gauge_value
-from lmwatch.samplers.gpu import GpuSample, GpuSampler
+from lmwatch.samplers.gpu import GpuSample
 
 log = logging.getLogger("lmwatch.samplers.metrics")
 
 
 class SamplerCollector(Collector):
+    """The samplers' families, each collector's health and `lmwatch_gpu_available`, per scrape."""
+
     def __init__(self, registry: Registry, samplers: list[Sampler]) -> None:
         self.registry = registry
         self.samplers = list(samplers)
@@ -64,7 +66,7 @@ class SamplerCollector(Collector):
                         log.exception("rendering the metrics of collector %s failed", sampler.name)
                 else:
                     self._broken.discard(sampler.name)
-            if ok and isinstance(sampler, GpuSampler) and isinstance(sample, GpuSample) and sample.available:
+            if ok and isinstance(sample, GpuSample) and sample.available:
                 gpus_available = True
             success.add_metric([sampler.name], 1.0 if ok else 0.0)
         yield from (f for f in families if f.samples)  # no HELP/TYPE for a family without series

@@ -68,6 +68,8 @@ class _Identity:
 
 
 class NvidiaSampler(GpuSampler):
+    """Every NVIDIA GPU through one NVML session, kept open across samples (re-initialised when lost)."""
+
     vendor = "nvidia"
 
     def __init__(
@@ -98,6 +100,8 @@ class NvidiaSampler(GpuSampler):
         return self._nvml
 
     def _ensure_ready(self) -> Any:
+        """The initialised NVML module; raises `SamplerUnavailable` until an init, retried at most
+        every `retry_interval` s, succeeds."""
         if self._ready:
             return self._nvml
         now = self._clock()
@@ -185,6 +189,7 @@ class NvidiaSampler(GpuSampler):
             )
 
     def _identity(self, nvml: Any, index: int) -> _Identity:
+        """The handle, UUID and name of GPU `index`, asked once per NVML session (they do not change)."""
         identity = self._identities.get(index)
         if identity is None:
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
@@ -200,7 +205,7 @@ class NvidiaSampler(GpuSampler):
         try:
             return call(*args)
         except nvml.NVMLError as exc:
-            if _code(exc) in _FATAL or _code(exc) in _LOST:
+            if _code(exc) in _FATAL | _LOST:  # not this field: the GPU or NVML itself is gone
                 raise
             return None
 

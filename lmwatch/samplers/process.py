@@ -77,17 +77,23 @@ class ProcessSample:
         return {b.backend: b.pid for b in self.backends if b.pid is not None}
 
 
-def backend_pids(snapshot: Snapshot) -> Mapping[int, str]:
-    """PID -> backend from the process sampler's last sample in `snapshot` (empty if none)."""
+def _last_sample(snapshot: Snapshot) -> ProcessSample | None:
+    """The process sampler's last sample in `snapshot`: what the GPU samplers attribute memory by."""
     status = snapshot.collectors.get(ProcessSampler.name)
     sample = status.sample if status is not None else None
-    return sample.backend_pids if isinstance(sample, ProcessSample) else {}
+    return sample if isinstance(sample, ProcessSample) else None
+
+
+def backend_pids(snapshot: Snapshot) -> Mapping[int, str]:
+    """PID -> backend from the process sampler's last sample in `snapshot` (empty if none)."""
+    sample = _last_sample(snapshot)
+    return sample.backend_pids if sample is not None else {}
 
 
 def main_pids(snapshot: Snapshot) -> dict[str, int]:
-    status = snapshot.collectors.get(ProcessSampler.name)
-    sample = status.sample if status is not None else None
-    return sample.main_pids() if isinstance(sample, ProcessSample) else {}
+    """Backend -> its listening PID from the last process sample (empty if none)."""
+    sample = _last_sample(snapshot)
+    return sample.main_pids() if sample is not None else {}
 
 
 ConnectionLister = Callable[[], Sequence[Any]]
@@ -168,13 +174,13 @@ class ProcessSampler(Sampler):
         return ProcessSample(backends=tuple(results), backend_pids=MappingProxyType(pids))
 
     def _refresh_owners(self, targets: Mapping[str, tuple[int, frozenset[str]]]) -> None:
+        """Drop owners that died or whose backend went away; scan only when due or a port is new."""
         ports: dict[int, frozenset[str]] = {}
         for port, addresses in targets.values():
             ports[port] = ports.get(port, frozenset()) | addresses
         for port in list(self._owners):
             if port not in ports or not self._owners[port].process.is_running():
-                del self._owners[port]
-                self._scanned.discard(port)  # its process died: look again now
+                self._forget_owner(port)  # its process died: look again now
         for port in list(self._port_state):
             if port not in ports:
                 del self._port_state[port]
@@ -211,7 +217,13 @@ class ProcessSampler(Sampler):
                 self._owners.pop(port, None)
                 self._port_state[port] = Visibility.HIDDEN if candidates else Visibility.NOT_LISTENING
 
+    def _forget_owner(self, port: int) -> None:
+        """The cached owner of `port` is gone (or no longer wanted): the next sample scans for it."""
+        del self._owners[port]
+        self._scanned.discard(port)
+
     def _measure(self, backend: str, port: int) -> BackendProcess:
+        """Memory, CPU and threads of the process tree listening on `port`, as of now."""
         owner = self._owners.get(port)
         if owner is None:
             return BackendProcess(backend, port, self._port_state.get(port, Visibility.NOT_LISTENING))
@@ -219,8 +231,7 @@ class ProcessSampler(Sampler):
         try:
             tree = [main, *main.children(recursive=True)]
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            del self._owners[port]
-            self._scanned.discard(port)
+            self._forget_owner(port)
             return BackendProcess(backend, port, Visibility.NOT_LISTENING)
         except psutil.AccessDenied:
             tree = [main]
@@ -237,8 +248,7 @@ class ProcessSampler(Sampler):
                     created = proc.create_time()
             except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
                 if proc is main:
-                    del self._owners[port]
-                    self._scanned.discard(port)
+                    self._forget_owner(port)
                     return BackendProcess(backend, port, Visibility.NOT_LISTENING)
                 continue
             readings[(proc.pid, created)] = (cpu.user, cpu.system)
@@ -261,6 +271,7 @@ class ProcessSampler(Sampler):
         )
 
     def _report(self, result: BackendProcess) -> None:
+        """Log what was found for a backend once, and again only when it changes (a new PID, a gap)."""
         key = result.backend
         if result.visibility is Visibility.VISIBLE:
             self._gaps.problem(
@@ -308,6 +319,7 @@ class ProcessSampler(Sampler):
     # --- which backends are local ----------------------------------------------------------------
 
     def _local_target(self, url: str) -> tuple[int, frozenset[str]] | None:
+        """(port, addresses) when `url` points at this host; None for a remote backend (nothing to measure)."""
         try:
             parts = urlsplit(url)
             port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -317,11 +329,13 @@ class ProcessSampler(Sampler):
         if not host:
             return None
         addresses = self._addresses(host)
-        if any(_is_local(a, self._interface_addresses()) for a in addresses):
+        interfaces = self._interface_addresses()
+        if any(_is_local(a, interfaces) for a in addresses):
             return port, addresses
         return None
 
     def _addresses(self, host: str) -> frozenset[str]:
+        """The IP addresses of `host`, looked up at most every `_RESOLVE_TTL` s (DNS can be slow)."""
         try:
             return frozenset({str(ipaddress.ip_address(host))})
         except ValueError:
@@ -332,7 +346,8 @@ class ProcessSampler(Sampler):
         cached = self._resolved.get(host)
         if cached is not None and now - cached[0] < _RESOLVE_TTL:
             return cached[1]
-        if host in (socket.gethostname(), socket.gethostname().split(".")[0]):
+        hostname = socket.gethostname()
+        if host in (hostname, hostname.split(".")[0]):
             found = self._interface_addresses() | {"127.0.0.1"}
         else:
             try:

@@ -31,6 +31,8 @@ def _timed(sampler: Sampler, snapshot: Snapshot, clock: Callable[[], float]) -> 
 
 
 class SamplerRunner:
+    """Schedules every sampler, runs each off the loop, and writes its outcome to the registry."""
+
     def __init__(
         self,
         registry: Registry,
@@ -44,7 +46,8 @@ class SamplerRunner:
         self.scheduler = scheduler
         """An `apscheduler.schedulers.asyncio.AsyncIOScheduler`, started by the daemon."""
         self._clock = clock
-        self._locks = {s.name: asyncio.Lock() for s in self.samplers}
+        self._locks: dict[str, asyncio.Lock] = {}
+        """One per sampler name: the first round (`run_once`) and a scheduled job never overlap."""
         self._failing: dict[str, str] = {}
         self._jobs: list[Any] = []
 
@@ -72,8 +75,9 @@ class SamplerRunner:
         for sampler in self.samplers:
             await self.run(sampler)
 
-    def stop(self) -> None:
-        """Remove the jobs and release the samplers (NVML is shut down here, once)."""
+    async def stop(self) -> None:
+        """Remove the jobs and release the samplers in a worker thread (NVML is shut down here, once;
+        closing waits for a sample in progress, which must not stall the event loop)."""
         for job in self._jobs:
             try:
                 job.remove()
@@ -82,7 +86,7 @@ class SamplerRunner:
         self._jobs.clear()
         for sampler in self.samplers:
             try:
-                sampler.close()
+                await asyncio.to_thread(sampler.close)
             except Exception:
                 log.exception("closing sampler %s failed", sampler.name)
 

@@ -125,6 +125,45 @@ class Handlers:
             raise errors.plain(500, UNLOADED_MESSAGE, self.settings.flavour) from None
         return inst
 
+    async def _serve(
+        self,
+        name: str,
+        purpose: Purpose,
+        answer: Callable[[Instance], Awaitable[web.StreamResponse]],
+        *,
+        ignore_name: bool,
+        ttl: float | None,
+        shape_error: Callable[[SimError], SimError] = lambda error: error,
+    ) -> web.StreamResponse:
+        """Admit one inference request to an instance, let `answer` answer it, and keep the counters,
+        the slot and the instance's idle clock right however it ends (refused, answered, cancelled)."""
+        stats = self.stats
+        stats.enter()
+        try:
+            try:
+                inst = await self._admit(name, purpose, ignore_name=ignore_name, ttl=ttl)
+            except SimError as error:
+                stats.errors_total += 1
+                return error_response(shape_error(error))
+            try:
+                return await answer(inst)
+            finally:
+                inst.gate.release()
+                inst.last_used = time.monotonic()
+        except asyncio.CancelledError:
+            stats.cancelled_total += 1  # the client went away: LM Studio stops generating too
+            raise
+        finally:
+            stats.inflight -= 1
+
+    def _generation_delay(self, answer: Answer) -> float:
+        """Seconds a non-streamed answer takes: time to the first token, then the rest at the set speed."""
+        settings = self.settings
+        delay = settings.ttft
+        if settings.tokens_per_second > 0:
+            delay += max(answer.completion_tokens - 1, 0) / settings.tokens_per_second
+        return delay
+
     # --- inference -----------------------------------------------------------------------------
 
     async def v1_chat(self, request: web.Request) -> web.StreamResponse:
@@ -147,38 +186,24 @@ class Handlers:
         except SimError as error:
             stats.errors_total += 1
             return error_response(error)
-        stats.enter()
-        try:
-            try:
-                # LM Studio's quirk: on /v1, with exactly one LLM loaded the requested name is ignored.
-                ignore = api == "v1" or settings.flavour == "openai"
-                inst = await self._admit(prompt.model, "llm", ignore_name=ignore, ttl=prompt.ttl)
-            except SimError as error:
+
+        async def answer(inst: Instance) -> web.StreamResponse:
+            if prompt.has_images and inst.model.type != "vlm":
                 stats.errors_total += 1
-                return error_response(error)
-            try:
-                if prompt.has_images and inst.model.type != "vlm":
-                    stats.errors_total += 1
-                    return error_response(errors.plain(400, inference.NOT_VISION, settings.flavour))
-                answer = inference.plan_answer(prompt, body, settings.max_tokens_default, inst.context_length)
-                if prompt.stream:
-                    return await self._stream(request, prompt, answer, inst)
-                return await self._complete(prompt, answer, inst, api)
-            finally:
-                inst.gate.release()
-                inst.last_used = time.monotonic()
-        except asyncio.CancelledError:
-            stats.cancelled_total += 1  # the client went away: LM Studio stops generating too
-            raise
-        finally:
-            stats.inflight -= 1
+                return error_response(errors.plain(400, inference.NOT_VISION, settings.flavour))
+            planned = inference.plan_answer(prompt, body, settings.max_tokens_default, inst.context_length)
+            if prompt.stream:
+                return await self._stream(request, prompt, planned, inst)
+            return await self._complete(prompt, planned, inst, api)
+
+        # LM Studio's quirk: on /v1, with exactly one LLM loaded the requested name is ignored.
+        ignore = api == "v1" or settings.flavour == "openai"
+        return await self._serve(prompt.model, "llm", answer, ignore_name=ignore, ttl=prompt.ttl)
 
     async def _complete(self, prompt: Prompt, answer: Answer, inst: Instance, api: Api) -> web.Response:
         settings = self.settings
         started = time.perf_counter()
-        delay = settings.ttft
-        if settings.tokens_per_second > 0:
-            delay += max(answer.completion_tokens - 1, 0) / settings.tokens_per_second
+        delay = self._generation_delay(answer)
         if delay > 0:
             await asyncio.sleep(delay)
         if inst.unloaded:
@@ -191,8 +216,7 @@ class Handlers:
             body["stats"] = inference.v0_stats(answer, ttft, max(elapsed - ttft, 1e-4))
             body["model_info"] = shapes.model_info(inst)
             body["runtime"] = shapes.RUNTIME
-        self.stats.completed_total += 1
-        self.stats.tokens_generated_total += answer.completion_tokens
+        self.stats.complete(answer.completion_tokens)
         return json_response(body)
 
     async def _stream(self, request: web.Request, prompt: Prompt, answer: Answer, inst: Instance) -> web.StreamResponse:
@@ -212,8 +236,7 @@ class Handlers:
             stats.cancelled_total += 1
             return resp
         if outcome == "done":
-            stats.completed_total += 1
-            stats.tokens_generated_total += answer.completion_tokens
+            stats.complete(answer.completion_tokens)
         elif outcome == "unloaded":
             stats.errors_total += 1
         return resp
@@ -233,32 +256,16 @@ class Handlers:
             stats.errors_total += 1
             return error_response(error)
         model = body.get("model")
-        stats.enter()
-        try:
-            try:
-                inst = await self._admit(
-                    model if isinstance(model, str) else "",
-                    "embeddings",
-                    ignore_name=settings.flavour == "openai",
-                    ttl=None,
-                )
-            except SimError as error:
-                stats.errors_total += 1
-                return error_response(error)
-            try:
-                if settings.ttft > 0:
-                    await asyncio.sleep(settings.ttft)
-                payload = inference.embeddings_body(inputs, inst.id, body.get("encoding_format"))
-                stats.completed_total += 1
-                return json_response(payload)
-            finally:
-                inst.gate.release()
-                inst.last_used = time.monotonic()
-        except asyncio.CancelledError:
-            stats.cancelled_total += 1
-            raise
-        finally:
-            stats.inflight -= 1
+
+        async def answer(inst: Instance) -> web.StreamResponse:
+            if settings.ttft > 0:
+                await asyncio.sleep(settings.ttft)
+            payload = inference.embeddings_body(inputs, inst.id, body.get("encoding_format"))
+            stats.complete()
+            return json_response(payload)
+
+        name = model if isinstance(model, str) else ""
+        return await self._serve(name, "embeddings", answer, ignore_name=settings.flavour == "openai", ttl=None)
 
     # --- model lists ---------------------------------------------------------------------------
 
@@ -339,23 +346,12 @@ class Handlers:
             None, body.get("stream") is True, False, None,
         )  # fmt: skip
         loads_before = self.stats.loads_total
-        self.stats.enter()
-        try:
-            try:
-                inst = await self._admit(name, "llm", ignore_name=False, ttl=None)
-            except SimError as error:
-                self.stats.errors_total += 1
-                return error_response(_as_v1_error(error))
-            try:
-                return await self._v1_chat_answer(request, prompt, inst, loads_before, body.get("store") is not False)
-            finally:
-                inst.gate.release()
-                inst.last_used = time.monotonic()
-        except asyncio.CancelledError:
-            self.stats.cancelled_total += 1
-            raise
-        finally:
-            self.stats.inflight -= 1
+        store = body.get("store") is not False
+
+        async def answer(inst: Instance) -> web.StreamResponse:
+            return await self._v1_chat_answer(request, prompt, inst, loads_before, store)
+
+        return await self._serve(name, "llm", answer, ignore_name=False, ttl=None, shape_error=_as_v1_error)
 
     async def _v1_chat_answer(
         self, request: web.Request, prompt: Prompt, inst: Instance, loads_before: int, store: bool
@@ -363,9 +359,7 @@ class Handlers:
         settings = self.settings
         answer = inference.plan_answer(prompt, {}, settings.max_tokens_default, inst.context_length)
         started = time.perf_counter()
-        delay = settings.ttft
-        if settings.tokens_per_second > 0:
-            delay += max(answer.completion_tokens - 1, 0) / settings.tokens_per_second
+        delay = self._generation_delay(answer)
         if delay > 0:
             await asyncio.sleep(delay)
         elapsed = max(time.perf_counter() - started, 1e-4)
@@ -386,8 +380,7 @@ class Handlers:
         if store:
             result["response_id"] = inference.new_id("resp", "_")
         if not prompt.stream:
-            self.stats.completed_total += 1
-            self.stats.tokens_generated_total += answer.completion_tokens
+            self.stats.complete(answer.completion_tokens)
             return json_response(result)
         frames = [named_event("chat.start", {"model_instance_id": inst.id}), named_event("message.start", {})]
         frames += [named_event("message.delta", {"content": piece}) for piece in answer.pieces]
@@ -399,8 +392,7 @@ class Handlers:
         except ConnectionResetError:
             self.stats.cancelled_total += 1
             return resp
-        self.stats.completed_total += 1
-        self.stats.tokens_generated_total += answer.completion_tokens
+        self.stats.complete(answer.completion_tokens)
         return resp
 
     # --- status and simulator control ----------------------------------------------------------

@@ -46,6 +46,11 @@ class Instance:
         return self.gate.active == 0 and self.gate.queued == 0
 
 
+def _serves(model: SimModel, purpose: Purpose) -> bool:
+    """Whether `model` can answer a request of `purpose` (embedding models only embed, LLMs only chat)."""
+    return model.is_embedding == (purpose == "embeddings")
+
+
 class Catalogue:
     """Downloaded models (`models`) and loaded instances (`instances`), both in insertion order."""
 
@@ -116,10 +121,10 @@ class Catalogue:
         if inst is None:
             model = self.find_model(name)
             if model is not None:
-                inst = next((i for i in self.instances.values() if i.model is model), None)
+                inst = self._first_instance(model)
             if inst is None:
                 return await self._resolve_unloaded(name, model, purpose, ignore_name_if_single, ttl)
-        if inst.model.is_embedding != (purpose == "embeddings"):
+        if not _serves(inst.model, purpose):
             raise self._wrong_type(name, purpose)
         return inst
 
@@ -131,22 +136,26 @@ class Catalogue:
         ignore_name_if_single: bool,
         ttl: float | None,
     ) -> Instance:
+        """No instance of `name`: JIT-load it, or apply the one-model quirk, or raise the error
+        LM Studio gives (listing the ids the request could have used)."""
         flavour = self.settings.flavour
         if model is not None and self.jit_enabled:
-            if model.is_embedding != (purpose == "embeddings"):
+            if not _serves(model, purpose):
                 raise self._wrong_type(name, purpose)
             return await self.jit_load(model, ttl)
-        usable = [i for i in self.instances.values() if i.model.is_embedding == (purpose == "embeddings")]
+        usable = [i for i in self.instances.values() if _serves(i.model, purpose)]
         if ignore_name_if_single and len(usable) == 1:
             return usable[0]
         if not usable and not self.jit_enabled:
             raise errors.no_models_loaded(flavour)
-        wanted = purpose == "embeddings"
         if self.jit_enabled:
-            examples = [m.id for m in self.models.values() if m.is_embedding == wanted]
+            examples = [m.id for m in self.models.values() if _serves(m, purpose)]
         else:
             examples = list(dict.fromkeys(i.model.id for i in usable))
         raise errors.unknown_model(name, examples, flavour)
+
+    def _first_instance(self, model: SimModel) -> Instance | None:
+        return next((i for i in self.instances.values() if i.model is model), None)
 
     def _wrong_type(self, name: str, purpose: Purpose) -> errors.SimError:
         wanted = "embedding" if purpose == "embeddings" else "llm"
@@ -199,7 +208,7 @@ class Catalogue:
         if self._jit_lock is None:
             self._jit_lock = asyncio.Lock()
         async with self._jit_lock:
-            existing = next((i for i in self.instances.values() if i.model is model), None)
+            existing = self._first_instance(model)
             if existing is not None:
                 return existing
             if self.settings.auto_evict:

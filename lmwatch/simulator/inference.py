@@ -169,9 +169,7 @@ def parse_prompt(body: Mapping[str, object], kind: Kind, flavour: Flavour) -> Pr
 def _check_image(image_url: object, flavour: Flavour) -> None:
     """LM Studio takes only base64 data URLs; remote http(s) images are refused."""
     url = image_url.get("url") if isinstance(image_url, dict) else image_url
-    if not isinstance(url, str) or not url.startswith("data:") or ";base64," not in url:
-        raise errors.plain(400, NOT_BASE64, flavour)
-    if url.endswith(";base64,"):
+    if not isinstance(url, str) or not url.startswith("data:") or ";base64," not in url or url.endswith(";base64,"):
         raise errors.plain(400, NOT_BASE64, flavour)
 
 

@@ -59,6 +59,11 @@ class SimStats:
         if self.queued > self.max_queued_seen:
             self.max_queued_seen = self.queued
 
+    def complete(self, tokens: int = 0) -> None:
+        """One inference request answered to the end, having generated `tokens`."""
+        self.completed_total += 1
+        self.tokens_generated_total += tokens
+
     def reset(self) -> None:
         """Zero the counters; gauges (`inflight`, `queued`) keep their live values."""
         fresh = SimStats(inflight=self.inflight, queued=self.queued)
