@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,8 @@ class BackendConfig(Strict):
     def _one_token_source(self) -> BackendConfig:
         if self.api_token_env and self.api_token_file:
             raise ValueError("set api_token_env or api_token_file, not both")
+        if self.url.password and (self.api_token_env or self.api_token_file):
+            raise ValueError("a password in url (sent as Basic auth) and an api_token (Bearer) cannot both be sent")
         return self
 
     @property
@@ -91,12 +94,28 @@ class BackendConfig(Strict):
         return self.base_url.replace(f":{self.url.password}@", ":***@", 1)
 
     def api_token(self) -> str | None:
-        """Read the token now (env or file) so rotation needs no restart; never stored in config."""
+        """The token from env or file, never stored in config; a file is re-read at most every few
+        seconds (rotation needs no restart, and a routed request does no file I/O on the event loop)."""
         if self.api_token_env:
             return os.environ.get(self.api_token_env) or None
         if self.api_token_file:
-            return self.api_token_file.read_text().strip() or None
+            return read_token_file(self.api_token_file)
         return None
+
+
+TOKEN_FILE_TTL_SECONDS = 5.0
+_token_files: dict[Path, tuple[float, str | None]] = {}
+
+
+def read_token_file(path: Path) -> str | None:
+    """A token file's content, cached for TOKEN_FILE_TTL_SECONDS; an unreadable file raises OSError."""
+    now = time.monotonic()
+    cached = _token_files.get(path)
+    if cached is not None and now - cached[0] < TOKEN_FILE_TTL_SECONDS:
+        return cached[1]
+    token = path.read_text().strip() or None
+    _token_files[path] = (now, token)
+    return token
 
 
 class CloudProviderConfig(Strict):

@@ -63,6 +63,11 @@ def test_reasons_carry_points_strongest_first(classifier: Classifier) -> None:
     assert result.scores["creative"] == 1
 
 
+def test_equal_scores_resolve_in_tie_order(classifier: Classifier) -> None:
+    assert classifier.classify(chat("a poem to analyze")).task == "analysis"  # analysis = creative = 1
+    assert classifier.classify(chat("the poem about the research")).task == "research"  # research = creative = 1
+
+
 def test_configured_keywords_add_a_task_type() -> None:
     routing = RoutingConfig(classifier=ClassifierConfig(keywords={"legal": ["contract", "liability clause"]}))
     classifier = Classifier(routing)

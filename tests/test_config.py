@@ -203,3 +203,24 @@ def test_a_cloud_provider_must_name_its_models() -> None:
         "routing: {cloud: {allowed: true, providers: [{name: c, base_url: 'https://x/v1', api_key_env: K}]}}"
     )
     assert problem.startswith("routing.cloud.providers[0].models: name the provider's model for `default`")
+
+
+def test_a_url_password_and_a_token_cannot_both_be_set() -> None:
+    [problem] = problems("backends: [{name: a, url: 'http://u:pw@h:1', api_token_env: T}]")
+    assert problem.startswith("backends[0]: a password in url (sent as Basic auth) and an api_token")
+
+
+def test_a_token_file_is_reread_after_its_cache_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lmwatch.config as config_module
+
+    now = [100.0]
+    monkeypatch.setattr(config_module.time, "monotonic", lambda: now[0])
+    token_file = tmp_path / "token"
+    token_file.write_text("first-token-value\n")
+    backend = parse_config(f"backends: [{{name: a, url: 'http://h:1', api_token_file: {token_file}}}]", env={})
+    cfg = backend.config.backends[0]
+    assert cfg.api_token() == "first-token-value"
+    token_file.write_text("rotated-token-value\n")
+    assert cfg.api_token() == "first-token-value"  # cached: no file read per request
+    now[0] += config_module.TOKEN_FILE_TTL_SECONDS
+    assert cfg.api_token() == "rotated-token-value"

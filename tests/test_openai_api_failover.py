@@ -305,6 +305,45 @@ async def test_backend_token_is_sent_and_never_leaks(monkeypatch: pytest.MonkeyP
         assert "correcttoken" not in json.dumps(caught.value.body)
 
 
+async def test_an_unreadable_token_file_fails_over_without_a_500(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("lmwatch.config.TOKEN_FILE_TTL_SECONDS", 0.0)  # no caching: the next read sees the change
+    token = tmp_path / "token"
+    token.write_text("sk-lm-abcdefgh:filetoken0123456789")
+    async with fleet({"a": sim(CODER), "b": sim(CODER)}, a={"api_token_file": str(token), **FIRST}) as f:
+        assert (await ask(f))[0]["backend"] == "a"
+        token.unlink()  # re-read (rotation without restart): now it is gone
+        headers, _ = await ask(f)
+        assert headers["backend"] == "b"
+        assert f.metric("lmwatch_fallbacks_total", from_backend="a", to_backend="b", reason="bad_config") == 1
+
+
+async def test_a_client_gone_at_the_very_end_of_a_stream_is_a_499(
+    monkeypatch: pytest.MonkeyPatch, http: aiohttp.ClientSession
+) -> None:
+    from lmwatch.api.proxy import Exchange
+
+    async def client_left(data: bytes = b"") -> None:
+        raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+
+    open_stream = Exchange._open_stream
+
+    async def leaving_at_the_end(self: Exchange, *args: Any) -> web.StreamResponse:
+        out = await open_stream(self, *args)
+        out.write_eof = client_left  # type: ignore[method-assign]
+        return out
+
+    monkeypatch.setattr(Exchange, "_open_stream", leaving_at_the_end)
+    async with fleet({"a": sim(CODER)}) as f:
+        with contextlib.suppress(aiohttp.ClientError):
+            async with http.post(f.url + "/v1/chat/completions", json=chat(model=CODER, stream=True)) as resp:
+                await resp.read()
+        await eventually(lambda: f.metric("lmwatch_requests_total", backend="a", code="499") == 1)
+        assert f.metric("lmwatch_requests_total", code="500") == 0
+        assert f.outcomes.inflight.get("a") == 0
+
+
 async def test_embeddings_are_batched_across_backends_and_reassembled_in_order(http: aiohttp.ClientSession) -> None:
     emb = "text-embedding-nomic-embed-text-v1.5"
     settings = SimSettings(models=models(emb, kind="embeddings"))

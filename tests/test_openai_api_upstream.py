@@ -158,6 +158,27 @@ async def test_connect_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         await pool.post("http://127.0.0.1:9/v1", "/x", b"", {}, 0.05, 1.0)
 
 
+async def test_credentials_in_the_url_are_sent_as_basic_auth_unless_a_token_is() -> None:
+    seen: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            seen.append(await read_request(reader))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    async with server(record) as (url, _):
+        authed = url.replace("http://", "http://user:p%40ss@")
+        pool = Pool()
+        assert await post(pool, authed) == (200, b"ok")
+        resp = await pool.post(authed, "/x", b"", {"Authorization": "Bearer t0ken"}, 5.0, 5.0)
+        resp.close()
+        assert await post(pool, url) == (200, b"ok")
+    assert b"\r\nAuthorization: Basic dXNlcjpwQHNz\r\n" in seen[0]  # user:p@ss
+    assert seen[1].count(b"Authorization") == 1 and b"Authorization: Bearer t0ken" in seen[1]
+    assert b"Authorization" not in seen[2]
+    assert "p%40ss" not in repr(origin(authed)) and "dXNlcjpwQHNz" not in repr(origin(authed))
+
+
 async def test_header_injection_is_refused() -> None:
     with pytest.raises(ValueError, match="line break"):
         await Pool().post("http://127.0.0.1:9/v1", "/x", b"", {"Authorization": "Bearer a\r\nX: y"}, 1.0, 1.0)

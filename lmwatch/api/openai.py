@@ -27,7 +27,7 @@ from lmwatch.config import Config
 from lmwatch.registry import Snapshot, request_outcomes
 from lmwatch.routing.classify import classifier_for
 from lmwatch.routing.request import Endpoint, ParsedRequest, parse_request
-from lmwatch.routing.select import AUTO, TASK_PREFIX, Route, allowed_only, choose_task, plan_request, routable
+from lmwatch.routing.select import AUTO, TASK_PREFIX, Route, Target, allowed_only, choose_task, plan_request, routable
 from lmwatch.services import SERVICES, Services
 
 log = logging.getLogger("lmwatch.api.openai")
@@ -79,11 +79,11 @@ class _Request:
     def headers(self, exchange: Exchange | None = None) -> dict[str, str]:
         """The route headers, computed when the response starts (so the overhead is known)."""
         exchanges = [exchange] if exchange is not None else self.exchanges
-        served = [e for e in exchanges if e.target is not None]
+        served = _served(exchanges)
         self.overhead = max((e.overhead() for e in exchanges), default=time.perf_counter() - self.started)
         headers = {
-            "X-LMWatch-Backend": ",".join(dict.fromkeys(e.target.backend for e in served if e.target)) or NONE,
-            "X-LMWatch-Model": ",".join(dict.fromkeys(e.target.model for e in served if e.target)) or NONE,
+            "X-LMWatch-Backend": ",".join(dict.fromkeys(t.backend for _, t in served)) or NONE,
+            "X-LMWatch-Model": ",".join(dict.fromkeys(t.model for _, t in served)) or NONE,
             "X-LMWatch-Task": self.task,
             "X-LMWatch-Route": _route(served),
             "X-LMWatch-Overhead-Ms": f"{self.overhead * 1000:.3f}",
@@ -101,8 +101,14 @@ def forbids_cloud(request: web.Request) -> bool:
     return client is not None and client.local_only
 
 
-def _route(served: list[Exchange]) -> str:
-    routes = [e.route for e in served if e.route is not None]
+def _served(exchanges: list[Exchange]) -> list[tuple[Exchange, Target]]:
+    """The exchanges that reached a target, with that target (the others never left lmwatch)."""
+    return [(e, e.target) for e in exchanges if e.target is not None]
+
+
+def _route(served: list[tuple[Exchange, Target]]) -> str:
+    """The route header and label: a cloud or failover step anywhere outranks the first route."""
+    routes = [e.route for e, _ in served if e.route is not None]
     for special in (Route.CLOUD, Route.FAILOVER):
         if special in routes:
             return special.value
@@ -211,36 +217,33 @@ def _too_large(limit: int) -> ApiError:
 
 
 def _record(metrics: RequestMetrics, config: Config, state: _Request, code: str) -> None:
-    served = [e for e in state.exchanges if e.target is not None]
-    first = served[0].target if served else None
-    backend, model = (first.backend, first.model) if first else (NONE, NONE)
+    served = _served(state.exchanges)
+    backend, model = (served[0][1].backend, served[0][1].model) if served else (NONE, NONE)
     metrics.finished(backend, model, state.task, _route(served), code, time.perf_counter() - state.started)
     if state.overhead is not None:
         metrics.overhead.observe(state.overhead)
-    for ex in served:
-        if ex.target is None:
-            continue
+    for ex, target in served:
         if ex.ttft is not None:
-            metrics.child(metrics.ttft, ex.target.backend, ex.target.model).observe(ex.ttft)
+            metrics.child(metrics.ttft, target.backend, target.model).observe(ex.ttft)
         metrics.tokens_used(
             config.routing,
-            ex.target.backend,
-            ex.target.model,
+            target.backend,
+            target.model,
             state.task,
             ex.usage.prompt,
             ex.usage.completion,
-            local=not ex.target.is_cloud,
+            local=not target.is_cloud,
         )
 
 
 def _note_for_audit(request: web.Request, state: _Request) -> None:
     """The token counts for the request's audit line (model, backend and task come from its headers)."""
-    served = [e for e in state.exchanges if e.target is not None]
+    served = _served(state.exchanges)
     if served:
         note_request(
             request,
-            prompt_tokens=sum(e.usage.prompt or 0 for e in served),
-            completion_tokens=sum(e.usage.completion or 0 for e in served),
+            prompt_tokens=sum(e.usage.prompt for e, _ in served),
+            completion_tokens=sum(e.usage.completion for e, _ in served),
         )
 
 

@@ -295,10 +295,13 @@ class Exchange:
         return self._bodies[key]
 
     async def _post(self, target: Target, stream: bool) -> Response | Failure:
-        token = target.token()
-        headers = _HEADERS[stream] if not token else {**_HEADERS[stream], "Authorization": f"Bearer {token}"}
         connect = target.provider.timeout if target.provider else target.config.timeout if target.config else 30.0
         idle = target.provider.timeout if target.provider else self.routing.idle_timeout
+        try:
+            token = target.token()
+        except OSError as exc:  # an unreadable `api_token_file`: a config problem, the next target may serve
+            return Failure("bad_config", f"cannot read api_token_file: {exc.strerror or exc}", breaker=False)
+        headers = _HEADERS[stream] if not token else {**_HEADERS[stream], "Authorization": f"Bearer {token}"}
         try:
             return await self.upstream.pool.post(
                 target.url, self.req.endpoint.path, self.body_for(target, stream), headers, connect, idle
@@ -405,7 +408,10 @@ class Exchange:
         if failure is not None:
             await _write(out, error_event(f"upstream {target.backend} failed mid-stream: {failure}", "upstream_failed"))
             return Streamed(out, Verdict.UPSTREAM_FAILED)
-        await out.write_eof()
+        try:
+            await out.write_eof()
+        except ConnectionResetError:  # the client left just before the end: not lmwatch's error (no 500)
+            return Streamed(out, Verdict.CLIENT_GONE)
         return Streamed(out, Verdict.SUCCESS)
 
     async def _open_stream(self, request: web.Request, headers: RouteHeaders) -> web.StreamResponse:
@@ -435,6 +441,7 @@ class Exchange:
 
 
 def _attempts(target: Target) -> int:
+    """Tries of one target on transient errors: the backend's `retry_attempts`; a cloud provider once."""
     return target.config.retry_attempts if target.config is not None else 1
 
 

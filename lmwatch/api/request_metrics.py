@@ -112,6 +112,7 @@ class OutcomesCollector(Collector):
         self._registry = registry
 
     def describe(self) -> Iterable[Metric]:
+        """Empty, so registering never runs `collect`: the families are read at scrape time."""
         return []
 
     def collect(self) -> Iterable[Metric]:

@@ -13,13 +13,14 @@ unfinished response aborts its connection, which is how a backend learns the cli
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import functools
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
-from urllib.parse import urlsplit
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
 
 MAX_HEAD_BYTES = 64 * 1024
 PAUSE_BYTES = 1024 * 1024
@@ -58,6 +59,8 @@ class Origin:
     host: str
     port: int
     prefix: str
+    basic_auth: str | None = field(default=None, repr=False)
+    """`Basic ...` from credentials in the URL (`http://user:pass@host`): polls send them, so must we."""
 
     @property
     def host_header(self) -> str:
@@ -72,7 +75,11 @@ def origin(base_url: str) -> Origin:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {base_url}")
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    return Origin(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
+    basic_auth = None
+    if parts.username is not None or parts.password is not None:
+        credentials = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode("latin-1")
+        basic_auth = "Basic " + base64.b64encode(credentials).decode("ascii")
+    return Origin(parts.scheme, parts.hostname, port, parts.path.rstrip("/"), basic_auth)
 
 
 # --- one connection ------------------------------------------------------------------------------
@@ -237,6 +244,14 @@ class Response:
             self._chunks.append(data)
             self._buffered += len(data)
 
+    def _take(self, buf: bytearray) -> bool:
+        """Move up to `_remaining` body bytes out of `buf`; True when the counted part is complete."""
+        take = min(self._remaining, len(buf))
+        self._body(bytes(buf[:take]))
+        del buf[:take]
+        self._remaining -= take
+        return self._remaining == 0
+
     def _parse(self, buf: bytearray) -> None:
         self._got_bytes = True
         progressed = False
@@ -254,11 +269,7 @@ class Response:
                     return
                 progressed = True
             elif state == _LENGTH:
-                take = min(self._remaining, len(buf))
-                self._body(bytes(buf[:take]))
-                del buf[:take]
-                self._remaining -= take
-                if self._remaining == 0:
+                if self._take(buf):
                     self._state = _DONE
                 progressed = True
             elif state == _UNTIL_CLOSE:
@@ -278,11 +289,7 @@ class Response:
                 self._remaining = size
                 self._state = _CHUNK_DATA if size else _TRAILERS
             elif state == _CHUNK_DATA:
-                take = min(self._remaining, len(buf))
-                self._body(bytes(buf[:take]))
-                del buf[:take]
-                self._remaining -= take
-                if self._remaining == 0:
+                if self._take(buf):
                     self._state = _CHUNK_END
                 progressed = True
             elif state == _CHUNK_END:
@@ -424,4 +431,6 @@ def _request_bytes(key: Origin, path: str, body: bytes, headers: Mapping[str, st
         if "\r" in value or "\n" in value:
             raise ValueError(f"header {name} has a line break")
         lines.append(f"{name}: {value}")
+    if key.basic_auth and not any(name.lower() == "authorization" for name in headers):
+        lines.append(f"Authorization: {key.basic_auth}")  # a configured bearer token takes the header instead
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body

@@ -27,6 +27,7 @@ TYPICAL_COMPLETION_TOKENS = 200
 
 
 def expected_seconds(outcomes: RequestOutcomes, target: Target) -> float | None:
+    """Seconds one typical answer takes on `target`, from its averages (None before any measurement)."""
     speed = outcomes.speed(target.backend, target.model)
     if speed is None or (speed.ttft is None and speed.tokens_per_second is None):
         return None
@@ -102,6 +103,7 @@ class Gate:
                         queue.remove(waiter)
 
     def release(self, backend: str) -> None:
+        """Hand the slot straight to the oldest waiter (so nobody jumps the line), else free it."""
         queue = self._waiters.get(backend)
         while queue:
             waiter = queue.popleft()
@@ -111,6 +113,7 @@ class Gate:
         self._outcomes.finished(backend)
 
     def _pump(self, backend: str) -> None:
+        """Admit waiters while the cap has room (it may have grown with a reload or a new report)."""
         queue = self._waiters.get(backend)
         cap = self._caps.get(backend, 0)
         while queue and self._outcomes.inflight.get(backend, 0) < cap:

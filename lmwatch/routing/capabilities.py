@@ -21,6 +21,8 @@ VISION = "vision"
 
 @dataclass(frozen=True)
 class Family:
+    """A model family: the id patterns that name it and the roles it serves (table order is rank)."""
+
     name: str
     match: tuple[str, ...]
     roles: tuple[str, ...]
@@ -28,43 +30,39 @@ class Family:
     tool_use: bool = False
 
 
-def _f(name: str, match: tuple[str, ...], roles: tuple[str, ...], vision: bool = False, tools: bool = False) -> Family:
-    return Family(name, match, roles, vision, tools)
-
-
 BUILT_IN: tuple[Family, ...] = (
     # coding
-    _f("qwen2.5-coder", ("qwen2.5-coder", "qwen3-coder"), ("coding",), tools=True),
-    _f("deepseek-coder", ("deepseek-coder",), ("coding",)),
-    _f("code-llama", ("codellama", "code-llama"), ("coding",)),
-    _f("starcoder2", ("starcoder2",), ("coding",)),
+    Family("qwen2.5-coder", ("qwen2.5-coder", "qwen3-coder"), ("coding",), tool_use=True),
+    Family("deepseek-coder", ("deepseek-coder",), ("coding",)),
+    Family("code-llama", ("codellama", "code-llama"), ("coding",)),
+    Family("starcoder2", ("starcoder2",), ("coding",)),
     # general
-    _f("llama-3-70b", ("llama-3-70b", "llama-3.1-70b", "llama-3.3-70b"), ("general",), tools=True),
-    _f("mistral-large", ("mistral-large",), ("general",), tools=True),
-    _f("mistral-22b", ("mistral-small", "mistral-22b"), ("general",), tools=True),
-    _f("llama-3-8b", ("llama-3-8b", "llama-3.1-8b"), ("general",), tools=True),
-    _f("mistral-7b", ("mistral-7b",), ("general",), tools=True),
+    Family("llama-3-70b", ("llama-3-70b", "llama-3.1-70b", "llama-3.3-70b"), ("general",), tool_use=True),
+    Family("mistral-large", ("mistral-large",), ("general",), tool_use=True),
+    Family("mistral-22b", ("mistral-small", "mistral-22b"), ("general",), tool_use=True),
+    Family("llama-3-8b", ("llama-3-8b", "llama-3.1-8b"), ("general",), tool_use=True),
+    Family("mistral-7b", ("mistral-7b",), ("general",), tool_use=True),
     # analysis
-    _f("glm-4", ("glm-4",), ("analysis", "general"), tools=True),
+    Family("glm-4", ("glm-4",), ("analysis", "general"), tool_use=True),
     # lightweight
-    _f("phi-3-mini", ("phi-3-mini", "phi-3.5-mini"), ("lightweight",)),
-    _f("smollm", ("smollm", "smollm2"), ("lightweight",)),
+    Family("phi-3-mini", ("phi-3-mini", "phi-3.5-mini"), ("lightweight",)),
+    Family("smollm", ("smollm", "smollm2"), ("lightweight",)),
     # vision
-    _f("gemma-3", ("gemma-3",), (VISION, "general"), vision=True),
-    _f("qwen-vl", ("qwen-vl", "qwen2-vl", "qwen2.5-vl"), (VISION,), vision=True),
-    _f("llava", ("llava",), (VISION,), vision=True),
-    _f("pixtral", ("pixtral",), (VISION,), vision=True),
-    _f("llama-3.2-vision", ("llama-3.2-11b-vision", "llama-3.2-90b-vision"), (VISION,), vision=True),
-    _f("minicpm-v", ("minicpm-v",), (VISION,), vision=True),
+    Family("gemma-3", ("gemma-3",), (VISION, "general"), vision=True),
+    Family("qwen-vl", ("qwen-vl", "qwen2-vl", "qwen2.5-vl"), (VISION,), vision=True),
+    Family("llava", ("llava",), (VISION,), vision=True),
+    Family("pixtral", ("pixtral",), (VISION,), vision=True),
+    Family("llama-3.2-vision", ("llama-3.2-11b-vision", "llama-3.2-90b-vision"), (VISION,), vision=True),
+    Family("minicpm-v", ("minicpm-v",), (VISION,), vision=True),
     # embeddings
-    _f("nomic-embed", ("nomic-embed",), (EMBEDDINGS,)),
-    _f("bge", ("bge",), (EMBEDDINGS,)),
-    _f("gte", ("gte",), (EMBEDDINGS,)),
-    _f("e5", ("e5",), (EMBEDDINGS,)),
-    _f("mxbai-embed", ("mxbai-embed",), (EMBEDDINGS,)),
-    _f("all-minilm", ("all-minilm",), (EMBEDDINGS,)),
-    _f("arctic-embed", ("arctic-embed",), (EMBEDDINGS,)),
-    _f("text-embedding", ("text-embedding",), (EMBEDDINGS,)),
+    Family("nomic-embed", ("nomic-embed",), (EMBEDDINGS,)),
+    Family("bge", ("bge",), (EMBEDDINGS,)),
+    Family("gte", ("gte",), (EMBEDDINGS,)),
+    Family("e5", ("e5",), (EMBEDDINGS,)),
+    Family("mxbai-embed", ("mxbai-embed",), (EMBEDDINGS,)),
+    Family("all-minilm", ("all-minilm",), (EMBEDDINGS,)),
+    Family("arctic-embed", ("arctic-embed",), (EMBEDDINGS,)),
+    Family("text-embedding", ("text-embedding",), (EMBEDDINGS,)),
 )
 
 TASK_ROLES: dict[str, tuple[str, ...]] = {

@@ -193,7 +193,7 @@ class Classifier:
         for points, task, _ in notes:
             if task in self.tasks:
                 scores[task] = scores.get(task, 0.0) + points
-        best = max(self._order, key=lambda t: (scores.get(t, 0.0), -self._order.index(t)))
+        best = max(self._order, key=lambda t: scores.get(t, 0.0))  # max keeps the first of equals: TIE_ORDER
         task = best if scores.get(best, 0.0) > 0 else self.default_task
         reasons = tuple(f"{name}({t}+{p:g})" for p, t, name in sorted(notes, key=lambda n: -n[0]))
         return Classification(task=task, scores=scores, reasons=reasons or ("default",))

@@ -62,6 +62,7 @@ class Target:
         return self.provider is not None
 
     def token(self) -> str | None:
+        """Read at call time, so a rotated key or token needs no restart."""
         if self.provider is not None:
             return os.environ.get(self.provider.api_key_env) or None
         return self.config.api_token() if self.config is not None else None
@@ -86,24 +87,34 @@ def routable(backend: BackendInfo) -> bool:
     return backend.reachable and not backend.draining
 
 
-_PLANS: dict[tuple[object, ...], Plan] = {}
-_PLANS_FOR: list[tuple[Snapshot | None, RoutingConfig | None]] = [(None, None)]
+class _PlanMemo:
+    """The plans made for one snapshot and config object (both immutable, compared by identity)."""
+
+    def __init__(self) -> None:
+        self.snap: Snapshot | None = None
+        self.routing: RoutingConfig | None = None
+        self.plans: dict[tuple[object, ...], Plan] = {}
+
+    def plans_for(self, snap: Snapshot, routing: RoutingConfig) -> dict[tuple[object, ...], Plan]:
+        if self.snap is not snap or self.routing is not routing or len(self.plans) > 1024:
+            self.snap, self.routing, self.plans = snap, routing, {}
+        return self.plans
+
+
+_plans = _PlanMemo()
 
 
 def plan_request(snap: Snapshot, routing: RoutingConfig, req: ParsedRequest, task: str, local_only: bool) -> Plan:
     """The ordered tiers for `req` (raises ApiError 404 for an id no backend or alias knows).
 
-    Plans are remembered for the current snapshot and config object (both immutable), for the
-    requests that repeat the same (model, task, shape): the hot path then skips matching ids.
+    Plans are remembered for the current snapshot and config object, for the requests that
+    repeat the same (model, task, shape): the hot path then skips matching ids.
     """
-    cached_snap, cached_routing = _PLANS_FOR[0]
-    if cached_snap is not snap or cached_routing is not routing or len(_PLANS) > 1024:
-        _PLANS.clear()
-        _PLANS_FOR[0] = (snap, routing)
+    plans = _plans.plans_for(snap, routing)
     key = (req.endpoint, req.model, task, req.needs_vision, req.has_tools, local_only)
-    found = _PLANS.get(key)
+    found = plans.get(key)
     if found is None:
-        found = _PLANS[key] = _plan(snap, routing, req, task, local_only)
+        found = plans[key] = _plan(snap, routing, req, task, local_only)
     return found
 
 
@@ -137,6 +148,7 @@ def allowed_only(plan: Plan, allowed: Callable[[str], bool]) -> Plan:
 
 
 def target_for(backend: BackendInfo, model: ModelInfo, model_id: str | None = None) -> Target:
+    """`model` on `backend`; its cap is the configured one, else the slots the server reports."""
     cfg = backend.config
     reported = max((m.parallel or 0 for m in backend.models if m.loaded), default=0)
     cap = cfg.max_concurrency or reported or DEFAULT_PARALLEL
@@ -165,9 +177,9 @@ def choose_task(routing: RoutingConfig, snap: Snapshot, req: ParsedRequest, head
     """The task the request names (header `X-LMWatch-Task`, then `task:<type>`), or None to classify."""
     if req.endpoint is Endpoint.EMBEDDINGS:
         return EMBEDDINGS
-    tasks = routing.task_names()
     if header:
         task = header.strip().lower()
+        tasks = routing.task_names()
         if task not in tasks:
             raise ApiError(
                 400, f"unknown task {task!r} in X-LMWatch-Task; known: {', '.join(sorted(tasks))}", code="unknown_task"
@@ -175,7 +187,7 @@ def choose_task(routing: RoutingConfig, snap: Snapshot, req: ParsedRequest, head
         return task
     if req.model.startswith(TASK_PREFIX) and req.model not in routing.aliases:
         task = req.model[len(TASK_PREFIX) :].lower()
-        if task not in tasks:
+        if task not in routing.task_names():
             raise _unknown_model(snap, routing, req.model)
         return task
     return None
