@@ -5,6 +5,9 @@ a control action awaits its line before answering, so what an operator was told 
 disk. Every string passes through the log redaction first, so a registered secret (admin token,
 client key, backend token) never reaches the file. `reopen()` (on SIGHUP) starts a new file at the
 same path after logrotate moved the old one. Nothing is sent anywhere: the file stays on the host.
+Request lines wait in a bounded queue: past `MAX_QUEUED` lines not yet written (a disk that cannot
+keep up) new request lines are dropped and counted as failures, so memory stays bounded; control
+lines are never dropped.
 
 A control line: `{"time", "kind": "control", "actor", "remote", "action", "target", "result", ...}`.
 A request line: `{"time", "kind": "request", "key", "remote", "method", "path", "status",
@@ -28,6 +31,8 @@ from lmwatch.logs import redact
 log = logging.getLogger("lmwatch.audit")
 
 FILE_MODE = 0o600
+MAX_QUEUED = 10_000
+"""Request lines queued but not written yet, past which new request lines are dropped."""
 
 
 def _clean(value: Any) -> Any:
@@ -57,8 +62,18 @@ class AuditLog:
         """Include prompt content in request lines (`audit.prompts`)."""
         self._file: IO[str] | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self.failures = 0
-        """Lines that could not be written (the disk is full, the directory vanished)."""
+        self._queued = 0
+        """Lines handed to the writer thread (counted on the event loop only)."""
+        self._done = 0
+        """Lines the writer thread finished (counted there only; `_queued - _done` are waiting)."""
+        self._write_failures = 0
+        self._dropped = 0
+        self._overflowing = False
+
+    @property
+    def failures(self) -> int:
+        """Lines that could not be written (the disk is full, the directory vanished) or were dropped."""
+        return self._write_failures + self._dropped
 
     @property
     def enabled(self) -> bool:
@@ -96,11 +111,11 @@ class AuditLog:
 
     def record(self, entry: Mapping[str, Any]) -> Future[None] | None:
         """Queue one line (with `time` added); returns the future of its write, None when disabled."""
-        if not self.enabled:
+        if self._executor is None or self.path is None:
             return None
-        assert self._executor is not None
         line = json.dumps(_clean({"time": now_iso(), **entry}), separators=(",", ":"), default=str)
-        return self._executor.submit(self._write, line)
+        self._queued += 1
+        return self._executor.submit(self._write, self.path, line)
 
     async def control(
         self,
@@ -130,6 +145,13 @@ class AuditLog:
         """Queue a request line (only when `audit.requests` is on); the prompt only with `audit.prompts`."""
         if not self.requests:
             return
+        if self._queued - self._done >= MAX_QUEUED:
+            if not self._overflowing:
+                log.error("audit log %s cannot keep up: request lines are dropped until it does", self.path)
+                self._overflowing = True
+            self._dropped += 1
+            return
+        self._overflowing = False
         line = {"kind": "request", **{k: v for k, v in entry.items() if k != "prompt"}}
         if self.prompts and entry.get("prompt") is not None:
             line["prompt"] = entry["prompt"]
@@ -147,18 +169,19 @@ class AuditLog:
         if old is not None:
             old.close()
 
-    def _write(self, line: str) -> None:
-        path = self.path
+    def _write(self, path: Path, line: str) -> None:
+        """Append `line`, opening `path` (the path in force when the line was queued) if no file is open."""
         try:
-            if self._file is None and path is not None:
+            if self._file is None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._file = _open(path)
-            if self._file is not None:
-                self._file.write(line + "\n")
-                self._file.flush()
+            self._file.write(line + "\n")
+            self._file.flush()
         except OSError as exc:
-            self.failures += 1
+            self._write_failures += 1
             log.error("audit line not written to %s: %s", path, exc)
+        finally:
+            self._done += 1
 
 
 def _open(path: Path) -> IO[str]:

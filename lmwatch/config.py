@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -636,17 +636,22 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Loade
     return LoadedConfig(config=loaded.config, path=path, warnings=loaded.warnings)
 
 
-def iter_backend_tokens(config: Config) -> Iterator[str]:
-    """Every secret the config can reach, so logs and errors can redact them."""
-    for backend in config.backends:
+def backend_secrets(backends: Iterable[BackendConfig]) -> Iterator[str]:
+    """The URL passwords and API tokens of `backends` (a token file that cannot be read has none)."""
+    for backend in backends:
         if backend.url.password:
             yield backend.url.password
         try:
             token = backend.api_token()
         except OSError:
-            token = None
+            continue
         if token:
             yield token
+
+
+def iter_backend_tokens(config: Config) -> Iterator[str]:
+    """Every secret the config can reach, so logs and errors can redact them."""
+    yield from backend_secrets(config.backends)
     for provider in config.routing.cloud.providers:
         key = os.environ.get(provider.api_key_env)
         if key:

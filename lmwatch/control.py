@@ -14,6 +14,7 @@ every counter carry over.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -50,6 +51,7 @@ from lmwatch.config import (
     Config,
     ConfigError,
     LoadedConfig,
+    backend_secrets,
     iter_backend_tokens,
     load_config,
     validation_problems,
@@ -98,6 +100,8 @@ class ControlPlane:
         self.listen_host: str | None = None
         """The address the server bound at start (server.* changes need a restart)."""
         self.last_reload: dict[str, Any] = {"time": None, "success": None, "problems": []}
+        self._reloading = asyncio.Lock()
+        """One reload at a time (SIGHUP and the API may ask together): the file read last is applied last."""
         metrics = services.metrics
         self.client_requests = Counter(
             "lmwatch_client_requests",
@@ -105,6 +109,7 @@ class ControlPlane:
             ["key_name", "code"],
             registry=metrics,
         )
+        self._client_counts: dict[tuple[str, str], Any] = {}
         self.admin_actions = Counter(
             "lmwatch_admin_actions",
             "Control actions (admin API, signals) by action and result.",
@@ -134,6 +139,14 @@ class ControlPlane:
     @property
     def config(self) -> Config:
         return self.services.config.config
+
+    def count_request(self, key_name: str, code: str) -> None:
+        """Count one `/v1` request in `lmwatch_client_requests_total`. The labelled child is kept:
+        `labels()` costs more than the increment, and every `/v1` request comes through here."""
+        child = self._client_counts.get((key_name, code))
+        if child is None:
+            child = self._client_counts[key_name, code] = self.client_requests.labels(key_name, code)
+        child.inc()
 
     # --- config: prepare, apply, reload ----------------------------------------------------------
 
@@ -184,12 +197,16 @@ class ControlPlane:
 
     async def reload(self) -> list[str]:
         """Re-read the config file; returns the problems (empty when the new config is in force)."""
+        async with self._reloading:
+            return await self._reload()
+
+    async def _reload(self) -> list[str]:
         path = self.services.config.loaded.path
         if path is None:
             problems = ["the daemon was started without a config file; there is nothing to reload"]
         else:
-            try:
-                prepared = self.prepare(load_config(path))
+            try:  # in a thread: the config, token and key files are read from disk
+                prepared = await asyncio.to_thread(lambda: self.prepare(load_config(path)))
             except ConfigError as exc:
                 problems = exc.problems
                 for problem in problems:
@@ -266,11 +283,16 @@ class ControlPlane:
     # --- backends --------------------------------------------------------------------------------
 
     def backends(self) -> list[BackendConfig]:
-        return self.sources.effective()
+        """The merged backends, their URL passwords and tokens registered for redaction first (those
+        of backend files and the admin API too, not only the config's)."""
+        backends = self.sources.effective()
+        register_secrets(backend_secrets(backends))
+        return backends
 
     def _sync(self) -> None:
+        """Hand the merged backends to the watcher (once live)."""
         if self._live:
-            self.watcher.sync(self.sources.effective())
+            self.watcher.sync(self.backends())
 
     def add_backend(self, backend: BackendConfig) -> None:
         """Add a backend until the next reload; 409 when the name is taken."""
@@ -464,7 +486,8 @@ class _ControlCollector(Collector):
             valid.add_metric([path], 1.0 if file.valid else 0.0)
             count.add_metric([path], 0.0 if file.clash else float(len(file.good or ())))
         failures = CounterMetricFamily(
-            "lmwatch_audit_write_failures", "Audit lines that could not be written (disk full, no permission)."
+            "lmwatch_audit_write_failures",
+            "Audit lines that could not be written (disk full, no permission) or were dropped (the disk fell behind).",
         )
         failures.add_metric([], float(self._control.audit.failures))
         return [valid, count, failures]

@@ -24,6 +24,7 @@ import contextlib
 import glob
 import logging
 import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -240,12 +241,14 @@ def _scan(patterns: Sequence[str], known: dict[str, tuple[int, int, int] | None]
     out: dict[str, _Read | None] = {}
     for pattern in patterns:
         for path in sorted(glob.glob(pattern)):
-            if path in out or not os.path.isfile(path):
+            if path in out:
                 continue
             try:
                 st = os.stat(path)
             except OSError:
                 continue  # vanished between glob and stat: gone
+            if not stat.S_ISREG(st.st_mode):
+                continue
             signature = (st.st_mtime_ns, st.st_size, st.st_ino)
             if known.get(path) == signature:
                 out[path] = None

@@ -81,20 +81,18 @@ def audit_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-async def run_cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 60) -> tuple[int, str, str]:
-    """`lmwatch ARGS` as a subprocess, awaited without blocking the loop (the daemon runs on it)."""
+async def _lmwatch(*args: str, env: Mapping[str, str] | None, stdout: int) -> asyncio.subprocess.Process:
+    """`python -m lmwatch ARGS` with stderr piped, in an environment without the caller's LMWATCH_* variables."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("LMWATCH_")}
     full_env.update(env or {})
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "lmwatch",
-        *args,
-        env=full_env,
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lmwatch", *args, env=full_env, cwd=REPO, stdout=stdout, stderr=asyncio.subprocess.PIPE
     )
+
+
+async def run_cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 60) -> tuple[int, str, str]:
+    """`lmwatch ARGS` as a subprocess, awaited without blocking the loop (the daemon runs on it)."""
+    proc = await _lmwatch(*args, env=env, stdout=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
@@ -155,20 +153,8 @@ class DaemonProcess:
 
 @asynccontextmanager
 async def daemon_process(config: Path, env: Mapping[str, str] | None = None) -> AsyncIterator[DaemonProcess]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("LMWATCH_")}
-    full_env.update(env or {})
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "lmwatch",
-        "run",
-        "--config",
-        str(config),
-        env=full_env,
-        cwd=REPO,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    """`lmwatch run --config FILE` as a subprocess, killed on exit if it is still running."""
+    proc = await _lmwatch("run", "--config", str(config), env=env, stdout=asyncio.subprocess.DEVNULL)
     daemon = DaemonProcess(proc)
     try:
         yield daemon

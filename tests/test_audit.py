@@ -3,8 +3,10 @@ reopened on SIGHUP so logrotate can move it."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import stat
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -201,3 +203,27 @@ async def test_an_unwritable_audit_path_is_logged_not_fatal(
         assert status == 200
         async with http.get(daemon.url + "/metrics") as resp:
             assert "lmwatch_audit_write_failures_total 1.0" in await resp.text()
+
+
+async def test_request_lines_past_the_queue_bound_are_dropped_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("lmwatch.audit.MAX_QUEUED", 3)
+    log = AuditLog()
+    log.configure(tmp_path / "audit.jsonl", requests=True)
+    assert log._executor is not None
+    gate = threading.Event()
+    log._executor.submit(gate.wait)  # a disk that does not keep up: the writer thread is stuck
+    for i in range(5):
+        log.request({"path": f"/v1/{i}"})
+    assert log.failures == 2
+    control = log.record({"kind": "control", "action": "drain"})  # control lines are never dropped
+    assert control is not None and log.failures == 2
+    gate.set()
+    await asyncio.wrap_future(control)
+    for i in range(5, 7):
+        log.request({"path": f"/v1/{i}"})  # the queue drained: lines are written again
+    await log.close()
+    lines = audit_lines(tmp_path / "audit.jsonl")
+    assert [x.get("path", x.get("action")) for x in lines] == ["/v1/0", "/v1/1", "/v1/2", "drain", "/v1/5", "/v1/6"]
+    assert log.failures == 2

@@ -155,20 +155,25 @@ def test_the_bucket_refills_over_the_minute() -> None:
     access = AccessControl(clock=lambda: now[0])
     access.replace([ClientKey("alice", _digest(CLIENT_KEY), requests_per_minute=2)])
 
-    def request() -> Any:
-        return make_mocked_request("GET", "/v1/models", headers={"Authorization": f"Bearer {CLIENT_KEY}"})
+    def identify() -> ClientKey | None:
+        """What the /v1 middleware does: authenticate the request, then admit its key."""
+        request = make_mocked_request("GET", "/v1/models", headers={"Authorization": f"Bearer {CLIENT_KEY}"})
+        key = access.authenticate(request)
+        if key is not None:
+            access.admit(key)
+        return key
 
-    assert access.identify(request()) is not None
-    assert access.identify(request()) is not None
+    assert identify() is not None
+    assert identify() is not None
     with pytest.raises(ApiError) as limited:
-        access.identify(request())
+        identify()
     assert limited.value.status == 429 and limited.value.headers["Retry-After"] == "30"
     now[0] += 29.0
     with pytest.raises(ApiError) as still:
-        access.identify(request())
+        identify()
     assert still.value.headers["Retry-After"] == "1"
     now[0] += 1.0
-    assert access.identify(request()) is not None
+    assert identify() is not None
 
 
 async def chat(http: aiohttp.ClientSession, daemon: Daemon, key: str, model: str, content: str) -> tuple[int, Any, Any]:

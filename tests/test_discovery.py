@@ -13,6 +13,7 @@ from control_support import admin, backend_yaml, config_file, daemon_for, metric
 
 from lmwatch.daemon import Daemon
 from lmwatch.discovery import parse_backend_file
+from lmwatch.logs import redact
 from lmwatch.registry import Health, Snapshot
 from lmwatch.simulator import RunningSimulator, SimSettings, start_simulator
 
@@ -207,3 +208,23 @@ async def test_reload_changes_the_patterns(
         assert set(daemon.registry.snapshot().backends) == {"s1"}
         files = await files_doc(http, daemon)
         assert list(files) == ["second.yaml"]
+
+
+async def test_secrets_of_file_and_runtime_backends_are_redacted(
+    tmp_path: Path, sims: list[RunningSimulator], http: aiohttp.ClientSession
+) -> None:
+    one, two, _ = sims
+    file_password, file_token, runtime_password = "file-url-pass-0a1b2c", "file-token-value-3d4e5f", "api-pass-6g7h8i"
+    write(tmp_path / "token", file_token + "\n")
+    authed = one.url.replace("http://", f"http://user:{file_password}@")
+    write(
+        tmp_path / "one.yaml",
+        listing(backend_yaml("d1", authed), backend_yaml("d2", two.url, api_token_file=tmp_path / "token")),
+    )
+    config = config_file(tmp_path, f"backend_files: ['{tmp_path}/one.yaml']\n")
+    async with daemon_for(config) as daemon:
+        url = two.url.replace("http://", f"http://user:{runtime_password}@")
+        status, _ = await admin(http, daemon, "POST", "/admin/backends", {"name": "r1", "url": url})
+        assert status == 201
+        for secret in (file_password, file_token, runtime_password):
+            assert redact(f"a {secret} b") == "a *** b"

@@ -57,6 +57,7 @@ async def test_a_valid_config_is_swapped_in_and_counters_carry_over(
     async with daemon_for(config) as daemon:
         assert await chat(http, daemon) == 200
         status, _ = await admin(http, daemon, "POST", "/admin/backends/a/drain")
+        assert status == 200
         status, _ = await admin(
             http, daemon, "POST", "/admin/backends", {"name": "runtime", "url": two.url, "poll_interval": 1}
         )

@@ -44,6 +44,12 @@ async def refused(url: str) -> None:
             await asyncio.sleep(0.02)
 
 
+def load_through(http: aiohttp.ClientSession, url: str) -> asyncio.Task[aiohttp.ClientResponse]:
+    """A model load through the daemon at `url`: a request in flight for as long as the simulator loads."""
+    body = {"model": "mistral-7b-instruct-v0.3"}
+    return asyncio.create_task(http.post(url + "/admin/backends/a/models/load", json=body, headers=HEADERS))
+
+
 async def test_sigterm_lets_a_request_in_flight_finish_and_exits_0(tmp_path: Path, http: aiohttp.ClientSession) -> None:
     sim = await start_simulator(SimSettings(load_seconds=3), port=0)
     try:
@@ -52,11 +58,7 @@ async def test_sigterm_lets_a_request_in_flight_finish_and_exits_0(tmp_path: Pat
             url = await proc.wait_listening()
             await proc.wait_ready()
             arrived = arrival(sim, "/api/v1/models/load")
-            load = asyncio.create_task(
-                http.post(
-                    url + "/admin/backends/a/models/load", json={"model": "mistral-7b-instruct-v0.3"}, headers=HEADERS
-                )
-            )
+            load = load_through(http, url)
             await asyncio.wait_for(arrived.wait(), 10)  # the daemon's upstream call started: a request in flight
             proc.signal(signal.SIGTERM)
             await proc.read_log_until("stopping: no new requests")
@@ -80,11 +82,7 @@ async def test_requests_past_the_grace_period_are_cut_and_the_exit_is_still_0(
             url = await proc.wait_listening()
             await proc.wait_ready()
             arrived = arrival(sim, "/api/v1/models/load")
-            load = asyncio.create_task(
-                http.post(
-                    url + "/admin/backends/a/models/load", json={"model": "mistral-7b-instruct-v0.3"}, headers=HEADERS
-                )
-            )
+            load = load_through(http, url)
             await asyncio.wait_for(arrived.wait(), 10)
             started = time.monotonic()
             proc.signal(signal.SIGTERM)

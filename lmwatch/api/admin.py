@@ -23,13 +23,13 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
 
-from lmwatch.api.auth import ANONYMOUS, AUDIT_NOTE, CLIENT, is_admin, is_v1
+from lmwatch.api.auth import ANONYMOUS, AUDIT_NOTE, CLIENT, Handler, is_admin, is_v1
 from lmwatch.api.errors import ApiError
 from lmwatch.api.openai import forbids_cloud
 from lmwatch.config import BackendConfig, validation_problems
@@ -45,9 +45,8 @@ Action = Callable[[web.Request, ControlPlane], Awaitable[tuple[str | None, dict[
 
 
 def setup(app: web.Application) -> None:
-    """Install the admin routes and the two access middlewares (`/admin` guard, `/v1` client keys)."""
-    app.middlewares.append(admin_guard)
-    app.middlewares.append(client_access)
+    """Install the admin routes and the access middleware (`/admin` guard, `/v1` client keys)."""
+    app.middlewares.append(access)
     services = app[SERVICES]
     if services.control is not None:
         services.status_sections.setdefault("control", services.control.status_section)
@@ -73,15 +72,60 @@ def _control(request: web.Request) -> ControlPlane:
     return control
 
 
-# --- middlewares ---------------------------------------------------------------------------------
+# --- the middleware ------------------------------------------------------------------------------
 
 
 @web.middleware
-async def admin_guard(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    if not is_admin(request.path):
+async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The admin guard on `/admin`; on `/v1` the client key (401/403/429), the per-key count and the
+    request's audit line.
+
+    One middleware, not two, and on `/v1` only a count unless client keys or request lines are on:
+    every `/v1` request passes here, so without them it should cost (nearly) nothing.
+    """
+    path = request.rel_url.path_safe  # what the router matched: decoded already, so cheap
+    if not is_v1(path):
+        if is_admin(path):
+            return await _guard_admin(request, handler)
         return await handler(request)
+    control = request.app[SERVICES].control
+    if control is None:
+        return await handler(request)
+    key_name = ANONYMOUS
+    status = "500"
+    response: web.StreamResponse | None = None
+    note: dict[str, Any] | None = None
+    started = 0.0
+    if control.audit.requests:
+        started = time.monotonic()
+        note = request[AUDIT_NOTE] = {}
+    try:
+        key = control.access.authenticate(request)
+        if key is not None:
+            request[CLIENT] = key
+            key_name = key.name
+            control.access.admit(key)
+        response = await handler(request)
+        status = str(response.status)
+        return response
+    except ApiError as exc:
+        status = str(exc.status)
+        return exc.response()
+    except web.HTTPException as exc:
+        status = str(exc.status)
+        raise
+    except asyncio.CancelledError:
+        status = "499"
+        raise
+    finally:
+        control.count_request(key_name, status)
+        if note is not None:
+            _audit_request(control, request, key_name, int(status), time.monotonic() - started, response, note)
+
+
+async def _guard_admin(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Let an `/admin` request through only with the admin token (or from loopback without one);
+    a refusal is counted and audited. ApiErrors of the handlers become their JSON answers."""
     control = request.app[SERVICES].control
     if control is None:
         return ApiError(404, "the admin API is not enabled in this process", code="not_found").response()
@@ -104,63 +148,37 @@ async def admin_guard(
         return exc.response()
 
 
-@web.middleware
-async def client_access(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """On `/v1` paths: the client key (401/403/429), per-key counts, and the request's audit line."""
-    if not is_v1(request.path):
-        return await handler(request)
-    control = request.app[SERVICES].control
-    if control is None:
-        return await handler(request)
-    started = time.monotonic()
-    note: dict[str, Any] = {}
-    request[AUDIT_NOTE] = note
-    key_name = ANONYMOUS
-    status = "500"
-    headers: Mapping[str, str] = {}
-    try:
-        key = control.access.authenticate(request)
-        if key is not None:
-            request[CLIENT] = key
-            key_name = key.name
-            control.access.admit(request, key)
-        response = await handler(request)
-        status, headers = str(response.status), response.headers
-        return response
-    except ApiError as exc:
-        status = str(exc.status)
-        return exc.response()
-    except web.HTTPException as exc:
-        status = str(exc.status)
-        raise
-    except asyncio.CancelledError:
-        status = "499"
-        raise
-    finally:
-        control.client_requests.labels(key_name, status).inc()
-        if control.audit.requests:
-            entry: dict[str, Any] = {
-                "key": key_name,
-                "remote": request.remote,
-                "method": request.method,
-                "path": request.path,
-                "status": int(status),
-                "duration_seconds": round(time.monotonic() - started, 6),
-            }
-            for field, header in (
-                ("model", "X-LMWatch-Model"),
-                ("backend", "X-LMWatch-Backend"),
-                ("task", "X-LMWatch-Task"),
-            ):
-                value = headers.get(header)
-                if value and value != "none":
-                    entry[field] = value
-            entry.update(note)
-            if control.audit.prompts and "prompt" not in note:
-                entry["prompt"] = _prompt_of(request)
-            control.audit.request(entry)
+_ROUTE_HEADERS = (("model", "X-LMWatch-Model"), ("backend", "X-LMWatch-Backend"), ("task", "X-LMWatch-Task"))
+
+
+def _audit_request(
+    control: ControlPlane,
+    request: web.Request,
+    key_name: str,
+    status: int,
+    duration: float,
+    response: web.StreamResponse | None,
+    note: dict[str, Any],
+) -> None:
+    """Queue a `/v1` request's audit line: the route headers of the handler's answer, then what the
+    router noted (tokens), then the prompt when `audit.prompts` is on and the router gave none."""
+    entry: dict[str, Any] = {
+        "key": key_name,
+        "remote": request.remote,
+        "method": request.method,
+        "path": request.path,
+        "status": status,
+        "duration_seconds": round(duration, 6),
+    }
+    if response is not None:
+        for field, header in _ROUTE_HEADERS:
+            value = response.headers.get(header)
+            if value and value != "none":
+                entry[field] = value
+    entry.update(note)
+    if control.audit.prompts and "prompt" not in note:
+        entry["prompt"] = _prompt_of(request)
+    control.audit.request(entry)
 
 
 def _prompt_of(request: web.Request) -> Any:

@@ -19,7 +19,6 @@ import hashlib
 import hmac
 import ipaddress
 import math
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -31,7 +30,15 @@ from aiohttp import web
 from pydantic import Field, ValidationError
 
 from lmwatch.api.errors import ApiError
-from lmwatch.config import MIN_SECRET_CHARS, AdminConfig, ClientsConfig, Name, Strict, validation_problems
+from lmwatch.config import (
+    MIN_SECRET_CHARS,
+    AdminConfig,
+    ClientKeyConfig,
+    ClientsConfig,
+    Name,
+    Strict,
+    validation_problems,
+)
 
 ADMIN_TOKEN_ENV = "LMWATCH_ADMIN_TOKEN"
 ANONYMOUS = "anonymous"
@@ -182,10 +189,12 @@ class ClientKey:
         """Is `model_id` one the key may use? Matches the id, and the id without its publisher."""
         if not self.models:
             return True
-        ids = {model_id.lower(), model_id.lower().split("/", 1)[-1]}
+        model = model_id.lower()
+        ids = {model, model.split("/", 1)[-1]}
         return any(fnmatch.fnmatchcase(i, pattern.lower()) for pattern in self.models for i in ids)
 
     def allows_task(self, task: str) -> bool:
+        """Is `task` one the key may be used for? (No tasks listed: any.)"""
         return not self.tasks or task in self.tasks
 
 
@@ -213,15 +222,7 @@ def load_client_keys(clients: ClientsConfig, env: Mapping[str, str]) -> tuple[li
         if len(secret) < MIN_SECRET_CHARS:
             problems.append(f"{source}: {_too_short(f'the key of {entry.name}')}")
             continue
-        key = ClientKey(
-            entry.name,
-            _digest(secret),
-            tuple(entry.models),
-            tuple(entry.tasks),
-            entry.local_only,
-            entry.requests_per_minute,
-        )
-        found.append((where, key, secret))
+        found.append((where, _client_key(entry, secret), secret))
     if clients.keys_file is not None:
         found += _keys_from_file(clients.keys_file, problems)
     names: dict[str, str] = {}
@@ -238,6 +239,18 @@ def load_client_keys(clients: ClientsConfig, env: Mapping[str, str]) -> tuple[li
     if problems:
         raise SecretProblems(problems)
     return [key for _, key, _ in found], [secret for _, _, secret in found]
+
+
+def _client_key(entry: ClientKeyConfig | ClientKeyFileEntry, secret: str) -> ClientKey:
+    """The request path's view of a configured key: its rules and the digest of `secret`."""
+    return ClientKey(
+        entry.name,
+        _digest(secret),
+        tuple(entry.models),
+        tuple(entry.tasks),
+        entry.local_only,
+        entry.requests_per_minute,
+    )
 
 
 def _keys_from_file(path: Path, problems: list[str]) -> list[tuple[str, ClientKey, str]]:
@@ -264,15 +277,7 @@ def _keys_from_file(path: Path, problems: list[str]) -> list[tuple[str, ClientKe
         except ValidationError as exc:
             problems += [f"{where} ({path}): {p}" for p in validation_problems(exc, (i,))]
             continue
-        key = ClientKey(
-            entry.name,
-            _digest(entry.key),
-            tuple(entry.models),
-            tuple(entry.tasks),
-            entry.local_only,
-            entry.requests_per_minute,
-        )
-        found.append((f"{where}[{i}]", key, entry.key))
+        found.append((f"{where}[{i}]", _client_key(entry, entry.key), entry.key))
     return found
 
 
@@ -320,13 +325,6 @@ class AccessControl:
             buckets[key.name] = _Bucket(capacity, tokens, old.updated if old is not None else now)
         self._buckets = buckets
 
-    def identify(self, request: web.Request) -> ClientKey | None:
-        """The key of `request` (None when keys are off), or raises the 401/403/429 ApiError."""
-        key = self.authenticate(request)
-        if key is not None:
-            self.admit(request, key)
-        return key
-
     def authenticate(self, request: web.Request) -> ClientKey | None:
         """Which key the request carries (None when keys are off); raises 401 for none or a wrong one."""
         if not self.keys:
@@ -347,8 +345,10 @@ class AccessControl:
             raise ApiError(401, "the API key is not valid", code="invalid_api_key")
         return match
 
-    def admit(self, request: web.Request, key: ClientKey) -> None:
-        """May this key start a request now? Raises 429 past its requests-per-minute."""
+    def admit(self, key: ClientKey) -> None:
+        """May this key start a request now? Raises 429 past its requests-per-minute.
+
+        Separate from `authenticate` so a refused request is still counted under the key's name."""
         bucket = self._buckets.get(key.name)
         if bucket is not None:
             wait = bucket.take(self._clock())
@@ -426,7 +426,3 @@ def is_v1(path: str) -> bool:
 
 def is_admin(path: str) -> bool:
     return path == "/admin" or path.startswith("/admin/")
-
-
-def env_or_os(env: Mapping[str, str] | None) -> Mapping[str, str]:
-    return os.environ if env is None else env
