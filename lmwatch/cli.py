@@ -14,14 +14,19 @@ from lmwatch.logs import setup_logging
 Command = Callable[[argparse.Namespace], int]
 
 
+def _report(exc: ConfigError, outcome: str) -> None:
+    """Every problem on its own `file: path: message` line, then how many and what it meant."""
+    for problem in exc.problems:
+        print(f"{exc.source}: {problem}", file=sys.stderr)
+    print(f"{exc.source}: {len(exc.problems)} problem(s); {outcome}", file=sys.stderr)
+
+
 def _load_or_report(path: str) -> LoadedConfig | None:
     """Load a config, or print every problem (one `file: path: message` line each) to stderr."""
     try:
         return load_config(path)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"{exc.source}: {problem}", file=sys.stderr)
-        print(f"{exc.source}: {len(exc.problems)} problem(s); nothing was started", file=sys.stderr)
+        _report(exc, "nothing was started")
         return None
 
 
@@ -49,9 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(main())
     except ConfigError as exc:  # secrets the config names cannot be read, or /admin would be unprotected
-        for problem in exc.problems:
-            print(f"{exc.source}: {problem}", file=sys.stderr)
-        print(f"{exc.source}: {len(exc.problems)} problem(s); lmwatch did not start", file=sys.stderr)
+        _report(exc, "lmwatch did not start")
         return 1
     return 0
 

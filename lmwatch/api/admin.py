@@ -35,6 +35,7 @@ from lmwatch.api.openai import forbids_cloud
 from lmwatch.config import BackendConfig, validation_problems
 from lmwatch.control import ControlPlane, ProblemsError, unknown_backend
 from lmwatch.registry import BackendInfo, request_outcomes
+from lmwatch.routing.request import json_object
 from lmwatch.server import backend_document
 from lmwatch.services import SERVICES
 
@@ -232,13 +233,7 @@ async def _body(request: web.Request, *, required: bool = True) -> dict[str, Any
         if required:
             raise ApiError(400, "a JSON object body is required", code="invalid_json")
         return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "the body must be a JSON object", code="invalid_json")
-    return body
+    return json_object(raw)
 
 
 def _backend(control: ControlPlane, name: str) -> BackendInfo:

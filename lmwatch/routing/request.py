@@ -46,13 +46,19 @@ class ParsedRequest:
     has_tools: bool
 
 
-def parse_request(endpoint: Endpoint, raw: bytes, default_model: str) -> ParsedRequest:
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A request body as a JSON object, or the OpenAI-style 400 that says what is wrong with it."""
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
+    return body
+
+
+def parse_request(endpoint: Endpoint, raw: bytes, default_model: str) -> ParsedRequest:
+    body = json_object(raw)
     model = body.get("model")
     if model is None or model == "":
         model = default_model
