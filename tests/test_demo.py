@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import aiohttp
-from demo_support import DEMO_BACKENDS, running_demo
+
+from tests.demos import DEMO_BACKENDS, running_demo
 
 
 async def test_demo_is_up_within_ten_seconds_and_stops_cleanly(http: aiohttp.ClientSession) -> None:

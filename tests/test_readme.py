@@ -24,11 +24,10 @@ import socket
 import sys
 from pathlib import Path
 
-from demo_support import running_demo
-
 from lmwatch.config import parse_config
 from lmwatch.daemon import running_daemon
 from lmwatch.simulator import SimSettings, start_simulator
+from tests.demos import running_demo
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()

@@ -1,8 +1,5 @@
 """`lmwatch demo` (what `make demo` runs) as a subprocess on free ports, for the tests that follow the
-README, drive the console in Chromium, run `lmwatch top` or fuzz the API against it.
-
-Imported as `demo_support`: pytest puts tests/ on sys.path (it is not a package).
-"""
+README, drive the console in Chromium, run `lmwatch top` or fuzz the API against it."""
 
 from __future__ import annotations
 
