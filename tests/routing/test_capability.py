@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import openai
 import pytest
-from routing_support import fleet as sim_fleet
-from test_routing_select import EMB, VLM, chat, fleet, model, plan, routing, tiers
 
 from lmwatch.api.errors import ApiError
 from lmwatch.routing.request import Endpoint
 from lmwatch.simulator import SimModel, SimSettings
+from tests.api.fleets import fleet as sim_fleet
+from tests.routing.test_select import EMB, VLM, chat, fleet, model, plan, routing, tiers
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 IMAGE = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}
