@@ -18,7 +18,7 @@ from datetime import UTC
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from lmwatch import __version__
+from lmwatch import __version__, console
 from lmwatch.api import admin as admin_api
 from lmwatch.api import openai as openai_api
 from lmwatch.config import LoadedConfig
@@ -53,7 +53,7 @@ class Daemon:
         self.services.metrics.register(SamplerCollector(self.registry, samplers))
         self.control = ControlPlane(self.services, self.watcher, self.scheduler)
         self.services.control = self.control
-        self.app = build_app(self.services, (admin_api.setup, openai_api.setup, *extensions))
+        self.app = build_app(self.services, (admin_api.setup, openai_api.setup, console.setup, *extensions))
         self._runner: web.AppRunner | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self.port: int | None = None
