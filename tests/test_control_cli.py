@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from control_support import ADMIN_TOKEN, WRONG_TOKEN, backend_yaml, config_file, daemon_for, run_cli, write
 
 from lmwatch.control_cli import COMMANDS
 from lmwatch.daemon import Daemon
 from lmwatch.simulator import RunningSimulator
+from tests.daemons import ADMIN_TOKEN, WRONG_TOKEN, backend_yaml, config_file, daemon_for, run_cli, write
 
 
 @pytest.fixture
