@@ -8,11 +8,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from control_support import audit_lines, backend_yaml
-from lifecycle_support import GIB, MISTRAL, lifecycle_daemon, loaded, sim_post, status
 
 from lmwatch.config import parse_config
 from lmwatch.simulator import RunningSimulator, SimSettings, start_simulator
+from tests.daemons import audit_lines, backend_yaml
+from tests.lifecycle.helpers import GIB, MISTRAL, lifecycle_daemon, loaded, sim_post, status
 
 
 def _config(sim: RunningSimulator, extra: str = "", backend: str = "") -> str:

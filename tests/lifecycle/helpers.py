@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from control_support import config_file, daemon_for
 
 from lmwatch.daemon import Daemon
 from lmwatch.registry import Snapshot
+from tests.daemons import config_file, daemon_for
 
 GIB = 1024**3
 MISTRAL = "mistral-7b-instruct-v0.3"

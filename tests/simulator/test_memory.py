@@ -37,9 +37,11 @@ async def test_an_api_load_that_does_not_fit_fails_with_the_guardrail_message(ht
 
 async def test_a_hidden_out_of_memory_says_only_failed_to_load(http: aiohttp.ClientSession) -> None:
     settings = SimSettings(models=[BIG], memory_bytes=24 * GIB, load_error_detail=False)
-    async with await start_simulator(settings) as sim:
-        async with http.post(sim.url + "/api/v1/models/load", json={"model": "big-70b"}) as resp:
-            body = await resp.json()
+    async with (
+        await start_simulator(settings) as sim,
+        http.post(sim.url + "/api/v1/models/load", json={"model": "big-70b"}) as resp,
+    ):
+        body = await resp.json()
     assert body["error"]["message"] == 'Failed to load model "big-70b".'
 
 
