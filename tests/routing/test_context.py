@@ -56,7 +56,7 @@ def test_nothing_fits_is_openai_context_length_exceeded_with_the_numbers() -> No
     err = caught.value
     assert (err.status, err.code, err.param) == (400, "context_length_exceeded", "messages")
     needed = 60_000 / DEFAULT_CHARS_PER_TOKEN + 16 + 100
-    assert f"maximum context length is 8192 tokens" in err.message and f"about {needed:.0f} tokens" in err.message
+    assert "maximum context length is 8192 tokens" in err.message and f"about {needed:.0f} tokens" in err.message
     assert "a/llama-3.1-8b 4096" in err.message and "a/llama-3.1-8b:2 8192" in err.message
 
 
