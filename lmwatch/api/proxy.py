@@ -29,6 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
+from lmwatch.api.dialects import Dialect
 from lmwatch.api.errors import ApiError, error_body, error_event, error_type
 from lmwatch.api.request_metrics import RequestMetrics
 from lmwatch.api.upstream import ConnectError, ConnectionLost, Pool, Response, UpstreamError
@@ -37,9 +38,10 @@ from lmwatch.config import RoutingConfig
 from lmwatch.registry import RequestOutcomes
 from lmwatch.routing.balance import Gate, order
 from lmwatch.routing.ids import same_model
-from lmwatch.routing.request import ParsedRequest
+from lmwatch.routing.request import Endpoint, ParsedRequest
 from lmwatch.routing.select import Plan, Route, Target, Tier
-from lmwatch.routing.sse import EventSplitter, StreamMeter
+from lmwatch.routing.sse import EventSplitter, Meter, StreamMeter
+from lmwatch.translate.chat import ChatStream
 
 MAX_BACKOFF = 2.0
 _MODEL_GONE = re.compile(
@@ -96,9 +98,10 @@ class Usage:
     completion: int = 0
 
     def add(self, usage: Any) -> None:
+        """Chat completions' `prompt_tokens`/`completion_tokens`, or the agent APIs' `input_`/`output_tokens`."""
         if isinstance(usage, dict):
-            self.prompt += _int(usage.get("prompt_tokens"))
-            self.completion += _int(usage.get("completion_tokens"))
+            self.prompt += _int(usage.get("prompt_tokens", usage.get("input_tokens")))
+            self.completion += _int(usage.get("completion_tokens", usage.get("output_tokens")))
 
 
 class Upstream:
@@ -136,8 +139,12 @@ class Exchange:
     ttft: float | None = None
     usage: Usage = field(default_factory=Usage)
     failures: list[tuple[Target, Failure]] = field(default_factory=list)
+    dialect: Dialect | None = None
+    """How a Responses or Messages request reaches each target (None: chat, completions, embeddings)."""
+    request_id: str | None = None
+    """Sent upstream as X-Request-ID."""
     _first: Target | None = None
-    _bodies: dict[tuple[str, bool], bytes] = field(default_factory=dict)
+    _bodies: dict[tuple[object, ...], bytes] = field(default_factory=dict)
 
     # --- the walk --------------------------------------------------------------------------------
 
@@ -280,16 +287,28 @@ class Exchange:
 
     # --- one upstream call ------------------------------------------------------------------------
 
+    def _native(self, target: Target) -> bool:
+        """The target gets the request in its own API (always, for chat completions and the like)."""
+        return self.dialect is None or self.dialect.native(target)
+
     def body_for(self, target: Target, stream: bool) -> bytes:
-        """The original bytes when nothing must change; else re-encoded once per model."""
-        inject = stream and not self.req.wants_usage
-        if self.req.raw and not inject and self.req.body.get("model") == target.model:
+        """The original bytes when nothing must change; else re-encoded once per model and flavour.
+
+        A translated request sends its chat-completions body; chat bodies get the flavour's rewrite
+        (LM Studio's json_object), streams the usage chunk."""
+        native = self._native(target)
+        chat = self.dialect is None or not native
+        source = self.req.body if native else self.req.as_chat
+        inject = chat and stream and (not native or not self.req.wants_usage)
+        flavour = target.flavour if chat else None
+        rewrite = flavour.rewrite(source) if flavour is not None else None
+        if native and rewrite is None and self.req.raw and not inject and source.get("model") == target.model:
             return self.req.raw
-        key = (target.model, inject)
+        key = (target.model, inject, native, flavour)
         if key not in self._bodies:
-            body = dict(self.req.body, model=target.model)
+            body = dict(rewrite or source, model=target.model)
             if inject:
-                options = self.req.body.get("stream_options")
+                options = source.get("stream_options")
                 body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
             self._bodies[key] = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         return self._bodies[key]
@@ -302,10 +321,12 @@ class Exchange:
         except OSError as exc:  # an unreadable `api_token_file`: a config problem, the next target may serve
             return Failure("bad_config", f"cannot read api_token_file: {exc.strerror or exc}", breaker=False)
         headers = _HEADERS[stream] if not token else {**_HEADERS[stream], "Authorization": f"Bearer {token}"}
+        if self.request_id is not None:
+            headers = {**headers, "X-Request-ID": self.request_id}
+        path = self.req.endpoint.path if self._native(target) else Endpoint.CHAT.path
+        body = self.body_for(target, stream)
         try:
-            return await self.upstream.pool.post(
-                target.url, self.req.endpoint.path, self.body_for(target, stream), headers, connect, idle
-            )
+            return await self.upstream.pool.post(target.url, path, body, headers, connect, idle)
         except (UpstreamError, TimeoutError) as exc:
             return _connection_failure(exc)
         except ValueError as exc:  # a token with a line break: never sent
@@ -342,6 +363,11 @@ class Exchange:
             if target.lmstudio and not _answered_by(obj, target):
                 return Failure("model_unavailable", f"answered by {obj.get('model')!r}: the model is gone")
             self.usage.add(obj.get("usage"))
+            if self.dialect is not None:
+                self.dialect.translated = not self._native(target)
+            if self.dialect is not None and self.dialect.translated:
+                obj = self.dialect.answer(obj, target.model)
+                raw = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
             return Answer(status, raw, obj)
         if message is None:
             message = raw[:300].decode("utf-8", "replace") or f"HTTP {status}"
@@ -374,7 +400,17 @@ class Exchange:
         self, target: Target, resp: Response, sent: float, request: web.Request, headers: RouteHeaders
     ) -> Streamed | Answer | Failure:
         splitter = EventSplitter()
-        meter = StreamMeter(strip_usage=not self.req.wants_usage)
+        native = self._native(target)
+        meter: Meter
+        translator: ChatStream | None = None
+        if self.dialect is not None and native:
+            meter = self.dialect.meter()
+        else:
+            meter = StreamMeter(strip_usage=not native or not self.req.wants_usage)
+        if self.dialect is not None:
+            self.dialect.translated = not native
+            if not native:
+                translator = self.dialect.stream(target.model, lambda: _stream_tokens(meter))
         out: web.StreamResponse | None = None
         failure: str | None = None
         try:
@@ -391,7 +427,8 @@ class Exchange:
                         return early
                     self.ttft = now - sent
                     out = await self._open_stream(request, headers)
-                if kept and not await _write(out, b"".join(kept) if len(kept) > 1 else kept[0]):
+                data = translator.translate(kept) if translator is not None else b"".join(kept)
+                if data and not await _write(out, data):
                     return Streamed(out, Verdict.CLIENT_GONE)
                 if meter.error is not None:
                     failure = error_message(meter.error) or "the backend reported an error"
@@ -406,7 +443,13 @@ class Exchange:
             failure = "the backend closed the stream before it was complete"
         self._account_stream(target, meter, sent)
         if failure is not None:
-            await _write(out, error_event(f"upstream {target.backend} failed mid-stream: {failure}", "upstream_failed"))
+            message, code = f"upstream {target.backend} failed mid-stream: {failure}", "upstream_failed"
+            if translator is not None:
+                await _write(out, translator.error(message, code))
+            elif self.dialect is not None:
+                await _write(out, self.dialect.stream_error(message, code))
+            else:
+                await _write(out, error_event(message, code))
             return Streamed(out, Verdict.UPSTREAM_FAILED)
         try:
             await out.write_eof()
@@ -422,7 +465,7 @@ class Exchange:
         await out.prepare(request)
         return out
 
-    def _account_stream(self, target: Target, meter: StreamMeter, sent: float) -> None:
+    def _account_stream(self, target: Target, meter: Meter, sent: float) -> None:
         if meter.usage is not None:
             self.usage.add(meter.usage)
         else:  # no usage chunk (llama-cpp-python ignores stream_options): one token per text chunk
@@ -450,7 +493,13 @@ def _answered_by(obj: dict[str, Any], target: Target) -> bool:
     return not isinstance(model, str) or not model or same_model(model, target.model) or same_model(target.model, model)
 
 
-def _early_failure(meter: StreamMeter, target: Target) -> Answer | Failure | None:
+def _stream_tokens(meter: Meter) -> tuple[int, int]:
+    """(prompt, completion) tokens of a stream so far: its usage, else one token per text chunk."""
+    usage = meter.usage or {}
+    return _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")) or meter.text_chunks
+
+
+def _early_failure(meter: Meter, target: Target) -> Answer | Failure | None:
     """A stream whose first event is an error, or comes from another model, can still fail over."""
     if meter.error is not None:
         return _error_outcome(200, error_message(meter.error) or "error event", meter.error)
