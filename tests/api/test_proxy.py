@@ -15,9 +15,9 @@ import aiohttp
 import openai
 import pytest
 from aiohttp import web
-from routing_support import Fleet, chat, eventually, fleet, models, route_headers
 
 from lmwatch.simulator import SimSettings
+from tests.api.fleets import Fleet, chat, eventually, fleet, models, route_headers
 
 CODER = "qwen2.5-coder-7b-instruct"
 LLAMA = "meta-llama-3.1-8b-instruct"

@@ -10,9 +10,9 @@ from typing import Any
 import aiohttp
 import anthropic
 import pytest
-from routing_support import Fleet, fleet, route_headers
 
 from lmwatch.simulator import SimModel, SimSettings
+from tests.api.fleets import Fleet, fleet, route_headers
 
 MODEL = "qwen2.5-coder-7b-instruct"
 WEATHER = {

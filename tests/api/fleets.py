@@ -1,7 +1,4 @@
-"""Shared by the /v1 routing tests: simulated fleets behind a real daemon running the router.
-
-Imported as `routing_support`: pytest puts tests/ on sys.path (it is not a package).
-"""
+"""Shared by the /v1 routing tests: simulated fleets behind a real daemon running the router."""
 
 from __future__ import annotations
 
