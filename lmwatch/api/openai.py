@@ -26,7 +26,7 @@ from lmwatch.api.auth import check_task, client_of, note_request
 from lmwatch.api.dialects import Dialect, MessagesDialect
 from lmwatch.api.errors import ApiError, shape_of
 from lmwatch.api.proxy import Answer, Exchange, Streamed, Upstream, Verdict
-from lmwatch.api.request_ids import request_id
+from lmwatch.api.request_ids import request_id, upstream_id
 from lmwatch.api.request_metrics import NONE, RequestMetrics, request_metrics
 from lmwatch.backends.base import error_message
 from lmwatch.config import Config
@@ -201,7 +201,7 @@ async def _serve(
             )
         plan = allowed
 
-    rid = request_id(request)
+    rid = upstream_id(request)
 
     def exchange(for_req: ParsedRequest) -> Exchange:
         made = Exchange(

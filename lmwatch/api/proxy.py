@@ -144,7 +144,7 @@ class Exchange:
     dialect: Dialect | None = None
     """How a Responses or Messages request reaches each target (None: chat, completions, embeddings)."""
     request_id: str | None = None
-    """Sent upstream as X-Request-ID."""
+    """Sent upstream as X-Request-ID (when it is a UUID, see lmwatch/api/request_ids.py)."""
     _first: Target | None = None
     _bodies: dict[tuple[object, ...], bytes] = field(default_factory=dict)
 
