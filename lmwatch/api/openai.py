@@ -32,6 +32,7 @@ from lmwatch.backends.base import error_message
 from lmwatch.config import Config
 from lmwatch.registry import Snapshot, request_outcomes
 from lmwatch.routing.classify import classifier_for
+from lmwatch.routing.context import fit_plan
 from lmwatch.routing.request import Endpoint, ParsedRequest, json_object, parse_request
 from lmwatch.routing.select import AUTO, TASK_PREFIX, Route, Target, allowed_only, choose_task, plan_request, routable
 from lmwatch.services import SERVICES, Services
@@ -200,6 +201,7 @@ async def _serve(
                 param="model",
             )
         plan = allowed
+    plan = fit_plan(plan, req, upstream.outcomes)
 
     rid = upstream_id(request)
 
