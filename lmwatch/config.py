@@ -33,7 +33,9 @@ DEFAULT_PORT = 9234
 BACKEND_KINDS = ("auto", "lmstudio-v1", "lmstudio-v0", "openai")
 ENV_PREFIX = "LMWATCH_"
 
-Seconds = Annotated[float, Field(gt=0)]
+MAX_SECONDS = 366 * 86400.0
+"""A year: longer durations are typos (and overflow the scheduler's and the event loop's timers)."""
+Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 
 
@@ -152,7 +154,10 @@ def read_token_file(path: Path) -> str | None:
     cached = _token_files.get(path)
     if cached is not None and now - cached[0] < TOKEN_FILE_TTL_SECONDS:
         return cached[1]
-    token = path.read_text().strip() or None
+    try:
+        token = path.read_text().strip() or None
+    except ValueError as exc:  # a NUL byte in the path, undecodable content: unreadable all the same
+        raise OSError(f"{path}: {exc}") from None
     _token_files[path] = (now, token)
     return token
 

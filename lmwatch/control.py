@@ -58,6 +58,7 @@ from lmwatch.config import (
 )
 from lmwatch.discovery import BackendSources, FileDiscovery
 from lmwatch.logs import register_secrets
+from lmwatch.registry import ProbeFailure
 from lmwatch.services import Services
 from lmwatch.watcher import Watcher
 
@@ -329,9 +330,7 @@ class ControlPlane:
         try:
             result = await flavour.load(client, model, context_length)
         except ProbeError as exc:
-            raise ApiError(
-                502, f"backend {name!r} did not load {model!r}: {exc.message}", code="upstream_error"
-            ) from None
+            raise _refused(exc, f"backend {name!r} did not load {model!r}") from None
         await self.watcher.poll(name)
         return result
 
@@ -344,9 +343,7 @@ class ControlPlane:
             try:
                 await flavour.unload(client, instance)
             except ProbeError as exc:
-                raise ApiError(
-                    502, f"backend {name!r} did not unload {instance!r}: {exc.message}", code="upstream_error"
-                ) from None
+                raise _refused(exc, f"backend {name!r} did not unload {instance!r}") from None
         await self.watcher.poll(name)
         return instances
 
@@ -362,7 +359,7 @@ class ControlPlane:
             )
         if not flavour.supports_load:
             raise ApiError(
-                501,
+                409,
                 f"backend {name!r} speaks {flavour.name}, which cannot {verb} models over HTTP "
                 "(LM Studio 0.4+ can: /api/v1/models/load and /unload)",
                 code="not_supported",
@@ -417,6 +414,14 @@ class ProblemsError(ApiError):
 
     def body(self, shape: Shape = Shape.OPENAI, request_id: str | None = None) -> dict[str, Any]:
         return {**super().body(shape, request_id), "problems": self.problems}
+
+
+def _refused(exc: ProbeError, what: str) -> ApiError:
+    """A backend that answered and said no (an unknown model, say) refused the request: 422. One that
+    did not answer usably failed: 502. Only the second is lmwatch's side's fault."""
+    if exc.reason in (ProbeFailure.HTTP_STATUS, ProbeFailure.ERROR_BODY):
+        return ApiError(422, f"{what}: {exc.message}", code="backend_refused")
+    return ApiError(502, f"{what}: {exc.message}", code="upstream_error")
 
 
 def unknown_backend(name: str) -> ApiError:

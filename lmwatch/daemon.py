@@ -21,6 +21,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from lmwatch import __version__, console
 from lmwatch.api import admin as admin_api
 from lmwatch.api import openai as openai_api
+from lmwatch.api import openapi
 from lmwatch.config import LoadedConfig
 from lmwatch.control import ControlPlane
 from lmwatch.lifecycle.manager import Lifecycle
@@ -57,7 +58,9 @@ class Daemon:
         self.lifecycle = Lifecycle(self.services, self.watcher, self.scheduler, self.control.audit)
         self.services.lifecycle = self.lifecycle
         self.services.status_sections["lifecycle"] = self.lifecycle.status_section
-        self.app = build_app(self.services, (admin_api.setup, openai_api.setup, console.setup, *extensions))
+        self.app = build_app(
+            self.services, (admin_api.setup, openai_api.setup, console.setup, openapi.setup, *extensions)
+        )
         self._runner: web.AppRunner | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self.port: int | None = None

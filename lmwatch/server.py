@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from lmwatch import __version__
+from lmwatch.api import contract
 from lmwatch.registry import BackendInfo, Health, ModelInfo, request_outcomes
 from lmwatch.samplers.status import host_status
 from lmwatch.services import SERVICES, Services
@@ -47,18 +48,18 @@ async def status(request: web.Request) -> web.Response:
 def status_document(services: Services) -> dict[str, Any]:
     """The `/status` JSON: the registry snapshot as an operator reads it. Never carries a secret."""
     snap = services.registry.snapshot()
-    return {
+    document: contract.Status = {
         "version": __version__,
         "ready": snap.first_round_done,
         "generation": snap.generation,
         "backends": [backend_document(b) for b in snap.backends.values()],
         "host": host_status(snap),
         "requests": request_outcomes(services.registry).view().document(),
-        **{name: section() for name, section in services.status_sections.items()},
     }
+    return {**document, **{name: section() for name, section in services.status_sections.items()}}
 
 
-def backend_document(b: BackendInfo) -> dict[str, Any]:
+def backend_document(b: BackendInfo) -> contract.Backend:
     return {
         "name": b.name,
         "url": b.config.public_url,
@@ -78,7 +79,7 @@ def backend_document(b: BackendInfo) -> dict[str, Any]:
     }
 
 
-def model_document(m: ModelInfo, stale: bool) -> dict[str, Any]:
+def model_document(m: ModelInfo, stale: bool) -> contract.Model:
     """`stale`: the backend is down, so this is what it reported at `last_success`, not what it holds now."""
     return {
         "id": m.id,

@@ -126,7 +126,10 @@ class Watcher:
             self._registry.record_failure(name, ProbeFailure.BAD_RESPONSE, repr(exc), self._clock() - started)
             self._back_off(target)
         else:
-            was_down = self._registry.snapshot().backends[name].health in (Health.DOWN, Health.UNKNOWN)
+            backend = self._registry.snapshot().backend(name)
+            if backend is None:  # removed while this poll ran
+                return
+            was_down = backend.health in (Health.DOWN, Health.UNKNOWN)
             self._registry.record_success(name, result)
             target.not_before = 0.0
             if was_down and scheduled:
@@ -178,7 +181,10 @@ class Watcher:
 
     def _back_off(self, target: _Target) -> None:
         interval = target.config.poll_interval
-        failures = self._registry.snapshot().backends[target.config.name].consecutive_failures
+        backend = self._registry.snapshot().backend(target.config.name)
+        if backend is None:  # removed (a reload, the admin API) while this poll ran
+            return
+        failures = backend.consecutive_failures
         cap = max(interval, min(BACKOFF_CAP_SECONDS, 8 * interval))
         delay = min(cap, interval * 2 ** max(0, failures - 1))
         target.not_before = self._clock() + delay - interval * 0.5

@@ -23,12 +23,13 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from lmwatch.api import contract
 from lmwatch.api.auth import ANONYMOUS, AUDIT_NOTE, CLIENT, Handler, is_admin, is_v1
 from lmwatch.api.errors import ApiError, shape_of
 from lmwatch.api.openai import forbids_cloud
@@ -40,9 +41,10 @@ from lmwatch.routing.request import json_object
 from lmwatch.server import backend_document
 from lmwatch.services import SERVICES
 
+_B = TypeVar("_B", bound=BaseModel)
 ACTOR = web.RequestKey("lmwatch_admin_actor", str)
 
-Action = Callable[[web.Request, ControlPlane], Awaitable[tuple[str | None, dict[str, Any]]]]
+Action = Callable[[web.Request, ControlPlane], Awaitable[tuple[str | None, Mapping[str, object]]]]
 """A control action: returns (target, answer body); raises ApiError to refuse."""
 
 
@@ -245,11 +247,14 @@ def _backend(control: ControlPlane, name: str) -> BackendInfo:
     return backend
 
 
-def _string(body: dict[str, Any], key: str) -> str:
-    value = body.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise ApiError(400, f"`{key}` is required (a non-empty string)", param=key, code="missing_required_parameter")
-    return value.strip()
+async def _parsed(request: web.Request, model: type[_B], *, required: bool = True) -> _B:
+    """The body validated by its model of lmwatch/api/contract.py (the OpenAPI document's source)."""
+    try:
+        return model.model_validate(await _body(request, required=required))
+    except ValidationError as exc:
+        error = ProblemsError(400, "invalid request body", validation_problems(exc), code="invalid_request")
+        error.param = ".".join(str(part) for part in exc.errors()[0]["loc"]) or None
+        raise error from None
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -258,7 +263,7 @@ def _string(body: dict[str, Any], key: str) -> str:
 def backends_document(control: ControlPlane) -> dict[str, Any]:
     snap = control.services.registry.snapshot()
     view = request_outcomes(control.services.registry).view()
-    breakers: dict[str, list[dict[str, Any]]] = {}
+    breakers: dict[str, list[contract.Breaker]] = {}
     for b in view.breakers:
         breakers.setdefault(b.backend, []).append(
             {
@@ -270,7 +275,7 @@ def backends_document(control: ControlPlane) -> dict[str, Any]:
             }
         )
     control.sources.effective()
-    return {
+    listed: contract.Backends = {
         "backends": [
             {
                 **backend_document(b),
@@ -281,8 +286,8 @@ def backends_document(control: ControlPlane) -> dict[str, Any]:
             }
             for b in snap.backends.values()
         ],
-        **control.status_section(),
     }
+    return {**listed, **control.status_section()}
 
 
 async def list_backends(request: web.Request) -> web.Response:
@@ -296,7 +301,7 @@ async def get_preferences(request: web.Request) -> web.Response:
 # --- actions -------------------------------------------------------------------------------------
 
 
-async def add_backend(request: web.Request, control: ControlPlane) -> tuple[str | None, dict[str, Any]]:
+async def add_backend(request: web.Request, control: ControlPlane) -> tuple[str | None, contract.Added]:
     body = await _body(request)
     try:
         backend = BackendConfig.model_validate(body)
@@ -306,23 +311,23 @@ async def add_backend(request: web.Request, control: ControlPlane) -> tuple[str 
     return backend.name, {"backend": backend_document(_backend(control, backend.name)), "origin": "runtime"}
 
 
-async def remove_backend(request: web.Request, control: ControlPlane) -> tuple[str | None, dict[str, Any]]:
+async def remove_backend(request: web.Request, control: ControlPlane) -> tuple[str | None, contract.Removed]:
     name = request.match_info["name"]
     origin = control.remove_backend(name)
     return name, {"removed": name, "origin": origin}
 
 
-async def drain(request: web.Request, control: ControlPlane) -> tuple[str | None, dict[str, Any]]:
+async def drain(request: web.Request, control: ControlPlane) -> tuple[str | None, contract.Drained]:
     return await _set_draining(request, control, True)
 
 
-async def undrain(request: web.Request, control: ControlPlane) -> tuple[str | None, dict[str, Any]]:
+async def undrain(request: web.Request, control: ControlPlane) -> tuple[str | None, contract.Drained]:
     return await _set_draining(request, control, False)
 
 
 async def _set_draining(
     request: web.Request, control: ControlPlane, draining: bool
-) -> tuple[str | None, dict[str, Any]]:
+) -> tuple[str | None, contract.Drained]:
     name = request.match_info["name"]
     _backend(control, name)
     control.services.registry.set_draining(name, draining)
@@ -330,30 +335,24 @@ async def _set_draining(
     return name, {"backend": name, "draining": draining, "inflight": inflight}
 
 
-async def load_model(request: web.Request, control: ControlPlane) -> tuple[str | None, dict[str, Any]]:
+async def load_model(request: web.Request, control: ControlPlane) -> tuple[str | None, contract.Loaded]:
     name = request.match_info["name"]
-    body = await _body(request)
-    model = _string(body, "model")
-    context = body.get("context_length")
-    if context is not None and (not isinstance(context, int) or isinstance(context, bool) or context < 1):
-        raise ApiError(400, "`context_length` must be a positive integer", param="context_length", code="invalid_type")
-    result = await control.load_model(name, model, context)
+    body = await _parsed(request, contract.LoadModel)
+    model = body.model.strip()
+    result = await control.load_model(name, model, body.context_length)
     info = _backend(control, name).model(model)
     return f"{name}/{model}", {"backend": name, "model": model, "loaded": bool(info and info.loaded), "result": result}
 
 
-async def unload_model(request: web.Request, control: ControlPlane) -> tuple[str | None, dict[str, Any]]:
+async def unload_model(request: web.Request, control: ControlPlane) -> tuple[str | None, contract.Unloaded]:
     name = request.match_info["name"]
-    model = _string(await _body(request), "model")
+    model = (await _parsed(request, contract.UnloadModel)).model.strip()
     instances = await control.unload_model(name, model)
     return f"{name}/{model}", {"backend": name, "model": model, "unloaded": instances}
 
 
-async def poll(request: web.Request, control: ControlPlane) -> tuple[str | None, dict[str, Any]]:
-    body = await _body(request, required=False)
-    name = body.get("backend")
-    if name is not None and not isinstance(name, str):
-        raise ApiError(400, "`backend` must be a backend name", param="backend", code="invalid_type")
+async def poll(request: web.Request, control: ControlPlane) -> tuple[str | None, contract.Polled]:
+    name = (await _parsed(request, contract.Poll, required=False)).backend
     polled = await control.poll(name)
     snap = control.services.registry.snapshot()
     return name, {
@@ -362,14 +361,14 @@ async def poll(request: web.Request, control: ControlPlane) -> tuple[str | None,
     }
 
 
-async def reload(request: web.Request, control: ControlPlane) -> tuple[str | None, dict[str, Any]]:
+async def reload(request: web.Request, control: ControlPlane) -> tuple[str | None, contract.Reloaded]:
     problems = await control.reload()
     if problems:
         raise ProblemsError(400, "the config was not reloaded (the running config stays)", problems)
     return None, {"reloaded": True, "backends": sorted(control.sources.origins)}
 
 
-async def set_preferences(request: web.Request, control: ControlPlane) -> tuple[str | None, dict[str, Any]]:
+async def set_preferences(request: web.Request, control: ControlPlane) -> tuple[str | None, contract.Preferences]:
     body = await _body(request)
     preferences = body.get("preferences", body)
     return "routing.preferences", {"preferences": control.set_preferences(preferences)}
@@ -395,7 +394,7 @@ async def route_explain(request: web.Request) -> web.Response:
 
 def explain_route(
     control: ControlPlane, raw: bytes, endpoint_name: str, task_header: str | None, local_only: bool
-) -> dict[str, Any]:
+) -> contract.Explanation:
     """A dry run of routing: task scores, candidates in order with a reason each, the chosen target.
 
     Uses the router's own functions (parse, classify, plan, balance order) on the current snapshot;
@@ -425,8 +424,8 @@ def explain_route(
     plan = plan_request(snap, routing, req, task, local_only)
     breakers = {(b.backend, b.model): b for b in outcomes.view().breakers}
     rng = random.Random(0)
-    candidates: list[dict[str, Any]] = []
-    chosen: dict[str, Any] | None = None
+    candidates: list[contract.Candidate] = []
+    chosen: contract.Candidate | None = None
     for tier in plan.tiers:
         for target in order(tier.targets, outcomes, rng):
             breaker = breakers.get((target.backend, target.model))
@@ -434,7 +433,7 @@ def explain_route(
             reason = _reason(tier.route.value, tier.label, task)
             if breaker is not None and state == "open":
                 reason += f"; skipped: circuit open ({breaker.reason})"
-            entry = {
+            entry: contract.Candidate = {
                 "backend": target.backend,
                 "model": target.model,
                 "route": tier.route.value,
@@ -447,7 +446,7 @@ def explain_route(
             candidates.append(entry)
             if chosen is None and entry["usable"]:
                 chosen = entry
-    excluded = [
+    excluded: list[contract.Excluded] = [
         {"backend": b.name, "reason": "draining" if b.draining else f"{b.health.value}: {b.health_reason}"}
         for b in snap.backends.values()
         if b.draining or not b.reachable

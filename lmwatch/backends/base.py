@@ -58,7 +58,11 @@ class BackendClient:
         self.base_url = config.base_url
 
     def headers(self) -> dict[str, str]:
-        token = self.config.api_token()
+        """The bearer header; an unreadable token file is the backend's auth failing, not a bug."""
+        try:
+            token = self.config.api_token()
+        except OSError as exc:
+            raise ProbeError(ProbeFailure.AUTH, f"the token file cannot be read: {exc.strerror or exc}") from None
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def get_json(self, path: str) -> Any:

@@ -326,11 +326,12 @@ async def test_load_and_unload_models(tmp_path: Path, sim: RunningSimulator, htt
             status, answer = await admin(
                 http, daemon, "POST", "/admin/backends/o/models/load", {"model": "qwen2.5-coder-7b-instruct"}
             )
-            assert status == 501
+            assert status == 409 and answer["error"]["code"] == "not_supported"
             assert "openai" in answer["error"]["message"] and "cannot load" in answer["error"]["message"]
 
             status, answer = await admin(http, daemon, "POST", "/admin/backends/a/models/load", {"model": "nope"})
-            assert status == 502 and "nope" in answer["error"]["message"]
+            assert status == 422 and "nope" in answer["error"]["message"]
+            assert answer["error"]["code"] == "backend_refused"
             status, answer = await admin(http, daemon, "POST", "/admin/backends/a/models/load", {})
             assert status == 400 and answer["error"]["param"] == "model"
             status, answer = await admin(http, daemon, "POST", "/admin/backends/a/models/load", [1])
