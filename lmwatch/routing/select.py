@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from lmwatch.api.errors import ApiError
+from lmwatch.backends import BY_NAME, Flavour
 from lmwatch.config import AliasTarget, BackendConfig, CloudProviderConfig, RoutingConfig
 from lmwatch.registry import BackendInfo, ModelInfo, Snapshot
 from lmwatch.routing.capabilities import EMBEDDINGS, VISION, Capabilities, capabilities_for
@@ -56,6 +57,10 @@ class Target:
     provider: CloudProviderConfig | None = field(default=None, compare=False)
     lmstudio: bool = field(default=False, compare=False)
     """LM Studio answers with another model when the asked one is gone; the proxy checks."""
+    flavour: Flavour | None = field(default=None, compare=False)
+    """The backend's detected flavour (its quirks); None for cloud providers."""
+    apis: frozenset[str] = field(default=frozenset(), compare=False)
+    """The client APIs beyond chat completions the backend speaks itself (the others are translated)."""
 
     @property
     def is_cloud(self) -> bool:
@@ -153,6 +158,7 @@ def target_for(backend: BackendInfo, model: ModelInfo, model_id: str | None = No
     cfg = backend.config
     reported = max((m.parallel or 0 for m in backend.models if m.loaded), default=0)
     cap = cfg.max_concurrency or reported or DEFAULT_PARALLEL
+    flavour = BY_NAME.get(backend.flavour or "")
     return Target(
         backend=backend.name,
         model=model_id or model.id,
@@ -162,6 +168,8 @@ def target_for(backend: BackendInfo, model: ModelInfo, model_id: str | None = No
         info=model,
         config=cfg,
         lmstudio=(backend.flavour or "").startswith("lmstudio"),
+        flavour=flavour,
+        apis=flavour.apis(backend.version) if flavour is not None else frozenset(),
     )
 
 
