@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from lmwatch import event_loop
 from lmwatch.config import DEFAULT_PORT, load_config
 from lmwatch.logs import setup_logging
 
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
             await stop.wait()
             await daemon.stop()
 
-        asyncio.run(main())
+        event_loop.run(main())
     finally:
         for proc in procs:
             proc.terminate()
