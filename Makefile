@@ -6,7 +6,7 @@ ENGINE_VENV := .venv-engine
 LLAMA_CPP := llama-cpp-python[server]==0.3.36
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo run test lint typecheck unit tools engine bench clean
+.PHONY: demo run test lint typecheck unit tools engine bench screenshot clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,9 @@ test: lint typecheck unit  ## install everything, then ruff, mypy and the whole 
 
 bench: $(BIN)/.installed tools
 	$(BIN)/python bench/run.py --write bench/RESULTS.md
+
+screenshot: $(BIN)/.installed tools  ## retake docs/console.png (the README's picture of the console)
+	$(BIN)/python -m tests.console.screenshot
 
 clean:
 	rm -rf $(VENV) $(ENGINE_VENV) .pytest_cache .mypy_cache .ruff_cache
