@@ -50,8 +50,11 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
+# The suite runs on uvloop (installed by the test extra, picked as the daemon picks it), then once
+# more on the stdlib loop, the one a plain `pip install lmwatch` runs on (the engine tests once is enough).
 unit: $(BIN)/.installed tools engine
 	$(BIN)/pytest
+	LMWATCH_EVENT_LOOP=asyncio $(BIN)/pytest -q -m 'not engine'
 
 test: lint typecheck unit  ## install everything, then ruff, mypy and the whole suite
 

@@ -79,7 +79,13 @@ class Daemon:
         site = web.TCPSite(self._runner, config.server.host, config.server.port)
         await site.start()
         self.port = self._runner.addresses[0][1]
-        log.info("lmwatch %s listening on %s with %d backends", __version__, self.url, len(config.backends))
+        log.info(
+            "lmwatch %s listening on %s with %d backends (event loop: %s)",
+            __version__,
+            self.url,
+            len(config.backends),
+            type(asyncio.get_running_loop()).__module__.split(".")[0],
+        )
         self.scheduler.start()
         await self.control.start()
         await self.watcher.start(self.control.backends())
