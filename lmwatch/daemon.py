@@ -18,7 +18,7 @@ from datetime import UTC
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from lmwatch import __version__
+from lmwatch import __version__, console
 from lmwatch.api import admin as admin_api
 from lmwatch.api import openai as openai_api
 from lmwatch.config import LoadedConfig
@@ -61,7 +61,7 @@ class Daemon:
         self.profiles = ProfileRunner(self.registry, lambda: self.holder.config.resolved_state_dir(self.control.env))
         self.services.profiles = self.profiles
         self.services.status_sections["profiles"] = lambda: profiles_status(self.registry, self.profiles)
-        self.app = build_app(self.services, (admin_api.setup, openai_api.setup, *extensions))
+        self.app = build_app(self.services, (admin_api.setup, openai_api.setup, console.setup, *extensions))
         self._runner: web.AppRunner | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self.port: int | None = None
@@ -83,7 +83,13 @@ class Daemon:
         site = web.TCPSite(self._runner, config.server.host, config.server.port)
         await site.start()
         self.port = self._runner.addresses[0][1]
-        log.info("lmwatch %s listening on %s with %d backends", __version__, self.url, len(config.backends))
+        log.info(
+            "lmwatch %s listening on %s with %d backends (event loop: %s)",
+            __version__,
+            self.url,
+            len(config.backends),
+            type(asyncio.get_running_loop()).__module__.split(".")[0],
+        )
         self.scheduler.start()
         await self.control.start()
         await self.profiles.load()
