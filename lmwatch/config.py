@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote
 
 import yaml
 from pydantic import (
@@ -25,6 +26,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from lmwatch.logs import basic_credentials, redact, register_secrets
 
 DEFAULT_PORT = 9234
 """lmwatch's listen port: not LM Studio's 1234, and free in the usual exporter range."""
@@ -114,6 +117,8 @@ def read_token_file(path: Path) -> str | None:
     if cached is not None and now - cached[0] < TOKEN_FILE_TTL_SECONDS:
         return cached[1]
     token = path.read_text().strip() or None
+    if token:  # a rotated token is redacted from the first request that sends it
+        register_secrets([token])
     _token_files[path] = (now, token)
     return token
 
@@ -485,8 +490,8 @@ class ConfigError(Exception):
 
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source
-        self.problems = problems
-        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+        self.problems = [redact(p) for p in problems]  # a YAML snippet or a bad URL may carry a password
+        super().__init__("\n".join(f"{source}: {p}" for p in self.problems))
 
 
 @dataclass(frozen=True)
@@ -589,7 +594,7 @@ def _describe(error: Mapping[str, Any]) -> str:
 
 def validation_problems(error: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[str]:
     """Turn a pydantic error into `path: message` lines (also used for runtime-added backends)."""
-    return [f"{format_path((*prefix, *e['loc']))}: {_describe(e)}" for e in error.errors()]
+    return [redact(f"{format_path((*prefix, *e['loc']))}: {_describe(e)}") for e in error.errors()]
 
 
 def parse_config(text: str, source: str = "<config>", env: Mapping[str, str] | None = None) -> LoadedConfig:
@@ -637,10 +642,14 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Loade
 
 
 def backend_secrets(backends: Iterable[BackendConfig]) -> Iterator[str]:
-    """The URL passwords and API tokens of `backends` (a token file that cannot be read has none)."""
+    """The URL passwords (as written, decoded, and the `Basic` credentials made of them) and API
+    tokens of `backends` (a token file that cannot be read has none)."""
     for backend in backends:
         if backend.url.password:
+            password = unquote(backend.url.password)
             yield backend.url.password
+            yield password
+            yield basic_credentials(unquote(backend.url.username or ""), password)
         try:
             token = backend.api_token()
         except OSError:

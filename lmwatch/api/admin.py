@@ -20,7 +20,6 @@ config or backend adds `problems`, one `path: message` line each.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -34,6 +33,7 @@ from lmwatch.api.errors import ApiError
 from lmwatch.api.openai import forbids_cloud
 from lmwatch.config import BackendConfig, validation_problems
 from lmwatch.control import ControlPlane, ProblemsError, unknown_backend
+from lmwatch.jsondecode import loads
 from lmwatch.registry import BackendInfo, request_outcomes
 from lmwatch.routing.request import json_object
 from lmwatch.server import backend_document
@@ -188,8 +188,8 @@ def _prompt_of(request: web.Request) -> Any:
     if not raw:
         return None
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        body = loads(raw)
+    except ValueError:
         return None
     if not isinstance(body, dict):
         return None

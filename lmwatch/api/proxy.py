@@ -34,6 +34,7 @@ from lmwatch.api.request_metrics import RequestMetrics
 from lmwatch.api.upstream import ConnectError, ConnectionLost, Pool, Response, UpstreamError
 from lmwatch.backends.base import error_message
 from lmwatch.config import RoutingConfig
+from lmwatch.jsondecode import loads
 from lmwatch.registry import RequestOutcomes
 from lmwatch.routing.balance import Gate, order
 from lmwatch.routing.ids import same_model
@@ -336,7 +337,7 @@ class Exchange:
 
     def _judge_json(self, target: Target, status: int, raw: bytes) -> Answer | Failure:
         try:
-            obj = json.loads(raw)
+            obj = loads(raw)
         except ValueError:
             obj = None
         message = error_message(obj)
