@@ -8,6 +8,7 @@ wrong field types, and images LM Studio cannot take (remote URLs, broken data UR
 from __future__ import annotations
 
 import binascii
+import json
 import re
 from dataclasses import dataclass
 from enum import StrEnum
