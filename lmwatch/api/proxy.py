@@ -22,26 +22,29 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
+from lmwatch.api.dialects import Dialect
 from lmwatch.api.errors import ApiError, error_body, error_event, error_type
 from lmwatch.api.request_metrics import RequestMetrics
 from lmwatch.api.upstream import ConnectError, ConnectionLost, Pool, Response, UpstreamError
 from lmwatch.backends.base import error_message
 from lmwatch.config import RoutingConfig
 from lmwatch.jsondecode import loads
+from lmwatch.lifecycle.loads import LoadError
 from lmwatch.registry import RequestOutcomes
 from lmwatch.routing.balance import Gate, order
 from lmwatch.routing.context import context_in_error, learn, model_key
 from lmwatch.routing.ids import same_model
-from lmwatch.routing.request import ParsedRequest
+from lmwatch.routing.request import Endpoint, ParsedRequest
 from lmwatch.routing.select import AUTO, TASK_PREFIX, Plan, Route, Target, Tier
-from lmwatch.routing.sse import EventSplitter, StreamMeter
+from lmwatch.routing.sse import EventSplitter, Meter, StreamMeter
+from lmwatch.translate.chat import ChatStream
 
 MAX_BACKOFF = 2.0
 _MODEL_GONE = re.compile(
@@ -102,19 +105,38 @@ class Usage:
     completion: int = 0
 
     def add(self, usage: Any) -> None:
+        """Chat completions' `prompt_tokens`/`completion_tokens`, or the agent APIs' `input_`/`output_tokens`."""
         if isinstance(usage, dict):
-            self.prompt += _int(usage.get("prompt_tokens"))
-            self.completion += _int(usage.get("completion_tokens"))
+            self.prompt += _int(usage.get("prompt_tokens", usage.get("input_tokens")))
+            self.completion += _int(usage.get("completion_tokens", usage.get("output_tokens")))
+
+
+Release = Callable[[], Awaitable[None]]
+
+
+class Placement(Protocol):
+    """Loads a model that is downloaded but loaded nowhere before a request is sent to it
+    (lmwatch/lifecycle/placement.py)."""
+
+    def order(self, targets: Sequence[Target]) -> list[Target]:
+        """The targets best placement first."""
+
+    async def prepare(self, target: Target, timeout: float) -> Release | None:
+        """Make `target`'s model loaded (raises LoadError saying why not); a Release to await after the
+        request when the backend's load slot stays held during it."""
 
 
 class Upstream:
     """The shared connection pool, the gate and the balancer's randomness (app-scoped)."""
 
-    def __init__(self, outcomes: RequestOutcomes, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, outcomes: RequestOutcomes, rng: random.Random | None = None, placement: Placement | None = None
+    ) -> None:
         self.outcomes = outcomes
         self.gate = Gate(outcomes)
         self.rng = rng or random.Random()
         self.pool = Pool()
+        self.placement = placement
 
     def close(self) -> None:
         self.pool.close()
@@ -142,8 +164,12 @@ class Exchange:
     ttft: float | None = None
     usage: Usage = field(default_factory=Usage)
     failures: list[tuple[Target, Failure]] = field(default_factory=list)
+    dialect: Dialect | None = None
+    """How a Responses or Messages request reaches each target (None: chat, completions, embeddings)."""
+    request_id: str | None = None
+    """Sent upstream as X-Request-ID (when it is a UUID, see lmwatch/api/request_ids.py)."""
     _first: Target | None = None
-    _bodies: dict[tuple[str, bool], bytes] = field(default_factory=dict)
+    _bodies: dict[tuple[object, ...], bytes] = field(default_factory=dict)
 
     # --- the walk --------------------------------------------------------------------------------
 
@@ -160,11 +186,13 @@ class Exchange:
     async def walk(self, attempt: Attempt) -> Streamed | Answer:
         deadline = asyncio.get_running_loop().time() + self.routing.queue_timeout
         for tier in self.plan.tiers:
-            targets = (
-                tier.targets
-                if tier.route is Route.CLOUD
-                else order(tier.targets, self.upstream.outcomes, self.upstream.rng)
-            )
+            placement = self.upstream.placement
+            if tier.route is Route.CLOUD:
+                targets: Sequence[Target] = tier.targets
+            elif placement is not None and all(_unloaded(t) for t in tier.targets):
+                targets = placement.order(tier.targets)
+            else:
+                targets = order(tier.targets, self.upstream.outcomes, self.upstream.rng)
             pending = deque(targets)
             tries: dict[Target, int] = {}
             while pending:
@@ -187,22 +215,45 @@ class Exchange:
         self._first = self._first or target
         if not outcomes.breaker_allows(target.backend, target.model):
             return Failure("breaker_open", f"circuit open for {target.model}", breaker=False, attempted=False)
-        admitted = await self._admit(target, deadline)
-        if admitted is not None:
-            outcomes.breaker_abandon(target.backend, target.model)
-            return admitted
-        self.route = (
-            Route.CLOUD if tier.route is Route.CLOUD else (tier.route if target == self._first else Route.FAILOVER)
-        )
-        self.target = target
-        self._count_fallback(target)
-        result: Streamed | Answer | Failure | None = None
+        placed = await self._place(target, deadline)
+        if isinstance(placed, Failure):
+            return placed
         try:
-            result = await attempt(target)
-            return result
+            admitted = await self._admit(target, deadline)
+            if admitted is not None:
+                outcomes.breaker_abandon(target.backend, target.model)
+                return admitted
+            self.route = (
+                Route.CLOUD if tier.route is Route.CLOUD else (tier.route if target == self._first else Route.FAILOVER)
+            )
+            self.target = target
+            self._count_fallback(target)
+            result: Streamed | Answer | Failure | None = None
+            model = target.info.id if target.info is not None else target.model
+            outcomes.model_started(target.backend, model)
+            try:
+                result = await attempt(target)
+                return result
+            finally:
+                outcomes.model_finished(target.backend, model)
+                self._release(target)
+                self._judge(target, result)
         finally:
-            self._release(target)
-            self._judge(target, result)
+            if placed is not None:
+                await placed()
+
+    async def _place(self, target: Target, deadline: float) -> Failure | Release | None:
+        """Load the model of a target that is not loaded (demand placement); the wait counts as queueing."""
+        placement = self.upstream.placement
+        if placement is None or not _unloaded(target):
+            return None
+        began = time.perf_counter()
+        try:
+            return await placement.prepare(target, max(0.0, deadline - asyncio.get_running_loop().time()))
+        except LoadError as exc:
+            return Failure("load_failed", str(exc), breaker=False, attempted=False)
+        finally:
+            self.waited += time.perf_counter() - began
 
     async def _admit(self, target: Target, deadline: float) -> Failure | None:
         if target.cap is None:
@@ -288,16 +339,28 @@ class Exchange:
 
     # --- one upstream call ------------------------------------------------------------------------
 
+    def _native(self, target: Target) -> bool:
+        """The target gets the request in its own API (always, for chat completions and the like)."""
+        return self.dialect is None or self.dialect.native(target)
+
     def body_for(self, target: Target, stream: bool) -> bytes:
-        """The original bytes when nothing must change; else re-encoded once per model."""
-        inject = stream and not self.req.wants_usage
-        if self.req.raw and not inject and self.req.body.get("model") == target.model:
+        """The original bytes when nothing must change; else re-encoded once per model and flavour.
+
+        A translated request sends its chat-completions body; chat bodies get the flavour's rewrite
+        (LM Studio's json_object), streams the usage chunk."""
+        native = self._native(target)
+        chat = self.dialect is None or not native
+        source = self.req.body if native else self.req.as_chat
+        inject = chat and stream and (not native or not self.req.wants_usage)
+        flavour = target.flavour if chat else None
+        rewrite = flavour.rewrite(source) if flavour is not None else None
+        if native and rewrite is None and self.req.raw and not inject and source.get("model") == target.model:
             return self.req.raw
-        key = (target.model, inject)
+        key = (target.model, inject, native, flavour)
         if key not in self._bodies:
-            body = dict(self.req.body, model=target.model)
+            body = dict(rewrite or source, model=target.model)
             if inject:
-                options = self.req.body.get("stream_options")
+                options = source.get("stream_options")
                 body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
             self._bodies[key] = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         return self._bodies[key]
@@ -310,10 +373,12 @@ class Exchange:
         except OSError as exc:  # an unreadable `api_token_file`: a config problem, the next target may serve
             return Failure("bad_config", f"cannot read api_token_file: {exc.strerror or exc}", breaker=False)
         headers = _HEADERS[stream] if not token else {**_HEADERS[stream], "Authorization": f"Bearer {token}"}
+        if self.request_id is not None:
+            headers = {**headers, "X-Request-ID": self.request_id}
+        path = self.req.endpoint.path if self._native(target) else Endpoint.CHAT.path
+        body = self.body_for(target, stream)
         try:
-            return await self.upstream.pool.post(
-                target.url, self.req.endpoint.path, self.body_for(target, stream), headers, connect, idle
-            )
+            return await self.upstream.pool.post(target.url, path, body, headers, connect, idle)
         except (UpstreamError, TimeoutError) as exc:
             return _connection_failure(exc)
         except ValueError as exc:  # a token with a line break: never sent
@@ -353,8 +418,14 @@ class Exchange:
             if self.usage.prompt:
                 learn(self.req, target, self.upstream.outcomes, self.usage.prompt)
             wanted = self.client_model(target)
-            if wanted is not None and isinstance(obj.get("model"), str) and obj["model"] != wanted:
+            changed = wanted is not None and isinstance(obj.get("model"), str) and obj["model"] != wanted
+            if changed:
                 obj["model"] = wanted
+            if self.dialect is not None:
+                self.dialect.translated = not self._native(target)
+                if self.dialect.translated:
+                    obj, changed = self.dialect.answer(obj, wanted or target.model), True
+            if changed:
                 raw = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
             return Answer(status, raw, obj)
         if message is None:
@@ -410,7 +481,17 @@ class Exchange:
         self, target: Target, resp: Response, sent: float, request: web.Request, headers: RouteHeaders
     ) -> Streamed | Answer | Failure:
         splitter = EventSplitter()
-        meter = StreamMeter(strip_usage=not self.req.wants_usage)
+        native = self._native(target)
+        meter: Meter
+        translator: ChatStream | None = None
+        if self.dialect is not None and native:
+            meter = self.dialect.meter()
+        else:
+            meter = StreamMeter(strip_usage=not native or not self.req.wants_usage)
+        if self.dialect is not None:
+            self.dialect.translated = not native
+            if not native:
+                translator = self.dialect.stream(target.model, lambda: _stream_tokens(meter))
         rename: list[tuple[bytes, bytes]] | None = None
         out: web.StreamResponse | None = None
         failure: str | None = None
@@ -429,7 +510,10 @@ class Exchange:
                     rename = _rename(meter.first, self.client_model(target))
                     self.ttft = now - sent
                     out = await self._open_stream(request, headers)
-                data = b"".join(kept) if len(kept) > 1 else kept[0] if kept else b""
+                if translator is not None:
+                    data = translator.translate(kept)
+                else:
+                    data = b"".join(kept) if len(kept) > 1 else kept[0] if kept else b""
                 for old, new in rename or ():
                     data = data.replace(old, new)
                 if data and not await _write(out, data):
@@ -447,7 +531,13 @@ class Exchange:
             failure = "the backend closed the stream before it was complete"
         self._account_stream(target, meter, sent)
         if failure is not None:
-            await _write(out, error_event(f"upstream {target.backend} failed mid-stream: {failure}", "upstream_failed"))
+            message, code = f"upstream {target.backend} failed mid-stream: {failure}", "upstream_failed"
+            if translator is not None:
+                await _write(out, translator.error(message, code))
+            elif self.dialect is not None:
+                await _write(out, self.dialect.stream_error(message, code))
+            else:
+                await _write(out, error_event(message, code))
             return Streamed(out, Verdict.UPSTREAM_FAILED)
         try:
             await out.write_eof()
@@ -463,7 +553,7 @@ class Exchange:
         await out.prepare(request)
         return out
 
-    def _early_failure(self, meter: StreamMeter, target: Target) -> Answer | Failure | None:
+    def _early_failure(self, meter: Meter, target: Target) -> Answer | Failure | None:
         """A stream whose first event is an error, or comes from another model, can still fail over."""
         if meter.error is not None:
             return self._upstream_error(target, 200, error_message(meter.error) or "error event", meter.error)
@@ -471,7 +561,7 @@ class Exchange:
             return Failure("model_unavailable", f"answered by {meter.first.get('model')!r}: the model is gone")
         return None
 
-    def _account_stream(self, target: Target, meter: StreamMeter, sent: float) -> None:
+    def _account_stream(self, target: Target, meter: Meter, sent: float) -> None:
         if meter.usage is not None:
             self.usage.add(meter.usage)
             if self.usage.prompt:
@@ -491,6 +581,10 @@ class Exchange:
 # --- judging answers -----------------------------------------------------------------------------
 
 
+def _unloaded(target: Target) -> bool:
+    return not target.is_cloud and target.info is not None and not target.info.loaded
+
+
 def _attempts(target: Target) -> int:
     """Tries of one target on transient errors: the backend's `retry_attempts`; a cloud provider once."""
     return target.config.retry_attempts if target.config is not None else 1
@@ -499,6 +593,12 @@ def _attempts(target: Target) -> int:
 def _answered_by(obj: dict[str, Any], target: Target) -> bool:
     model = obj.get("model")
     return not isinstance(model, str) or not model or same_model(model, target.model) or same_model(target.model, model)
+
+
+def _stream_tokens(meter: Meter) -> tuple[int, int]:
+    """(prompt, completion) tokens of a stream so far: its usage, else one token per text chunk."""
+    usage = meter.usage or {}
+    return _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")) or meter.text_chunks
 
 
 def _rename(first: dict[str, Any] | None, wanted: str | None) -> list[tuple[bytes, bytes]] | None:

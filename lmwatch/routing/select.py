@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from lmwatch.api.errors import ApiError
+from lmwatch.backends import BY_NAME, Flavour
 from lmwatch.config import AliasTarget, BackendConfig, CloudProviderConfig, RoutingConfig
 from lmwatch.registry import BackendInfo, ModelInfo, Snapshot
 from lmwatch.routing.capabilities import EMBEDDINGS, VISION, Capabilities, capabilities_for
@@ -56,6 +57,10 @@ class Target:
     provider: CloudProviderConfig | None = field(default=None, compare=False)
     lmstudio: bool = field(default=False, compare=False)
     """LM Studio answers with another model when the asked one is gone; the proxy checks."""
+    flavour: Flavour | None = field(default=None, compare=False)
+    """The backend's detected flavour (its quirks); None for cloud providers."""
+    apis: frozenset[str] = field(default=frozenset(), compare=False)
+    """The client APIs beyond chat completions the backend speaks itself (the others are translated)."""
 
     @property
     def is_cloud(self) -> bool:
@@ -152,6 +157,7 @@ def target_for(backend: BackendInfo, model: ModelInfo, model_id: str | None = No
     cfg = backend.config
     reported = max((m.parallel or 0 for m in backend.models if m.loaded), default=0)
     cap = cfg.max_concurrency or reported or DEFAULT_PARALLEL
+    flavour = BY_NAME.get(backend.flavour or "")
     return Target(
         backend=backend.name,
         model=model_id or model.id,
@@ -161,6 +167,8 @@ def target_for(backend: BackendInfo, model: ModelInfo, model_id: str | None = No
         info=model,
         config=cfg,
         lmstudio=(backend.flavour or "").startswith("lmstudio"),
+        flavour=flavour,
+        apis=flavour.apis(backend.version) if flavour is not None else frozenset(),
     )
 
 
@@ -301,14 +309,15 @@ def _serving(
 
 def _id_tiers(routing: RoutingConfig, label: str, found: list[tuple[BackendInfo, ModelInfo, str]]) -> Iterator[Tier]:
     """Loaded copies first; downloaded ones (the backend loads them on demand) only with allow_jit."""
-    loaded = tuple(
-        t
-        for b, m, i in found
-        if routable(b) and m.loaded
-        for t in (_targets(b, m) if i == m.id else (target_for(b, m, i),))
-    )
-    if loaded:
-        yield Tier(Route.EXPLICIT, label, loaded)
+    for retiring in (False, True):  # a model about to be unloaded (swap, idle) is tried last
+        loaded = tuple(
+            t
+            for b, m, i in found
+            if routable(b) and m.loaded and (m.id in b.retiring) == retiring
+            for t in (_targets(b, m) if i == m.id else (target_for(b, m, i),))
+        )
+        if loaded:
+            yield Tier(Route.EXPLICIT, label + " (retiring)" if retiring else label, loaded)
     if routing.allow_jit:
         jit = tuple(target_for(b, m, i) for b, m, i in found if routable(b) and not m.loaded)
         if jit:
@@ -364,6 +373,8 @@ def _auto_tiers(
         for m in b.models
         if m.loaded and caps.is_embedding(m) == embeddings and (not req.needs_vision or caps.is_vision(m))
     ]
+    retiring = [(b, m) for b, m in pool if m.id in b.retiring]  # about to be unloaded: tried last
+    pool = [(b, m) for b, m in pool if m.id not in b.retiring]
     taken: set[tuple[str, str]] = set()
 
     def take(route: Route, label: str, members: Iterable[tuple[BackendInfo, ModelInfo]]) -> Iterator[Tier]:
@@ -382,6 +393,7 @@ def _auto_tiers(
         for family in caps.families_for(role):
             yield from take(Route.CAPABILITY, family.name, ((b, m) for b, m in pool if caps.family(m.id) is family))
     yield from take(Route.CAPABILITY, "any loaded model", pool)
+    yield from take(Route.CAPABILITY, "models about to be unloaded", retiring)
 
 
 def _tools_first(tiers: list[Tier], caps: Capabilities) -> list[Tier]:
