@@ -20,6 +20,7 @@ import yaml
 from pydantic import (
     AnyHttpUrl,
     BaseModel,
+    BeforeValidator,
     ByteSize,
     ConfigDict,
     Field,
@@ -37,6 +38,19 @@ BACKEND_KINDS = ("auto", "lmstudio-v1", "lmstudio-v0", "openai")
 ENV_PREFIX = "LMWATCH_"
 
 Seconds = Annotated[float, Field(gt=0)]
+
+
+def _switch_word(value: Any) -> Any:
+    """YAML 1.1 reads a bare `off`/`on` (and `no`/`yes`) as a boolean: give the word back."""
+    if value is False:
+        return "off"
+    if value is True:
+        return "on"
+    return value
+
+
+Switch = BeforeValidator(_switch_word)
+"""For every enum with an `off` (or `on`) member: `gpu: off` works unquoted."""
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 
 
@@ -289,6 +303,9 @@ class RoutingConfig(Strict):
     """Task (or `default`) -> cloud price, for lmwatch_cloud_cost_avoided_dollars_total."""
     embedding_batch_size: int = Field(64, ge=1)
     """An embeddings `input` list longer than this is split into batches spread over backends."""
+    max_answer_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    """A non-streamed answer is held whole before it is sent on: past this size lmwatch stops reading
+    it and answers 502 `answer_too_large` (streams are relayed chunk by chunk and are not capped)."""
 
     @model_validator(mode="after")
     def _default_task_known(self) -> RoutingConfig:
@@ -317,7 +334,7 @@ class RoutingConfig(Strict):
 class SamplingConfig(Strict):
     host_interval: Seconds = 5.0
     gpu_interval: Seconds = 5.0
-    gpu: Literal["auto", "off", "simulated"] = "auto"
+    gpu: Annotated[Literal["auto", "off", "simulated"], Switch] = "auto"
     """`auto`: NVIDIA GPUs through NVML when a driver is present; `simulated`: two fake GPUs (demo)."""
     process_interval: Seconds = 5.0
     """How often the processes serving local backends are sampled."""

@@ -325,4 +325,3 @@ async def test_unknown_routes_and_wrong_methods_answer_openai_json(one: Fleet, h
             body = await resp.json()
         assert set(body["error"]) == {"message", "type", "param", "code"}
         assert path in body["error"]["message"]
-
