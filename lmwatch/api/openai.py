@@ -23,11 +23,12 @@ from aiohttp import web
 
 from lmwatch.api import request_ids
 from lmwatch.api.auth import check_task, client_of, note_request
-from lmwatch.api.dialects import Dialect, MessagesDialect
+from lmwatch.api.dialects import Dialect, MessagesDialect, ResponsesDialect
 from lmwatch.api.errors import ApiError, shape_of
 from lmwatch.api.proxy import Answer, Exchange, Streamed, Upstream, Verdict
 from lmwatch.api.request_ids import request_id, upstream_id
 from lmwatch.api.request_metrics import NONE, RequestMetrics, request_metrics
+from lmwatch.api.response_store import ResponseStore
 from lmwatch.backends.base import error_message
 from lmwatch.config import Config
 from lmwatch.registry import Snapshot, request_outcomes
@@ -41,6 +42,7 @@ from lmwatch.translate import messages as anthropic
 log = logging.getLogger("lmwatch.api.openai")
 
 UPSTREAM = web.AppKey("lmwatch_upstream", Upstream)
+RESPONSES = web.AppKey("lmwatch_responses", ResponseStore)
 TRUE = ("1", "true", "yes", "on")
 
 
@@ -48,12 +50,14 @@ def setup(app: web.Application) -> None:
     services = app[SERVICES]
     placement = services.lifecycle.placer if services.lifecycle is not None else None
     app[UPSTREAM] = Upstream(request_outcomes(services.registry), placement=placement)
+    app[RESPONSES] = ResponseStore()
     request_metrics(services.metrics, services.registry)
     app.on_cleanup.append(_close)
     app.router.add_get("/v1/models", list_models)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/v1/responses", responses)
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/messages/count_tokens", count_tokens)
     request_ids.setup(app)
@@ -73,6 +77,10 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
     return await _handle(request, Endpoint.EMBEDDINGS)
+
+
+async def responses(request: web.Request) -> web.StreamResponse:
+    return await _handle(request, Endpoint.RESPONSES, ResponsesDialect(request.app[RESPONSES]))
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
@@ -96,6 +104,7 @@ class _Request:
     """What a handler knows so far: enough to label metrics and headers at any point of failure."""
 
     started: float
+    endpoint: Endpoint
     task: str = NONE
     reasons: tuple[str, ...] = ()
     exchanges: list[Exchange] = field(default_factory=list)
@@ -144,7 +153,7 @@ def _route(served: list[tuple[Exchange, Target]]) -> str:
 
 
 async def _handle(request: web.Request, endpoint: Endpoint, dialect: Dialect | None = None) -> web.StreamResponse:
-    state = _Request(started=time.perf_counter(), dialect=dialect)
+    state = _Request(started=time.perf_counter(), endpoint=endpoint, dialect=dialect)
     services = request.app[SERVICES]
     config = services.config.config
     metrics = request_metrics(services.metrics, services.registry)
@@ -203,6 +212,8 @@ async def _serve(
             )
         plan = allowed
     plan = fit_plan(plan, req, upstream.outcomes)
+    if dialect is not None:
+        plan = dialect.restrict(plan)
 
     rid = upstream_id(request)
 
@@ -270,7 +281,8 @@ def _too_large(limit: int) -> ApiError:
 def _record(metrics: RequestMetrics, config: Config, state: _Request, code: str) -> None:
     served = _served(state.exchanges)
     backend, model = (served[0][1].backend, served[0][1].model) if served else (NONE, NONE)
-    metrics.finished(backend, model, state.task, _route(served), code, time.perf_counter() - state.started)
+    duration = time.perf_counter() - state.started
+    metrics.finished(state.endpoint.value, backend, model, state.task, _route(served), code, duration)
     if state.overhead is not None:
         metrics.overhead.observe(state.overhead)
     for ex, target in served:

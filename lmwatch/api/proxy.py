@@ -76,7 +76,8 @@ class Failure:
 
     reason: str
     """A bounded label: connect, timeout, http_5xx, http_429, auth, model_unavailable, error_body,
-    bad_response, bad_config, stream_cut, breaker_open, queue_timeout, queue_full, context_length."""
+    bad_response, bad_config, stream_cut, breaker_open, queue_timeout, queue_full, context_length,
+    unsupported_api."""
     message: str
     transient: bool = False
     breaker: bool = True
@@ -211,6 +212,8 @@ class Exchange:
         outcomes = self.upstream.outcomes
         if attempt_no > 1:
             await self._backoff(attempt_no)
+        if self.dialect is not None and self.dialect.untranslatable and not self.dialect.native(target):
+            return Failure("unsupported_api", self.dialect.untranslatable, breaker=False, attempted=False)
         self._first = self._first or target
         if not outcomes.breaker_allows(target.backend, target.model):
             return Failure("breaker_open", f"circuit open for {target.model}", breaker=False, attempted=False)
@@ -311,6 +314,9 @@ class Exchange:
             self.metrics.child(self.metrics.fallbacks, failed.backend, target.backend, failure.reason).inc()
 
     def _exhausted(self) -> ApiError:
+        if self.failures and all(f.reason == "unsupported_api" for _, f in self.failures):
+            message = f"{self.failures[0][1].message}, and no backend that does can serve this request"
+            return ApiError(400, message, code="unsupported_api")
         if not self.failures:
             return ApiError(
                 503,
@@ -424,6 +430,7 @@ class Exchange:
                 self.dialect.translated = not self._native(target)
                 if self.dialect.translated:
                     obj, changed = self.dialect.answer(obj, wanted or target.model), True
+                self.dialect.served(target, obj.get("id") if isinstance(obj.get("id"), str) else None)
             if changed:
                 raw = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
             return Answer(status, raw, obj)
@@ -538,6 +545,8 @@ class Exchange:
             else:
                 await _write(out, error_event(message, code))
             return Streamed(out, Verdict.UPSTREAM_FAILED)
+        if self.dialect is not None:
+            self.dialect.served(target, str((meter.first or {}).get("id") or "") or None)
         try:
             await out.write_eof()
         except ConnectionResetError:  # the client left just before the end: not lmwatch's error (no 500)
