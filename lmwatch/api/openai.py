@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from lmwatch.api import request_ids
-from lmwatch.api.auth import check_task, client_of, note_request
+from lmwatch.api.auth import Handler, check_task, client_of, is_v1, note_request
 from lmwatch.api.dialects import Dialect, MessagesDialect, ResponsesDialect
 from lmwatch.api.errors import ApiError, shape_of
 from lmwatch.api.proxy import Answer, Exchange, Streamed, Upstream, Verdict
@@ -53,7 +53,9 @@ def setup(app: web.Application) -> None:
     app[RESPONSES] = ResponseStore()
     request_metrics(services.metrics, services.registry)
     app.on_cleanup.append(_close)
+    app.middlewares.append(_unknown_routes)
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", get_model)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/embeddings", embeddings)
@@ -354,16 +356,46 @@ async def _embed_in_batches(
     return _json(Answer(200, raw, body), state.headers())
 
 
+@web.middleware
+async def _unknown_routes(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A `/v1` path or method lmwatch does not serve: the API's JSON error, not aiohttp's text page."""
+    missing = request.match_info.http_exception
+    if missing is None or not is_v1(request.path):
+        return await handler(request)
+    if isinstance(missing, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(missing.allowed_methods))
+        error = ApiError(
+            405, f"{request.method} is not allowed on {request.path}; use {allowed}", code="method_not_allowed"
+        )
+        return error_response(request, error, {"Allow": allowed})
+    message = f"lmwatch serves no {request.method} {request.path}; see its README for the /v1 endpoints"
+    return error_response(request, ApiError(404, message, code="unknown_url"))
+
+
 # --- /v1/models ----------------------------------------------------------------------------------
 
 
 async def list_models(request: web.Request) -> web.Response:
+    return web.json_response(_visible_models(request))
+
+
+def _visible_models(request: web.Request) -> dict[str, Any]:
     services = request.app[SERVICES]
     document = models_document(services.registry.snapshot(), services.config.config)
     client = client_of(request)
     if client is not None and client.models:  # a key sees the models it may use (and the virtual ids)
         document["data"] = [m for m in document["data"] if m["lmwatch"]["virtual"] or client.allows_model(m["id"])]
-    return web.json_response(document)
+    return document
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """One entry of `/v1/models` (virtual ids too), as the openai SDKs' `models.retrieve` wants it."""
+    model_id = request.match_info["model"]
+    for entry in _visible_models(request)["data"]:
+        if entry["id"] == model_id:
+            return web.json_response(entry)
+    message = f"the model {model_id!r} does not exist on any backend; GET /v1/models lists them"
+    return error_response(request, ApiError(404, message, param="model", code="model_not_found"))
 
 
 def models_document(snap: Snapshot, config: Config) -> dict[str, Any]:

@@ -351,17 +351,16 @@ class Exchange:
     def body_for(self, target: Target, stream: bool) -> bytes:
         """The original bytes when nothing must change; else re-encoded once per model and flavour.
 
-        A translated request sends its chat-completions body; chat bodies get the flavour's rewrite
-        (LM Studio's json_object), streams the usage chunk."""
+        A translated request sends its chat-completions body; bodies get the flavour's rewrite
+        (LM Studio's json_object), chat streams the usage chunk."""
         native = self._native(target)
         chat = self.dialect is None or not native
         source = self.req.body if native else self.req.as_chat
         inject = chat and stream and (not native or not self.req.wants_usage)
-        flavour = target.flavour if chat else None
-        rewrite = flavour.rewrite(source) if flavour is not None else None
+        rewrite = target.flavour.rewrite(source) if target.flavour is not None else None
         if native and rewrite is None and self.req.raw and not inject and source.get("model") == target.model:
             return self.req.raw
-        key = (target.model, inject, native, flavour)
+        key = (target.model, inject, native, target.flavour)
         if key not in self._bodies:
             body = dict(rewrite or source, model=target.model)
             if inject:
