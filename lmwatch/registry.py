@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -26,6 +27,8 @@ from lmwatch.routing.breaker import Breaker, CircuitState
 log = logging.getLogger("lmwatch.registry")
 
 SLOW_PROBE_SECONDS = 2.0
+RECENT_REQUESTS = 50
+"""How many finished `/v1` requests `/status` lists (the console's "recent requests")."""
 """A backend that takes longer than this to list its models is `degraded` (it is struggling)."""
 
 
@@ -430,6 +433,22 @@ class BreakerView:
 
 
 @dataclass(frozen=True)
+class RecentRequest:
+    """One finished `/v1` request: where it went and how it ended. Never its prompt or its key."""
+
+    backend: str
+    model: str
+    task: str
+    route: str
+    code: str
+    duration_seconds: float
+    ttft_seconds: float | None
+    output_tokens: int
+    time: float = 0.0
+    """When it finished; stamped by RequestOutcomes.request_done with the registry's clock."""
+
+
+@dataclass(frozen=True)
 class OutcomesView:
     """An immutable copy for metrics and /status."""
 
@@ -437,6 +456,8 @@ class OutcomesView:
     queued: Mapping[str, int]
     speeds: Mapping[tuple[str, str], Speed]
     breakers: tuple[BreakerView, ...]
+    recent: tuple[RecentRequest, ...] = ()
+    """Newest first."""
 
     def document(self) -> dict[str, Any]:
         """The `/status` section: per backend in-flight and queued, per model speed and breaker."""
@@ -464,6 +485,7 @@ class OutcomesView:
                 }
                 for v in self.breakers
             ],
+            "recent": [dataclasses.asdict(r) for r in self.recent],
         }
 
 
@@ -484,6 +506,7 @@ class RequestOutcomes:
         self._drained: dict[tuple[str, str], list[asyncio.Future[None]]] = {}
         self._speeds: dict[tuple[str, str], Speed] = {}
         self._breakers: dict[tuple[str, str], Breaker] = {}
+        self._recent: deque[RecentRequest] = deque(maxlen=RECENT_REQUESTS)
         self._chars_per_token: dict[tuple[str, str], float] = {}
         self._learned_context: dict[tuple[str, str], int] = {}
         registry.subscribe(self._on_event)
@@ -495,6 +518,10 @@ class RequestOutcomes:
 
     def finished(self, backend: str) -> None:
         self.inflight[backend] = max(0, self.inflight.get(backend, 0) - 1)
+
+    def request_done(self, request: RecentRequest) -> None:
+        """A `/v1` request finished; only the last RECENT_REQUESTS are kept."""
+        self._recent.appendleft(dataclasses.replace(request, time=self._clock()))
 
     def queue_changed(self, backend: str, delta: int) -> None:
         self.queued[backend] = max(0, self.queued.get(backend, 0) + delta)
@@ -597,6 +624,7 @@ class RequestOutcomes:
                 BreakerView(b, m, br.current(now), br.failures, br.retry_at(), br.reason)
                 for (b, m), br in self._breakers.items()
             ),
+            recent=tuple(self._recent),
         )
 
     # --- fed by the watcher ----------------------------------------------------------------------

@@ -31,7 +31,7 @@ from lmwatch.api.request_metrics import NONE, RequestMetrics, request_metrics
 from lmwatch.api.response_store import ResponseStore
 from lmwatch.backends.base import error_message
 from lmwatch.config import Config
-from lmwatch.registry import Snapshot, request_outcomes
+from lmwatch.registry import RecentRequest, RequestOutcomes, Snapshot, request_outcomes
 from lmwatch.routing.classify import classifier_for
 from lmwatch.routing.context import fit_plan
 from lmwatch.routing.request import Endpoint, ParsedRequest, json_object, parse_request
@@ -175,7 +175,7 @@ async def _handle(request: web.Request, endpoint: Endpoint, dialect: Dialect | N
         failed = ApiError(500, "lmwatch failed to handle this request; see its log")
         return error_response(request, failed, state.headers())
     finally:
-        _record(metrics, config, state, code)
+        _record(metrics, request_outcomes(services.registry), config, state, code)
         _note_for_audit(request, state)
 
 
@@ -280,11 +280,24 @@ def _too_large(limit: int) -> ApiError:
     return ApiError(413, message, code="request_too_large")
 
 
-def _record(metrics: RequestMetrics, config: Config, state: _Request, code: str) -> None:
+def _record(metrics: RequestMetrics, outcomes: RequestOutcomes, config: Config, state: _Request, code: str) -> None:
     served = _served(state.exchanges)
     backend, model = (served[0][1].backend, served[0][1].model) if served else (NONE, NONE)
     duration = time.perf_counter() - state.started
-    metrics.finished(state.endpoint.value, backend, model, state.task, _route(served), code, duration)
+    route = _route(served)
+    metrics.finished(state.endpoint.value, backend, model, state.task, route, code, duration)
+    outcomes.request_done(
+        RecentRequest(
+            backend=backend,
+            model=model,
+            task=state.task,
+            route=route,
+            code=code,
+            duration_seconds=round(duration, 6),
+            ttft_seconds=next((e.ttft for e, _ in served if e.ttft is not None), None),
+            output_tokens=sum(e.usage.completion for e, _ in served),
+        )
+    )
     if state.overhead is not None:
         metrics.overhead.observe(state.overhead)
     for ex, target in served:

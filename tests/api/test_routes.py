@@ -16,6 +16,7 @@ from lmwatch.config import parse_config
 from lmwatch.daemon import running_daemon
 from lmwatch.simulator import SimModel, SimSettings
 from tests.api.fleets import Fleet, fleet
+from tests.backends.test_base import serve
 
 MODEL = "google/gemma-3-4b"
 
@@ -65,15 +66,9 @@ async def test_request_ids_are_kept_made_returned_and_sent_upstream(http: aiohtt
             {"model": "m", "choices": [{"message": message, "finish_reason": "stop"}], "usage": usage}
         )
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", upstream)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, url = await serve(upstream)
     try:
-        config = {"server": {"port": 0}, "backends": [{"name": "plain", "url": f"http://127.0.0.1:{port}"}]}
+        config = {"server": {"port": 0}, "backends": [{"name": "plain", "url": url}]}
         async with running_daemon(parse_config(yaml.safe_dump(config), env={}), [router.setup]) as daemon:
             chat = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
             uuid = "6f1c2d3e-4b5a-4c6d-8e7f-0123456789ab"
