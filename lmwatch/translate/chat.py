@@ -37,6 +37,8 @@ class Block:
     """The tool call's `index` in the chat chunks (several calls interleave by it)."""
     position: int = 0
     """The block's place in the answer (Anthropic's content block `index`, the Responses `output_index`)."""
+    item_id: str = ""
+    """The Responses API's output item id, once one was made."""
 
 
 @dataclass
