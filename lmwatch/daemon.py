@@ -26,6 +26,7 @@ from lmwatch.config import LoadedConfig
 from lmwatch.control import ControlPlane
 from lmwatch.lifecycle.manager import Lifecycle
 from lmwatch.metrics import new_metrics_registry
+from lmwatch.profiling.runner import ProfileRunner, profiles_status
 from lmwatch.registry import Registry
 from lmwatch.samplers import build_samplers
 from lmwatch.samplers.metrics import SamplerCollector
@@ -58,6 +59,9 @@ class Daemon:
         self.lifecycle = Lifecycle(self.services, self.watcher, self.scheduler, self.control.audit)
         self.services.lifecycle = self.lifecycle
         self.services.status_sections["lifecycle"] = self.lifecycle.status_section
+        self.profiles = ProfileRunner(self.registry, lambda: self.holder.config.resolved_state_dir(self.control.env))
+        self.services.profiles = self.profiles
+        self.services.status_sections["profiles"] = lambda: profiles_status(self.registry, self.profiles)
         self.app = build_app(
             self.services, (admin_api.setup, openai_api.setup, console.setup, openapi.setup, *extensions)
         )
@@ -82,9 +86,16 @@ class Daemon:
         site = web.TCPSite(self._runner, config.server.host, config.server.port)
         await site.start()
         self.port = self._runner.addresses[0][1]
-        log.info("lmwatch %s listening on %s with %d backends", __version__, self.url, len(config.backends))
+        log.info(
+            "lmwatch %s listening on %s with %d backends (event loop: %s)",
+            __version__,
+            self.url,
+            len(config.backends),
+            type(asyncio.get_running_loop()).__module__.split(".")[0],
+        )
         self.scheduler.start()
         await self.control.start()
+        await self.profiles.load()
         await self.watcher.start(self.control.backends())
         self.control.go_live()
         await self.samplers.run_once()  # after the first poll: the process sampler needs the backends

@@ -91,6 +91,7 @@ class Model(TypedDict):
     tool_use: bool
     vision: bool
     parallel: int | None
+    instance_context_lengths: dict[str, int | None]
 
 
 class Backend(TypedDict):
@@ -195,6 +196,8 @@ class Candidate(TypedDict):
     inflight: int
     cap: int | None
     usable: bool
+    fit: dict[str, Any]
+    speed: dict[str, Any]
 
 
 class Excluded(TypedDict):
@@ -211,5 +214,6 @@ class Explanation(TypedDict):
     task_reasons: list[str]
     candidates: list[Candidate]
     excluded: list[Excluded]
+    passed_over: list[dict[str, Any]]
     chosen: Candidate | None
     unavailable: str | None

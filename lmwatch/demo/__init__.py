@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from lmwatch import event_loop
 from lmwatch.config import DEFAULT_PORT, load_config
 from lmwatch.control_cli import DEFAULT_URL, URL_ENV
 from lmwatch.logs import setup_logging
@@ -123,7 +124,7 @@ def _run_in(args: argparse.Namespace, state: Path) -> int:
             await stop.wait()
             await daemon.stop()
 
-        asyncio.run(main())
+        event_loop.run(main())
     finally:
         for proc in procs:
             proc.terminate()
