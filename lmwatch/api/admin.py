@@ -397,11 +397,11 @@ def _context_length(body: dict[str, Any]) -> int | None:
 
 async def swap(request: web.Request, control: ControlPlane) -> tuple[str | None, dict[str, Any]]:
     name = request.match_info["name"]
-    body = await _body(request)
-    old, new = _string(body, "old"), _string(body, "new")
+    body = await _parsed(request, contract.Swap)
+    old, new = body.old.strip(), body.new.strip()
     _backend(control, name)
     try:
-        result = await _lifecycle(request).swapper.swap(name, old, new, _context_length(body))
+        result = await _lifecycle(request).swapper.swap(name, old, new, body.context_length)
     except LoadError as exc:
         raise _load_refused(exc) from None
     return f"{name}/{old}->{new}", result

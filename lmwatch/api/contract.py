@@ -34,6 +34,14 @@ class UnloadModel(_Body):
     model: str = Field(min_length=1, pattern=r"\S", description="the model id, or one loaded instance id")
 
 
+class Swap(_Body):
+    """`POST /admin/backends/{name}/swap`: unload `old`, load `new` in its place."""
+
+    old: str = Field(min_length=1, pattern=r"\S", description="the loaded model to unload")
+    new: str = Field(min_length=1, pattern=r"\S", description="the model to load instead")
+    context_length: int | None = Field(default=None, ge=1)
+
+
 class Poll(_Body):
     """`POST /admin/poll`: one backend, or all when `backend` is left out."""
 

@@ -21,6 +21,8 @@ from lmwatch.config import BackendConfig
 from lmwatch.routing.request import Endpoint
 
 REF = "#/components/schemas/{model}"
+ANY = TypeAdapter(dict[str, Any])
+"""An answer (or body) of the lifecycle and profile calls, not typed in contract.py yet: any JSON object."""
 OPENAPI_DOCUMENT = web.AppKey("lmwatch_openapi", dict)
 
 
@@ -59,6 +61,16 @@ OPERATIONS = (
     Operation(
         "post", "/admin/backends/{name}/models/unload", "unload a model", {200: contract.Unloaded}, contract.UnloadModel
     ),
+    Operation("post", "/admin/backends/{name}/swap", "swap one loaded model for another", {200: ANY}, contract.Swap),
+    Operation(
+        "get",
+        "/admin/fit",
+        "where a model would fit (GPU memory, context)",
+        {200: ANY},
+        query={"model": [], "context_length": []},
+    ),
+    Operation("post", "/admin/profile", "measure a model's speed on a backend", {200: ANY}, ANY),
+    Operation("get", "/admin/models", "models by task, as routing ranks them", {200: ANY}, query={"task": []}),
     Operation("post", "/admin/poll", "probe now", {200: contract.Polled}, contract.Poll, body_required=False),
     Operation("post", "/admin/reload", "re-read the config file", {200: contract.Reloaded}),
     Operation(
@@ -125,8 +137,8 @@ def _operation(op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
         for p in _path_parameters(op.path)
     ]
     parameters += [
-        {"name": q, "in": "query", "required": False, "schema": {"type": "string", "enum": values}}
-        for q, values in op.query.items()
+        {"name": q, "in": "query", "required": False, "schema": {"type": "string", **({"enum": v} if v else {})}}
+        for q, v in op.query.items()
     ]
     if parameters:
         operation["parameters"] = parameters

@@ -21,7 +21,7 @@ from lmwatch.profiling.runner import NothingToProfile, ProfileRunner, ProfileRun
 from lmwatch.profiling.store import encode
 from lmwatch.registry import BackendInfo, Health, ModelInfo, RequestOutcomes, Snapshot, request_outcomes
 from lmwatch.routing.balance import expected_seconds
-from lmwatch.routing.request import Endpoint, parse_request
+from lmwatch.routing.request import Endpoint, json_object, parse_request
 from lmwatch.routing.select import TASK_PREFIX, plan_request
 from lmwatch.server import model_document
 from lmwatch.services import SERVICES
@@ -38,9 +38,7 @@ def _runner(request: web.Request) -> ProfileRunner:
 
 async def run_profile(request: web.Request, control: ControlPlane) -> tuple[str | None, dict[str, Any]]:
     raw = await request.read()
-    body = json.loads(raw) if raw.strip() else {}
-    if not isinstance(body, dict):
-        raise ApiError(400, "the body must be a JSON object", code="invalid_json")
+    body = json_object(raw) if raw.strip() else {}  # invalid JSON is a 400, not a 500 (found by schemathesis)
     backend, model, force, tokens = (body.get(k) for k in ("backend", "model", "force", "tokens"))
     for key, value in (("backend", backend), ("model", model)):
         if value is not None and (not isinstance(value, str) or not value):
