@@ -21,6 +21,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from lmwatch import __version__
 from lmwatch.api import admin as admin_api
 from lmwatch.api import openai as openai_api
+from lmwatch.cache.service import Cache
 from lmwatch.config import LoadedConfig
 from lmwatch.control import ControlPlane
 from lmwatch.metrics import new_metrics_registry
@@ -51,6 +52,7 @@ class Daemon:
             poll_now=self.watcher.poll_now,
         )
         self.services.metrics.register(SamplerCollector(self.registry, samplers))
+        self.services.cache = Cache(self.services.metrics)
         self.control = ControlPlane(self.services, self.watcher, self.scheduler)
         self.services.control = self.control
         self.app = build_app(self.services, (admin_api.setup, openai_api.setup, *extensions))
@@ -117,6 +119,8 @@ class Daemon:
             await self._runner.cleanup()
         await self.watcher.stop()
         await self.control.stop()
+        if self.services.cache is not None:
+            await self.services.cache.close()
         await self.samplers.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)

@@ -17,6 +17,7 @@ from lmwatch.config import Config, LoadedConfig
 from lmwatch.registry import Registry
 
 if TYPE_CHECKING:
+    from lmwatch.cache.service import Cache
     from lmwatch.control import ControlPlane
 
 
@@ -39,6 +40,8 @@ class Services:
     control: ControlPlane | None = None
     """Admin token, client keys, audit log, backend sources, reload (lmwatch/control.py); None in
     apps built without a daemon (then /admin and client keys are not installed)."""
+    cache: Cache | None = None
+    """The response and embedding cache (lmwatch/cache); None in apps built without a daemon."""
     status_sections: dict[str, Callable[[], Any]] = field(default_factory=dict)
     """Extra top-level sections of `/status`: name -> a function returning JSON-able data."""
 

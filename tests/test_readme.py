@@ -59,9 +59,10 @@ def test_every_example_is_checked() -> None:
 
 
 @pytest.fixture
-async def daemon() -> AsyncIterator[Daemon]:
+async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
     sim = await start_simulator(SimSettings(), port=0)
     text = f'server: {{port: 0}}\nbackends: [{{name: gpu-box, url: "{sim.url}", poll_interval: 1}}]\n'
+    text += f'state_dir: "{tmp_path}"\ncache: {{enabled: true}}\n'
     try:
         async with running_daemon(parse_config(text, env={})) as running:
             yield running

@@ -136,6 +136,8 @@ class Exchange:
     ttft: float | None = None
     usage: Usage = field(default_factory=Usage)
     failures: list[tuple[Target, Failure]] = field(default_factory=list)
+    capture: bytearray | None = None
+    """When set, a streamed answer's bytes as the client got them are kept here (for the cache)."""
     _first: Target | None = None
     _bodies: dict[tuple[str, bool], bytes] = field(default_factory=dict)
 
@@ -390,9 +392,13 @@ class Exchange:
                     if early is not None:
                         return early
                     self.ttft = now - sent
-                    out = await self._open_stream(request, headers)
-                if kept and not await _write(out, b"".join(kept) if len(kept) > 1 else kept[0]):
-                    return Streamed(out, Verdict.CLIENT_GONE)
+                    out = await open_stream(request, headers(self))
+                if kept:
+                    data = b"".join(kept) if len(kept) > 1 else kept[0]
+                    if not await _write(out, data):
+                        return Streamed(out, Verdict.CLIENT_GONE)
+                    if self.capture is not None:
+                        self.capture += data
                 if meter.error is not None:
                     failure = error_message(meter.error) or "the backend reported an error"
                     break
@@ -414,14 +420,6 @@ class Exchange:
             return Streamed(out, Verdict.CLIENT_GONE)
         return Streamed(out, Verdict.SUCCESS)
 
-    async def _open_stream(self, request: web.Request, headers: RouteHeaders) -> web.StreamResponse:
-        out = web.StreamResponse(status=200)
-        out.content_type = "text/event-stream"
-        out.headers.update(_STREAM_HEADERS)
-        out.headers.update(headers(self))
-        await out.prepare(request)
-        return out
-
     def _account_stream(self, target: Target, meter: StreamMeter, sent: float) -> None:
         if meter.usage is not None:
             self.usage.add(meter.usage)
@@ -435,6 +433,16 @@ class Exchange:
 
     def overhead(self) -> float:
         return max(0.0, time.perf_counter() - self.started - self.waited)
+
+
+async def open_stream(request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
+    """Start an SSE answer to the client (a relayed stream, or one replayed from the cache)."""
+    out = web.StreamResponse(status=200)
+    out.content_type = "text/event-stream"
+    out.headers.update(_STREAM_HEADERS)
+    out.headers.update(headers)
+    await out.prepare(request)
+    return out
 
 
 # --- judging answers -----------------------------------------------------------------------------

@@ -262,6 +262,7 @@ class Handlers:
                 await asyncio.sleep(settings.ttft)
             payload = inference.embeddings_body(inputs, inst.id, body.get("encoding_format"))
             stats.complete()
+            stats.embedded_inputs_total += len(inputs)
             return json_response(payload)
 
         name = model if isinstance(model, str) else ""

@@ -38,6 +38,8 @@ class SimStats:
     evictions_total: int = 0
     """Unloads done by auto-evict before a JIT load (also counted in `unloads_total`)."""
     tokens_generated_total: int = 0
+    embedded_inputs_total: int = 0
+    """Texts (or token lists) embedded, ever: one per item of an embeddings `input`."""
 
     def count_request(self, path: str) -> None:
         counts = self.requests_total
