@@ -14,18 +14,22 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import (
     AnyHttpUrl,
     BaseModel,
+    BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
+
+from lmwatch.logs import basic_credentials, redact, register_secrets
 
 DEFAULT_PORT = 9234
 """lmwatch's listen port: not LM Studio's 1234, and free in the usual exporter range."""
@@ -34,6 +38,19 @@ BACKEND_KINDS = ("auto", "lmstudio-v1", "lmstudio-v0", "openai")
 ENV_PREFIX = "LMWATCH_"
 
 Seconds = Annotated[float, Field(gt=0)]
+
+
+def _switch_word(value: Any) -> Any:
+    """YAML 1.1 reads a bare `off`/`on` (and `no`/`yes`) as a boolean: give the word back."""
+    if value is False:
+        return "off"
+    if value is True:
+        return "on"
+    return value
+
+
+Switch = BeforeValidator(_switch_word)
+"""For every enum with an `off` (or `on`) member: `gpu: off` works unquoted."""
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 
 
@@ -51,6 +68,23 @@ class ServerConfig(Strict):
     """On SIGTERM: how long in-flight requests (and streams) may take to finish before they are cut."""
 
 
+class KeepLoaded(Strict):
+    """A model lmwatch keeps loaded on a backend; a plain string is just the model id."""
+
+    model: str = Field(min_length=1)
+    """The model id (LM Studio's `key`)."""
+    context_length: int | None = Field(None, ge=1)
+    """The context to load it with; unset = the server's default."""
+    parallel: int | None = Field(None, ge=1)
+    """Parallel prediction slots to ask for. LM Studio documents no such load field (API loads get 4),
+    so it is sent as `parallel` only when set, and /status says when the server reports other slots."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_id(cls, value: Any) -> Any:
+        return {"model": value} if isinstance(value, str) else value
+
+
 class BackendConfig(Strict):
     name: Name
     url: AnyHttpUrl
@@ -65,6 +99,18 @@ class BackendConfig(Strict):
     weight: float = Field(1.0, gt=0)
     max_concurrency: int | None = Field(None, ge=1)
     """Requests sent at once; unset = the parallel slots the server reports, else 4 (LM Studio's default)."""
+    keep_loaded: list[KeepLoaded] = Field(default_factory=list)
+    """Models lmwatch loads at start and re-loads after an eviction, a crash or a manual unload
+    (LM Studio 0.4+; see docs/control.md). Items: a model id, or `{model, context_length, parallel}`."""
+    idle_unload_after: Seconds | None = None
+    """Unload models that served nothing through lmwatch for this long (not keep_loaded ones, never
+    while a request runs on them); unset = `lifecycle.idle_unload_after`."""
+    gpu_memory: ByteSize | None = None
+    """Memory the backend's models may use (`24GiB`), for placing models that are loaded nowhere;
+    unset = read from GPU telemetry when the backend runs on this host."""
+    owner: Name | None = None
+    """The `lifecycle.instance` of the one lmwatch that loads and unloads models on this backend
+    (several lmwatch watching one fleet); unset = every lmwatch manages it."""
 
     @field_validator("url")
     @classmethod
@@ -72,6 +118,15 @@ class BackendConfig(Strict):
         if url.query or url.fragment:
             raise ValueError("must be a base URL without query or fragment")
         return url
+
+    @field_validator("keep_loaded")
+    @classmethod
+    def _once_each(cls, items: list[KeepLoaded]) -> list[KeepLoaded]:
+        ids = [item.model for item in items]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise ValueError(f"lists {', '.join(twice)} more than once")
+        return items
 
     @model_validator(mode="after")
     def _one_token_source(self) -> BackendConfig:
@@ -115,6 +170,8 @@ def read_token_file(path: Path) -> str | None:
     if cached is not None and now - cached[0] < TOKEN_FILE_TTL_SECONDS:
         return cached[1]
     token = path.read_text().strip() or None
+    if token:  # a rotated token is redacted from the first request that sends it
+        register_secrets([token])
     _token_files[path] = (now, token)
     return token
 
@@ -246,6 +303,9 @@ class RoutingConfig(Strict):
     """Task (or `default`) -> cloud price, for lmwatch_cloud_cost_avoided_dollars_total."""
     embedding_batch_size: int = Field(64, ge=1)
     """An embeddings `input` list longer than this is split into batches spread over backends."""
+    max_answer_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    """A non-streamed answer is held whole before it is sent on: past this size lmwatch stops reading
+    it and answers 502 `answer_too_large` (streams are relayed chunk by chunk and are not capped)."""
 
     @model_validator(mode="after")
     def _default_task_known(self) -> RoutingConfig:
@@ -274,7 +334,7 @@ class RoutingConfig(Strict):
 class SamplingConfig(Strict):
     host_interval: Seconds = 5.0
     gpu_interval: Seconds = 5.0
-    gpu: Literal["auto", "off", "simulated"] = "auto"
+    gpu: Annotated[Literal["auto", "off", "simulated"], Switch] = "auto"
     """`auto`: NVIDIA GPUs through NVML when a driver is present; `simulated`: two fake GPUs (demo)."""
     process_interval: Seconds = 5.0
     """How often the processes serving local backends are sampled."""
@@ -460,6 +520,33 @@ class UsageConfig(Strict):
     """Rows older than this are deleted (checked at start and hourly)."""
 
 
+class LifecycleConfig(Strict):
+    """Model lifecycle across the fleet: keep_loaded, placement, idle unload, warm-up, swap."""
+
+    instance: Name | None = None
+    """This lmwatch's name, for `backends[].owner` when several lmwatch watch one fleet."""
+    interval: Seconds = 10.0
+    """How often keep_loaded and idle unload are checked (also right after a model disappears)."""
+    idle_unload_after: Seconds | None = None
+    """Fleet default of `backends[].idle_unload_after`; unset = never unload idle models."""
+    load_timeout: Seconds = 300.0
+    """How long one model load may take before it counts as failed (`timeout`)."""
+    retry_backoff: Seconds = 5.0
+    """First wait before a failed keep_loaded load is retried; doubled per failure."""
+    max_backoff: Seconds = 300.0
+    """The longest wait between retries of a failing keep_loaded load."""
+    warm_up: bool = True
+    """After each load, send one tiny request so the first real one does not pay the cold start."""
+    warm_up_prompt: str = Field("Hi", min_length=1)
+    """The warm-up request's prompt (sent with max_tokens 1)."""
+    warm_up_timeout: Seconds = 60.0
+    """How long the warm-up request may take (a failed warm-up is logged, the load stands)."""
+    max_waiting: int = Field(100, ge=0)
+    """Requests that may wait per backend for a model being placed there (beyond: 503)."""
+    drain_timeout: Seconds = 300.0
+    """Swap: how long the old model's running requests may take before it is unloaded anyway."""
+
+
 class Config(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     """Where lmwatch listens, and request limits."""
@@ -484,6 +571,8 @@ class Config(Strict):
     """Response, embedding and semantic cache (lmwatch/cache)."""
     usage: UsageConfig = Field(default_factory=UsageConfig)
     """Persistent usage analytics (lmwatch/usage), reported by `lmwatch usage` and `/admin/usage`."""
+    lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
+    """Keeping models loaded, placing them on demand, idle unload, warm-up and swap."""
     state_dir: Path | None = None
     """Where lmwatch keeps its files (the audit log); default `$STATE_DIRECTORY` (systemd's
     StateDirectory=), else `./state`. Created when missing."""
@@ -564,8 +653,8 @@ class ConfigError(Exception):
 
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source
-        self.problems = problems
-        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+        self.problems = [redact(p) for p in problems]  # a YAML snippet or a bad URL may carry a password
+        super().__init__("\n".join(f"{source}: {p}" for p in self.problems))
 
 
 @dataclass(frozen=True)
@@ -668,7 +757,7 @@ def _describe(error: Mapping[str, Any]) -> str:
 
 def validation_problems(error: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[str]:
     """Turn a pydantic error into `path: message` lines (also used for runtime-added backends)."""
-    return [f"{format_path((*prefix, *e['loc']))}: {_describe(e)}" for e in error.errors()]
+    return [redact(f"{format_path((*prefix, *e['loc']))}: {_describe(e)}") for e in error.errors()]
 
 
 def parse_config(text: str, source: str = "<config>", env: Mapping[str, str] | None = None) -> LoadedConfig:
@@ -701,6 +790,12 @@ def parse_config(text: str, source: str = "<config>", env: Mapping[str, str] | N
         config = Config.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(source, validation_problems(exc)) from None
+    for i, backend in enumerate(config.backends):
+        if backend.keep_loaded and backend.kind in ("lmstudio-v0", "openai"):
+            warnings.append(
+                f"backends[{i}].keep_loaded: kind {backend.kind} cannot load models over HTTP (LM Studio 0.4+ "
+                "can), so these models are not kept loaded"
+            )
     return LoadedConfig(config=config, path=None, warnings=tuple(warnings))
 
 
@@ -716,10 +811,14 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Loade
 
 
 def backend_secrets(backends: Iterable[BackendConfig]) -> Iterator[str]:
-    """The URL passwords and API tokens of `backends` (a token file that cannot be read has none)."""
+    """The URL passwords (as written, decoded, and the `Basic` credentials made of them) and API
+    tokens of `backends` (a token file that cannot be read has none)."""
     for backend in backends:
         if backend.url.password:
+            password = unquote(backend.url.password)
             yield backend.url.password
+            yield password
+            yield basic_credentials(unquote(backend.url.username or ""), password)
         try:
             token = backend.api_token()
         except OSError:

@@ -19,6 +19,7 @@ from lmwatch.registry import Registry
 if TYPE_CHECKING:
     from lmwatch.cache.service import Cache
     from lmwatch.control import ControlPlane
+    from lmwatch.lifecycle.manager import Lifecycle
 
 
 @dataclass
@@ -42,6 +43,8 @@ class Services:
     apps built without a daemon (then /admin and client keys are not installed)."""
     cache: Cache | None = None
     """The response and embedding cache (lmwatch/cache); None in apps built without a daemon."""
+    lifecycle: Lifecycle | None = None
+    """keep_loaded, placement, idle unload, swap (lmwatch/lifecycle); None in apps built without a daemon."""
     status_sections: dict[str, Callable[[], Any]] = field(default_factory=dict)
     """Extra top-level sections of `/status`: name -> a function returning JSON-able data."""
 

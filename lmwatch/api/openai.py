@@ -4,7 +4,9 @@
 carries X-LMWatch-Backend, -Model, -Task, -Route and -Overhead-Ms (`none` where a request never got
 that far); X-LMWatch-Task-Reason explains a classified task, X-LMWatch-Cache says hit, miss or
 bypass (lmwatch/cache/response.py). Requests may send X-LMWatch-Task to force a task,
-X-LMWatch-Local-Only: true to forbid cloud fallback and X-LMWatch-Cache: on / off.
+X-LMWatch-Local-Only: true to forbid cloud fallback and X-LMWatch-Cache: on / off. Answers on the agent APIs
+(`/v1/responses`, `/v1/messages`) say X-LMWatch-Translated: true when the backend got chat
+completions instead of the API itself.
 """
 
 from __future__ import annotations
@@ -20,25 +22,33 @@ from typing import Any
 
 from aiohttp import web
 
-from lmwatch.api.auth import check_task, client_of, note_request
-from lmwatch.api.errors import ApiError
+from lmwatch.api import request_ids
+from lmwatch.api.auth import Handler, check_task, client_of, is_v1, note_request
+from lmwatch.api.dialects import Dialect, MessagesDialect, ResponsesDialect
+from lmwatch.api.errors import ApiError, shape_of
 from lmwatch.api.proxy import Answer, Exchange, Streamed, Upstream, Verdict, open_stream
+from lmwatch.api.request_ids import request_id, upstream_id
 from lmwatch.api.request_metrics import NONE, RequestMetrics, request_metrics
+from lmwatch.api.response_store import ResponseStore
+from lmwatch.backends.base import error_message
 from lmwatch.cache import embeddings as embedding_cache
 from lmwatch.cache import response as response_cache
 from lmwatch.cache.keys import response_key
 from lmwatch.cache.response import BYPASS, Decision, Entry, Result
 from lmwatch.cache.service import Cache
 from lmwatch.config import Config
-from lmwatch.registry import Snapshot, request_outcomes
+from lmwatch.registry import RecentRequest, RequestOutcomes, Snapshot, request_outcomes
 from lmwatch.routing.classify import classifier_for
-from lmwatch.routing.request import Endpoint, ParsedRequest, parse_request
+from lmwatch.routing.context import fit_plan
+from lmwatch.routing.request import Endpoint, ParsedRequest, json_object, parse_request
 from lmwatch.routing.select import AUTO, TASK_PREFIX, Route, Target, allowed_only, choose_task, plan_request, routable
 from lmwatch.services import SERVICES, Services
+from lmwatch.translate import messages as anthropic
 
 log = logging.getLogger("lmwatch.api.openai")
 
 UPSTREAM = web.AppKey("lmwatch_upstream", Upstream)
+RESPONSES = web.AppKey("lmwatch_responses", ResponseStore)
 TRUE = ("1", "true", "yes", "on")
 CACHE_ROUTE = "cache"
 """The route of an answer the cache gave (header and metric label)."""
@@ -46,13 +56,21 @@ CACHE_ROUTE = "cache"
 
 def setup(app: web.Application) -> None:
     services = app[SERVICES]
-    app[UPSTREAM] = Upstream(request_outcomes(services.registry))
+    placement = services.lifecycle.placer if services.lifecycle is not None else None
+    app[UPSTREAM] = Upstream(request_outcomes(services.registry), placement=placement)
+    app[RESPONSES] = ResponseStore()
     request_metrics(services.metrics, services.registry)
     app.on_cleanup.append(_close)
+    app.middlewares.append(_unknown_routes)
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", get_model)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/v1/responses", responses)
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/messages/count_tokens", count_tokens)
+    request_ids.setup(app)
 
 
 async def _close(app: web.Application) -> None:
@@ -71,6 +89,23 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     return await _handle(request, Endpoint.EMBEDDINGS)
 
 
+async def responses(request: web.Request) -> web.StreamResponse:
+    return await _handle(request, Endpoint.RESPONSES, ResponsesDialect(request.app[RESPONSES]))
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    return await _handle(request, Endpoint.MESSAGES, MessagesDialect())
+
+
+async def count_tokens(request: web.Request) -> web.Response:
+    """`/v1/messages/count_tokens`, answered by lmwatch (LM Studio has no such route): an estimate."""
+    try:
+        body = json_object(await _read_body(request, request.app[SERVICES].config.config.server.max_body_bytes))
+        return web.json_response({"input_tokens": anthropic.count_tokens(body)})
+    except ApiError as err:
+        return error_response(request, err)
+
+
 # --- one routed request --------------------------------------------------------------------------
 
 
@@ -79,10 +114,12 @@ class _Request:
     """What a handler knows so far: enough to label metrics and headers at any point of failure."""
 
     started: float
+    endpoint: Endpoint
     task: str = NONE
     reasons: tuple[str, ...] = ()
     exchanges: list[Exchange] = field(default_factory=list)
     overhead: float | None = None
+    dialect: Dialect | None = None
     cache: Result = Result.BYPASS
     hit: Entry | None = None
     """The stored answer served instead of a backend's."""
@@ -107,6 +144,8 @@ class _Request:
             headers["X-LMWatch-Task-Reason"] = ", ".join(self.reasons[:3])
         if self.cache_hits is not None:
             headers["X-LMWatch-Cache-Hits"] = self.cache_hits
+        if self.dialect is not None and served:
+            headers["X-LMWatch-Translated"] = "true" if self.dialect.translated else "false"
         return headers
 
     def source(self, served: list[tuple[Exchange, Target]]) -> tuple[str, str, str]:
@@ -139,26 +178,28 @@ def _route(served: list[tuple[Exchange, Target]]) -> str:
     return routes[0].value if routes else NONE
 
 
-async def _handle(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
-    state = _Request(started=time.perf_counter())
+async def _handle(request: web.Request, endpoint: Endpoint, dialect: Dialect | None = None) -> web.StreamResponse:
+    state = _Request(started=time.perf_counter(), endpoint=endpoint, dialect=dialect)
     services = request.app[SERVICES]
     config = services.config.config
     metrics = request_metrics(services.metrics, services.registry)
     code = "500"
     try:
-        response, code = await _serve(request, endpoint, services, config, metrics, state)
+        response, code = await _serve(request, endpoint, services, config, metrics, state, dialect)
         return response
     except ApiError as err:
         code = str(err.status)
-        return err.response(state.headers())
+        return error_response(request, err, state.headers())
     except asyncio.CancelledError:
         code = "499"
         raise
     except Exception:
-        log.exception("unexpected error on %s", request.path)
-        return ApiError(500, "lmwatch failed to handle this request; see its log").response(state.headers())
+        rid = request_id(request)
+        log.exception("unexpected error on %s (request %s)", request.path, rid, extra={"request_id": rid})
+        failed = ApiError(500, "lmwatch failed to handle this request; see its log")
+        return error_response(request, failed, state.headers())
     finally:
-        _record(metrics, config, state, code)
+        _record(metrics, request_outcomes(services.registry), config, state, code)
         _note_for_audit(request, state)
 
 
@@ -169,16 +210,18 @@ async def _serve(
     config: Config,
     metrics: RequestMetrics,
     state: _Request,
+    dialect: Dialect | None,
 ) -> tuple[web.StreamResponse, str]:
     """The response and the `code` label of its metrics."""
     routing = config.routing
-    req = parse_request(endpoint, await _read_body(request, config.server.max_body_bytes), routing.default_model)
+    raw = await _read_body(request, config.server.max_body_bytes)
+    req = parse_request(endpoint, raw, routing.default_model, dialect.translate if dialect is not None else None)
     snap = services.registry.snapshot()
     upstream = request.app[UPSTREAM]
     upstream.outcomes.policy = routing.breaker
     task = choose_task(routing, snap, req, request.headers.get("X-LMWatch-Task"))
     if task is None:
-        classification = classifier_for(routing).classify(req.body)
+        classification = classifier_for(routing).classify(req.as_chat)
         task, state.reasons = classification.task, classification.reasons
     state.task = task
     check_task(request, task)
@@ -194,40 +237,47 @@ async def _serve(
                 param="model",
             )
         plan = allowed
+    plan = fit_plan(plan, req, upstream.outcomes)
+    if dialect is not None:
+        plan = dialect.restrict(plan)
+
+    rid = upstream_id(request)
 
     def exchange(for_req: ParsedRequest) -> Exchange:
-        made = Exchange(upstream, routing, metrics, for_req, plan, state.started, services.poll_now)
+        made = Exchange(
+            upstream, routing, metrics, for_req, plan, state.started, services.poll_now, dialect=dialect, request_id=rid
+        )
         state.exchanges.append(made)
         return made
 
     cache = services.cache
     decision = BYPASS
-    if cache is not None and plan.tiers:
+    if cache is not None and plan.tiers and dialect is None:  # the agent APIs keep state: never cached
         repeatable = endpoint is Endpoint.EMBEDDINGS or response_cache.deterministic(req.body)
         decision = response_cache.decide(config.cache, request.headers, client is None or client.cache, repeatable)
     models = sorted({t.model for t in plan.tiers[0].targets}) if plan.tiers else []
     if endpoint is Endpoint.EMBEDDINGS:
         vectors = cache if decision.write and config.cache.embeddings else None
         answer = await _embeddings(req, routing.embedding_batch_size, exchange, state, vectors, models)
-        return _json(answer, state.headers()), str(answer.status)
+        return _json(answer, state.headers(), request), str(answer.status)
     key = await _look_up(cache, decision, state, response_key(endpoint, models, req.body, req.stream, req.wants_usage))
     if state.hit is not None:
         return await _replay(request, state.hit, state.headers()), "200"
+    ex = exchange(req)
     if req.stream:
-        ex = exchange(req)
         if key is not None:
             ex.capture = bytearray()
-        result = await ex.stream(request, state.headers)
-        if isinstance(result, Streamed):
-            if key is not None and ex.capture and result.verdict is Verdict.SUCCESS:
+        streamed = await ex.stream(request, state.headers)
+        if isinstance(streamed, Streamed):
+            if key is not None and ex.capture and streamed.verdict is Verdict.SUCCESS:
                 _keep(cache, key, ex, state, bytes(ex.capture), sse=True)
-            return result.response, _STREAM_CODES[result.verdict]
+            return streamed.response, _STREAM_CODES[streamed.verdict]
+        result = streamed
     else:
-        ex = exchange(req)
         result = await ex.answer()
         if key is not None and result.status == 200:
             _keep(cache, key, ex, state, result.raw, sse=False)
-    return _json(result, state.headers(ex)), str(result.status)
+    return _json(result, state.headers(ex), request), str(result.status)
 
 
 _STREAM_CODES = {Verdict.SUCCESS: "200", Verdict.UPSTREAM_FAILED: "stream_error", Verdict.CLIENT_GONE: "499"}
@@ -270,8 +320,22 @@ async def _replay(request: web.Request, entry: Entry, headers: dict[str, str]) -
     return out
 
 
-def _json(answer: Answer, headers: dict[str, str]) -> web.Response:
-    return web.Response(body=answer.raw, status=answer.status, content_type="application/json", headers=headers)
+def _json(answer: Answer, headers: dict[str, str], request: web.Request | None = None) -> web.Response:
+    """An answer as it is; an error in the request's API shape, with the request id."""
+    raw = answer.raw
+    if answer.status != 200 and request is not None:
+        message = error_message(answer.obj) or f"HTTP {answer.status}"
+        error = answer.obj.get("error")
+        code, param = (error.get("code"), error.get("param")) if isinstance(error, dict) else (None, None)
+        raw = json.dumps(
+            ApiError(answer.status, message, code=code, param=param).body(shape_of(request.path), request_id(request))
+        ).encode()
+    return web.Response(body=raw, status=answer.status, content_type="application/json", headers=headers)
+
+
+def error_response(request: web.Request, error: ApiError, headers: dict[str, str] | None = None) -> web.Response:
+    """`error` in the shape of the request's API (OpenAI, or Anthropic on /v1/messages), with its id."""
+    return error.response(headers, shape_of(request.path), request_id(request))
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
@@ -292,15 +356,26 @@ def _too_large(limit: int) -> ApiError:
     return ApiError(413, message, code="request_too_large")
 
 
-def _record(metrics: RequestMetrics, config: Config, state: _Request, code: str) -> None:
+def _record(metrics: RequestMetrics, outcomes: RequestOutcomes, config: Config, state: _Request, code: str) -> None:
     served = _served(state.exchanges)
+    backend, model, route = state.source(served)
+    backend, model = backend.split(",")[0], model.split(",")[0]
+    duration = time.perf_counter() - state.started
     if state.hit is not None and not served:
-        backend, model = state.hit.backend, state.hit.model
-        metrics.finished(backend, model, state.task, CACHE_ROUTE, code, time.perf_counter() - state.started)
         metrics.avoided(config.routing, backend, state.task, state.hit.prompt_tokens, state.hit.completion_tokens)
-        return
-    backend, model = (served[0][1].backend, served[0][1].model) if served else (NONE, NONE)
-    metrics.finished(backend, model, state.task, _route(served), code, time.perf_counter() - state.started)
+    metrics.finished(state.endpoint.value, backend, model, state.task, route, code, duration)
+    outcomes.request_done(
+        RecentRequest(
+            backend=backend,
+            model=model,
+            task=state.task,
+            route=route,
+            code=code,
+            duration_seconds=round(duration, 6),
+            ttft_seconds=next((e.ttft for e, _ in served if e.ttft is not None), None),
+            output_tokens=sum(e.usage.completion for e, _ in served),
+        )
+    )
     if state.overhead is not None:
         metrics.overhead.observe(state.overhead)
     for ex, target in served:
@@ -411,25 +486,56 @@ async def _embed_upstream(req: ParsedRequest, size: int, exchange: Exchanger) ->
                 item["index"] = offset + (index if isinstance(index, int) else position)
             data.append(item)
     prompt = sum(e.usage.prompt for e in parts)
-    body = {
-        "object": "list",
-        "data": data,
-        "model": answers[0].obj.get("model"),
-        "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
-    }
-    return _answer(body)
+    return _answer(
+        {
+            "object": "list",
+            "data": data,
+            "model": answers[0].obj.get("model"),
+            "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
+        }
+    )
+
+
+@web.middleware
+async def _unknown_routes(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A `/v1` path or method lmwatch does not serve: the API's JSON error, not aiohttp's text page."""
+    missing = request.match_info.http_exception
+    if missing is None or not is_v1(request.path):
+        return await handler(request)
+    if isinstance(missing, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(missing.allowed_methods))
+        error = ApiError(
+            405, f"{request.method} is not allowed on {request.path}; use {allowed}", code="method_not_allowed"
+        )
+        return error_response(request, error, {"Allow": allowed})
+    message = f"lmwatch serves no {request.method} {request.path}; see its README for the /v1 endpoints"
+    return error_response(request, ApiError(404, message, code="unknown_url"))
 
 
 # --- /v1/models ----------------------------------------------------------------------------------
 
 
 async def list_models(request: web.Request) -> web.Response:
+    return web.json_response(_visible_models(request))
+
+
+def _visible_models(request: web.Request) -> dict[str, Any]:
     services = request.app[SERVICES]
     document = models_document(services.registry.snapshot(), services.config.config)
     client = client_of(request)
     if client is not None and client.models:  # a key sees the models it may use (and the virtual ids)
         document["data"] = [m for m in document["data"] if m["lmwatch"]["virtual"] or client.allows_model(m["id"])]
-    return web.json_response(document)
+    return document
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """One entry of `/v1/models` (virtual ids too), as the openai SDKs' `models.retrieve` wants it."""
+    model_id = request.match_info["model"]
+    for entry in _visible_models(request)["data"]:
+        if entry["id"] == model_id:
+            return web.json_response(entry)
+    message = f"the model {model_id!r} does not exist on any backend; GET /v1/models lists them"
+    return error_response(request, ApiError(404, message, param="model", code="model_not_found"))
 
 
 def models_document(snap: Snapshot, config: Config) -> dict[str, Any]:

@@ -8,13 +8,16 @@ bodies, and LM Studio's HTTP 200 carrying an `error` body (its answer to unknown
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import aiohttp
 
 from lmwatch.config import BackendConfig
+from lmwatch.jsondecode import loads
+from lmwatch.logs import redact
 from lmwatch.registry import ModelInfo, ProbeFailure
 
 MAX_PROBE_BODY_BYTES = 8 * 1024 * 1024
@@ -26,7 +29,7 @@ _MESSAGE_LIMIT = 300
 class ProbeError(Exception):
     def __init__(self, reason: ProbeFailure, message: str) -> None:
         self.reason = reason
-        self.message = message[:_MESSAGE_LIMIT]
+        self.message = redact(message)[:_MESSAGE_LIMIT]  # backends echo credentials in their errors
         super().__init__(f"{reason.value}: {self.message}")
 
     @property
@@ -72,7 +75,9 @@ class BackendClient:
         url = self.base_url + path
         limit = aiohttp.ClientTimeout(total=timeout or self.config.probe_timeout)
         try:
-            async with self.session.request(method, url, json=body, headers=self.headers(), timeout=limit) as resp:
+            async with self.session.request(
+                method, url, json=body, headers=self.headers(), timeout=limit, allow_redirects=False
+            ) as resp:
                 raw = await _read_capped(resp)
                 status = resp.status
         except TimeoutError:
@@ -100,8 +105,8 @@ async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
 
 def _parse(path: str, status: int, raw: bytes) -> Any:
     try:
-        body = json.loads(raw) if raw else None
-    except (ValueError, UnicodeDecodeError):
+        body = loads(raw) if raw else None
+    except ValueError:
         body = None
         parsed = False
     else:
@@ -109,6 +114,8 @@ def _parse(path: str, status: int, raw: bytes) -> Any:
     message = error_message(body)
     if status in (401, 403):
         raise ProbeError(ProbeFailure.AUTH, f"{path}: HTTP {status}: {message or 'authentication required'}")
+    if 300 <= status < 400:  # followed, a redirect would make lmwatch fetch (and show) any URL
+        raise ProbeError(ProbeFailure.HTTP_STATUS, f"{path}: HTTP {status}: a redirect (probes follow none)")
     if status >= 400:
         raise ProbeError(ProbeFailure.HTTP_STATUS, f"{path}: HTTP {status}" + (f": {message}" if message else ""))
     if not parsed:
@@ -164,11 +171,34 @@ async def lms_status_version(client: BackendClient) -> str | None:
     return as_str(body.get("version")) if isinstance(body, dict) else None
 
 
+JSON_OBJECT_SCHEMA: dict[str, Any] = {
+    "type": "json_schema",
+    "json_schema": {"name": "json_object", "strict": False, "schema": {"type": "object"}},
+}
+"""What `json_object` asks for ("some JSON object"), said the way servers that refuse it accept."""
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """`0.4.12` or `0.4.4+1` as numbers to compare (the leading digits of each dotted part)."""
+    parts = []
+    for part in version.split("+", 1)[0].split("."):
+        digits = re.match(r"\d*", part.strip())
+        parts.append(int(digits.group()) if digits and digits.group() else 0)
+    return tuple(parts)
+
+
 class Flavour(ABC):
     """One server API dialect. A new engine is a new module with a subclass, listed in `FLAVOURS`."""
 
     name: ClassVar[str]
     supports_load: ClassVar[bool] = False
+    native_apis: ClassVar[Mapping[str, str]] = {}
+    """Client APIs beyond chat completions (`responses`, `messages`) the server speaks itself, each with
+    the first server version that does; lmwatch translates the others to chat completions."""
+    oldest_version: ClassVar[str] = "0"
+    """The oldest version that has this flavour's API: assumed when the server does not say."""
+    rejects_json_object: ClassVar[bool] = False
+    """`response_format: {"type": "json_object"}` is refused: send the equivalent `json_schema` instead."""
 
     @abstractmethod
     async def list_models(self, client: BackendClient) -> tuple[list[ModelInfo], list[str]]:
@@ -178,7 +208,33 @@ class Flavour(ABC):
         """The server version where the flavour can tell; asked once, at detection."""
         return None
 
-    async def load(self, client: BackendClient, model: str, context_length: int | None = None) -> dict[str, Any]:
+    def apis(self, version: str | None) -> frozenset[str]:
+        """The `native_apis` a server of `version` speaks."""
+        have = version_tuple(version or self.oldest_version)
+        return frozenset(api for api, since in self.native_apis.items() if have >= version_tuple(since))
+
+    def rewrite(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The body this server needs instead of `body` (chat completions, or the Responses API's
+        `text.format`), or None when it takes it as is."""
+        if self.rejects_json_object:
+            fmt = body.get("response_format")
+            if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+                return {**body, "response_format": JSON_OBJECT_SCHEMA}
+            text = body.get("text")
+            fmt = text.get("format") if isinstance(text, dict) else None
+            if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+                schema = {"type": "json_schema", **JSON_OBJECT_SCHEMA["json_schema"]}
+                return {**body, "text": {**text, "format": schema}}  # type: ignore[dict-item]
+        return None
+
+    async def load(
+        self,
+        client: BackendClient,
+        model: str,
+        context_length: int | None = None,
+        parallel: int | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
         raise ProbeError(ProbeFailure.HTTP_STATUS, f"{self.name} servers cannot load models over HTTP")
 
     async def unload(self, client: BackendClient, instance_id: str) -> dict[str, Any]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from routing_support import fleet, models
 
 from lmwatch.simulator import SimSettings
 from lmwatch.simulator.generation import embedding
+from tests.api.fleets import fleet, models
 
 MODEL = "text-embedding-nomic-embed-text-v1.5"
 SIM = SimSettings(models=models(MODEL, kind="embeddings"))

@@ -10,9 +10,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from routing_support import Fleet, chat, fleet, models
 
 from lmwatch.simulator import SimSettings
+from tests.api.fleets import Fleet, chat, fleet, models
 
 MODEL = "meta-llama-3.1-8b-instruct"
 SIM = SimSettings(models=models(MODEL, "qwen2.5-7b-instruct"))
