@@ -56,13 +56,14 @@ def test_request_models_reject_what_the_handlers_reject() -> None:
     assert schemas["BackendConfig"]["properties"]["poll_interval"]["maximum"] > 0
 
 
-async def test_schemathesis_finds_no_server_error_and_no_undocumented_answer() -> None:
+async def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(tmp_path: Path) -> None:
     async with running_demo() as demo:
         proc = await asyncio.create_subprocess_exec(
             *(str(Path(sys.executable).parent / "schemathesis"), "run", f"{demo.url}/openapi.json"),
             *("--checks", CHECKS, "--max-examples", "5", "--max-time", str(SCHEMATHESIS_SECONDS)),
             *("--workers", "1", "--seed", "1", "--generation-database", "none", "--request-timeout", "30"),
             "--no-color",
+            cwd=tmp_path,  # its caches and reports stay out of the checkout
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
