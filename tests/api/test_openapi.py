@@ -18,7 +18,7 @@ from lmwatch.simulator import RunningSimulator
 from tests.daemons import backend_yaml, config_file, daemon_for
 from tests.demos import running_demo
 
-SCHEMATHESIS_SECONDS = 35
+SCHEMATHESIS_SECONDS = 25
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 
 
