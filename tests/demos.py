@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import socket
 import sys
@@ -23,8 +24,10 @@ READY_WITHIN_SECONDS = 10.0
 
 
 def free_port_run(count: int) -> int:
-    """The first of `count` consecutive free loopback ports."""
-    for base in range(23000, 33000, 17):
+    """The first of `count` consecutive free loopback ports, from a random start (parallel runs of the
+    suite on one machine would otherwise race for the same ports)."""
+    for _ in range(200):
+        base = random.randrange(20000, 60000)
         try:
             socks = [socket.create_server(("127.0.0.1", base + i)) for i in range(count)]
         except OSError:
