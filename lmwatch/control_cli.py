@@ -6,6 +6,7 @@
     lmwatch load NAME MODEL             load a model (LM Studio 0.4+); unload NAME MODEL
     lmwatch reload                      re-read the daemon's config file
     lmwatch route --explain "prompt"    where a request would go, and why (nothing is sent)
+    lmwatch top [--once]                a live view: backends, models, in-flight, tokens/s, GPUs (lmwatch/top.py)
 
 Every command takes `--url` (or LMWATCH_URL; default http://127.0.0.1:9234), `--token` (or
 LMWATCH_ADMIN_TOKEN) and `--json` (print the daemon's answer as is). Failures print one line to
@@ -116,7 +117,7 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def _short(items: Sequence[str], limit: int = 60) -> str:
+def short(items: Sequence[str], limit: int = 60) -> str:
     text = ", ".join(items)
     if len(text) <= limit:
         return text or "-"
@@ -126,6 +127,13 @@ def _short(items: Sequence[str], limit: int = 60) -> str:
             break
         shown.append(item)
     return ", ".join(shown) + f", +{len(items) - len(shown)}"
+
+
+def _loaded(backend: dict[str, Any]) -> str:
+    """The loaded models; those of a down backend are what it last reported, so they are marked stale."""
+    models = [m for m in backend.get("models", []) if m.get("loaded")]
+    text = short([m["id"] for m in models])
+    return f"{text} (stale)" if any(m.get("stale") for m in models) else text
 
 
 def _state(backend: dict[str, Any]) -> str:
@@ -157,7 +165,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         [
             b["name"],
             _state(b),
-            _short([m["id"] for m in b.get("models", []) if m.get("loaded")]),
+            _loaded(b),
             str(b.get("inflight", 0)),
             _breaker(b),
             str(b.get("origin", "config")),
@@ -319,9 +327,15 @@ def add_commands(commands: Any) -> None:
         if load:
             parser.add_argument("--context-length", type=int, metavar="N", help="the context length to load with")
     add("reload", "make a running daemon re-read its config file", cmd_reload)
+    from lmwatch.top import add_arguments as add_top_arguments
+    from lmwatch.top import cmd_top
+
+    add_top_arguments(
+        add("top", "a live view of a running daemon: backends, models, in-flight, tokens/s, GPUs", cmd_top)
+    )
     route = add("route", "show where a request would be routed, and why (nothing is sent to a model)", cmd_route)
     route.add_argument("--explain", required=True, metavar="PROMPT", help="the prompt text of the request")
     route.add_argument("--model", default="auto", help="the model the request names (default: auto)")
 
 
-COMMANDS = ("status", "models", "drain", "undrain", "load", "unload", "reload", "route")
+COMMANDS = ("status", "models", "drain", "undrain", "load", "unload", "reload", "route", "top")

@@ -18,11 +18,12 @@ from datetime import UTC
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from lmwatch import __version__
+from lmwatch import __version__, console
 from lmwatch.api import admin as admin_api
 from lmwatch.api import openai as openai_api
 from lmwatch.config import LoadedConfig
 from lmwatch.control import ControlPlane
+from lmwatch.lifecycle.manager import Lifecycle
 from lmwatch.metrics import new_metrics_registry
 from lmwatch.registry import Registry
 from lmwatch.samplers import build_samplers
@@ -53,7 +54,10 @@ class Daemon:
         self.services.metrics.register(SamplerCollector(self.registry, samplers))
         self.control = ControlPlane(self.services, self.watcher, self.scheduler)
         self.services.control = self.control
-        self.app = build_app(self.services, (admin_api.setup, openai_api.setup, *extensions))
+        self.lifecycle = Lifecycle(self.services, self.watcher, self.scheduler, self.control.audit)
+        self.services.lifecycle = self.lifecycle
+        self.services.status_sections["lifecycle"] = self.lifecycle.status_section
+        self.app = build_app(self.services, (admin_api.setup, openai_api.setup, console.setup, *extensions))
         self._runner: web.AppRunner | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self.port: int | None = None
@@ -75,13 +79,20 @@ class Daemon:
         site = web.TCPSite(self._runner, config.server.host, config.server.port)
         await site.start()
         self.port = self._runner.addresses[0][1]
-        log.info("lmwatch %s listening on %s with %d backends", __version__, self.url, len(config.backends))
+        log.info(
+            "lmwatch %s listening on %s with %d backends (event loop: %s)",
+            __version__,
+            self.url,
+            len(config.backends),
+            type(asyncio.get_running_loop()).__module__.split(".")[0],
+        )
         self.scheduler.start()
         await self.control.start()
         await self.watcher.start(self.control.backends())
         self.control.go_live()
         await self.samplers.run_once()  # after the first poll: the process sampler needs the backends
         self.samplers.start(immediately=False)
+        await self.lifecycle.start()
         self.registry.mark_first_round_done()
         log.info("first poll round done: %s", _summary(self.registry))
         notify_ready(f"serving on {self.url}; {_summary(self.registry)}")
@@ -115,6 +126,7 @@ class Daemon:
             self._watchdog.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
+        await self.lifecycle.stop()
         await self.watcher.stop()
         await self.control.stop()
         await self.samplers.stop()

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -26,6 +27,8 @@ from lmwatch.routing.breaker import Breaker, CircuitState
 log = logging.getLogger("lmwatch.registry")
 
 SLOW_PROBE_SECONDS = 2.0
+RECENT_REQUESTS = 50
+"""How many finished `/v1` requests `/status` lists (the console's "recent requests")."""
 """A backend that takes longer than this to list its models is `degraded` (it is struggling)."""
 
 
@@ -74,6 +77,17 @@ class ModelInfo:
     parallel: int | None = None
     """Parallel prediction slots the server reports for this model (LM Studio 0.4+)."""
     size_bytes: int | None = None
+    instance_contexts: tuple[int | None, ...] = ()
+    """The loaded context of each instance, in `instance_ids` order, where the server says it per
+    instance (LM Studio 0.4's `loaded_instances[].config.context_length`)."""
+
+    def context_of(self, instance_id: str) -> int | None:
+        """Tokens an instance can hold: its own loaded context, else the model's loaded, else its max."""
+        if instance_id in self.instance_ids:
+            index = self.instance_ids.index(instance_id)
+            if index < len(self.instance_contexts) and self.instance_contexts[index]:
+                return self.instance_contexts[index]
+        return self.loaded_context_length or self.max_context_length
 
 
 @dataclass(frozen=True)
@@ -108,6 +122,8 @@ class BackendInfo:
     consecutive_failures: int = 0
     probe_failures: Mapping[ProbeFailure, int] = field(default_factory=dict)
     draining: bool = False
+    retiring: frozenset[str] = frozenset()
+    """Models lmwatch is about to unload (swap, idle unload): routing sends new requests elsewhere first."""
 
     @property
     def reachable(self) -> bool:
@@ -174,7 +190,7 @@ class Snapshot:
 @dataclass(frozen=True)
 class Event:
     """A change worth telling: `backend_added`, `backend_removed`, `backend_health`,
-    `model_loaded`, `model_unloaded`, `backend_draining`."""
+    `model_loaded`, `model_unloaded`, `backend_draining`, `model_retiring`."""
 
     kind: str
     backend: str
@@ -292,6 +308,16 @@ class Registry:
             self._publish([Event("backend_draining", name, {"draining": draining})])
         return True
 
+    def set_retiring(self, name: str, model: str, retiring: bool) -> None:
+        """Mark `model` on backend `name` as about to go (or no longer): new requests prefer other models."""
+        current = self._backends.get(name)
+        if current is None:
+            return
+        models = current.retiring | {model} if retiring else current.retiring - {model}
+        if models != current.retiring:
+            self._backends[name] = dataclasses.replace(current, retiring=frozenset(models))
+            self._publish([Event("model_retiring", name, {"model": model, "retiring": retiring})])
+
     def record_collector(
         self, name: str, success: bool, duration: float, sample: Any = None, error: str | None = None
     ) -> None:
@@ -407,6 +433,22 @@ class BreakerView:
 
 
 @dataclass(frozen=True)
+class RecentRequest:
+    """One finished `/v1` request: where it went and how it ended. Never its prompt or its key."""
+
+    backend: str
+    model: str
+    task: str
+    route: str
+    code: str
+    duration_seconds: float
+    ttft_seconds: float | None
+    output_tokens: int
+    time: float = 0.0
+    """When it finished; stamped by RequestOutcomes.request_done with the registry's clock."""
+
+
+@dataclass(frozen=True)
 class OutcomesView:
     """An immutable copy for metrics and /status."""
 
@@ -414,6 +456,8 @@ class OutcomesView:
     queued: Mapping[str, int]
     speeds: Mapping[tuple[str, str], Speed]
     breakers: tuple[BreakerView, ...]
+    recent: tuple[RecentRequest, ...] = ()
+    """Newest first."""
 
     def document(self) -> dict[str, Any]:
         """The `/status` section: per backend in-flight and queued, per model speed and breaker."""
@@ -441,6 +485,7 @@ class OutcomesView:
                 }
                 for v in self.breakers
             ],
+            "recent": [dataclasses.asdict(r) for r in self.recent],
         }
 
 
@@ -454,8 +499,16 @@ class RequestOutcomes:
         """The breaker policy in force; the router sets it from the config on each request."""
         self.inflight: dict[str, int] = {}
         self.queued: dict[str, int] = {}
+        self.model_inflight: dict[tuple[str, str], int] = {}
+        """(backend, model) -> requests running on that model now (lifecycle: never unload under them)."""
+        self.last_used: dict[tuple[str, str], float] = {}
+        """(backend, model) -> when a request on it last finished (idle unload)."""
+        self._drained: dict[tuple[str, str], list[asyncio.Future[None]]] = {}
         self._speeds: dict[tuple[str, str], Speed] = {}
         self._breakers: dict[tuple[str, str], Breaker] = {}
+        self._recent: deque[RecentRequest] = deque(maxlen=RECENT_REQUESTS)
+        self._chars_per_token: dict[tuple[str, str], float] = {}
+        self._learned_context: dict[tuple[str, str], int] = {}
         registry.subscribe(self._on_event)
 
     # --- in-flight and queued --------------------------------------------------------------------
@@ -466,8 +519,39 @@ class RequestOutcomes:
     def finished(self, backend: str) -> None:
         self.inflight[backend] = max(0, self.inflight.get(backend, 0) - 1)
 
+    def request_done(self, request: RecentRequest) -> None:
+        """A `/v1` request finished; only the last RECENT_REQUESTS are kept."""
+        self._recent.appendleft(dataclasses.replace(request, time=self._clock()))
+
     def queue_changed(self, backend: str, delta: int) -> None:
         self.queued[backend] = max(0, self.queued.get(backend, 0) + delta)
+
+    def model_started(self, backend: str, model: str) -> None:
+        key = (backend, model)
+        self.model_inflight[key] = self.model_inflight.get(key, 0) + 1
+
+    def model_finished(self, backend: str, model: str) -> None:
+        key = (backend, model)
+        left = max(0, self.model_inflight.get(key, 0) - 1)
+        self.model_inflight[key] = left
+        self.last_used[key] = self._clock()
+        if left == 0:
+            for waiter in self._drained.pop(key, []):
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def model_drained(self, backend: str, model: str, timeout: float) -> bool:
+        """Wait until no request runs on (backend, model); False when `timeout` passed first."""
+        key = (backend, model)
+        if not self.model_inflight.get(key):
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._drained.setdefault(key, []).append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            return False
+        return True
 
     # --- speed -----------------------------------------------------------------------------------
 
@@ -481,6 +565,26 @@ class RequestOutcomes:
             tokens_per_second=_ewma(old.tokens_per_second, tokens_per_second),
             samples=old.samples + 1,
         )
+
+    # --- prompt size: calibration and learned context -------------------------------------------
+
+    def chars_per_token(self, backend: str, model: str) -> float | None:
+        """Characters per prompt token of this model, learned from the usage its backend reports."""
+        return self._chars_per_token.get((backend, model))
+
+    def record_prompt(self, backend: str, model: str, chars: int, tokens: int) -> None:
+        if chars > 0 and tokens > 0:
+            key = (backend, model)
+            value = _ewma(self._chars_per_token.get(key), chars / tokens)
+            assert value is not None
+            self._chars_per_token[key] = value
+
+    def learned_context(self, backend: str, model: str) -> int | None:
+        """A context the backend itself said it has (in a context-length error), until the model reloads."""
+        return self._learned_context.get((backend, model))
+
+    def record_context(self, backend: str, model: str, tokens: int) -> None:
+        self._learned_context[(backend, model)] = tokens
 
     # --- breakers --------------------------------------------------------------------------------
 
@@ -520,13 +624,16 @@ class RequestOutcomes:
                 BreakerView(b, m, br.current(now), br.failures, br.retry_at(), br.reason)
                 for (b, m), br in self._breakers.items()
             ),
+            recent=tuple(self._recent),
         )
 
     # --- fed by the watcher ----------------------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
-        if event.kind == "backend_removed":
-            for table in (self._speeds, self._breakers):
+        if event.kind in ("model_loaded", "model_unloaded"):
+            self._learned_context.pop((event.backend, str(event.detail.get("model"))), None)
+        elif event.kind == "backend_removed":
+            for table in (self._speeds, self._breakers, self._chars_per_token, self._learned_context):
                 for key in [k for k in table if k[0] == event.backend]:
                     del table[key]
             self.inflight.pop(event.backend, None)

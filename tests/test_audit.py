@@ -13,7 +13,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from control_support import (
+
+from lmwatch.api.auth import note_request
+from lmwatch.audit import AuditLog
+from lmwatch.config import load_config
+from lmwatch.daemon import running_daemon
+from lmwatch.logs import register_secrets
+from lmwatch.simulator import RunningSimulator, SimSettings, start_simulator
+from tests.daemons import (
     ADMIN_TOKEN,
     CLIENT_KEY,
     WRONG_TOKEN,
@@ -24,13 +31,6 @@ from control_support import (
     daemon_process,
     write,
 )
-
-from lmwatch.api.auth import note_request
-from lmwatch.audit import AuditLog
-from lmwatch.config import load_config
-from lmwatch.daemon import running_daemon
-from lmwatch.logs import register_secrets
-from lmwatch.simulator import RunningSimulator, SimSettings, start_simulator
 
 BACKEND_TOKEN = "lm-backend-token-abcdef0123456789"
 KEY_ENV = "LMWATCH_TEST_AUDIT_KEY"

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from control_support import admin, backend_yaml, config_file, daemon_for, metric_value, write
 
 from lmwatch.daemon import Daemon
 from lmwatch.discovery import parse_backend_file
 from lmwatch.logs import redact
 from lmwatch.registry import Health, Snapshot
 from lmwatch.simulator import RunningSimulator, SimSettings, start_simulator
+from tests.daemons import admin, backend_yaml, config_file, daemon_for, metric_value, write
 
 
 @pytest.fixture

@@ -11,7 +11,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from control_support import (
+
+from lmwatch.daemon import Daemon
+from lmwatch.registry import Health
+from lmwatch.simulator import RunningSimulator, SimSettings, start_simulator
+from tests.daemons import (
     ADMIN_TOKEN,
     admin,
     backend_yaml,
@@ -21,10 +25,6 @@ from control_support import (
     metric_value,
     write,
 )
-
-from lmwatch.daemon import Daemon
-from lmwatch.registry import Health
-from lmwatch.simulator import RunningSimulator, SimSettings, start_simulator
 
 
 @pytest.fixture

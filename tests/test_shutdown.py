@@ -10,9 +10,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from control_support import ADMIN_TOKEN, backend_yaml, config_file, daemon_for, daemon_process, write
 
 from lmwatch.simulator import RunningSimulator, SimSettings, start_simulator
+from tests.daemons import ADMIN_TOKEN, backend_yaml, config_file, daemon_for, daemon_process, write
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

@@ -284,6 +284,8 @@ def test_install_steps_work_in_a_scratch_root(tmp_path: Path) -> None:
             pytest.fail(f"this test does not know how to follow the documented step {line!r}")
 
     assert (root / INSTALLED_LMWATCH.lstrip("/")).is_file()
+    installed_python = root / Path(INSTALLED_LMWATCH).parent.relative_to("/") / "python"
+    run([str(installed_python), "-c", "import uvloop"])  # the documented install takes the `fast` extra
     assert (root / "etc/systemd/system/lmwatch.service").read_text() == UNIT.read_text()
     assert skipped[-1] == "systemctl enable --now lmwatch"
 

@@ -22,24 +22,28 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
+from lmwatch.api.dialects import Dialect
 from lmwatch.api.errors import ApiError, error_body, error_event, error_type
 from lmwatch.api.request_metrics import RequestMetrics
 from lmwatch.api.upstream import ConnectError, ConnectionLost, Pool, Response, UpstreamError
 from lmwatch.backends.base import error_message
 from lmwatch.config import RoutingConfig
+from lmwatch.lifecycle.loads import LoadError
 from lmwatch.registry import RequestOutcomes
 from lmwatch.routing.balance import Gate, order
+from lmwatch.routing.context import context_in_error, learn, model_key
 from lmwatch.routing.ids import same_model
-from lmwatch.routing.request import ParsedRequest
-from lmwatch.routing.select import Plan, Route, Target, Tier
-from lmwatch.routing.sse import EventSplitter, StreamMeter
+from lmwatch.routing.request import Endpoint, ParsedRequest
+from lmwatch.routing.select import AUTO, TASK_PREFIX, Plan, Route, Target, Tier
+from lmwatch.routing.sse import EventSplitter, Meter, StreamMeter
+from lmwatch.translate.chat import ChatStream
 
 MAX_BACKOFF = 2.0
 _MODEL_GONE = re.compile(
@@ -47,6 +51,10 @@ _MODEL_GONE = re.compile(
     r"not loaded|unloaded|model loading",
     re.IGNORECASE,
 )
+_CONTEXT = re.compile(r"context[ _](?:length|window|size)|n_ctx|too many tokens|exceeds? the context", re.IGNORECASE)
+"""An upstream error saying the prompt does not fit (LM Studio, llama.cpp, vLLM word it differently)."""
+_WRONG_TYPE = re.compile(r"model is not (?:an? )?(llm|embedding)", re.IGNORECASE)
+"""LM Studio's answer to chat sent to an embedding model, or the reverse: the request is wrong."""
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _HEADERS = {
     stream: {"Content-Type": "application/json", "Accept": "text/event-stream" if stream else "application/json"}
@@ -68,7 +76,7 @@ class Failure:
 
     reason: str
     """A bounded label: connect, timeout, http_5xx, http_429, auth, model_unavailable, error_body,
-    bad_response, bad_config, stream_cut, breaker_open, queue_timeout, queue_full."""
+    bad_response, bad_config, stream_cut, breaker_open, queue_timeout, queue_full, context_length."""
     message: str
     transient: bool = False
     breaker: bool = True
@@ -96,19 +104,38 @@ class Usage:
     completion: int = 0
 
     def add(self, usage: Any) -> None:
+        """Chat completions' `prompt_tokens`/`completion_tokens`, or the agent APIs' `input_`/`output_tokens`."""
         if isinstance(usage, dict):
-            self.prompt += _int(usage.get("prompt_tokens"))
-            self.completion += _int(usage.get("completion_tokens"))
+            self.prompt += _int(usage.get("prompt_tokens", usage.get("input_tokens")))
+            self.completion += _int(usage.get("completion_tokens", usage.get("output_tokens")))
+
+
+Release = Callable[[], Awaitable[None]]
+
+
+class Placement(Protocol):
+    """Loads a model that is downloaded but loaded nowhere before a request is sent to it
+    (lmwatch/lifecycle/placement.py)."""
+
+    def order(self, targets: Sequence[Target]) -> list[Target]:
+        """The targets best placement first."""
+
+    async def prepare(self, target: Target, timeout: float) -> Release | None:
+        """Make `target`'s model loaded (raises LoadError saying why not); a Release to await after the
+        request when the backend's load slot stays held during it."""
 
 
 class Upstream:
     """The shared connection pool, the gate and the balancer's randomness (app-scoped)."""
 
-    def __init__(self, outcomes: RequestOutcomes, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, outcomes: RequestOutcomes, rng: random.Random | None = None, placement: Placement | None = None
+    ) -> None:
         self.outcomes = outcomes
         self.gate = Gate(outcomes)
         self.rng = rng or random.Random()
         self.pool = Pool()
+        self.placement = placement
 
     def close(self) -> None:
         self.pool.close()
@@ -136,8 +163,12 @@ class Exchange:
     ttft: float | None = None
     usage: Usage = field(default_factory=Usage)
     failures: list[tuple[Target, Failure]] = field(default_factory=list)
+    dialect: Dialect | None = None
+    """How a Responses or Messages request reaches each target (None: chat, completions, embeddings)."""
+    request_id: str | None = None
+    """Sent upstream as X-Request-ID (when it is a UUID, see lmwatch/api/request_ids.py)."""
     _first: Target | None = None
-    _bodies: dict[tuple[str, bool], bytes] = field(default_factory=dict)
+    _bodies: dict[tuple[object, ...], bytes] = field(default_factory=dict)
 
     # --- the walk --------------------------------------------------------------------------------
 
@@ -154,11 +185,13 @@ class Exchange:
     async def walk(self, attempt: Attempt) -> Streamed | Answer:
         deadline = asyncio.get_running_loop().time() + self.routing.queue_timeout
         for tier in self.plan.tiers:
-            targets = (
-                tier.targets
-                if tier.route is Route.CLOUD
-                else order(tier.targets, self.upstream.outcomes, self.upstream.rng)
-            )
+            placement = self.upstream.placement
+            if tier.route is Route.CLOUD:
+                targets: Sequence[Target] = tier.targets
+            elif placement is not None and all(_unloaded(t) for t in tier.targets):
+                targets = placement.order(tier.targets)
+            else:
+                targets = order(tier.targets, self.upstream.outcomes, self.upstream.rng)
             pending = deque(targets)
             tries: dict[Target, int] = {}
             while pending:
@@ -181,22 +214,45 @@ class Exchange:
         self._first = self._first or target
         if not outcomes.breaker_allows(target.backend, target.model):
             return Failure("breaker_open", f"circuit open for {target.model}", breaker=False, attempted=False)
-        admitted = await self._admit(target, deadline)
-        if admitted is not None:
-            outcomes.breaker_abandon(target.backend, target.model)
-            return admitted
-        self.route = (
-            Route.CLOUD if tier.route is Route.CLOUD else (tier.route if target == self._first else Route.FAILOVER)
-        )
-        self.target = target
-        self._count_fallback(target)
-        result: Streamed | Answer | Failure | None = None
+        placed = await self._place(target, deadline)
+        if isinstance(placed, Failure):
+            return placed
         try:
-            result = await attempt(target)
-            return result
+            admitted = await self._admit(target, deadline)
+            if admitted is not None:
+                outcomes.breaker_abandon(target.backend, target.model)
+                return admitted
+            self.route = (
+                Route.CLOUD if tier.route is Route.CLOUD else (tier.route if target == self._first else Route.FAILOVER)
+            )
+            self.target = target
+            self._count_fallback(target)
+            result: Streamed | Answer | Failure | None = None
+            model = target.info.id if target.info is not None else target.model
+            outcomes.model_started(target.backend, model)
+            try:
+                result = await attempt(target)
+                return result
+            finally:
+                outcomes.model_finished(target.backend, model)
+                self._release(target)
+                self._judge(target, result)
         finally:
-            self._release(target)
-            self._judge(target, result)
+            if placed is not None:
+                await placed()
+
+    async def _place(self, target: Target, deadline: float) -> Failure | Release | None:
+        """Load the model of a target that is not loaded (demand placement); the wait counts as queueing."""
+        placement = self.upstream.placement
+        if placement is None or not _unloaded(target):
+            return None
+        began = time.perf_counter()
+        try:
+            return await placement.prepare(target, max(0.0, deadline - asyncio.get_running_loop().time()))
+        except LoadError as exc:
+            return Failure("load_failed", str(exc), breaker=False, attempted=False)
+        finally:
+            self.waited += time.perf_counter() - began
 
     async def _admit(self, target: Target, deadline: float) -> Failure | None:
         if target.cap is None:
@@ -263,6 +319,8 @@ class Exchange:
                 headers={"Retry-After": "5"},
             )
         notes = "; ".join(f"{t.backend} ({t.model}): {f.reason}: {f.message}" for t, f in self.failures[-6:])
+        if all(f.reason == "context_length" for _, f in self.failures):
+            return ApiError(400, self.failures[-1][1].message, param="messages", code="context_length_exceeded")
         if any(f.attempted for _, f in self.failures):
             return ApiError(502, f"every backend failed: {notes}", code="upstream_failed")
         return ApiError(
@@ -280,16 +338,28 @@ class Exchange:
 
     # --- one upstream call ------------------------------------------------------------------------
 
+    def _native(self, target: Target) -> bool:
+        """The target gets the request in its own API (always, for chat completions and the like)."""
+        return self.dialect is None or self.dialect.native(target)
+
     def body_for(self, target: Target, stream: bool) -> bytes:
-        """The original bytes when nothing must change; else re-encoded once per model."""
-        inject = stream and not self.req.wants_usage
-        if self.req.raw and not inject and self.req.body.get("model") == target.model:
+        """The original bytes when nothing must change; else re-encoded once per model and flavour.
+
+        A translated request sends its chat-completions body; chat bodies get the flavour's rewrite
+        (LM Studio's json_object), streams the usage chunk."""
+        native = self._native(target)
+        chat = self.dialect is None or not native
+        source = self.req.body if native else self.req.as_chat
+        inject = chat and stream and (not native or not self.req.wants_usage)
+        flavour = target.flavour if chat else None
+        rewrite = flavour.rewrite(source) if flavour is not None else None
+        if native and rewrite is None and self.req.raw and not inject and source.get("model") == target.model:
             return self.req.raw
-        key = (target.model, inject)
+        key = (target.model, inject, native, flavour)
         if key not in self._bodies:
-            body = dict(self.req.body, model=target.model)
+            body = dict(rewrite or source, model=target.model)
             if inject:
-                options = self.req.body.get("stream_options")
+                options = source.get("stream_options")
                 body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
             self._bodies[key] = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         return self._bodies[key]
@@ -302,10 +372,12 @@ class Exchange:
         except OSError as exc:  # an unreadable `api_token_file`: a config problem, the next target may serve
             return Failure("bad_config", f"cannot read api_token_file: {exc.strerror or exc}", breaker=False)
         headers = _HEADERS[stream] if not token else {**_HEADERS[stream], "Authorization": f"Bearer {token}"}
+        if self.request_id is not None:
+            headers = {**headers, "X-Request-ID": self.request_id}
+        path = self.req.endpoint.path if self._native(target) else Endpoint.CHAT.path
+        body = self.body_for(target, stream)
         try:
-            return await self.upstream.pool.post(
-                target.url, self.req.endpoint.path, self.body_for(target, stream), headers, connect, idle
-            )
+            return await self.upstream.pool.post(target.url, path, body, headers, connect, idle)
         except (UpstreamError, TimeoutError) as exc:
             return _connection_failure(exc)
         except ValueError as exc:  # a token with a line break: never sent
@@ -342,10 +414,44 @@ class Exchange:
             if target.lmstudio and not _answered_by(obj, target):
                 return Failure("model_unavailable", f"answered by {obj.get('model')!r}: the model is gone")
             self.usage.add(obj.get("usage"))
+            if self.usage.prompt:
+                learn(self.req, target, self.upstream.outcomes, self.usage.prompt)
+            wanted = self.client_model(target)
+            changed = wanted is not None and isinstance(obj.get("model"), str) and obj["model"] != wanted
+            if changed:
+                obj["model"] = wanted
+            if self.dialect is not None:
+                self.dialect.translated = not self._native(target)
+                if self.dialect.translated:
+                    obj, changed = self.dialect.answer(obj, wanted or target.model), True
+            if changed:
+                raw = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
             return Answer(status, raw, obj)
         if message is None:
             message = raw[:300].decode("utf-8", "replace") or f"HTTP {status}"
+        return self._upstream_error(target, status, message, obj)
+
+    def _upstream_error(self, target: Target, status: int, message: str, obj: Any) -> Answer | Failure:
+        """A context-length error fails over (another instance may hold more) and teaches lmwatch the
+        backend's context; every other error is judged by `_error_outcome`."""
+        code = (
+            obj.get("error", {}).get("code") if isinstance(obj, dict) and isinstance(obj.get("error"), dict) else None
+        )
+        if status < 500 and (code == "context_length_exceeded" or _CONTEXT.search(message)):
+            context = context_in_error(message)
+            if context is not None and not target.is_cloud:
+                self.upstream.outcomes.record_context(target.backend, model_key(target), context)
+            return Failure("context_length", message, breaker=False)
         return _error_outcome(status, message, obj)
+
+    def client_model(self, target: Target) -> str | None:
+        """The model id a local answer carries: the id the client asked for (an alias too), or the
+        served model without its instance suffix for `auto` and `task:`; None for cloud answers."""
+        if target.is_cloud:
+            return None
+        if self.req.model == AUTO or self.req.model.startswith(TASK_PREFIX):
+            return model_key(target)
+        return self.req.model
 
     async def call_stream(
         self, target: Target, request: web.Request, headers: RouteHeaders
@@ -374,7 +480,18 @@ class Exchange:
         self, target: Target, resp: Response, sent: float, request: web.Request, headers: RouteHeaders
     ) -> Streamed | Answer | Failure:
         splitter = EventSplitter()
-        meter = StreamMeter(strip_usage=not self.req.wants_usage)
+        native = self._native(target)
+        meter: Meter
+        translator: ChatStream | None = None
+        if self.dialect is not None and native:
+            meter = self.dialect.meter()
+        else:
+            meter = StreamMeter(strip_usage=not native or not self.req.wants_usage)
+        if self.dialect is not None:
+            self.dialect.translated = not native
+            if not native:
+                translator = self.dialect.stream(target.model, lambda: _stream_tokens(meter))
+        rename: list[tuple[bytes, bytes]] | None = None
         out: web.StreamResponse | None = None
         failure: str | None = None
         try:
@@ -386,12 +503,19 @@ class Exchange:
                     if meter.first_at is None and not meter.done:
                         continue  # nothing but comments yet: keep the chance to fail over
                     self.waited += now - sent
-                    early = _early_failure(meter, target)
+                    early = self._early_failure(meter, target)
                     if early is not None:
                         return early
+                    rename = _rename(meter.first, self.client_model(target))
                     self.ttft = now - sent
                     out = await self._open_stream(request, headers)
-                if kept and not await _write(out, b"".join(kept) if len(kept) > 1 else kept[0]):
+                if translator is not None:
+                    data = translator.translate(kept)
+                else:
+                    data = b"".join(kept) if len(kept) > 1 else kept[0] if kept else b""
+                for old, new in rename or ():
+                    data = data.replace(old, new)
+                if data and not await _write(out, data):
                     return Streamed(out, Verdict.CLIENT_GONE)
                 if meter.error is not None:
                     failure = error_message(meter.error) or "the backend reported an error"
@@ -406,7 +530,13 @@ class Exchange:
             failure = "the backend closed the stream before it was complete"
         self._account_stream(target, meter, sent)
         if failure is not None:
-            await _write(out, error_event(f"upstream {target.backend} failed mid-stream: {failure}", "upstream_failed"))
+            message, code = f"upstream {target.backend} failed mid-stream: {failure}", "upstream_failed"
+            if translator is not None:
+                await _write(out, translator.error(message, code))
+            elif self.dialect is not None:
+                await _write(out, self.dialect.stream_error(message, code))
+            else:
+                await _write(out, error_event(message, code))
             return Streamed(out, Verdict.UPSTREAM_FAILED)
         try:
             await out.write_eof()
@@ -422,9 +552,19 @@ class Exchange:
         await out.prepare(request)
         return out
 
-    def _account_stream(self, target: Target, meter: StreamMeter, sent: float) -> None:
+    def _early_failure(self, meter: Meter, target: Target) -> Answer | Failure | None:
+        """A stream whose first event is an error, or comes from another model, can still fail over."""
+        if meter.error is not None:
+            return self._upstream_error(target, 200, error_message(meter.error) or "error event", meter.error)
+        if target.lmstudio and meter.first is not None and not _answered_by(meter.first, target):
+            return Failure("model_unavailable", f"answered by {meter.first.get('model')!r}: the model is gone")
+        return None
+
+    def _account_stream(self, target: Target, meter: Meter, sent: float) -> None:
         if meter.usage is not None:
             self.usage.add(meter.usage)
+            if self.usage.prompt:
+                learn(self.req, target, self.upstream.outcomes, self.usage.prompt)
         else:  # no usage chunk (llama-cpp-python ignores stream_options): one token per text chunk
             self.usage.completion += meter.text_chunks
         if self.ttft is not None and meter.first_at is not None:
@@ -440,6 +580,10 @@ class Exchange:
 # --- judging answers -----------------------------------------------------------------------------
 
 
+def _unloaded(target: Target) -> bool:
+    return not target.is_cloud and target.info is not None and not target.info.loaded
+
+
 def _attempts(target: Target) -> int:
     """Tries of one target on transient errors: the backend's `retry_attempts`; a cloud provider once."""
     return target.config.retry_attempts if target.config is not None else 1
@@ -450,18 +594,31 @@ def _answered_by(obj: dict[str, Any], target: Target) -> bool:
     return not isinstance(model, str) or not model or same_model(model, target.model) or same_model(target.model, model)
 
 
-def _early_failure(meter: StreamMeter, target: Target) -> Answer | Failure | None:
-    """A stream whose first event is an error, or comes from another model, can still fail over."""
-    if meter.error is not None:
-        return _error_outcome(200, error_message(meter.error) or "error event", meter.error)
-    if target.lmstudio and meter.first is not None and not _answered_by(meter.first, target):
-        return Failure("model_unavailable", f"answered by {meter.first.get('model')!r}: the model is gone")
-    return None
+def _stream_tokens(meter: Meter) -> tuple[int, int]:
+    """(prompt, completion) tokens of a stream so far: its usage, else one token per text chunk."""
+    usage = meter.usage or {}
+    return _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")) or meter.text_chunks
+
+
+def _rename(first: dict[str, Any] | None, wanted: str | None) -> list[tuple[bytes, bytes]] | None:
+    """Byte replacements that give each event the client's model id (None when it already has it)."""
+    served = first.get("model") if first is not None else None
+    if wanted is None or not isinstance(served, str) or served == wanted:
+        return None
+    old, new = json.dumps(served).encode(), json.dumps(wanted).encode()
+    return [(b'"model":' + old, b'"model":' + new), (b'"model": ' + old, b'"model": ' + new)]
 
 
 def _error_outcome(status: int, message: str, obj: Any) -> Answer | Failure:
     """Which upstream errors fail over, and which the client must see (its own request is wrong)."""
     code = obj.get("error", {}).get("code") if isinstance(obj, dict) and isinstance(obj.get("error"), dict) else None
+    wrong_type = _WRONG_TYPE.search(message)
+    if wrong_type is not None and status < 500:
+        wanted = "a text (llm)" if wrong_type.group(1).lower() == "llm" else "an embedding"
+        body = error_body(
+            f"{message} (this endpoint needs {wanted} model)", error_type(400), "model_type_mismatch", "model"
+        )
+        return Answer(400, json.dumps(body).encode(), body)
     if status == 404 or code == "model_not_found" or _MODEL_GONE.search(message):
         return Failure("model_unavailable", message, breaker=False)
     if status in (401, 403):

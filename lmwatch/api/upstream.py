@@ -20,6 +20,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 from urllib.parse import unquote, urlsplit
 
 MAX_HEAD_BYTES = 64 * 1024
@@ -97,8 +98,8 @@ class _Connection(asyncio.Protocol):
         self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport: asyncio's own or uvloop's (which is not an asyncio.Transport subclass).
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         if self._response is None:  # bytes nobody asked for: the connection is not trustworthy

@@ -8,8 +8,9 @@ bodies, and LM Studio's HTTP 200 carrying an `error` body (its answer to unknown
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import aiohttp
@@ -164,11 +165,34 @@ async def lms_status_version(client: BackendClient) -> str | None:
     return as_str(body.get("version")) if isinstance(body, dict) else None
 
 
+JSON_OBJECT_SCHEMA: dict[str, Any] = {
+    "type": "json_schema",
+    "json_schema": {"name": "json_object", "strict": False, "schema": {"type": "object"}},
+}
+"""What `json_object` asks for ("some JSON object"), said the way servers that refuse it accept."""
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """`0.4.12` or `0.4.4+1` as numbers to compare (the leading digits of each dotted part)."""
+    parts = []
+    for part in version.split("+", 1)[0].split("."):
+        digits = re.match(r"\d*", part.strip())
+        parts.append(int(digits.group()) if digits and digits.group() else 0)
+    return tuple(parts)
+
+
 class Flavour(ABC):
     """One server API dialect. A new engine is a new module with a subclass, listed in `FLAVOURS`."""
 
     name: ClassVar[str]
     supports_load: ClassVar[bool] = False
+    native_apis: ClassVar[Mapping[str, str]] = {}
+    """Client APIs beyond chat completions (`responses`, `messages`) the server speaks itself, each with
+    the first server version that does; lmwatch translates the others to chat completions."""
+    oldest_version: ClassVar[str] = "0"
+    """The oldest version that has this flavour's API: assumed when the server does not say."""
+    rejects_json_object: ClassVar[bool] = False
+    """`response_format: {"type": "json_object"}` is refused: send the equivalent `json_schema` instead."""
 
     @abstractmethod
     async def list_models(self, client: BackendClient) -> tuple[list[ModelInfo], list[str]]:
@@ -178,7 +202,27 @@ class Flavour(ABC):
         """The server version where the flavour can tell; asked once, at detection."""
         return None
 
-    async def load(self, client: BackendClient, model: str, context_length: int | None = None) -> dict[str, Any]:
+    def apis(self, version: str | None) -> frozenset[str]:
+        """The `native_apis` a server of `version` speaks."""
+        have = version_tuple(version or self.oldest_version)
+        return frozenset(api for api, since in self.native_apis.items() if have >= version_tuple(since))
+
+    def rewrite(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The chat-completions body this server needs instead of `body`, or None when it takes it as is."""
+        if self.rejects_json_object:
+            fmt = body.get("response_format")
+            if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+                return {**body, "response_format": JSON_OBJECT_SCHEMA}
+        return None
+
+    async def load(
+        self,
+        client: BackendClient,
+        model: str,
+        context_length: int | None = None,
+        parallel: int | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
         raise ProbeError(ProbeFailure.HTTP_STATUS, f"{self.name} servers cannot load models over HTTP")
 
     async def unload(self, client: BackendClient, instance_id: str) -> dict[str, Any]:

@@ -6,22 +6,22 @@ from typing import Any
 
 from lmwatch.backends.base import (
     BackendClient,
-    Flavour,
     as_dict,
     as_int,
     as_list,
     as_str,
-    lms_status_version,
     parse_entries,
     shape_error,
 )
+from lmwatch.backends.lmstudio import LMStudio
 from lmwatch.registry import ModelInfo, ModelType
 
 PATH = "/api/v1/models"
 
 
-class LMStudioV1(Flavour):
+class LMStudioV1(LMStudio):
     name = "lmstudio-v1"
+    oldest_version = "0.4.0"
     supports_load = True
 
     async def list_models(self, client: BackendClient) -> tuple[list[ModelInfo], list[str]]:
@@ -31,14 +31,21 @@ class LMStudioV1(Flavour):
             raise shape_error(PATH, "no `models` list")
         return parse_entries(PATH, entries, _model, "key")
 
-    async def version(self, client: BackendClient) -> str | None:
-        return await lms_status_version(client)
-
-    async def load(self, client: BackendClient, model: str, context_length: int | None = None) -> dict[str, Any]:
+    async def load(
+        self,
+        client: BackendClient,
+        model: str,
+        context_length: int | None = None,
+        parallel: int | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """`parallel` is not a documented field of LM Studio's load endpoint: sent only when asked for."""
         request: dict[str, Any] = {"model": model}
         if context_length:
             request["context_length"] = context_length
-        result = await client.post_json("/api/v1/models/load", request, timeout=client.config.timeout * 10)
+        if parallel:
+            request["parallel"] = parallel
+        result = await client.post_json("/api/v1/models/load", request, timeout=timeout or client.config.timeout * 10)
         return result if isinstance(result, dict) else {"result": result}
 
     async def unload(self, client: BackendClient, instance_id: str) -> dict[str, Any]:
@@ -73,4 +80,5 @@ def _model(entry: Any) -> ModelInfo | None:
         vision=vision,
         parallel=as_int(first_config.get("parallel")),
         size_bytes=as_int(entry.get("size_bytes")),
+        instance_contexts=tuple(as_int(as_dict(i.get("config")).get("context_length")) for i in instances),
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import binascii
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -21,13 +22,24 @@ class Endpoint(StrEnum):
     CHAT = "chat"
     COMPLETIONS = "completions"
     EMBEDDINGS = "embeddings"
+    RESPONSES = "responses"
+    """OpenAI's Responses API."""
+    MESSAGES = "messages"
+    """Anthropic's Messages API."""
 
     @property
     def path(self) -> str:
         return "/chat/completions" if self is Endpoint.CHAT else f"/{self.value}"
 
 
-_REQUIRED = {Endpoint.CHAT: "messages", Endpoint.COMPLETIONS: "prompt", Endpoint.EMBEDDINGS: "input"}
+_REQUIRED = {
+    Endpoint.CHAT: "messages",
+    Endpoint.COMPLETIONS: "prompt",
+    Endpoint.EMBEDDINGS: "input",
+    Endpoint.RESPONSES: "input",
+    Endpoint.MESSAGES: "messages",
+}
+Translate = Callable[[dict[str, Any]], dict[str, Any]]
 _DATA_URL = re.compile(r"data:(image/[A-Za-z0-9.+-]+)?(;[^,]*)?,", re.ASCII)
 IMAGE_TYPES = frozenset(("image/png", "image/jpeg", "image/jpg", "image/gif", "image/webp", "image/bmp"))
 _MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
@@ -44,6 +56,18 @@ class ParsedRequest:
     """The client asked for the streamed usage chunk itself (`stream_options.include_usage`)."""
     needs_vision: bool
     has_tools: bool
+    prompt_chars: int = 0
+    """Characters of prompt text (messages, prompt, tool definitions); for embeddings, of the longest
+    input, since each input must fit on its own. What the context check estimates tokens from."""
+    max_tokens: int = 0
+    """Completion tokens the request reserves (`max_tokens` / `max_completion_tokens`; 0 when unset)."""
+    chat: dict[str, Any] | None = None
+    """The chat-completions body a Responses or Messages request translates to: sent to backends
+    that do not speak its API, and what classification reads."""
+
+    @property
+    def as_chat(self) -> dict[str, Any]:
+        return self.chat if self.chat is not None else self.body
 
 
 def json_object(raw: bytes) -> dict[str, Any]:
@@ -57,7 +81,10 @@ def json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def parse_request(endpoint: Endpoint, raw: bytes, default_model: str) -> ParsedRequest:
+def parse_request(
+    endpoint: Endpoint, raw: bytes, default_model: str, translate: Translate | None = None
+) -> ParsedRequest:
+    """The request's facts; `translate` makes the chat body of an API that is not chat completions."""
     body = json_object(raw)
     model = body.get("model")
     if model is None or model == "":
@@ -75,7 +102,11 @@ def parse_request(endpoint: Endpoint, raw: bytes, default_model: str) -> ParsedR
     messages = body.get("messages")
     if endpoint is Endpoint.CHAT and not isinstance(messages, list):
         raise ApiError(400, "`messages` must be a list", param="messages", code="invalid_type")
+    chat = translate(body) if translate is not None else None
+    if chat is not None:
+        messages = chat.get("messages")
     options = body.get("stream_options")
+    shape = chat if chat is not None else body
     return ParsedRequest(
         endpoint=endpoint,
         raw=raw,
@@ -83,9 +114,43 @@ def parse_request(endpoint: Endpoint, raw: bytes, default_model: str) -> ParsedR
         model=model.strip(),
         stream=stream,
         wants_usage=isinstance(options, dict) and options.get("include_usage") is True,
-        needs_vision=endpoint is Endpoint.CHAT and _check_images(messages),
-        has_tools=bool(body.get("tools") or body.get("functions")),
+        needs_vision=(endpoint is Endpoint.CHAT or chat is not None) and _check_images(messages),
+        has_tools=bool(shape.get("tools") or shape.get("functions")),
+        prompt_chars=_prompt_chars(endpoint if chat is None else Endpoint.CHAT, shape),
+        max_tokens=_max_tokens(shape),
+        chat=chat,
     )
+
+
+def _prompt_chars(endpoint: Endpoint, body: dict[str, Any]) -> int:
+    if endpoint is Endpoint.EMBEDDINGS:
+        items = body.get("input")
+        if isinstance(items, list) and items and all(isinstance(i, int) for i in items):
+            items = [items]  # one input given as token ids
+        texts = items if isinstance(items, list) else [items]
+        return max(
+            (len(t) if isinstance(t, str) else len(t) * 4 if isinstance(t, list) else 0 for t in texts), default=0
+        )
+    if endpoint is Endpoint.COMPLETIONS:
+        prompt = body.get("prompt")
+        texts = prompt if isinstance(prompt, list) else [prompt]
+        return sum(len(t) for t in texts if isinstance(t, str))
+    chars = 0
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            chars += sum(len(p["text"]) for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    tools = body.get("tools")
+    if tools:
+        chars += len(json.dumps(tools))
+    return chars
+
+
+def _max_tokens(body: dict[str, Any]) -> int:
+    value = body.get("max_tokens", body.get("max_completion_tokens"))
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _check_images(messages: Any) -> bool:

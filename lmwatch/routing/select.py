@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from lmwatch.api.errors import ApiError
+from lmwatch.backends import BY_NAME, Flavour
 from lmwatch.config import AliasTarget, BackendConfig, CloudProviderConfig, RoutingConfig
 from lmwatch.registry import BackendInfo, ModelInfo, Snapshot
 from lmwatch.routing.capabilities import EMBEDDINGS, VISION, Capabilities, capabilities_for
@@ -56,6 +57,10 @@ class Target:
     provider: CloudProviderConfig | None = field(default=None, compare=False)
     lmstudio: bool = field(default=False, compare=False)
     """LM Studio answers with another model when the asked one is gone; the proxy checks."""
+    flavour: Flavour | None = field(default=None, compare=False)
+    """The backend's detected flavour (its quirks); None for cloud providers."""
+    apis: frozenset[str] = field(default=frozenset(), compare=False)
+    """The client APIs beyond chat completions the backend speaks itself (the others are translated)."""
 
     @property
     def is_cloud(self) -> bool:
@@ -122,11 +127,11 @@ def _plan(snap: Snapshot, routing: RoutingConfig, req: ParsedRequest, task: str,
     caps = capabilities_for(routing)
     model = req.model
     if model in routing.aliases:
-        tiers = list(_alias_tiers(snap, routing, routing.aliases[model]))
+        tiers = list(_alias_tiers(snap, routing, caps, req, routing.aliases[model]))
     elif model == AUTO or model.startswith(TASK_PREFIX):
         tiers = list(_auto_tiers(snap, routing, caps, req, task))
     else:
-        tiers = list(_explicit_tiers(snap, routing, model))
+        tiers = list(_explicit_tiers(snap, routing, caps, req))
     if req.has_tools:
         tiers = _tools_first(tiers, caps)
     unavailable = "" if tiers else _why_unavailable(snap, req, task)
@@ -152,6 +157,7 @@ def target_for(backend: BackendInfo, model: ModelInfo, model_id: str | None = No
     cfg = backend.config
     reported = max((m.parallel or 0 for m in backend.models if m.loaded), default=0)
     cap = cfg.max_concurrency or reported or DEFAULT_PARALLEL
+    flavour = BY_NAME.get(backend.flavour or "")
     return Target(
         backend=backend.name,
         model=model_id or model.id,
@@ -161,6 +167,8 @@ def target_for(backend: BackendInfo, model: ModelInfo, model_id: str | None = No
         info=model,
         config=cfg,
         lmstudio=(backend.flavour or "").startswith("lmstudio"),
+        flavour=flavour,
+        apis=flavour.apis(backend.version) if flavour is not None else frozenset(),
     )
 
 
@@ -197,7 +205,11 @@ def choose_task(routing: RoutingConfig, snap: Snapshot, req: ParsedRequest, head
 
 
 def resolve(snap: Snapshot, model_id: str, backend: str | None = None) -> list[tuple[BackendInfo, ModelInfo, str]]:
-    """Every (backend, model, id to send) that `model_id` names, in any of LM Studio's id forms."""
+    """Every (backend, model, id to send) that `model_id` names, in any of LM Studio's id forms.
+
+    A variant (`name@q8_0`) names only a model whose id or reported quantization says that variant:
+    a server that does not say which quantization it loaded does not serve a variant request.
+    """
     want = parse(model_id)
     found = []
     for b in snap.backends.values():
@@ -207,6 +219,8 @@ def resolve(snap: Snapshot, model_id: str, backend: str | None = None) -> list[t
             exact = next((i for i in m.instance_ids if i.lower() == model_id.lower()), None)
             if exact is not None:
                 found.append((b, m, exact))
+            elif want.variant is not None and not _variant_known(m):
+                continue
             elif want.instance is not None:
                 instance = next(
                     (
@@ -223,29 +237,87 @@ def resolve(snap: Snapshot, model_id: str, backend: str | None = None) -> list[t
     return found
 
 
-def _explicit_tiers(snap: Snapshot, routing: RoutingConfig, model_id: str) -> Iterator[Tier]:
-    found = resolve(snap, model_id)
+def _variant_known(model: ModelInfo) -> bool:
+    return parse(model.id).variant is not None or bool(model.quantization)
+
+
+def _explicit_tiers(snap: Snapshot, routing: RoutingConfig, caps: Capabilities, req: ParsedRequest) -> Iterator[Tier]:
+    found = resolve(snap, req.model)
     if not found:
-        raise _unknown_model(snap, routing, model_id)
-    yield from _id_tiers(routing, model_id, found)
+        raise _unknown_model(snap, routing, req.model)
+    yield from _id_tiers(routing, req.model, _serving(caps, req, req.model, found))
 
 
-def _alias_tiers(snap: Snapshot, routing: RoutingConfig, targets: list[str | AliasTarget]) -> Iterator[Tier]:
+def _alias_tiers(
+    snap: Snapshot,
+    routing: RoutingConfig,
+    caps: Capabilities,
+    req: ParsedRequest,
+    targets: list[str | AliasTarget],
+) -> Iterator[Tier]:
+    """The alias's ids in order; ids whose model cannot serve the request are passed over (a 400 only
+    when none of them can)."""
+    resolved = []
     for item in targets:
         target = item if isinstance(item, AliasTarget) else AliasTarget(model=item)
-        yield from _id_tiers(routing, target.model, resolve(snap, target.model, target.backend))
+        resolved.append((target.model, resolve(snap, target.model, target.backend)))
+    serving = [(m, [f for f in found if _refusal(caps, req, f[1]) is None]) for m, found in resolved]
+    if not any(found for _, found in serving):
+        everything = [f for _, found in resolved for f in found]
+        if everything:
+            _serving(caps, req, req.model, everything)  # raises: say why none of them can
+    for model_id, found in serving:
+        yield from _id_tiers(routing, model_id, found)
+
+
+_KINDS = {"embeddings": "an embedding model", "llm": "a text model (llm)", "vlm": "a vision model (vlm)"}
+
+
+def _refusal(caps: Capabilities, req: ParsedRequest, model: ModelInfo) -> ApiError | None:
+    """Why `model` cannot serve `req` at all (its type or missing vision), or None when it can."""
+    kind = _KINDS["embeddings" if caps.is_embedding(model) else model.model_type.value]
+    if caps.is_embedding(model) != (req.endpoint is Endpoint.EMBEDDINGS):
+        serves = "/v1/embeddings" if caps.is_embedding(model) else "/v1/chat/completions and /v1/completions"
+        return ApiError(
+            400,
+            f"the model {model.id!r} is {kind}: it serves {serves}, not /v1{req.endpoint.path}",
+            param="model",
+            code="model_type_mismatch",
+        )
+    if req.needs_vision and not caps.is_vision(model):
+        return ApiError(
+            400,
+            f"the model {model.id!r} ({kind}) does not support images; send them to a vision model "
+            "(or to `auto`, which picks one)",
+            param="messages",
+            code="image_input_not_supported",
+        )
+    return None
+
+
+def _serving(
+    caps: Capabilities, req: ParsedRequest, label: str, found: list[tuple[BackendInfo, ModelInfo, str]]
+) -> list[tuple[BackendInfo, ModelInfo, str]]:
+    """The entries of `found` that can serve `req`; raises the first refusal when none can."""
+    kept = [f for f in found if _refusal(caps, req, f[1]) is None]
+    if not kept:
+        refusal = _refusal(caps, req, found[0][1])
+        assert refusal is not None
+        raise refusal
+    return kept
 
 
 def _id_tiers(routing: RoutingConfig, label: str, found: list[tuple[BackendInfo, ModelInfo, str]]) -> Iterator[Tier]:
     """Loaded copies first; downloaded ones (the backend loads them on demand) only with allow_jit."""
-    loaded = tuple(
-        t
-        for b, m, i in found
-        if routable(b) and m.loaded
-        for t in (_targets(b, m) if i == m.id else (target_for(b, m, i),))
-    )
-    if loaded:
-        yield Tier(Route.EXPLICIT, label, loaded)
+    for retiring in (False, True):  # a model about to be unloaded (swap, idle) is tried last
+        loaded = tuple(
+            t
+            for b, m, i in found
+            if routable(b) and m.loaded and (m.id in b.retiring) == retiring
+            for t in (_targets(b, m) if i == m.id else (target_for(b, m, i),))
+        )
+        if loaded:
+            yield Tier(Route.EXPLICIT, label + " (retiring)" if retiring else label, loaded)
     if routing.allow_jit:
         jit = tuple(target_for(b, m, i) for b, m, i in found if routable(b) and not m.loaded)
         if jit:
@@ -253,6 +325,21 @@ def _id_tiers(routing: RoutingConfig, label: str, found: list[tuple[BackendInfo,
 
 
 def _unknown_model(snap: Snapshot, routing: RoutingConfig, model_id: str) -> ApiError:
+    want = parse(model_id)
+    if want.variant is not None:
+        loaded = [
+            f"{b.name} has {m.id} ({m.quantization or 'quantization not reported'})"
+            for b in snap.backends.values()
+            for m in b.models
+            if m.loaded and parse(m.id).name == want.name
+        ]
+        if loaded:
+            return ApiError(
+                404,
+                f"the variant {model_id!r} is not loaded on any backend: " + "; ".join(loaded),
+                param="model",
+                code="model_not_found",
+            )
     known = sorted(known_ids(snap, routing))
     lowered = {k.lower(): k for k in known}
     close = [lowered[c] for c in difflib.get_close_matches(model_id.lower(), list(lowered), n=3, cutoff=0.4)]
@@ -286,6 +373,8 @@ def _auto_tiers(
         for m in b.models
         if m.loaded and caps.is_embedding(m) == embeddings and (not req.needs_vision or caps.is_vision(m))
     ]
+    retiring = [(b, m) for b, m in pool if m.id in b.retiring]  # about to be unloaded: tried last
+    pool = [(b, m) for b, m in pool if m.id not in b.retiring]
     taken: set[tuple[str, str]] = set()
 
     def take(route: Route, label: str, members: Iterable[tuple[BackendInfo, ModelInfo]]) -> Iterator[Tier]:
@@ -304,6 +393,7 @@ def _auto_tiers(
         for family in caps.families_for(role):
             yield from take(Route.CAPABILITY, family.name, ((b, m) for b, m in pool if caps.family(m.id) is family))
     yield from take(Route.CAPABILITY, "any loaded model", pool)
+    yield from take(Route.CAPABILITY, "models about to be unloaded", retiring)
 
 
 def _tools_first(tiers: list[Tier], caps: Capabilities) -> list[Tier]:

@@ -16,16 +16,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
-from samplers_support import (
-    has,
-    listening_port,
-    names,
-    parse,
-    promtool_problems,
-    records,
-    scrape,
-    value,
-)
 
 from lmwatch.config import BackendConfig, Config
 from lmwatch.registry import Registry, Snapshot
@@ -38,6 +28,16 @@ from lmwatch.samplers.nvidia import NvidiaSampler
 from lmwatch.samplers.process import ProcessSampler
 from lmwatch.samplers.runner import SamplerRunner
 from lmwatch.samplers.status import host_status
+from tests.samplers.helpers import (
+    has,
+    listening_port,
+    names,
+    parse,
+    promtool_problems,
+    records,
+    scrape,
+    value,
+)
 
 
 class Recording(Sampler):

@@ -1,7 +1,4 @@
-"""Helpers for the control-plane tests (admin API, auth, audit, discovery, CLI, reload, shutdown).
-
-Imported as `control_support`: pytest puts tests/ on sys.path (it is not a package).
-"""
+"""Helpers for the control-plane tests (admin API, auth, audit, discovery, CLI, reload, shutdown)."""
 
 from __future__ import annotations
 

@@ -12,15 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from samplers_support import (
-    Clock,
-    has,
-    label_values,
-    parse,
-    records,
-    scrape,
-    value,
-)
 
 from lmwatch.config import BackendConfig
 from lmwatch.registry import Registry
@@ -29,6 +20,15 @@ from lmwatch.samplers.fake_nvml import GIB, FakeGpu, FakeNvml, SimulatedNvidiaSa
 from lmwatch.samplers.nvidia import NvidiaSampler
 from lmwatch.samplers.process import BackendProcess, ProcessSample, Visibility
 from lmwatch.samplers.runner import SamplerRunner
+from tests.samplers.helpers import (
+    Clock,
+    has,
+    label_values,
+    parse,
+    records,
+    scrape,
+    value,
+)
 
 GPU_GAUGES = (
     "lmwatch_gpu_utilization_ratio",

@@ -11,7 +11,13 @@ from typing import Any
 
 import psutil
 import pytest
-from samplers_support import (
+
+from lmwatch.config import BackendConfig
+from lmwatch.registry import Registry
+from lmwatch.samplers.fake_nvml import GIB, SimulatedNvidiaSampler
+from lmwatch.samplers.process import ProcessSampler, Visibility, _CpuAccount
+from lmwatch.samplers.runner import SamplerRunner
+from tests.samplers.helpers import (
     Clock,
     Server,
     has,
@@ -23,12 +29,6 @@ from samplers_support import (
     stop,
     value,
 )
-
-from lmwatch.config import BackendConfig
-from lmwatch.registry import Registry
-from lmwatch.samplers.fake_nvml import GIB, SimulatedNvidiaSampler
-from lmwatch.samplers.process import ProcessSampler, Visibility, _CpuAccount
-from lmwatch.samplers.runner import SamplerRunner
 
 Addr = namedtuple("Addr", "ip port")
 Conn = namedtuple("Conn", "fd family type laddr raddr status pid")

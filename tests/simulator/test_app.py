@@ -23,7 +23,7 @@ from lmwatch.simulator.command import add_arguments, build_settings
 from lmwatch.simulator.models_file import ModelsFileError, load_models_file
 from lmwatch.simulator.settings import ModelType
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CODER = "qwen2.5-coder-7b-instruct"
 LLAMA = "meta-llama-3.1-8b-instruct"
 GEMMA = "google/gemma-3-4b"

@@ -12,9 +12,9 @@ import aiohttp
 import openai
 import pytest
 from openai.types.chat import ChatCompletionFunctionToolParam
-from routing_support import Fleet, chat, fleet, models, route_headers
 
 from lmwatch.simulator import SimModel, SimSettings
+from tests.api.fleets import Fleet, chat, fleet, models, route_headers
 
 FLEET = SimSettings(
     models=[

@@ -15,7 +15,7 @@ from lmwatch.routing.classify import Classifier, request_text
 from lmwatch.routing.taskmodel import ModelFileError, parse_model, shipped_model
 from lmwatch.routing.textfeatures import MAX_WORDS, features
 
-DEV = Path(__file__).resolve().parents[1] / "train" / "classifier" / "data" / "dev.jsonl"
+DEV = Path(__file__).resolve().parents[2] / "train" / "classifier" / "data" / "dev.jsonl"
 REASON = re.compile(r"^[^()]+\((coding|research|creative|analysis)\+\d+(\.\d+)?\)$")
 
 

@@ -11,18 +11,6 @@ import aiohttp
 import openai
 import pytest
 from aiohttp.test_utils import make_mocked_request
-from control_support import (
-    ADMIN_TOKEN,
-    CLIENT_KEY,
-    OTHER_KEY,
-    admin,
-    backend_yaml,
-    config_file,
-    daemon_for,
-    metric_value,
-    run_cli,
-    write,
-)
 
 from lmwatch.api.auth import (
     CLIENT,
@@ -38,6 +26,18 @@ from lmwatch.config import ClientsConfig, ConfigError, load_config, parse_config
 from lmwatch.control import secret_file_warnings
 from lmwatch.daemon import Daemon
 from lmwatch.simulator import RunningSimulator, SimSettings, start_simulator
+from tests.daemons import (
+    ADMIN_TOKEN,
+    CLIENT_KEY,
+    OTHER_KEY,
+    admin,
+    backend_yaml,
+    config_file,
+    daemon_for,
+    metric_value,
+    run_cli,
+    write,
+)
 
 KEY_ENV = "LMWATCH_TEST_ALICE_KEY"
 

@@ -13,7 +13,12 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import make_mocked_request
-from control_support import (
+
+from lmwatch.api.auth import AdminAuth, AdminToken, _digest, host_is_loopback, is_loopback
+from lmwatch.api.errors import ApiError
+from lmwatch.registry import Health, Snapshot
+from lmwatch.simulator import RunningSimulator, SimSettings, start_simulator
+from tests.daemons import (
     ADMIN_TOKEN,
     WRONG_TOKEN,
     admin,
@@ -23,11 +28,6 @@ from control_support import (
     daemon_for,
     metric_value,
 )
-
-from lmwatch.api.auth import AdminAuth, AdminToken, _digest, host_is_loopback, is_loopback
-from lmwatch.api.errors import ApiError
-from lmwatch.registry import Health, Snapshot
-from lmwatch.simulator import RunningSimulator, SimSettings, start_simulator
 
 CHAT = {"model": "auto", "messages": [{"role": "user", "content": "Write a Python function that parses JSON"}]}
 

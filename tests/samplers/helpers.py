@@ -1,6 +1,4 @@
-"""Helpers for the sampler tests: render and parse metrics, lint them, run a listening process.
-
-Imported as `samplers_support`: pytest puts tests/ on sys.path (it is not a package)."""
+"""Helpers for the sampler tests: render and parse metrics, lint them, run a listening process."""
 
 from __future__ import annotations
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 import psutil
-from samplers_support import names, parse, scrape, value
 
 from lmwatch.registry import Registry
 from lmwatch.samplers.host import HostSampler
+from tests.samplers.helpers import names, parse, scrape, value
 
 HOST_SERIES = {
     "lmwatch_host_cpu_seconds_total",
