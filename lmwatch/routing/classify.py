@@ -20,7 +20,7 @@ from typing import Any
 
 from lmwatch.config import RoutingConfig
 from lmwatch.routing.memo import PerConfig
-from lmwatch.routing.taskmodel import LinearModel, shipped_model, top_features
+from lmwatch.routing.taskmodel import LinearModel, Scored, shipped_model, top_features
 from lmwatch.routing.textfeatures import LENGTH, features
 
 KEYWORD_CAP = 4
@@ -91,12 +91,14 @@ class Classifier:
     def _by_model(self, text: str, body: Mapping[str, Any]) -> Classification:
         model = self.model
         scored = model.score(text)
-        logits = list(scored.logits)
         nudges = [(name, task, points) for name, (task, points) in SHAPE_NUDGES.items() if _has_shape(body, name)]
+        if all(f.startswith(LENGTH) for f, _ in scored.hits):  # the text says nothing the model knows
+            if not nudges:
+                return Classification(self.default_task, {}, ("default",))
+            scored = Scored((0.0,) * len(model.tasks), [], 0.0)  # no prior: the shape alone decides
+        logits = list(scored.logits)
         for _, task, points in nudges:
             logits[model.tasks.index(task)] += points
-        if not nudges and all(f.startswith(LENGTH) for f, _ in scored.hits):
-            return Classification(self.default_task, {}, ("default",))
         top = max(logits)
         win = logits.index(top)
         runner = max(range(len(logits)), key=lambda i: logits[i] if i != win else -math.inf)

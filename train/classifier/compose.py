@@ -211,6 +211,11 @@ SUBJECTS = (
     "the human brain", "cryptocurrency", "the Apollo program", "volcanoes", "the Magna Carta", "honeybees",
     "the Byzantine Empire", "electric cars", "the Ottoman Empire", "glaciers", "the Beatles", "tea",
 )  # fmt: skip
+SMALL_TALK = (
+    "hello", "hi", "hey there", "hello, how are you?", "good morning", "thanks!", "thank you", "ok", "yes", "no",
+    "who are you?", "what can you do?", "are you there?", "hi, can you help me?", "what's up", "cool", "test",
+    "how's it going?", "nice to meet you", "good night", "can I ask you something?", "what is your name?",
+)  # fmt: skip
 RESEARCH_FRAMES = (
     "What is {s}?", "Tell me about {s}.", "Explain {s} to me.", "Give me an overview of {s}.",
     "What is the history of {s}?", "Why is {s} important?", "How does {s} work?", "What do you know about {s}?",
@@ -360,11 +365,15 @@ def _coding(rng: random.Random) -> str:
             t=rng.choice(SQL_TASKS)
         )
     name, args, ret, doc = rng.choice(SIGNATURES)
+    if kind < 0.9:  # bare code, no instruction: a completion prompt or a pasted snippet
+        return rng.choice((f"def {name}({args}) -> {ret}:\n    pass", rng.choice(SNIPPETS), f"def {name}():\n"))
     return f'from typing import List, Tuple, Dict\n\ndef {name}({args}) -> {ret}:\n    """ {doc}\n    """\n'
 
 
 def _research(rng: random.Random) -> str:
     kind = rng.random()
+    if kind < 0.05:
+        return rng.choice(SMALL_TALK)
     if kind < 0.4:
         return rng.choice(QUESTIONS)
     if kind < 0.7:
