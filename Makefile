@@ -61,6 +61,10 @@ test: lint typecheck unit  ## install everything, then ruff, mypy and the whole 
 bench: $(BIN)/.installed tools
 	$(BIN)/python bench/run.py --write bench/RESULTS.md
 
+# lmwatch, LiteLLM's proxy and Portkey's gateway side by side (installs the peers under ~/.cache/lmwatch-peers)
+bench-peers: $(BIN)/.installed tools
+	$(BIN)/python bench/peers.py --write bench/PEERS.md
+
 screenshot: $(BIN)/.installed tools  ## retake docs/console.png (the README's picture of the console)
 	$(BIN)/python -m tests.console.screenshot
 

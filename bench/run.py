@@ -124,30 +124,40 @@ def wrk_cpu(url: str, script: str, connections: int, seconds: int, pids: list[in
 # --- streams: time to the first event ------------------------------------------------------------
 
 
-async def first_event_times(port: int, path: str, count: int) -> list[float]:
+async def first_event_times(port: int, path: str, count: int, headers: dict[str, str] | None = None) -> list[float]:
     """Sequential streamed requests on one keep-alive connection; seconds to the first `data:`."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     body = STREAM_BODY.encode()
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     request = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n{extra}"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     times = []
+
+    async def more(seen: bytes) -> bytes:
+        chunk = await reader.read(65536)
+        if not chunk:
+            raise ConnectionError(f"the stream ended before its end: {seen[-200:]!r}")
+        return seen + chunk
+
     for _ in range(count):
         started = time.perf_counter()
         writer.write(request)
         seen = b""
         while b"data:" not in seen:
-            seen += await reader.read(65536)
+            seen = await more(seen)
         times.append(time.perf_counter() - started)
         while not seen.endswith(b"0\r\n\r\n"):  # drain to the end of the chunked body
-            seen += await reader.read(65536)
+            seen = await more(seen)
     writer.close()
     return times
 
 
-def stream_p50(port: int, count: int) -> float:
-    return statistics.median(asyncio.run(first_event_times(port, "/v1/chat/completions", count)))
+def stream_p50(port: int, count: int, headers: dict[str, str] | None = None) -> float:
+    """Median seconds to the first event; OSError (a timeout included) when streaming fails."""
+    run = first_event_times(port, "/v1/chat/completions", count, headers)
+    return statistics.median(asyncio.run(asyncio.wait_for(run, timeout=60)))
 
 
 # --- memory --------------------------------------------------------------------------------------

@@ -66,6 +66,11 @@ class Target:
     def is_cloud(self) -> bool:
         return self.provider is not None
 
+    @property
+    def model_key(self) -> str:
+        """The model its numbers are kept under (profile, calibration): `name`, not its instance `name:2`."""
+        return self.info.id if self.info is not None else self.model
+
     def token(self) -> str | None:
         """Read at call time, so a rotated key or token needs no restart."""
         if self.provider is not None:
@@ -134,6 +139,7 @@ def _plan(snap: Snapshot, routing: RoutingConfig, req: ParsedRequest, task: str,
         tiers = list(_explicit_tiers(snap, routing, caps, req))
     if req.has_tools:
         tiers = _tools_first(tiers, caps)
+    tiers = _retiring_last(snap, tiers)
     unavailable = "" if tiers else _why_unavailable(snap, req, task)
     if routing.cloud.allowed and not local_only:
         cloud = tuple(_cloud_targets(routing, task))
@@ -261,7 +267,7 @@ def _alias_tiers(
     for item in targets:
         target = item if isinstance(item, AliasTarget) else AliasTarget(model=item)
         resolved.append((target.model, resolve(snap, target.model, target.backend)))
-    serving = [(m, [f for f in found if _refusal(caps, req, f[1]) is None]) for m, found in resolved]
+    serving = [(m, [f for f in found if refusal(caps, req, f[1]) is None]) for m, found in resolved]
     if not any(found for _, found in serving):
         everything = [f for _, found in resolved for f in found]
         if everything:
@@ -273,7 +279,7 @@ def _alias_tiers(
 _KINDS = {"embeddings": "an embedding model", "llm": "a text model (llm)", "vlm": "a vision model (vlm)"}
 
 
-def _refusal(caps: Capabilities, req: ParsedRequest, model: ModelInfo) -> ApiError | None:
+def refusal(caps: Capabilities, req: ParsedRequest, model: ModelInfo) -> ApiError | None:
     """Why `model` cannot serve `req` at all (its type or missing vision), or None when it can."""
     kind = _KINDS["embeddings" if caps.is_embedding(model) else model.model_type.value]
     if caps.is_embedding(model) != (req.endpoint is Endpoint.EMBEDDINGS):
@@ -299,25 +305,24 @@ def _serving(
     caps: Capabilities, req: ParsedRequest, label: str, found: list[tuple[BackendInfo, ModelInfo, str]]
 ) -> list[tuple[BackendInfo, ModelInfo, str]]:
     """The entries of `found` that can serve `req`; raises the first refusal when none can."""
-    kept = [f for f in found if _refusal(caps, req, f[1]) is None]
+    kept = [f for f in found if refusal(caps, req, f[1]) is None]
     if not kept:
-        refusal = _refusal(caps, req, found[0][1])
-        assert refusal is not None
-        raise refusal
+        why = refusal(caps, req, found[0][1])
+        assert why is not None
+        raise why
     return kept
 
 
 def _id_tiers(routing: RoutingConfig, label: str, found: list[tuple[BackendInfo, ModelInfo, str]]) -> Iterator[Tier]:
     """Loaded copies first; downloaded ones (the backend loads them on demand) only with allow_jit."""
-    for retiring in (False, True):  # a model about to be unloaded (swap, idle) is tried last
-        loaded = tuple(
-            t
-            for b, m, i in found
-            if routable(b) and m.loaded and (m.id in b.retiring) == retiring
-            for t in (_targets(b, m) if i == m.id else (target_for(b, m, i),))
-        )
-        if loaded:
-            yield Tier(Route.EXPLICIT, label + " (retiring)" if retiring else label, loaded)
+    loaded = tuple(
+        t
+        for b, m, i in found
+        if routable(b) and m.loaded
+        for t in (_targets(b, m) if i == m.id else (target_for(b, m, i),))
+    )
+    if loaded:
+        yield Tier(Route.EXPLICIT, label, loaded)
     if routing.allow_jit:
         jit = tuple(target_for(b, m, i) for b, m, i in found if routable(b) and not m.loaded)
         if jit:
@@ -373,8 +378,6 @@ def _auto_tiers(
         for m in b.models
         if m.loaded and caps.is_embedding(m) == embeddings and (not req.needs_vision or caps.is_vision(m))
     ]
-    retiring = [(b, m) for b, m in pool if m.id in b.retiring]  # about to be unloaded: tried last
-    pool = [(b, m) for b, m in pool if m.id not in b.retiring]
     taken: set[tuple[str, str]] = set()
 
     def take(route: Route, label: str, members: Iterable[tuple[BackendInfo, ModelInfo]]) -> Iterator[Tier]:
@@ -393,7 +396,20 @@ def _auto_tiers(
         for family in caps.families_for(role):
             yield from take(Route.CAPABILITY, family.name, ((b, m) for b, m in pool if caps.family(m.id) is family))
     yield from take(Route.CAPABILITY, "any loaded model", pool)
-    yield from take(Route.CAPABILITY, "models about to be unloaded", retiring)
+
+
+def _retiring_last(snap: Snapshot, tiers: list[Tier]) -> list[Tier]:
+    """Models about to be unloaded (a swap, an idle unload) are tried after everything else."""
+
+    def retiring(target: Target) -> bool:
+        backend = snap.backends.get(target.backend)
+        return backend is not None and target.info is not None and target.info.id in backend.retiring
+
+    if not any(retiring(t) for tier in tiers for t in tier.targets):
+        return tiers
+    keep = [Tier(t.route, t.label, tuple(x for x in t.targets if not retiring(x))) for t in tiers]
+    last = [Tier(t.route, t.label + " (retiring)", tuple(x for x in t.targets if retiring(x))) for t in tiers]
+    return [t for t in keep + last if t.targets]
 
 
 def _tools_first(tiers: list[Tier], caps: Capabilities) -> list[Tier]:
