@@ -32,6 +32,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from pydantic import TypeAdapter, ValidationError
 
+from lmwatch import backends
 from lmwatch.api.auth import (
     ANONYMOUS,
     AccessControl,
@@ -57,6 +58,7 @@ from lmwatch.config import (
     validation_problems,
 )
 from lmwatch.discovery import BackendSources, FileDiscovery
+from lmwatch.flavours import FLAVOURS
 from lmwatch.logs import register_secrets
 from lmwatch.services import Services
 from lmwatch.watcher import Watcher
@@ -351,15 +353,17 @@ class ControlPlane:
         return instances
 
     def _loader(self, name: str, verb: str) -> tuple[Flavour, BackendClient]:
-        if name not in self.services.registry.snapshot().backends:
+        backend = self.services.registry.snapshot().backends.get(name)
+        if backend is None:
             raise unknown_backend(name)
-        flavour, client = self.watcher.flavour_of(name), self.watcher.client_of(name)
-        if flavour is None or client is None:
+        client = self.watcher.client_of(name)
+        if backend.flavour not in FLAVOURS or client is None:
             raise ApiError(
                 409,
                 f"backend {name!r} has not answered a probe yet, so its API is unknown; try again once it is up",
                 code="backend_not_probed",
             )
+        flavour = backends.flavour(backend.flavour)
         if not flavour.supports_load:
             raise ApiError(
                 501,

@@ -19,7 +19,6 @@ import asyncio
 import json
 import math
 import random
-import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -32,6 +31,7 @@ from aiohttp import web
 from lmwatch.api.errors import ApiError, error_body, error_event, error_type
 from lmwatch.api.request_metrics import RequestMetrics
 from lmwatch.api.upstream import ConnectError, ConnectionLost, Pool, Response, UpstreamError
+from lmwatch.backends import is_model_gone
 from lmwatch.backends.base import error_message
 from lmwatch.config import RoutingConfig
 from lmwatch.registry import RequestOutcomes
@@ -42,11 +42,6 @@ from lmwatch.routing.select import Plan, Route, Target, Tier
 from lmwatch.routing.sse import EventSplitter, StreamMeter
 
 MAX_BACKOFF = 2.0
-_MODEL_GONE = re.compile(
-    r"no models? (?:is |are )?loaded|model_not_found|invalid model identifier|not found|failed to load model|"
-    r"not loaded|unloaded|model loading",
-    re.IGNORECASE,
-)
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _HEADERS = {
     stream: {"Content-Type": "application/json", "Accept": "text/event-stream" if stream else "application/json"}
@@ -137,7 +132,7 @@ class Exchange:
     usage: Usage = field(default_factory=Usage)
     failures: list[tuple[Target, Failure]] = field(default_factory=list)
     _first: Target | None = None
-    _bodies: dict[tuple[str, bool], bytes] = field(default_factory=dict)
+    _bodies: dict[tuple[str, bool, str | None], bytes] = field(default_factory=dict)
 
     # --- the walk --------------------------------------------------------------------------------
 
@@ -281,13 +276,15 @@ class Exchange:
     # --- one upstream call ------------------------------------------------------------------------
 
     def body_for(self, target: Target, stream: bool) -> bytes:
-        """The original bytes when nothing must change; else re-encoded once per model."""
+        """The original bytes when nothing must change; else re-encoded once per model and flavour
+        (a flavour may need the body rewritten: `Flavour.rewrite_request`)."""
         inject = stream and not self.req.wants_usage
-        if self.req.raw and not inject and self.req.body.get("model") == target.model:
+        rewritten = target.flavour.rewrite_request(self.req.endpoint.path, self.req.body) if target.flavour else None
+        if rewritten is None and self.req.raw and not inject and self.req.body.get("model") == target.model:
             return self.req.raw
-        key = (target.model, inject)
+        key = (target.model, inject, target.flavour.name if rewritten is not None and target.flavour else None)
         if key not in self._bodies:
-            body = dict(self.req.body, model=target.model)
+            body = dict(self.req.body if rewritten is None else rewritten, model=target.model)
             if inject:
                 options = self.req.body.get("stream_options")
                 body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
@@ -339,13 +336,13 @@ class Exchange:
             obj = None
         message = error_message(obj)
         if status == 200 and message is None and isinstance(obj, dict):
-            if target.lmstudio and not _answered_by(obj, target):
+            if target.substitutes_model and not _answered_by(obj, target):
                 return Failure("model_unavailable", f"answered by {obj.get('model')!r}: the model is gone")
             self.usage.add(obj.get("usage"))
             return Answer(status, raw, obj)
         if message is None:
             message = raw[:300].decode("utf-8", "replace") or f"HTTP {status}"
-        return _error_outcome(status, message, obj)
+        return _error_outcome(target, status, message, obj)
 
     async def call_stream(
         self, target: Target, request: web.Request, headers: RouteHeaders
@@ -453,16 +450,16 @@ def _answered_by(obj: dict[str, Any], target: Target) -> bool:
 def _early_failure(meter: StreamMeter, target: Target) -> Answer | Failure | None:
     """A stream whose first event is an error, or comes from another model, can still fail over."""
     if meter.error is not None:
-        return _error_outcome(200, error_message(meter.error) or "error event", meter.error)
-    if target.lmstudio and meter.first is not None and not _answered_by(meter.first, target):
+        return _error_outcome(target, 200, error_message(meter.error) or "error event", meter.error)
+    if target.substitutes_model and meter.first is not None and not _answered_by(meter.first, target):
         return Failure("model_unavailable", f"answered by {meter.first.get('model')!r}: the model is gone")
     return None
 
 
-def _error_outcome(status: int, message: str, obj: Any) -> Answer | Failure:
+def _error_outcome(target: Target, status: int, message: str, obj: Any) -> Answer | Failure:
     """Which upstream errors fail over, and which the client must see (its own request is wrong)."""
     code = obj.get("error", {}).get("code") if isinstance(obj, dict) and isinstance(obj.get("error"), dict) else None
-    if status == 404 or code == "model_not_found" or _MODEL_GONE.search(message):
+    if status == 404 or code == "model_not_found" or is_model_gone(target.flavour, message):
         return Failure("model_unavailable", message, breaker=False)
     if status in (401, 403):
         return Failure("auth", f"the backend refused lmwatch's credentials (HTTP {status})")

@@ -8,8 +8,9 @@ bodies, and LM Studio's HTTP 200 carrying an `error` body (its answer to unknown
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import aiohttp
@@ -155,20 +156,35 @@ def as_str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-async def lms_status_version(client: BackendClient) -> str | None:
-    """LM Studio's version from `/lms-status` (what its own CLI reads); None where it is absent."""
-    try:
-        body = await client.get_json("/lms-status")
-    except ProbeError:
-        return None
-    return as_str(body.get("version")) if isinstance(body, dict) else None
+MODEL_GONE: tuple[str, ...] = (r"model_not_found", r"not found", r"not loaded", r"model loading")
+"""What any OpenAI-style server says when the model asked for is not (or not yet) there."""
 
 
 class Flavour(ABC):
-    """One server API dialect. A new engine is a new module with a subclass, listed in `FLAVOURS`."""
+    """One server API dialect and its quirks, as data the watcher, router and proxy read.
 
-    name: ClassVar[str]
+    A new engine is a new module with a subclass, named in `lmwatch.flavours.FLAVOURS`.
+    """
+
     supports_load: ClassVar[bool] = False
+    """Whether the server loads and unloads models over HTTP (`load`/`unload` below)."""
+    substitutes_model: ClassVar[bool] = False
+    """Whether the server answers with whatever model is loaded when the one asked for is gone (LM
+    Studio's just-in-time loading): the proxy then checks the answer's `model` and fails over."""
+    model_gone: ClassVar[tuple[str, ...]] = MODEL_GONE
+    """Regexes of the error messages that mean "this model is not here": fail over, breaker untouched."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        """The `kind` this flavour has in the table (and the `flavour` the registry reports)."""
+
+    def is_model_gone(self, message: str) -> bool:
+        return re.search("|".join(self.model_gone), message, re.IGNORECASE) is not None
+
+    def rewrite_request(self, path: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The body this engine needs instead of `body` for `path` (`/chat/completions`...), or None to
+        send it as it is (the hot path then forwards the client's bytes without re-encoding)."""
+        return None
 
     @abstractmethod
     async def list_models(self, client: BackendClient) -> tuple[list[ModelInfo], list[str]]:

@@ -6,23 +6,20 @@ from typing import Any
 
 from lmwatch.backends.base import (
     BackendClient,
-    Flavour,
     as_int,
     as_list,
     as_str,
-    lms_status_version,
     parse_entries,
     shape_error,
 )
+from lmwatch.backends.lmstudio import LMStudio
 from lmwatch.registry import ModelInfo, ModelType
 
 PATH = "/api/v0/models"
 _TYPES = {"llm": ModelType.LLM, "vlm": ModelType.VLM, "embeddings": ModelType.EMBEDDINGS}
 
 
-class LMStudioV0(Flavour):
-    name = "lmstudio-v0"
-
+class LMStudioV0(LMStudio):
     async def list_models(self, client: BackendClient) -> tuple[list[ModelInfo], list[str]]:
         body = await client.get_json(PATH)
         entries = body.get("data") if isinstance(body, dict) else None
@@ -31,9 +28,6 @@ class LMStudioV0(Flavour):
         if entries and not any(isinstance(e, dict) and "state" in e for e in entries):
             raise shape_error(PATH, "entries carry no `state`: not LM Studio's v0 API")
         return parse_entries(PATH, entries, _model, "id")
-
-    async def version(self, client: BackendClient) -> str | None:
-        return await lms_status_version(client)
 
 
 def _model(entry: Any) -> ModelInfo | None:

@@ -6,22 +6,20 @@ from typing import Any
 
 from lmwatch.backends.base import (
     BackendClient,
-    Flavour,
     as_dict,
     as_int,
     as_list,
     as_str,
-    lms_status_version,
     parse_entries,
     shape_error,
 )
+from lmwatch.backends.lmstudio import LMStudio
 from lmwatch.registry import ModelInfo, ModelType
 
 PATH = "/api/v1/models"
 
 
-class LMStudioV1(Flavour):
-    name = "lmstudio-v1"
+class LMStudioV1(LMStudio):
     supports_load = True
 
     async def list_models(self, client: BackendClient) -> tuple[list[ModelInfo], list[str]]:
@@ -30,9 +28,6 @@ class LMStudioV1(Flavour):
         if not isinstance(entries, list):
             raise shape_error(PATH, "no `models` list")
         return parse_entries(PATH, entries, _model, "key")
-
-    async def version(self, client: BackendClient) -> str | None:
-        return await lms_status_version(client)
 
     async def load(self, client: BackendClient, model: str, context_length: int | None = None) -> dict[str, Any]:
         request: dict[str, Any] = {"model": model}

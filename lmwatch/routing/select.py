@@ -15,8 +15,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from lmwatch import backends
 from lmwatch.api.errors import ApiError
+from lmwatch.backends import Flavour
 from lmwatch.config import AliasTarget, BackendConfig, CloudProviderConfig, RoutingConfig
+from lmwatch.flavours import FLAVOURS
 from lmwatch.registry import BackendInfo, ModelInfo, Snapshot
 from lmwatch.routing.capabilities import EMBEDDINGS, VISION, Capabilities, capabilities_for
 from lmwatch.routing.ids import family_matches, parse, same_model
@@ -54,8 +57,13 @@ class Target:
     info: ModelInfo | None = field(default=None, compare=False)
     config: BackendConfig | None = field(default=None, compare=False)
     provider: CloudProviderConfig | None = field(default=None, compare=False)
-    lmstudio: bool = field(default=False, compare=False)
-    """LM Studio answers with another model when the asked one is gone; the proxy checks."""
+    flavour: Flavour | None = field(default=None, compare=False)
+    """The backend's detected flavour and its quirks; None for cloud providers and undetected backends."""
+
+    @property
+    def substitutes_model(self) -> bool:
+        """Whether the backend may answer with another model than the one asked (the proxy checks)."""
+        return self.flavour is not None and self.flavour.substitutes_model
 
     @property
     def is_cloud(self) -> bool:
@@ -160,7 +168,7 @@ def target_for(backend: BackendInfo, model: ModelInfo, model_id: str | None = No
         weight=cfg.weight,
         info=model,
         config=cfg,
-        lmstudio=(backend.flavour or "").startswith("lmstudio"),
+        flavour=backends.flavour(backend.flavour) if backend.flavour in FLAVOURS else None,
     )
 
 
