@@ -20,6 +20,7 @@ from pydantic import (
     AfterValidator,
     AnyHttpUrl,
     BaseModel,
+    ByteSize,
     ConfigDict,
     Field,
     ValidationError,
@@ -63,6 +64,23 @@ class ServerConfig(Strict):
     """On SIGTERM: how long in-flight requests (and streams) may take to finish before they are cut."""
 
 
+class KeepLoaded(Strict):
+    """A model lmwatch keeps loaded on a backend; a plain string is just the model id."""
+
+    model: str = Field(min_length=1)
+    """The model id (LM Studio's `key`)."""
+    context_length: int | None = Field(None, ge=1)
+    """The context to load it with; unset = the server's default."""
+    parallel: int | None = Field(None, ge=1)
+    """Parallel prediction slots to ask for. LM Studio documents no such load field (API loads get 4),
+    so it is sent as `parallel` only when set, and /status says when the server reports other slots."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_id(cls, value: Any) -> Any:
+        return {"model": value} if isinstance(value, str) else value
+
+
 class BackendConfig(Strict):
     name: Name
     url: AnyHttpUrl
@@ -77,6 +95,18 @@ class BackendConfig(Strict):
     weight: float = Field(1.0, gt=0)
     max_concurrency: int | None = Field(None, ge=1)
     """Requests sent at once; unset = the parallel slots the server reports, else 4 (LM Studio's default)."""
+    keep_loaded: list[KeepLoaded] = Field(default_factory=list)
+    """Models lmwatch loads at start and re-loads after an eviction, a crash or a manual unload
+    (LM Studio 0.4+; see docs/control.md). Items: a model id, or `{model, context_length, parallel}`."""
+    idle_unload_after: Seconds | None = None
+    """Unload models that served nothing through lmwatch for this long (not keep_loaded ones, never
+    while a request runs on them); unset = `lifecycle.idle_unload_after`."""
+    gpu_memory: ByteSize | None = None
+    """Memory the backend's models may use (`24GiB`), for placing models that are loaded nowhere;
+    unset = read from GPU telemetry when the backend runs on this host."""
+    owner: Name | None = None
+    """The `lifecycle.instance` of the one lmwatch that loads and unloads models on this backend
+    (several lmwatch watching one fleet); unset = every lmwatch manages it."""
 
     @field_validator("url")
     @classmethod
@@ -84,6 +114,15 @@ class BackendConfig(Strict):
         if url.query or url.fragment:
             raise ValueError("must be a base URL without query or fragment")
         return url
+
+    @field_validator("keep_loaded")
+    @classmethod
+    def _once_each(cls, items: list[KeepLoaded]) -> list[KeepLoaded]:
+        ids = [item.model for item in items]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise ValueError(f"lists {', '.join(twice)} more than once")
+        return items
 
     @model_validator(mode="after")
     def _one_token_source(self) -> BackendConfig:
@@ -404,6 +443,33 @@ class AuditConfig(Strict):
         return self
 
 
+class LifecycleConfig(Strict):
+    """Model lifecycle across the fleet: keep_loaded, placement, idle unload, warm-up, swap."""
+
+    instance: Name | None = None
+    """This lmwatch's name, for `backends[].owner` when several lmwatch watch one fleet."""
+    interval: Seconds = 10.0
+    """How often keep_loaded and idle unload are checked (also right after a model disappears)."""
+    idle_unload_after: Seconds | None = None
+    """Fleet default of `backends[].idle_unload_after`; unset = never unload idle models."""
+    load_timeout: Seconds = 300.0
+    """How long one model load may take before it counts as failed (`timeout`)."""
+    retry_backoff: Seconds = 5.0
+    """First wait before a failed keep_loaded load is retried; doubled per failure."""
+    max_backoff: Seconds = 300.0
+    """The longest wait between retries of a failing keep_loaded load."""
+    warm_up: bool = True
+    """After each load, send one tiny request so the first real one does not pay the cold start."""
+    warm_up_prompt: str = Field("Hi", min_length=1)
+    """The warm-up request's prompt (sent with max_tokens 1)."""
+    warm_up_timeout: Seconds = 60.0
+    """How long the warm-up request may take (a failed warm-up is logged, the load stands)."""
+    max_waiting: int = Field(100, ge=0)
+    """Requests that may wait per backend for a model being placed there (beyond: 503)."""
+    drain_timeout: Seconds = 300.0
+    """Swap: how long the old model's running requests may take before it is unloaded anyway."""
+
+
 class Config(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     """Where lmwatch listens, and request limits."""
@@ -424,6 +490,8 @@ class Config(Strict):
     admin: AdminConfig = Field(default_factory=AdminConfig)
     clients: ClientsConfig = Field(default_factory=ClientsConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
+    """Keeping models loaded, placing them on demand, idle unload, warm-up and swap."""
     state_dir: Path | None = None
     """Where lmwatch keeps its files (the audit log); default `$STATE_DIRECTORY` (systemd's
     StateDirectory=), else `./state`. Created when missing."""
@@ -635,6 +703,12 @@ def parse_config(text: str, source: str = "<config>", env: Mapping[str, str] | N
         config = Config.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(source, validation_problems(exc)) from None
+    for i, backend in enumerate(config.backends):
+        if backend.keep_loaded and backend.kind in ("lmstudio-v0", "openai"):
+            warnings.append(
+                f"backends[{i}].keep_loaded: kind {backend.kind} cannot load models over HTTP (LM Studio 0.4+ "
+                "can), so these models are not kept loaded"
+            )
     return LoadedConfig(config=config, path=None, warnings=tuple(warnings))
 
 

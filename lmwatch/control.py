@@ -58,7 +58,6 @@ from lmwatch.config import (
     validation_problems,
 )
 from lmwatch.discovery import BackendSources, FileDiscovery
-from lmwatch.flavours import FLAVOURS
 from lmwatch.logs import register_secrets
 from lmwatch.services import Services
 from lmwatch.watcher import Watcher
@@ -356,14 +355,13 @@ class ControlPlane:
         backend = self.services.registry.snapshot().backends.get(name)
         if backend is None:
             raise unknown_backend(name)
-        client = self.watcher.client_of(name)
-        if backend.flavour not in FLAVOURS or client is None:
+        flavour, client = backends.detected(backend.flavour), self.watcher.client_of(name)
+        if flavour is None or client is None:
             raise ApiError(
                 409,
                 f"backend {name!r} has not answered a probe yet, so its API is unknown; try again once it is up",
                 code="backend_not_probed",
             )
-        flavour = backends.flavour(backend.flavour)
         if not flavour.supports_load:
             raise ApiError(
                 501,

@@ -128,6 +128,13 @@ def _short(items: Sequence[str], limit: int = 60) -> str:
     return ", ".join(shown) + f", +{len(items) - len(shown)}"
 
 
+def _loaded(backend: dict[str, Any]) -> str:
+    """The loaded models; those of a down backend are what it last reported, so they are marked stale."""
+    models = [m for m in backend.get("models", []) if m.get("loaded")]
+    text = _short([m["id"] for m in models])
+    return f"{text} (stale)" if any(m.get("stale") for m in models) else text
+
+
 def _state(backend: dict[str, Any]) -> str:
     state = str(backend.get("health", "?"))
     return f"{state},draining" if backend.get("draining") else state
@@ -157,7 +164,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         [
             b["name"],
             _state(b),
-            _short([m["id"] for m in b.get("models", []) if m.get("loaded")]),
+            _loaded(b),
             str(b.get("inflight", 0)),
             _breaker(b),
             str(b.get("origin", "config")),

@@ -23,6 +23,7 @@ from lmwatch.api import admin as admin_api
 from lmwatch.api import openai as openai_api
 from lmwatch.config import LoadedConfig
 from lmwatch.control import ControlPlane
+from lmwatch.lifecycle.manager import Lifecycle
 from lmwatch.metrics import new_metrics_registry
 from lmwatch.registry import Registry
 from lmwatch.samplers import build_samplers
@@ -53,6 +54,9 @@ class Daemon:
         self.services.metrics.register(SamplerCollector(self.registry, samplers))
         self.control = ControlPlane(self.services, self.watcher, self.scheduler)
         self.services.control = self.control
+        self.lifecycle = Lifecycle(self.services, self.watcher, self.scheduler, self.control.audit)
+        self.services.lifecycle = self.lifecycle
+        self.services.status_sections["lifecycle"] = self.lifecycle.status_section
         self.app = build_app(self.services, (admin_api.setup, openai_api.setup, *extensions))
         self._runner: web.AppRunner | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -82,6 +86,7 @@ class Daemon:
         self.control.go_live()
         await self.samplers.run_once()  # after the first poll: the process sampler needs the backends
         self.samplers.start(immediately=False)
+        await self.lifecycle.start()
         self.registry.mark_first_round_done()
         log.info("first poll round done: %s", _summary(self.registry))
         notify_ready(f"serving on {self.url}; {_summary(self.registry)}")
@@ -115,6 +120,7 @@ class Daemon:
             self._watchdog.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
+        await self.lifecycle.stop()
         await self.watcher.stop()
         await self.control.stop()
         await self.samplers.stop()

@@ -13,7 +13,7 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from lmwatch import __version__
-from lmwatch.registry import BackendInfo, ModelInfo, request_outcomes
+from lmwatch.registry import BackendInfo, Health, ModelInfo, request_outcomes
 from lmwatch.samplers.status import host_status
 from lmwatch.services import SERVICES, Services
 
@@ -74,13 +74,15 @@ def backend_document(b: BackendInfo) -> dict[str, Any]:
         "last_error": b.last_error,
         "probe_duration_seconds": b.probe_duration,
         "consecutive_failures": b.consecutive_failures,
-        "models": [model_document(m) for m in b.models],
+        "models": [model_document(m, stale=b.health is Health.DOWN) for m in b.models],
     }
 
 
-def model_document(m: ModelInfo) -> dict[str, Any]:
+def model_document(m: ModelInfo, stale: bool) -> dict[str, Any]:
+    """`stale`: the backend is down, so this is what it reported at `last_success`, not what it holds now."""
     return {
         "id": m.id,
+        "stale": stale,
         "model_type": m.model_type.value,
         "loaded": m.loaded,
         "instances": list(m.instance_ids),

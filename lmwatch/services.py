@@ -18,6 +18,7 @@ from lmwatch.registry import Registry
 
 if TYPE_CHECKING:
     from lmwatch.control import ControlPlane
+    from lmwatch.lifecycle.manager import Lifecycle
 
 
 @dataclass
@@ -39,6 +40,8 @@ class Services:
     control: ControlPlane | None = None
     """Admin token, client keys, audit log, backend sources, reload (lmwatch/control.py); None in
     apps built without a daemon (then /admin and client keys are not installed)."""
+    lifecycle: Lifecycle | None = None
+    """keep_loaded, placement, idle unload, swap (lmwatch/lifecycle); None in apps built without a daemon."""
     status_sections: dict[str, Callable[[], Any]] = field(default_factory=dict)
     """Extra top-level sections of `/status`: name -> a function returning JSON-able data."""
 

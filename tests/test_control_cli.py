@@ -48,11 +48,23 @@ async def test_status_is_a_table(daemon: Daemon) -> None:
     header, row = out.splitlines()
     assert header.split() == ["BACKEND", "STATE", "MODELS", "LOADED", "IN-FLIGHT", "BREAKER", "ORIGIN"]
     assert row.startswith("studio") and " up " in row and row.split()[-3:] == ["0", "closed", "config"]
-    assert "qwen2.5-coder-7b-instruct" in row
+    assert "qwen2.5-coder-7b-instruct" in row and "(stale)" not in row
 
     code, out, _ = await run_cli("status", "--json", "--url", daemon.url, "--token", ADMIN_TOKEN)
     assert code == 0
     assert json.loads(out)["backends"][0]["name"] == "studio"
+
+
+async def test_status_marks_the_models_of_a_down_backend_stale(daemon: Daemon, sim: RunningSimulator) -> None:
+    await sim.stop()
+    await daemon.registry.wait_for(lambda s: s.backends["studio"].health.value == "down", timeout=30)
+    code, out, err = await run_cli("status", env=cli_env(daemon))
+    assert code == 0, err
+    row = out.splitlines()[1]
+    assert " down " in row and "qwen2.5-coder-7b-instruct" in row and "(stale)" in row
+    code, out, _ = await run_cli("status", "--json", env=cli_env(daemon))
+    [backend] = json.loads(out)["backends"]
+    assert backend["models"] and all(m["stale"] for m in backend["models"])
 
 
 async def test_models_lists_every_model(daemon: Daemon) -> None:

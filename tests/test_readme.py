@@ -1,7 +1,9 @@
 """The README's examples run. Each example block is preceded by `<!-- example: KIND -->`:
 
-- `run`: executed (bash or Python) against a live daemon with a simulated backend named `gpu-box`,
-  with `http://127.0.0.1:9234` pointed at it;
+- `setup`: what a new shell runs first (activate the venv `make demo` made);
+- `run`: executed (bash, or Python through the venv's `python`) as a user would after `make demo`: against
+  `lmwatch demo` (on free ports: `http://127.0.0.1:9234` and LMWATCH_URL point at it), each in a new
+  shell that has run the `setup` block, with an environment that has no virtualenv on its PATH;
 - `simulate`: each `lmwatch simulate` line is started (on a free port) and must come up;
 - `config`: parsed as a config;
 - `install`: every command must be in `docs/operations.md`'s install block, which
@@ -20,14 +22,12 @@ import re
 import shlex
 import socket
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
 from lmwatch.config import parse_config
-from lmwatch.daemon import Daemon, running_daemon
+from lmwatch.daemon import running_daemon
 from lmwatch.simulator import SimSettings, start_simulator
+from tests.demos import running_demo
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
@@ -55,35 +55,40 @@ def commands(code: str) -> list[str]:
 def test_every_example_is_checked() -> None:
     unmarked = [code.splitlines()[0] for kind, _, code in EXAMPLES if kind is None]
     assert not unmarked, f"README examples without an <!-- example: KIND --> marker: {unmarked}"
-    assert {kind for kind, _, _ in EXAMPLES} <= {"run", "simulate", "config", "install", "promtool", "make"}
+    assert {kind for kind, _, _ in EXAMPLES} <= {"setup", "run", "simulate", "config", "install", "promtool", "make"}
 
 
-@pytest.fixture
-async def daemon() -> AsyncIterator[Daemon]:
-    sim = await start_simulator(SimSettings(), port=0)
-    text = f'server: {{port: 0}}\nbackends: [{{name: gpu-box, url: "{sim.url}", poll_interval: 1}}]\n'
-    try:
-        async with running_daemon(parse_config(text, env={})) as running:
-            yield running
-    finally:
-        await sim.stop()
+def new_shell_env(url: str) -> dict[str, str]:
+    """A login shell's environment: no virtualenv on PATH, no LMWATCH_* but the demo's URL (the demo prints
+    that `export` when it is not on the default port, as here)."""
+    venv_bins = {str(Path(sys.executable).parent), os.environ.get("VIRTUAL_ENV", "/nonexistent") + "/bin"}
+    path = ":".join(p for p in os.environ["PATH"].split(":") if p not in venv_bins)
+    keep = {k: v for k, v in os.environ.items() if k in ("HOME", "LANG", "LC_ALL", "TMPDIR", "USER")}
+    return {**keep, "PATH": path, "LMWATCH_URL": url}
 
 
-async def test_run_examples_work_against_a_live_daemon(daemon: Daemon) -> None:
-    env = {**os.environ, "LMWATCH_URL": daemon.url, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env.pop("LMWATCH_ADMIN_TOKEN", None)
-    ran = 0
-    for lang, code in examples("run"):
-        code = code.replace(DOC_URL, daemon.url)
-        argv = ["bash", "-euo", "pipefail", "-c", code] if lang == "sh" else [sys.executable, "-c", code]
-        proc = await asyncio.create_subprocess_exec(
-            *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-        assert proc.returncode == 0, f"{code}\n--- stdout\n{out.decode()}\n--- stderr\n{err.decode()}"
-        assert out.strip(), f"no output from:\n{code}"
-        ran += 1
-    assert ran >= 4
+async def test_run_examples_work_as_written_after_make_demo() -> None:
+    assert (REPO / ".venv" / "bin" / "activate").exists(), "the README's setup needs .venv: run `make demo` once"
+    [(_, setup)] = examples("setup")
+    async with running_demo() as demo:
+        env = new_shell_env(demo.url)
+        ran = 0
+        for lang, code in examples("run"):
+            code = code.replace(DOC_URL, demo.url)
+            # One shell per command: `set -e` ignores a failure before the last `&&` of a line.
+            for body in commands(code) if lang == "sh" else [f"python -c {shlex.quote(code)}"]:
+                proc = await asyncio.create_subprocess_exec(
+                    *("bash", "-euo", "pipefail", "-c", f"{setup}\n{body}"),
+                    env=env,
+                    cwd=REPO,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                )
+                out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+                assert proc.returncode == 0, f"{body}\n--- stdout\n{out.decode()}\n--- stderr\n{err.decode()}"
+                assert out.strip(), f"no output from:\n{body}"
+                ran += 1
+    assert ran >= 8
 
 
 def free_port() -> int:

@@ -19,6 +19,7 @@ import asyncio
 import json
 import math
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -42,6 +43,8 @@ from lmwatch.routing.select import Plan, Route, Target, Tier
 from lmwatch.routing.sse import EventSplitter, StreamMeter
 
 MAX_BACKOFF = 2.0
+_WRONG_TYPE = re.compile(r"model is not (?:an? )?(llm|embedding)", re.IGNORECASE)
+"""LM Studio's answer to chat sent to an embedding model, or the reverse: the request is wrong."""
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _HEADERS = {
     stream: {"Content-Type": "application/json", "Accept": "text/event-stream" if stream else "application/json"}
@@ -459,6 +462,13 @@ def _early_failure(meter: StreamMeter, target: Target) -> Answer | Failure | Non
 def _error_outcome(target: Target, status: int, message: str, obj: Any) -> Answer | Failure:
     """Which upstream errors fail over, and which the client must see (its own request is wrong)."""
     code = obj.get("error", {}).get("code") if isinstance(obj, dict) and isinstance(obj.get("error"), dict) else None
+    wrong_type = _WRONG_TYPE.search(message)
+    if wrong_type is not None and status < 500:
+        wanted = "a text (llm)" if wrong_type.group(1).lower() == "llm" else "an embedding"
+        body = error_body(
+            f"{message} (this endpoint needs {wanted} model)", error_type(400), "model_type_mismatch", "model"
+        )
+        return Answer(400, json.dumps(body).encode(), body)
     if status == 404 or code == "model_not_found" or is_model_gone(target.flavour, message):
         return Failure("model_unavailable", message, breaker=False)
     if status in (401, 403):

@@ -20,6 +20,11 @@ def flavour(name: str) -> Flavour:
     return cls(name)
 
 
+def detected(name: str | None) -> Flavour | None:
+    """The flavour a backend was detected as (`BackendInfo.flavour`), None before detection."""
+    return flavour(name) if name in FLAVOURS else None
+
+
 def detection_order() -> list[Flavour]:
     """Every flavour, richest first."""
     return [flavour(name) for name in FLAVOURS]
@@ -32,4 +37,4 @@ def is_model_gone(known: Flavour | None, message: str) -> bool:
     return any(f.is_model_gone(message) for f in candidates)
 
 
-__all__ = ["BackendClient", "Flavour", "ProbeError", "detection_order", "flavour", "is_model_gone"]
+__all__ = ["BackendClient", "Flavour", "ProbeError", "detected", "detection_order", "flavour", "is_model_gone"]

@@ -194,7 +194,14 @@ class Flavour(ABC):
         """The server version where the flavour can tell; asked once, at detection."""
         return None
 
-    async def load(self, client: BackendClient, model: str, context_length: int | None = None) -> dict[str, Any]:
+    async def load(
+        self,
+        client: BackendClient,
+        model: str,
+        context_length: int | None = None,
+        parallel: int | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
         raise ProbeError(ProbeFailure.HTTP_STATUS, f"{self.name} servers cannot load models over HTTP")
 
     async def unload(self, client: BackendClient, instance_id: str) -> dict[str, Any]:

@@ -29,11 +29,21 @@ class LMStudioV1(LMStudio):
             raise shape_error(PATH, "no `models` list")
         return parse_entries(PATH, entries, _model, "key")
 
-    async def load(self, client: BackendClient, model: str, context_length: int | None = None) -> dict[str, Any]:
+    async def load(
+        self,
+        client: BackendClient,
+        model: str,
+        context_length: int | None = None,
+        parallel: int | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """`parallel` is not a documented field of LM Studio's load endpoint: sent only when asked for."""
         request: dict[str, Any] = {"model": model}
         if context_length:
             request["context_length"] = context_length
-        result = await client.post_json("/api/v1/models/load", request, timeout=client.config.timeout * 10)
+        if parallel:
+            request["parallel"] = parallel
+        result = await client.post_json("/api/v1/models/load", request, timeout=timeout or client.config.timeout * 10)
         return result if isinstance(result, dict) else {"result": result}
 
     async def unload(self, client: BackendClient, instance_id: str) -> dict[str, Any]:

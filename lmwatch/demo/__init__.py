@@ -2,7 +2,7 @@
 
 The simulators run as separate processes (so the process sampler finds them, as it would LM Studio)
 on fixed, documented ports; the generated config is written next to the demo's state so a user can
-copy it. Ctrl-C stops everything.
+copy it while it runs. Ctrl-C stops everything and removes that temporary directory.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from lmwatch.config import DEFAULT_PORT, load_config
+from lmwatch.control_cli import DEFAULT_URL, URL_ENV
 from lmwatch.logs import setup_logging
 
 STARTUP_TIMEOUT_SECONDS = 15.0
@@ -92,6 +94,13 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     state = Path(tempfile.mkdtemp(prefix="lmwatch-demo-"))
+    try:
+        return _run_in(args, state)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _run_in(args: argparse.Namespace, state: Path) -> int:
     config_path = state / "config.yaml"
     config_path.write_text(yaml.safe_dump(demo_config(args, state), sort_keys=False))
     loaded = load_config(config_path)
@@ -123,6 +132,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shell_setup(url: str) -> str:
+    """What a new shell needs for the README's examples: `lmwatch` and this Python (which has `openai`)
+    on its PATH when the demo runs from a venv, and LMWATCH_URL when the demo is not on the default port."""
+    activate = Path(sys.executable).parent / "activate"
+    lines = [f"  . {activate}\n"] if activate.exists() else []
+    if url != DEFAULT_URL:
+        lines.append(f"  export {URL_ENV}={url}\n")
+    return "".join(lines)
+
+
 def _print_urls(url: str, config_path: Path) -> None:
     print(
         f"""
@@ -130,10 +149,12 @@ lmwatch demo is running (config: {config_path}). Open:
   {url}/status       fleet snapshot (JSON)
   {url}/metrics      Prometheus metrics
   {url}/v1/models    models across the fleet (OpenAI-compatible)
-Try:
+Next steps, in a new shell in this directory:
+{_shell_setup(url)}  lmwatch status
+  lmwatch route --explain "Fix this Python traceback"
   curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{{"model": "auto", "messages": [{{"role": "user", "content": "Write a Python function to sort a list"}}]}}'
-Stop with Ctrl-C.
+Every example in README.md works against this demo. Stop with Ctrl-C.
 """,
         flush=True,
     )

@@ -19,7 +19,6 @@ from lmwatch import backends
 from lmwatch.api.errors import ApiError
 from lmwatch.backends import Flavour
 from lmwatch.config import AliasTarget, BackendConfig, CloudProviderConfig, RoutingConfig
-from lmwatch.flavours import FLAVOURS
 from lmwatch.registry import BackendInfo, ModelInfo, Snapshot
 from lmwatch.routing.capabilities import EMBEDDINGS, VISION, Capabilities, capabilities_for
 from lmwatch.routing.ids import family_matches, parse, same_model
@@ -130,11 +129,11 @@ def _plan(snap: Snapshot, routing: RoutingConfig, req: ParsedRequest, task: str,
     caps = capabilities_for(routing)
     model = req.model
     if model in routing.aliases:
-        tiers = list(_alias_tiers(snap, routing, routing.aliases[model]))
+        tiers = list(_alias_tiers(snap, routing, caps, req, routing.aliases[model]))
     elif model == AUTO or model.startswith(TASK_PREFIX):
         tiers = list(_auto_tiers(snap, routing, caps, req, task))
     else:
-        tiers = list(_explicit_tiers(snap, routing, model))
+        tiers = list(_explicit_tiers(snap, routing, caps, req))
     if req.has_tools:
         tiers = _tools_first(tiers, caps)
     unavailable = "" if tiers else _why_unavailable(snap, req, task)
@@ -168,7 +167,7 @@ def target_for(backend: BackendInfo, model: ModelInfo, model_id: str | None = No
         weight=cfg.weight,
         info=model,
         config=cfg,
-        flavour=backends.flavour(backend.flavour) if backend.flavour in FLAVOURS else None,
+        flavour=backends.detected(backend.flavour),
     )
 
 
@@ -205,7 +204,11 @@ def choose_task(routing: RoutingConfig, snap: Snapshot, req: ParsedRequest, head
 
 
 def resolve(snap: Snapshot, model_id: str, backend: str | None = None) -> list[tuple[BackendInfo, ModelInfo, str]]:
-    """Every (backend, model, id to send) that `model_id` names, in any of LM Studio's id forms."""
+    """Every (backend, model, id to send) that `model_id` names, in any of LM Studio's id forms.
+
+    A variant (`name@q8_0`) names only a model whose id or reported quantization says that variant:
+    a server that does not say which quantization it loaded does not serve a variant request.
+    """
     want = parse(model_id)
     found = []
     for b in snap.backends.values():
@@ -215,6 +218,8 @@ def resolve(snap: Snapshot, model_id: str, backend: str | None = None) -> list[t
             exact = next((i for i in m.instance_ids if i.lower() == model_id.lower()), None)
             if exact is not None:
                 found.append((b, m, exact))
+            elif want.variant is not None and not _variant_known(m):
+                continue
             elif want.instance is not None:
                 instance = next(
                     (
@@ -231,17 +236,74 @@ def resolve(snap: Snapshot, model_id: str, backend: str | None = None) -> list[t
     return found
 
 
-def _explicit_tiers(snap: Snapshot, routing: RoutingConfig, model_id: str) -> Iterator[Tier]:
-    found = resolve(snap, model_id)
+def _variant_known(model: ModelInfo) -> bool:
+    return parse(model.id).variant is not None or bool(model.quantization)
+
+
+def _explicit_tiers(snap: Snapshot, routing: RoutingConfig, caps: Capabilities, req: ParsedRequest) -> Iterator[Tier]:
+    found = resolve(snap, req.model)
     if not found:
-        raise _unknown_model(snap, routing, model_id)
-    yield from _id_tiers(routing, model_id, found)
+        raise _unknown_model(snap, routing, req.model)
+    yield from _id_tiers(routing, req.model, _serving(caps, req, req.model, found))
 
 
-def _alias_tiers(snap: Snapshot, routing: RoutingConfig, targets: list[str | AliasTarget]) -> Iterator[Tier]:
+def _alias_tiers(
+    snap: Snapshot,
+    routing: RoutingConfig,
+    caps: Capabilities,
+    req: ParsedRequest,
+    targets: list[str | AliasTarget],
+) -> Iterator[Tier]:
+    """The alias's ids in order; ids whose model cannot serve the request are passed over (a 400 only
+    when none of them can)."""
+    resolved = []
     for item in targets:
         target = item if isinstance(item, AliasTarget) else AliasTarget(model=item)
-        yield from _id_tiers(routing, target.model, resolve(snap, target.model, target.backend))
+        resolved.append((target.model, resolve(snap, target.model, target.backend)))
+    serving = [(m, [f for f in found if _refusal(caps, req, f[1]) is None]) for m, found in resolved]
+    if not any(found for _, found in serving):
+        everything = [f for _, found in resolved for f in found]
+        if everything:
+            _serving(caps, req, req.model, everything)  # raises: say why none of them can
+    for model_id, found in serving:
+        yield from _id_tiers(routing, model_id, found)
+
+
+_KINDS = {"embeddings": "an embedding model", "llm": "a text model (llm)", "vlm": "a vision model (vlm)"}
+
+
+def _refusal(caps: Capabilities, req: ParsedRequest, model: ModelInfo) -> ApiError | None:
+    """Why `model` cannot serve `req` at all (its type or missing vision), or None when it can."""
+    kind = _KINDS["embeddings" if caps.is_embedding(model) else model.model_type.value]
+    if caps.is_embedding(model) != (req.endpoint is Endpoint.EMBEDDINGS):
+        serves = "/v1/embeddings" if caps.is_embedding(model) else "/v1/chat/completions and /v1/completions"
+        return ApiError(
+            400,
+            f"the model {model.id!r} is {kind}: it serves {serves}, not /v1{req.endpoint.path}",
+            param="model",
+            code="model_type_mismatch",
+        )
+    if req.needs_vision and not caps.is_vision(model):
+        return ApiError(
+            400,
+            f"the model {model.id!r} ({kind}) does not support images; send them to a vision model "
+            "(or to `auto`, which picks one)",
+            param="messages",
+            code="image_input_not_supported",
+        )
+    return None
+
+
+def _serving(
+    caps: Capabilities, req: ParsedRequest, label: str, found: list[tuple[BackendInfo, ModelInfo, str]]
+) -> list[tuple[BackendInfo, ModelInfo, str]]:
+    """The entries of `found` that can serve `req`; raises the first refusal when none can."""
+    kept = [f for f in found if _refusal(caps, req, f[1]) is None]
+    if not kept:
+        refusal = _refusal(caps, req, found[0][1])
+        assert refusal is not None
+        raise refusal
+    return kept
 
 
 def _id_tiers(routing: RoutingConfig, label: str, found: list[tuple[BackendInfo, ModelInfo, str]]) -> Iterator[Tier]:
@@ -261,6 +323,21 @@ def _id_tiers(routing: RoutingConfig, label: str, found: list[tuple[BackendInfo,
 
 
 def _unknown_model(snap: Snapshot, routing: RoutingConfig, model_id: str) -> ApiError:
+    want = parse(model_id)
+    if want.variant is not None:
+        loaded = [
+            f"{b.name} has {m.id} ({m.quantization or 'quantization not reported'})"
+            for b in snap.backends.values()
+            for m in b.models
+            if m.loaded and parse(m.id).name == want.name
+        ]
+        if loaded:
+            return ApiError(
+                404,
+                f"the variant {model_id!r} is not loaded on any backend: " + "; ".join(loaded),
+                param="model",
+                code="model_not_found",
+            )
     known = sorted(known_ids(snap, routing))
     lowered = {k.lower(): k for k in known}
     close = [lowered[c] for c in difflib.get_close_matches(model_id.lower(), list(lowered), n=3, cutoff=0.4)]

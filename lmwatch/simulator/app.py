@@ -18,7 +18,7 @@ from typing import Literal
 from aiohttp import web
 
 from lmwatch.simulator import errors, inference, shapes
-from lmwatch.simulator.catalogue import Instance, Purpose
+from lmwatch.simulator.catalogue import Instance, LoadFailed, Purpose
 from lmwatch.simulator.errors import SimError
 from lmwatch.simulator.inference import Answer, Prompt
 from lmwatch.simulator.slots import InstanceUnloaded
@@ -310,6 +310,10 @@ class Handlers:
             raise errors.v1_error(404, "model_not_found", f'Model "{name}" not found.') from None
         except ValueError as exc:
             raise errors.v1_error(400, "invalid_request", str(exc)) from None
+        except LoadFailed as exc:  # the shape of LM Studio's `model_load_failed` is unconfirmed: v1's, with a code
+            raise errors.SimError(
+                500, {"error": {"type": "internal_error", "code": "model_load_failed", "message": exc.message}}
+            ) from None
         answer: dict[str, object] = {
             "type": "embedding" if inst.model.is_embedding else "llm",
             "instance_id": inst.id,

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from lmwatch.simulator import errors
+from lmwatch.simulator import errors, memory
 from lmwatch.simulator.settings import SimModel, SimSettings
 from lmwatch.simulator.slots import SlotGate
 from lmwatch.simulator.stats import SimStats
@@ -42,8 +42,20 @@ class Instance:
     def parallel(self) -> int:
         return self.gate.limit
 
+    @property
+    def memory_bytes(self) -> int:
+        return memory.footprint(self.model.size_bytes, self.context_length)
+
     def idle(self) -> bool:
         return self.gate.active == 0 and self.gate.queued == 0
+
+
+class LoadFailed(Exception):
+    """A load the server refused or that crashed (out of memory); `message` is LM Studio's text."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 def _serves(model: SimModel, purpose: Purpose) -> bool:
@@ -142,7 +154,10 @@ class Catalogue:
         if model is not None and self.jit_enabled:
             if not _serves(model, purpose):
                 raise self._wrong_type(name, purpose)
-            return await self.jit_load(model, ttl)
+            try:
+                return await self.jit_load(model, ttl)
+            except LoadFailed as exc:
+                raise errors.load_failed(exc.message, flavour) from None
         usable = [i for i in self.instances.values() if _serves(i.model, purpose)]
         if ignore_name_if_single and len(usable) == 1:
             return usable[0]
@@ -168,22 +183,41 @@ class Catalogue:
     ) -> Instance:
         """Load a new instance of a downloaded model (`key`, or `key:N` if `key` is taken).
 
-        Raises `KeyError` for an unknown model and `ValueError` for a context length it cannot take.
+        Raises `KeyError` for an unknown model, `ValueError` for a context length it cannot take and
+        `LoadFailed` when the instance would not fit in `settings.memory_bytes` (after the load time:
+        a real out-of-memory shows up part-way through loading).
         """
         model = self.find_model(name)
         if model is None:
             raise KeyError(name)
         if context_length is not None and not 1 <= context_length <= model.max_context_length:
             raise ValueError(f"context_length must be between 1 and {model.max_context_length} for {model.id}")
-        started = time.monotonic()
-        if self.settings.load_seconds > 0:
-            await asyncio.sleep(self.settings.load_seconds)
-        load_time = round(time.monotonic() - started, 3)
         ctx = context_length or min(model.context_length, model.max_context_length)
+        started = time.monotonic()
+        seconds = self.settings.load_seconds if model.load_seconds is None else model.load_seconds
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+        self._check_memory(model, ctx)
+        load_time = round(time.monotonic() - started, 3)
         inst = self._register(model, jit=jit, context_length=ctx, ttl=ttl)
         inst.load_time_seconds = load_time
         self.stats.loads_total += 1
         return inst
+
+    def memory_used(self) -> int:
+        return memory.used(self.instances.values())
+
+    def _check_memory(self, model: SimModel, context_length: int) -> None:
+        budget = self.settings.memory_bytes
+        if budget <= 0:
+            return
+        needed = memory.footprint(model.size_bytes, context_length)
+        free = budget - self.memory_used()
+        if needed > free:
+            self.stats.load_failures_total += 1
+            if self.settings.load_error_detail:
+                raise LoadFailed(memory.insufficient_message(model.id, needed, max(0, free)))
+            raise LoadFailed(f'Failed to load model "{model.id}".')
 
     async def jit_load(self, model: SimModel, ttl: float | None = None) -> Instance:
         """Load `model` for a request; concurrent requests for it share one load.

@@ -12,6 +12,8 @@ import signal
 import sys
 from pathlib import Path
 
+from pydantic import ByteSize, TypeAdapter, ValidationError
+
 from lmwatch.simulator.models_file import ModelsFileError, load_models_file
 from lmwatch.simulator.server import start_simulator
 from lmwatch.simulator.settings import FLAVOURS, SimModel, SimSettings
@@ -24,6 +26,14 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError("must be 0..65535 (0 = pick a free port)")
     return value
+
+
+def _byte_size(text: str) -> int:
+    """`24GiB`, `16 GB`, `1000000`: pydantic's ByteSize parser (the one lmwatch's config uses)."""
+    try:
+        return int(TypeAdapter(ByteSize).validate_python(text))
+    except ValidationError:
+        raise argparse.ArgumentTypeError("must be a size such as 24GiB, 16GB or a number of bytes") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-auto-evict", action="store_true", help="keep earlier JIT-loaded models")
     parser.add_argument("--parallel", type=int, default=4, metavar="N", help="parallel slots per instance")
     parser.add_argument("--load-seconds", type=float, default=0.0, metavar="S", help="time a model load takes")
+    parser.add_argument(
+        "--memory", type=_byte_size, default=0, metavar="SIZE", help="GPU memory budget, e.g. 24GiB (default: none)"
+    )
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="seed for fault injection")
     parser.add_argument("--version", default="", metavar="V", help="LM Studio version to report")
 
@@ -82,6 +95,7 @@ def build_settings(args: argparse.Namespace) -> SimSettings:
         "auto_evict": not args.no_auto_evict,
         "parallel": args.parallel,
         "load_seconds": args.load_seconds,
+        "memory_bytes": args.memory,
         "seed": args.seed,
         "version": args.version,
     }

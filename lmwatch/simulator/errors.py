@@ -68,6 +68,12 @@ def wrong_model_type(name: str, wanted: str, flavour: Flavour) -> SimError:
     return _openai_error(status, message, "invalid_request_error", "model", "model_not_found")
 
 
+def load_failed(message: str, flavour: Flavour) -> SimError:
+    """A JIT load that failed (out of memory): 404 in 0.3, 400 in 0.4, both as an error object."""
+    status = 404 if flavour == "0.3" else 400
+    return _openai_error(status, message, "invalid_request_error", "model", "model_load_failed")
+
+
 def unauthorized(flavour: Flavour, token_given: bool) -> SimError:
     """401 for a missing or wrong bearer token (LM Studio 0.4 auth; llama.cpp-style on openai)."""
     if flavour == "openai":

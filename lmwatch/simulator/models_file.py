@@ -39,6 +39,7 @@ class _Entry(BaseModel):
     tool_use: bool = False
     size_bytes: int = Field(4_683_073_184, ge=0)
     format: Literal["gguf", "mlx"] = "gguf"
+    load_seconds: float | None = Field(None, ge=0)
 
 
 class _File(BaseModel):

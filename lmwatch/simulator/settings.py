@@ -36,6 +36,8 @@ class SimModel:
     tool_use: bool = False
     size_bytes: int = 4_683_073_184
     format: str = "gguf"
+    load_seconds: float | None = None
+    """Seconds a load of this model takes; None = the server's `load_seconds`."""
 
     def __post_init__(self) -> None:
         if not self.id or self.id != self.id.strip():
@@ -48,6 +50,8 @@ class SimModel:
             raise ValueError(f"model {self.id}: context lengths must be >= 1")
         if self.context_length > self.max_context_length:
             raise ValueError(f"model {self.id}: context_length exceeds max_context_length")
+        if self.load_seconds is not None and not self.load_seconds >= 0:
+            raise ValueError(f"model {self.id}: load_seconds must be >= 0")
 
     @property
     def is_embedding(self) -> bool:
@@ -115,9 +119,9 @@ def _default_models() -> list[SimModel]:
 _RATES = ("error_rate", "stall_rate", "drop_rate")
 _NON_NEGATIVE = ("ttft", "tokens_per_second", "load_seconds", "stall_seconds")
 _POSITIVE_INTS = ("max_tokens_default", "parallel")
-_BOOLS = ("jit", "auto_evict")
+_BOOLS = ("jit", "auto_evict", "load_error_detail")
 LIVE_KNOBS: frozenset[str] = frozenset(
-    (*_RATES, *_NON_NEGATIVE, *_POSITIVE_INTS, *_BOOLS, "api_token", "seed", "version")
+    (*_RATES, *_NON_NEGATIVE, *_POSITIVE_INTS, *_BOOLS, "api_token", "seed", "version", "memory_bytes")
 )
 """Settings `POST /__sim/config` may change. `flavour` and `models` shape the routes and the
 catalogue at start and are fixed for the life of a simulator."""
@@ -148,6 +152,11 @@ class SimSettings:
     """Parallel predictions per loaded instance (LM Studio's "Max Concurrent Predictions"). Read when an
     instance loads; to change loaded instances too, use `SimState.configure({"parallel": n})`."""
     load_seconds: float = 0.0
+    memory_bytes: int = 0
+    """GPU memory the loaded instances may hold (weights + KV cache, see simulator/memory.py); a load
+    that does not fit fails as LM Studio's guardrail fails it. 0 = unlimited."""
+    load_error_detail: bool = True
+    """False: a failed load says only `Failed to load model "x".` (LM Studio hiding a CUDA OOM)."""
     seed: int = 0
     version: str = ""
     """Empty = the flavour's default (0.4.12 / 0.3.31)."""
@@ -214,6 +223,8 @@ def _check(values: Mapping[str, object]) -> list[str]:
             problems.append(f"{key}: must be an integer >= 1")
         elif key in _BOOLS and not isinstance(value, bool):
             problems.append(f"{key}: must be true or false")
+        elif key == "memory_bytes" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            problems.append("memory_bytes: must be an integer >= 0 (0 = unlimited)")
         elif key == "seed" and not (isinstance(value, int) and not isinstance(value, bool)):
             problems.append("seed: must be an integer")
         elif key == "version" and not (isinstance(value, str) and value):

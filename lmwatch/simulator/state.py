@@ -48,7 +48,9 @@ class SimState:
                 "parallel": inst.parallel,
                 "active": inst.gate.active,
                 "queued": inst.gate.queued,
+                "memory_bytes": inst.memory_bytes,
             }
             for inst in self.catalogue.instances.values()
         }
+        data["memory"] = {"budget_bytes": self.settings.memory_bytes, "used_bytes": self.catalogue.memory_used()}
         return data

@@ -37,6 +37,8 @@ class SimStats:
     unloads_total: int = 0
     evictions_total: int = 0
     """Unloads done by auto-evict before a JIT load (also counted in `unloads_total`)."""
+    load_failures_total: int = 0
+    """Loads refused for want of memory (`settings.memory_bytes`)."""
     tokens_generated_total: int = 0
 
     def count_request(self, path: str) -> None:
