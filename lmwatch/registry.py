@@ -74,6 +74,17 @@ class ModelInfo:
     parallel: int | None = None
     """Parallel prediction slots the server reports for this model (LM Studio 0.4+)."""
     size_bytes: int | None = None
+    instance_contexts: tuple[int | None, ...] = ()
+    """The loaded context of each instance, in `instance_ids` order, where the server says it per
+    instance (LM Studio 0.4's `loaded_instances[].config.context_length`)."""
+
+    def context_of(self, instance_id: str) -> int | None:
+        """Tokens an instance can hold: its own loaded context, else the model's loaded, else its max."""
+        if instance_id in self.instance_ids:
+            index = self.instance_ids.index(instance_id)
+            if index < len(self.instance_contexts) and self.instance_contexts[index]:
+                return self.instance_contexts[index]
+        return self.loaded_context_length or self.max_context_length
 
 
 @dataclass(frozen=True)
@@ -456,6 +467,8 @@ class RequestOutcomes:
         self.queued: dict[str, int] = {}
         self._speeds: dict[tuple[str, str], Speed] = {}
         self._breakers: dict[tuple[str, str], Breaker] = {}
+        self._chars_per_token: dict[tuple[str, str], float] = {}
+        self._learned_context: dict[tuple[str, str], int] = {}
         registry.subscribe(self._on_event)
 
     # --- in-flight and queued --------------------------------------------------------------------
@@ -481,6 +494,26 @@ class RequestOutcomes:
             tokens_per_second=_ewma(old.tokens_per_second, tokens_per_second),
             samples=old.samples + 1,
         )
+
+    # --- prompt size: calibration and learned context -------------------------------------------
+
+    def chars_per_token(self, backend: str, model: str) -> float | None:
+        """Characters per prompt token of this model, learned from the usage its backend reports."""
+        return self._chars_per_token.get((backend, model))
+
+    def record_prompt(self, backend: str, model: str, chars: int, tokens: int) -> None:
+        if chars > 0 and tokens > 0:
+            key = (backend, model)
+            value = _ewma(self._chars_per_token.get(key), chars / tokens)
+            assert value is not None
+            self._chars_per_token[key] = value
+
+    def learned_context(self, backend: str, model: str) -> int | None:
+        """A context the backend itself said it has (in a context-length error), until the model reloads."""
+        return self._learned_context.get((backend, model))
+
+    def record_context(self, backend: str, model: str, tokens: int) -> None:
+        self._learned_context[(backend, model)] = tokens
 
     # --- breakers --------------------------------------------------------------------------------
 
@@ -525,8 +558,10 @@ class RequestOutcomes:
     # --- fed by the watcher ----------------------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
-        if event.kind == "backend_removed":
-            for table in (self._speeds, self._breakers):
+        if event.kind in ("model_loaded", "model_unloaded"):
+            self._learned_context.pop((event.backend, str(event.detail.get("model"))), None)
+        elif event.kind == "backend_removed":
+            for table in (self._speeds, self._breakers, self._chars_per_token, self._learned_context):
                 for key in [k for k in table if k[0] == event.backend]:
                     del table[key]
             self.inflight.pop(event.backend, None)

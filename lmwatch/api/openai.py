@@ -26,6 +26,7 @@ from lmwatch.api.request_metrics import NONE, RequestMetrics, request_metrics
 from lmwatch.config import Config
 from lmwatch.registry import Snapshot, request_outcomes
 from lmwatch.routing.classify import classifier_for
+from lmwatch.routing.context import fit_plan
 from lmwatch.routing.request import Endpoint, ParsedRequest, parse_request
 from lmwatch.routing.select import AUTO, TASK_PREFIX, Route, Target, allowed_only, choose_task, plan_request, routable
 from lmwatch.services import SERVICES, Services
@@ -170,6 +171,7 @@ async def _serve(
                 param="model",
             )
         plan = allowed
+    plan = fit_plan(plan, req, upstream.outcomes)
 
     def exchange(for_req: ParsedRequest) -> Exchange:
         made = Exchange(upstream, routing, metrics, for_req, plan, state.started, services.poll_now)

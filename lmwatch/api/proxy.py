@@ -37,12 +37,15 @@ from lmwatch.backends.base import error_message
 from lmwatch.config import RoutingConfig
 from lmwatch.registry import RequestOutcomes
 from lmwatch.routing.balance import Gate, order
+from lmwatch.routing.context import context_in_error, learn, model_key
 from lmwatch.routing.ids import same_model
 from lmwatch.routing.request import ParsedRequest
-from lmwatch.routing.select import Plan, Route, Target, Tier
+from lmwatch.routing.select import AUTO, TASK_PREFIX, Plan, Route, Target, Tier
 from lmwatch.routing.sse import EventSplitter, StreamMeter
 
 MAX_BACKOFF = 2.0
+_CONTEXT = re.compile(r"context[ _](?:length|window|size)|n_ctx|too many tokens|exceeds? the context", re.IGNORECASE)
+"""An upstream error saying the prompt does not fit (LM Studio, llama.cpp, vLLM word it differently)."""
 _WRONG_TYPE = re.compile(r"model is not (?:an? )?(llm|embedding)", re.IGNORECASE)
 """LM Studio's answer to chat sent to an embedding model, or the reverse: the request is wrong."""
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -66,7 +69,7 @@ class Failure:
 
     reason: str
     """A bounded label: connect, timeout, http_5xx, http_429, auth, model_unavailable, error_body,
-    bad_response, bad_config, stream_cut, breaker_open, queue_timeout, queue_full."""
+    bad_response, bad_config, stream_cut, breaker_open, queue_timeout, queue_full, context_length."""
     message: str
     transient: bool = False
     breaker: bool = True
@@ -261,6 +264,8 @@ class Exchange:
                 headers={"Retry-After": "5"},
             )
         notes = "; ".join(f"{t.backend} ({t.model}): {f.reason}: {f.message}" for t, f in self.failures[-6:])
+        if all(f.reason == "context_length" for _, f in self.failures):
+            return ApiError(400, self.failures[-1][1].message, param="messages", code="context_length_exceeded")
         if any(f.attempted for _, f in self.failures):
             return ApiError(502, f"every backend failed: {notes}", code="upstream_failed")
         return ApiError(
@@ -342,10 +347,38 @@ class Exchange:
             if target.substitutes_model and not _answered_by(obj, target):
                 return Failure("model_unavailable", f"answered by {obj.get('model')!r}: the model is gone")
             self.usage.add(obj.get("usage"))
+            if self.usage.prompt:
+                learn(self.req, target, self.upstream.outcomes, self.usage.prompt)
+            wanted = self.client_model(target)
+            if wanted is not None and isinstance(obj.get("model"), str) and obj["model"] != wanted:
+                obj["model"] = wanted
+                raw = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
             return Answer(status, raw, obj)
         if message is None:
             message = raw[:300].decode("utf-8", "replace") or f"HTTP {status}"
+        return self._upstream_error(target, status, message, obj)
+
+    def _upstream_error(self, target: Target, status: int, message: str, obj: Any) -> Answer | Failure:
+        """A context-length error fails over (another instance may hold more) and teaches lmwatch the
+        backend's context; every other error is judged by `_error_outcome`."""
+        code = (
+            obj.get("error", {}).get("code") if isinstance(obj, dict) and isinstance(obj.get("error"), dict) else None
+        )
+        if status < 500 and (code == "context_length_exceeded" or _CONTEXT.search(message)):
+            context = context_in_error(message)
+            if context is not None and not target.is_cloud:
+                self.upstream.outcomes.record_context(target.backend, model_key(target), context)
+            return Failure("context_length", message, breaker=False)
         return _error_outcome(target, status, message, obj)
+
+    def client_model(self, target: Target) -> str | None:
+        """The model id a local answer carries: the id the client asked for (an alias too), or the
+        served model without its instance suffix for `auto` and `task:`; None for cloud answers."""
+        if target.is_cloud:
+            return None
+        if self.req.model == AUTO or self.req.model.startswith(TASK_PREFIX):
+            return model_key(target)
+        return self.req.model
 
     async def call_stream(
         self, target: Target, request: web.Request, headers: RouteHeaders
@@ -375,6 +408,7 @@ class Exchange:
     ) -> Streamed | Answer | Failure:
         splitter = EventSplitter()
         meter = StreamMeter(strip_usage=not self.req.wants_usage)
+        rename: list[tuple[bytes, bytes]] | None = None
         out: web.StreamResponse | None = None
         failure: str | None = None
         try:
@@ -386,12 +420,16 @@ class Exchange:
                     if meter.first_at is None and not meter.done:
                         continue  # nothing but comments yet: keep the chance to fail over
                     self.waited += now - sent
-                    early = _early_failure(meter, target)
+                    early = self._early_failure(meter, target)
                     if early is not None:
                         return early
+                    rename = _rename(meter.first, self.client_model(target))
                     self.ttft = now - sent
                     out = await self._open_stream(request, headers)
-                if kept and not await _write(out, b"".join(kept) if len(kept) > 1 else kept[0]):
+                data = b"".join(kept) if len(kept) > 1 else kept[0] if kept else b""
+                for old, new in rename or ():
+                    data = data.replace(old, new)
+                if data and not await _write(out, data):
                     return Streamed(out, Verdict.CLIENT_GONE)
                 if meter.error is not None:
                     failure = error_message(meter.error) or "the backend reported an error"
@@ -422,9 +460,19 @@ class Exchange:
         await out.prepare(request)
         return out
 
+    def _early_failure(self, meter: StreamMeter, target: Target) -> Answer | Failure | None:
+        """A stream whose first event is an error, or comes from another model, can still fail over."""
+        if meter.error is not None:
+            return self._upstream_error(target, 200, error_message(meter.error) or "error event", meter.error)
+        if target.substitutes_model and meter.first is not None and not _answered_by(meter.first, target):
+            return Failure("model_unavailable", f"answered by {meter.first.get('model')!r}: the model is gone")
+        return None
+
     def _account_stream(self, target: Target, meter: StreamMeter, sent: float) -> None:
         if meter.usage is not None:
             self.usage.add(meter.usage)
+            if self.usage.prompt:
+                learn(self.req, target, self.upstream.outcomes, self.usage.prompt)
         else:  # no usage chunk (llama-cpp-python ignores stream_options): one token per text chunk
             self.usage.completion += meter.text_chunks
         if self.ttft is not None and meter.first_at is not None:
@@ -450,13 +498,13 @@ def _answered_by(obj: dict[str, Any], target: Target) -> bool:
     return not isinstance(model, str) or not model or same_model(model, target.model) or same_model(target.model, model)
 
 
-def _early_failure(meter: StreamMeter, target: Target) -> Answer | Failure | None:
-    """A stream whose first event is an error, or comes from another model, can still fail over."""
-    if meter.error is not None:
-        return _error_outcome(target, 200, error_message(meter.error) or "error event", meter.error)
-    if target.substitutes_model and meter.first is not None and not _answered_by(meter.first, target):
-        return Failure("model_unavailable", f"answered by {meter.first.get('model')!r}: the model is gone")
-    return None
+def _rename(first: dict[str, Any] | None, wanted: str | None) -> list[tuple[bytes, bytes]] | None:
+    """Byte replacements that give each event the client's model id (None when it already has it)."""
+    served = first.get("model") if first is not None else None
+    if wanted is None or not isinstance(served, str) or served == wanted:
+        return None
+    old, new = json.dumps(served).encode(), json.dumps(wanted).encode()
+    return [(b'"model":' + old, b'"model":' + new), (b'"model": ' + old, b'"model": ' + new)]
 
 
 def _error_outcome(target: Target, status: int, message: str, obj: Any) -> Answer | Failure:

@@ -78,4 +78,5 @@ def _model(entry: Any) -> ModelInfo | None:
         vision=vision,
         parallel=as_int(first_config.get("parallel")),
         size_bytes=as_int(entry.get("size_bytes")),
+        instance_contexts=tuple(as_int(as_dict(i.get("config")).get("context_length")) for i in instances),
     )

@@ -44,6 +44,11 @@ class ParsedRequest:
     """The client asked for the streamed usage chunk itself (`stream_options.include_usage`)."""
     needs_vision: bool
     has_tools: bool
+    prompt_chars: int = 0
+    """Characters of prompt text (messages, prompt, tool definitions); for embeddings, of the longest
+    input, since each input must fit on its own. What the context check estimates tokens from."""
+    max_tokens: int = 0
+    """Completion tokens the request reserves (`max_tokens` / `max_completion_tokens`; 0 when unset)."""
 
 
 def json_object(raw: bytes) -> dict[str, Any]:
@@ -85,7 +90,40 @@ def parse_request(endpoint: Endpoint, raw: bytes, default_model: str) -> ParsedR
         wants_usage=isinstance(options, dict) and options.get("include_usage") is True,
         needs_vision=endpoint is Endpoint.CHAT and _check_images(messages),
         has_tools=bool(body.get("tools") or body.get("functions")),
+        prompt_chars=_prompt_chars(endpoint, body),
+        max_tokens=_max_tokens(body),
     )
+
+
+def _prompt_chars(endpoint: Endpoint, body: dict[str, Any]) -> int:
+    if endpoint is Endpoint.EMBEDDINGS:
+        items = body.get("input")
+        if isinstance(items, list) and items and all(isinstance(i, int) for i in items):
+            items = [items]  # one input given as token ids
+        texts = items if isinstance(items, list) else [items]
+        return max(
+            (len(t) if isinstance(t, str) else len(t) * 4 if isinstance(t, list) else 0 for t in texts), default=0
+        )
+    if endpoint is Endpoint.COMPLETIONS:
+        prompt = body.get("prompt")
+        texts = prompt if isinstance(prompt, list) else [prompt]
+        return sum(len(t) for t in texts if isinstance(t, str))
+    chars = 0
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            chars += sum(len(p["text"]) for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    tools = body.get("tools")
+    if tools:
+        chars += len(json.dumps(tools))
+    return chars
+
+
+def _max_tokens(body: dict[str, Any]) -> int:
+    value = body.get("max_tokens", body.get("max_completion_tokens"))
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _check_images(messages: Any) -> bool:
