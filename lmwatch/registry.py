@@ -119,6 +119,8 @@ class BackendInfo:
     consecutive_failures: int = 0
     probe_failures: Mapping[ProbeFailure, int] = field(default_factory=dict)
     draining: bool = False
+    retiring: frozenset[str] = frozenset()
+    """Models lmwatch is about to unload (swap, idle unload): routing sends new requests elsewhere first."""
 
     @property
     def reachable(self) -> bool:
@@ -185,7 +187,7 @@ class Snapshot:
 @dataclass(frozen=True)
 class Event:
     """A change worth telling: `backend_added`, `backend_removed`, `backend_health`,
-    `model_loaded`, `model_unloaded`, `backend_draining`."""
+    `model_loaded`, `model_unloaded`, `backend_draining`, `model_retiring`."""
 
     kind: str
     backend: str
@@ -302,6 +304,16 @@ class Registry:
             self._backends[name] = dataclasses.replace(current, draining=draining)
             self._publish([Event("backend_draining", name, {"draining": draining})])
         return True
+
+    def set_retiring(self, name: str, model: str, retiring: bool) -> None:
+        """Mark `model` on backend `name` as about to go (or no longer): new requests prefer other models."""
+        current = self._backends.get(name)
+        if current is None:
+            return
+        models = current.retiring | {model} if retiring else current.retiring - {model}
+        if models != current.retiring:
+            self._backends[name] = dataclasses.replace(current, retiring=frozenset(models))
+            self._publish([Event("model_retiring", name, {"model": model, "retiring": retiring})])
 
     def record_collector(
         self, name: str, success: bool, duration: float, sample: Any = None, error: str | None = None
@@ -465,6 +477,11 @@ class RequestOutcomes:
         """The breaker policy in force; the router sets it from the config on each request."""
         self.inflight: dict[str, int] = {}
         self.queued: dict[str, int] = {}
+        self.model_inflight: dict[tuple[str, str], int] = {}
+        """(backend, model) -> requests running on that model now (lifecycle: never unload under them)."""
+        self.last_used: dict[tuple[str, str], float] = {}
+        """(backend, model) -> when a request on it last finished (idle unload)."""
+        self._drained: dict[tuple[str, str], list[asyncio.Future[None]]] = {}
         self._speeds: dict[tuple[str, str], Speed] = {}
         self._breakers: dict[tuple[str, str], Breaker] = {}
         self._chars_per_token: dict[tuple[str, str], float] = {}
@@ -481,6 +498,33 @@ class RequestOutcomes:
 
     def queue_changed(self, backend: str, delta: int) -> None:
         self.queued[backend] = max(0, self.queued.get(backend, 0) + delta)
+
+    def model_started(self, backend: str, model: str) -> None:
+        key = (backend, model)
+        self.model_inflight[key] = self.model_inflight.get(key, 0) + 1
+
+    def model_finished(self, backend: str, model: str) -> None:
+        key = (backend, model)
+        left = max(0, self.model_inflight.get(key, 0) - 1)
+        self.model_inflight[key] = left
+        self.last_used[key] = self._clock()
+        if left == 0:
+            for waiter in self._drained.pop(key, []):
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def model_drained(self, backend: str, model: str, timeout: float) -> bool:
+        """Wait until no request runs on (backend, model); False when `timeout` passed first."""
+        key = (backend, model)
+        if not self.model_inflight.get(key):
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._drained.setdefault(key, []).append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            return False
+        return True
 
     # --- speed -----------------------------------------------------------------------------------
 

@@ -39,7 +39,8 @@ TRUE = ("1", "true", "yes", "on")
 
 def setup(app: web.Application) -> None:
     services = app[SERVICES]
-    app[UPSTREAM] = Upstream(request_outcomes(services.registry))
+    placement = services.lifecycle.placer if services.lifecycle is not None else None
+    app[UPSTREAM] = Upstream(request_outcomes(services.registry), placement=placement)
     request_metrics(services.metrics, services.registry)
     app.on_cleanup.append(_close)
     app.router.add_get("/v1/models", list_models)

@@ -22,10 +22,10 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -35,6 +35,7 @@ from lmwatch.api.upstream import ConnectError, ConnectionLost, Pool, Response, U
 from lmwatch.backends import is_model_gone
 from lmwatch.backends.base import error_message
 from lmwatch.config import RoutingConfig
+from lmwatch.lifecycle.loads import LoadError
 from lmwatch.registry import RequestOutcomes
 from lmwatch.routing.balance import Gate, order
 from lmwatch.routing.context import context_in_error, learn, model_key
@@ -102,14 +103,32 @@ class Usage:
             self.completion += _int(usage.get("completion_tokens"))
 
 
+Release = Callable[[], Awaitable[None]]
+
+
+class Placement(Protocol):
+    """Loads a model that is downloaded but loaded nowhere before a request is sent to it
+    (lmwatch/lifecycle/placement.py)."""
+
+    def order(self, targets: Sequence[Target]) -> list[Target]:
+        """The targets best placement first."""
+
+    async def prepare(self, target: Target, timeout: float) -> Release | None:
+        """Make `target`'s model loaded (raises LoadError saying why not); a Release to await after the
+        request when the backend's load slot stays held during it."""
+
+
 class Upstream:
     """The shared connection pool, the gate and the balancer's randomness (app-scoped)."""
 
-    def __init__(self, outcomes: RequestOutcomes, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, outcomes: RequestOutcomes, rng: random.Random | None = None, placement: Placement | None = None
+    ) -> None:
         self.outcomes = outcomes
         self.gate = Gate(outcomes)
         self.rng = rng or random.Random()
         self.pool = Pool()
+        self.placement = placement
 
     def close(self) -> None:
         self.pool.close()
@@ -155,11 +174,13 @@ class Exchange:
     async def walk(self, attempt: Attempt) -> Streamed | Answer:
         deadline = asyncio.get_running_loop().time() + self.routing.queue_timeout
         for tier in self.plan.tiers:
-            targets = (
-                tier.targets
-                if tier.route is Route.CLOUD
-                else order(tier.targets, self.upstream.outcomes, self.upstream.rng)
-            )
+            placement = self.upstream.placement
+            if tier.route is Route.CLOUD:
+                targets: Sequence[Target] = tier.targets
+            elif placement is not None and all(_unloaded(t) for t in tier.targets):
+                targets = placement.order(tier.targets)
+            else:
+                targets = order(tier.targets, self.upstream.outcomes, self.upstream.rng)
             pending = deque(targets)
             tries: dict[Target, int] = {}
             while pending:
@@ -182,22 +203,45 @@ class Exchange:
         self._first = self._first or target
         if not outcomes.breaker_allows(target.backend, target.model):
             return Failure("breaker_open", f"circuit open for {target.model}", breaker=False, attempted=False)
-        admitted = await self._admit(target, deadline)
-        if admitted is not None:
-            outcomes.breaker_abandon(target.backend, target.model)
-            return admitted
-        self.route = (
-            Route.CLOUD if tier.route is Route.CLOUD else (tier.route if target == self._first else Route.FAILOVER)
-        )
-        self.target = target
-        self._count_fallback(target)
-        result: Streamed | Answer | Failure | None = None
+        placed = await self._place(target, deadline)
+        if isinstance(placed, Failure):
+            return placed
         try:
-            result = await attempt(target)
-            return result
+            admitted = await self._admit(target, deadline)
+            if admitted is not None:
+                outcomes.breaker_abandon(target.backend, target.model)
+                return admitted
+            self.route = (
+                Route.CLOUD if tier.route is Route.CLOUD else (tier.route if target == self._first else Route.FAILOVER)
+            )
+            self.target = target
+            self._count_fallback(target)
+            result: Streamed | Answer | Failure | None = None
+            model = target.info.id if target.info is not None else target.model
+            outcomes.model_started(target.backend, model)
+            try:
+                result = await attempt(target)
+                return result
+            finally:
+                outcomes.model_finished(target.backend, model)
+                self._release(target)
+                self._judge(target, result)
         finally:
-            self._release(target)
-            self._judge(target, result)
+            if placed is not None:
+                await placed()
+
+    async def _place(self, target: Target, deadline: float) -> Failure | Release | None:
+        """Load the model of a target that is not loaded (demand placement); the wait counts as queueing."""
+        placement = self.upstream.placement
+        if placement is None or not _unloaded(target):
+            return None
+        began = time.perf_counter()
+        try:
+            return await placement.prepare(target, max(0.0, deadline - asyncio.get_running_loop().time()))
+        except LoadError as exc:
+            return Failure("load_failed", str(exc), breaker=False, attempted=False)
+        finally:
+            self.waited += time.perf_counter() - began
 
     async def _admit(self, target: Target, deadline: float) -> Failure | None:
         if target.cap is None:
@@ -486,6 +530,10 @@ class Exchange:
 
 
 # --- judging answers -----------------------------------------------------------------------------
+
+
+def _unloaded(target: Target) -> bool:
+    return not target.is_cloud and target.info is not None and not target.info.loaded
 
 
 def _attempts(target: Target) -> int:

@@ -21,8 +21,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from lmwatch.audit import AuditLog
 from lmwatch.config import BackendConfig
+from lmwatch.lifecycle.idle import IdleUnloader
 from lmwatch.lifecycle.keep import KeepLoadedReconciler
 from lmwatch.lifecycle.loads import Loader
+from lmwatch.lifecycle.placement import Placer
 from lmwatch.registry import Event, Health
 from lmwatch.services import Services
 from lmwatch.watcher import Watcher
@@ -39,6 +41,8 @@ class Lifecycle:
         self.scheduler = scheduler
         self.loader = Loader(services, watcher, audit)
         self.keep = KeepLoadedReconciler(self.loader, self.manages)
+        self.placer = Placer(self.loader, lambda b: self.keep.kept(b.config), self.manages)
+        self.idle = IdleUnloader(self.loader, self.keep, self.manages)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
         self._unsubscribe: Any = None
@@ -80,6 +84,10 @@ class Lifecycle:
     async def tick(self) -> None:
         for name in self.services.registry.snapshot().backends:
             self.trigger(name)
+        try:
+            await self.idle.sweep()
+        except Exception:  # a bug here must not stop the next tick
+            log.exception("idle unload failed")
 
     def trigger(self, backend: str) -> None:
         """Reconcile `backend` soon (once more after the running reconcile, if one runs)."""

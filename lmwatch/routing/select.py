@@ -308,14 +308,15 @@ def _serving(
 
 def _id_tiers(routing: RoutingConfig, label: str, found: list[tuple[BackendInfo, ModelInfo, str]]) -> Iterator[Tier]:
     """Loaded copies first; downloaded ones (the backend loads them on demand) only with allow_jit."""
-    loaded = tuple(
-        t
-        for b, m, i in found
-        if routable(b) and m.loaded
-        for t in (_targets(b, m) if i == m.id else (target_for(b, m, i),))
-    )
-    if loaded:
-        yield Tier(Route.EXPLICIT, label, loaded)
+    for retiring in (False, True):  # a model about to be unloaded (swap, idle) is tried last
+        loaded = tuple(
+            t
+            for b, m, i in found
+            if routable(b) and m.loaded and (m.id in b.retiring) == retiring
+            for t in (_targets(b, m) if i == m.id else (target_for(b, m, i),))
+        )
+        if loaded:
+            yield Tier(Route.EXPLICIT, label + " (retiring)" if retiring else label, loaded)
     if routing.allow_jit:
         jit = tuple(target_for(b, m, i) for b, m, i in found if routable(b) and not m.loaded)
         if jit:
@@ -371,6 +372,8 @@ def _auto_tiers(
         for m in b.models
         if m.loaded and caps.is_embedding(m) == embeddings and (not req.needs_vision or caps.is_vision(m))
     ]
+    retiring = [(b, m) for b, m in pool if m.id in b.retiring]  # about to be unloaded: tried last
+    pool = [(b, m) for b, m in pool if m.id not in b.retiring]
     taken: set[tuple[str, str]] = set()
 
     def take(route: Route, label: str, members: Iterable[tuple[BackendInfo, ModelInfo]]) -> Iterator[Tier]:
@@ -389,6 +392,7 @@ def _auto_tiers(
         for family in caps.families_for(role):
             yield from take(Route.CAPABILITY, family.name, ((b, m) for b, m in pool if caps.family(m.id) is family))
     yield from take(Route.CAPABILITY, "any loaded model", pool)
+    yield from take(Route.CAPABILITY, "models about to be unloaded", retiring)
 
 
 def _tools_first(tiers: list[Tier], caps: Capabilities) -> list[Tier]:
