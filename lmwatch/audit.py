@@ -11,7 +11,7 @@ lines are never dropped.
 
 A control line: `{"time", "kind": "control", "actor", "remote", "action", "target", "result", ...}`.
 A request line: `{"time", "kind": "request", "key", "remote", "method", "path", "status",
-"duration_seconds", "model", "backend", "task", "prompt_tokens", "completion_tokens"[, "prompt"]}`.
+"duration_seconds", "request_id", "model", "backend", "task", "prompt_tokens", "completion_tokens"[, "prompt"]}`.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ from lmwatch.api.auth import (
     load_admin_token,
     load_client_keys,
 )
-from lmwatch.api.errors import ApiError
+from lmwatch.api.errors import ApiError, Shape
 from lmwatch.audit import AuditLog
 from lmwatch.backends import BackendClient, Flavour, ProbeError
 from lmwatch.config import (
@@ -417,8 +417,8 @@ class ProblemsError(ApiError):
         super().__init__(status, f"{message}: {'; '.join(problems)}", code=code)
         self.problems = problems
 
-    def body(self) -> dict[str, Any]:
-        return {**super().body(), "problems": self.problems}
+    def body(self, shape: Shape = Shape.OPENAI, request_id: str | None = None) -> dict[str, Any]:
+        return {**super().body(shape, request_id), "problems": self.problems}
 
 
 def unknown_backend(name: str) -> ApiError:

@@ -30,8 +30,9 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from lmwatch.api.auth import ANONYMOUS, AUDIT_NOTE, CLIENT, Handler, is_admin, is_v1
-from lmwatch.api.errors import ApiError
+from lmwatch.api.errors import ApiError, shape_of
 from lmwatch.api.openai import forbids_cloud
+from lmwatch.api.request_ids import request_id
 from lmwatch.config import BackendConfig, validation_problems
 from lmwatch.control import ControlPlane, ProblemsError, unknown_backend
 from lmwatch.registry import BackendInfo, request_outcomes
@@ -111,7 +112,7 @@ async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
         return response
     except ApiError as exc:
         status = str(exc.status)
-        return exc.response()
+        return exc.response(shape=shape_of(path), request_id=request_id(request))
     except web.HTTPException as exc:
         status = str(exc.status)
         raise
@@ -168,6 +169,7 @@ def _audit_request(
         "remote": request.remote,
         "method": request.method,
         "path": request.path,
+        "request_id": request_id(request),
         "status": status,
         "duration_seconds": round(duration, 6),
     }

@@ -88,6 +88,15 @@ def _bearer(request: web.Request) -> str | None:
     return value.strip()
 
 
+def _client_secret(request: web.Request) -> str | None:
+    """A client key: `Authorization: Bearer` (OpenAI SDKs), else `x-api-key` (Anthropic SDKs, Claude Code)."""
+    bearer = _bearer(request)
+    if bearer is not None:
+        return bearer
+    key = request.headers.get("x-api-key", "").strip()
+    return key or None
+
+
 def _read_secret(path: Path) -> str:
     return path.read_text().strip()
 
@@ -329,11 +338,12 @@ class AccessControl:
         """Which key the request carries (None when keys are off); raises 401 for none or a wrong one."""
         if not self.keys:
             return None
-        presented = _bearer(request)
+        presented = _client_secret(request)
         if presented is None:
             raise ApiError(
                 401,
-                "an API key is required: send `Authorization: Bearer <key>` (the OpenAI SDKs' api_key)",
+                "an API key is required: send `Authorization: Bearer <key>` (the OpenAI SDKs' api_key) "
+                "or `x-api-key: <key>` (the Anthropic SDKs')",
                 code="missing_api_key",
             )
         digest = _digest(presented)

@@ -1,14 +1,17 @@
-"""OpenAI-style error bodies, made in one place for every HTTP surface of lmwatch.
+"""Error bodies, made in one place for every HTTP surface of lmwatch, in each API's own shape.
 
-Clients (the openai SDKs, editors, agents) parse `{"error": {"message", "type", "param", "code"}}`;
-streams end with the same object as an SSE `data:` event. Every message passes through the log
-redaction, so a backend token or cloud key can never reach a client through an error.
+OpenAI clients (the openai SDKs, editors, agents) parse `{"error": {"message", "type", "param",
+"code"}}`; streams end with the same object as an SSE `data:` event. Anthropic clients (the
+anthropic SDKs, Claude Code) on `/v1/messages` parse `{"type": "error", "error": {"type",
+"message"}}` and an `error` event. Both carry the request's id as `request_id`. Every message
+passes through the log redaction, so a backend token or cloud key never reaches a client.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any
 
 from aiohttp import web
@@ -18,10 +21,33 @@ from lmwatch.logs import redact
 MESSAGE_LIMIT = 1000
 
 _TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+_ANTHROPIC_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+class Shape(StrEnum):
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+
+
+def shape_of(path: str) -> Shape:
+    """Anthropic's shape on `/v1/messages` (and below it), OpenAI's everywhere else."""
+    return Shape.ANTHROPIC if path == "/v1/messages" or path.startswith("/v1/messages/") else Shape.OPENAI
 
 
 def error_type(status: int) -> str:
     return _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+
+
+def anthropic_type(status: int) -> str:
+    return _ANTHROPIC_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
 
 
 class ApiError(Exception):
@@ -45,11 +71,18 @@ class ApiError(Exception):
         self.type = type or error_type(status)
         self.headers = dict(headers or {})
 
-    def body(self) -> dict[str, Any]:
-        return error_body(self.message, self.type, self.code, self.param)
+    def body(self, shape: Shape = Shape.OPENAI, request_id: str | None = None) -> dict[str, Any]:
+        if shape is Shape.ANTHROPIC:
+            return anthropic_body(self.status, self.message, request_id)
+        body = error_body(self.message, self.type, self.code, self.param)
+        if request_id is not None:
+            body["request_id"] = request_id
+        return body
 
-    def response(self, headers: Mapping[str, str] | None = None) -> web.Response:
-        response = web.json_response(self.body(), status=self.status)
+    def response(
+        self, headers: Mapping[str, str] | None = None, shape: Shape = Shape.OPENAI, request_id: str | None = None
+    ) -> web.Response:
+        response = web.json_response(self.body(shape, request_id), status=self.status)
         response.headers.update(self.headers)
         if headers:
             response.headers.update(headers)
@@ -64,3 +97,13 @@ def error_event(message: str, code: str | None = None) -> bytes:
     """The SSE event that ends a stream which failed after it started (never a silent clean end)."""
     body = error_body(message, "server_error", code)
     return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+
+def anthropic_body(status: int, message: str, request_id: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": "error",
+        "error": {"type": anthropic_type(status), "message": redact(message)[:MESSAGE_LIMIT]},
+    }
+    if request_id is not None:
+        body["request_id"] = request_id
+    return body

@@ -3,7 +3,9 @@
 `setup(app)` adds the routes and closes the shared upstream connection pool on cleanup. Every routed answer
 carries X-LMWatch-Backend, -Model, -Task, -Route and -Overhead-Ms (`none` where a request never got
 that far); X-LMWatch-Task-Reason explains a classified task. Requests may send X-LMWatch-Task to
-force a task and X-LMWatch-Local-Only: true to forbid cloud fallback.
+force a task and X-LMWatch-Local-Only: true to forbid cloud fallback. Answers on the agent APIs
+(`/v1/responses`, `/v1/messages`) say X-LMWatch-Translated: true when the backend got chat
+completions instead of the API itself.
 """
 
 from __future__ import annotations
@@ -19,17 +21,22 @@ from typing import Any
 
 from aiohttp import web
 
+from lmwatch.api import request_ids
 from lmwatch.api.auth import check_task, client_of, note_request
-from lmwatch.api.errors import ApiError
+from lmwatch.api.dialects import Dialect, MessagesDialect
+from lmwatch.api.errors import ApiError, shape_of
 from lmwatch.api.proxy import Answer, Exchange, Streamed, Upstream, Verdict
+from lmwatch.api.request_ids import request_id, upstream_id
 from lmwatch.api.request_metrics import NONE, RequestMetrics, request_metrics
+from lmwatch.backends.base import error_message
 from lmwatch.config import Config
 from lmwatch.registry import Snapshot, request_outcomes
 from lmwatch.routing.classify import classifier_for
 from lmwatch.routing.context import fit_plan
-from lmwatch.routing.request import Endpoint, ParsedRequest, parse_request
+from lmwatch.routing.request import Endpoint, ParsedRequest, json_object, parse_request
 from lmwatch.routing.select import AUTO, TASK_PREFIX, Route, Target, allowed_only, choose_task, plan_request, routable
 from lmwatch.services import SERVICES, Services
+from lmwatch.translate import messages as anthropic
 
 log = logging.getLogger("lmwatch.api.openai")
 
@@ -47,6 +54,9 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/messages/count_tokens", count_tokens)
+    request_ids.setup(app)
 
 
 async def _close(app: web.Application) -> None:
@@ -65,6 +75,19 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     return await _handle(request, Endpoint.EMBEDDINGS)
 
 
+async def messages(request: web.Request) -> web.StreamResponse:
+    return await _handle(request, Endpoint.MESSAGES, MessagesDialect())
+
+
+async def count_tokens(request: web.Request) -> web.Response:
+    """`/v1/messages/count_tokens`, answered by lmwatch (LM Studio has no such route): an estimate."""
+    try:
+        body = json_object(await _read_body(request, request.app[SERVICES].config.config.server.max_body_bytes))
+        return web.json_response({"input_tokens": anthropic.count_tokens(body)})
+    except ApiError as err:
+        return error_response(request, err)
+
+
 # --- one routed request --------------------------------------------------------------------------
 
 
@@ -77,6 +100,7 @@ class _Request:
     reasons: tuple[str, ...] = ()
     exchanges: list[Exchange] = field(default_factory=list)
     overhead: float | None = None
+    dialect: Dialect | None = None
 
     def headers(self, exchange: Exchange | None = None) -> dict[str, str]:
         """The route headers, computed when the response starts (so the overhead is known)."""
@@ -92,6 +116,8 @@ class _Request:
         }
         if self.reasons:
             headers["X-LMWatch-Task-Reason"] = ", ".join(self.reasons[:3])
+        if self.dialect is not None and served:
+            headers["X-LMWatch-Translated"] = "true" if self.dialect.translated else "false"
         return headers
 
 
@@ -117,24 +143,26 @@ def _route(served: list[tuple[Exchange, Target]]) -> str:
     return routes[0].value if routes else NONE
 
 
-async def _handle(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
-    state = _Request(started=time.perf_counter())
+async def _handle(request: web.Request, endpoint: Endpoint, dialect: Dialect | None = None) -> web.StreamResponse:
+    state = _Request(started=time.perf_counter(), dialect=dialect)
     services = request.app[SERVICES]
     config = services.config.config
     metrics = request_metrics(services.metrics, services.registry)
     code = "500"
     try:
-        response, code = await _serve(request, endpoint, services, config, metrics, state)
+        response, code = await _serve(request, endpoint, services, config, metrics, state, dialect)
         return response
     except ApiError as err:
         code = str(err.status)
-        return err.response(state.headers())
+        return error_response(request, err, state.headers())
     except asyncio.CancelledError:
         code = "499"
         raise
     except Exception:
-        log.exception("unexpected error on %s", request.path)
-        return ApiError(500, "lmwatch failed to handle this request; see its log").response(state.headers())
+        rid = request_id(request)
+        log.exception("unexpected error on %s (request %s)", request.path, rid, extra={"request_id": rid})
+        failed = ApiError(500, "lmwatch failed to handle this request; see its log")
+        return error_response(request, failed, state.headers())
     finally:
         _record(metrics, config, state, code)
         _note_for_audit(request, state)
@@ -147,16 +175,18 @@ async def _serve(
     config: Config,
     metrics: RequestMetrics,
     state: _Request,
+    dialect: Dialect | None,
 ) -> tuple[web.StreamResponse, str]:
     """The response and the `code` label of its metrics."""
     routing = config.routing
-    req = parse_request(endpoint, await _read_body(request, config.server.max_body_bytes), routing.default_model)
+    raw = await _read_body(request, config.server.max_body_bytes)
+    req = parse_request(endpoint, raw, routing.default_model, dialect.translate if dialect is not None else None)
     snap = services.registry.snapshot()
     upstream = request.app[UPSTREAM]
     upstream.outcomes.policy = routing.breaker
     task = choose_task(routing, snap, req, request.headers.get("X-LMWatch-Task"))
     if task is None:
-        classification = classifier_for(routing).classify(req.body)
+        classification = classifier_for(routing).classify(req.as_chat)
         task, state.reasons = classification.task, classification.reasons
     state.task = task
     check_task(request, task)
@@ -174,8 +204,12 @@ async def _serve(
         plan = allowed
     plan = fit_plan(plan, req, upstream.outcomes)
 
+    rid = upstream_id(request)
+
     def exchange(for_req: ParsedRequest) -> Exchange:
-        made = Exchange(upstream, routing, metrics, for_req, plan, state.started, services.poll_now)
+        made = Exchange(
+            upstream, routing, metrics, for_req, plan, state.started, services.poll_now, dialect=dialect, request_id=rid
+        )
         state.exchanges.append(made)
         return made
 
@@ -184,12 +218,12 @@ async def _serve(
         result = await ex.stream(request, state.headers)
         if isinstance(result, Streamed):
             return result.response, _STREAM_CODES[result.verdict]
-        answer = _json(result, state.headers(ex))
+        answer = _json(result, state.headers(ex), request)
     elif endpoint is Endpoint.EMBEDDINGS and _batches(req, routing.embedding_batch_size):
         answer = await _embed_in_batches(req, routing.embedding_batch_size, exchange, state)
     else:
         ex = exchange(req)
-        answer = _json(await ex.answer(), state.headers(ex))
+        answer = _json(await ex.answer(), state.headers(ex), request)
     return answer, str(answer.status)
 
 
@@ -197,8 +231,22 @@ _STREAM_CODES = {Verdict.SUCCESS: "200", Verdict.UPSTREAM_FAILED: "stream_error"
 """A stream is answered 200 before it can fail; the metric's code says how it ended."""
 
 
-def _json(answer: Answer, headers: dict[str, str]) -> web.Response:
-    return web.Response(body=answer.raw, status=answer.status, content_type="application/json", headers=headers)
+def _json(answer: Answer, headers: dict[str, str], request: web.Request | None = None) -> web.Response:
+    """An answer as it is; an error in the request's API shape, with the request id."""
+    raw = answer.raw
+    if answer.status != 200 and request is not None:
+        message = error_message(answer.obj) or f"HTTP {answer.status}"
+        error = answer.obj.get("error")
+        code, param = (error.get("code"), error.get("param")) if isinstance(error, dict) else (None, None)
+        raw = json.dumps(
+            ApiError(answer.status, message, code=code, param=param).body(shape_of(request.path), request_id(request))
+        ).encode()
+    return web.Response(body=raw, status=answer.status, content_type="application/json", headers=headers)
+
+
+def error_response(request: web.Request, error: ApiError, headers: dict[str, str] | None = None) -> web.Response:
+    """`error` in the shape of the request's API (OpenAI, or Anthropic on /v1/messages), with its id."""
+    return error.response(headers, shape_of(request.path), request_id(request))
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:

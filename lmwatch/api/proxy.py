@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from lmwatch.api.dialects import Dialect
 from lmwatch.api.errors import ApiError, error_body, error_event, error_type
 from lmwatch.api.request_metrics import RequestMetrics
 from lmwatch.api.upstream import ConnectError, ConnectionLost, Pool, Response, UpstreamError
@@ -40,9 +41,10 @@ from lmwatch.registry import RequestOutcomes
 from lmwatch.routing.balance import Gate, order
 from lmwatch.routing.context import context_in_error, learn, model_key
 from lmwatch.routing.ids import same_model
-from lmwatch.routing.request import ParsedRequest
+from lmwatch.routing.request import Endpoint, ParsedRequest
 from lmwatch.routing.select import AUTO, TASK_PREFIX, Plan, Route, Target, Tier
-from lmwatch.routing.sse import EventSplitter, StreamMeter
+from lmwatch.routing.sse import EventSplitter, Meter, StreamMeter
+from lmwatch.translate.chat import ChatStream
 
 MAX_BACKOFF = 2.0
 _CONTEXT = re.compile(r"context[ _](?:length|window|size)|n_ctx|too many tokens|exceeds? the context", re.IGNORECASE)
@@ -98,9 +100,10 @@ class Usage:
     completion: int = 0
 
     def add(self, usage: Any) -> None:
+        """Chat completions' `prompt_tokens`/`completion_tokens`, or the agent APIs' `input_`/`output_tokens`."""
         if isinstance(usage, dict):
-            self.prompt += _int(usage.get("prompt_tokens"))
-            self.completion += _int(usage.get("completion_tokens"))
+            self.prompt += _int(usage.get("prompt_tokens", usage.get("input_tokens")))
+            self.completion += _int(usage.get("completion_tokens", usage.get("output_tokens")))
 
 
 Release = Callable[[], Awaitable[None]]
@@ -156,8 +159,12 @@ class Exchange:
     ttft: float | None = None
     usage: Usage = field(default_factory=Usage)
     failures: list[tuple[Target, Failure]] = field(default_factory=list)
+    dialect: Dialect | None = None
+    """How a Responses or Messages request reaches each target (None: chat, completions, embeddings)."""
+    request_id: str | None = None
+    """Sent upstream as X-Request-ID (when it is a UUID, see lmwatch/api/request_ids.py)."""
     _first: Target | None = None
-    _bodies: dict[tuple[str, bool, str | None], bytes] = field(default_factory=dict)
+    _bodies: dict[tuple[object, ...], bytes] = field(default_factory=dict)
 
     # --- the walk --------------------------------------------------------------------------------
 
@@ -327,18 +334,28 @@ class Exchange:
 
     # --- one upstream call ------------------------------------------------------------------------
 
+    def _native(self, target: Target) -> bool:
+        """The target gets the request in its own API (always, for chat completions and the like)."""
+        return self.dialect is None or self.dialect.native(target)
+
     def body_for(self, target: Target, stream: bool) -> bytes:
-        """The original bytes when nothing must change; else re-encoded once per model and flavour
-        (a flavour may need the body rewritten: `Flavour.rewrite_request`)."""
-        inject = stream and not self.req.wants_usage
-        rewritten = target.flavour.rewrite_request(self.req.endpoint.path, self.req.body) if target.flavour else None
-        if rewritten is None and self.req.raw and not inject and self.req.body.get("model") == target.model:
+        """The original bytes when nothing must change; else re-encoded once per model and flavour.
+
+        A translated request sends its chat-completions body; chat bodies get the flavour's rewrite
+        (LM Studio's json_object), streams the usage chunk."""
+        native = self._native(target)
+        chat = self.dialect is None or not native
+        source = self.req.body if native else self.req.as_chat
+        inject = chat and stream and (not native or not self.req.wants_usage)
+        flavour = target.flavour if chat else None
+        rewrite = flavour.rewrite(source) if flavour is not None else None
+        if native and rewrite is None and self.req.raw and not inject and source.get("model") == target.model:
             return self.req.raw
-        key = (target.model, inject, target.flavour.name if rewritten is not None and target.flavour else None)
+        key = (target.model, inject, native, flavour.name if rewrite is not None and flavour else None)
         if key not in self._bodies:
-            body = dict(self.req.body if rewritten is None else rewritten, model=target.model)
+            body = dict(rewrite or source, model=target.model)
             if inject:
-                options = self.req.body.get("stream_options")
+                options = source.get("stream_options")
                 body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
             self._bodies[key] = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         return self._bodies[key]
@@ -351,10 +368,12 @@ class Exchange:
         except OSError as exc:  # an unreadable `api_token_file`: a config problem, the next target may serve
             return Failure("bad_config", f"cannot read api_token_file: {exc.strerror or exc}", breaker=False)
         headers = _HEADERS[stream] if not token else {**_HEADERS[stream], "Authorization": f"Bearer {token}"}
+        if self.request_id is not None:
+            headers = {**headers, "X-Request-ID": self.request_id}
+        path = self.req.endpoint.path if self._native(target) else Endpoint.CHAT.path
+        body = self.body_for(target, stream)
         try:
-            return await self.upstream.pool.post(
-                target.url, self.req.endpoint.path, self.body_for(target, stream), headers, connect, idle
-            )
+            return await self.upstream.pool.post(target.url, path, body, headers, connect, idle)
         except (UpstreamError, TimeoutError) as exc:
             return _connection_failure(exc)
         except ValueError as exc:  # a token with a line break: never sent
@@ -394,8 +413,14 @@ class Exchange:
             if self.usage.prompt:
                 learn(self.req, target, self.upstream.outcomes, self.usage.prompt)
             wanted = self.client_model(target)
-            if wanted is not None and isinstance(obj.get("model"), str) and obj["model"] != wanted:
+            changed = wanted is not None and isinstance(obj.get("model"), str) and obj["model"] != wanted
+            if changed:
                 obj["model"] = wanted
+            if self.dialect is not None:
+                self.dialect.translated = not self._native(target)
+                if self.dialect.translated:
+                    obj, changed = self.dialect.answer(obj, wanted or target.model), True
+            if changed:
                 raw = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
             return Answer(status, raw, obj)
         if message is None:
@@ -451,7 +476,17 @@ class Exchange:
         self, target: Target, resp: Response, sent: float, request: web.Request, headers: RouteHeaders
     ) -> Streamed | Answer | Failure:
         splitter = EventSplitter()
-        meter = StreamMeter(strip_usage=not self.req.wants_usage)
+        native = self._native(target)
+        meter: Meter
+        translator: ChatStream | None = None
+        if self.dialect is not None and native:
+            meter = self.dialect.meter()
+        else:
+            meter = StreamMeter(strip_usage=not native or not self.req.wants_usage)
+        if self.dialect is not None:
+            self.dialect.translated = not native
+            if not native:
+                translator = self.dialect.stream(target.model, lambda: _stream_tokens(meter))
         rename: list[tuple[bytes, bytes]] | None = None
         out: web.StreamResponse | None = None
         failure: str | None = None
@@ -470,7 +505,10 @@ class Exchange:
                     rename = _rename(meter.first, self.client_model(target))
                     self.ttft = now - sent
                     out = await self._open_stream(request, headers)
-                data = b"".join(kept) if len(kept) > 1 else kept[0] if kept else b""
+                if translator is not None:
+                    data = translator.translate(kept)
+                else:
+                    data = b"".join(kept) if len(kept) > 1 else kept[0] if kept else b""
                 for old, new in rename or ():
                     data = data.replace(old, new)
                 if data and not await _write(out, data):
@@ -488,7 +526,13 @@ class Exchange:
             failure = "the backend closed the stream before it was complete"
         self._account_stream(target, meter, sent)
         if failure is not None:
-            await _write(out, error_event(f"upstream {target.backend} failed mid-stream: {failure}", "upstream_failed"))
+            message, code = f"upstream {target.backend} failed mid-stream: {failure}", "upstream_failed"
+            if translator is not None:
+                await _write(out, translator.error(message, code))
+            elif self.dialect is not None:
+                await _write(out, self.dialect.stream_error(message, code))
+            else:
+                await _write(out, error_event(message, code))
             return Streamed(out, Verdict.UPSTREAM_FAILED)
         try:
             await out.write_eof()
@@ -504,7 +548,7 @@ class Exchange:
         await out.prepare(request)
         return out
 
-    def _early_failure(self, meter: StreamMeter, target: Target) -> Answer | Failure | None:
+    def _early_failure(self, meter: Meter, target: Target) -> Answer | Failure | None:
         """A stream whose first event is an error, or comes from another model, can still fail over."""
         if meter.error is not None:
             return self._upstream_error(target, 200, error_message(meter.error) or "error event", meter.error)
@@ -512,7 +556,7 @@ class Exchange:
             return Failure("model_unavailable", f"answered by {meter.first.get('model')!r}: the model is gone")
         return None
 
-    def _account_stream(self, target: Target, meter: StreamMeter, sent: float) -> None:
+    def _account_stream(self, target: Target, meter: Meter, sent: float) -> None:
         if meter.usage is not None:
             self.usage.add(meter.usage)
             if self.usage.prompt:
@@ -544,6 +588,12 @@ def _attempts(target: Target) -> int:
 def _answered_by(obj: dict[str, Any], target: Target) -> bool:
     model = obj.get("model")
     return not isinstance(model, str) or not model or same_model(model, target.model) or same_model(target.model, model)
+
+
+def _stream_tokens(meter: Meter) -> tuple[int, int]:
+    """(prompt, completion) tokens of a stream so far: its usage, else one token per text chunk."""
+    usage = meter.usage or {}
+    return _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")) or meter.text_chunks
 
 
 def _rename(first: dict[str, Any] | None, wanted: str | None) -> list[tuple[bytes, bytes]] | None:

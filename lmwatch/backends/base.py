@@ -160,6 +160,22 @@ MODEL_GONE: tuple[str, ...] = (r"model_not_found", r"not found", r"not loaded", 
 """What any OpenAI-style server says when the model asked for is not (or not yet) there."""
 
 
+JSON_OBJECT_SCHEMA: dict[str, Any] = {
+    "type": "json_schema",
+    "json_schema": {"name": "json_object", "strict": False, "schema": {"type": "object"}},
+}
+"""What `json_object` asks for ("some JSON object"), said the way servers that refuse it accept."""
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """`0.4.12` or `0.4.4+1` as numbers to compare (the leading digits of each dotted part)."""
+    parts = []
+    for part in version.split("+", 1)[0].split("."):
+        digits = re.match(r"\d*", part.strip())
+        parts.append(int(digits.group()) if digits and digits.group() else 0)
+    return tuple(parts)
+
+
 class Flavour(ABC):
     """One server API dialect and its quirks, as data the watcher, router and proxy read.
 
@@ -174,6 +190,14 @@ class Flavour(ABC):
     model_gone: ClassVar[tuple[str, ...]] = MODEL_GONE
     """Regexes of the error messages that mean "this model is not here": fail over, breaker untouched."""
 
+    native_apis: ClassVar[Mapping[str, str]] = {}
+    """Client APIs beyond chat completions (`responses`, `messages`) the server speaks itself, each with
+    the first server version that does; lmwatch translates the others to chat completions."""
+    oldest_version: ClassVar[str] = "0"
+    """The oldest version that has this flavour's API: assumed when the server does not say."""
+    rejects_json_object: ClassVar[bool] = False
+    """`response_format: {"type": "json_object"}` is refused: send the equivalent `json_schema` instead."""
+
     def __init__(self, name: str) -> None:
         self.name = name
         """The `kind` this flavour has in the table (and the `flavour` the registry reports)."""
@@ -181,17 +205,25 @@ class Flavour(ABC):
     def is_model_gone(self, message: str) -> bool:
         return re.search("|".join(self.model_gone), message, re.IGNORECASE) is not None
 
-    def rewrite_request(self, path: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The body this engine needs instead of `body` for `path` (`/chat/completions`...), or None to
-        send it as it is (the hot path then forwards the client's bytes without re-encoding)."""
-        return None
-
     @abstractmethod
     async def list_models(self, client: BackendClient) -> tuple[list[ModelInfo], list[str]]:
         """The models and any warnings (skipped entries); raises ProbeError when this API is absent."""
 
     async def version(self, client: BackendClient) -> str | None:
         """The server version where the flavour can tell; asked once, at detection."""
+        return None
+
+    def apis(self, version: str | None) -> frozenset[str]:
+        """The `native_apis` a server of `version` speaks."""
+        have = version_tuple(version or self.oldest_version)
+        return frozenset(api for api, since in self.native_apis.items() if have >= version_tuple(since))
+
+    def rewrite(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The chat-completions body this server needs instead of `body`, or None when it takes it as is."""
+        if self.rejects_json_object:
+            fmt = body.get("response_format")
+            if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+                return {**body, "response_format": JSON_OBJECT_SCHEMA}
         return None
 
     async def load(

@@ -1,4 +1,5 @@
-"""What LM Studio's two native APIs share: its version route, its model-gone messages and JIT loading."""
+"""What LM Studio's two native flavours share: its version probe, its model-gone wording, JIT
+loading and the quirks of its `/v1` API."""
 
 from __future__ import annotations
 
@@ -15,8 +16,12 @@ LM_STUDIO_MODEL_GONE: tuple[str, ...] = (
 
 
 class LMStudio(Flavour):
-    """Base of the LM Studio flavours (not itself in the table)."""
+    """LM Studio (a base, not itself in the table): serves `/v1/responses` since 0.3.29 and
+    `/v1/messages` since 0.4.1, refuses `response_format: json_object` (`'response_format.type' must
+    be 'json_schema' or 'text'`), and loads a model just in time when asked for one."""
 
+    native_apis = {"responses": "0.3.29", "messages": "0.4.1"}
+    rejects_json_object = True
     substitutes_model: ClassVar[bool] = True
     model_gone: ClassVar[tuple[str, ...]] = (*MODEL_GONE, *LM_STUDIO_MODEL_GONE)
 

@@ -20,6 +20,8 @@ _TYPES = {"llm": ModelType.LLM, "vlm": ModelType.VLM, "embeddings": ModelType.EM
 
 
 class LMStudioV0(LMStudio):
+    oldest_version = "0.3.6"
+
     async def list_models(self, client: BackendClient) -> tuple[list[ModelInfo], list[str]]:
         body = await client.get_json(PATH)
         entries = body.get("data") if isinstance(body, dict) else None

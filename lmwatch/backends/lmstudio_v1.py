@@ -20,6 +20,7 @@ PATH = "/api/v1/models"
 
 
 class LMStudioV1(LMStudio):
+    oldest_version = "0.4.0"
     supports_load = True
 
     async def list_models(self, client: BackendClient) -> tuple[list[ModelInfo], list[str]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import binascii
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -21,13 +22,24 @@ class Endpoint(StrEnum):
     CHAT = "chat"
     COMPLETIONS = "completions"
     EMBEDDINGS = "embeddings"
+    RESPONSES = "responses"
+    """OpenAI's Responses API."""
+    MESSAGES = "messages"
+    """Anthropic's Messages API."""
 
     @property
     def path(self) -> str:
         return "/chat/completions" if self is Endpoint.CHAT else f"/{self.value}"
 
 
-_REQUIRED = {Endpoint.CHAT: "messages", Endpoint.COMPLETIONS: "prompt", Endpoint.EMBEDDINGS: "input"}
+_REQUIRED = {
+    Endpoint.CHAT: "messages",
+    Endpoint.COMPLETIONS: "prompt",
+    Endpoint.EMBEDDINGS: "input",
+    Endpoint.RESPONSES: "input",
+    Endpoint.MESSAGES: "messages",
+}
+Translate = Callable[[dict[str, Any]], dict[str, Any]]
 _DATA_URL = re.compile(r"data:(image/[A-Za-z0-9.+-]+)?(;[^,]*)?,", re.ASCII)
 IMAGE_TYPES = frozenset(("image/png", "image/jpeg", "image/jpg", "image/gif", "image/webp", "image/bmp"))
 _MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
@@ -49,6 +61,13 @@ class ParsedRequest:
     input, since each input must fit on its own. What the context check estimates tokens from."""
     max_tokens: int = 0
     """Completion tokens the request reserves (`max_tokens` / `max_completion_tokens`; 0 when unset)."""
+    chat: dict[str, Any] | None = None
+    """The chat-completions body a Responses or Messages request translates to: sent to backends
+    that do not speak its API, and what classification reads."""
+
+    @property
+    def as_chat(self) -> dict[str, Any]:
+        return self.chat if self.chat is not None else self.body
 
 
 def json_object(raw: bytes) -> dict[str, Any]:
@@ -62,7 +81,10 @@ def json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def parse_request(endpoint: Endpoint, raw: bytes, default_model: str) -> ParsedRequest:
+def parse_request(
+    endpoint: Endpoint, raw: bytes, default_model: str, translate: Translate | None = None
+) -> ParsedRequest:
+    """The request's facts; `translate` makes the chat body of an API that is not chat completions."""
     body = json_object(raw)
     model = body.get("model")
     if model is None or model == "":
@@ -80,7 +102,11 @@ def parse_request(endpoint: Endpoint, raw: bytes, default_model: str) -> ParsedR
     messages = body.get("messages")
     if endpoint is Endpoint.CHAT and not isinstance(messages, list):
         raise ApiError(400, "`messages` must be a list", param="messages", code="invalid_type")
+    chat = translate(body) if translate is not None else None
+    if chat is not None:
+        messages = chat.get("messages")
     options = body.get("stream_options")
+    shape = chat if chat is not None else body
     return ParsedRequest(
         endpoint=endpoint,
         raw=raw,
@@ -88,10 +114,11 @@ def parse_request(endpoint: Endpoint, raw: bytes, default_model: str) -> ParsedR
         model=model.strip(),
         stream=stream,
         wants_usage=isinstance(options, dict) and options.get("include_usage") is True,
-        needs_vision=endpoint is Endpoint.CHAT and _check_images(messages),
-        has_tools=bool(body.get("tools") or body.get("functions")),
-        prompt_chars=_prompt_chars(endpoint, body),
-        max_tokens=_max_tokens(body),
+        needs_vision=(endpoint is Endpoint.CHAT or chat is not None) and _check_images(messages),
+        has_tools=bool(shape.get("tools") or shape.get("functions")),
+        prompt_chars=_prompt_chars(endpoint if chat is None else Endpoint.CHAT, shape),
+        max_tokens=_max_tokens(shape),
+        chat=chat,
     )
 
 

@@ -58,6 +58,8 @@ class Target:
     provider: CloudProviderConfig | None = field(default=None, compare=False)
     flavour: Flavour | None = field(default=None, compare=False)
     """The backend's detected flavour and its quirks; None for cloud providers and undetected backends."""
+    apis: frozenset[str] = field(default=frozenset(), compare=False)
+    """The client APIs beyond chat completions the backend speaks itself (the others are translated)."""
 
     @property
     def substitutes_model(self) -> bool:
@@ -159,6 +161,7 @@ def target_for(backend: BackendInfo, model: ModelInfo, model_id: str | None = No
     cfg = backend.config
     reported = max((m.parallel or 0 for m in backend.models if m.loaded), default=0)
     cap = cfg.max_concurrency or reported or DEFAULT_PARALLEL
+    flavour = backends.detected(backend.flavour)
     return Target(
         backend=backend.name,
         model=model_id or model.id,
@@ -167,7 +170,8 @@ def target_for(backend: BackendInfo, model: ModelInfo, model_id: str | None = No
         weight=cfg.weight,
         info=model,
         config=cfg,
-        flavour=backends.detected(backend.flavour),
+        flavour=flavour,
+        apis=flavour.apis(backend.version) if flavour is not None else frozenset(),
     )
 
 

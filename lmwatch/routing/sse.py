@@ -64,14 +64,15 @@ def event_data(event: bytes) -> bytes | None:
     return event[index + 5 :].strip()
 
 
-@dataclass
-class StreamMeter:
-    strip_usage: bool
-    """Drop the usage-only chunk: lmwatch asked for it for accounting, the client did not."""
+@dataclass(kw_only=True)
+class Meter:
+    """What the relay learns from a stream, whatever its API."""
+
     first_at: float | None = None
     first: dict[str, Any] | None = None
     """The first data event, parsed (its `model` says who answered)."""
     usage: dict[str, Any] | None = None
+    """`prompt_tokens` and `completion_tokens`."""
     error: dict[str, Any] | None = None
     text_chunks: int = 0
     """Events carrying generated text: one token each on llama.cpp, the estimate when no usage comes."""
@@ -85,6 +86,20 @@ class StreamMeter:
         if payload == b"[DONE]":
             self.done = True
             return True
+        return self._read(payload, now)
+
+    def _read(self, payload: bytes, now: float) -> bool:
+        raise NotImplementedError
+
+
+@dataclass
+class StreamMeter(Meter):
+    """The meter of chat and text completion streams."""
+
+    strip_usage: bool
+    """Drop the usage-only chunk: lmwatch asked for it for accounting, the client did not."""
+
+    def _read(self, payload: bytes, now: float) -> bool:
         if self.first_at is None:
             self.first_at = now
             self.first = _loads(payload)
@@ -111,3 +126,44 @@ def _loads(payload: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+@dataclass
+class TypedStreamMeter(Meter):
+    """The meter for streams whose events each carry a `type` (OpenAI Responses, Anthropic Messages),
+    passed through from a backend that speaks the API itself. Usage comes from `response.completed`
+    or `message_start` + `message_delta`, errors from `error` and `response.failed` (normalised to
+    `{"error": {...}}`), the end from the API's last event; `first` is `{"model": ...}`."""
+
+    done_types: frozenset[str]
+
+    def _read(self, payload: bytes, now: float) -> bool:
+        parsed = _loads(payload) or {}
+        kind = parsed.get("type")
+        inner = parsed.get("response") or parsed.get("message")
+        inner = inner if isinstance(inner, dict) else {}
+        if self.first_at is None:
+            self.first_at = now
+            self.first = {"model": inner.get("model")}
+        if kind == "error" or kind == "response.failed":
+            error = parsed.get("error") if kind == "error" else inner.get("error")
+            if not isinstance(error, dict):
+                error = {"message": parsed.get("message"), "code": parsed.get("code")}
+            self.error = {"error": error}
+            return False
+        usage = inner.get("usage") if isinstance(inner.get("usage"), dict) else parsed.get("usage")
+        if isinstance(usage, dict):
+            self._count(usage)
+        if kind in ("response.output_text.delta", "content_block_delta"):
+            self.text_chunks += 1
+        if kind in self.done_types:
+            self.done = True
+        return True
+
+    def _count(self, usage: dict[str, Any]) -> None:
+        counted = self.usage or {"prompt_tokens": 0, "completion_tokens": 0}
+        for theirs, ours in (("input_tokens", "prompt_tokens"), ("output_tokens", "completion_tokens")):
+            value = usage.get(theirs)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                counted[ours] = value
+        self.usage = counted

@@ -17,13 +17,13 @@ from typing import Literal
 
 from aiohttp import web
 
-from lmwatch.simulator import errors, inference, shapes
+from lmwatch.simulator import agent_apis, errors, inference, shapes
 from lmwatch.simulator.catalogue import Instance, LoadFailed, Purpose
 from lmwatch.simulator.errors import SimError
 from lmwatch.simulator.inference import Answer, Prompt
 from lmwatch.simulator.slots import InstanceUnloaded
 from lmwatch.simulator.state import SimState
-from lmwatch.simulator.streaming import SSE_HEADERS, Pacing, completion_frames, named_event, write_frames
+from lmwatch.simulator.streaming import SSE_HEADERS, Frames, Pacing, completion_frames, named_event, write_frames
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Api = Literal["v1", "v0"]
@@ -64,6 +64,7 @@ def build_app(state: SimState) -> web.Application:
         add("POST", "/api/v0/chat/completions", h.v0_chat)
         add("POST", "/api/v0/completions", h.v0_text)
         add("POST", "/api/v0/embeddings", h.v0_embeddings)
+        add("POST", "/v1/messages", h.v1_messages)
     if flavour == "0.4":
         add("GET", "/api/v1/models", h.api_v1_models)
         add("POST", "/api/v1/models/load", h.api_v1_load)
@@ -193,22 +194,30 @@ class Handlers:
                 return error_response(errors.plain(400, inference.NOT_VISION, settings.flavour))
             planned = inference.plan_answer(prompt, body, settings.max_tokens_default, inst.context_length)
             if prompt.stream:
-                return await self._stream(request, prompt, planned, inst)
+                frames = completion_frames(prompt, planned, inst.id, fingerprint=settings.flavour != "openai")
+                return await self._stream(request, planned, inst, frames)
             return await self._complete(prompt, planned, inst, api)
 
         # LM Studio's quirk: on /v1, with exactly one LLM loaded the requested name is ignored.
         ignore = api == "v1" or settings.flavour == "openai"
         return await self._serve(prompt.model, "llm", answer, ignore_name=ignore, ttl=prompt.ttl)
 
-    async def _complete(self, prompt: Prompt, answer: Answer, inst: Instance, api: Api) -> web.Response:
-        settings = self.settings
-        started = time.perf_counter()
+    async def _generation(self, answer: Answer, inst: Instance) -> SimError | None:
+        """Wait as long as a non-streamed answer takes; the error when the model went away meanwhile."""
         delay = self._generation_delay(answer)
         if delay > 0:
             await asyncio.sleep(delay)
         if inst.unloaded:
             self.stats.errors_total += 1
-            return error_response(errors.plain(500, UNLOADED_MESSAGE, settings.flavour))
+            return errors.plain(500, UNLOADED_MESSAGE, self.settings.flavour)
+        return None
+
+    async def _complete(self, prompt: Prompt, answer: Answer, inst: Instance, api: Api) -> web.Response:
+        settings = self.settings
+        started = time.perf_counter()
+        failed = await self._generation(answer, inst)
+        if failed is not None:
+            return error_response(failed)
         body = inference.completion_body(prompt, answer, inst.id, settings.flavour == "openai")
         if api == "v0":
             elapsed = time.perf_counter() - started
@@ -219,7 +228,7 @@ class Handlers:
         self.stats.complete(answer.completion_tokens)
         return json_response(body)
 
-    async def _stream(self, request: web.Request, prompt: Prompt, answer: Answer, inst: Instance) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, answer: Answer, inst: Instance, frames: Frames) -> web.StreamResponse:
         settings, stats = self.settings, self.stats
         stall = settings.stall_seconds if self.state.roll(settings.stall_rate) else None
         drop = stall is None and self.state.roll(settings.drop_rate)
@@ -227,7 +236,6 @@ class Handlers:
             stats.errors_injected_total += 1
         tps = settings.tokens_per_second
         pacing = Pacing(settings.ttft, 1 / tps if tps > 0 else 0.0, stall, drop)
-        frames = completion_frames(prompt, answer, inst.id, fingerprint=settings.flavour != "openai")
         resp = web.StreamResponse(headers=SSE_HEADERS)
         try:
             await resp.prepare(request)
@@ -240,6 +248,32 @@ class Handlers:
         elif outcome == "unloaded":
             stats.errors_total += 1
         return resp
+
+    async def v1_messages(self, request: web.Request) -> web.StreamResponse:
+        """Anthropic's Messages API, on the LM Studio versions that have it (else the unknown route)."""
+        settings = self.settings
+        if not agent_apis.serves(settings, "messages"):
+            return await self.unknown(request)
+        try:
+            chat = agent_apis.messages_as_chat(await self._body(request))
+            prompt = inference.parse_prompt(chat, "chat", settings.flavour)
+        except SimError as error:
+            self.stats.errors_total += 1
+            return error_response(agent_apis.anthropic_error(error))
+
+        async def answer(inst: Instance) -> web.StreamResponse:
+            planned = inference.plan_answer(prompt, chat, settings.max_tokens_default, inst.context_length)
+            if prompt.stream:
+                return await self._stream(request, planned, inst, agent_apis.message_frames(planned, inst.id))
+            failed = await self._generation(planned, inst)
+            if failed is not None:
+                return error_response(agent_apis.anthropic_error(failed))
+            self.stats.complete(planned.completion_tokens)
+            return json_response(agent_apis.message_body(planned, inst.id))
+
+        return await self._serve(
+            prompt.model, "llm", answer, ignore_name=True, ttl=None, shape_error=agent_apis.anthropic_error
+        )
 
     async def v1_embeddings(self, request: web.Request) -> web.StreamResponse:
         return await self._embed(request)

@@ -79,6 +79,7 @@ async def fleet(
     backends: dict[str, SimSettings],
     routing: dict[str, Any] | None = None,
     server: dict[str, Any] | None = None,
+    clients: dict[str, Any] | None = None,
     **backend_options: Any,
 ) -> AsyncIterator[Fleet]:
     """Start one simulator per backend and a daemon (port 0) routing to them; `backend_options`
@@ -94,6 +95,7 @@ async def fleet(
                 for name, sim in sims.items()
             ],
             "routing": routing or {},
+            **({"clients": clients} if clients else {}),
         }
         loaded = parse_config(yaml.safe_dump(config), env={})
         async with running_daemon(loaded, [router.setup]) as daemon:

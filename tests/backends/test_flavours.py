@@ -7,7 +7,7 @@ request rewrite, its model-gone wording) steer the router; a real engine-like se
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
@@ -40,8 +40,8 @@ class TapirFlavour(Flavour):
         models = [ModelInfo(id=m, model_type=ModelType.LLM, loaded=True, instance_ids=(m,)) for m in body["served"]]
         return models, []
 
-    def rewrite_request(self, path: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
-        return {**body, "tapir_mode": "fast"} if path == "/chat/completions" else None
+    def rewrite(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        return {**body, "tapir_mode": "fast"} if "messages" in body else None
 
 
 class TapirServer:
