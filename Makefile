@@ -6,7 +6,7 @@ ENGINE_VENV := .venv-engine
 LLAMA_CPP := llama-cpp-python[server]==0.3.36
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo run test lint typecheck unit tools engine bench clean
+.PHONY: demo run test lint typecheck unit tools engine bench screenshot clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,13 +50,23 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
+# The suite runs on uvloop (installed by the test extra, picked as the daemon picks it), then once
+# more on the stdlib loop, the one a plain `pip install lmwatch` runs on (the engine tests once is enough).
 unit: $(BIN)/.installed tools engine
 	$(BIN)/pytest
+	LMWATCH_EVENT_LOOP=asyncio $(BIN)/pytest -q -m 'not engine'
 
 test: lint typecheck unit  ## install everything, then ruff, mypy and the whole suite
 
 bench: $(BIN)/.installed tools
 	$(BIN)/python bench/run.py --write bench/RESULTS.md
+
+# lmwatch, LiteLLM's proxy and Portkey's gateway side by side (installs the peers under ~/.cache/lmwatch-peers)
+bench-peers: $(BIN)/.installed tools
+	$(BIN)/python bench/peers.py --write bench/PEERS.md
+
+screenshot: $(BIN)/.installed tools  ## retake docs/console.png (the README's picture of the console)
+	$(BIN)/python -m tests.console.screenshot
 
 clean:
 	rm -rf $(VENV) $(ENGINE_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -7,9 +7,16 @@ generator) and a small raw-socket client for streams:
 - added latency: p50 at concurrency 1 through lmwatch minus p50 direct (target <= 0.3 ms);
 - throughput: requests/s at concurrency 32 through lmwatch as a share of direct (target >= 25%);
 - streaming first-byte overhead: p50 time to the first SSE event, through minus direct (<= 1 ms);
-- daemon RSS: the peak resident memory of the lmwatch process during the load (<= 80 MB).
+- daemon RSS: the peak resident memory of the lmwatch process during the load (<= 80 MB);
+- CPU per proxied request: lmwatch's CPU time (utime + stime from /proc, the figure least sensitive
+  to a noisy machine) per request at concurrency 32, as a multiple of the simulator's own (<= 1.3x);
+- scrape stall: with a fleet of N simulated backends (one process, bench/fleet.py) polled every
+  second, the /v1 p99 at concurrency 1 while /metrics is scraped once a second, as a multiple of
+  the p99 without scrapes (<= 2x).
 
-    .venv/bin/python bench/run.py [--seconds 5] [--rounds 3] [--write bench/RESULTS.md]
+    .venv/bin/python bench/run.py [--seconds 5] [--rounds 3] [--fleet 300] [--write bench/RESULTS.md]
+
+`--write` adds the run at the top of the file's history; earlier runs stay below it.
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 MODEL = "bench-llm"
 STREAM_BODY = json.dumps({"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "hello"}]})
-TARGETS = {"latency_ms": 0.3, "share": 0.25, "first_byte_ms": 1.0, "rss_mb": 80.0}
+TARGETS = {"latency_ms": 0.2, "share": 0.60, "first_byte_ms": 1.0, "rss_mb": 80.0, "cpu_ratio": 1.3, "stall": 2.0}
+TITLE = "# Routing benchmark: the simulator direct vs through lmwatch"
 
 
 def free_port() -> int:
@@ -82,6 +90,7 @@ class WrkResult:
     rps: float
     p50: float
     p99: float
+    requests: int = 0
 
 
 def wrk(url: str, script: str, connections: int, seconds: int) -> WrkResult:
@@ -95,36 +104,60 @@ def wrk(url: str, script: str, connections: int, seconds: int) -> WrkResult:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _seconds(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _seconds(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    return WrkResult(rps, p50, p99)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return WrkResult(rps, p50, p99, requests)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, from /proc (clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk_cpu(url: str, script: str, connections: int, seconds: int, pids: list[int]) -> tuple[WrkResult, list[float]]:
+    """A wrk run and each process's CPU seconds per request during it."""
+    before = [cpu_seconds(pid) for pid in pids]
+    result = wrk(url, script, connections, seconds)
+    return result, [(cpu_seconds(pid) - b) / max(result.requests, 1) for pid, b in zip(pids, before, strict=True)]
 
 
 # --- streams: time to the first event ------------------------------------------------------------
 
 
-async def first_event_times(port: int, path: str, count: int) -> list[float]:
+async def first_event_times(port: int, path: str, count: int, headers: dict[str, str] | None = None) -> list[float]:
     """Sequential streamed requests on one keep-alive connection; seconds to the first `data:`."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     body = STREAM_BODY.encode()
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     request = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n{extra}"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     times = []
+
+    async def more(seen: bytes) -> bytes:
+        chunk = await reader.read(65536)
+        if not chunk:
+            raise ConnectionError(f"the stream ended before its end: {seen[-200:]!r}")
+        return seen + chunk
+
     for _ in range(count):
         started = time.perf_counter()
         writer.write(request)
         seen = b""
         while b"data:" not in seen:
-            seen += await reader.read(65536)
+            seen = await more(seen)
         times.append(time.perf_counter() - started)
         while not seen.endswith(b"0\r\n\r\n"):  # drain to the end of the chunked body
-            seen += await reader.read(65536)
+            seen = await more(seen)
     writer.close()
     return times
 
 
-def stream_p50(port: int, count: int) -> float:
-    return statistics.median(asyncio.run(first_event_times(port, "/v1/chat/completions", count)))
+def stream_p50(port: int, count: int, headers: dict[str, str] | None = None) -> float:
+    """Median seconds to the first event; OSError (a timeout included) when streaming fails."""
+    run = first_event_times(port, "/v1/chat/completions", count, headers)
+    return statistics.median(asyncio.run(asyncio.wait_for(run, timeout=60)))
 
 
 # --- memory --------------------------------------------------------------------------------------
@@ -174,10 +207,118 @@ def machine() -> str:
     )
     import aiohttp
 
+    from lmwatch.event_loop import loop_factory
+
+    loop, _ = loop_factory()
     return (
         f"{os.cpu_count()} CPUs ({model}), {int(mem) // 1024 // 1024 + 1} GiB RAM, Linux {platform.release()}, "
-        f"Python {platform.python_version()}, aiohttp {aiohttp.__version__}, stdlib asyncio event loop"
+        f"Python {platform.python_version()}, aiohttp {aiohttp.__version__}, {loop} event loop"
     )
+
+
+# --- the scrape stall: a fleet of backends -------------------------------------------------------
+
+
+@dataclass
+class StallResult:
+    backends: int
+    p99_quiet: float
+    p99_scraped: float
+    render_ms: float
+    size_bytes: int
+    series: int
+
+
+class Scraper:
+    """GETs /metrics once a second in a thread (as Prometheus would), timing each scrape."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.size, self.series = url, 0, 0
+        self.times: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.perf_counter()
+            with urllib.request.urlopen(self.url, timeout=30) as resp:
+                body = resp.read()
+            self.times.append(time.perf_counter() - started)
+            self.size = len(body)
+            self.series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+            self._stop.wait(max(0.0, 1.0 - (time.perf_counter() - started)))
+
+    def __enter__(self) -> Scraper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def scrape_stall(count: int, seconds: int, rounds: int) -> StallResult:
+    """p99 at concurrency 1 with and without scrapes, `count` backends polled every second."""
+    with tempfile.TemporaryDirectory() as tmp:
+        port_file, lm_port = Path(tmp) / "ports", free_port()
+        fleet = subprocess.Popen([sys.executable, str(HERE / "fleet.py"), str(count), str(port_file)])
+        try:
+            end = time.monotonic() + 120
+            while not port_file.exists() and time.monotonic() < end and fleet.poll() is None:
+                time.sleep(0.1)
+            ports = port_file.read_text().split()
+            config = Path(tmp) / "config.yaml"
+            config.write_text(
+                f"server: {{port: {lm_port}}}\nlogging: {{level: warning}}\nbackends:\n"
+                + "".join(
+                    f"  - {{name: b{i}, url: 'http://127.0.0.1:{port}', poll_interval: 1}}\n"
+                    for i, port in enumerate(ports)
+                )
+            )
+            through = f"http://127.0.0.1:{lm_port}"
+            daemon_args = [sys.executable, "-m", "lmwatch", "run", "--config", str(config)]
+            with process(daemon_args, through + "/readyz"):
+                wrk(through + "/v1/chat/completions", "chat.lua", 1, 2)
+                quiet, scraped, render = [], [], []
+                for _ in range(rounds):
+                    quiet.append(wrk(through + "/v1/chat/completions", "chat.lua", 1, seconds).p99)
+                    with Scraper(through + "/metrics") as scraper:
+                        scraped.append(wrk(through + "/v1/chat/completions", "chat.lua", 1, seconds).p99)
+                    render.extend(scraper.times)
+        finally:
+            fleet.terminate()
+            fleet.wait(timeout=30)
+    return StallResult(
+        count,
+        statistics.median(quiet),
+        statistics.median(scraped),
+        statistics.median(render) * 1e3,
+        scraper.size,
+        scraper.series,
+    )
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def commit() -> str:
+    done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=HERE, capture_output=True, text=True)
+    return done.stdout.strip() or "unknown commit"
+
+
+def add_to_history(path: Path, run: list[str]) -> None:
+    """The new run first, under the file's title; earlier runs (each a `## ` section) kept below."""
+    earlier = path.read_text() if path.exists() else ""
+    sections = earlier.split("\n## ", 1)
+    kept = "## " + sections[1] if len(sections) == 2 else ""
+    intro = [
+        TITLE,
+        "",
+        "Made by `make bench` (`.venv/bin/python bench/run.py --write bench/RESULTS.md`); see bench/run.py.",
+        "Newest run first; each run names the commit and the machine it ran on.",
+        "",
+    ]
+    path.write_text("\n".join([*intro, *run, "", kept]).rstrip("\n") + "\n")
 
 
 def main() -> None:
@@ -185,7 +326,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5, help="length of one wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="alternating direct/through runs per figure")
     parser.add_argument("--streams", type=int, default=1000, help="sequential streams per round and side")
-    parser.add_argument("--write", type=Path, help="write the results table (markdown) to this file")
+    parser.add_argument("--fleet", type=int, default=300, help="backends for the scrape-stall figure (0: skip it)")
+    parser.add_argument("--write", type=Path, help="add the results (markdown) to this file's history")
     args = parser.parse_args()
 
     sim_port, lm_port = free_port(), free_port()
@@ -210,22 +352,26 @@ def main() -> None:
     direct, through = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{lm_port}"
     path = "/v1/chat/completions"
     with (
-        process(sim_args, direct + "/v1/models"),
+        process(sim_args, direct + "/v1/models") as simulator,
         process([sys.executable, "-m", "lmwatch", "run", "--config", cfg.name], through + "/readyz") as daemon,
     ):
         for url in (direct, through):  # warm up: connections, caches, the first poll
             wrk(url + path, "chat.lua", 4, 2)
         rows: dict[str, tuple[float, float]] = {}
+        cpu: dict[str, list[tuple[float, float]]] = {"chat.lua": [], "auto.lua": []}
 
         def paired(script: str, connections: int) -> tuple[WrkResult, WrkResult]:
-            """Direct and through, alternating for `rounds` rounds; the median of each figure."""
-            runs = [
-                (
-                    wrk(direct + path, script, connections, args.seconds),
-                    wrk(through + path, script, connections, args.seconds),
+            """Direct and through, alternating for `rounds` rounds; the median of each figure.
+
+            Through lmwatch, the CPU per request of the simulator and the daemon are kept in `cpu`."""
+            runs = []
+            for _ in range(args.rounds):
+                alone = wrk(direct + path, script, connections, args.seconds)
+                proxied, (sim_cpu, lm_cpu) = wrk_cpu(
+                    through + path, script, connections, args.seconds, [simulator.pid, daemon.pid]
                 )
-                for _ in range(args.rounds)
-            ]
+                cpu[script].append((sim_cpu, lm_cpu))
+                runs.append((alone, proxied))
             return tuple(  # type: ignore[return-value]
                 WrkResult(*(statistics.median(getattr(r[side], f) for r in runs) for f in ("rps", "p50", "p99")))
                 for side in (0, 1)
@@ -236,18 +382,26 @@ def main() -> None:
         rows["p99 latency, concurrency 1 (ms)"] = (c1[0].p99 * 1e3, c1[1].p99 * 1e3)
         auto = paired("auto.lua", 1)
         rows["p50 latency, model=auto, concurrency 1 (ms)"] = (auto[0].p50 * 1e3, auto[1].p50 * 1e3)
+        cpu = {"chat.lua": [], "auto.lua": []}  # CPU per request: at concurrency 32 only
         with PeakRss(daemon.pid) as rss:
             idle_rss = rss.now()
             c32 = paired("chat.lua", 32)
+            auto32 = paired("auto.lua", 32)
         rows["requests/s, concurrency 32"] = (c32[0].rps, c32[1].rps)
+        rows["requests/s, model=auto, concurrency 32"] = (auto32[0].rps, auto32[1].rps)
         rows["p50 latency, concurrency 32 (ms)"] = (c32[0].p50 * 1e3, c32[1].p50 * 1e3)
         streams = [(stream_p50(sim_port, args.streams), stream_p50(lm_port, args.streams)) for _ in range(args.rounds)]
         stream_direct = statistics.median(d for d, _ in streams)
         stream_through = statistics.median(t for _, t in streams)
         rows["p50 time to first stream event (ms)"] = (stream_direct * 1e3, stream_through * 1e3)
+    os.unlink(cfg.name)
+    stall = scrape_stall(args.fleet, args.seconds, args.rounds) if args.fleet else None
 
+    sim_us = statistics.median(s for s, _ in cpu["chat.lua"]) * 1e6
+    lm_us = statistics.median(m for _, m in cpu["chat.lua"]) * 1e6
+    auto_us = statistics.median(m for _, m in cpu["auto.lua"]) * 1e6
     added = (c1[1].p50 - c1[0].p50) * 1e3
-    share = c32[1].rps / c32[0].rps
+    share, auto_share = c32[1].rps / c32[0].rps, auto32[1].rps / auto32[0].rps
     first_byte = (stream_through - stream_direct) * 1e3
     peak_mb = rss.peak / 2**20
     checks = [
@@ -258,10 +412,16 @@ def main() -> None:
             added <= TARGETS["latency_ms"],
         ),
         (
-            "requests/s at concurrency 32, share of direct",
-            f"{share:.0%}",
+            "requests/s at concurrency 32, share of direct (explicit / auto)",
+            f"{share:.0%} / {auto_share:.0%}",
             f">= {TARGETS['share']:.0%}",
-            share >= TARGETS["share"],
+            min(share, auto_share) >= TARGETS["share"],
+        ),
+        (
+            "CPU per proxied request, multiple of the upstream's own (explicit / auto)",
+            f"{lm_us / sim_us:.2f}x / {auto_us / sim_us:.2f}x ({lm_us:.0f} / {auto_us:.0f} us vs {sim_us:.0f} us)",
+            f"<= {TARGETS['cpu_ratio']}x",
+            max(lm_us, auto_us) / sim_us <= TARGETS["cpu_ratio"],
         ),
         (
             "streaming first-event overhead p50",
@@ -276,16 +436,25 @@ def main() -> None:
             peak_mb <= TARGETS["rss_mb"],
         ),
     ]
-    lines = [
-        "# Routing benchmark: the simulator direct vs through lmwatch",
-        "",
-        "Made by `make bench` (`.venv/bin/python bench/run.py --write bench/RESULTS.md`); see bench/run.py.",
+    if stall is not None:
+        ratio = stall.p99_scraped / stall.p99_quiet
+        checks.append(
+            (
+                f"p99 at concurrency 1 while /metrics is scraped every second, {stall.backends} backends",
+                f"{ratio:.1f}x ({stall.p99_quiet * 1e3:.2f} -> {stall.p99_scraped * 1e3:.2f} ms)",
+                f"<= {TARGETS['stall']:.0f}x",
+                ratio <= TARGETS["stall"],
+            )
+        )
+    run = [
+        f"## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit()}",
         "",
         f"Machine: {machine()}.",
-        f"Run: {time.strftime('%Y-%m-%d %H:%M %Z')}; each figure is the median of {args.rounds} alternating rounds"
+        f"Each figure is the median of {args.rounds} alternating rounds"
         f" (wrk {args.seconds} s per run, {args.streams} sequential streams per run);"
         " simulator with zero delay, lmwatch and simulator in separate processes, everything on loopback"
-        " (wrk, lmwatch and the simulator share the CPUs).",
+        " (wrk, lmwatch and the simulator share the CPUs). CPU per request is the process's utime + stime"
+        " from /proc over the concurrency-32 runs divided by the requests wrk completed.",
         "",
         "| target | measured | goal | met |",
         "|---|---|---|---|",
@@ -298,10 +467,16 @@ def main() -> None:
             for name, (d, t) in rows.items()
         ),
     ]
-    print("\n".join(lines))
+    if stall is not None:
+        run += [
+            "",
+            f"Scrape with {stall.backends} backends (3 LLMs and an embedding model each, polled every second):"
+            f" {stall.render_ms:.0f} ms per /metrics scrape (median), {stall.size_bytes / 1e6:.1f} MB,"
+            f" {stall.series:,} series.",
+        ]
+    print("\n".join(run))
     if args.write:
-        args.write.write_text("\n".join(lines) + "\n")
-    os.unlink(cfg.name)
+        add_to_history(args.write, run)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Callable, Sequence
 
-from lmwatch import __version__
+from lmwatch import __version__, event_loop
 from lmwatch.config import ConfigError, LoadedConfig, load_config
 from lmwatch.logs import setup_logging
 
@@ -52,9 +51,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         await Daemon(loaded).run_until_signalled()
 
     try:
-        asyncio.run(main())
+        event_loop.run(main())
     except ConfigError as exc:  # secrets the config names cannot be read, or /admin would be unprotected
         _report(exc, "lmwatch did not start")
+        return 1
+    except event_loop.EventLoopError as exc:
+        print(f"lmwatch: error: {exc}; lmwatch did not start", file=sys.stderr)
         return 1
     return 0
 

@@ -6,6 +6,7 @@
     lmwatch load NAME MODEL             load a model (LM Studio 0.4+); unload NAME MODEL
     lmwatch reload                      re-read the daemon's config file
     lmwatch route --explain "prompt"    where a request would go, and why (nothing is sent)
+    lmwatch top [--once]                a live view: backends, models, in-flight, tokens/s, GPUs (lmwatch/top.py)
 
 Every command takes `--url` (or LMWATCH_URL; default http://127.0.0.1:9234), `--token` (or
 LMWATCH_ADMIN_TOKEN) and `--json` (print the daemon's answer as is). Failures print one line to
@@ -116,7 +117,7 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def _short(items: Sequence[str], limit: int = 60) -> str:
+def short(items: Sequence[str], limit: int = 60) -> str:
     text = ", ".join(items)
     if len(text) <= limit:
         return text or "-"
@@ -131,7 +132,7 @@ def _short(items: Sequence[str], limit: int = 60) -> str:
 def _loaded(backend: dict[str, Any]) -> str:
     """The loaded models; those of a down backend are what it last reported, so they are marked stale."""
     models = [m for m in backend.get("models", []) if m.get("loaded")]
-    text = _short([m["id"] for m in models])
+    text = short([m["id"] for m in models])
     return f"{text} (stale)" if any(m.get("stale") for m in models) else text
 
 
@@ -224,6 +225,46 @@ def cmd_load(args: argparse.Namespace) -> int:
         print(f"loaded {args.model} on {args.name}")
     else:
         print(f"unloaded {', '.join(data.get('unloaded') or [args.model])} from {args.name}")
+    return 0
+
+
+def cmd_swap(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"old": args.old, "new": args.new}
+    if args.context_length:
+        body["context_length"] = args.context_length
+    data = call(args, "POST", f"/admin/backends/{_segment(args.name)}/swap", body)
+    if args.json:
+        _print_json(data)
+        return 0
+    steps = []
+    if data.get("load_seconds") is not None:
+        steps.append(f"loaded {args.new} in {data['load_seconds']:.1f} s")
+    if data.get("warm_up_seconds") is not None:
+        steps.append(f"warmed up in {data['warm_up_seconds']:.2f} s")
+    running = data.get("running_at_switch", 0)
+    steps.append(f"{running} request{'' if running == 1 else 's'} on {args.old} finished first")
+    if not data.get("drained", True):
+        steps[-1] = f"{args.old} was unloaded after lifecycle.drain_timeout with requests still running"
+    print(f"swapped {args.old} for {args.new} on {args.name}: " + ", ".join(steps))
+    return 0
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    query = f"model={urllib.parse.quote(args.model, safe='')}"
+    if args.context_length:
+        query += f"&context_length={args.context_length}"
+    data = call(args, "GET", f"/admin/fit?{query}")
+    if args.json:
+        _print_json(data)
+        return 0
+    rows = []
+    for fit in data.get("backends", []):
+        verdict = {True: "yes", False: "no", None: "unknown"}[fit.get("fits")]
+        if fit.get("loaded"):
+            verdict = "loaded"
+        most = fit.get("max_context_length")
+        rows.append([fit["backend"], verdict, str(most) if most else "-", fit.get("reason", "")])
+    print(table(rows, ["BACKEND", "FITS", "MAX-CONTEXT", "WHY"]))
     return 0
 
 
@@ -325,10 +366,24 @@ def add_commands(commands: Any) -> None:
         parser.add_argument("model", metavar="MODEL", help="the model id (or an instance id to unload)")
         if load:
             parser.add_argument("--context-length", type=int, metavar="N", help="the context length to load with")
+    swap = add("swap", "replace a loaded model by another on a backend without dropping requests", cmd_swap)
+    swap.add_argument("name", metavar="NAME", help="the backend")
+    swap.add_argument("old", metavar="OLD", help="the loaded model to retire")
+    swap.add_argument("new", metavar="NEW", help="the model to load in its place")
+    swap.add_argument("--context-length", type=int, metavar="N", help="the context length to load NEW with")
+    fit = add("fit", "say on which backends a downloaded model fits now, with what context, and why not", cmd_fit)
+    fit.add_argument("model", metavar="MODEL", help="the model id")
+    fit.add_argument("--context-length", type=int, metavar="N", help="the context length to check (default 4096)")
     add("reload", "make a running daemon re-read its config file", cmd_reload)
+    from lmwatch.top import add_arguments as add_top_arguments
+    from lmwatch.top import cmd_top
+
+    add_top_arguments(
+        add("top", "a live view of a running daemon: backends, models, in-flight, tokens/s, GPUs", cmd_top)
+    )
     route = add("route", "show where a request would be routed, and why (nothing is sent to a model)", cmd_route)
     route.add_argument("--explain", required=True, metavar="PROMPT", help="the prompt text of the request")
     route.add_argument("--model", default="auto", help="the model the request names (default: auto)")
 
 
-COMMANDS = ("status", "models", "drain", "undrain", "load", "unload", "reload", "route")
+COMMANDS = ("status", "models", "drain", "undrain", "load", "unload", "swap", "fit", "reload", "route", "top")

@@ -18,7 +18,7 @@ from datetime import UTC
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from lmwatch import __version__
+from lmwatch import __version__, console
 from lmwatch.api import admin as admin_api
 from lmwatch.api import openai as openai_api
 from lmwatch.config import LoadedConfig
@@ -57,7 +57,7 @@ class Daemon:
         self.lifecycle = Lifecycle(self.services, self.watcher, self.scheduler, self.control.audit)
         self.services.lifecycle = self.lifecycle
         self.services.status_sections["lifecycle"] = self.lifecycle.status_section
-        self.app = build_app(self.services, (admin_api.setup, openai_api.setup, *extensions))
+        self.app = build_app(self.services, (admin_api.setup, openai_api.setup, console.setup, *extensions))
         self._runner: web.AppRunner | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self.port: int | None = None
@@ -79,7 +79,13 @@ class Daemon:
         site = web.TCPSite(self._runner, config.server.host, config.server.port)
         await site.start()
         self.port = self._runner.addresses[0][1]
-        log.info("lmwatch %s listening on %s with %d backends", __version__, self.url, len(config.backends))
+        log.info(
+            "lmwatch %s listening on %s with %d backends (event loop: %s)",
+            __version__,
+            self.url,
+            len(config.backends),
+            type(asyncio.get_running_loop()).__module__.split(".")[0],
+        )
         self.scheduler.start()
         await self.control.start()
         await self.watcher.start(self.control.backends())

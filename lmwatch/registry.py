@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -26,6 +27,8 @@ from lmwatch.routing.breaker import Breaker, CircuitState
 log = logging.getLogger("lmwatch.registry")
 
 SLOW_PROBE_SECONDS = 2.0
+RECENT_REQUESTS = 50
+"""How many finished `/v1` requests `/status` lists (the console's "recent requests")."""
 """A backend that takes longer than this to list its models is `degraded` (it is struggling)."""
 
 
@@ -108,6 +111,8 @@ class BackendInfo:
     config: BackendConfig
     health: Health = Health.UNKNOWN
     health_reason: str = "not probed yet"
+    public_reason: str = "not probed yet"
+    """`health_reason` without text the backend wrote, for the unauthenticated `/status`."""
     flavour: str | None = None
     version: str | None = None
     models: tuple[ModelInfo, ...] = ()
@@ -258,11 +263,12 @@ class Registry:
         current = self._backends.get(name)
         if current is None:  # removed while its poll was in flight
             return
-        health, reason = _judge(result)
+        health, reason, public = _judge(result)
         updated = dataclasses.replace(
             current,
             health=health,
             health_reason=reason,
+            public_reason=public,
             flavour=result.flavour,
             version=result.version or current.version,
             models=result.models,
@@ -286,6 +292,7 @@ class Registry:
             current,
             health=Health.DOWN,
             health_reason=f"{reason.value}: {message}",
+            public_reason=reason.value,
             last_probe=self._clock(),
             last_error=message,
             last_error_reason=reason,
@@ -373,14 +380,16 @@ class Registry:
                 future.set_result(self._snapshot)
 
 
-def _judge(result: ProbeResult) -> tuple[Health, str]:
+def _judge(result: ProbeResult) -> tuple[Health, str, str]:
+    """The health, its reason and the reason without backend-written text (warnings quote it)."""
     if result.warnings:
-        return Health.DEGRADED, "; ".join(result.warnings)
+        return Health.DEGRADED, "; ".join(result.warnings), f"partial answer ({len(result.warnings)} warnings)"
     if not any(m.loaded for m in result.models):
-        return Health.DEGRADED, "no model loaded"
+        return Health.DEGRADED, "no model loaded", "no model loaded"
     if result.duration > SLOW_PROBE_SECONDS:
-        return Health.DEGRADED, f"slow probe ({result.duration:.1f} s)"
-    return Health.UP, "ok"
+        slow = f"slow probe ({result.duration:.1f} s)"
+        return Health.DEGRADED, slow, slow
+    return Health.UP, "ok", "ok"
 
 
 def _health_events(old: BackendInfo, new: BackendInfo) -> Iterable[Event]:
@@ -430,6 +439,22 @@ class BreakerView:
 
 
 @dataclass(frozen=True)
+class RecentRequest:
+    """One finished `/v1` request: where it went and how it ended. Never its prompt or its key."""
+
+    backend: str
+    model: str
+    task: str
+    route: str
+    code: str
+    duration_seconds: float
+    ttft_seconds: float | None
+    output_tokens: int
+    time: float = 0.0
+    """When it finished; stamped by RequestOutcomes.request_done with the registry's clock."""
+
+
+@dataclass(frozen=True)
 class OutcomesView:
     """An immutable copy for metrics and /status."""
 
@@ -437,6 +462,8 @@ class OutcomesView:
     queued: Mapping[str, int]
     speeds: Mapping[tuple[str, str], Speed]
     breakers: tuple[BreakerView, ...]
+    recent: tuple[RecentRequest, ...] = ()
+    """Newest first."""
 
     def document(self) -> dict[str, Any]:
         """The `/status` section: per backend in-flight and queued, per model speed and breaker."""
@@ -464,6 +491,7 @@ class OutcomesView:
                 }
                 for v in self.breakers
             ],
+            "recent": [dataclasses.asdict(r) for r in self.recent],
         }
 
 
@@ -484,6 +512,7 @@ class RequestOutcomes:
         self._drained: dict[tuple[str, str], list[asyncio.Future[None]]] = {}
         self._speeds: dict[tuple[str, str], Speed] = {}
         self._breakers: dict[tuple[str, str], Breaker] = {}
+        self._recent: deque[RecentRequest] = deque(maxlen=RECENT_REQUESTS)
         self._chars_per_token: dict[tuple[str, str], float] = {}
         self._learned_context: dict[tuple[str, str], int] = {}
         registry.subscribe(self._on_event)
@@ -495,6 +524,10 @@ class RequestOutcomes:
 
     def finished(self, backend: str) -> None:
         self.inflight[backend] = max(0, self.inflight.get(backend, 0) - 1)
+
+    def request_done(self, request: RecentRequest) -> None:
+        """A `/v1` request finished; only the last RECENT_REQUESTS are kept."""
+        self._recent.appendleft(dataclasses.replace(request, time=self._clock()))
 
     def queue_changed(self, backend: str, delta: int) -> None:
         self.queued[backend] = max(0, self.queued.get(backend, 0) + delta)
@@ -597,6 +630,7 @@ class RequestOutcomes:
                 BreakerView(b, m, br.current(now), br.failures, br.retry_at(), br.reason)
                 for (b, m), br in self._breakers.items()
             ),
+            recent=tuple(self._recent),
         )
 
     # --- fed by the watcher ----------------------------------------------------------------------

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
 
+from lmwatch import event_loop
 from lmwatch.simulator import RunningSimulator, SimSettings, start_simulator
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The loop LMWATCH_EVENT_LOOP names, picked as the daemon picks it: `make test` runs the suite on both."""
+    name, factory = event_loop.loop_factory()
+    return {name: factory}
 
 
 @pytest.fixture(autouse=True)

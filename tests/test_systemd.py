@@ -186,6 +186,7 @@ def test_unit_declares_readiness_reload_restart_and_sandboxing() -> None:
     assert "nvidia-frontend" in allowed and "nvidia-uvm" in allowed
     assert values("ProtectProc") in ([], ["default"]), "ProtectProc=invisible hides the model servers"
     assert values("PrivateDevices") in ([], ["no"]), "PrivateDevices=yes hides the GPUs"
+    assert int(one("LimitNOFILE")) >= 16384, "two sockets per stream: 1,024 runs out at ~500 streams"
 
 
 def runnable_copy(tmp_path: Path) -> Path:
@@ -284,6 +285,8 @@ def test_install_steps_work_in_a_scratch_root(tmp_path: Path) -> None:
             pytest.fail(f"this test does not know how to follow the documented step {line!r}")
 
     assert (root / INSTALLED_LMWATCH.lstrip("/")).is_file()
+    installed_python = root / Path(INSTALLED_LMWATCH).parent.relative_to("/") / "python"
+    run([str(installed_python), "-c", "import uvloop"])  # the documented install takes the `fast` extra
     assert (root / "etc/systemd/system/lmwatch.service").read_text() == UNIT.read_text()
     assert skipped[-1] == "systemctl enable --now lmwatch"
 

@@ -20,7 +20,6 @@ config or backend adds `problems`, one `path: message` line each.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +34,9 @@ from lmwatch.api.openai import forbids_cloud
 from lmwatch.api.request_ids import request_id
 from lmwatch.config import BackendConfig, validation_problems
 from lmwatch.control import ControlPlane, ProblemsError, unknown_backend
+from lmwatch.jsondecode import loads
+from lmwatch.lifecycle.loads import LoadError, LoadFailure
+from lmwatch.lifecycle.manager import Lifecycle
 from lmwatch.registry import BackendInfo, request_outcomes
 from lmwatch.routing.request import json_object
 from lmwatch.server import backend_document
@@ -60,6 +62,8 @@ def setup(app: web.Application) -> None:
     r.add_post("/admin/backends/{name}/undrain", _action("undrain", undrain))
     r.add_post("/admin/backends/{name}/models/load", _action("load_model", load_model))
     r.add_post("/admin/backends/{name}/models/unload", _action("unload_model", unload_model))
+    r.add_post("/admin/backends/{name}/swap", _action("swap", swap))
+    r.add_get("/admin/fit", fit_model)
     r.add_post("/admin/poll", _action("poll", poll))
     r.add_post("/admin/reload", _action("reload", reload))
     r.add_post("/admin/route/explain", route_explain)
@@ -190,8 +194,8 @@ def _prompt_of(request: web.Request) -> Any:
     if not raw:
         return None
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        body = loads(raw)
+    except ValueError:
         return None
     if not isinstance(body, dict):
         return None
@@ -334,10 +338,7 @@ async def load_model(request: web.Request, control: ControlPlane) -> tuple[str |
     name = request.match_info["name"]
     body = await _body(request)
     model = _string(body, "model")
-    context = body.get("context_length")
-    if context is not None and (not isinstance(context, int) or isinstance(context, bool) or context < 1):
-        raise ApiError(400, "`context_length` must be a positive integer", param="context_length", code="invalid_type")
-    result = await control.load_model(name, model, context)
+    result = await control.load_model(name, model, _context_length(body))
     info = _backend(control, name).model(model)
     return f"{name}/{model}", {"backend": name, "model": model, "loaded": bool(info and info.loaded), "result": result}
 
@@ -347,6 +348,63 @@ async def unload_model(request: web.Request, control: ControlPlane) -> tuple[str
     model = _string(await _body(request), "model")
     instances = await control.unload_model(name, model)
     return f"{name}/{model}", {"backend": name, "model": model, "unloaded": instances}
+
+
+_LOAD_STATUS = {
+    LoadFailure.NOT_FOUND: 404,
+    LoadFailure.UNSUPPORTED: 501,
+    LoadFailure.NOT_OWNER: 409,
+    LoadFailure.FAILED: 502,
+}
+
+
+def _load_refused(exc: LoadError) -> ApiError:
+    """A lifecycle action that did not happen, as an API error saying why (`load_out_of_memory`, ...)."""
+    status = _LOAD_STATUS.get(exc.kind, 503)
+    return ApiError(status, f"{exc.backend}: {exc}", code=f"load_{exc.kind.value}")
+
+
+def _lifecycle(request: web.Request) -> Lifecycle:
+    lifecycle = request.app[SERVICES].lifecycle
+    if lifecycle is None:
+        raise ApiError(503, "this lmwatch runs without model lifecycle", code="no_lifecycle")
+    return lifecycle
+
+
+def _context_length(body: dict[str, Any]) -> int | None:
+    context = body.get("context_length")
+    if context is not None and (not isinstance(context, int) or isinstance(context, bool) or context < 1):
+        raise ApiError(400, "`context_length` must be a positive integer", param="context_length", code="invalid_type")
+    return context
+
+
+async def swap(request: web.Request, control: ControlPlane) -> tuple[str | None, dict[str, Any]]:
+    name = request.match_info["name"]
+    body = await _body(request)
+    old, new = _string(body, "old"), _string(body, "new")
+    _backend(control, name)
+    try:
+        result = await _lifecycle(request).swapper.swap(name, old, new, _context_length(body))
+    except LoadError as exc:
+        raise _load_refused(exc) from None
+    return f"{name}/{old}->{new}", result
+
+
+async def fit_model(request: web.Request) -> web.Response:
+    model = request.query.get("model", "").strip()
+    if not model:
+        raise ApiError(400, "`model` is required (?model=ID)", param="model", code="missing_required_parameter")
+    raw = request.query.get("context_length")
+    try:
+        context = int(raw) if raw else None
+    except ValueError:
+        context = 0
+    if context is not None and context < 1:
+        raise ApiError(400, "`context_length` must be a positive integer", param="context_length", code="invalid_type")
+    fits = _lifecycle(request).fit(model, context)
+    if not any(f.reason != "not downloaded on this backend" for f in fits):
+        raise ApiError(404, f"no backend has {model!r} downloaded", param="model", code="model_not_found")
+    return web.json_response({"model": model, "backends": [f.document() for f in fits]})
 
 
 async def poll(request: web.Request, control: ControlPlane) -> tuple[str | None, dict[str, Any]]:

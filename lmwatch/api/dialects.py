@@ -9,14 +9,17 @@ can fail over from a backend that speaks the API to one that does not.
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+from lmwatch.api.errors import ApiError
+from lmwatch.api.response_store import MAX_RESPONSES, ResponseStore, Stored
 from lmwatch.routing.request import Endpoint
-from lmwatch.routing.select import Target
+from lmwatch.routing.select import Plan, Target
 from lmwatch.routing.sse import TypedStreamMeter
-from lmwatch.translate import messages
-from lmwatch.translate.chat import ChatStream, Tokens, reply_of
+from lmwatch.translate import messages, responses
+from lmwatch.translate.chat import ChatStream, Reply, Tokens, new_id, reply_of
 
 
 class Dialect(ABC):
@@ -25,10 +28,19 @@ class Dialect(ABC):
     """The event types that end a complete stream of this API."""
 
     translated: bool = False
-    """Set once an attempt went through chat completions (for metrics and the response's state)."""
+    """Set at each attempt: it went through chat completions (the X-LMWatch-Translated header)."""
+    untranslatable: str | None = None
+    """Why the request cannot be translated (a tool only the API itself has): native targets only."""
 
     def native(self, target: Target) -> bool:
         return self.endpoint.value in target.apis
+
+    def restrict(self, plan: Plan) -> Plan:
+        """The plan for this request (a continued response must go where its state is)."""
+        return plan
+
+    def served(self, target: Target, response_id: str | None) -> None:  # noqa: B027 (most dialects keep nothing)
+        """An attempt answered in full; `response_id` is the id a native answer carried."""
 
     def meter(self) -> TypedStreamMeter:
         return TypedStreamMeter(self.last_events)
@@ -65,3 +77,102 @@ class MessagesDialect(Dialect):
 
     def stream_error(self, message: str, code: str | None) -> bytes:
         return messages.stream_error(message)
+
+
+class ResponsesDialect(Dialect):
+    """OpenAI's Responses API, with `previous_response_id` followed to where the state is."""
+
+    endpoint = Endpoint.RESPONSES
+    last_events = frozenset({"response.completed", "response.incomplete"})
+
+    def __init__(self, store: ResponseStore) -> None:
+        self.store = store
+        self.response_id = new_id("resp")
+        self.body: dict[str, Any] = {}
+        self.turns: list[dict[str, Any]] = []
+        self.held = False
+        """The conversation so far is lmwatch's (translated): every attempt is translated."""
+        self.holder: str | None = None
+        """The backend that holds the previous response (it answered natively)."""
+        self._reply: Reply | None = None
+        self._stream: responses.ResponsesStream | None = None
+
+    def translate(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.body = body
+        history = self._history(body.get("previous_response_id"))
+        try:
+            chat = responses.to_chat(body, history)
+        except responses.Untranslatable as exc:
+            if self.held:
+                raise ApiError(
+                    400, f"{exc}; this conversation was translated, so it cannot", code="invalid_request"
+                ) from None
+            self.untranslatable = str(exc)
+            text = body.get("input") if isinstance(body.get("input"), str) else ""
+            return {"model": body.get("model"), "messages": [{"role": "user", "content": text}]}
+        instructions = 1 if isinstance(body.get("instructions"), str) and body["instructions"] else 0
+        self.turns = chat["messages"][instructions:]  # instructions do not carry over to the next response
+        return chat
+
+    def _history(self, previous: Any) -> list[dict[str, Any]] | None:
+        if previous is None:
+            return None
+        if not isinstance(previous, str):
+            raise ApiError(400, "`previous_response_id` must be a string", param="previous_response_id")
+        stored = self.store.get(previous)
+        if stored is None:
+            raise ApiError(
+                400,
+                f"lmwatch knows no response {previous!r}: it remembers the last {MAX_RESPONSES} responses it "
+                "served, until it restarts; send the whole conversation as `input` instead",
+                param="previous_response_id",
+                code="previous_response_not_found",
+            )
+        if stored.turns is None:
+            self.holder = stored.backend
+            return None
+        self.held = True
+        return stored.turns
+
+    def native(self, target: Target) -> bool:
+        return not self.held and super().native(target)
+
+    def restrict(self, plan: Plan) -> Plan:
+        if self.holder is None:
+            return plan
+        tiers = []
+        for tier in plan.tiers:
+            kept = tuple(t for t in tier.targets if t.backend == self.holder and self.native(t))
+            if kept:
+                tiers.append(dataclasses.replace(tier, targets=kept))
+        if not tiers:
+            raise ApiError(
+                503,
+                f"the previous response {self.body.get('previous_response_id')!r} is held by backend "
+                f"{self.holder!r}, which cannot serve this request now (down, draining, or without the model); "
+                "send the whole conversation as `input` instead",
+                param="previous_response_id",
+                code="previous_response_unavailable",
+            )
+        return dataclasses.replace(plan, tiers=tuple(tiers))
+
+    def answer(self, chat: dict[str, Any], model: str) -> dict[str, Any]:
+        self._reply = reply_of(chat, model)
+        return responses.response_object(self._reply, self.body, self.response_id)
+
+    def stream(self, model: str, tokens: Tokens) -> ChatStream:
+        self._stream = responses.ResponsesStream(model, tokens, self.body, self.response_id)
+        self._reply = self._stream.reply
+        return self._stream
+
+    def stream_error(self, message: str, code: str | None) -> bytes:
+        return responses.stream_error(message, code)
+
+    def served(self, target: Target, response_id: str | None) -> None:
+        if self.body.get("store") is False:
+            return
+        if self.translated and self._reply is not None:
+            turns = [*self.turns, responses.assistant_message(self._reply)]
+            self.store.put(self.response_id, Stored(target.backend, turns))
+        elif not self.translated and response_id:
+            self.store.put(response_id, Stored(target.backend))

@@ -22,15 +22,16 @@ from typing import Any
 from aiohttp import web
 
 from lmwatch.api import request_ids
-from lmwatch.api.auth import check_task, client_of, note_request
-from lmwatch.api.dialects import Dialect, MessagesDialect
+from lmwatch.api.auth import Handler, check_task, client_of, is_v1, note_request
+from lmwatch.api.dialects import Dialect, MessagesDialect, ResponsesDialect
 from lmwatch.api.errors import ApiError, shape_of
 from lmwatch.api.proxy import Answer, Exchange, Streamed, Upstream, Verdict
 from lmwatch.api.request_ids import request_id, upstream_id
 from lmwatch.api.request_metrics import NONE, RequestMetrics, request_metrics
+from lmwatch.api.response_store import ResponseStore
 from lmwatch.backends.base import error_message
 from lmwatch.config import Config
-from lmwatch.registry import Snapshot, request_outcomes
+from lmwatch.registry import RecentRequest, RequestOutcomes, Snapshot, request_outcomes
 from lmwatch.routing.classify import classifier_for
 from lmwatch.routing.context import fit_plan
 from lmwatch.routing.request import Endpoint, ParsedRequest, json_object, parse_request
@@ -41,6 +42,7 @@ from lmwatch.translate import messages as anthropic
 log = logging.getLogger("lmwatch.api.openai")
 
 UPSTREAM = web.AppKey("lmwatch_upstream", Upstream)
+RESPONSES = web.AppKey("lmwatch_responses", ResponseStore)
 TRUE = ("1", "true", "yes", "on")
 
 
@@ -48,12 +50,16 @@ def setup(app: web.Application) -> None:
     services = app[SERVICES]
     placement = services.lifecycle.placer if services.lifecycle is not None else None
     app[UPSTREAM] = Upstream(request_outcomes(services.registry), placement=placement)
+    app[RESPONSES] = ResponseStore()
     request_metrics(services.metrics, services.registry)
     app.on_cleanup.append(_close)
+    app.middlewares.append(_unknown_routes)
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", get_model)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/v1/responses", responses)
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/messages/count_tokens", count_tokens)
     request_ids.setup(app)
@@ -73,6 +79,10 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
     return await _handle(request, Endpoint.EMBEDDINGS)
+
+
+async def responses(request: web.Request) -> web.StreamResponse:
+    return await _handle(request, Endpoint.RESPONSES, ResponsesDialect(request.app[RESPONSES]))
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
@@ -96,6 +106,7 @@ class _Request:
     """What a handler knows so far: enough to label metrics and headers at any point of failure."""
 
     started: float
+    endpoint: Endpoint
     task: str = NONE
     reasons: tuple[str, ...] = ()
     exchanges: list[Exchange] = field(default_factory=list)
@@ -144,7 +155,7 @@ def _route(served: list[tuple[Exchange, Target]]) -> str:
 
 
 async def _handle(request: web.Request, endpoint: Endpoint, dialect: Dialect | None = None) -> web.StreamResponse:
-    state = _Request(started=time.perf_counter(), dialect=dialect)
+    state = _Request(started=time.perf_counter(), endpoint=endpoint, dialect=dialect)
     services = request.app[SERVICES]
     config = services.config.config
     metrics = request_metrics(services.metrics, services.registry)
@@ -164,7 +175,7 @@ async def _handle(request: web.Request, endpoint: Endpoint, dialect: Dialect | N
         failed = ApiError(500, "lmwatch failed to handle this request; see its log")
         return error_response(request, failed, state.headers())
     finally:
-        _record(metrics, config, state, code)
+        _record(metrics, request_outcomes(services.registry), config, state, code)
         _note_for_audit(request, state)
 
 
@@ -203,6 +214,8 @@ async def _serve(
             )
         plan = allowed
     plan = fit_plan(plan, req, upstream.outcomes)
+    if dialect is not None:
+        plan = dialect.restrict(plan)
 
     rid = upstream_id(request)
 
@@ -267,10 +280,24 @@ def _too_large(limit: int) -> ApiError:
     return ApiError(413, message, code="request_too_large")
 
 
-def _record(metrics: RequestMetrics, config: Config, state: _Request, code: str) -> None:
+def _record(metrics: RequestMetrics, outcomes: RequestOutcomes, config: Config, state: _Request, code: str) -> None:
     served = _served(state.exchanges)
     backend, model = (served[0][1].backend, served[0][1].model) if served else (NONE, NONE)
-    metrics.finished(backend, model, state.task, _route(served), code, time.perf_counter() - state.started)
+    duration = time.perf_counter() - state.started
+    route = _route(served)
+    metrics.finished(state.endpoint.value, backend, model, state.task, route, code, duration)
+    outcomes.request_done(
+        RecentRequest(
+            backend=backend,
+            model=model,
+            task=state.task,
+            route=route,
+            code=code,
+            duration_seconds=round(duration, 6),
+            ttft_seconds=next((e.ttft for e, _ in served if e.ttft is not None), None),
+            output_tokens=sum(e.usage.completion for e, _ in served),
+        )
+    )
     if state.overhead is not None:
         metrics.overhead.observe(state.overhead)
     for ex, target in served:
@@ -342,16 +369,46 @@ async def _embed_in_batches(
     return _json(Answer(200, raw, body), state.headers())
 
 
+@web.middleware
+async def _unknown_routes(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A `/v1` path or method lmwatch does not serve: the API's JSON error, not aiohttp's text page."""
+    missing = request.match_info.http_exception
+    if missing is None or not is_v1(request.path):
+        return await handler(request)
+    if isinstance(missing, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(missing.allowed_methods))
+        error = ApiError(
+            405, f"{request.method} is not allowed on {request.path}; use {allowed}", code="method_not_allowed"
+        )
+        return error_response(request, error, {"Allow": allowed})
+    message = f"lmwatch serves no {request.method} {request.path}; see its README for the /v1 endpoints"
+    return error_response(request, ApiError(404, message, code="unknown_url"))
+
+
 # --- /v1/models ----------------------------------------------------------------------------------
 
 
 async def list_models(request: web.Request) -> web.Response:
+    return web.json_response(_visible_models(request))
+
+
+def _visible_models(request: web.Request) -> dict[str, Any]:
     services = request.app[SERVICES]
     document = models_document(services.registry.snapshot(), services.config.config)
     client = client_of(request)
     if client is not None and client.models:  # a key sees the models it may use (and the virtual ids)
         document["data"] = [m for m in document["data"] if m["lmwatch"]["virtual"] or client.allows_model(m["id"])]
-    return web.json_response(document)
+    return document
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """One entry of `/v1/models` (virtual ids too), as the openai SDKs' `models.retrieve` wants it."""
+    model_id = request.match_info["model"]
+    for entry in _visible_models(request)["data"]:
+        if entry["id"] == model_id:
+            return web.json_response(entry)
+    message = f"the model {model_id!r} does not exist on any backend; GET /v1/models lists them"
+    return error_response(request, ApiError(404, message, param="model", code="model_not_found"))
 
 
 def models_document(snap: Snapshot, config: Config) -> dict[str, Any]:

@@ -32,10 +32,19 @@ from aiohttp import web
 from lmwatch.api.dialects import Dialect
 from lmwatch.api.errors import ApiError, error_body, error_event, error_type
 from lmwatch.api.request_metrics import RequestMetrics
-from lmwatch.api.upstream import ConnectError, ConnectionLost, Pool, Response, UpstreamError
+from lmwatch.api.upstream import (
+    AnswerTooLarge,
+    ConnectError,
+    ConnectionLost,
+    LocalResources,
+    Pool,
+    Response,
+    UpstreamError,
+)
 from lmwatch.backends import is_model_gone
 from lmwatch.backends.base import error_message
 from lmwatch.config import RoutingConfig
+from lmwatch.jsondecode import loads
 from lmwatch.lifecycle.loads import LoadError
 from lmwatch.registry import RequestOutcomes
 from lmwatch.routing.balance import Gate, order
@@ -72,7 +81,8 @@ class Failure:
 
     reason: str
     """A bounded label: connect, timeout, http_5xx, http_429, auth, model_unavailable, error_body,
-    bad_response, bad_config, stream_cut, breaker_open, queue_timeout, queue_full, context_length."""
+    bad_response, bad_config, stream_cut, breaker_open, queue_timeout, queue_full, context_length,
+    unsupported_api, local_resources (this host is out of descriptors or memory), answer_too_large."""
     message: str
     transient: bool = False
     breaker: bool = True
@@ -207,6 +217,8 @@ class Exchange:
         outcomes = self.upstream.outcomes
         if attempt_no > 1:
             await self._backoff(attempt_no)
+        if self.dialect is not None and self.dialect.untranslatable and not self.dialect.native(target):
+            return Failure("unsupported_api", self.dialect.untranslatable, breaker=False, attempted=False)
         self._first = self._first or target
         if not outcomes.breaker_allows(target.backend, target.model):
             return Failure("breaker_open", f"circuit open for {target.model}", breaker=False, attempted=False)
@@ -307,6 +319,9 @@ class Exchange:
             self.metrics.child(self.metrics.fallbacks, failed.backend, target.backend, failure.reason).inc()
 
     def _exhausted(self) -> ApiError:
+        if self.failures and all(f.reason == "unsupported_api" for _, f in self.failures):
+            message = f"{self.failures[0][1].message}, and no backend that does can serve this request"
+            return ApiError(400, message, code="unsupported_api")
         if not self.failures:
             return ApiError(
                 503,
@@ -341,17 +356,16 @@ class Exchange:
     def body_for(self, target: Target, stream: bool) -> bytes:
         """The original bytes when nothing must change; else re-encoded once per model and flavour.
 
-        A translated request sends its chat-completions body; chat bodies get the flavour's rewrite
-        (LM Studio's json_object), streams the usage chunk."""
+        A translated request sends its chat-completions body; bodies get the flavour's rewrite
+        (LM Studio's json_object), chat streams the usage chunk."""
         native = self._native(target)
         chat = self.dialect is None or not native
         source = self.req.body if native else self.req.as_chat
         inject = chat and stream and (not native or not self.req.wants_usage)
-        flavour = target.flavour if chat else None
-        rewrite = flavour.rewrite(source) if flavour is not None else None
+        rewrite = target.flavour.rewrite(source) if target.flavour is not None else None
         if native and rewrite is None and self.req.raw and not inject and source.get("model") == target.model:
             return self.req.raw
-        key = (target.model, inject, native, flavour.name if rewrite is not None and flavour else None)
+        key = (target.model, inject, native, target.flavour.name if rewrite is not None and target.flavour else None)
         if key not in self._bodies:
             body = dict(rewrite or source, model=target.model)
             if inject:
@@ -387,7 +401,7 @@ class Exchange:
             self.waited += time.perf_counter() - sent
             return resp
         try:
-            raw = await resp.read()
+            raw = await resp.read(self.routing.max_answer_bytes)
         except (UpstreamError, TimeoutError) as exc:
             return _connection_failure(exc)
         finally:
@@ -402,7 +416,7 @@ class Exchange:
 
     def _judge_json(self, target: Target, status: int, raw: bytes) -> Answer | Failure:
         try:
-            obj = json.loads(raw)
+            obj = loads(raw)
         except ValueError:
             obj = None
         message = error_message(obj)
@@ -420,6 +434,7 @@ class Exchange:
                 self.dialect.translated = not self._native(target)
                 if self.dialect.translated:
                     obj, changed = self.dialect.answer(obj, wanted or target.model), True
+                self.dialect.served(target, obj.get("id") if isinstance(obj.get("id"), str) else None)
             if changed:
                 raw = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
             return Answer(status, raw, obj)
@@ -460,7 +475,7 @@ class Exchange:
             return resp
         if resp.status != 200 or "text/event-stream" not in resp.headers.get("content-type", ""):
             try:
-                raw = await resp.read()
+                raw = await resp.read(self.routing.max_answer_bytes)
             except (UpstreamError, TimeoutError) as exc:
                 return _connection_failure(exc)
             finally:
@@ -534,6 +549,8 @@ class Exchange:
             else:
                 await _write(out, error_event(message, code))
             return Streamed(out, Verdict.UPSTREAM_FAILED)
+        if self.dialect is not None:
+            self.dialect.served(target, str((meter.first or {}).get("id") or "") or None)
         try:
             await out.write_eof()
         except ConnectionResetError:  # the client left just before the end: not lmwatch's error (no 500)
@@ -637,6 +654,10 @@ def _error_outcome(target: Target, status: int, message: str, obj: Any) -> Answe
 
 
 def _connection_failure(exc: BaseException) -> Failure:
+    if isinstance(exc, LocalResources):  # this host's limits: the backend did nothing wrong
+        return Failure("local_resources", _describe(exc), breaker=False, attempted=False)
+    if isinstance(exc, AnswerTooLarge):
+        return Failure("answer_too_large", _describe(exc), breaker=False)
     if isinstance(exc, TimeoutError):
         return Failure("timeout", _describe(exc))
     if isinstance(exc, ConnectError):

@@ -4,7 +4,8 @@ Counters and histograms are updated as requests finish. Gauges that mirror regis
 and queued requests, circuit states) are rendered at scrape time from the registry, so a removed
 backend simply disappears. Labels are bounded: backend names from the config (`cloud:<name>` for
 providers, `none` before routing), model ids the backends report (`none` when no model was chosen),
-configured task names, the five routes, and the HTTP status code (`stream_error` for a stream that
+configured task names, the five routes, the five APIs (chat, completions, embeddings, responses,
+messages), and the HTTP status code (`stream_error` for a stream that
 failed after it started, `499` for a client that went away). Nothing comes from prompts or keys.
 """
 
@@ -35,8 +36,8 @@ class RequestMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
             "lmwatch_requests",
-            "Routed requests by the backend and model that answered, task, route and status.",
-            ["backend", "model", "task", "route", "code"],
+            "Routed requests by the API they came in, the backend and model that answered, task, route and status.",
+            ["api", "backend", "model", "task", "route", "code"],
             registry=registry,
         )
         self.duration = Histogram(
@@ -88,8 +89,8 @@ class RequestMetrics:
             found = self._children[key] = metric.labels(*labels)
         return found
 
-    def finished(self, backend: str, model: str, task: str, route: str, code: str, duration: float) -> None:
-        self.child(self.requests, backend, model, task, route, code).inc()
+    def finished(self, api: str, backend: str, model: str, task: str, route: str, code: str, duration: float) -> None:
+        self.child(self.requests, api, backend, model, task, route, code).inc()
         self.child(self.duration, backend, model, task).observe(duration)
 
     def tokens_used(

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from lmwatch import event_loop
 from lmwatch.config import DEFAULT_PORT, load_config
 from lmwatch.control_cli import DEFAULT_URL, URL_ENV
 from lmwatch.logs import setup_logging
@@ -123,7 +124,7 @@ def _run_in(args: argparse.Namespace, state: Path) -> int:
             await stop.wait()
             await daemon.stop()
 
-        asyncio.run(main())
+        event_loop.run(main())
     finally:
         for proc in procs:
             proc.terminate()
@@ -146,11 +147,13 @@ def _print_urls(url: str, config_path: Path) -> None:
     print(
         f"""
 lmwatch demo is running (config: {config_path}). Open:
+  {url}/             the operator console (live fleet view)
   {url}/status       fleet snapshot (JSON)
   {url}/metrics      Prometheus metrics
   {url}/v1/models    models across the fleet (OpenAI-compatible)
 Next steps, in a new shell in this directory:
 {_shell_setup(url)}  lmwatch status
+  lmwatch top
   lmwatch route --explain "Fix this Python traceback"
   curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{{"model": "auto", "messages": [{{"role": "user", "content": "Write a Python function to sort a list"}}]}}'

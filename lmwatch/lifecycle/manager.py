@@ -24,7 +24,9 @@ from lmwatch.config import BackendConfig
 from lmwatch.lifecycle.idle import IdleUnloader
 from lmwatch.lifecycle.keep import KeepLoadedReconciler
 from lmwatch.lifecycle.loads import Loader
+from lmwatch.lifecycle.memory import Fit, fit
 from lmwatch.lifecycle.placement import Placer
+from lmwatch.lifecycle.swap import Swapper
 from lmwatch.registry import Event, Health
 from lmwatch.services import Services
 from lmwatch.watcher import Watcher
@@ -43,6 +45,7 @@ class Lifecycle:
         self.keep = KeepLoadedReconciler(self.loader, self.manages)
         self.placer = Placer(self.loader, lambda b: self.keep.kept(b.config), self.manages)
         self.idle = IdleUnloader(self.loader, self.keep, self.manages)
+        self.swapper = Swapper(self.loader, self.keep)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
         self._unsubscribe: Any = None
@@ -122,6 +125,11 @@ class Lifecycle:
         self.trigger(event.backend)
 
     # --- reading ---------------------------------------------------------------------------------
+
+    def fit(self, model: str, context_length: int | None = None) -> list[Fit]:
+        """Where `model` fits now, per backend that has it downloaded (`lmwatch fit`)."""
+        snap = self.services.registry.snapshot()
+        return [fit(b, snap, model, context_length) for b in snap.backends.values() if b.model(model) is not None]
 
     def status_section(self) -> dict[str, Any]:
         """The `/status` section: per backend who manages it, keep_loaded states, the load in progress."""

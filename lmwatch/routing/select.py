@@ -138,6 +138,7 @@ def _plan(snap: Snapshot, routing: RoutingConfig, req: ParsedRequest, task: str,
         tiers = list(_explicit_tiers(snap, routing, caps, req))
     if req.has_tools:
         tiers = _tools_first(tiers, caps)
+    tiers = _retiring_last(snap, tiers)
     unavailable = "" if tiers else _why_unavailable(snap, req, task)
     if routing.cloud.allowed and not local_only:
         cloud = tuple(_cloud_targets(routing, task))
@@ -312,15 +313,14 @@ def _serving(
 
 def _id_tiers(routing: RoutingConfig, label: str, found: list[tuple[BackendInfo, ModelInfo, str]]) -> Iterator[Tier]:
     """Loaded copies first; downloaded ones (the backend loads them on demand) only with allow_jit."""
-    for retiring in (False, True):  # a model about to be unloaded (swap, idle) is tried last
-        loaded = tuple(
-            t
-            for b, m, i in found
-            if routable(b) and m.loaded and (m.id in b.retiring) == retiring
-            for t in (_targets(b, m) if i == m.id else (target_for(b, m, i),))
-        )
-        if loaded:
-            yield Tier(Route.EXPLICIT, label + " (retiring)" if retiring else label, loaded)
+    loaded = tuple(
+        t
+        for b, m, i in found
+        if routable(b) and m.loaded
+        for t in (_targets(b, m) if i == m.id else (target_for(b, m, i),))
+    )
+    if loaded:
+        yield Tier(Route.EXPLICIT, label, loaded)
     if routing.allow_jit:
         jit = tuple(target_for(b, m, i) for b, m, i in found if routable(b) and not m.loaded)
         if jit:
@@ -376,8 +376,6 @@ def _auto_tiers(
         for m in b.models
         if m.loaded and caps.is_embedding(m) == embeddings and (not req.needs_vision or caps.is_vision(m))
     ]
-    retiring = [(b, m) for b, m in pool if m.id in b.retiring]  # about to be unloaded: tried last
-    pool = [(b, m) for b, m in pool if m.id not in b.retiring]
     taken: set[tuple[str, str]] = set()
 
     def take(route: Route, label: str, members: Iterable[tuple[BackendInfo, ModelInfo]]) -> Iterator[Tier]:
@@ -396,7 +394,20 @@ def _auto_tiers(
         for family in caps.families_for(role):
             yield from take(Route.CAPABILITY, family.name, ((b, m) for b, m in pool if caps.family(m.id) is family))
     yield from take(Route.CAPABILITY, "any loaded model", pool)
-    yield from take(Route.CAPABILITY, "models about to be unloaded", retiring)
+
+
+def _retiring_last(snap: Snapshot, tiers: list[Tier]) -> list[Tier]:
+    """Models about to be unloaded (a swap, an idle unload) are tried after everything else."""
+
+    def retiring(target: Target) -> bool:
+        backend = snap.backends.get(target.backend)
+        return backend is not None and target.info is not None and target.info.id in backend.retiring
+
+    if not any(retiring(t) for tier in tiers for t in tier.targets):
+        return tiers
+    keep = [Tier(t.route, t.label, tuple(x for x in t.targets if not retiring(x))) for t in tiers]
+    last = [Tier(t.route, t.label + " (retiring)", tuple(x for x in t.targets if retiring(x))) for t in tiers]
+    return [t for t in keep + last if t.targets]
 
 
 def _tools_first(tiers: list[Tier], caps: Capabilities) -> list[Tier]:

@@ -8,10 +8,11 @@ the first event, usage chunks and error events): time of the first event, the us
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from lmwatch.jsondecode import loads
 
 _TEXT = re.compile(rb'"(?:content|text)":\s*"[^"]')
 """A chunk that carries generated text (chat `delta.content`, completions `text`)."""
@@ -122,7 +123,7 @@ class StreamMeter(Meter):
 
 def _loads(payload: bytes) -> dict[str, Any] | None:
     try:
-        value = json.loads(payload)
+        value = loads(payload)
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
@@ -133,7 +134,7 @@ class TypedStreamMeter(Meter):
     """The meter for streams whose events each carry a `type` (OpenAI Responses, Anthropic Messages),
     passed through from a backend that speaks the API itself. Usage comes from `response.completed`
     or `message_start` + `message_delta`, errors from `error` and `response.failed` (normalised to
-    `{"error": {...}}`), the end from the API's last event; `first` is `{"model": ...}`."""
+    `{"error": {...}}`), the end from the API's last event; `first` is `{"model", "id"}`."""
 
     done_types: frozenset[str]
 
@@ -144,7 +145,7 @@ class TypedStreamMeter(Meter):
         inner = inner if isinstance(inner, dict) else {}
         if self.first_at is None:
             self.first_at = now
-            self.first = {"model": inner.get("model")}
+            self.first = {"model": inner.get("model"), "id": inner.get("id")}
         if kind == "error" or kind == "response.failed":
             error = parsed.get("error") if kind == "error" else inner.get("error")
             if not isinstance(error, dict):

@@ -9,6 +9,7 @@ event stream. Errors on `/v1/messages` take Anthropic's shape.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -129,3 +130,98 @@ def message_frames(answer: Answer, model_id: str) -> Frames:
         event("message_stop", {}),
     ]  # fmt: skip
     return Frames(tokens, tail)
+
+
+# --- OpenAI Responses ----------------------------------------------------------------------------
+
+
+def responses_as_chat(body: Mapping[str, object], history: list[dict[str, object]]) -> dict[str, object]:
+    """The chat-shaped body of a Responses request, after the turns of its previous response."""
+    chat: list[dict[str, object]] = []
+    if isinstance(body.get("instructions"), str):
+        chat.append({"role": "system", "content": body["instructions"]})
+    chat += history
+    items = body.get("input")
+    for item in [{"role": "user", "content": items}] if isinstance(items, str) else items or []:  # type: ignore[attr-defined]
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "function_call_output":
+            chat.append({"role": "tool", "content": str(item.get("output", ""))})
+        elif item.get("type") in (None, "message"):
+            chat.append({"role": item.get("role"), "content": _text(item.get("content"))})
+    converted: dict[str, object] = {"model": body.get("model"), "messages": chat, "stream": body.get("stream")}
+    if isinstance(body.get("max_output_tokens"), int):
+        converted["max_tokens"] = body["max_output_tokens"]
+    tools = body.get("tools")
+    if isinstance(tools, list):
+        converted["tools"] = [{"type": "function", "function": t} for t in tools if isinstance(t, dict)]
+    choice = body.get("tool_choice")
+    if choice is not None:
+        converted["tool_choice"] = {"function": choice} if isinstance(choice, dict) else choice
+    fmt = body.get("text", {}).get("format") if isinstance(body.get("text"), dict) else None  # type: ignore[attr-defined]
+    if isinstance(fmt, dict):
+        converted["response_format"] = {"type": fmt.get("type"), "json_schema": fmt}
+    return converted
+
+
+def _output(answer: Answer) -> list[dict[str, object]]:
+    call = answer.tool_call
+    if call is None:
+        text = {"type": "output_text", "text": answer.content, "annotations": []}
+        return [{"type": "message", "id": new_id("msg", "_"), "status": "completed", "role": "assistant",
+                 "content": [text]}]  # fmt: skip
+    return [{"type": "function_call", "id": new_id("fc", "_"), "call_id": call.id, "name": call.name,
+             "arguments": call.arguments, "status": "completed"}]  # fmt: skip
+
+
+def response_body(answer: Answer, model_id: str, response_id: str, previous: object) -> dict[str, object]:
+    incomplete = answer.finish_reason == "length"
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "incomplete" if incomplete else "completed",
+        "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
+        "model": model_id,
+        "output": _output(answer),
+        "previous_response_id": previous,
+        "usage": {
+            "input_tokens": answer.prompt_tokens,
+            "output_tokens": answer.completion_tokens,
+            "total_tokens": answer.prompt_tokens + answer.completion_tokens,
+        },
+    }
+
+
+def response_frames(whole: dict[str, object]) -> Frames:
+    """The Responses stream of `whole`: created, the output item with a delta per piece, completed."""
+    sequence = iter(range(1 << 30))
+
+    def ev(name: str, payload: dict[str, object]) -> bytes:
+        return event(name, {**payload, "sequence_number": next(sequence)})
+
+    started = {**whole, "status": "in_progress", "output": []}
+    item: dict[str, Any] = whole["output"][0]  # type: ignore[index]
+    head = ev("response.created", {"response": started}) + ev("response.in_progress", {"response": started})
+    empty = {**item, "status": "in_progress", "content": [], "arguments": ""}
+    head += ev("response.output_item.added", {"output_index": 0, "item": empty})
+    at = {"item_id": item["id"], "output_index": 0}
+    if item["type"] == "message":
+        text = item["content"][0]["text"]
+        head += ev(
+            "response.content_part.added", {**at, "content_index": 0, "part": {**item["content"][0], "text": ""}}
+        )
+        pieces = [text[i : i + 6] for i in range(0, len(text), 6)] or [""]
+        tokens = [ev("response.output_text.delta", {**at, "content_index": 0, "delta": p}) for p in pieces]
+        tail = [
+            ev("response.output_text.done", {**at, "content_index": 0, "text": text}),
+            ev("response.content_part.done", {**at, "content_index": 0, "part": item["content"][0]}),
+        ]
+    else:
+        arguments = item["arguments"]
+        tokens = [ev("response.function_call_arguments.delta", {**at, "delta": arguments})]
+        tail = [ev("response.function_call_arguments.done", {**at, "arguments": arguments})]
+    tail.append(ev("response.output_item.done", {"output_index": 0, "item": item}))
+    final = "response.incomplete" if whole["status"] == "incomplete" else "response.completed"
+    tail.append(ev(final, {"response": whole}))
+    return Frames([head + tokens[0], *tokens[1:]], tail)

@@ -65,6 +65,7 @@ def build_app(state: SimState) -> web.Application:
         add("POST", "/api/v0/completions", h.v0_text)
         add("POST", "/api/v0/embeddings", h.v0_embeddings)
         add("POST", "/v1/messages", h.v1_messages)
+        add("POST", "/v1/responses", h.v1_responses)
     if flavour == "0.4":
         add("GET", "/api/v1/models", h.api_v1_models)
         add("POST", "/api/v1/models/load", h.api_v1_load)
@@ -84,6 +85,8 @@ class Handlers:
         self.settings = state.settings
         self.stats = state.stats
         self.catalogue = state.catalogue
+        self.conversations: dict[str, list[dict[str, object]]] = {}
+        """`/v1/responses` state: the turns of each stored response, by id (LM Studio keeps them too)."""
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -251,29 +254,73 @@ class Handlers:
 
     async def v1_messages(self, request: web.Request) -> web.StreamResponse:
         """Anthropic's Messages API, on the LM Studio versions that have it (else the unknown route)."""
+
+        def render(answer: Answer, inst: Instance) -> tuple[dict[str, object], Frames]:
+            return agent_apis.message_body(answer, inst.id), agent_apis.message_frames(answer, inst.id)
+
+        return await self._agent_api(
+            request, "messages", agent_apis.messages_as_chat, render, agent_apis.anthropic_error
+        )
+
+    async def v1_responses(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI's Responses API, on the LM Studio versions that have it; stateful by `previous_response_id`."""
+        previous: object = None
+        response_id = inference.new_id("resp", "_")
+        conversation: list[dict[str, object]] = []
+
+        def to_chat(body: dict[str, object]) -> dict[str, object]:
+            nonlocal previous
+            previous = body.get("previous_response_id")
+            history = self.conversations.get(previous) if isinstance(previous, str) else []
+            if history is None:
+                message = f"Response with id '{previous}' not found."
+                raise errors.SimError(
+                    400, {"error": {"message": message, "type": "invalid_request_error",
+                                    "param": "previous_response_id", "code": "previous_response_not_found"}},
+                )  # fmt: skip
+            chat = agent_apis.responses_as_chat(body, history)
+            if body.get("store") is not False:
+                conversation.extend(m for m in chat["messages"] if m.get("role") != "system")  # type: ignore[attr-defined]
+            return chat
+
+        def render(answer: Answer, inst: Instance) -> tuple[dict[str, object], Frames]:
+            whole = agent_apis.response_body(answer, inst.id, response_id, previous)
+            if conversation:
+                self.conversations[response_id] = [*conversation, {"role": "assistant", "content": answer.content}]
+            return whole, agent_apis.response_frames(whole)
+
+        return await self._agent_api(request, "responses", to_chat, render, lambda error: error)
+
+    async def _agent_api(
+        self,
+        request: web.Request,
+        api: str,
+        to_chat: Callable[[dict[str, object]], dict[str, object]],
+        render: Callable[[Answer, Instance], tuple[dict[str, object], Frames]],
+        shape_error: Callable[[SimError], SimError],
+    ) -> web.StreamResponse:
         settings = self.settings
-        if not agent_apis.serves(settings, "messages"):
+        if not agent_apis.serves(settings, api):
             return await self.unknown(request)
         try:
-            chat = agent_apis.messages_as_chat(await self._body(request))
+            chat = to_chat(await self._body(request))
             prompt = inference.parse_prompt(chat, "chat", settings.flavour)
         except SimError as error:
             self.stats.errors_total += 1
-            return error_response(agent_apis.anthropic_error(error))
+            return error_response(shape_error(error))
 
         async def answer(inst: Instance) -> web.StreamResponse:
             planned = inference.plan_answer(prompt, chat, settings.max_tokens_default, inst.context_length)
+            whole, frames = render(planned, inst)
             if prompt.stream:
-                return await self._stream(request, planned, inst, agent_apis.message_frames(planned, inst.id))
+                return await self._stream(request, planned, inst, frames)
             failed = await self._generation(planned, inst)
             if failed is not None:
-                return error_response(agent_apis.anthropic_error(failed))
+                return error_response(shape_error(failed))
             self.stats.complete(planned.completion_tokens)
-            return json_response(agent_apis.message_body(planned, inst.id))
+            return json_response(whole)
 
-        return await self._serve(
-            prompt.model, "llm", answer, ignore_name=True, ttl=None, shape_error=agent_apis.anthropic_error
-        )
+        return await self._serve(prompt.model, "llm", answer, ignore_name=True, ttl=None, shape_error=shape_error)
 
     async def v1_embeddings(self, request: web.Request) -> web.StreamResponse:
         return await self._embed(request)
