@@ -100,6 +100,7 @@ def model_document(m: ModelInfo, stale: bool) -> dict[str, Any]:
         "quantization": m.quantization,
         "max_context_length": m.max_context_length,
         "loaded_context_length": m.loaded_context_length,
+        "instance_context_lengths": {i: m.context_of(i) for i in m.instance_ids},
         "tool_use": m.tool_use,
         "vision": m.vision,
         "parallel": m.parallel,

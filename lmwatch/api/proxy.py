@@ -47,7 +47,7 @@ from lmwatch.jsondecode import loads
 from lmwatch.lifecycle.loads import LoadError
 from lmwatch.registry import RequestOutcomes
 from lmwatch.routing.balance import Gate, order
-from lmwatch.routing.context import context_in_error, learn, model_key
+from lmwatch.routing.context import context_in_error, learn
 from lmwatch.routing.ids import same_model
 from lmwatch.routing.request import Endpoint, ParsedRequest
 from lmwatch.routing.select import AUTO, TASK_PREFIX, Plan, Route, Target, Tier
@@ -455,7 +455,7 @@ class Exchange:
         if status < 500 and (code == "context_length_exceeded" or _CONTEXT.search(message)):
             context = context_in_error(message)
             if context is not None and not target.is_cloud:
-                self.upstream.outcomes.record_context(target.backend, model_key(target), context)
+                self.upstream.outcomes.record_context(target.backend, target.model_key, context)
             return Failure("context_length", message, breaker=False)
         return _error_outcome(status, message, obj)
 
@@ -465,7 +465,7 @@ class Exchange:
         if target.is_cloud:
             return None
         if self.req.model == AUTO or self.req.model.startswith(TASK_PREFIX):
-            return model_key(target)
+            return target.model_key
         return self.req.model
 
     async def call_stream(
