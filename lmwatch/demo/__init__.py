@@ -82,6 +82,7 @@ def demo_config(args: argparse.Namespace, state: Path) -> dict[str, object]:
             for s in SERVERS
         ],
         "sampling": {"gpu": "simulated" if args.fake_gpus else "auto"},
+        "cache": {"enabled": True},
     }
 
 
