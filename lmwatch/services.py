@@ -19,6 +19,7 @@ from lmwatch.registry import Registry
 if TYPE_CHECKING:
     from lmwatch.control import ControlPlane
     from lmwatch.lifecycle.manager import Lifecycle
+    from lmwatch.profiling.runner import ProfileRunner
 
 
 @dataclass
@@ -42,6 +43,8 @@ class Services:
     apps built without a daemon (then /admin and client keys are not installed)."""
     lifecycle: Lifecycle | None = None
     """keep_loaded, placement, idle unload, swap (lmwatch/lifecycle); None in apps built without a daemon."""
+    profiles: ProfileRunner | None = None
+    """Measures models and keeps their profiles (lmwatch/profiling); None without a daemon."""
     status_sections: dict[str, Callable[[], Any]] = field(default_factory=dict)
     """Extra top-level sections of `/status`: name -> a function returning JSON-able data."""
 

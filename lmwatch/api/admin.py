@@ -14,13 +14,14 @@ config or backend adds `problems`, one `path: message` line each.
     POST   /admin/poll                              {"backend"?: name}: probe now, answer when done
     POST   /admin/reload                            re-read the config file
     POST   /admin/route/explain                     a /v1 request body: where it would go, and why
+    POST   /admin/profile                           measure models (lmwatch/api/profiles.py)
+    GET    /admin/models                            every model with its profile; ?task= in routing order
     GET    /admin/routing/preferences | PUT         task -> model family patterns (until the next reload)
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -29,12 +30,14 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from lmwatch.api import profiles as profiles_api
 from lmwatch.api.auth import ANONYMOUS, AUDIT_NOTE, CLIENT, Handler, is_admin, is_v1
 from lmwatch.api.errors import ApiError, shape_of
 from lmwatch.api.openai import forbids_cloud
 from lmwatch.api.request_ids import request_id
 from lmwatch.config import BackendConfig, validation_problems
 from lmwatch.control import ControlPlane, ProblemsError, unknown_backend
+from lmwatch.jsondecode import loads
 from lmwatch.lifecycle.loads import LoadError, LoadFailure
 from lmwatch.lifecycle.manager import Lifecycle
 from lmwatch.registry import BackendInfo, request_outcomes
@@ -67,6 +70,8 @@ def setup(app: web.Application) -> None:
     r.add_post("/admin/poll", _action("poll", poll))
     r.add_post("/admin/reload", _action("reload", reload))
     r.add_post("/admin/route/explain", route_explain)
+    r.add_post("/admin/profile", _action("profile", profiles_api.run_profile))
+    r.add_get("/admin/models", profiles_api.list_models)
     r.add_get("/admin/routing/preferences", get_preferences)
     r.add_put("/admin/routing/preferences", _action("set_preferences", set_preferences))
 
@@ -194,8 +199,8 @@ def _prompt_of(request: web.Request) -> Any:
     if not raw:
         return None
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        body = loads(raw)
+    except ValueError:
         return None
     if not isinstance(body, dict):
         return None
@@ -461,6 +466,8 @@ def explain_route(
     """
     from lmwatch.routing.balance import order
     from lmwatch.routing.classify import classifier_for
+    from lmwatch.routing.context import context_too_long
+    from lmwatch.routing.explain import facts, passed_over
     from lmwatch.routing.request import Endpoint, parse_request
     from lmwatch.routing.select import choose_task, plan_request
 
@@ -485,6 +492,7 @@ def explain_route(
     rng = random.Random(0)
     candidates: list[dict[str, Any]] = []
     chosen: dict[str, Any] | None = None
+    too_small = []
     for tier in plan.tiers:
         for target in order(tier.targets, outcomes, rng):
             breaker = breakers.get((target.backend, target.model))
@@ -492,6 +500,10 @@ def explain_route(
             reason = _reason(tier.route.value, tier.label, task)
             if breaker is not None and state == "open":
                 reason += f"; skipped: circuit open ({breaker.reason})"
+            checked, details = facts(req, target, outcomes)
+            if not checked.fits:
+                too_small.append((target, checked))
+                reason += f"; skipped: needs about {checked.needed} tokens, its loaded context is {checked.context}"
             entry = {
                 "backend": target.backend,
                 "model": target.model,
@@ -500,7 +512,8 @@ def explain_route(
                 "breaker": state,
                 "inflight": outcomes.inflight.get(target.backend, 0),
                 "cap": target.cap,
-                "usable": state != "open",
+                "usable": state != "open" and checked.fits,
+                **details,
             }
             candidates.append(entry)
             if chosen is None and entry["usable"]:
@@ -519,8 +532,10 @@ def explain_route(
         "task_reasons": list(classification.reasons) if classification and not forced else [],
         "candidates": candidates,
         "excluded": excluded,
+        "passed_over": passed_over(snap, routing, req, plan),
         "chosen": chosen,
-        "unavailable": plan.unavailable or None,
+        "unavailable": plan.unavailable
+        or (context_too_long(req, too_small).message if too_small and chosen is None else None),
     }
 
 

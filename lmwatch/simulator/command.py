@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--ttft", type=float, default=0.0, metavar="S", help="seconds before the first token")
     parser.add_argument("--tokens-per-second", type=float, default=0.0, metavar="N", help="0 = no pacing")
+    parser.add_argument(
+        "--prompt-tokens-per-second", type=float, default=0.0, metavar="N", help="prompt processing speed; 0 = instant"
+    )
     parser.add_argument("--max-tokens-default", type=int, default=16, metavar="N")
     parser.add_argument(
         "--answer-tokens", type=int, default=0, metavar="N", help="answers end on their own after N tokens"
@@ -88,6 +91,7 @@ def build_settings(args: argparse.Namespace) -> SimSettings:
         "flavour": args.flavour,
         "ttft": args.ttft,
         "tokens_per_second": args.tokens_per_second,
+        "prompt_tokens_per_second": args.prompt_tokens_per_second,
         "max_tokens_default": args.max_tokens_default,
         "answer_tokens": args.answer_tokens,
         "error_rate": args.error_rate,
