@@ -14,11 +14,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote
 
 import yaml
 from pydantic import (
     AnyHttpUrl,
     BaseModel,
+    BeforeValidator,
     ByteSize,
     ConfigDict,
     Field,
@@ -27,6 +29,8 @@ from pydantic import (
     model_validator,
 )
 
+from lmwatch.logs import basic_credentials, redact, register_secrets
+
 DEFAULT_PORT = 9234
 """lmwatch's listen port: not LM Studio's 1234, and free in the usual exporter range."""
 
@@ -34,6 +38,19 @@ BACKEND_KINDS = ("auto", "lmstudio-v1", "lmstudio-v0", "openai")
 ENV_PREFIX = "LMWATCH_"
 
 Seconds = Annotated[float, Field(gt=0)]
+
+
+def _switch_word(value: Any) -> Any:
+    """YAML 1.1 reads a bare `off`/`on` (and `no`/`yes`) as a boolean: give the word back."""
+    if value is False:
+        return "off"
+    if value is True:
+        return "on"
+    return value
+
+
+Switch = BeforeValidator(_switch_word)
+"""For every enum with an `off` (or `on`) member: `gpu: off` works unquoted."""
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 
 
@@ -153,6 +170,8 @@ def read_token_file(path: Path) -> str | None:
     if cached is not None and now - cached[0] < TOKEN_FILE_TTL_SECONDS:
         return cached[1]
     token = path.read_text().strip() or None
+    if token:  # a rotated token is redacted from the first request that sends it
+        register_secrets([token])
     _token_files[path] = (now, token)
     return token
 
@@ -284,6 +303,9 @@ class RoutingConfig(Strict):
     """Task (or `default`) -> cloud price, for lmwatch_cloud_cost_avoided_dollars_total."""
     embedding_batch_size: int = Field(64, ge=1)
     """An embeddings `input` list longer than this is split into batches spread over backends."""
+    max_answer_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    """A non-streamed answer is held whole before it is sent on: past this size lmwatch stops reading
+    it and answers 502 `answer_too_large` (streams are relayed chunk by chunk and are not capped)."""
 
     @model_validator(mode="after")
     def _default_task_known(self) -> RoutingConfig:
@@ -312,7 +334,7 @@ class RoutingConfig(Strict):
 class SamplingConfig(Strict):
     host_interval: Seconds = 5.0
     gpu_interval: Seconds = 5.0
-    gpu: Literal["auto", "off", "simulated"] = "auto"
+    gpu: Annotated[Literal["auto", "off", "simulated"], Switch] = "auto"
     """`auto`: NVIDIA GPUs through NVML when a driver is present; `simulated`: two fake GPUs (demo)."""
     process_interval: Seconds = 5.0
     """How often the processes serving local backends are sampled."""
@@ -553,8 +575,8 @@ class ConfigError(Exception):
 
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source
-        self.problems = problems
-        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+        self.problems = [redact(p) for p in problems]  # a YAML snippet or a bad URL may carry a password
+        super().__init__("\n".join(f"{source}: {p}" for p in self.problems))
 
 
 @dataclass(frozen=True)
@@ -657,7 +679,7 @@ def _describe(error: Mapping[str, Any]) -> str:
 
 def validation_problems(error: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[str]:
     """Turn a pydantic error into `path: message` lines (also used for runtime-added backends)."""
-    return [f"{format_path((*prefix, *e['loc']))}: {_describe(e)}" for e in error.errors()]
+    return [redact(f"{format_path((*prefix, *e['loc']))}: {_describe(e)}") for e in error.errors()]
 
 
 def parse_config(text: str, source: str = "<config>", env: Mapping[str, str] | None = None) -> LoadedConfig:
@@ -711,10 +733,14 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Loade
 
 
 def backend_secrets(backends: Iterable[BackendConfig]) -> Iterator[str]:
-    """The URL passwords and API tokens of `backends` (a token file that cannot be read has none)."""
+    """The URL passwords (as written, decoded, and the `Basic` credentials made of them) and API
+    tokens of `backends` (a token file that cannot be read has none)."""
     for backend in backends:
         if backend.url.password:
+            password = unquote(backend.url.password)
             yield backend.url.password
+            yield password
+            yield basic_credentials(unquote(backend.url.username or ""), password)
         try:
             token = backend.api_token()
         except OSError:

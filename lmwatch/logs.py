@@ -7,12 +7,15 @@ tokens, cloud keys, admin token) wherever it appears in a message, an argument o
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 REDACTED = "***"
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -58,16 +61,37 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+_USERINFO = re.compile(r"(?<=://)[^@\s'\"<>]+@")
+"""`user:password@` after a scheme: a URL that was never accepted has no registered password."""
+
+
 def redact(text: str) -> str:
+    """`text` without any registered secret and without URL userinfo."""
     for secret in RedactingFilter.secrets:
-        if secret and secret in text:
+        if secret in text:
             text = text.replace(secret, REDACTED)
+    if "@" in text:
+        text = _USERINFO.sub(REDACTED + "@", text)
     return text
 
 
+def secret_forms(secret: str) -> Iterator[str]:
+    """The ways a secret can be echoed: as read, percent-encoded (in a URL) and base64-encoded
+    (inside `Basic ...`), the last without its `=` padding so a trimmed echo matches too."""
+    yield secret
+    yield quote(secret, safe="")
+    yield base64.b64encode(secret.encode()).decode("ascii").rstrip("=")
+
+
+def basic_credentials(user: str, password: str) -> str:
+    """The base64 part of the `Basic` header lmwatch sends for `user:password@` in a URL."""
+    return base64.b64encode(f"{user}:{password}".encode("latin-1", "replace")).decode("ascii").rstrip("=")
+
+
 def register_secrets(secrets: Iterable[str]) -> None:
-    """Add secrets to redact (called at start and on every reload; short strings are ignored)."""
-    RedactingFilter.secrets.update(s for s in secrets if len(s) >= 6)
+    """Add secrets to redact, in every form they can be echoed (called the moment a secret is read;
+    strings under 6 characters are ignored: they would redact ordinary words)."""
+    RedactingFilter.secrets.update(form for s in secrets if len(s) >= 6 for form in secret_forms(s) if len(form) >= 6)
 
 
 def setup_logging(level: str = "info", fmt: str = "text") -> None:

@@ -111,6 +111,8 @@ class BackendInfo:
     config: BackendConfig
     health: Health = Health.UNKNOWN
     health_reason: str = "not probed yet"
+    public_reason: str = "not probed yet"
+    """`health_reason` without text the backend wrote, for the unauthenticated `/status`."""
     flavour: str | None = None
     version: str | None = None
     models: tuple[ModelInfo, ...] = ()
@@ -261,11 +263,12 @@ class Registry:
         current = self._backends.get(name)
         if current is None:  # removed while its poll was in flight
             return
-        health, reason = _judge(result)
+        health, reason, public = _judge(result)
         updated = dataclasses.replace(
             current,
             health=health,
             health_reason=reason,
+            public_reason=public,
             flavour=result.flavour,
             version=result.version or current.version,
             models=result.models,
@@ -289,6 +292,7 @@ class Registry:
             current,
             health=Health.DOWN,
             health_reason=f"{reason.value}: {message}",
+            public_reason=reason.value,
             last_probe=self._clock(),
             last_error=message,
             last_error_reason=reason,
@@ -376,14 +380,16 @@ class Registry:
                 future.set_result(self._snapshot)
 
 
-def _judge(result: ProbeResult) -> tuple[Health, str]:
+def _judge(result: ProbeResult) -> tuple[Health, str, str]:
+    """The health, its reason and the reason without backend-written text (warnings quote it)."""
     if result.warnings:
-        return Health.DEGRADED, "; ".join(result.warnings)
+        return Health.DEGRADED, "; ".join(result.warnings), f"partial answer ({len(result.warnings)} warnings)"
     if not any(m.loaded for m in result.models):
-        return Health.DEGRADED, "no model loaded"
+        return Health.DEGRADED, "no model loaded", "no model loaded"
     if result.duration > SLOW_PROBE_SECONDS:
-        return Health.DEGRADED, f"slow probe ({result.duration:.1f} s)"
-    return Health.UP, "ok"
+        slow = f"slow probe ({result.duration:.1f} s)"
+        return Health.DEGRADED, slow, slow
+    return Health.UP, "ok", "ok"
 
 
 def _health_events(old: BackendInfo, new: BackendInfo) -> Iterable[Event]:

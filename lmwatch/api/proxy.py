@@ -32,9 +32,18 @@ from aiohttp import web
 from lmwatch.api.dialects import Dialect
 from lmwatch.api.errors import ApiError, error_body, error_event, error_type
 from lmwatch.api.request_metrics import RequestMetrics
-from lmwatch.api.upstream import ConnectError, ConnectionLost, Pool, Response, UpstreamError
+from lmwatch.api.upstream import (
+    AnswerTooLarge,
+    ConnectError,
+    ConnectionLost,
+    LocalResources,
+    Pool,
+    Response,
+    UpstreamError,
+)
 from lmwatch.backends.base import error_message
 from lmwatch.config import RoutingConfig
+from lmwatch.jsondecode import loads
 from lmwatch.lifecycle.loads import LoadError
 from lmwatch.registry import RequestOutcomes
 from lmwatch.routing.balance import Gate, order
@@ -77,7 +86,7 @@ class Failure:
     reason: str
     """A bounded label: connect, timeout, http_5xx, http_429, auth, model_unavailable, error_body,
     bad_response, bad_config, stream_cut, breaker_open, queue_timeout, queue_full, context_length,
-    unsupported_api."""
+    unsupported_api, local_resources (this host is out of descriptors or memory), answer_too_large."""
     message: str
     transient: bool = False
     breaker: bool = True
@@ -396,7 +405,7 @@ class Exchange:
             self.waited += time.perf_counter() - sent
             return resp
         try:
-            raw = await resp.read()
+            raw = await resp.read(self.routing.max_answer_bytes)
         except (UpstreamError, TimeoutError) as exc:
             return _connection_failure(exc)
         finally:
@@ -411,7 +420,7 @@ class Exchange:
 
     def _judge_json(self, target: Target, status: int, raw: bytes) -> Answer | Failure:
         try:
-            obj = json.loads(raw)
+            obj = loads(raw)
         except ValueError:
             obj = None
         message = error_message(obj)
@@ -470,7 +479,7 @@ class Exchange:
             return resp
         if resp.status != 200 or "text/event-stream" not in resp.headers.get("content-type", ""):
             try:
-                raw = await resp.read()
+                raw = await resp.read(self.routing.max_answer_bytes)
             except (UpstreamError, TimeoutError) as exc:
                 return _connection_failure(exc)
             finally:
@@ -649,6 +658,10 @@ def _error_outcome(status: int, message: str, obj: Any) -> Answer | Failure:
 
 
 def _connection_failure(exc: BaseException) -> Failure:
+    if isinstance(exc, LocalResources):  # this host's limits: the backend did nothing wrong
+        return Failure("local_resources", _describe(exc), breaker=False, attempted=False)
+    if isinstance(exc, AnswerTooLarge):
+        return Failure("answer_too_large", _describe(exc), breaker=False)
     if isinstance(exc, TimeoutError):
         return Failure("timeout", _describe(exc))
     if isinstance(exc, ConnectError):

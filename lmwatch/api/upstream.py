@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import errno
 import functools
 import ssl
 import time
@@ -50,6 +51,18 @@ class ConnectionLost(UpstreamError):
 
 class ProtocolError(UpstreamError):
     """Not an HTTP/1.x answer."""
+
+
+class AnswerTooLarge(UpstreamError):
+    """A buffered (non-streamed) answer grew past the cap: lmwatch stopped reading it."""
+
+
+class LocalResources(ConnectError):
+    """No connection because this host ran out of something (file descriptors, buffers, memory):
+    not the backend's fault, so never counted against it."""
+
+
+LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 @dataclass(frozen=True)
@@ -193,8 +206,17 @@ class Response:
                 raise self._error
             await self._wait()
 
-    async def read(self) -> bytes:
-        return b"".join([chunk async for chunk in self.chunks()])
+    async def read(self, limit: int | None = None) -> bytes:
+        """The whole body; AnswerTooLarge (and the connection cut) once it passes `limit` bytes."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in self.chunks():
+            size += len(chunk)
+            if limit is not None and size > limit:
+                self.close()
+                raise AnswerTooLarge(f"the answer is over {limit} bytes (routing.max_answer_bytes)")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def close(self) -> None:
         """Done with this answer: reuse the connection if it was read to the end, else cut it."""
@@ -359,6 +381,7 @@ class Pool:
     def __init__(self, keepalive: float = 30.0) -> None:
         self._keepalive = keepalive
         self._idle: dict[Origin, list[_Connection]] = {}
+        self._expiry: dict[_Connection, asyncio.TimerHandle] = {}
         self._ssl: ssl.SSLContext | None = None
 
     async def post(
@@ -391,13 +414,28 @@ class Pool:
         raise ConnectionLost("the backend closed the connection before answering", True)
 
     def _put(self, key: Origin, conn: _Connection) -> None:
+        """Keep `conn` for reuse until its keep-alive time is up, then close it (an idle socket held
+        open costs a descriptor here and a slot on the backend)."""
         self._idle.setdefault(key, []).append(conn)
+        self._expiry[conn] = asyncio.get_running_loop().call_later(self._keepalive, self._expire, key, conn)
+
+    def _expire(self, key: Origin, conn: _Connection) -> None:
+        self._expiry.pop(conn, None)
+        idle = self._idle.get(key)
+        if idle is not None and conn in idle:
+            idle.remove(conn)
+            if not idle:
+                del self._idle[key]
+        conn.abort()
 
     async def _get(self, key: Origin, connect_timeout: float) -> tuple[_Connection, bool]:
         idle = self._idle.get(key)
         now = time.monotonic()
         while idle:
             conn = idle.pop()
+            expiry = self._expiry.pop(conn, None)
+            if expiry is not None:
+                expiry.cancel()
             if not conn.closed and now - conn.idle_since < self._keepalive:
                 return conn, True
             conn.abort()
@@ -411,6 +449,8 @@ class Pool:
         except TimeoutError:
             raise ConnectTimeout(f"no connection to {key.host_header} within {connect_timeout:g} s") from None
         except OSError as exc:
+            if exc.errno in LOCAL_ERRNOS:
+                raise LocalResources(f"this host cannot open a connection: {exc.strerror or exc}") from None
             raise ConnectError(f"cannot connect to {key.host_header}: {exc.strerror or exc}") from None
         return conn, False
 
@@ -424,6 +464,9 @@ class Pool:
             for conn in conns:
                 conn.abort()
         self._idle.clear()
+        for expiry in self._expiry.values():
+            expiry.cancel()
+        self._expiry.clear()
 
 
 def _request_bytes(key: Origin, path: str, body: bytes, headers: Mapping[str, str]) -> bytes:

@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 import aiohttp
 
 from lmwatch.config import BackendConfig
+from lmwatch.jsondecode import loads
+from lmwatch.logs import redact
 from lmwatch.registry import ModelInfo, ProbeFailure
 
 MAX_PROBE_BODY_BYTES = 8 * 1024 * 1024
@@ -27,7 +29,7 @@ _MESSAGE_LIMIT = 300
 class ProbeError(Exception):
     def __init__(self, reason: ProbeFailure, message: str) -> None:
         self.reason = reason
-        self.message = message[:_MESSAGE_LIMIT]
+        self.message = redact(message)[:_MESSAGE_LIMIT]  # backends echo credentials in their errors
         super().__init__(f"{reason.value}: {self.message}")
 
     @property
@@ -73,7 +75,9 @@ class BackendClient:
         url = self.base_url + path
         limit = aiohttp.ClientTimeout(total=timeout or self.config.probe_timeout)
         try:
-            async with self.session.request(method, url, json=body, headers=self.headers(), timeout=limit) as resp:
+            async with self.session.request(
+                method, url, json=body, headers=self.headers(), timeout=limit, allow_redirects=False
+            ) as resp:
                 raw = await _read_capped(resp)
                 status = resp.status
         except TimeoutError:
@@ -101,8 +105,8 @@ async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
 
 def _parse(path: str, status: int, raw: bytes) -> Any:
     try:
-        body = json.loads(raw) if raw else None
-    except (ValueError, UnicodeDecodeError):
+        body = loads(raw) if raw else None
+    except ValueError:
         body = None
         parsed = False
     else:
@@ -110,6 +114,8 @@ def _parse(path: str, status: int, raw: bytes) -> Any:
     message = error_message(body)
     if status in (401, 403):
         raise ProbeError(ProbeFailure.AUTH, f"{path}: HTTP {status}: {message or 'authentication required'}")
+    if 300 <= status < 400:  # followed, a redirect would make lmwatch fetch (and show) any URL
+        raise ProbeError(ProbeFailure.HTTP_STATUS, f"{path}: HTTP {status}: a redirect (probes follow none)")
     if status >= 400:
         raise ProbeError(ProbeFailure.HTTP_STATUS, f"{path}: HTTP {status}" + (f": {message}" if message else ""))
     if not parsed:

@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from lmwatch.api.errors import ApiError
+from lmwatch.jsondecode import loads_text
 
 
 class Endpoint(StrEnum):
@@ -73,8 +74,8 @@ class ParsedRequest:
 def json_object(raw: bytes) -> dict[str, Any]:
     """A request body as a JSON object, or the OpenAI-style 400 that says what is wrong with it."""
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = loads_text(raw)
+    except ValueError as exc:
         raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object", code="invalid_json")

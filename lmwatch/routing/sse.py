@@ -8,10 +8,11 @@ the first event, usage chunks and error events): time of the first event, the us
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from lmwatch.jsondecode import loads
 
 _TEXT = re.compile(rb'"(?:content|text)":\s*"[^"]')
 """A chunk that carries generated text (chat `delta.content`, completions `text`)."""
@@ -122,7 +123,7 @@ class StreamMeter(Meter):
 
 def _loads(payload: bytes) -> dict[str, Any] | None:
     try:
-        value = json.loads(payload)
+        value = loads(payload)
     except ValueError:
         return None
     return value if isinstance(value, dict) else None

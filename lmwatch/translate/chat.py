@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from lmwatch.jsondecode import loads
 from lmwatch.routing.sse import event_data
 
 Kind = Literal["reasoning", "text", "tool"]
@@ -104,7 +105,7 @@ def reply_of(answer: dict[str, Any], model: str) -> Reply:
 def arguments_object(arguments: str) -> dict[str, Any]:
     """A tool call's JSON arguments as an object; text that is not one is kept under `arguments`."""
     try:
-        value = json.loads(arguments) if arguments.strip() else {}
+        value = loads(arguments) if arguments.strip() else {}
     except ValueError:
         return {"arguments": arguments}
     return value if isinstance(value, dict) else {"arguments": value}
@@ -138,7 +139,7 @@ class ChatStream(ABC):
                 out.append(self.finish())
                 continue
             try:
-                chunk = json.loads(payload)
+                chunk = loads(payload)
             except ValueError:
                 continue
             if isinstance(chunk, dict):

@@ -24,6 +24,7 @@ from tests.daemons import (
     admin,
     audit_lines,
     backend_yaml,
+    bearer,
     config_file,
     daemon_for,
     metric_value,
@@ -423,10 +424,30 @@ async def test_admin_paths_are_guarded_even_when_unknown(
     async with daemon_for(config) as daemon:
         status, _ = await admin(http, daemon, "GET", "/admin/nothing-here", token=None)
         assert status == 401
-        async with http.get(
-            daemon.url + "/admin/nothing-here", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        ) as r:
-            assert r.status == 404
+        for method, path, code in (("GET", "/admin/nothing-here", 404), ("PATCH", "/admin/backends", 405)):
+            async with http.request(method, daemon.url + path, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
+                assert (r.status, r.content_type) == (code, "application/json")
+                assert path in (await r.json())["error"]["message"]
+
+
+DEEP = b"[" * 1000 + b"]" * 1000
+"""2 KB that `json.loads` cannot decode without a RecursionError."""
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/admin/backends"), ("PUT", "/admin/routing/preferences"), ("POST", "/admin/route/explain")],
+)
+async def test_deep_json_and_lone_surrogates_are_400_on_admin_endpoints(
+    method: str, path: str, tmp_path: Path, sim: RunningSimulator, http: aiohttp.ClientSession
+) -> None:
+    config = config_file(tmp_path, f"backends: [{backend_yaml('a', sim.url)}]\n")
+    async with daemon_for(config) as daemon:
+        for raw in (b'{"x": ' + DEEP + b"}", b'{"coding": ["\\udc00"], "name": "\\udc00"}'):
+            async with http.request(method, daemon.url + path, data=raw, headers=bearer(ADMIN_TOKEN)) as r:
+                body = await r.json()
+            assert r.status == 400, body
+            assert body["error"]["code"] == "invalid_json"
 
 
 async def test_concurrent_drains_are_consistent(

@@ -293,3 +293,35 @@ async def test_no_candidate_is_503_with_retry_after(http: aiohttp.ClientSession)
         with pytest.raises(openai.APIStatusError) as caught:
             await f.client().chat.completions.create(model="auto", messages=[{"role": "user", "content": "x"}])
         assert caught.value.status_code == 503
+
+
+DEEP = b'{"model": "auto", "messages": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+"""JSON nested 1,000 deep in 2 KB: `json.loads` raises RecursionError on it."""
+SURROGATE = b'{"model": "auto", "messages": [{"role": "user", "content": "x\\ud800y"}]}'
+
+
+async def test_deep_json_and_lone_surrogates_are_400_on_every_json_endpoint(
+    one: Fleet, http: aiohttp.ClientSession
+) -> None:
+    for path in ("/v1/chat/completions", "/v1/embeddings", "/v1/completions"):
+        for raw, says in ((DEEP, "nested too deeply"), (SURROGATE, "lone UTF-16 surrogate")):
+            async with http.post(one.url + path, data=raw, headers={"Content-Type": "application/json"}) as resp:
+                body = await resp.json()
+            assert (resp.status, body["error"]["code"]) == (400, "invalid_json"), (path, body)
+            assert says in body["error"]["message"]
+    stats = one.sims["studio"].state.stats
+    assert stats.completed_total + stats.errors_total == 0  # a client error is never sent on
+
+
+async def test_unknown_routes_and_wrong_methods_answer_openai_json(one: Fleet, http: aiohttp.ClientSession) -> None:
+    for method, path, status in (
+        ("GET", "/v1/nope", 404),
+        ("POST", "/v1/chat/completion", 404),
+        ("GET", "/v1/chat/completions", 405),
+        ("DELETE", "/v1/models", 405),
+    ):
+        async with http.request(method, one.url + path) as resp:
+            assert resp.status == status and resp.content_type == "application/json", (method, path)
+            body = await resp.json()
+        assert set(body["error"]) == {"message", "type", "param", "code"}
+        assert path in body["error"]["message"]

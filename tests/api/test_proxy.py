@@ -397,3 +397,25 @@ async def test_metrics_pass_promtool_after_traffic(http: aiohttp.ClientSession) 
     )
     output, _ = await check.communicate(text.encode())
     assert check.returncode == 0, output.decode()
+
+
+async def test_a_buffered_answer_over_the_cap_is_a_clear_502_and_streams_are_not_capped(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with fleet({"a": sim(CODER)}, {"max_answer_bytes": 200, "breaker": {"failures": 1}}) as f:
+        for _ in range(2):  # a breaker fed by it would be open for the second
+            async with http.post(f.url + "/v1/chat/completions", json=chat("write a long story", model=CODER)) as resp:
+                body = await resp.json()
+            assert (resp.status, body["error"]["code"]) == (502, "upstream_failed")
+            assert (
+                "answer_too_large" in body["error"]["message"]
+                and "routing.max_answer_bytes" in body["error"]["message"]
+            )
+        assert f.metric("lmwatch_circuit_state", backend="a", model=CODER, state="open") == 0
+        chunks = [
+            c
+            async for c in await f.client().chat.completions.create(
+                model=CODER, messages=[{"role": "user", "content": "write a long story"}], stream=True
+            )
+        ]
+        assert len(chunks) > 3

@@ -4,15 +4,20 @@ pooled connection, cut and garbled answers, and the idle timeout."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import resource
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
 
 from lmwatch.api.upstream import (
+    AnswerTooLarge,
     ConnectError,
     ConnectionLost,
     ConnectTimeout,
+    LocalResources,
     Pool,
     ProtocolError,
     origin,
@@ -182,3 +187,47 @@ async def test_credentials_in_the_url_are_sent_as_basic_auth_unless_a_token_is()
 async def test_header_injection_is_refused() -> None:
     with pytest.raises(ValueError, match="line break"):
         await Pool().post("http://127.0.0.1:9/v1", "/x", b"", {"Authorization": "Bearer a\r\nX: y"}, 1.0, 1.0)
+
+
+async def test_an_idle_connection_is_closed_when_its_keepalive_expires() -> None:
+    closed = asyncio.Event()
+
+    async def one_answer_then_wait(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        assert await reader.read() == b""  # lmwatch closed the kept connection
+        closed.set()
+
+    async with server(one_answer_then_wait) as (url, _):
+        pool = Pool(keepalive=0.2)
+        assert await post(pool, url) == (200, b"ok")
+        await asyncio.wait_for(closed.wait(), 5)  # not at the next request: when its time was up
+        pool.close()
+
+
+async def test_a_buffered_answer_over_the_limit_is_cut() -> None:
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: 3000000\r\n\r\n" + b"x" * 3_000_000
+    async with server(answers(big)) as (url, _):
+        pool = Pool()
+        resp = await pool.post(url, "/chat/completions", b"{}", {}, 5.0, 5.0)
+        with pytest.raises(AnswerTooLarge, match="over 1000000 bytes"):
+            await resp.read(limit=1_000_000)
+        pool.close()
+
+
+async def test_running_out_of_descriptors_is_a_local_failure_not_a_backend_one() -> None:
+    async with server(answers(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")) as (url, _):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        held: list[int] = []
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8, hard))
+            with contextlib.suppress(OSError):
+                while True:
+                    held.append(os.open(os.devnull, os.O_RDONLY))
+            with pytest.raises(LocalResources, match="cannot open a connection"):
+                await Pool().post(url, "/chat/completions", b"{}", {}, 5.0, 5.0)
+        finally:
+            for fd in held:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -58,6 +58,14 @@ async def unauthorized(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def forbidden(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"error": {"message": "Forbidden"}}, status=403)
+
+
+async def deeply_nested(request: web.Request) -> web.StreamResponse:
+    return web.Response(text='{"data": ' + "[" * 5000 + "]" * 5000 + "}", content_type="application/json")
+
+
 async def huge_body(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     await response.prepare(request)
@@ -86,6 +94,8 @@ CASES = [
     (lmstudio_error_body, ProbeFailure.ERROR_BODY, "Unexpected endpoint or method. (GET /v1/models)"),
     (object_error_400, ProbeFailure.HTTP_STATUS, "HTTP 400: No models loaded."),
     (unauthorized, ProbeFailure.AUTH, "An LM Studio API token is required"),
+    (forbidden, ProbeFailure.AUTH, "HTTP 403: Forbidden"),
+    (deeply_nested, ProbeFailure.BAD_RESPONSE, "not JSON"),
     (huge_body, ProbeFailure.TOO_LARGE, "over"),
     (slow_drip, ProbeFailure.TIMEOUT, "within 1 s"),
     (wrong_shape, ProbeFailure.BAD_RESPONSE, "no `data` list"),
@@ -163,3 +173,27 @@ async def test_an_unusable_model_entry_is_skipped_and_the_backend_degraded(daemo
         assert backend.health_reason == "/api/v0/models: skipped an entry with no `id`"
     finally:
         await runner.cleanup()
+
+
+async def test_a_redirect_is_not_followed(daemon_for: StartDaemon) -> None:
+    """A backend answering 302 to an internal URL must not make lmwatch fetch it (and show its body)."""
+    fetched: list[str] = []
+
+    async def internal(request: web.Request) -> web.StreamResponse:
+        fetched.append(request.path)
+        return web.json_response({"data": [{"id": "internal-secret-page"}]})
+
+    inner, inner_url = await serve(internal)
+
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound(inner_url + request.path)
+
+    runner, url = await serve(redirect)
+    try:
+        daemon = await daemon_for(url)
+        backend = daemon.registry.snapshot().backends["bad"]
+        assert backend.health is Health.DOWN and backend.last_error_reason is ProbeFailure.HTTP_STATUS
+        assert "HTTP 302" in (backend.last_error or "") and fetched == []
+    finally:
+        await runner.cleanup()
+        await inner.cleanup()
