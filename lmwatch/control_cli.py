@@ -7,6 +7,8 @@
     lmwatch reload                      re-read the daemon's config file
     lmwatch route --explain "prompt"    where a request would go, and why (nothing is sent)
     lmwatch top [--once]                a live view: backends, models, in-flight, tokens/s, GPUs (lmwatch/top.py)
+    lmwatch profile [--backend B] [--model M] [--force]   measure the loaded models
+    lmwatch compare [--task T]          the loaded models side by side with their profiles
 
 Every command takes `--url` (or LMWATCH_URL; default http://127.0.0.1:9234), `--token` (or
 LMWATCH_ADMIN_TOKEN) and `--json` (print the daemon's answer as is). Failures print one line to
@@ -306,6 +308,70 @@ def cmd_route(args: argparse.Namespace) -> int:
     return 0
 
 
+def _num(value: Any, digits: int = 1) -> str:
+    return "-" if not isinstance(value, int | float) else f"{value:.{digits}f}"
+
+
+def _speeds(profile: dict[str, Any] | None) -> list[str]:
+    """TTFT short / long, prompt and generation tokens/s, peak throughput (at its concurrency)."""
+    if not profile:
+        return ["-"] * 5
+    peak = max(profile.get("throughput") or [], key=lambda p: p["tokens_per_second"], default=None)
+    return [
+        _num(profile.get("ttft_short_seconds"), 3),
+        _num(profile.get("ttft_long_seconds"), 3),
+        _num(profile.get("prompt_tokens_per_second")),
+        _num(profile.get("generation_tokens_per_second")),
+        f"{peak['tokens_per_second']:.1f} @{peak['concurrency']}" if peak else "-",
+    ]
+
+
+SPEED_HEADER = ["TTFT S", "TTFT L", "PROMPT TOK/S", "GEN TOK/S", "PEAK TOK/S"]
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"force": args.force}
+    for key in ("backend", "model", "tokens"):
+        if getattr(args, key) is not None:
+            body[key] = getattr(args, key)
+    data = call(args, "POST", "/admin/profile", body)
+    if args.json:
+        _print_json(data)
+        return 0
+    results = data.get("results", [])
+    rows = [[r["backend"], r["model"], r["outcome"], *_speeds(r.get("profile"))] for r in results]
+    print(table(rows, ["BACKEND", "MODEL", "OUTCOME", *SPEED_HEADER]))
+    for r in results:
+        if r.get("reason"):
+            print(f"  {r['backend']} / {r['model']}: {r['reason']}")
+    return 1 if any(r["outcome"] == "failed" for r in results) else 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    query = f"?task={urllib.parse.quote(args.task)}" if args.task else ""
+    data = call(args, "GET", "/admin/models" + query)
+    models = [m for m in data.get("models", []) if m.get("loaded") and args.backend in (None, m["backend"])]
+    if args.json:
+        _print_json(models)
+        return 0
+    head = ["RANK", "ROUTE"] if args.task else []
+    rows = [
+        [
+            *([str(m["rank"]), m["route"]] if args.task else []),
+            m["id"],
+            m["backend"],
+            str(m.get("quantization") or "-"),
+            str(m.get("loaded_context_length") or m.get("max_context_length") or "-"),
+            *_speeds(m.get("profile")),
+        ]
+        for m in models
+    ]
+    print(table(rows, [*head, "MODEL", "BACKEND", "QUANT", "CONTEXT", *SPEED_HEADER]) if rows else "no models loaded")
+    if any(m.get("profile") is None for m in models):
+        print("models without numbers have no profile yet: run `lmwatch profile`")
+    return 0
+
+
 def _segment(name: str) -> str:
     return urllib.parse.quote(name, safe="")
 
@@ -384,6 +450,25 @@ def add_commands(commands: Any) -> None:
     route = add("route", "show where a request would be routed, and why (nothing is sent to a model)", cmd_route)
     route.add_argument("--explain", required=True, metavar="PROMPT", help="the prompt text of the request")
     route.add_argument("--model", default="auto", help="the model the request names (default: auto)")
+    profile = add(
+        "profile",
+        "measure the loaded models of a running daemon's backends: time to first token, prompt and generation "
+        "tokens/s, throughput up to the parallel slots",
+        cmd_profile,
+        timeout=1800.0,
+    )
+    profile.add_argument("--backend", metavar="B", help="only this backend")
+    profile.add_argument("--model", metavar="M", help="only this model")
+    profile.add_argument(
+        "--force", action="store_true", help="measure again, also models already measured and busy backends"
+    )
+    profile.add_argument("--tokens", type=int, metavar="N", help="completion tokens per generation request (64)")
+    compare = add("compare", "compare the loaded models side by side with their measured profiles", cmd_compare)
+    compare.add_argument("--task", metavar="T", help="only the candidates for task T, in the order routing tries them")
+    compare.add_argument("--backend", metavar="B", help="only this backend")
 
 
-COMMANDS = ("status", "models", "drain", "undrain", "load", "unload", "swap", "fit", "reload", "route", "top")
+COMMANDS = (
+    "status", "models", "drain", "undrain", "load", "unload", "swap", "fit", "reload", "route", "top", "profile",
+    "compare",
+)  # fmt: skip

@@ -21,10 +21,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from lmwatch import __version__, console
 from lmwatch.api import admin as admin_api
 from lmwatch.api import openai as openai_api
+from lmwatch.cache.service import Cache
 from lmwatch.config import LoadedConfig
 from lmwatch.control import ControlPlane
 from lmwatch.lifecycle.manager import Lifecycle
 from lmwatch.metrics import new_metrics_registry
+from lmwatch.profiling.runner import ProfileRunner, profiles_status
 from lmwatch.registry import Registry
 from lmwatch.samplers import build_samplers
 from lmwatch.samplers.metrics import SamplerCollector
@@ -52,11 +54,15 @@ class Daemon:
             poll_now=self.watcher.poll_now,
         )
         self.services.metrics.register(SamplerCollector(self.registry, samplers))
+        self.services.cache = Cache(self.services.metrics)
         self.control = ControlPlane(self.services, self.watcher, self.scheduler)
         self.services.control = self.control
         self.lifecycle = Lifecycle(self.services, self.watcher, self.scheduler, self.control.audit)
         self.services.lifecycle = self.lifecycle
         self.services.status_sections["lifecycle"] = self.lifecycle.status_section
+        self.profiles = ProfileRunner(self.registry, lambda: self.holder.config.resolved_state_dir(self.control.env))
+        self.services.profiles = self.profiles
+        self.services.status_sections["profiles"] = lambda: profiles_status(self.registry, self.profiles)
         self.app = build_app(self.services, (admin_api.setup, openai_api.setup, console.setup, *extensions))
         self._runner: web.AppRunner | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -88,6 +94,7 @@ class Daemon:
         )
         self.scheduler.start()
         await self.control.start()
+        await self.profiles.load()
         await self.watcher.start(self.control.backends())
         self.control.go_live()
         await self.samplers.run_once()  # after the first poll: the process sampler needs the backends
@@ -129,6 +136,8 @@ class Daemon:
         await self.lifecycle.stop()
         await self.watcher.stop()
         await self.control.stop()
+        if self.services.cache is not None:
+            await self.services.cache.close()
         await self.samplers.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)

@@ -121,6 +121,50 @@ def model_families(snap: Snapshot) -> Iterator[Metric]:
     yield from (counts, loaded, instances, info, context, slots)
 
 
+def profile_families(snap: Snapshot) -> Iterator[Metric]:
+    """The measured profiles (`lmwatch profile`): what the balancer assumes before live averages."""
+    ttft = GaugeMetricFamily(
+        "lmwatch_model_profile_time_to_first_token_seconds",
+        "Measured time to the first token, for a short and a long prompt.",
+        labels=["backend", "model", "prompt"],
+    )
+    prompt = GaugeMetricFamily(
+        "lmwatch_model_profile_prompt_tokens_per_second",
+        "Measured prompt processing speed.",
+        labels=["backend", "model"],
+    )
+    generation = GaugeMetricFamily(
+        "lmwatch_model_profile_generation_tokens_per_second",
+        "Measured generation speed of one request.",
+        labels=["backend", "model"],
+    )
+    throughput = GaugeMetricFamily(
+        "lmwatch_model_profile_throughput_tokens_per_second",
+        "Measured generation throughput of all requests together, by concurrent requests.",
+        labels=["backend", "model", "concurrency"],
+    )
+    measured = GaugeMetricFamily(
+        "lmwatch_model_profile_timestamp_seconds",
+        "When the profile was measured (Unix time).",
+        labels=["backend", "model"],
+    )
+    for p in snap.profiles.values():
+        if p.backend not in snap.backends:
+            continue
+        labels = [p.backend, p.model]
+        for kind, value in (("short", p.ttft_short_seconds), ("long", p.ttft_long_seconds)):
+            if value is not None:
+                ttft.add_metric([*labels, kind], value)
+        if p.prompt_tokens_per_second is not None:
+            prompt.add_metric(labels, p.prompt_tokens_per_second)
+        if p.generation_tokens_per_second is not None:
+            generation.add_metric(labels, p.generation_tokens_per_second)
+        for point in p.throughput:
+            throughput.add_metric([*labels, str(point.concurrency)], point.tokens_per_second)
+        measured.add_metric(labels, p.measured_at)
+    yield from (ttft, prompt, generation, throughput, measured)
+
+
 def daemon_families(snap: Snapshot) -> Iterator[Metric]:
     build = InfoMetricFamily("lmwatch_build", "The running lmwatch version.", labels=[])
     build.add_metric([], {"version": __version__})
@@ -134,7 +178,7 @@ class RegistryCollector(Collector):
 
     def __init__(self, registry: Registry, builders: Iterable[FamilyBuilder] | None = None) -> None:
         self._registry = registry
-        self._builders = list(builders or (daemon_families, backend_families, model_families))
+        self._builders = list(builders or (daemon_families, backend_families, model_families, profile_families))
 
     def describe(self) -> Iterable[Metric]:
         return []

@@ -175,6 +175,48 @@ class CollectorStatus:
 
 
 @dataclass(frozen=True)
+class ThroughputPoint:
+    """Generation throughput with `concurrency` requests at once (up to the model's parallel slots)."""
+
+    concurrency: int
+    tokens_per_second: float
+    """All requests together: completion tokens of all of them / the wall time."""
+    per_request_tokens_per_second: float | None
+    """The mean generation speed one of those requests saw."""
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """What `lmwatch profile` measured for one model on one backend (kept in the state directory).
+
+    For an embedding model the short and long "first token" times are the latencies of one short and
+    one long input, and the prompt speed is tokens embedded per second.
+    """
+
+    backend: str
+    model: str
+    model_type: ModelType
+    measured_at: float
+    quantization: str | None = None
+    context_length: int | None = None
+    """The loaded context when measured: a profile of another load configuration is measured again."""
+    ttft_short_seconds: float | None = None
+    ttft_long_seconds: float | None = None
+    prompt_tokens_short: int | None = None
+    prompt_tokens_long: int | None = None
+    prompt_tokens_per_second: float | None = None
+    generation_tokens_per_second: float | None = None
+    chars_per_token: float | None = None
+    throughput: tuple[ThroughputPoint, ...] = ()
+    error: str | None = None
+    """Why the measurement is incomplete (the numbers it has are still kept)."""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.backend, self.model)
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """An immutable view of the registry; readers keep it as long as they like."""
 
@@ -184,6 +226,8 @@ class Snapshot:
     taken_at: float
     host: HostPressure = field(default_factory=HostPressure)
     collectors: Mapping[str, CollectorStatus] = field(default_factory=dict)
+    profiles: Mapping[tuple[str, str], ModelProfile] = field(default_factory=dict)
+    """Measured profiles by (backend, model), loaded from the state directory at start."""
 
     def backend(self, name: str) -> BackendInfo | None:
         return self.backends.get(name)
@@ -212,6 +256,7 @@ class Registry:
         self._generation = 0
         self._host = HostPressure()
         self._collectors: dict[str, CollectorStatus] = {}
+        self._profiles: dict[tuple[str, str], ModelProfile] = {}
         self._snapshot = self._build()
         self._listeners: list[Listener] = []
         self._waiters: list[tuple[Callable[[Snapshot], bool], asyncio.Future[Snapshot]]] = []
@@ -342,6 +387,12 @@ class Registry:
         self._host = dataclasses.replace(self._host, **changes)
         self._publish([])
 
+    def record_profiles(self, profiles: Iterable[ModelProfile]) -> None:
+        """Store measured profiles (a new measurement of a model replaces the old one)."""
+        for profile in profiles:
+            self._profiles[profile.key] = profile
+        self._publish([])
+
     def mark_first_round_done(self) -> None:
         if not self._first_round_done:
             self._first_round_done = True
@@ -357,6 +408,7 @@ class Registry:
             taken_at=self._clock(),
             host=self._host,
             collectors=MappingProxyType(dict(self._collectors)),
+            profiles=MappingProxyType(dict(self._profiles)),
         )
 
     def _publish(self, events: Iterable[Event]) -> None:
@@ -584,6 +636,10 @@ class RequestOutcomes:
             value = _ewma(self._chars_per_token.get(key), chars / tokens)
             assert value is not None
             self._chars_per_token[key] = value
+
+    def profile(self, backend: str, model: str) -> ModelProfile | None:
+        """The measured profile of a model: the balancer's prior before live averages exist."""
+        return self._registry.snapshot().profiles.get((backend, model))
 
     def learned_context(self, backend: str, model: str) -> int | None:
         """A context the backend itself said it has (in a context-length error), until the model reloads."""

@@ -14,6 +14,8 @@ config or backend adds `problems`, one `path: message` line each.
     POST   /admin/poll                              {"backend"?: name}: probe now, answer when done
     POST   /admin/reload                            re-read the config file
     POST   /admin/route/explain                     a /v1 request body: where it would go, and why
+    POST   /admin/profile                           measure models (lmwatch/api/profiles.py)
+    GET    /admin/models                            every model with its profile; ?task= in routing order
     GET    /admin/routing/preferences | PUT         task -> model family patterns (until the next reload)
 """
 
@@ -28,6 +30,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from lmwatch.api import profiles as profiles_api
 from lmwatch.api.auth import ANONYMOUS, AUDIT_NOTE, CLIENT, Handler, is_admin, is_v1
 from lmwatch.api.errors import ApiError, shape_of
 from lmwatch.api.openai import forbids_cloud
@@ -36,7 +39,6 @@ from lmwatch.config import BackendConfig, validation_problems
 from lmwatch.control import ControlPlane, ProblemsError, unknown_backend
 from lmwatch.jsondecode import loads
 from lmwatch.lifecycle.loads import LoadError, LoadFailure
-from lmwatch.lifecycle.manager import Lifecycle
 from lmwatch.registry import BackendInfo, request_outcomes
 from lmwatch.routing.request import json_object
 from lmwatch.server import backend_document
@@ -67,6 +69,8 @@ def setup(app: web.Application) -> None:
     r.add_post("/admin/poll", _action("poll", poll))
     r.add_post("/admin/reload", _action("reload", reload))
     r.add_post("/admin/route/explain", route_explain)
+    r.add_post("/admin/profile", _action("profile", profiles_api.run_profile))
+    r.add_get("/admin/models", profiles_api.list_models)
     r.add_get("/admin/routing/preferences", get_preferences)
     r.add_put("/admin/routing/preferences", _action("set_preferences", set_preferences))
 
@@ -364,13 +368,6 @@ def _load_refused(exc: LoadError) -> ApiError:
     return ApiError(status, f"{exc.backend}: {exc}", code=f"load_{exc.kind.value}")
 
 
-def _lifecycle(request: web.Request) -> Lifecycle:
-    lifecycle = request.app[SERVICES].lifecycle
-    if lifecycle is None:
-        raise ApiError(503, "this lmwatch runs without model lifecycle", code="no_lifecycle")
-    return lifecycle
-
-
 def _context_length(body: dict[str, Any]) -> int | None:
     context = body.get("context_length")
     if context is not None and (not isinstance(context, int) or isinstance(context, bool) or context < 1):
@@ -384,7 +381,7 @@ async def swap(request: web.Request, control: ControlPlane) -> tuple[str | None,
     old, new = _string(body, "old"), _string(body, "new")
     _backend(control, name)
     try:
-        result = await _lifecycle(request).swapper.swap(name, old, new, _context_length(body))
+        result = await control.lifecycle().swapper.swap(name, old, new, _context_length(body))
     except LoadError as exc:
         raise _load_refused(exc) from None
     return f"{name}/{old}->{new}", result
@@ -401,7 +398,7 @@ async def fit_model(request: web.Request) -> web.Response:
         context = 0
     if context is not None and context < 1:
         raise ApiError(400, "`context_length` must be a positive integer", param="context_length", code="invalid_type")
-    fits = _lifecycle(request).fit(model, context)
+    fits = _control(request).lifecycle().fit(model, context)
     if not any(f.reason != "not downloaded on this backend" for f in fits):
         raise ApiError(404, f"no backend has {model!r} downloaded", param="model", code="model_not_found")
     return web.json_response({"model": model, "backends": [f.document() for f in fits]})
@@ -461,6 +458,8 @@ def explain_route(
     """
     from lmwatch.routing.balance import order
     from lmwatch.routing.classify import classifier_for
+    from lmwatch.routing.context import context_too_long
+    from lmwatch.routing.explain import facts, passed_over
     from lmwatch.routing.request import Endpoint, parse_request
     from lmwatch.routing.select import choose_task, plan_request
 
@@ -485,6 +484,7 @@ def explain_route(
     rng = random.Random(0)
     candidates: list[dict[str, Any]] = []
     chosen: dict[str, Any] | None = None
+    too_small = []
     for tier in plan.tiers:
         for target in order(tier.targets, outcomes, rng):
             breaker = breakers.get((target.backend, target.model))
@@ -492,6 +492,10 @@ def explain_route(
             reason = _reason(tier.route.value, tier.label, task)
             if breaker is not None and state == "open":
                 reason += f"; skipped: circuit open ({breaker.reason})"
+            checked, details = facts(req, target, outcomes)
+            if not checked.fits:
+                too_small.append((target, checked))
+                reason += f"; skipped: needs about {checked.needed} tokens, its loaded context is {checked.context}"
             entry = {
                 "backend": target.backend,
                 "model": target.model,
@@ -500,7 +504,8 @@ def explain_route(
                 "breaker": state,
                 "inflight": outcomes.inflight.get(target.backend, 0),
                 "cap": target.cap,
-                "usable": state != "open",
+                "usable": state != "open" and checked.fits,
+                **details,
             }
             candidates.append(entry)
             if chosen is None and entry["usable"]:
@@ -519,8 +524,10 @@ def explain_route(
         "task_reasons": list(classification.reasons) if classification and not forced else [],
         "candidates": candidates,
         "excluded": excluded,
+        "passed_over": passed_over(snap, routing, req, plan),
         "chosen": chosen,
-        "unavailable": plan.unavailable or None,
+        "unavailable": plan.unavailable
+        or (context_too_long(req, too_small).message if too_small and chosen is None else None),
     }
 
 

@@ -2,8 +2,9 @@
 
 Order: targets with a free slot first, then by expected cost = (outstanding + 1) x expected seconds
 per request / weight, where expected seconds come from the moving averages of time to first token
-and tokens/s of that backend and model (targets not measured yet get the median of the others,
-so they are tried rather than starved). Equal costs break at random so idle backends share.
+and tokens/s of that backend and model, or before any live sample from its measured profile
+(`lmwatch profile`); targets known neither way get the median of the others, so they are tried
+rather than starved. Equal costs break at random so idle backends share.
 
 The gate holds each backend to its concurrency cap. Past the cap a request waits in a FIFO queue,
 with a bounded wait, instead of piling onto a server that would only queue it internally; a freed
@@ -27,13 +28,18 @@ TYPICAL_COMPLETION_TOKENS = 200
 
 
 def expected_seconds(outcomes: RequestOutcomes, target: Target) -> float | None:
-    """Seconds one typical answer takes on `target`, from its averages (None before any measurement)."""
+    """Seconds one typical answer takes on `target`: from its live averages, else from its measured
+    profile (the prior), else None."""
     speed = outcomes.speed(target.backend, target.model)
-    if speed is None or (speed.ttft is None and speed.tokens_per_second is None):
-        return None
-    seconds = speed.ttft or 0.0
-    if speed.tokens_per_second:
-        seconds += TYPICAL_COMPLETION_TOKENS / speed.tokens_per_second
+    ttft, tps = (speed.ttft, speed.tokens_per_second) if speed is not None else (None, None)
+    if ttft is None and tps is None:
+        profile = outcomes.profile(target.backend, target.model_key)
+        if profile is None:
+            return None
+        ttft, tps = profile.ttft_short_seconds, profile.generation_tokens_per_second
+    seconds = ttft or 0.0
+    if tps:
+        seconds += TYPICAL_COMPLETION_TOKENS / tps
     return seconds or None
 
 

@@ -58,14 +58,12 @@ class Fit:
         }
 
 
-def model_key(target: Target) -> str:
-    """The model a target's numbers are kept under: the model, not its instance (`name`, not `name:2`)."""
-    return target.info.id if target.info is not None else target.model
-
-
 def fit(req: ParsedRequest, target: Target, outcomes: RequestOutcomes) -> Fit:
-    model = model_key(target)
+    model = target.model_key
     learned = outcomes.chars_per_token(target.backend, model)
+    if learned is None:
+        profile = outcomes.profile(target.backend, model)
+        learned = profile.chars_per_token if profile is not None else None
     ratio = learned or DEFAULT_CHARS_PER_TOKEN
     overhead = TEMPLATE_TOKENS if req.endpoint is Endpoint.CHAT else 0
     prompt = math.ceil(req.prompt_chars / ratio) + overhead
@@ -107,7 +105,7 @@ def learn(req: ParsedRequest, target: Target, outcomes: RequestOutcomes, prompt_
     if req.endpoint is Endpoint.EMBEDDINGS or target.is_cloud or req.prompt_chars < MIN_CALIBRATION_CHARS:
         return
     overhead = TEMPLATE_TOKENS if req.endpoint is Endpoint.CHAT else 0
-    outcomes.record_prompt(target.backend, model_key(target), req.prompt_chars, max(prompt_tokens - overhead, 1))
+    outcomes.record_prompt(target.backend, target.model_key, req.prompt_chars, max(prompt_tokens - overhead, 1))
 
 
 def context_too_long(req: ParsedRequest, refused: list[tuple[Target, Fit]]) -> ApiError:

@@ -66,6 +66,11 @@ class Target:
     def is_cloud(self) -> bool:
         return self.provider is not None
 
+    @property
+    def model_key(self) -> str:
+        """The model its numbers are kept under (profile, calibration): `name`, not its instance `name:2`."""
+        return self.info.id if self.info is not None else self.model
+
     def token(self) -> str | None:
         """Read at call time, so a rotated key or token needs no restart."""
         if self.provider is not None:
@@ -262,7 +267,7 @@ def _alias_tiers(
     for item in targets:
         target = item if isinstance(item, AliasTarget) else AliasTarget(model=item)
         resolved.append((target.model, resolve(snap, target.model, target.backend)))
-    serving = [(m, [f for f in found if _refusal(caps, req, f[1]) is None]) for m, found in resolved]
+    serving = [(m, [f for f in found if refusal(caps, req, f[1]) is None]) for m, found in resolved]
     if not any(found for _, found in serving):
         everything = [f for _, found in resolved for f in found]
         if everything:
@@ -274,7 +279,7 @@ def _alias_tiers(
 _KINDS = {"embeddings": "an embedding model", "llm": "a text model (llm)", "vlm": "a vision model (vlm)"}
 
 
-def _refusal(caps: Capabilities, req: ParsedRequest, model: ModelInfo) -> ApiError | None:
+def refusal(caps: Capabilities, req: ParsedRequest, model: ModelInfo) -> ApiError | None:
     """Why `model` cannot serve `req` at all (its type or missing vision), or None when it can."""
     kind = _KINDS["embeddings" if caps.is_embedding(model) else model.model_type.value]
     if caps.is_embedding(model) != (req.endpoint is Endpoint.EMBEDDINGS):
@@ -300,11 +305,11 @@ def _serving(
     caps: Capabilities, req: ParsedRequest, label: str, found: list[tuple[BackendInfo, ModelInfo, str]]
 ) -> list[tuple[BackendInfo, ModelInfo, str]]:
     """The entries of `found` that can serve `req`; raises the first refusal when none can."""
-    kept = [f for f in found if _refusal(caps, req, f[1]) is None]
+    kept = [f for f in found if refusal(caps, req, f[1]) is None]
     if not kept:
-        refusal = _refusal(caps, req, found[0][1])
-        assert refusal is not None
-        raise refusal
+        why = refusal(caps, req, found[0][1])
+        assert why is not None
+        raise why
     return kept
 
 

@@ -163,7 +163,7 @@ class Handlers:
     def _generation_delay(self, answer: Answer) -> float:
         """Seconds a non-streamed answer takes: time to the first token, then the rest at the set speed."""
         settings = self.settings
-        delay = settings.ttft
+        delay = settings.first_token_delay(answer.prompt_tokens)
         if settings.tokens_per_second > 0:
             delay += max(answer.completion_tokens - 1, 0) / settings.tokens_per_second
         return delay
@@ -224,7 +224,7 @@ class Handlers:
         body = inference.completion_body(prompt, answer, inst.id, settings.flavour == "openai")
         if api == "v0":
             elapsed = time.perf_counter() - started
-            ttft = min(settings.ttft, elapsed)
+            ttft = min(settings.first_token_delay(answer.prompt_tokens), elapsed)
             body["stats"] = inference.v0_stats(answer, ttft, max(elapsed - ttft, 1e-4))
             body["model_info"] = shapes.model_info(inst)
             body["runtime"] = shapes.RUNTIME
@@ -238,7 +238,7 @@ class Handlers:
         if stall is not None or drop:
             stats.errors_injected_total += 1
         tps = settings.tokens_per_second
-        pacing = Pacing(settings.ttft, 1 / tps if tps > 0 else 0.0, stall, drop)
+        pacing = Pacing(settings.first_token_delay(answer.prompt_tokens), 1 / tps if tps > 0 else 0.0, stall, drop)
         resp = web.StreamResponse(headers=SSE_HEADERS)
         try:
             await resp.prepare(request)
@@ -339,10 +339,12 @@ class Handlers:
         model = body.get("model")
 
         async def answer(inst: Instance) -> web.StreamResponse:
-            if settings.ttft > 0:
-                await asyncio.sleep(settings.ttft)
             payload = inference.embeddings_body(inputs, inst.id, body.get("encoding_format"))
+            delay = settings.first_token_delay(int(payload["usage"]["prompt_tokens"]))  # type: ignore[index]
+            if delay > 0:
+                await asyncio.sleep(delay)
             stats.complete()
+            stats.embedded_inputs_total += len(inputs)
             return json_response(payload)
 
         name = model if isinstance(model, str) else ""
@@ -453,7 +455,7 @@ class Handlers:
             "total_output_tokens": answer.completion_tokens,
             "reasoning_output_tokens": 0,
             "tokens_per_second": round(answer.completion_tokens / elapsed, 3),
-            "time_to_first_token_seconds": round(min(settings.ttft, elapsed), 3),
+            "time_to_first_token_seconds": round(min(settings.first_token_delay(answer.prompt_tokens), elapsed), 3),
         }
         if inst.jit and self.stats.loads_total != loads_before:
             stats["model_load_time_seconds"] = inst.load_time_seconds  # only when this request loaded it

@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--ttft", type=float, default=0.0, metavar="S", help="seconds before the first token")
     parser.add_argument("--tokens-per-second", type=float, default=0.0, metavar="N", help="0 = no pacing")
+    parser.add_argument(
+        "--prompt-tokens-per-second", type=float, default=0.0, metavar="N", help="prompt processing speed; 0 = instant"
+    )
     parser.add_argument("--max-tokens-default", type=int, default=16, metavar="N")
     parser.add_argument("--error-rate", type=float, default=0.0, metavar="R", help="fraction answered 500")
     parser.add_argument("--stall-rate", type=float, default=0.0, metavar="R", help="fraction of streams stalled")
@@ -85,6 +88,7 @@ def build_settings(args: argparse.Namespace) -> SimSettings:
         "flavour": args.flavour,
         "ttft": args.ttft,
         "tokens_per_second": args.tokens_per_second,
+        "prompt_tokens_per_second": args.prompt_tokens_per_second,
         "max_tokens_default": args.max_tokens_default,
         "error_rate": args.error_rate,
         "stall_rate": args.stall_rate,

@@ -117,7 +117,7 @@ def _default_models() -> list[SimModel]:
 
 
 _RATES = ("error_rate", "stall_rate", "drop_rate")
-_NON_NEGATIVE = ("ttft", "tokens_per_second", "load_seconds", "stall_seconds")
+_NON_NEGATIVE = ("ttft", "tokens_per_second", "prompt_tokens_per_second", "load_seconds", "stall_seconds")
 _POSITIVE_INTS = ("max_tokens_default", "parallel")
 _BOOLS = ("jit", "auto_evict", "load_error_detail")
 LIVE_KNOBS: frozenset[str] = frozenset(
@@ -137,6 +137,8 @@ class SimSettings:
     """Seconds before the first token (or before a non-streamed answer)."""
     tokens_per_second: float = 0.0
     """0 = as fast as possible: no sleeping at all."""
+    prompt_tokens_per_second: float = 0.0
+    """Prompt processing speed: the first token waits `ttft` + prompt tokens / this. 0 = instant."""
     max_tokens_default: int = 16
     error_rate: float = 0.0
     """Fraction of inference requests answered with an LM Studio-style 500."""
@@ -173,6 +175,11 @@ class SimSettings:
         problems = _check({f.name: getattr(self, f.name) for f in fields(self) if f.name in LIVE_KNOBS})
         if problems:
             raise ValueError("; ".join(problems))
+
+    def first_token_delay(self, prompt_tokens: int) -> float:
+        """Seconds before the first token of an answer to a prompt of `prompt_tokens` tokens."""
+        reading = prompt_tokens / self.prompt_tokens_per_second if self.prompt_tokens_per_second > 0 else 0.0
+        return self.ttft + reading
 
     @staticmethod
     def default_models() -> list[SimModel]:

@@ -115,15 +115,19 @@ async def write_frames(
         return "done"
     if pacing.ttft > 0:
         await asyncio.sleep(pacing.ttft)
+    # tokens are paced against the clock, not by chained sleeps, so sleep overshoot never adds up
+    loop = asyncio.get_running_loop()
+    start = loop.time()
     for i, frame in enumerate(frames.tokens):
         if i and pacing.interval > 0:
-            await asyncio.sleep(pacing.interval)
+            await asyncio.sleep(max(0.0, start + i * pacing.interval - loop.time()))
         if unloaded():
             cut()
             return "unloaded"
         await resp.write(frame)
         if i == 0 and pacing.stall_seconds is not None:
             await asyncio.sleep(pacing.stall_seconds)
+            start = loop.time()
         if pacing.drop and (i >= 1 or len(frames.tokens) == 1):
             cut()
             return "dropped"

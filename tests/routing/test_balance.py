@@ -8,7 +8,16 @@ import random
 import pytest
 
 from lmwatch.config import BreakerConfig, parse_config
-from lmwatch.registry import ModelInfo, ProbeFailure, ProbeResult, Registry, RequestOutcomes, request_outcomes
+from lmwatch.registry import (
+    ModelInfo,
+    ModelProfile,
+    ModelType,
+    ProbeFailure,
+    ProbeResult,
+    Registry,
+    RequestOutcomes,
+    request_outcomes,
+)
 from lmwatch.routing.balance import Gate, order
 from lmwatch.routing.breaker import Breaker, CircuitState
 from lmwatch.routing.select import Target
@@ -48,6 +57,21 @@ def test_measured_speed_weighs_outstanding_work(outcomes: RequestOutcomes) -> No
     assert names(order([target("slow"), target("fast")], outcomes, random.Random(1))) == ["fast", "slow"]
     outcomes.inflight.update({"fast": 12})
     assert names(order([target("slow"), target("fast")], outcomes, random.Random(1))) == ["slow", "fast"]
+
+
+def test_a_measured_profile_is_the_prior_until_live_averages_exist() -> None:
+    registry = Registry()
+    outcomes = request_outcomes(registry)
+    registry.record_profiles(
+        [
+            ModelProfile("fast", "m", ModelType.LLM, 1.0, ttft_short_seconds=0.1, generation_tokens_per_second=100),
+            ModelProfile("slow", "m", ModelType.LLM, 1.0, ttft_short_seconds=1.0, generation_tokens_per_second=10),
+        ]
+    )
+    outcomes.inflight.update({"fast": 3, "slow": 0})  # 4 x 2.1 s beats 1 x 21 s
+    assert names(order([target("slow"), target("fast")], outcomes, random.Random(1))) == ["fast", "slow"]
+    outcomes.record_speed("slow", "m", ttft=0.05, tokens_per_second=1000)  # live numbers win over the profile
+    assert names(order([target("fast"), target("slow")], outcomes, random.Random(1))) == ["slow", "fast"]
 
 
 def test_unmeasured_targets_are_tried_and_weight_counts(outcomes: RequestOutcomes) -> None:

@@ -1,0 +1,1 @@
+"""Measured model profiles: how fast each loaded model reads prompts and generates, kept in SQLite."""
