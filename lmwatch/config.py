@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import (
@@ -397,7 +397,10 @@ class ClientKeyConfig(Strict):
     local_only: bool = False
     """Never send this key's requests to a cloud provider, whatever the global cloud setting."""
     requests_per_minute: int | None = Field(None, ge=1)
-    """Requests the key may start per minute (a bucket refilled continuously); unset = no limit."""
+    """Requests the key may start per minute (a bucket refilled continuously); unset = no limit.
+    With `cache.backend: redis` the bucket lives in Redis, so the limit holds across replicas."""
+    cache: bool = True
+    """Let this key's requests use the response and embedding cache (false: always `bypass`)."""
     key: str | None = Field(None, exclude=True, repr=False)
     """Never set here: an inline key is rejected (use `key_env`, `key_file` or `clients.keys_file`)."""
 
@@ -452,6 +455,71 @@ class AuditConfig(Strict):
         return self
 
 
+class SemanticCacheConfig(Strict):
+    """Serve a stored answer to a prompt that means the same (opt-in): a fleet embedding model
+    embeds the prompt, and the closest stored prompt at or above `threshold` cosine similarity wins."""
+
+    enabled: bool = False
+    """Look up prompts by meaning too (needs `cache.enabled` and an embedding model in the fleet)."""
+    model: str | None = None
+    """The embedding model id (or alias) to embed prompts with; unset = any loaded embedding model."""
+    threshold: float = Field(0.95, gt=0, le=1)
+    """Cosine similarity from which a stored prompt counts as the same question (see docs/cache.md
+    for the false-hit rates this default was chosen by)."""
+    max_entries: int = Field(2000, ge=1)
+    """Prompts kept for the similarity search (oldest dropped first)."""
+
+
+class CacheConfig(Strict):
+    """The response and embedding cache. Off by default; `enabled: true` alone gives the embedded
+    SQLite store in the state directory. A store that fails (corrupt or locked file, full disk, Redis
+    down) is bypassed: requests are served without the cache, never failed by it."""
+
+    enabled: bool = False
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    """`sqlite`: one file in this host's state directory; `redis`: shared by every lmwatch replica
+    using the same `url` (and the client-key rate limits are shared with it)."""
+    url: str | None = None
+    """sqlite: the database file (default `<state_dir>/cache.sqlite`); redis: `redis://host:6379/0`
+    (`rediss://` for TLS, `unix:///path`); a password in it is redacted from logs."""
+    ttl: Seconds = 3600.0
+    """Seconds a stored answer is served for."""
+    max_bytes: int = Field(256 * 1024 * 1024, ge=4096)
+    """Size bound of the stored answers; past it the least recently used are evicted."""
+    all_requests: bool = False
+    """Also cache requests that are not deterministic (no `temperature: 0`, no `seed`). Without it a
+    client opts in per request with `X-LMWatch-Cache: on`."""
+    embeddings: bool = True
+    """Cache embeddings per input text (model + text): a batch sends only its misses upstream."""
+    timeout: Seconds = 0.25
+    """Longest one store operation may take before the request goes on without the cache."""
+    retry_interval: Seconds = 10.0
+    """After a store failure, requests bypass the cache for this long before it is tried again."""
+    semantic: SemanticCacheConfig = Field(default_factory=SemanticCacheConfig)
+
+    @model_validator(mode="after")
+    def _redis_needs_url(self) -> CacheConfig:
+        if self.backend == "redis":
+            if not self.url:
+                raise ValueError("backend: redis needs url (e.g. redis://127.0.0.1:6379/0)")
+            if not self.url.startswith(("redis://", "rediss://", "unix://")):
+                raise ValueError("url must start with redis://, rediss:// or unix:// for backend: redis")
+        return self
+
+
+class UsageConfig(Strict):
+    """Usage analytics: one row per `/v1` request (time, key name, backend, model, task, route,
+    tokens, latency, time to first token, cache result, cost avoided) in an SQLite file, written off
+    the request path. Never the prompt."""
+
+    enabled: bool = True
+    """Record every `/v1` request."""
+    path: Path | None = None
+    """The database file; default `<state_dir>/usage.sqlite`."""
+    retention_days: float = Field(90.0, gt=0)
+    """Rows older than this are deleted (checked at start and hourly)."""
+
+
 class LifecycleConfig(Strict):
     """Model lifecycle across the fleet: keep_loaded, placement, idle unload, warm-up, swap."""
 
@@ -499,6 +567,10 @@ class Config(Strict):
     admin: AdminConfig = Field(default_factory=AdminConfig)
     clients: ClientsConfig = Field(default_factory=ClientsConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    """Response, embedding and semantic cache (lmwatch/cache)."""
+    usage: UsageConfig = Field(default_factory=UsageConfig)
+    """Persistent usage analytics (lmwatch/usage), reported by `lmwatch usage` and `/admin/usage`."""
     lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
     """Keeping models loaded, placing them on demand, idle unload, warm-up and swap."""
     state_dir: Path | None = None
@@ -514,6 +586,12 @@ class Config(Strict):
 
     def audit_path(self, env: Mapping[str, str] | None = None) -> Path:
         return self.audit.path or self.resolved_state_dir(env) / "audit.jsonl"
+
+    def cache_path(self, env: Mapping[str, str] | None = None) -> Path:
+        return Path(self.cache.url) if self.cache.url else self.resolved_state_dir(env) / "cache.sqlite"
+
+    def usage_path(self, env: Mapping[str, str] | None = None) -> Path:
+        return self.usage.path or self.resolved_state_dir(env) / "usage.sqlite"
 
     @field_validator("backends")
     @classmethod
@@ -756,3 +834,7 @@ def iter_backend_tokens(config: Config) -> Iterator[str]:
         key = os.environ.get(provider.api_key_env)
         if key:
             yield key
+    if config.cache.backend == "redis" and config.cache.url:
+        password = urlsplit(config.cache.url).password
+        if password:
+            yield password

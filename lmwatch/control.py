@@ -186,6 +186,8 @@ class ControlPlane:
         self.audit.configure(
             config.audit_path(self.env) if config.audit.enabled else None, config.audit.requests, config.audit.prompts
         )
+        if self.services.cache is not None:
+            self.services.cache.configure(config.cache, config.cache_path(self.env))
         self.sources.static = tuple(config.backends)
         self.sources.reset_runtime()
         path = prepared.loaded.path

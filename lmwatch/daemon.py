@@ -21,6 +21,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from lmwatch import __version__, console
 from lmwatch.api import admin as admin_api
 from lmwatch.api import openai as openai_api
+from lmwatch.cache.service import Cache
 from lmwatch.config import LoadedConfig
 from lmwatch.control import ControlPlane
 from lmwatch.lifecycle.manager import Lifecycle
@@ -53,6 +54,7 @@ class Daemon:
             poll_now=self.watcher.poll_now,
         )
         self.services.metrics.register(SamplerCollector(self.registry, samplers))
+        self.services.cache = Cache(self.services.metrics)
         self.control = ControlPlane(self.services, self.watcher, self.scheduler)
         self.services.control = self.control
         self.lifecycle = Lifecycle(self.services, self.watcher, self.scheduler, self.control.audit)
@@ -136,6 +138,8 @@ class Daemon:
         await self.lifecycle.stop()
         await self.watcher.stop()
         await self.control.stop()
+        if self.services.cache is not None:
+            await self.services.cache.close()
         await self.samplers.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)

@@ -17,6 +17,7 @@ from lmwatch.config import Config, LoadedConfig
 from lmwatch.registry import Registry
 
 if TYPE_CHECKING:
+    from lmwatch.cache.service import Cache
     from lmwatch.control import ControlPlane
     from lmwatch.lifecycle.manager import Lifecycle
     from lmwatch.profiling.runner import ProfileRunner
@@ -41,6 +42,8 @@ class Services:
     control: ControlPlane | None = None
     """Admin token, client keys, audit log, backend sources, reload (lmwatch/control.py); None in
     apps built without a daemon (then /admin and client keys are not installed)."""
+    cache: Cache | None = None
+    """The response and embedding cache (lmwatch/cache); None in apps built without a daemon."""
     lifecycle: Lifecycle | None = None
     """keep_loaded, placement, idle unload, swap (lmwatch/lifecycle); None in apps built without a daemon."""
     profiles: ProfileRunner | None = None

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -103,6 +104,22 @@ async def wait_all_up(url: str, timeout: float = READY_WITHIN_SECONDS) -> dict[s
                 return status
             await asyncio.sleep(0.1)
     raise AssertionError(f"the demo's backends were not all up within {timeout:.0f} s: {status}")
+
+
+async def wait_kept(url: str, backend: str, model: str, timeout: float = READY_WITHIN_SECONDS) -> dict[str, Any]:
+    """Poll /status (the demo runs in another process) until `model` is loaded on `backend`; its state."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    state: dict[str, Any] = {}
+    async with aiohttp.ClientSession() as http:
+        while loop.time() < deadline:
+            async with http.get(url + "/status") as resp:
+                section = (await resp.json())["lifecycle"]["backends"][backend]["keep_loaded"]
+            state = next((s for s in section if s["model"] == model), {})
+            if state.get("state") == "loaded":
+                return state
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{model} was not kept loaded on {backend} within {timeout:.0f} s: {state}")
 
 
 @asynccontextmanager

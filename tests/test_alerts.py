@@ -84,6 +84,7 @@ def test_the_issues_alerts_are_all_there() -> None:
         "LMWatchCloudFallbackRatioHigh",
         "LMWatchTimeToFirstTokenHigh",
         "LMWatchCollectorFailing",
+        "LMWatchModelLoadsFailing",
     }
     backend_down = next(r for r in rules() if r.get("alert") == "LMWatchBackendDown")
     assert backend_down["for"] == "2m"

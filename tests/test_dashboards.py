@@ -288,7 +288,7 @@ async def test_every_metric_used_is_exported_by_a_running_lmwatch(tmp_path: Path
     config = tmp_path / "config.yaml"
     config.write_text(
         f"server: {{host: 127.0.0.1, port: {port}}}\n"
-        f"backends: [{{name: sim-a, url: '{sim.url}', poll_interval: 0.5}}]\n"
+        f"backends: [{{name: sim-a, url: '{sim.url}', poll_interval: 0.5, keep_loaded: [mistral-7b-instruct-v0.3]}}]\n"
         "sampling: {gpu: simulated, host_interval: 0.5, gpu_interval: 0.5, process_interval: 0.5}\n"
     )
     log = (tmp_path / "lmwatch.log").open("w")

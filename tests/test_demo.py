@@ -12,7 +12,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.demos import DEMO_BACKENDS, running_demo
+from lmwatch.demo import KEPT
+from tests.demos import DEMO_BACKENDS, running_demo, wait_kept
 
 
 async def test_demo_is_up_within_ten_seconds_and_stops_cleanly(http: aiohttp.ClientSession) -> None:
@@ -26,6 +27,8 @@ async def test_demo_is_up_within_ten_seconds_and_stops_cleanly(http: aiohttp.Cli
             assert f'lmwatch_backend_up{{backend="{name}"}} 1.0' in metrics
         mistral = 'lmwatch_model_loaded{backend="engine-c",model="mistral-7b-instruct-v0.3",model_type="llm"} 1.0'
         assert mistral in metrics
+        kept = await wait_kept(demo.url, "studio-a", KEPT)  # keep_loaded: loaded by lmwatch at start
+        assert (kept["state"], kept["reason"], kept["attempts"]) == ("loaded", "", 0)
         match = re.search(r"\(config: (\S+)\)", demo.text)
         assert match, demo.text
         config = Path(match.group(1))
@@ -37,6 +40,7 @@ async def test_demo_is_up_within_ten_seconds_and_stops_cleanly(http: aiohttp.Cli
     assert f". {Path(sys.executable).parent / 'activate'}" in steps
     assert f"export LMWATCH_URL={demo.url}" in steps  # not on the default port, so the shell needs it
     assert "lmwatch status" in steps
+    assert f"lmwatch fit {KEPT}" in steps
     assert not await asyncio.to_thread(config.parent.exists), "the demo left its temporary directory behind"
     for offset in range(3):  # the simulators are gone: their ports are free again
         with socket.create_server(("127.0.0.1", demo.sim_port + offset)):

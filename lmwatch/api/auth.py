@@ -181,6 +181,7 @@ class ClientKeyFileEntry(Strict):
     tasks: list[str] = Field(default_factory=list)
     local_only: bool = False
     requests_per_minute: int | None = Field(None, ge=1)
+    cache: bool = True
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,7 @@ class ClientKey:
     tasks: tuple[str, ...] = ()
     local_only: bool = False
     requests_per_minute: int | None = None
+    cache: bool = True
 
     def allows_model(self, model_id: str) -> bool:
         """Is `model_id` one the key may use? Matches the id, and the id without its publisher."""
@@ -259,6 +261,7 @@ def _client_key(entry: ClientKeyConfig | ClientKeyFileEntry, secret: str) -> Cli
         tuple(entry.tasks),
         entry.local_only,
         entry.requests_per_minute,
+        entry.cache,
     )
 
 

@@ -2,8 +2,9 @@
 
 `setup(app)` adds the routes and closes the shared upstream connection pool on cleanup. Every routed answer
 carries X-LMWatch-Backend, -Model, -Task, -Route and -Overhead-Ms (`none` where a request never got
-that far); X-LMWatch-Task-Reason explains a classified task. Requests may send X-LMWatch-Task to
-force a task and X-LMWatch-Local-Only: true to forbid cloud fallback. Answers on the agent APIs
+that far); X-LMWatch-Task-Reason explains a classified task, X-LMWatch-Cache says hit, miss or
+bypass (lmwatch/cache/response.py). Requests may send X-LMWatch-Task to force a task,
+X-LMWatch-Local-Only: true to forbid cloud fallback and X-LMWatch-Cache: on / off. Answers on the agent APIs
 (`/v1/responses`, `/v1/messages`) say X-LMWatch-Translated: true when the backend got chat
 completions instead of the API itself.
 """
@@ -25,11 +26,16 @@ from lmwatch.api import request_ids
 from lmwatch.api.auth import Handler, check_task, client_of, is_v1, note_request
 from lmwatch.api.dialects import Dialect, MessagesDialect, ResponsesDialect
 from lmwatch.api.errors import ApiError, shape_of
-from lmwatch.api.proxy import Answer, Exchange, Streamed, Upstream, Verdict
+from lmwatch.api.proxy import Answer, Exchange, Streamed, Upstream, Verdict, open_stream
 from lmwatch.api.request_ids import request_id, upstream_id
 from lmwatch.api.request_metrics import NONE, RequestMetrics, request_metrics
 from lmwatch.api.response_store import ResponseStore
 from lmwatch.backends.base import error_message
+from lmwatch.cache import embeddings as embedding_cache
+from lmwatch.cache import response as response_cache
+from lmwatch.cache.keys import response_key
+from lmwatch.cache.response import BYPASS, Decision, Entry, Result
+from lmwatch.cache.service import Cache
 from lmwatch.config import Config
 from lmwatch.registry import RecentRequest, RequestOutcomes, Snapshot, request_outcomes
 from lmwatch.routing.classify import classifier_for
@@ -44,6 +50,8 @@ log = logging.getLogger("lmwatch.api.openai")
 UPSTREAM = web.AppKey("lmwatch_upstream", Upstream)
 RESPONSES = web.AppKey("lmwatch_responses", ResponseStore)
 TRUE = ("1", "true", "yes", "on")
+CACHE_ROUTE = "cache"
+"""The route of an answer the cache gave (header and metric label)."""
 
 
 def setup(app: web.Application) -> None:
@@ -112,24 +120,40 @@ class _Request:
     exchanges: list[Exchange] = field(default_factory=list)
     overhead: float | None = None
     dialect: Dialect | None = None
+    cache: Result = Result.BYPASS
+    hit: Entry | None = None
+    """The stored answer served instead of a backend's."""
+    cache_hits: str | None = None
+    """Embeddings: `<inputs from the cache>/<inputs>`."""
 
     def headers(self, exchange: Exchange | None = None) -> dict[str, str]:
         """The route headers, computed when the response starts (so the overhead is known)."""
         exchanges = [exchange] if exchange is not None else self.exchanges
         served = _served(exchanges)
         self.overhead = max((e.overhead() for e in exchanges), default=time.perf_counter() - self.started)
+        backend, model, route = self.source(served)
         headers = {
-            "X-LMWatch-Backend": ",".join(dict.fromkeys(t.backend for _, t in served)) or NONE,
-            "X-LMWatch-Model": ",".join(dict.fromkeys(t.model for _, t in served)) or NONE,
+            "X-LMWatch-Backend": backend,
+            "X-LMWatch-Model": model,
             "X-LMWatch-Task": self.task,
-            "X-LMWatch-Route": _route(served),
+            "X-LMWatch-Route": route,
             "X-LMWatch-Overhead-Ms": f"{self.overhead * 1000:.3f}",
+            response_cache.HEADER: self.cache.value,
         }
         if self.reasons:
             headers["X-LMWatch-Task-Reason"] = ", ".join(self.reasons[:3])
+        if self.cache_hits is not None:
+            headers["X-LMWatch-Cache-Hits"] = self.cache_hits
         if self.dialect is not None and served:
             headers["X-LMWatch-Translated"] = "true" if self.dialect.translated else "false"
         return headers
+
+    def source(self, served: list[tuple[Exchange, Target]]) -> tuple[str, str, str]:
+        """Backend(s), model(s) and route of the answer: the cache's entry, or the targets that served."""
+        if self.hit is not None and not served:
+            return self.hit.backend, self.hit.model, CACHE_ROUTE
+        backends = ",".join(dict.fromkeys(t.backend for _, t in served)) or NONE
+        return backends, ",".join(dict.fromkeys(t.model for _, t in served)) or NONE, _route(served)
 
 
 def forbids_cloud(request: web.Request) -> bool:
@@ -226,22 +250,74 @@ async def _serve(
         state.exchanges.append(made)
         return made
 
+    cache = services.cache
+    decision = BYPASS
+    if cache is not None and plan.tiers and dialect is None:  # the agent APIs keep state: never cached
+        repeatable = endpoint is Endpoint.EMBEDDINGS or response_cache.deterministic(req.body)
+        decision = response_cache.decide(config.cache, request.headers, client is None or client.cache, repeatable)
+    models = sorted({t.model for t in plan.tiers[0].targets}) if plan.tiers else []
+    if endpoint is Endpoint.EMBEDDINGS:
+        vectors = cache if decision.write and config.cache.embeddings else None
+        answer = await _embeddings(req, routing.embedding_batch_size, exchange, state, vectors, models)
+        return _json(answer, state.headers(), request), str(answer.status)
+    key = await _look_up(cache, decision, state, response_key(endpoint, models, req.body, req.stream, req.wants_usage))
+    if state.hit is not None:
+        return await _replay(request, state.hit, state.headers()), "200"
+    ex = exchange(req)
     if req.stream:
-        ex = exchange(req)
-        result = await ex.stream(request, state.headers)
-        if isinstance(result, Streamed):
-            return result.response, _STREAM_CODES[result.verdict]
-        answer = _json(result, state.headers(ex), request)
-    elif endpoint is Endpoint.EMBEDDINGS and _batches(req, routing.embedding_batch_size):
-        answer = await _embed_in_batches(req, routing.embedding_batch_size, exchange, state)
+        if key is not None:
+            ex.capture = bytearray()
+        streamed = await ex.stream(request, state.headers)
+        if isinstance(streamed, Streamed):
+            if key is not None and ex.capture and streamed.verdict is Verdict.SUCCESS:
+                _keep(cache, key, ex, state, bytes(ex.capture), sse=True)
+            return streamed.response, _STREAM_CODES[streamed.verdict]
+        result = streamed
     else:
-        ex = exchange(req)
-        answer = _json(await ex.answer(), state.headers(ex), request)
-    return answer, str(answer.status)
+        result = await ex.answer()
+        if key is not None and result.status == 200:
+            _keep(cache, key, ex, state, result.raw, sse=False)
+    return _json(result, state.headers(ex), request), str(result.status)
 
 
 _STREAM_CODES = {Verdict.SUCCESS: "200", Verdict.UPSTREAM_FAILED: "stream_error", Verdict.CLIENT_GONE: "499"}
 """A stream is answered 200 before it can fail; the metric's code says how it ended."""
+
+
+# --- the response cache --------------------------------------------------------------------------
+
+
+async def _look_up(cache: Cache | None, decision: Decision, state: _Request, key: str) -> str | None:
+    """The key to store the answer under (None: not cached), and `state.hit` when one is stored."""
+    if cache is None or not decision.write:
+        if cache is not None:
+            cache.metrics.count("response", Result.BYPASS)
+        return None
+    if decision.read:
+        found = await cache.get_many([key])
+        entry = Entry.decode(found[0]) if found and found[0] is not None else None
+        state.cache = Result.BYPASS if found is None else Result.HIT if entry is not None else Result.MISS
+        state.hit = entry
+    elif cache.store is not None and cache.store.available:
+        state.cache = Result.MISS
+    cache.metrics.count("response", state.cache)
+    return key if state.cache is Result.MISS else None
+
+
+def _keep(cache: Cache | None, key: str, ex: Exchange, state: _Request, body: bytes, sse: bool) -> None:
+    if cache is not None and ex.target is not None:
+        entry = Entry(ex.target.backend, ex.target.model, state.task, sse, ex.usage.prompt, ex.usage.completion, body)
+        cache.put_many([(key, entry.encode())])
+
+
+async def _replay(request: web.Request, entry: Entry, headers: dict[str, str]) -> web.StreamResponse:
+    """A stored answer: the JSON body, or the SSE bytes again as a stream."""
+    if not entry.sse:
+        return web.Response(body=entry.body, content_type="application/json", headers=headers)
+    out = await open_stream(request, headers)
+    await out.write(entry.body)
+    await out.write_eof()
+    return out
 
 
 def _json(answer: Answer, headers: dict[str, str], request: web.Request | None = None) -> web.Response:
@@ -282,9 +358,11 @@ def _too_large(limit: int) -> ApiError:
 
 def _record(metrics: RequestMetrics, outcomes: RequestOutcomes, config: Config, state: _Request, code: str) -> None:
     served = _served(state.exchanges)
-    backend, model = (served[0][1].backend, served[0][1].model) if served else (NONE, NONE)
+    backend, model, route = state.source(served)
+    backend, model = backend.split(",")[0], model.split(",")[0]
     duration = time.perf_counter() - state.started
-    route = _route(served)
+    if state.hit is not None and not served:
+        metrics.avoided(config.routing, backend, state.task, state.hit.prompt_tokens, state.hit.completion_tokens)
     metrics.finished(state.endpoint.value, backend, model, state.task, route, code, duration)
     outcomes.request_done(
         RecentRequest(
@@ -325,7 +403,58 @@ def _note_for_audit(request: web.Request, state: _Request) -> None:
         )
 
 
-# --- embeddings in batches -----------------------------------------------------------------------
+# --- embeddings: the cache per input, then batches ---------------------------------------------
+
+Exchanger = Callable[[ParsedRequest], Exchange]
+
+
+async def _embeddings(
+    req: ParsedRequest, size: int, exchange: Exchanger, state: _Request, cache: Cache | None, models: list[str]
+) -> Answer:
+    """The inputs the cache holds from it, only the others upstream, reassembled in order."""
+    items = embedding_cache.inputs(req.body["input"])
+    found = None
+    if cache is not None:
+        keys = embedding_cache.keys(",".join(models), req.body, items)
+        found = await cache.get_many(keys)
+    if cache is None or found is None:
+        if cache is not None:
+            cache.metrics.count("embedding", Result.BYPASS, len(items))
+        return await _embed_upstream(req, size, exchange)
+    cached = [embedding_cache.Vector.decode(v) if v is not None else None for v in found]
+    missing = [i for i, v in enumerate(cached) if v is None]
+    cache.metrics.count("embedding", Result.HIT, len(items) - len(missing))
+    cache.metrics.count("embedding", Result.MISS, len(missing))
+    state.cache_hits = f"{len(items) - len(missing)}/{len(items)}"
+    state.cache = Result.MISS if missing else Result.HIT
+    if missing:
+        sub = req if len(missing) == len(items) else _with_input(req, [items[i] for i in missing])
+        answer = await _embed_upstream(sub, size, exchange)
+        served = _served(state.exchanges)
+        fresh = (
+            embedding_cache.vectors(
+                answer.status, answer.obj, [items[i] for i in missing], served[0][1].backend, served[0][1].model
+            )
+            if served
+            else None
+        )
+        if fresh is None:  # an error, or an answer of another shape: the client gets it as it is
+            return answer
+        cache.put_many([(keys[i], vector.encode()) for i, vector in zip(missing, fresh, strict=True)])
+        for i, vector in zip(missing, fresh, strict=True):
+            cached[i] = vector
+    done = [v for v in cached if v is not None]
+    if not missing:
+        state.hit = Entry(done[0].backend, done[0].model, state.task, False, sum(v.tokens for v in done), 0, b"")
+    return _answer(embedding_cache.answer_body(done, sum(e.usage.prompt for e in state.exchanges)))
+
+
+def _answer(body: dict[str, Any]) -> Answer:
+    return Answer(200, json.dumps(body, separators=(",", ":")).encode(), body)
+
+
+def _with_input(req: ParsedRequest, items: list[Any]) -> ParsedRequest:
+    return dataclasses.replace(req, body={**req.body, "input": items}, raw=b"")
 
 
 def _batches(req: ParsedRequest, size: int) -> bool:
@@ -334,14 +463,12 @@ def _batches(req: ParsedRequest, size: int) -> bool:
     return isinstance(items, list) and len(items) > size and not all(isinstance(i, int) for i in items)
 
 
-async def _embed_in_batches(
-    req: ParsedRequest, size: int, exchange: Callable[[ParsedRequest], Exchange], state: _Request
-) -> web.Response:
+async def _embed_upstream(req: ParsedRequest, size: int, exchange: Exchanger) -> Answer:
+    """One upstream request, or batches of `size` inputs spread over backends, answered as one."""
+    if not _batches(req, size):
+        return await exchange(req).answer()
     items: list[Any] = req.body["input"]
-    parts = [
-        exchange(dataclasses.replace(req, body={**req.body, "input": items[i : i + size]}, raw=b""))
-        for i in range(0, len(items), size)
-    ]
+    parts = [exchange(_with_input(req, items[i : i + size])) for i in range(0, len(items), size)]
     try:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(part.answer()) for part in parts]
@@ -350,7 +477,7 @@ async def _embed_in_batches(
     answers: list[Answer] = [t.result() for t in tasks]
     failed = next((a for a in answers if a.status != 200), None)
     if failed is not None:
-        return _json(failed, state.headers())
+        return failed
     data: list[Any] = []
     for offset, answer in zip(range(0, len(items), size), answers, strict=True):
         for position, item in enumerate(answer.obj.get("data") or []):
@@ -359,14 +486,14 @@ async def _embed_in_batches(
                 item["index"] = offset + (index if isinstance(index, int) else position)
             data.append(item)
     prompt = sum(e.usage.prompt for e in parts)
-    body = {
-        "object": "list",
-        "data": data,
-        "model": answers[0].obj.get("model"),
-        "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
-    }
-    raw = json.dumps(body, separators=(",", ":")).encode()
-    return _json(Answer(200, raw, body), state.headers())
+    return _answer(
+        {
+            "object": "list",
+            "data": data,
+            "model": answers[0].obj.get("model"),
+            "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
+        }
+    )
 
 
 @web.middleware

@@ -174,6 +174,8 @@ class Exchange:
     usage: Usage = field(default_factory=Usage)
     failures: list[tuple[Target, Failure]] = field(default_factory=list)
     dialect: Dialect | None = None
+    capture: bytearray | None = None
+    """When set, a streamed answer's bytes as the client got them are kept here (for the cache)."""
     """How a Responses or Messages request reaches each target (None: chat, completions, embeddings)."""
     request_id: str | None = None
     """Sent upstream as X-Request-ID (when it is a UUID, see lmwatch/api/request_ids.py)."""
@@ -523,7 +525,7 @@ class Exchange:
                         return early
                     rename = _rename(meter.first, self.client_model(target))
                     self.ttft = now - sent
-                    out = await self._open_stream(request, headers)
+                    out = await open_stream(request, headers(self))
                 if translator is not None:
                     data = translator.translate(kept)
                 else:
@@ -532,6 +534,8 @@ class Exchange:
                     data = data.replace(old, new)
                 if data and not await _write(out, data):
                     return Streamed(out, Verdict.CLIENT_GONE)
+                if data and self.capture is not None:
+                    self.capture += data
                 if meter.error is not None:
                     failure = error_message(meter.error) or "the backend reported an error"
                     break
@@ -561,14 +565,6 @@ class Exchange:
             return Streamed(out, Verdict.CLIENT_GONE)
         return Streamed(out, Verdict.SUCCESS)
 
-    async def _open_stream(self, request: web.Request, headers: RouteHeaders) -> web.StreamResponse:
-        out = web.StreamResponse(status=200)
-        out.content_type = "text/event-stream"
-        out.headers.update(_STREAM_HEADERS)
-        out.headers.update(headers(self))
-        await out.prepare(request)
-        return out
-
     def _early_failure(self, meter: Meter, target: Target) -> Answer | Failure | None:
         """A stream whose first event is an error, or comes from another model, can still fail over."""
         if meter.error is not None:
@@ -592,6 +588,16 @@ class Exchange:
 
     def overhead(self) -> float:
         return max(0.0, time.perf_counter() - self.started - self.waited)
+
+
+async def open_stream(request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
+    """Start an SSE answer to the client (a relayed stream, or one replayed from the cache)."""
+    out = web.StreamResponse(status=200)
+    out.content_type = "text/event-stream"
+    out.headers.update(_STREAM_HEADERS)
+    out.headers.update(headers)
+    await out.prepare(request)
+    return out
 
 
 # --- judging answers -----------------------------------------------------------------------------

@@ -4,7 +4,7 @@ Counters and histograms are updated as requests finish. Gauges that mirror regis
 and queued requests, circuit states) are rendered at scrape time from the registry, so a removed
 backend simply disappears. Labels are bounded: backend names from the config (`cloud:<name>` for
 providers, `none` before routing), model ids the backends report (`none` when no model was chosen),
-configured task names, the five routes, the five APIs (chat, completions, embeddings, responses,
+configured task names, the five routes and `cache`, the five APIs (chat, completions, embeddings, responses,
 messages), and the HTTP status code (`stream_error` for a stream that
 failed after it started, `499` for a client that went away). Nothing comes from prompts or keys.
 """
@@ -100,10 +100,22 @@ class RequestMetrics:
             self.child(self.tokens, backend, model, "input").inc(prompt)
         if completion:
             self.child(self.tokens, backend, model, "output").inc(completion)
-        price = routing.prices.get(task) or routing.prices.get("default")
-        if local and price is not None and (prompt or completion):
-            dollars = (prompt * price.input_per_million + completion * price.output_per_million) / 1e6
+        if local:
+            self.avoided(routing, backend, task, prompt, completion)
+
+    def avoided(self, routing: RoutingConfig, backend: str, task: str, prompt: int, completion: int) -> None:
+        """Count what `routing.prices` would have charged for tokens served locally (or from the cache)."""
+        dollars = cloud_price(routing, task, prompt, completion)
+        if dollars:
             self.child(self.cost_avoided, backend, task).inc(dollars)
+
+
+def cloud_price(routing: RoutingConfig, task: str, prompt: int, completion: int) -> float:
+    """Dollars a cloud provider would charge for these tokens of a `task` request (routing.prices)."""
+    price = routing.prices.get(task) or routing.prices.get("default")
+    if price is None:
+        return 0.0
+    return (prompt * price.input_per_million + completion * price.output_per_million) / 1e6
 
 
 class OutcomesCollector(Collector):

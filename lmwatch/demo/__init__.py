@@ -17,7 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -37,10 +38,22 @@ class DemoServer:
     flavour: str
     models_file: str | None
     port_offset: int
+    sim_args: tuple[str, ...] = ()
+    backend: Mapping[str, object] = field(default_factory=dict)
+    """Extra keys of its `backends:` entry."""
 
 
+KEPT = "mistral-7b-instruct-v0.3"
+"""The model studio-a keeps loaded: downloaded but not loaded when its simulator starts."""
 SERVERS = (
-    DemoServer("studio-a", "0.4", None, 0),
+    DemoServer(
+        "studio-a",
+        "0.4",
+        None,
+        0,
+        ("--memory", "32GiB", "--load-seconds", "1"),
+        {"keep_loaded": [KEPT], "gpu_memory": "32GiB"},
+    ),
     DemoServer("studio-b", "0.3", "studio-b-models.yaml", 1),
     DemoServer("engine-c", "openai", "engine-c-models.yaml", 2),
 )
@@ -64,10 +77,12 @@ def demo_config(args: argparse.Namespace, state: Path) -> dict[str, object]:
                 "name": s.name,
                 "url": f"http://127.0.0.1:{args.sim_port + s.port_offset}",
                 "poll_interval": args.poll_interval,
+                **s.backend,
             }
             for s in SERVERS
         ],
         "sampling": {"gpu": "simulated" if args.fake_gpus else "auto"},
+        "cache": {"enabled": True},
     }
 
 
@@ -78,6 +93,7 @@ def _start_simulators(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]
         command += ["--flavour", server.flavour]
         if server.models_file:
             command += ["--models", str(resources.files("lmwatch.demo") / server.models_file)]
+        command += server.sim_args
         procs.append(subprocess.Popen(command))
     return procs
 
@@ -154,6 +170,7 @@ lmwatch demo is running (config: {config_path}). Open:
 Next steps, in a new shell in this directory:
 {_shell_setup(url)}  lmwatch status
   lmwatch top
+  lmwatch fit {KEPT}        # studio-a keeps it loaded (keep_loaded)
   lmwatch route --explain "Fix this Python traceback"
   curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{{"model": "auto", "messages": [{{"role": "user", "content": "Write a Python function to sort a list"}}]}}'

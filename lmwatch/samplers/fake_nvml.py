@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from lmwatch.registry import Snapshot
 from lmwatch.samplers.nvidia import NvidiaSampler
 from lmwatch.samplers.process import main_pids
+from lmwatch.simulator.memory import footprint
 
 GIB = 1024**3
 MIB = 1024**2
@@ -321,15 +322,17 @@ class FakeNvml(types.ModuleType):
 
     # --- scripting -------------------------------------------------------------------------------
 
-    def place_processes(self, pids: Iterable[int], bytes_each: int = 6 * GIB) -> None:
-        """Give each PID a share of GPU memory, on the GPUs in turn (the simulated backends)."""
+    def place_processes(self, pids: Iterable[int] | Mapping[int, int], bytes_each: int = 6 * GIB) -> None:
+        """Give each PID GPU memory, on the GPUs in turn (the simulated backends): a mapping's own
+        figure per PID (what its loaded models hold), else `bytes_each`."""
         for gpu in self.gpus:
             gpu.compute_processes = []
         if not self.gpus:
             return
-        for n, pid in enumerate(dict.fromkeys(pids)):  # a process serving two backends counts once
+        sizes = pids if isinstance(pids, Mapping) else dict.fromkeys(pids, bytes_each)
+        for n, (pid, size) in enumerate(sizes.items()):  # a process serving two backends counts once
             gpu = self.gpus[n % len(self.gpus)]
-            gpu.compute_processes.append((pid, min(bytes_each, gpu.memory_total // 2)))
+            gpu.compute_processes.append((pid, min(size, gpu.memory_total - gpu.memory_reserved)))
 
     @property
     def initialized(self) -> bool:
@@ -496,5 +499,13 @@ class SimulatedNvidiaSampler(NvidiaSampler):
         super().__init__(interval, nvml=self.fake, retry_interval=retry_interval, clock=clock)
 
     def _prepare(self, snapshot: Snapshot) -> None:
+        """Each backend's process holds what its loaded models hold (weights + KV cache by the
+        simulator's rule), so loads and unloads show on the GPUs; 6 GiB when the server reports no sizes."""
         pids = main_pids(snapshot)
-        self.fake.place_processes(pids[name] for name in sorted(pids))
+        held: dict[int, int] = {}
+        for name in sorted(pids):
+            backend = snapshot.backends.get(name)
+            models = backend.loaded_models if backend is not None else ()
+            size = sum(footprint(m.size_bytes or 0, m.loaded_context_length or 4096) for m in models if m.size_bytes)
+            held[pids[name]] = held.get(pids[name], 0) + (size or 6 * GIB)
+        self.fake.place_processes(held)

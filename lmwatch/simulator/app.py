@@ -344,6 +344,7 @@ class Handlers:
             if delay > 0:
                 await asyncio.sleep(delay)
             stats.complete()
+            stats.embedded_inputs_total += len(inputs)
             return json_response(payload)
 
         name = model if isinstance(model, str) else ""

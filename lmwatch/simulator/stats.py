@@ -40,6 +40,8 @@ class SimStats:
     load_failures_total: int = 0
     """Loads refused for want of memory (`settings.memory_bytes`)."""
     tokens_generated_total: int = 0
+    embedded_inputs_total: int = 0
+    """Texts (or token lists) embedded, ever: one per item of an embeddings `input`."""
 
     def count_request(self, path: str) -> None:
         counts = self.requests_total

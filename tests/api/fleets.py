@@ -80,10 +80,11 @@ async def fleet(
     routing: dict[str, Any] | None = None,
     server: dict[str, Any] | None = None,
     clients: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
     **backend_options: Any,
 ) -> AsyncIterator[Fleet]:
     """Start one simulator per backend and a daemon (port 0) routing to them; `backend_options`
-    maps a backend name to extra keys of its config entry."""
+    maps a backend name to extra keys of its config entry, `extra` holds more top-level sections."""
     sims: dict[str, RunningSimulator] = {}
     try:
         for name, settings in backends.items():
@@ -96,6 +97,7 @@ async def fleet(
             ],
             "routing": routing or {},
             **({"clients": clients} if clients else {}),
+            **(extra or {}),
         }
         loaded = parse_config(yaml.safe_dump(config), env={})
         async with running_daemon(loaded, [router.setup]) as daemon:

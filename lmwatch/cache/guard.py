@@ -1,0 +1,117 @@
+"""The failure boundary around a store: a store that fails or is slow is bypassed, never fatal.
+
+Every operation is bounded by `cache.timeout` (per 100 keys: an embeddings batch is many lookups).
+After a failure the store is left alone for `cache.retry_interval` (requests bypass it meanwhile),
+the failure is logged once, and the `lmwatch_cache_available` gauge drops to 0 until an operation
+succeeds again. Writes run as background tasks, off the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from lmwatch.cache import CacheError, Store
+from lmwatch.cache.metrics import CacheMetrics
+
+log = logging.getLogger("lmwatch.cache")
+
+
+class GuardedStore:
+    def __init__(
+        self,
+        store: Store,
+        metrics: CacheMetrics,
+        timeout: float,
+        retry_interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self._metrics = metrics
+        self._timeout = timeout
+        self._retry_interval = retry_interval
+        self._clock = clock
+        self._retry_at = 0.0
+        self._failing = False
+        self._writes: set[asyncio.Task[None]] = set()
+        metrics.available.labels(store.name).set(1)
+
+    @property
+    def available(self) -> bool:
+        return not self._failing or self._clock() >= self._retry_at
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None] | None:
+        """The values (None where missing), or None as a whole when the store must be bypassed."""
+        if not self.available:
+            return None
+        try:
+            async with asyncio.timeout(self._limit(len(keys))):
+                values = await self.store.get_many(keys)
+        except Exception as exc:  # the boundary: whatever the store does, the request goes on
+            self._failed("get", exc)
+            return None
+        self._recovered()
+        return values
+
+    def put_many(self, items: Sequence[tuple[str, bytes]], ttl: float) -> None:
+        """Store in the background; a failure is counted and logged, the request already answered."""
+        if not items or not self.available:
+            return
+        task = asyncio.get_running_loop().create_task(self._put(items, ttl), name="lmwatch cache write")
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _put(self, items: Sequence[tuple[str, bytes]], ttl: float) -> None:
+        try:
+            async with asyncio.timeout(self._limit(len(items)) * 4):  # a write may evict; no request waits on it
+                stored = await self.store.put_many(items, ttl)
+        except Exception as exc:
+            self._failed("put", exc)
+            return
+        self._recovered()
+        self._metrics.written.inc(sum(len(v) for _, v in items))
+        if stored.evicted:
+            self._metrics.evictions.inc(stored.evicted)
+        if stored.size_bytes is not None:
+            self._metrics.size.set(stored.size_bytes)
+
+    def _limit(self, keys: int) -> float:
+        return self._timeout * (1 + keys // 100)
+
+    def _failed(self, operation: str, exc: Exception) -> None:
+        self._metrics.errors.labels(self.store.name, operation).inc()
+        self._retry_at = self._clock() + self._retry_interval
+        if not self._failing:
+            self._failing = True
+            self._metrics.available.labels(self.store.name).set(0)
+            what = str(exc) if isinstance(exc, CacheError) else "timed out" if isinstance(exc, TimeoutError) else None
+            if what is None:
+                log.exception("the %s cache store failed unexpectedly; serving without the cache", self.store.name)
+            else:
+                log.warning(
+                    "the %s cache store failed (%s): serving without the cache, trying it again every %g s",
+                    self.store.name,
+                    what,
+                    self._retry_interval,
+                )
+
+    def _recovered(self) -> None:
+        if self._failing:
+            self._failing = False
+            self._metrics.available.labels(self.store.name).set(1)
+            log.info("the %s cache store works again", self.store.name)
+
+    async def settled(self) -> None:
+        """Until the writes started so far are done (at shutdown, and for tests to await)."""
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Let pending writes finish (bounded by their timeout), then close the store."""
+        await self.settled()
+        try:
+            await self.store.close()
+        except Exception as exc:
+            log.warning("closing the %s cache store failed: %s", self.store.name, exc)

@@ -1,0 +1,117 @@
+"""The shared store: Redis, so every lmwatch replica behind one load balancer sees the same cache,
+and the same client-key rate-limit buckets.
+
+Entries expire by Redis' own TTL. The size bound is lmwatch's: a hash of entry sizes, a running
+total and a sorted set by last use, kept by two Lua scripts (one round trip per lookup or write,
+atomic across replicas); past `max_bytes` the least recently used go. Times come from Redis' clock,
+so replicas whose clocks disagree still share one bucket. Redis errors become `CacheError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Sequence
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from lmwatch.cache import CacheError, Stored
+
+PREFIX = "lmwatch:cache:"
+_SIZES, _LRU, _TOTAL = PREFIX + "@sizes", PREFIX + "@lru", PREFIX + "@bytes"
+_NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+
+_GET = (
+    _NOW_MS
+    + """
+local values = redis.call('MGET', unpack(KEYS))
+for i, v in ipairs(values) do
+  if v then redis.call('ZADD', ARGV[1], 'XX', now, KEYS[i]) end
+end
+return values
+"""
+)
+
+_PUT = (
+    _NOW_MS
+    + """
+local sizes, lru, total, ttl, limit = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+for i, k in ipairs(KEYS) do
+  local v = ARGV[5 + i]
+  local old = tonumber(redis.call('HGET', sizes, k) or 0)
+  redis.call('SET', k, v, 'PX', ttl)
+  redis.call('HSET', sizes, k, #v)
+  redis.call('ZADD', lru, now, k)
+  redis.call('INCRBY', total, #v - old)
+end
+local evicted, size = 0, tonumber(redis.call('GET', total) or 0)
+while size > limit do
+  local victim = redis.call('ZPOPMIN', lru)
+  if #victim == 0 then break end
+  local gone = tonumber(redis.call('HGET', sizes, victim[1]) or 0)
+  redis.call('HDEL', sizes, victim[1])
+  redis.call('DEL', victim[1])
+  size = redis.call('DECRBY', total, gone)
+  evicted = evicted + 1
+end
+return {evicted, size}
+"""
+)
+
+_TAKE = (
+    _NOW_MS
+    + """
+local capacity = tonumber(ARGV[1])
+local rate = capacity / 60000
+local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
+local tokens = tonumber(bucket[1]) or capacity
+local updated = tonumber(bucket[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - updated) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated', now)
+redis.call('PEXPIRE', KEYS[1], 120000)
+return tostring(wait / 1000)
+"""
+)
+
+
+class RedisStore:
+    name = "redis"
+
+    def __init__(self, url: str, max_bytes: int, timeout: float) -> None:
+        self.max_bytes = max_bytes
+        self._redis = aioredis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False
+        )
+        self._get = self._redis.register_script(_GET)
+        self._put = self._redis.register_script(_PUT)
+        self._take = self._redis.register_script(_TAKE)
+
+    async def _call(self, result: Awaitable[Any]) -> Any:
+        try:
+            return await result
+        except (RedisError, OSError) as exc:
+            raise CacheError(f"redis cache: {exc}") from exc
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        values = await self._call(self._get(keys=[PREFIX + k for k in keys], args=[_LRU]))
+        return cast(list[bytes | None], list(values))
+
+    async def put_many(self, items: Sequence[tuple[str, bytes]], ttl: float) -> Stored:
+        keys = [PREFIX + k for k, _ in items]
+        args: list[Any] = [_SIZES, _LRU, _TOTAL, max(1, int(ttl * 1000)), self.max_bytes, *(v for _, v in items)]
+        evicted, size = await self._call(self._put(keys=keys, args=args))
+        return Stored(int(evicted), int(size))
+
+    async def take(self, name: str, per_minute: int) -> float:
+        """Take one request from the shared bucket of client key `name`: 0, or seconds to wait."""
+        wait = await self._call(self._take(keys=[f"lmwatch:ratelimit:{name}"], args=[per_minute]))
+        return float(wait)
+
+    async def close(self) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.aclose()

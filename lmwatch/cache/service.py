@@ -1,0 +1,78 @@
+"""The cache as the daemon holds it: the store for the config in force, swapped when a reload changes it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from lmwatch.cache import Store
+from lmwatch.cache.guard import GuardedStore
+from lmwatch.cache.metrics import CacheMetrics
+from lmwatch.cache.redis_store import RedisStore
+from lmwatch.cache.sqlite_store import SqliteStore
+from lmwatch.config import CacheConfig
+
+log = logging.getLogger("lmwatch.cache")
+
+STORES: dict[str, Callable[[CacheConfig, Path], Store]] = {
+    "sqlite": lambda config, path: SqliteStore(path, config.max_bytes),
+    "redis": lambda config, path: RedisStore(str(config.url), config.max_bytes, config.timeout),
+}
+"""`cache.backend` -> how to make its store (a new store is one module and one line here)."""
+
+
+class Cache:
+    def __init__(self, metrics: CollectorRegistry) -> None:
+        self.metrics = CacheMetrics(metrics)
+        self.config = CacheConfig()
+        self.store: GuardedStore | None = None
+        self._made_for: tuple[object, ...] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def configure(self, config: CacheConfig, path: Path) -> None:
+        """Use `config` from now on; a new store only when the store settings changed. Never fails:
+        the store opens on first use, and a store that cannot open is bypassed."""
+        self.config = config
+        made_for: tuple[object, ...] = (config.enabled, config.backend, config.url, path, config.max_bytes)
+        made_for += (config.timeout, config.retry_interval)
+        if made_for == self._made_for:
+            return
+        old, self._made_for = self.store, made_for
+        self.store = None
+        if config.enabled:
+            store = STORES[config.backend](config, path)
+            self.store = GuardedStore(store, self.metrics, config.timeout, config.retry_interval)
+            log.info("response cache: %s store%s", config.backend, f" at {path}" if config.backend == "sqlite" else "")
+        if old is not None:
+            task = asyncio.get_running_loop().create_task(old.close(), name="lmwatch cache close")
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    @property
+    def redis(self) -> RedisStore | None:
+        """The Redis store when the cache uses one (the client-key buckets live there too)."""
+        inner = self.store.store if self.store is not None else None
+        return inner if isinstance(inner, RedisStore) else None
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None] | None:
+        return await self.store.get_many(keys) if self.store is not None else None
+
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        if self.store is not None:
+            self.store.put_many(items, self.config.ttl)
+
+    async def settled(self) -> None:
+        """Until the cache writes started so far are done."""
+        if self.store is not None:
+            await self.store.settled()
+
+    async def close(self) -> None:
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)

@@ -1,0 +1,145 @@
+"""The embedded store: one SQLite file (WAL), used from one worker thread so the event loop never blocks.
+
+The total size of the values is kept in memory (read once at open), so the size bound costs no
+query per write; past it the least recently used entries go. Expired entries are deleted when read
+and when a write needs room. Every sqlite3 or OS error (corrupt or locked file, full disk) becomes
+`CacheError`; the connection is then closed and reopened on the next operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from lmwatch.cache import CacheError, Stored
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    key TEXT PRIMARY KEY, value BLOB NOT NULL, size INTEGER NOT NULL, expires REAL NOT NULL, used REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_used ON entries (used);
+"""
+EVICT_BATCH = 64
+
+
+class SqliteStore:
+    name = "sqlite"
+
+    def __init__(self, path: Path, max_bytes: int, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self._clock = clock
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="lmwatch-cache")
+        self._db: sqlite3.Connection | None = None  # touched only in the worker thread
+        self._size = 0
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._in_thread, work)
+
+    def _in_thread(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            db = self._db or self._open()
+            with db:
+                return work(db)
+        except (sqlite3.Error, OSError) as exc:
+            self._drop()
+            raise CacheError(f"sqlite cache {self.path}: {exc}") from exc
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=0.05, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")  # outside a transaction: nothing is open yet
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            self._size = int(db.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()[0])
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+        return db
+
+    def _drop(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        now = self._clock()
+
+        def work(db: sqlite3.Connection) -> list[bytes | None]:
+            found: dict[str, bytes] = {}
+            stale: list[str] = []
+            for start in range(0, len(keys), 500):
+                part = keys[start : start + 500]
+                marks = ",".join("?" * len(part))
+                for key, value, expires in db.execute(
+                    f"SELECT key, value, expires FROM entries WHERE key IN ({marks})", part
+                ):
+                    if expires > now:
+                        found[key] = value
+                    else:
+                        stale.append(key)
+            if found:
+                db.executemany("UPDATE entries SET used = ? WHERE key = ?", [(now, k) for k in found])
+            if stale:
+                self._delete(db, stale)
+            return [found.get(k) for k in keys]
+
+        return await self._run(work)
+
+    async def put_many(self, items: Sequence[tuple[str, bytes]], ttl: float) -> Stored:
+        now = self._clock()
+
+        def work(db: sqlite3.Connection) -> Stored:
+            keys = [k for k, _ in items]
+            self._delete(db, keys)  # replaced entries leave the size total first
+            db.executemany(
+                "INSERT INTO entries (key, value, size, expires, used) VALUES (?, ?, ?, ?, ?)",
+                [(k, v, len(v), now + ttl, now) for k, v in items],
+            )
+            self._size += sum(len(v) for _, v in items)
+            evicted = 0
+            if self._size > self.max_bytes:
+                evicted += self._delete_where(db, "expires <= ?", (now,))
+            while self._size > self.max_bytes:
+                rows = db.execute("SELECT key, size FROM entries ORDER BY used LIMIT ?", (EVICT_BATCH,)).fetchall()
+                if not rows:
+                    break
+                victims, freed = [], 0
+                for key, size in rows:
+                    victims.append(key)
+                    freed += size
+                    if self._size - freed <= self.max_bytes:
+                        break
+                evicted += self._delete(db, victims)
+            return Stored(evicted, self._size)
+
+        return await self._run(work)
+
+    def _delete(self, db: sqlite3.Connection, keys: Sequence[str]) -> int:
+        deleted = 0
+        for start in range(0, len(keys), 500):
+            part = keys[start : start + 500]
+            deleted += self._delete_where(db, f"key IN ({','.join('?' * len(part))})", part)
+        return deleted
+
+    def _delete_where(self, db: sqlite3.Connection, where: str, args: Sequence[object]) -> int:
+        rows = db.execute(f"DELETE FROM entries WHERE {where} RETURNING size", args).fetchall()
+        self._size -= sum(r[0] for r in rows)
+        return len(rows)
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._drop)
+        self._executor.shutdown(wait=False)

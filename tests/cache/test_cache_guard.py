@@ -1,0 +1,55 @@
+"""The failure boundary: a failing store is bypassed for `retry_interval`, then tried again."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry
+
+from lmwatch.cache import CacheError, Stored
+from lmwatch.cache.guard import GuardedStore
+from lmwatch.cache.metrics import CacheMetrics
+
+
+class FlakyStore:
+    """A store whose failures the test switches on and off (the real ones are tested with files and Redis)."""
+
+    name = "flaky"
+
+    def __init__(self) -> None:
+        self.broken = False
+        self.calls = 0
+        self.data: dict[str, bytes] = {}
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        self.calls += 1
+        if self.broken:
+            raise CacheError("broken")
+        return [self.data.get(k) for k in keys]
+
+    async def put_many(self, items: Sequence[tuple[str, bytes]], ttl: float) -> Stored:
+        self.data.update(items)
+        return Stored(0, sum(len(v) for v in self.data.values()))
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_failing_store_is_left_alone_then_tried_again() -> None:
+    now = [0.0]
+    registry = CollectorRegistry()
+    store = FlakyStore()
+    guard = GuardedStore(store, CacheMetrics(registry), timeout=1, retry_interval=10, clock=lambda: now[0])
+    store.broken = True
+    assert await guard.get_many(["a"]) is None
+    assert await guard.get_many(["a"]) is None
+    assert store.calls == 1  # the second request did not touch the store
+    assert registry.get_sample_value("lmwatch_cache_available", {"store": "flaky"}) == 0
+    store.broken = False
+    now[0] = 10
+    assert await guard.get_many(["a"]) == [None]
+    assert registry.get_sample_value("lmwatch_cache_available", {"store": "flaky"}) == 1
+    guard.put_many([("a", b"1")], ttl=5)
+    await guard.settled()
+    assert await guard.get_many(["a"]) == [b"1"]
+    assert registry.get_sample_value("lmwatch_cache_size_bytes") == 1
