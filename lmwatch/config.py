@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     BaseModel,
     BeforeValidator,
@@ -29,12 +30,12 @@ from pydantic import (
     model_validator,
 )
 
+from lmwatch.flavours import AUTO, FLAVOURS
 from lmwatch.logs import basic_credentials, redact, register_secrets
 
 DEFAULT_PORT = 9234
 """lmwatch's listen port: not LM Studio's 1234, and free in the usual exporter range."""
 
-BACKEND_KINDS = ("auto", "lmstudio-v1", "lmstudio-v0", "openai")
 ENV_PREFIX = "LMWATCH_"
 
 MAX_SECONDS = 366 * 86400.0
@@ -54,6 +55,17 @@ def _switch_word(value: Any) -> Any:
 Switch = BeforeValidator(_switch_word)
 """For every enum with an `off` (or `on`) member: `gpu: off` works unquoted."""
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+
+
+def _known_kind(kind: str) -> str:
+    """Checked when a config is parsed, against the flavour table as it is then."""
+    if kind != AUTO and kind not in FLAVOURS:
+        raise ValueError(f"must be {AUTO!r} (detect) or a flavour: {', '.join(FLAVOURS)}")
+    return kind
+
+
+Kind = Annotated[str, AfterValidator(_known_kind)]
+"""`auto` or a name in `lmwatch.flavours.FLAVOURS`."""
 
 
 class Strict(BaseModel):
@@ -90,7 +102,7 @@ class KeepLoaded(Strict):
 class BackendConfig(Strict):
     name: Name
     url: AnyHttpUrl
-    kind: Literal["auto", "lmstudio-v1", "lmstudio-v0", "openai"] = "auto"
+    kind: Kind = AUTO
     api_token_env: str | None = None
     api_token_file: Path | None = None
     timeout: Seconds = 30.0
@@ -223,7 +235,13 @@ class ClassifierConfig(Strict):
     default_task: str = "research"
     """The task of a request no feature points at (small talk, short questions)."""
     keywords: dict[str, list[str]] = Field(default_factory=dict)
-    """Task -> extra keywords, added to the built-in ones; a new task name adds a task type."""
+    """Task -> keywords (words or phrases, matched as whole words); a hit decides before the learned
+    model, the task with most hits winning; a new task name adds a task type."""
+    examples: dict[str, list[str]] = Field(default_factory=dict)
+    """Task -> example prompts; a request similar enough to a task's examples (see
+    `example_threshold`) goes to that task before the learned model decides; a new name adds a task."""
+    example_threshold: float = Field(0.15, gt=0, le=1)
+    """Cosine similarity to a task's examples (0..1, over the classifier's features) that decides."""
     scan_chars: int = Field(4000, ge=100)
     """How much of the latest user message (and of the system prompt) is read; bounds the cost."""
 
@@ -331,6 +349,7 @@ class RoutingConfig(Strict):
                 "analysis",
                 *self.preferences,
                 *self.classifier.keywords,
+                *self.classifier.examples,
                 *self.task_roles,
             )
         )

@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import Counter, Gauge
@@ -32,6 +32,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from pydantic import TypeAdapter, ValidationError
 
+from lmwatch import backends
 from lmwatch.api.auth import (
     ANONYMOUS,
     AccessControl,
@@ -45,7 +46,7 @@ from lmwatch.api.auth import (
 )
 from lmwatch.api.errors import ApiError, Shape
 from lmwatch.audit import AuditLog
-from lmwatch.backends import BackendClient, Flavour, ProbeError
+from lmwatch.backends import BackendClient, Flavour
 from lmwatch.config import (
     BackendConfig,
     Config,
@@ -57,10 +58,14 @@ from lmwatch.config import (
     validation_problems,
 )
 from lmwatch.discovery import BackendSources, FileDiscovery
+from lmwatch.lifecycle.loads import LoadError, LoadFailure
 from lmwatch.logs import register_secrets
-from lmwatch.registry import ProbeFailure
+from lmwatch.routing.classify import classifier_for
 from lmwatch.services import Services
 from lmwatch.watcher import Watcher
+
+if TYPE_CHECKING:
+    from lmwatch.lifecycle.manager import Lifecycle
 
 log = logging.getLogger("lmwatch.control")
 
@@ -174,6 +179,7 @@ class ControlPlane:
             problems.append(_no_token_problem(host))
         if problems:
             raise ConfigError(source, problems)
+        classifier_for(loaded.config.routing)  # compiled (and the model read) now, not by the first request
         return Prepared(loaded, token, tuple(keys), tuple(secrets))
 
     def apply(self, prepared: Prepared) -> None:
@@ -328,31 +334,40 @@ class ControlPlane:
         return names
 
     async def load_model(self, name: str, model: str, context_length: int | None) -> dict[str, Any]:
-        flavour, client = self._loader(name, "load")
+        """Load through the lifecycle's loader: the backend's one load slot, failure reasons, warm-up."""
+        self._loader(name, "load")
+        loader = self.lifecycle().loader
         try:
-            result = await flavour.load(client, model, context_length)
-        except ProbeError as exc:
-            raise _refused(exc, f"backend {name!r} did not load {model!r}") from None
-        await self.watcher.poll(name)
-        return result
+            async with loader.slot(name, model, loader.config.load_timeout):
+                result = await loader.load(name, model, why="admin", context_length=context_length)
+        except LoadError as exc:
+            raise _load_failed(exc, f"backend {name!r} did not load {model!r}") from None
+        return {
+            "instance_id": result.instance_id,
+            "load_seconds": round(result.load_seconds, 3),
+            "warm_up_seconds": None if result.warm_up_seconds is None else round(result.warm_up_seconds, 3),
+            "warm_up_error": result.warm_up_error,
+        }
 
     async def unload_model(self, name: str, model: str) -> list[str]:
-        flavour, client = self._loader(name, "unload")
-        backend = self.services.registry.snapshot().backends[name]
-        info = backend.model(model)
-        instances = list(info.instance_ids) if info is not None and info.instance_ids else [model]
-        for instance in instances:
-            try:
-                await flavour.unload(client, instance)
-            except ProbeError as exc:
-                raise _refused(exc, f"backend {name!r} did not unload {instance!r}") from None
-        await self.watcher.poll(name)
-        return instances
+        self._loader(name, "unload")
+        try:
+            return await self.lifecycle().loader.unload(name, model, why="admin")
+        except LoadError as exc:
+            raise _load_failed(exc, f"backend {name!r} did not unload {model!r}") from None
+
+    def lifecycle(self) -> Lifecycle:
+        """The model lifecycle (keep_loaded, placement, swap); 503 in apps built without one."""
+        lifecycle = self.services.lifecycle
+        if lifecycle is None:
+            raise ApiError(503, "this lmwatch runs without model lifecycle", code="no_lifecycle")
+        return lifecycle
 
     def _loader(self, name: str, verb: str) -> tuple[Flavour, BackendClient]:
-        if name not in self.services.registry.snapshot().backends:
+        backend = self.services.registry.snapshot().backends.get(name)
+        if backend is None:
             raise unknown_backend(name)
-        flavour, client = self.watcher.flavour_of(name), self.watcher.client_of(name)
+        flavour, client = backends.detected(backend.flavour), self.watcher.client_of(name)
         if flavour is None or client is None:
             raise ApiError(
                 409,
@@ -418,12 +433,14 @@ class ProblemsError(ApiError):
         return {**super().body(shape, request_id), "problems": self.problems}
 
 
-def _refused(exc: ProbeError, what: str) -> ApiError:
-    """A backend that answered and said no (an unknown model, say) refused the request: 422. One that
-    did not answer usably failed: 502. Only the second is lmwatch's side's fault."""
-    if exc.reason in (ProbeFailure.HTTP_STATUS, ProbeFailure.ERROR_BODY):
-        return ApiError(422, f"{what}: {exc.message}", code="backend_refused")
-    return ApiError(502, f"{what}: {exc.message}", code="upstream_error")
+def _load_failed(exc: LoadError, what: str) -> ApiError:
+    """What the request asked for does not exist (404) or is not ours to do (409); the rest is the
+    backend failing (502). Only that last is a server-side error."""
+    if exc.kind is LoadFailure.NOT_FOUND:
+        return ApiError(404, f"{what}: {exc}", code="model_not_found")
+    if exc.kind is LoadFailure.NOT_OWNER:
+        return ApiError(409, f"{what}: {exc}", code="load_not_owner")
+    return ApiError(502, f"{what}: {exc}", code="upstream_error")
 
 
 def unknown_backend(name: str) -> ApiError:

@@ -6,7 +6,7 @@ this module stays the same when they grow.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import web
@@ -14,13 +14,13 @@ from prometheus_client.exposition import choose_encoder
 
 from lmwatch import __version__
 from lmwatch.api import contract
+from lmwatch.api.auth import Handler, is_admin, is_v1
 from lmwatch.api.errors import ApiError
 from lmwatch.registry import BackendInfo, Health, ModelInfo, request_outcomes
 from lmwatch.samplers.status import host_status
 from lmwatch.services import SERVICES, Services
 
 Setup = Callable[[web.Application], None]
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -113,12 +113,13 @@ _CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """aiohttp's own refusals (unknown route, wrong method, ...) as OpenAI-style JSON, so a client
-    of `/v1` or `/admin` parses every answer it gets; outermost, so it sees every other layer's."""
+    """aiohttp's own refusals (unknown route, wrong method, ...) under `/v1` and `/admin` as
+    OpenAI-style JSON, so their clients parse every answer they get; outermost, so it sees every
+    other layer's (the `/v1` router answers its unknown routes in each API's own shape first)."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
-        if exc.status < 400:
+        if exc.status < 400 or not (is_v1(request.path) or is_admin(request.path)):
             raise
         if exc.status == 405:
             message = f"{request.method} is not allowed on {request.path}"

@@ -54,7 +54,7 @@ async def test_async_sdk_auto_non_stream(one: Fleet) -> None:
         "capability",
     )
     assert float(headers["overhead-ms"]) < 50
-    assert "code_fence" in headers["task-reason"]
+    assert headers["task-reason"].count("(coding+") == 3  # the three strongest features, all for coding
     completion = raw.parse()
     assert completion.model == "qwen2.5-coder-7b-instruct"
     assert completion.usage is not None and completion.usage.completion_tokens > 0
@@ -166,7 +166,7 @@ async def test_tools_prefer_tool_trained_models(one: Fleet) -> None:
         "function": {"name": "lookup", "parameters": {"type": "object"}},
     }
     raw = await one.client().chat.completions.with_raw_response.create(
-        model="auto", messages=[{"role": "user", "content": "write a poem"}], tools=[tool]
+        model="auto", messages=[{"role": "user", "content": "look up order 42"}], tools=[tool]
     )
     assert route_headers(raw.headers)["model"] == "qwen2.5-coder-7b-instruct"
 
@@ -311,17 +311,3 @@ async def test_deep_json_and_lone_surrogates_are_400_on_every_json_endpoint(
             assert says in body["error"]["message"]
     stats = one.sims["studio"].state.stats
     assert stats.completed_total + stats.errors_total == 0  # a client error is never sent on
-
-
-async def test_unknown_routes_and_wrong_methods_answer_openai_json(one: Fleet, http: aiohttp.ClientSession) -> None:
-    for method, path, status in (
-        ("GET", "/v1/nope", 404),
-        ("POST", "/v1/chat/completion", 404),
-        ("GET", "/v1/chat/completions", 405),
-        ("DELETE", "/v1/models", 405),
-    ):
-        async with http.request(method, one.url + path) as resp:
-            assert resp.status == status and resp.content_type == "application/json", (method, path)
-            body = await resp.json()
-        assert set(body["error"]) == {"message", "type", "param", "code"}
-        assert path in body["error"]["message"]
