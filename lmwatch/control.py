@@ -351,6 +351,10 @@ class ControlPlane:
 
     async def unload_model(self, name: str, model: str) -> list[str]:
         self._loader(name, "unload")
+        backend = self.services.registry.snapshot().backends[name]
+        if not any(m.loaded and (m.id == model or model in m.instance_ids) for m in backend.models):
+            message = f"backend {name!r} has no loaded model {model!r}"
+            raise ApiError(404, message, param="model", code="model_not_found")
         try:
             return await self.lifecycle().loader.unload(name, model, why="admin")
         except LoadError as exc:

@@ -331,8 +331,8 @@ async def test_load_and_unload_models(tmp_path: Path, sim: RunningSimulator, htt
             assert "openai" in answer["error"]["message"] and "cannot load" in answer["error"]["message"]
 
             status, answer = await admin(http, daemon, "POST", "/admin/backends/a/models/load", {"model": "nope"})
-            assert status == 422 and "nope" in answer["error"]["message"]
-            assert answer["error"]["code"] == "backend_refused"
+            assert status == 404 and "nope" in answer["error"]["message"]
+            assert answer["error"]["code"] == "model_not_found"
             status, answer = await admin(http, daemon, "POST", "/admin/backends/a/models/load", {})
             assert status == 400 and answer["error"]["param"] == "model"
             status, answer = await admin(http, daemon, "POST", "/admin/backends/a/models/load", [1])
