@@ -46,8 +46,8 @@ $(ENGINE_VENV)/.installed:
 engine: $(ENGINE_VENV)/.installed
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check lmwatch tests bench dashboards
-	$(BIN)/ruff format --check lmwatch tests bench dashboards
+	$(BIN)/ruff check lmwatch tests bench dashboards train
+	$(BIN)/ruff format --check lmwatch tests bench dashboards train
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy

@@ -231,7 +231,13 @@ class ClassifierConfig(Strict):
     default_task: str = "research"
     """The task of a request no feature points at (small talk, short questions)."""
     keywords: dict[str, list[str]] = Field(default_factory=dict)
-    """Task -> extra keywords, added to the built-in ones; a new task name adds a task type."""
+    """Task -> keywords (words or phrases, matched as whole words); a hit decides before the learned
+    model, the task with most hits winning; a new task name adds a task type."""
+    examples: dict[str, list[str]] = Field(default_factory=dict)
+    """Task -> example prompts; a request similar enough to a task's examples (see
+    `example_threshold`) goes to that task before the learned model decides; a new name adds a task."""
+    example_threshold: float = Field(0.15, gt=0, le=1)
+    """Cosine similarity to a task's examples (0..1, over the classifier's features) that decides."""
     scan_chars: int = Field(4000, ge=100)
     """How much of the latest user message (and of the system prompt) is read; bounds the cost."""
 
@@ -339,6 +345,7 @@ class RoutingConfig(Strict):
                 "analysis",
                 *self.preferences,
                 *self.classifier.keywords,
+                *self.classifier.examples,
                 *self.task_roles,
             )
         )
