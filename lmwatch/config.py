@@ -110,7 +110,8 @@ class BackendConfig(Strict):
     labels: dict[str, str] = Field(default_factory=dict)
     weight: float = Field(1.0, gt=0)
     max_concurrency: int | None = Field(None, ge=1)
-    """Requests sent at once; unset = the parallel slots the server reports, else 4 (LM Studio's default)."""
+    """Requests sent at once; unset = the parallel slots the server reports, else the flavour's default:
+    4 for LM Studio (its default), no cap for other OpenAI-compatible servers (they batch themselves)."""
     keep_loaded: list[KeepLoaded] = Field(default_factory=list)
     """Models lmwatch loads at start and re-loads after an eviction, a crash or a manual unload
     (LM Studio 0.4+; see docs/control.md). Items: a model id, or `{model, context_length, parallel}`."""

@@ -332,14 +332,33 @@ def cmd_route(args: argparse.Namespace) -> int:
         for i, c in enumerate(candidates, 1):
             mark = "" if c.get("usable", True) else " (skipped)"
             print(f"  {i}. {c['backend']} / {c['model']}{mark}: {c['reason']}")
+            if c.get("fit") or c.get("speed"):
+                print(f"     {_fit_and_speed(c.get('fit') or {}, c.get('speed') or {})}")
     for excluded in data.get("excluded", []):
         print(f"  not considered: {excluded['backend']} ({excluded['reason']})")
+    for passed in data.get("passed_over", []):
+        print(f"  passed over: {passed['backend']} / {passed['model']} ({passed['capability']})")
     chosen = data.get("chosen")
     if chosen:
         print(f"chosen: {chosen['backend']} / {chosen['model']}")
     else:
         print(f"chosen: none ({data.get('unavailable') or 'no usable candidate'})")
     return 0
+
+
+def _fit_and_speed(fit: dict[str, Any], speed: dict[str, Any]) -> str:
+    """`fits: ~120 of 8192 tokens; expected 2.1 s (profile: TTFT 0.104 s, 99.9 tok/s)`"""
+    context = fit.get("context_length")
+    held = f"of {context} tokens" if context else "tokens (context not reported)"
+    text = f"{'fits' if fit.get('fits', True) else 'does not fit'}: ~{fit.get('needed_tokens', '?')} {held}"
+    if speed.get("expected_seconds") is not None:
+        text += (
+            f"; expected {speed['expected_seconds']:.1f} s ({speed.get('source')}: TTFT "
+            f"{_num(speed.get('ttft_seconds'), 3)} s, {_num(speed.get('tokens_per_second'))} tok/s)"
+        )
+    else:
+        text += "; speed not measured yet"
+    return text
 
 
 def _num(value: Any, digits: int = 1) -> str:
