@@ -117,6 +117,8 @@ class Backend(TypedDict):
     last_error: str | None
     probe_duration_seconds: float | None
     consecutive_failures: int
+    max_concurrency: int | None
+    max_concurrency_from: str
     models: list[Model]
 
 

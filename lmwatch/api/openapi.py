@@ -19,6 +19,7 @@ from lmwatch import __version__
 from lmwatch.api import contract
 from lmwatch.config import BackendConfig
 from lmwatch.routing.request import Endpoint
+from lmwatch.usage.log import GROUPS
 
 REF = "#/components/schemas/{model}"
 ANY = TypeAdapter(dict[str, Any])
@@ -71,6 +72,13 @@ OPERATIONS = (
     ),
     Operation("post", "/admin/profile", "measure a model's speed on a backend", {200: ANY}, ANY),
     Operation("get", "/admin/models", "models by task, as routing ranks them", {200: ANY}, query={"task": []}),
+    Operation(
+        "get",
+        "/admin/usage",
+        "tokens, requests and cost avoided since a time, grouped",
+        {200: ANY},
+        query={"since": [], "by": list(GROUPS)},
+    ),
     Operation("post", "/admin/poll", "probe now", {200: contract.Polled}, contract.Poll, body_required=False),
     Operation("post", "/admin/reload", "re-read the config file", {200: contract.Reloaded}),
     Operation(
