@@ -445,8 +445,8 @@ def _load_failed(exc: LoadError, what: str) -> ApiError:
     backend failing (502). Only that last is a server-side error."""
     if exc.kind is LoadFailure.NOT_FOUND:
         return ApiError(404, f"{what}: {exc}", code="model_not_found")
-    if exc.kind is LoadFailure.NOT_OWNER:
-        return ApiError(409, f"{what}: {exc}", code="load_not_owner")
+    if exc.kind in (LoadFailure.NOT_OWNER, LoadFailure.OUT_OF_MEMORY):  # the request does not fit the backend now
+        return ApiError(409, f"{what}: {exc}", code=f"load_{exc.kind.value}")
     return ApiError(502, f"{what}: {exc}", code="upstream_error")
 
 
