@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import Counter, Gauge
@@ -45,7 +45,7 @@ from lmwatch.api.auth import (
 )
 from lmwatch.api.errors import ApiError, Shape
 from lmwatch.audit import AuditLog
-from lmwatch.backends import BackendClient, Flavour, ProbeError
+from lmwatch.backends import BackendClient, Flavour
 from lmwatch.config import (
     BackendConfig,
     Config,
@@ -57,9 +57,13 @@ from lmwatch.config import (
     validation_problems,
 )
 from lmwatch.discovery import BackendSources, FileDiscovery
+from lmwatch.lifecycle.loads import LoadError
 from lmwatch.logs import register_secrets
 from lmwatch.services import Services
 from lmwatch.watcher import Watcher
+
+if TYPE_CHECKING:
+    from lmwatch.lifecycle.manager import Lifecycle
 
 log = logging.getLogger("lmwatch.control")
 
@@ -327,30 +331,34 @@ class ControlPlane:
         return names
 
     async def load_model(self, name: str, model: str, context_length: int | None) -> dict[str, Any]:
-        flavour, client = self._loader(name, "load")
+        """Load through the lifecycle's loader: the backend's one load slot, failure reasons, warm-up."""
+        self._loader(name, "load")
+        loader = self.lifecycle().loader
         try:
-            result = await flavour.load(client, model, context_length)
-        except ProbeError as exc:
-            raise ApiError(
-                502, f"backend {name!r} did not load {model!r}: {exc.message}", code="upstream_error"
-            ) from None
-        await self.watcher.poll(name)
-        return result
+            async with loader.slot(name, model, loader.config.load_timeout):
+                result = await loader.load(name, model, why="admin", context_length=context_length)
+        except LoadError as exc:
+            raise ApiError(502, f"backend {name!r} did not load {model!r}: {exc}", code="upstream_error") from None
+        return {
+            "instance_id": result.instance_id,
+            "load_seconds": round(result.load_seconds, 3),
+            "warm_up_seconds": None if result.warm_up_seconds is None else round(result.warm_up_seconds, 3),
+            "warm_up_error": result.warm_up_error,
+        }
 
     async def unload_model(self, name: str, model: str) -> list[str]:
-        flavour, client = self._loader(name, "unload")
-        backend = self.services.registry.snapshot().backends[name]
-        info = backend.model(model)
-        instances = list(info.instance_ids) if info is not None and info.instance_ids else [model]
-        for instance in instances:
-            try:
-                await flavour.unload(client, instance)
-            except ProbeError as exc:
-                raise ApiError(
-                    502, f"backend {name!r} did not unload {instance!r}: {exc.message}", code="upstream_error"
-                ) from None
-        await self.watcher.poll(name)
-        return instances
+        self._loader(name, "unload")
+        try:
+            return await self.lifecycle().loader.unload(name, model, why="admin")
+        except LoadError as exc:
+            raise ApiError(502, f"backend {name!r} did not unload {model!r}: {exc}", code="upstream_error") from None
+
+    def lifecycle(self) -> Lifecycle:
+        """The model lifecycle (keep_loaded, placement, swap); 503 in apps built without one."""
+        lifecycle = self.services.lifecycle
+        if lifecycle is None:
+            raise ApiError(503, "this lmwatch runs without model lifecycle", code="no_lifecycle")
+        return lifecycle
 
     def _loader(self, name: str, verb: str) -> tuple[Flavour, BackendClient]:
         if name not in self.services.registry.snapshot().backends:

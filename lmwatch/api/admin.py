@@ -39,7 +39,6 @@ from lmwatch.config import BackendConfig, validation_problems
 from lmwatch.control import ControlPlane, ProblemsError, unknown_backend
 from lmwatch.jsondecode import loads
 from lmwatch.lifecycle.loads import LoadError, LoadFailure
-from lmwatch.lifecycle.manager import Lifecycle
 from lmwatch.registry import BackendInfo, request_outcomes
 from lmwatch.routing.request import json_object
 from lmwatch.server import backend_document
@@ -362,13 +361,6 @@ def _load_refused(exc: LoadError) -> ApiError:
     return ApiError(status, f"{exc.backend}: {exc}", code=f"load_{exc.kind.value}")
 
 
-def _lifecycle(request: web.Request) -> Lifecycle:
-    lifecycle = request.app[SERVICES].lifecycle
-    if lifecycle is None:
-        raise ApiError(503, "this lmwatch runs without model lifecycle", code="no_lifecycle")
-    return lifecycle
-
-
 def _context_length(body: dict[str, Any]) -> int | None:
     context = body.get("context_length")
     if context is not None and (not isinstance(context, int) or isinstance(context, bool) or context < 1):
@@ -382,7 +374,7 @@ async def swap(request: web.Request, control: ControlPlane) -> tuple[str | None,
     old, new = _string(body, "old"), _string(body, "new")
     _backend(control, name)
     try:
-        result = await _lifecycle(request).swapper.swap(name, old, new, _context_length(body))
+        result = await control.lifecycle().swapper.swap(name, old, new, _context_length(body))
     except LoadError as exc:
         raise _load_refused(exc) from None
     return f"{name}/{old}->{new}", result
@@ -399,7 +391,7 @@ async def fit_model(request: web.Request) -> web.Response:
         context = 0
     if context is not None and context < 1:
         raise ApiError(400, "`context_length` must be a positive integer", param="context_length", code="invalid_type")
-    fits = _lifecycle(request).fit(model, context)
+    fits = _control(request).lifecycle().fit(model, context)
     if not any(f.reason != "not downloaded on this backend" for f in fits):
         raise ApiError(404, f"no backend has {model!r} downloaded", param="model", code="model_not_found")
     return web.json_response({"model": model, "backends": [f.document() for f in fits]})

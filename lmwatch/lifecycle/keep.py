@@ -60,10 +60,23 @@ class KeepLoadedReconciler:
         self.states: dict[str, dict[str, KeepState]] = {}
         self.replaced: dict[str, dict[str, KeepLoaded]] = {}
         """backend -> {old model: new entry}: a swap's change to keep_loaded, until the next reload."""
+        self._replaced_for: object = None
+        """The backends list those changes were made against: a reload brings a new one."""
         self._warned: set[tuple[str, str]] = set()
 
+    def replace(self, backend: str, old: str, entry: KeepLoaded) -> None:
+        """A swap's change: `entry` instead of `old` in `backend`'s keep_loaded, until the next reload."""
+        self._current_swaps()
+        self._replaced_for = self.loader.services.config.config.backends
+        self.replaced.setdefault(backend, {})[old] = entry
+
+    def _current_swaps(self) -> dict[str, dict[str, KeepLoaded]]:
+        if self.replaced and self._replaced_for is not self.loader.services.config.config.backends:
+            self.replaced.clear()  # the config was reloaded: its keep_loaded lists are in force again
+        return self.replaced
+
     def wanted(self, config: BackendConfig) -> list[KeepLoaded]:
-        swaps = self.replaced.get(config.name, {})
+        swaps = self._current_swaps().get(config.name, {})
         items = [swaps.get(item.model, item) for item in config.keep_loaded]
         return list({item.model: item for item in items}.values())
 

@@ -246,15 +246,8 @@ class Loader:
         self.last_failure.pop((backend, model), None)
         self.loads.labels(backend, model, why, "success").inc()
         self._remember("load", backend, model, why, "success", result.__dict__)
-        await self.audit.control(
-            actor="lifecycle",
-            action="load_model",
-            target=f"{backend}/{model}",
-            result="ok",
-            reason=why,
-            load_seconds=round(seconds, 3),
-            warm_up_seconds=None if result.warm_up_seconds is None else round(result.warm_up_seconds, 3),
-        )
+        warm = None if result.warm_up_seconds is None else round(result.warm_up_seconds, 3)
+        await self._audit("load_model", backend, model, "ok", why, load_seconds=round(seconds, 3), warm_up_seconds=warm)
         log.info("loaded %s on %s (%s) in %.2f s", model, backend, why, seconds)
         return result
 
@@ -274,20 +267,11 @@ class Loader:
         except LoadError as exc:
             self.unloads.labels(backend, model, why, "failed").inc()
             self._remember("unload", backend, model, why, exc.kind.value, {"message": exc.message})
-            await self.audit.control(
-                actor="lifecycle",
-                action="unload_model",
-                target=f"{backend}/{model}",
-                result="failed",
-                reason=why,
-                error=exc.message,
-            )
+            await self._audit("unload_model", backend, model, "failed", why, error=exc.message)
             raise
         self.unloads.labels(backend, model, why, "success").inc()
         self._remember("unload", backend, model, why, "success", {"instances": instances})
-        await self.audit.control(
-            actor="lifecycle", action="unload_model", target=f"{backend}/{model}", result="ok", reason=why
-        )
+        await self._audit("unload_model", backend, model, "ok", why)
         log.info("unloaded %s from %s (%s)", model, backend, why)
         return instances
 
@@ -336,14 +320,13 @@ class Loader:
         self.last_failure[(exc.backend, exc.model)] = str(exc)
         self._remember("load", exc.backend, exc.model, why, exc.kind.value, {"message": exc.message})
         log.warning("load of %s on %s (%s) failed: %s", exc.model, exc.backend, why, exc)
+        await self._audit(
+            "load_model", exc.backend, exc.model, "failed", why, failure=exc.kind.value, error=exc.message
+        )
+
+    async def _audit(self, action: str, backend: str, model: str, result: str, why: str, **detail: Any) -> None:
         await self.audit.control(
-            actor="lifecycle",
-            action="load_model",
-            target=f"{exc.backend}/{exc.model}",
-            result="failed",
-            reason=why,
-            failure=exc.kind.value,
-            error=exc.message,
+            actor="lifecycle", action=action, target=f"{backend}/{model}", result=result, reason=why, **detail
         )
 
     def _remember(self, action: str, backend: str, model: str, why: str, result: str, detail: dict[str, Any]) -> None:

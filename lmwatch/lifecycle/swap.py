@@ -58,7 +58,7 @@ class Swapper:
             if old in self.keep.kept(info.config):
                 entry = next((i for i in self.keep.wanted(info.config) if i.model == old), None)
                 ctx = context_length or (entry.context_length if entry else None)
-                self.keep.replaced.setdefault(backend, {})[old] = KeepLoaded(model=new, context_length=ctx)
+                self.keep.replace(backend, old, KeepLoaded(model=new, context_length=ctx))
             drained = await outcomes.model_drained(backend, old, loader.config.drain_timeout)
             await loader.unload(backend, old, why="swap")
         finally:

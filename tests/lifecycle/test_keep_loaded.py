@@ -134,3 +134,18 @@ async def test_two_lmwatch_on_one_fleet_do_not_fight(sim: RunningSimulator, tmp_
     assert f"{MISTRAL}:2" not in sim.state.catalogue.instances  # nobody loaded a second copy
     assert beta_state["managed"] is False
     assert beta_state["keep_loaded"][0]["state"] in ("not_owner", "loaded")
+
+
+async def test_an_unknown_model_is_not_found_and_ignored_parallel_slots_are_told(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    keep = f"keep_loaded: [no-such-model, {{model: {MISTRAL}, parallel: 2}}]"
+    body = f"backends:\n  - {backend_yaml('studio', sim.url)[:-1]}, {keep}}}\n"
+    async with lifecycle_daemon(tmp_path, body) as daemon:
+        await daemon.registry.wait_for(loaded("studio", MISTRAL), timeout=10)
+        await daemon.lifecycle.settle()
+        states = {s["model"]: s for s in daemon.lifecycle.keep.document("studio")}
+    assert states["no-such-model"]["state"] == "failed"
+    assert states["no-such-model"]["reason"].startswith("not found: /api/v1/models/load: HTTP 404")
+    assert states[MISTRAL]["state"] == "loaded"  # LM Studio gives API loads 4 slots whatever is asked
+    assert states[MISTRAL]["warning"] == "asked for 2 parallel slots, the server reports 4"

@@ -34,6 +34,17 @@ def _chat(model: str, stream: bool = False, max_tokens: int = 4) -> dict[str, ob
     return {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream, "max_tokens": max_tokens}
 
 
+async def _refused_while_serving(url: str, http: aiohttp.ClientSession) -> str:
+    """Ask for WANTED while a stream runs on SERVING: the 503's message (the stream must finish)."""
+    async with http.post(url + "/v1/chat/completions", json=_chat(SERVING, stream=True, max_tokens=20)) as stream:
+        await stream.content.readline()
+        async with http.post(url + "/v1/chat/completions", json=_chat(WANTED)) as resp:
+            assert resp.status == 503
+            message: str = (await resp.json())["error"]["message"]
+        assert "[DONE]" in (await stream.read()).decode()
+    return message
+
+
 async def test_a_request_for_a_model_loaded_nowhere_never_evicts_a_model_serving_a_request(tmp_path: Path) -> None:
     """LM Studio's JIT load of WANTED would auto-evict the JIT-loaded SERVING and cut its stream; lmwatch
     loads WANTED through the load API instead (no auto-evict), so the stream finishes."""
@@ -97,15 +108,9 @@ async def test_memory_is_made_by_unloading_an_idle_model_but_never_one_serving(t
         aiohttp.ClientSession() as http,
         lifecycle_daemon(tmp_path, _fleet(("a", sim, "gpu_memory: 9GiB"))) as daemon,
     ):
-        url = daemon.url + "/v1/chat/completions"
-        async with http.post(url, json=_chat(SERVING, stream=True, max_tokens=20)) as stream:
-            await stream.content.readline()
-            async with http.post(url, json=_chat(WANTED)) as resp:
-                refused = await resp.json()
-            assert resp.status == 503
-            assert f"held by {SERVING} (4.5 GiB: 1 request running)" in refused["error"]["message"]
-            assert "[DONE]" in (await stream.read()).decode()
-        async with http.post(url, json=_chat(WANTED)) as resp:  # now SERVING is idle: make room
+        refused = await _refused_while_serving(daemon.url, http)
+        assert f"held by {SERVING} (4.5 GiB: 1 request running)" in refused
+        async with http.post(daemon.url + "/v1/chat/completions", json=_chat(WANTED)) as resp:  # SERVING is idle
             assert resp.status == 200, await resp.text()
         assert list(sim.state.catalogue.instances) == [WANTED]
         assert sim.state.stats.load_failures_total == 0  # lmwatch never asked for a load that could not fit
@@ -146,14 +151,8 @@ async def test_a_just_in_time_server_is_used_only_when_nothing_runs_there(tmp_pa
         aiohttp.ClientSession() as http,
         lifecycle_daemon(tmp_path, _fleet(("old", sim, ""))) as daemon,
     ):
-        url = daemon.url + "/v1/chat/completions"
-        async with http.post(url, json=_chat(SERVING, stream=True, max_tokens=20)) as stream:
-            await stream.content.readline()
-            async with http.post(url, json=_chat(WANTED)) as resp:
-                refused = await resp.json()
-            assert resp.status == 503
-            assert "its just-in-time load could evict their model and cut them" in refused["error"]["message"]
-            assert "[DONE]" in (await stream.read()).decode()
-        async with http.post(url, json=_chat(WANTED)) as resp:
+        refused = await _refused_while_serving(daemon.url, http)
+        assert "its just-in-time load could evict their model and cut them" in refused
+        async with http.post(daemon.url + "/v1/chat/completions", json=_chat(WANTED)) as resp:
             assert resp.status == 200
         assert sim.state.stats.jit_loads_total == 1

@@ -9,7 +9,7 @@ import aiohttp
 
 from lmwatch.simulator import SimModel, SimSettings, start_simulator
 from tests.daemons import ADMIN_TOKEN, admin, backend_yaml, run_cli
-from tests.lifecycle.helpers import GIB, lifecycle_daemon
+from tests.lifecycle.helpers import GIB, lifecycle_daemon, loaded
 
 OLD, NEW = "old-7b", "new-8b"
 
@@ -92,3 +92,7 @@ async def test_swap_and_fit_from_the_cli_and_the_refusals(tmp_path: Path) -> Non
             assert (status, body["error"]["code"]) == (404, "model_not_found")
             status, body = await admin(http, daemon, "POST", "/admin/backends/a/swap", {"old": OLD, "new": NEW})
             assert (status, body["error"]["code"]) == (404, "load_not_found")  # OLD is gone now
+        assert await daemon.reload() == []  # the config's keep_loaded is in force again: OLD comes back
+        await daemon.lifecycle.tick()
+        await daemon.registry.wait_for(loaded("a", OLD), timeout=10)
+        assert [s["model"] for s in daemon.lifecycle.keep.document("a")] == [OLD]
