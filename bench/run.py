@@ -227,6 +227,7 @@ class StallResult:
     render_ms: float
     size_bytes: int
     series: int
+    poll_cpu_ms: float
 
 
 class Scraper:
@@ -277,7 +278,10 @@ def scrape_stall(count: int, seconds: int, rounds: int) -> StallResult:
             )
             through = f"http://127.0.0.1:{lm_port}"
             daemon_args = [sys.executable, "-m", "lmwatch", "run", "--config", str(config)]
-            with process(daemon_args, through + "/readyz"):
+            with process(daemon_args, through + "/readyz") as daemon:
+                idle = cpu_seconds(daemon.pid)
+                time.sleep(seconds)  # no traffic: what the polls (and samplers) cost
+                poll_cpu = (cpu_seconds(daemon.pid) - idle) / (count * seconds)
                 wrk(through + "/v1/chat/completions", "chat.lua", 1, 2)
                 quiet, scraped, render = [], [], []
                 for _ in range(rounds):
@@ -295,6 +299,7 @@ def scrape_stall(count: int, seconds: int, rounds: int) -> StallResult:
         statistics.median(render) * 1e3,
         scraper.size,
         scraper.series,
+        poll_cpu * 1e3,
     )
 
 
@@ -472,7 +477,8 @@ def main() -> None:
             "",
             f"Scrape with {stall.backends} backends (3 LLMs and an embedding model each, polled every second):"
             f" {stall.render_ms:.0f} ms per /metrics scrape (median), {stall.size_bytes / 1e6:.1f} MB,"
-            f" {stall.series:,} series.",
+            f" {stall.series:,} series. Idle, the daemon spends {stall.poll_cpu_ms:.2f} ms of CPU per backend"
+            " per second (one poll each, with the host and process samplers).",
         ]
     print("\n".join(run))
     if args.write:

@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     BaseModel,
     BeforeValidator,
@@ -29,12 +30,12 @@ from pydantic import (
     model_validator,
 )
 
+from lmwatch.flavours import AUTO, FLAVOURS
 from lmwatch.logs import basic_credentials, redact, register_secrets
 
 DEFAULT_PORT = 9234
 """lmwatch's listen port: not LM Studio's 1234, and free in the usual exporter range."""
 
-BACKEND_KINDS = ("auto", "lmstudio-v1", "lmstudio-v0", "openai")
 ENV_PREFIX = "LMWATCH_"
 
 Seconds = Annotated[float, Field(gt=0)]
@@ -52,6 +53,17 @@ def _switch_word(value: Any) -> Any:
 Switch = BeforeValidator(_switch_word)
 """For every enum with an `off` (or `on`) member: `gpu: off` works unquoted."""
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+
+
+def _known_kind(kind: str) -> str:
+    """Checked when a config is parsed, against the flavour table as it is then."""
+    if kind != AUTO and kind not in FLAVOURS:
+        raise ValueError(f"must be {AUTO!r} (detect) or a flavour: {', '.join(FLAVOURS)}")
+    return kind
+
+
+Kind = Annotated[str, AfterValidator(_known_kind)]
+"""`auto` or a name in `lmwatch.flavours.FLAVOURS`."""
 
 
 class Strict(BaseModel):
@@ -88,7 +100,7 @@ class KeepLoaded(Strict):
 class BackendConfig(Strict):
     name: Name
     url: AnyHttpUrl
-    kind: Literal["auto", "lmstudio-v1", "lmstudio-v0", "openai"] = "auto"
+    kind: Kind = AUTO
     api_token_env: str | None = None
     api_token_file: Path | None = None
     timeout: Seconds = 30.0

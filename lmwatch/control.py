@@ -32,6 +32,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from pydantic import TypeAdapter, ValidationError
 
+from lmwatch import backends
 from lmwatch.api.auth import (
     ANONYMOUS,
     AccessControl,
@@ -361,9 +362,10 @@ class ControlPlane:
         return lifecycle
 
     def _loader(self, name: str, verb: str) -> tuple[Flavour, BackendClient]:
-        if name not in self.services.registry.snapshot().backends:
+        backend = self.services.registry.snapshot().backends.get(name)
+        if backend is None:
             raise unknown_backend(name)
-        flavour, client = self.watcher.flavour_of(name), self.watcher.client_of(name)
+        flavour, client = backends.detected(backend.flavour), self.watcher.client_of(name)
         if flavour is None or client is None:
             raise ApiError(
                 409,

@@ -60,7 +60,9 @@ class Daemon:
         self.lifecycle = Lifecycle(self.services, self.watcher, self.scheduler, self.control.audit)
         self.services.lifecycle = self.lifecycle
         self.services.status_sections["lifecycle"] = self.lifecycle.status_section
-        self.profiles = ProfileRunner(self.registry, lambda: self.holder.config.resolved_state_dir(self.control.env))
+        self.profiles = ProfileRunner(
+            self.registry, lambda: self.holder.config.resolved_state_dir(self.control.env), self.watcher.poll_now
+        )
         self.services.profiles = self.profiles
         self.services.status_sections["profiles"] = lambda: profiles_status(self.registry, self.profiles)
         self.app = build_app(self.services, (admin_api.setup, openai_api.setup, console.setup, *extensions))

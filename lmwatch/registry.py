@@ -255,6 +255,8 @@ class Registry:
         self._first_round_done = False
         self._generation = 0
         self._host = HostPressure()
+        self._pressure_parts: dict[str, dict[str, Any]] = {}
+        """Each sampler's part of `_host`, by sampler name: two GPU vendors each own their GPUs."""
         self._collectors: dict[str, CollectorStatus] = {}
         self._profiles: dict[tuple[str, str], ModelProfile] = {}
         self._snapshot = self._build()
@@ -382,9 +384,23 @@ class Registry:
         )
         self._publish([])
 
-    def record_host_pressure(self, **changes: Any) -> None:
-        """Update part of the host summary (the host sampler sets CPU/memory, the GPU sampler GPUs)."""
-        self._host = dataclasses.replace(self._host, **changes)
+    def record_host_pressure(self, source: str, **changes: Any) -> None:
+        """Set `source`'s part of the host summary (the host sampler CPU/memory, each GPU sampler its
+        GPUs); the parts are merged, so one GPU vendor's report never drops another's GPUs."""
+        self._pressure_parts[source] = changes
+        gpus: list[GpuPressure] = []
+        per_backend: dict[str, int] = {}
+        scalars: dict[str, Any] = {}
+        for part in self._pressure_parts.values():
+            for key, value in part.items():
+                if key == "gpus":
+                    gpus.extend(value)
+                elif key == "backend_gpu_memory_bytes":
+                    for backend, used in value.items():
+                        per_backend[backend] = per_backend.get(backend, 0) + used
+                else:
+                    scalars[key] = value
+        self._host = HostPressure(**scalars, gpus=tuple(gpus), backend_gpu_memory_bytes=per_backend)
         self._publish([])
 
     def record_profiles(self, profiles: Iterable[ModelProfile]) -> None:

@@ -22,8 +22,10 @@ import aiohttp
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from lmwatch.backends import BY_NAME, FLAVOURS, BackendClient, Flavour, ProbeError
+from lmwatch import backends
+from lmwatch.backends import BackendClient, Flavour, ProbeError
 from lmwatch.config import BackendConfig
+from lmwatch.flavours import AUTO
 from lmwatch.registry import Health, ModelInfo, ProbeFailure, ProbeResult, Registry
 
 log = logging.getLogger("lmwatch.watcher")
@@ -37,7 +39,6 @@ RECOVERY_REPROBE_SECONDS = 1.0
 class _Target:
     config: BackendConfig
     client: BackendClient
-    flavour: Flavour | None = None
     not_before: float = 0.0
     """Monotonic time before which scheduled polls are skipped (backoff while down)."""
 
@@ -159,21 +160,21 @@ class Watcher:
 
     async def _probe(self, target: _Target) -> ProbeResult:
         started = self._clock()
+        known = self._registry.snapshot().backends[target.config.name].flavour
         attempts = target.config.retry_attempts
         for attempt in range(attempts):
             try:
-                flavour, models, warnings = await self._list(target)
+                flavour, models, warnings = await self._list(target, known)
                 break
             except ProbeError as exc:
                 if exc.reason is not ProbeFailure.CONNECT or attempt == attempts - 1:
                     raise
                 await asyncio.sleep(RETRY_DELAY_SECONDS * 2**attempt)
         version = None
-        if flavour is not target.flavour:
+        if flavour.name != known:
             version = await flavour.version(target.client)
-            if target.flavour is not None:
-                log.info("backend %s now speaks %s (was %s)", target.config.name, flavour.name, target.flavour.name)
-            target.flavour = flavour
+            if known is not None:
+                log.info("backend %s now speaks %s (was %s)", target.config.name, flavour.name, known)
         return ProbeResult(
             flavour=flavour.name,
             models=tuple(models),
@@ -182,9 +183,9 @@ class Watcher:
             warnings=tuple(warnings),
         )
 
-    async def _list(self, target: _Target) -> tuple[Flavour, list[ModelInfo], list[str]]:
-        """Ask the cached flavour first; on "not this API" fall back to detection in order."""
-        candidates = _candidates(target)
+    async def _list(self, target: _Target, known: str | None) -> tuple[Flavour, list[ModelInfo], list[str]]:
+        """Ask the flavour detected last (the registry's) first; on "not this API" the others in order."""
+        candidates = _candidates(target.config, known)
         last_error: ProbeError | None = None
         for flavour in candidates:
             try:
@@ -234,21 +235,16 @@ class Watcher:
         with contextlib.suppress(JobLookupError):
             self._scheduler.remove_job(_job_id(name))
 
-    def flavour_of(self, name: str) -> Flavour | None:
-        target = self._targets.get(name)
-        return target.flavour if target else None
-
     def client_of(self, name: str) -> BackendClient | None:
         target = self._targets.get(name)
         return target.client if target else None
 
 
-def _candidates(target: _Target) -> list[Flavour]:
-    if target.config.kind != "auto":
-        return [BY_NAME[target.config.kind]]
-    if target.flavour is None:
-        return list(FLAVOURS)
-    return [target.flavour, *(f for f in FLAVOURS if f is not target.flavour)]
+def _candidates(config: BackendConfig, known: str | None) -> list[Flavour]:
+    if config.kind != AUTO:
+        return [backends.flavour(config.kind)]
+    order = backends.detection_order()
+    return sorted(order, key=lambda f: f.name != known)  # stable: the known one first, the rest in order
 
 
 def _job_id(name: str) -> str:

@@ -114,10 +114,12 @@ async def test_request_lines_only_when_enabled_and_prompts_only_when_asked(
         path.unlink(missing_ok=True)
         loaded = load_config(audited_config(tmp_path, sim, audit), env={})
         async with running_daemon(loaded, (note_echo,)) as daemon:
-            async with http.post(daemon.url + "/v1/chat/completions", json=chat, headers=auth) as resp:
+            traced = {**auth, "X-Request-ID": "trace-audit-1"}
+            async with http.post(daemon.url + "/v1/chat/completions", json=chat, headers=traced) as resp:
                 assert resp.status == 200
             async with http.post(daemon.url + "/v1/chat/completions", json=chat) as resp:
                 assert resp.status == 401
+                refused_id = resp.headers["X-Request-ID"]
             async with http.post(daemon.url + "/v1/echo", json={"input": PROMPT}, headers=auth) as resp:
                 assert resp.status == 200
         requests = [x for x in audit_lines(path) if x["kind"] == "request"]
@@ -127,8 +129,8 @@ async def test_request_lines_only_when_enabled_and_prompts_only_when_asked(
         served, refused, echoed = requests
         assert served["key"] == "alice" and served["status"] == 200 and served["path"] == "/v1/chat/completions"
         assert served["model"] == "qwen2.5-coder-7b-instruct" and served["backend"] == "a"
-        assert served["duration_seconds"] >= 0
-        assert refused["key"] == "anonymous" and refused["status"] == 401
+        assert served["duration_seconds"] >= 0 and served["request_id"] == "trace-audit-1"
+        assert refused["key"] == "anonymous" and refused["status"] == 401 and refused["request_id"] == refused_id
         assert echoed["prompt_tokens"] == 3 and echoed["completion_tokens"] == 5 and echoed["model"] == "m-1"
         text = path.read_text()
         assert (PROMPT in text) is expect_prompts

@@ -29,6 +29,8 @@ import yaml
 from lmwatch.api import openai as router
 from lmwatch.config import parse_config
 from lmwatch.daemon import Daemon, running_daemon
+from lmwatch.profiling.measure import Options
+from lmwatch.registry import request_outcomes
 
 pytestmark = pytest.mark.engine
 
@@ -301,3 +303,49 @@ async def test_messages_api_is_translated_for_the_engine(daemon: Daemon) -> None
             streamed = await stream.get_final_message()
         assert streamed.stop_reason == "tool_use" and streamed.content[-1].type == "tool_use"
         assert set(streamed.content[-1].input) == {"city"}
+
+
+async def test_profile_smollm2_and_refuse_what_its_context_cannot_hold(engine: Engine, tmp_path: Path) -> None:
+    """The real engine profiled (its numbers are whatever this machine gives; they must be coherent), and
+    a prompt over its 2,048-token context: the engine's own error teaches lmwatch the context, so the
+    next such request is refused before it reaches the engine."""
+    config = {
+        "server": {"port": 0},
+        "state_dir": str(tmp_path),
+        "backends": [{"name": "engine", "url": engine.url, "poll_interval": 60}],
+    }
+    loaded = parse_config(yaml.safe_dump(config), env={})
+    with engine_alive(engine):
+        async with running_daemon(loaded, [router.setup]) as daemon:
+            await _profile_and_refuse(daemon, tmp_path)
+
+
+async def _profile_and_refuse(daemon: Daemon, tmp_path: Path) -> None:
+    assert daemon.profiles is not None
+    # small numbers: this engine build reads prompts at tens of tokens a second on a busy 2-core VM
+    [result] = await daemon.profiles.run(options=Options(tokens=8, long_prompt_tokens=200, repeats=1))
+    assert result.outcome == "measured", result.reason
+    profile = result.profile
+    assert profile is not None and profile.model == daemon.registry.snapshot().backends["engine"].models[0].id
+    assert profile.ttft_short_seconds and profile.ttft_long_seconds
+    assert profile.ttft_long_seconds > profile.ttft_short_seconds  # ~150 more prompt tokens to read
+    assert profile.prompt_tokens_long and profile.prompt_tokens_long > 150
+    assert profile.prompt_tokens_per_second and profile.prompt_tokens_per_second > 0
+    assert profile.generation_tokens_per_second and profile.generation_tokens_per_second > 0
+    assert profile.chars_per_token and 2.0 < profile.chars_per_token < 8.0  # SmolLM2's BPE on English prose
+    assert [p.concurrency for p in profile.throughput] == [1]  # llama-cpp-python serves one at a time
+    assert (tmp_path / "profiles.sqlite3").exists()
+    assert "lmwatch_model_profile_generation_tokens_per_second{" in await _scrape(daemon)
+    # one slot: the watcher's probes waited behind the measurement; the runner asked for a new probe
+    await daemon.registry.wait_for(lambda snap: snap.backends["engine"].reachable, timeout=30)
+
+    too_long = [{"role": "user", "content": "word " * 3000}]
+    async with openai.AsyncOpenAI(base_url=daemon.url + "/v1", api_key="unused", max_retries=0) as client:
+        with pytest.raises(openai.BadRequestError) as first:
+            await client.chat.completions.create(model=profile.model, messages=too_long, max_tokens=8)
+        assert first.value.code == "context_length_exceeded" and "2048" in first.value.message
+        assert request_outcomes(daemon.registry).learned_context("engine", profile.model) == 2048
+        with pytest.raises(openai.BadRequestError) as second:
+            await client.chat.completions.with_raw_response.create(model=profile.model, messages=too_long, max_tokens=8)
+        assert second.value.code == "context_length_exceeded"
+        assert second.value.response.headers["X-LMWatch-Backend"] == "none"  # refused before the engine

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import re
 import shlex
 import shutil
@@ -16,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -295,13 +297,33 @@ def test_install_steps_work_in_a_scratch_root(tmp_path: Path) -> None:
 
 
 class FakeManager:
-    """Collects notifications the way systemd does: datagrams on a socket named in NOTIFY_SOCKET."""
+    """Collects notifications the way systemd does: datagrams on a socket named in NOTIFY_SOCKET,
+    read as they come (by a thread), so a slow test step never lets the socket's queue fill up and
+    the daemon's messages bounce (EAGAIN) as they would not with systemd."""
 
     def __init__(self, path: Path) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(path))
-        self.sock.setblocking(False)
+        self.sock.settimeout(0.1)
         self.path = path
+        self._received: queue.Queue[bytes] = queue.Queue()
+        self._closed = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while not self._closed.is_set():
+            try:
+                self._received.put(self.sock.recv(4096))
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self._closed.set()
+        self._reader.join()
+        self.sock.close()
 
     async def expect(self, wanted: Callable[[dict[str, str]], bool], timeout: float = 20.0) -> dict[str, str]:
         """The next notification `wanted` accepts; those before it (watchdog pings) are skipped."""
@@ -311,7 +333,10 @@ class FakeManager:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise TimeoutError("no matching notification")
-            data = await asyncio.wait_for(loop.sock_recv(self.sock, 4096), remaining)
+            try:
+                data = await asyncio.to_thread(self._received.get, True, remaining)
+            except queue.Empty:
+                raise TimeoutError("no matching notification") from None
             message = dict(line.split("=", 1) for line in data.decode().split("\n") if "=" in line)
             if wanted(message):
                 return message
@@ -381,6 +406,6 @@ async def test_daemon_follows_the_units_notify_contract(tmp_path: Path) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-        manager.sock.close()
+        manager.close()
         log.close()
         await sim.stop()

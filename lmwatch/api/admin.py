@@ -114,7 +114,8 @@ async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
         if key is not None:
             request[CLIENT] = key
             key_name = key.name
-            control.access.admit(key)
+            cache = request.app[SERVICES].cache
+            await control.access.admit(key, cache if cache is not None and cache.redis is not None else None)
         response = await handler(request)
         status = str(response.status)
         return response

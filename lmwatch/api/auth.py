@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 from aiohttp import web
@@ -312,6 +312,12 @@ class _Bucket:
         return (1.0 - self.tokens) / rate
 
 
+class SharedBuckets(Protocol):
+    async def take(self, name: str, per_minute: float) -> float | None:
+        """0 when a request of key `name` may start (and takes its token), else seconds until one
+        may; None when the shared buckets cannot be reached."""
+
+
 class AccessControl:
     """The client keys in force and their rate-limit buckets (which survive reloads, by key name)."""
 
@@ -358,13 +364,17 @@ class AccessControl:
             raise ApiError(401, "the API key is not valid", code="invalid_api_key")
         return match
 
-    def admit(self, key: ClientKey) -> None:
+    async def admit(self, key: ClientKey, shared: SharedBuckets | None = None) -> None:
         """May this key start a request now? Raises 429 past its requests-per-minute.
 
-        Separate from `authenticate` so a refused request is still counted under the key's name."""
+        With `shared` (the Redis of `cache.backend: redis`) the bucket is the one every replica uses;
+        while Redis fails, this replica's own bucket decides. Separate from `authenticate` so a refused
+        request is still counted under the key's name."""
         bucket = self._buckets.get(key.name)
         if bucket is not None:
-            wait = bucket.take(self._clock())
+            wait = await shared.take(key.name, bucket.capacity) if shared is not None else None
+            if wait is None:
+                wait = bucket.take(self._clock())
             if wait > 0:
                 seconds = max(1, math.ceil(wait))
                 raise ApiError(

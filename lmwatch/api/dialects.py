@@ -92,8 +92,8 @@ class ResponsesDialect(Dialect):
         self.turns: list[dict[str, Any]] = []
         self.held = False
         """The conversation so far is lmwatch's (translated): every attempt is translated."""
-        self.holder: str | None = None
-        """The backend that holds the previous response (it answered natively)."""
+        self.holder: Stored | None = None
+        """Where the previous response is held (it was answered natively)."""
         self._reply: Reply | None = None
         self._stream: responses.ResponsesStream | None = None
 
@@ -129,7 +129,7 @@ class ResponsesDialect(Dialect):
                 code="previous_response_not_found",
             )
         if stored.turns is None:
-            self.holder = stored.backend
+            self.holder = stored
             return None
         self.held = True
         return stored.turns
@@ -138,18 +138,23 @@ class ResponsesDialect(Dialect):
         return not self.held and super().native(target)
 
     def restrict(self, plan: Plan) -> Plan:
-        if self.holder is None:
+        holder = self.holder
+        if holder is None:
             return plan
         tiers = []
         for tier in plan.tiers:
-            kept = tuple(t for t in tier.targets if t.backend == self.holder and self.native(t))
+            kept = tuple(t for t in tier.targets if t.backend == holder.backend and self.native(t))
             if kept:
                 tiers.append(dataclasses.replace(tier, targets=kept))
+        same = tuple(dict.fromkeys(t for tier in tiers for t in tier.targets if t.model == holder.model))
+        if same:  # the model that answered first, then the backend's others
+            rest = [dataclasses.replace(r, targets=tuple(t for t in r.targets if t not in same)) for r in tiers]
+            tiers = [dataclasses.replace(tiers[0], targets=same), *(r for r in rest if r.targets)]
         if not tiers:
             raise ApiError(
                 503,
                 f"the previous response {self.body.get('previous_response_id')!r} is held by backend "
-                f"{self.holder!r}, which cannot serve this request now (down, draining, or without the model); "
+                f"{holder.backend!r}, which cannot serve this request now (down, draining, or without the model); "
                 "send the whole conversation as `input` instead",
                 param="previous_response_id",
                 code="previous_response_unavailable",
@@ -173,6 +178,6 @@ class ResponsesDialect(Dialect):
             return
         if self.translated and self._reply is not None:
             turns = [*self.turns, responses.assistant_message(self._reply)]
-            self.store.put(self.response_id, Stored(target.backend, turns))
+            self.store.put(self.response_id, Stored(target.backend, target.model, turns))
         elif not self.translated and response_id:
-            self.store.put(response_id, Stored(target.backend))
+            self.store.put(response_id, Stored(target.backend, target.model))

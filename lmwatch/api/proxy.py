@@ -41,6 +41,7 @@ from lmwatch.api.upstream import (
     Response,
     UpstreamError,
 )
+from lmwatch.backends import is_model_gone
 from lmwatch.backends.base import error_message
 from lmwatch.config import RoutingConfig
 from lmwatch.jsondecode import loads
@@ -55,11 +56,6 @@ from lmwatch.routing.sse import EventSplitter, Meter, StreamMeter
 from lmwatch.translate.chat import ChatStream
 
 MAX_BACKOFF = 2.0
-_MODEL_GONE = re.compile(
-    r"no models? (?:is |are )?loaded|model_not_found|invalid model identifier|not found|failed to load model|"
-    r"not loaded|unloaded|model loading",
-    re.IGNORECASE,
-)
 _CONTEXT = re.compile(r"context[ _](?:length|window|size)|n_ctx|too many tokens|exceeds? the context", re.IGNORECASE)
 """An upstream error saying the prompt does not fit (LM Studio, llama.cpp, vLLM word it differently)."""
 _WRONG_TYPE = re.compile(r"model is not (?:an? )?(llm|embedding)", re.IGNORECASE)
@@ -371,7 +367,7 @@ class Exchange:
         rewrite = target.flavour.rewrite(source) if target.flavour is not None else None
         if native and rewrite is None and self.req.raw and not inject and source.get("model") == target.model:
             return self.req.raw
-        key = (target.model, inject, native, target.flavour)
+        key = (target.model, inject, native, target.flavour.name if rewrite is not None and target.flavour else None)
         if key not in self._bodies:
             body = dict(rewrite or source, model=target.model)
             if inject:
@@ -427,7 +423,7 @@ class Exchange:
             obj = None
         message = error_message(obj)
         if status == 200 and message is None and isinstance(obj, dict):
-            if target.lmstudio and not _answered_by(obj, target):
+            if target.substitutes_model and not _answered_by(obj, target):
                 return Failure("model_unavailable", f"answered by {obj.get('model')!r}: the model is gone")
             self.usage.add(obj.get("usage"))
             if self.usage.prompt:
@@ -459,7 +455,7 @@ class Exchange:
             if context is not None and not target.is_cloud:
                 self.upstream.outcomes.record_context(target.backend, target.model_key, context)
             return Failure("context_length", message, breaker=False)
-        return _error_outcome(status, message, obj)
+        return _error_outcome(target, status, message, obj)
 
     def client_model(self, target: Target) -> str | None:
         """The model id a local answer carries: the id the client asked for (an alias too), or the
@@ -569,7 +565,7 @@ class Exchange:
         """A stream whose first event is an error, or comes from another model, can still fail over."""
         if meter.error is not None:
             return self._upstream_error(target, 200, error_message(meter.error) or "error event", meter.error)
-        if target.lmstudio and meter.first is not None and not _answered_by(meter.first, target):
+        if target.substitutes_model and meter.first is not None and not _answered_by(meter.first, target):
             return Failure("model_unavailable", f"answered by {meter.first.get('model')!r}: the model is gone")
         return None
 
@@ -632,7 +628,7 @@ def _rename(first: dict[str, Any] | None, wanted: str | None) -> list[tuple[byte
     return [(b'"model":' + old, b'"model":' + new), (b'"model": ' + old, b'"model": ' + new)]
 
 
-def _error_outcome(status: int, message: str, obj: Any) -> Answer | Failure:
+def _error_outcome(target: Target, status: int, message: str, obj: Any) -> Answer | Failure:
     """Which upstream errors fail over, and which the client must see (its own request is wrong)."""
     code = obj.get("error", {}).get("code") if isinstance(obj, dict) and isinstance(obj.get("error"), dict) else None
     wrong_type = _WRONG_TYPE.search(message)
@@ -642,7 +638,7 @@ def _error_outcome(status: int, message: str, obj: Any) -> Answer | Failure:
             f"{message} (this endpoint needs {wanted} model)", error_type(400), "model_type_mismatch", "model"
         )
         return Answer(400, json.dumps(body).encode(), body)
-    if status == 404 or code == "model_not_found" or _MODEL_GONE.search(message):
+    if status == 404 or code == "model_not_found" or is_model_gone(target.flavour, message):
         return Failure("model_unavailable", message, breaker=False)
     if status in (401, 403):
         return Failure("auth", f"the backend refused lmwatch's credentials (HTTP {status})")

@@ -19,6 +19,8 @@ MAX_RESPONSES = 1000
 class Stored:
     backend: str
     """The backend that answered (for a native response: the one that holds its state)."""
+    model: str = ""
+    """The model id it was sent as (a follow-up prefers it)."""
     turns: list[dict[str, Any]] | None = None
     """The conversation as chat turns, when lmwatch holds it (a translated response)."""
 

@@ -1,14 +1,40 @@
-"""Server flavours, richest first: detection tries them in this order.
+"""Server flavours behind one interface; `lmwatch.flavours.FLAVOURS` names them in detection order.
 
-A new engine is a new module with a `Flavour` subclass, added to `FLAVOURS`.
+A new engine is a new module here with a `Flavour` subclass, plus one line in that table.
 """
 
+from __future__ import annotations
+
+import importlib
+
 from lmwatch.backends.base import BackendClient, Flavour, ProbeError
-from lmwatch.backends.lmstudio_v0 import LMStudioV0
-from lmwatch.backends.lmstudio_v1 import LMStudioV1
-from lmwatch.backends.openai_compat import OpenAICompat
+from lmwatch.flavours import FLAVOURS
 
-FLAVOURS: tuple[Flavour, ...] = (LMStudioV1(), LMStudioV0(), OpenAICompat())
-BY_NAME: dict[str, Flavour] = {f.name: f for f in FLAVOURS}
 
-__all__ = ["BY_NAME", "FLAVOURS", "BackendClient", "Flavour", "ProbeError"]
+def flavour(name: str) -> Flavour:
+    """The flavour the table names `name` (a `kind` or a detected flavour in the registry)."""
+    module, _, attr = FLAVOURS[name].partition(":")
+    cls = getattr(importlib.import_module(module), attr)
+    if not (isinstance(cls, type) and issubclass(cls, Flavour)):
+        raise TypeError(f"flavour {name!r}: {FLAVOURS[name]} is not a Flavour subclass")
+    return cls(name)
+
+
+def detected(name: str | None) -> Flavour | None:
+    """The flavour a backend was detected as (`BackendInfo.flavour`), None before detection."""
+    return flavour(name) if name in FLAVOURS else None
+
+
+def detection_order() -> list[Flavour]:
+    """Every flavour, richest first."""
+    return [flavour(name) for name in FLAVOURS]
+
+
+def is_model_gone(known: Flavour | None, message: str) -> bool:
+    """Whether an error message means "the model is not here": by the backend's flavour, or by any
+    flavour's wording when it is not known (a cloud provider, a backend not detected yet)."""
+    candidates = [known] if known is not None else detection_order()
+    return any(f.is_model_gone(message) for f in candidates)
+
+
+__all__ = ["BackendClient", "Flavour", "ProbeError", "detected", "detection_order", "flavour", "is_model_gone"]

@@ -162,13 +162,8 @@ def as_str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-async def lms_status_version(client: BackendClient) -> str | None:
-    """LM Studio's version from `/lms-status` (what its own CLI reads); None where it is absent."""
-    try:
-        body = await client.get_json("/lms-status")
-    except ProbeError:
-        return None
-    return as_str(body.get("version")) if isinstance(body, dict) else None
+MODEL_GONE: tuple[str, ...] = (r"model_not_found", r"not found", r"not loaded", r"model loading")
+"""What any OpenAI-style server says when the model asked for is not (or not yet) there."""
 
 
 JSON_OBJECT_SCHEMA: dict[str, Any] = {
@@ -188,10 +183,19 @@ def version_tuple(version: str) -> tuple[int, ...]:
 
 
 class Flavour(ABC):
-    """One server API dialect. A new engine is a new module with a subclass, listed in `FLAVOURS`."""
+    """One server API dialect and its quirks, as data the watcher, router and proxy read.
 
-    name: ClassVar[str]
+    A new engine is a new module with a subclass, named in `lmwatch.flavours.FLAVOURS`.
+    """
+
     supports_load: ClassVar[bool] = False
+    """Whether the server loads and unloads models over HTTP (`load`/`unload` below)."""
+    substitutes_model: ClassVar[bool] = False
+    """Whether the server answers with whatever model is loaded when the one asked for is gone (LM
+    Studio's just-in-time loading): the proxy then checks the answer's `model` and fails over."""
+    model_gone: ClassVar[tuple[str, ...]] = MODEL_GONE
+    """Regexes of the error messages that mean "this model is not here": fail over, breaker untouched."""
+
     native_apis: ClassVar[Mapping[str, str]] = {}
     """Client APIs beyond chat completions (`responses`, `messages`) the server speaks itself, each with
     the first server version that does; lmwatch translates the others to chat completions."""
@@ -199,6 +203,13 @@ class Flavour(ABC):
     """The oldest version that has this flavour's API: assumed when the server does not say."""
     rejects_json_object: ClassVar[bool] = False
     """`response_format: {"type": "json_object"}` is refused: send the equivalent `json_schema` instead."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        """The `kind` this flavour has in the table (and the `flavour` the registry reports)."""
+
+    def is_model_gone(self, message: str) -> bool:
+        return re.search("|".join(self.model_gone), message, re.IGNORECASE) is not None
 
     @abstractmethod
     async def list_models(self, client: BackendClient) -> tuple[list[ModelInfo], list[str]]:

@@ -20,7 +20,6 @@ _TYPES = {"llm": ModelType.LLM, "vlm": ModelType.VLM, "embeddings": ModelType.EM
 
 
 class LMStudioV0(LMStudio):
-    name = "lmstudio-v0"
     oldest_version = "0.3.6"
 
     async def list_models(self, client: BackendClient) -> tuple[list[ModelInfo], list[str]]:

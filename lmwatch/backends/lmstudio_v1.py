@@ -20,7 +20,6 @@ PATH = "/api/v1/models"
 
 
 class LMStudioV1(LMStudio):
-    name = "lmstudio-v1"
     oldest_version = "0.4.0"
     supports_load = True
 

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmwatch.backends.base import BackendClient, Flavour, as_dict, as_int, as_str, parse_entries, shape_error
+from lmwatch.backends.base import (
+    MODEL_GONE,
+    BackendClient,
+    Flavour,
+    as_dict,
+    as_int,
+    as_str,
+    parse_entries,
+    shape_error,
+)
+from lmwatch.backends.lmstudio import LM_STUDIO_MODEL_GONE
 from lmwatch.registry import ModelInfo, ModelType
 
 PATH = "/v1/models"
@@ -16,7 +26,8 @@ _EMBEDDING_HINTS = ("embed", "bge-", "gte-", "e5-", "minilm")
 
 
 class OpenAICompat(Flavour):
-    name = "openai"
+    model_gone = (*MODEL_GONE, *LM_STUDIO_MODEL_GONE)
+    """It may front any engine, LM Studio's `/v1` included (`kind: openai` on an LM Studio server)."""
 
     async def list_models(self, client: BackendClient) -> tuple[list[ModelInfo], list[str]]:
         body = await client.get_json(PATH)

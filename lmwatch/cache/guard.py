@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from lmwatch.cache import CacheError, Store
 from lmwatch.cache.metrics import CacheMetrics
 
 log = logging.getLogger("lmwatch.cache")
+T = TypeVar("T")
 
 
 class GuardedStore:
@@ -44,16 +46,20 @@ class GuardedStore:
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None] | None:
         """The values (None where missing), or None as a whole when the store must be bypassed."""
+        return await self.call("get", lambda: self.store.get_many(keys), self._limit(len(keys)))
+
+    async def call(self, operation: str, work: Callable[[], Awaitable[T]], limit: float | None = None) -> T | None:
+        """`work()` on the store within the time limit; None when the store is failing or fails now."""
         if not self.available:
             return None
         try:
-            async with asyncio.timeout(self._limit(len(keys))):
-                values = await self.store.get_many(keys)
+            async with asyncio.timeout(limit or self._timeout):
+                result = await work()
         except Exception as exc:  # the boundary: whatever the store does, the request goes on
-            self._failed("get", exc)
+            self._failed(operation, exc)
             return None
         self._recovered()
-        return values
+        return result
 
     def put_many(self, items: Sequence[tuple[str, bytes]], ttl: float) -> None:
         """Store in the background; a failure is counted and logged, the request already answered."""

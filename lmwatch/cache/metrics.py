@@ -20,7 +20,7 @@ class CacheMetrics:
         )
         self.errors = Counter(
             "lmwatch_cache_errors",
-            "Failed or timed-out store operations (get, put); each makes requests bypass the cache.",
+            "Failed or timed-out store operations (get, put, ratelimit); each starts a bypass period.",
             ["store", "operation"],
             registry=registry,
         )

@@ -20,10 +20,11 @@ from lmwatch.cache import CacheError, Stored
 
 PREFIX = "lmwatch:cache:"
 _SIZES, _LRU, _TOTAL = PREFIX + "@sizes", PREFIX + "@lru", PREFIX + "@bytes"
-_NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+_NOW_US = "local t = redis.call('TIME') local now = t[1] * 1000000 + t[2]\n"
+"""Redis' clock in microseconds (exact in a Lua double), the same for every replica."""
 
 _GET = (
-    _NOW_MS
+    _NOW_US
     + """
 local values = redis.call('MGET', unpack(KEYS))
 for i, v in ipairs(values) do
@@ -34,7 +35,7 @@ return values
 )
 
 _PUT = (
-    _NOW_MS
+    _NOW_US
     + """
 local sizes, lru, total, ttl, limit = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 for i, k in ipairs(KEYS) do
@@ -60,10 +61,10 @@ return {evicted, size}
 )
 
 _TAKE = (
-    _NOW_MS
+    _NOW_US
     + """
 local capacity = tonumber(ARGV[1])
-local rate = capacity / 60000
+local rate = capacity / 60000000
 local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
 local tokens = tonumber(bucket[1]) or capacity
 local updated = tonumber(bucket[2]) or now
@@ -72,7 +73,7 @@ local wait = 0
 if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated', now)
 redis.call('PEXPIRE', KEYS[1], 120000)
-return tostring(wait / 1000)
+return tostring(wait / 1000000)
 """
 )
 
@@ -107,7 +108,7 @@ class RedisStore:
         evicted, size = await self._call(self._put(keys=keys, args=args))
         return Stored(int(evicted), int(size))
 
-    async def take(self, name: str, per_minute: int) -> float:
+    async def take(self, name: str, per_minute: float) -> float:
         """Take one request from the shared bucket of client key `name`: 0, or seconds to wait."""
         wait = await self._call(self._take(keys=[f"lmwatch:ratelimit:{name}"], args=[per_minute]))
         return float(wait)

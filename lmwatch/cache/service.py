@@ -61,6 +61,14 @@ class Cache:
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None] | None:
         return await self.store.get_many(keys) if self.store is not None else None
 
+    async def take(self, name: str, per_minute: float) -> float | None:
+        """A request from client key `name`'s bucket in Redis (shared by replicas); None without Redis
+        or while it fails (the caller's own bucket decides then)."""
+        redis = self.redis
+        if redis is None or self.store is None:
+            return None
+        return await self.store.call("ratelimit", lambda: redis.take(name, per_minute))
+
     def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         if self.store is not None:
             self.store.put_many(items, self.config.ttl)

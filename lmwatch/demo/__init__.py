@@ -30,6 +30,9 @@ from lmwatch.control_cli import DEFAULT_URL, URL_ENV
 from lmwatch.logs import setup_logging
 
 STARTUP_TIMEOUT_SECONDS = 15.0
+ANSWER_TOKENS = 48
+"""Answers of the demo's simulators end on their own after this many tokens (as a model's would), so
+agents that ask for a large `max_tokens` (Claude Code asks for 32,000) get complete answers."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ def _start_simulators(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]
     procs = []
     for server in SERVERS:
         command = [sys.executable, "-m", "lmwatch", "simulate", "--port", str(args.sim_port + server.port_offset)]
-        command += ["--flavour", server.flavour]
+        command += ["--flavour", server.flavour, "--answer-tokens", str(ANSWER_TOKENS)]
         if server.models_file:
             command += ["--models", str(resources.files("lmwatch.demo") / server.models_file)]
         command += server.sim_args

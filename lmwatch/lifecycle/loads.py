@@ -23,6 +23,7 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
+from lmwatch import backends
 from lmwatch.audit import AuditLog
 from lmwatch.backends import BackendClient, Flavour, ProbeError
 from lmwatch.lifecycle.memory import fit
@@ -199,7 +200,9 @@ class Loader:
     # --- actions ---------------------------------------------------------------------------------
 
     def loader_of(self, backend: str, model: str) -> tuple[Flavour, BackendClient]:
-        flavour, client = self.watcher.flavour_of(backend), self.watcher.client_of(backend)
+        info = self.registry.snapshot().backends.get(backend)
+        flavour = backends.detected(info.flavour) if info is not None else None
+        client = self.watcher.client_of(backend)
         if flavour is None or client is None:
             raise LoadError(backend, model, LoadFailure.UNREACHABLE, f"{backend} has not answered a probe yet")
         if not flavour.supports_load:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lmwatch.backends import BY_NAME
+from lmwatch import backends
 from lmwatch.registry import BackendInfo, ModelInfo, Snapshot
 from lmwatch.samplers.gpu import GpuSample
 
@@ -109,7 +109,7 @@ class Fit:
 
 
 def can_load(backend: BackendInfo) -> bool:
-    flavour = BY_NAME.get(backend.flavour or "")
+    flavour = backends.detected(backend.flavour)
     return flavour is not None and flavour.supports_load
 
 

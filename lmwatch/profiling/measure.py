@@ -51,6 +51,8 @@ class Options:
     """Completion tokens asked for in each generation request."""
     long_prompt_tokens: int = DEFAULT_LONG_PROMPT_TOKENS
     max_concurrency: int = MAX_CONCURRENCY
+    repeats: int = 2
+    """Runs of each latency and single-stream measurement; the best counts (noise only adds time)."""
 
 
 @dataclass(frozen=True)
@@ -104,14 +106,14 @@ class Profiler:
             context_length=context,
         )
         await call.timed("warm up", embedding)
-        short = await call.best("Say hi.", embedding)
-        long = await call.best(_filler(long_tokens), embedding)
+        short = await call.best("Say hi.", embedding, options.repeats)
+        long = await call.best(_filler(long_tokens), embedding, options.repeats)
         profile = _with_prompt_speed(profile, short, long)
         if embedding:
             return profile
         slots = backend.config.max_concurrency or model.parallel or 1
         levels = [c for c in (1, 2, 4, 8, 16) if c <= min(slots, options.max_concurrency)]
-        alone = [await call.stream(options.tokens) for _ in range(2)]  # the better of two: noise only slows
+        alone = [await call.stream(options.tokens) for _ in range(max(1, options.repeats))]
         points = [_point(1, [max(alone, key=lambda s: s.tokens_per_second or 0.0)])]
         for concurrency in levels[1:]:
             streams = await asyncio.gather(*(call.stream(options.tokens) for _ in range(concurrency)))
@@ -174,7 +176,7 @@ class _Caller:
         if embedding:
             return "/embeddings", {"model": self._model, "input": text}, len(text)
         messages = [{"role": "user", "content": text}]
-        return "/chat/completions", {"model": self._model, "messages": messages, "temperature": 0, **extra}, len(text)
+        return "/chat/completions", {"model": self._model, "messages": messages, **extra}, len(text)
 
     async def timed(self, text: str, embedding: bool) -> _Timed:
         """The wall time of a one-token answer (or one embedding) and the prompt tokens it reports."""
@@ -186,9 +188,9 @@ class _Caller:
         tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
         return _Timed(seconds, tokens if isinstance(tokens, int) and tokens > 0 else None, chars)
 
-    async def best(self, text: str, embedding: bool, runs: int = 2) -> _Timed:
+    async def best(self, text: str, embedding: bool, runs: int) -> _Timed:
         """The fastest of a few runs: noise (a busy machine, a GC pause) only ever adds time."""
-        return min([await self.timed(text, embedding) for _ in range(runs)], key=lambda t: t.seconds)
+        return min([await self.timed(text, embedding) for _ in range(max(1, runs))], key=lambda t: t.seconds)
 
     async def stream(self, tokens: int) -> _Stream:
         path, body, _ = self._body(

@@ -59,10 +59,12 @@ class ProfileRunner:
         self,
         registry: Registry,
         state_dir: Callable[[], Path],
+        poll_now: Callable[[str | None], None] = lambda name: None,
         profiler: Callable[[aiohttp.ClientSession], Profiler] = Profiler,
     ) -> None:
         self._registry = registry
         self._state_dir = state_dir
+        self._poll_now = poll_now
         self._profiler = profiler
         self._lock = asyncio.Lock()
         self.save_error: str | None = None
@@ -99,6 +101,8 @@ class ProfileRunner:
                 profiler = self._profiler(session)
                 for b, m in chosen:
                     results.append(await self._one(profiler, b, m, force, options))
+            for name in {r.backend for r in results if r.outcome in ("measured", "failed")}:
+                self._poll_now(name)  # a one-slot server kept its probes waiting: see how it is now
             return results
 
     def _choose(self, backend: str | None, model: str | None) -> list[tuple[BackendInfo, ModelInfo]]:

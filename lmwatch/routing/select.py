@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from lmwatch import backends
 from lmwatch.api.errors import ApiError
-from lmwatch.backends import BY_NAME, Flavour
+from lmwatch.backends import Flavour
 from lmwatch.config import AliasTarget, BackendConfig, CloudProviderConfig, RoutingConfig
 from lmwatch.registry import BackendInfo, ModelInfo, Snapshot
 from lmwatch.routing.capabilities import EMBEDDINGS, VISION, Capabilities, capabilities_for
@@ -55,12 +56,15 @@ class Target:
     info: ModelInfo | None = field(default=None, compare=False)
     config: BackendConfig | None = field(default=None, compare=False)
     provider: CloudProviderConfig | None = field(default=None, compare=False)
-    lmstudio: bool = field(default=False, compare=False)
-    """LM Studio answers with another model when the asked one is gone; the proxy checks."""
     flavour: Flavour | None = field(default=None, compare=False)
-    """The backend's detected flavour (its quirks); None for cloud providers."""
+    """The backend's detected flavour and its quirks; None for cloud providers and undetected backends."""
     apis: frozenset[str] = field(default=frozenset(), compare=False)
     """The client APIs beyond chat completions the backend speaks itself (the others are translated)."""
+
+    @property
+    def substitutes_model(self) -> bool:
+        """Whether the backend may answer with another model than the one asked (the proxy checks)."""
+        return self.flavour is not None and self.flavour.substitutes_model
 
     @property
     def is_cloud(self) -> bool:
@@ -163,7 +167,7 @@ def target_for(backend: BackendInfo, model: ModelInfo, model_id: str | None = No
     cfg = backend.config
     reported = max((m.parallel or 0 for m in backend.models if m.loaded), default=0)
     cap = cfg.max_concurrency or reported or DEFAULT_PARALLEL
-    flavour = BY_NAME.get(backend.flavour or "")
+    flavour = backends.detected(backend.flavour)
     return Target(
         backend=backend.name,
         model=model_id or model.id,
@@ -172,7 +176,6 @@ def target_for(backend: BackendInfo, model: ModelInfo, model_id: str | None = No
         weight=cfg.weight,
         info=model,
         config=cfg,
-        lmstudio=(backend.flavour or "").startswith("lmstudio"),
         flavour=flavour,
         apis=flavour.apis(backend.version) if flavour is not None else frozenset(),
     )

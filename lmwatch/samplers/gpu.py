@@ -149,9 +149,9 @@ def gpu_families(sample: GpuSample) -> Iterable[Metric]:
 
 
 class GpuSampler(Sampler):
-    """Base of the vendor samplers: subclasses implement `sample` returning a `GpuSample`."""
+    """Base of the vendor samplers: subclasses set their own `name` (the collector label and job id,
+    distinct per vendor) and `vendor`, and implement `sample` returning a `GpuSample`."""
 
-    name = "gpu"
     vendor = "unknown"
     keep_last_sample = False  # a failing GPU library means its GPUs are gone: drop their series
 

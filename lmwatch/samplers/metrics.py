@@ -21,6 +21,17 @@ from lmwatch.samplers.gpu import GpuSample
 log = logging.getLogger("lmwatch.samplers.metrics")
 
 
+def _merged(families: Iterable[Metric]) -> Iterable[Metric]:
+    """One family per name (two GPU vendors both yield `lmwatch_gpu_*`; their series differ by uuid),
+    and no HELP/TYPE for a family without series."""
+    by_name: dict[str, Metric] = {}
+    for family in families:
+        first = by_name.setdefault(family.name, family)
+        if first is not family:
+            first.samples.extend(family.samples)
+    return [f for f in by_name.values() if f.samples]
+
+
 class SamplerCollector(Collector):
     """The samplers' families, each collector's health and `lmwatch_gpu_available`, per scrape."""
 
@@ -69,7 +80,7 @@ class SamplerCollector(Collector):
             if ok and isinstance(sample, GpuSample) and sample.available:
                 gpus_available = True
             success.add_metric([sampler.name], 1.0 if ok else 0.0)
-        yield from (f for f in families if f.samples)  # no HELP/TYPE for a family without series
+        yield from _merged(families)
         yield success
         yield duration
         yield last_success

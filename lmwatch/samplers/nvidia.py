@@ -70,6 +70,8 @@ class _Identity:
 class NvidiaSampler(GpuSampler):
     """Every NVIDIA GPU through one NVML session, kept open across samples (re-initialised when lost)."""
 
+    name = "gpu"
+    """Not `nvidia`: the collector label dashboards and alerts know; other vendors take their own."""
     vendor = "nvidia"
 
     def __init__(

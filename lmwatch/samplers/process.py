@@ -126,6 +126,30 @@ def _tcp_connections() -> Sequence[Any]:
     return psutil.net_connections(kind="tcp")
 
 
+class _Family:
+    """Who is whose child, read once per sample: one pass over the process table for every backend.
+
+    psutil's `Process.children()` reads every process's parent on each call, so with many local
+    backends it was the sampler's (and, through the GIL, the daemon's) largest cost.
+    """
+
+    def __init__(self) -> None:
+        self._children: dict[int, list[psutil.Process]] = {}
+        for proc in psutil.process_iter(["ppid"]):
+            ppid = proc.info.get("ppid")
+            if ppid is not None and ppid != proc.pid:
+                self._children.setdefault(ppid, []).append(proc)
+
+    def descendants(self, pid: int) -> list[psutil.Process]:
+        found: list[psutil.Process] = []
+        todo = [pid]
+        while todo:
+            kids = self._children.get(todo.pop(), [])
+            found.extend(kids)
+            todo.extend(kid.pid for kid in kids)
+        return found
+
+
 class ProcessSampler(Sampler):
     name = "process"
 
@@ -162,8 +186,9 @@ class ProcessSampler(Sampler):
         self._refresh_owners(targets)
         results: list[BackendProcess] = []
         pids: dict[int, str] = {}
+        family = _Family() if self._owners else None
         for name, (port, _) in sorted(targets.items()):
-            result = self._measure(name, port)
+            result = self._measure(name, port, family)
             results.append(result)
             for pid in result.pids:
                 pids.setdefault(pid, name)
@@ -222,19 +247,13 @@ class ProcessSampler(Sampler):
         del self._owners[port]
         self._scanned.discard(port)
 
-    def _measure(self, backend: str, port: int) -> BackendProcess:
+    def _measure(self, backend: str, port: int, family: _Family | None) -> BackendProcess:
         """Memory, CPU and threads of the process tree listening on `port`, as of now."""
         owner = self._owners.get(port)
-        if owner is None:
+        if owner is None or family is None:
             return BackendProcess(backend, port, self._port_state.get(port, Visibility.NOT_LISTENING))
         main = owner.process
-        try:
-            tree = [main, *main.children(recursive=True)]
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            self._forget_owner(port)
-            return BackendProcess(backend, port, Visibility.NOT_LISTENING)
-        except psutil.AccessDenied:
-            tree = [main]
+        tree = [main, *family.descendants(main.pid)]
         rss = threads = 0
         start: float | None = None
         readings: dict[tuple[int, float], tuple[float, float]] = {}

@@ -41,6 +41,9 @@ class SamplerRunner:
         *,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        names = [s.name for s in samplers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two samplers share a name (each needs its own job and collector label): {names}")
         self.registry = registry
         self.samplers = list(samplers)
         self.scheduler = scheduler
@@ -113,6 +116,6 @@ class SamplerRunner:
             try:
                 changes = sampler.pressure(sample if success else None)
                 if changes:
-                    self.registry.record_host_pressure(**changes)
+                    self.registry.record_host_pressure(sampler.name, **changes)
             except Exception:
                 log.exception("sampler %s: recording host pressure failed", sampler.name)

@@ -195,7 +195,9 @@ class Handlers:
             if prompt.has_images and inst.model.type != "vlm":
                 stats.errors_total += 1
                 return error_response(errors.plain(400, inference.NOT_VISION, settings.flavour))
-            planned = inference.plan_answer(prompt, body, settings.max_tokens_default, inst.context_length)
+            planned = inference.plan_answer(
+                prompt, body, settings.max_tokens_default, inst.context_length, settings.answer_tokens
+            )
             if prompt.stream:
                 frames = completion_frames(prompt, planned, inst.id, fingerprint=settings.flavour != "openai")
                 return await self._stream(request, planned, inst, frames)
@@ -310,7 +312,9 @@ class Handlers:
             return error_response(shape_error(error))
 
         async def answer(inst: Instance) -> web.StreamResponse:
-            planned = inference.plan_answer(prompt, chat, settings.max_tokens_default, inst.context_length)
+            planned = inference.plan_answer(
+                prompt, chat, settings.max_tokens_default, inst.context_length, settings.answer_tokens
+            )
             whole, frames = render(planned, inst)
             if prompt.stream:
                 return await self._stream(request, planned, inst, frames)
@@ -444,7 +448,9 @@ class Handlers:
         self, request: web.Request, prompt: Prompt, inst: Instance, loads_before: int, store: bool
     ) -> web.StreamResponse:
         settings = self.settings
-        answer = inference.plan_answer(prompt, {}, settings.max_tokens_default, inst.context_length)
+        answer = inference.plan_answer(
+            prompt, {}, settings.max_tokens_default, inst.context_length, settings.answer_tokens
+        )
         started = time.perf_counter()
         delay = self._generation_delay(answer)
         if delay > 0:

@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--prompt-tokens-per-second", type=float, default=0.0, metavar="N", help="prompt processing speed; 0 = instant"
     )
     parser.add_argument("--max-tokens-default", type=int, default=16, metavar="N")
+    parser.add_argument(
+        "--answer-tokens", type=int, default=0, metavar="N", help="answers end on their own after N tokens"
+    )
     parser.add_argument("--error-rate", type=float, default=0.0, metavar="R", help="fraction answered 500")
     parser.add_argument("--stall-rate", type=float, default=0.0, metavar="R", help="fraction of streams stalled")
     parser.add_argument("--stall-seconds", type=float, default=3600.0, metavar="S")
@@ -90,6 +93,7 @@ def build_settings(args: argparse.Namespace) -> SimSettings:
         "tokens_per_second": args.tokens_per_second,
         "prompt_tokens_per_second": args.prompt_tokens_per_second,
         "max_tokens_default": args.max_tokens_default,
+        "answer_tokens": args.answer_tokens,
         "error_rate": args.error_rate,
         "stall_rate": args.stall_rate,
         "stall_seconds": args.stall_seconds,

@@ -173,7 +173,9 @@ def _check_image(image_url: object, flavour: Flavour) -> None:
         raise errors.plain(400, NOT_BASE64, flavour)
 
 
-def plan_answer(prompt: Prompt, body: Mapping[str, object], default_tokens: int, context: int) -> Answer:
+def plan_answer(
+    prompt: Prompt, body: Mapping[str, object], default_tokens: int, context: int, natural: int = 0
+) -> Answer:
     """Decide the output: a tool call, JSON for a schema, or `max_tokens` words of text."""
     seed = generation.seed_of(prompt.text)
     prompt_tokens = generation.count_words(prompt.text)
@@ -185,10 +187,12 @@ def plan_answer(prompt: Prompt, body: Mapping[str, object], default_tokens: int,
         content = json.dumps(generation.schema_value(prompt.schema, seed))
         return Answer(generation.split_pieces(content), "stop", None, prompt_tokens)
     count = min(prompt.max_tokens or default_tokens, max(context, 1))
-    pieces = list(generation.text_tokens(seed, count))
     # Running into an explicit max_tokens is "length"; the server default stands in for the model
     # stopping on its own ("stop"), so default requests look like normal, complete answers.
     finish = "length" if prompt.max_tokens is not None else "stop"
+    if natural and count > natural:  # the model ends its answer before the limit
+        count, finish = natural, "stop"
+    pieces = list(generation.text_tokens(seed, count))
     return Answer(pieces, finish, None, prompt_tokens)
 
 

@@ -119,9 +119,10 @@ def _default_models() -> list[SimModel]:
 _RATES = ("error_rate", "stall_rate", "drop_rate")
 _NON_NEGATIVE = ("ttft", "tokens_per_second", "prompt_tokens_per_second", "load_seconds", "stall_seconds")
 _POSITIVE_INTS = ("max_tokens_default", "parallel")
+_COUNTS = ("memory_bytes", "answer_tokens")
 _BOOLS = ("jit", "auto_evict", "load_error_detail")
 LIVE_KNOBS: frozenset[str] = frozenset(
-    (*_RATES, *_NON_NEGATIVE, *_POSITIVE_INTS, *_BOOLS, "api_token", "seed", "version", "memory_bytes")
+    (*_RATES, *_NON_NEGATIVE, *_POSITIVE_INTS, *_COUNTS, *_BOOLS, "api_token", "seed", "version")
 )
 """Settings `POST /__sim/config` may change. `flavour` and `models` shape the routes and the
 catalogue at start and are fixed for the life of a simulator."""
@@ -140,6 +141,10 @@ class SimSettings:
     prompt_tokens_per_second: float = 0.0
     """Prompt processing speed: the first token waits `ttft` + prompt tokens / this. 0 = instant."""
     max_tokens_default: int = 16
+    answer_tokens: int = 0
+    """0: an explicit `max_tokens` is always used up (finish `length`); N: the model stops on its own
+    after N tokens (finish `stop`) unless `max_tokens` cuts it first, as agents such as Claude Code
+    expect (they ask for 32,000 and treat running into it as a failure)."""
     error_rate: float = 0.0
     """Fraction of inference requests answered with an LM Studio-style 500."""
     stall_rate: float = 0.0
@@ -230,8 +235,8 @@ def _check(values: Mapping[str, object]) -> list[str]:
             problems.append(f"{key}: must be an integer >= 1")
         elif key in _BOOLS and not isinstance(value, bool):
             problems.append(f"{key}: must be true or false")
-        elif key == "memory_bytes" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-            problems.append("memory_bytes: must be an integer >= 0 (0 = unlimited)")
+        elif key in _COUNTS and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            problems.append(f"{key}: must be an integer >= 0 (0 = no limit)")
         elif key == "seed" and not (isinstance(value, int) and not isinstance(value, bool)):
             problems.append("seed: must be an integer")
         elif key == "version" and not (isinstance(value, str) and value):

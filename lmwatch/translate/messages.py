@@ -63,9 +63,12 @@ def chat_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
         messages.append({"role": "system", "content": system})
     for i, message in enumerate(body["messages"]):
         where = f"messages[{i}]"
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-            raise _bad(f"{where} must be an object with role `user` or `assistant`", where)
-        messages.extend(_turn(message, where))
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant", "system"):
+            raise _bad(f"{where} must be an object with role `user` or `assistant` (or `system`)", where)
+        if message["role"] == "system":  # Claude Code's mid-conversation system turns
+            messages.append({"role": "system", "content": _text_of(message.get("content"), where + ".content")})
+        else:
+            messages.extend(_turn(message, where))
     return messages
 
 

@@ -150,30 +150,30 @@ async def test_requests_per_minute_gives_429_with_retry_after(
         assert metric_value(text, "lmwatch_client_requests_total", [("key_name", "alice"), ("code", "429")]) == 3
 
 
-def test_the_bucket_refills_over_the_minute() -> None:
+async def test_the_bucket_refills_over_the_minute() -> None:
     now = [1000.0]
     access = AccessControl(clock=lambda: now[0])
     access.replace([ClientKey("alice", _digest(CLIENT_KEY), requests_per_minute=2)])
 
-    def identify() -> ClientKey | None:
+    async def identify() -> ClientKey | None:
         """What the /v1 middleware does: authenticate the request, then admit its key."""
         request = make_mocked_request("GET", "/v1/models", headers={"Authorization": f"Bearer {CLIENT_KEY}"})
         key = access.authenticate(request)
         if key is not None:
-            access.admit(key)
+            await access.admit(key)
         return key
 
-    assert identify() is not None
-    assert identify() is not None
+    assert await identify() is not None
+    assert await identify() is not None
     with pytest.raises(ApiError) as limited:
-        identify()
+        await identify()
     assert limited.value.status == 429 and limited.value.headers["Retry-After"] == "30"
     now[0] += 29.0
     with pytest.raises(ApiError) as still:
-        identify()
+        await identify()
     assert still.value.headers["Retry-After"] == "1"
     now[0] += 1.0
-    assert identify() is not None
+    assert await identify() is not None
 
 
 async def chat(http: aiohttp.ClientSession, daemon: Daemon, key: str, model: str, content: str) -> tuple[int, Any, Any]:

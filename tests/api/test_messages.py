@@ -178,3 +178,17 @@ async def test_a_failing_native_backend_fails_over_to_a_translated_one() -> None
     assert (headers["backend"], headers["route"], headers["translated"]) == ("engine", "failover", "true")
     assert f.sims["b"].state.stats.requests_total["/v1/messages"] >= 1
     assert f.metric("lmwatch_fallbacks_total", from_backend="b", to_backend="engine") >= 1
+
+
+@pytest.mark.parametrize("flavour", ["0.4", "openai"])
+async def test_a_stream_cut_mid_way_ends_with_an_anthropic_error_event(flavour: str) -> None:
+    cutting = SimSettings(flavour=flavour, models=[SimModel(id=MODEL)], drop_rate=1.0)  # type: ignore[arg-type]
+    async with fleet({"b": cutting}) as f, client(f) as c:
+        with pytest.raises(anthropic.APIError) as cut:
+            async with c.messages.stream(
+                model=MODEL, max_tokens=20, messages=[{"role": "user", "content": "Tell me about tokens"}]
+            ) as stream:
+                async for _ in stream:
+                    pass
+    assert "failed mid-stream" in cut.value.message
+    assert f.metric("lmwatch_requests_total", api="messages", code="stream_error") == 1

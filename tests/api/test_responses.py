@@ -182,3 +182,17 @@ async def test_bad_requests_get_openai_errors(one: Fleet, http: aiohttp.ClientSe
             assert resp.status == 400 and wanted in error["message"], error
             assert error["type"] == "invalid_request_error"
     assert upstream_paths(one) == {}
+
+
+@pytest.mark.parametrize("flavour", ["0.4", "openai"])
+async def test_a_stream_cut_mid_way_ends_with_an_error_event(flavour: str) -> None:
+    cutting = SimSettings(flavour=flavour, models=[SimModel(id=MODEL)], drop_rate=1.0)  # type: ignore[arg-type]
+    async with fleet({"b": cutting}) as f:
+        kinds: list[str] = []
+        with pytest.raises(openai.APIError) as cut:
+            async with f.client().responses.stream(model=MODEL, input="Tell me about tokens") as stream:
+                async for event in stream:
+                    kinds.append(event.type)
+    assert kinds[0] == "response.created" and "response.completed" not in kinds
+    assert "failed mid-stream" in cut.value.message
+    assert f.metric("lmwatch_requests_total", api="responses", code="stream_error") == 1

@@ -9,7 +9,7 @@ import json
 import openai
 import pytest
 
-from lmwatch.backends import BY_NAME
+from lmwatch.backends import flavour as flavour_named
 from lmwatch.backends.base import JSON_OBJECT_SCHEMA, version_tuple
 from lmwatch.simulator import SimModel, SimSettings
 from tests.api.fleets import fleet
@@ -31,7 +31,7 @@ MODEL = "qwen2.5-coder-7b-instruct"
     ],
 )
 def test_which_server_versions_speak_which_api(flavour: str, version: str | None, apis: set[str]) -> None:
-    assert BY_NAME[flavour].apis(version) == apis
+    assert flavour_named(flavour).apis(version) == apis
 
 
 def test_versions_compare_as_numbers() -> None:
@@ -42,9 +42,9 @@ def test_versions_compare_as_numbers() -> None:
 
 def test_json_object_becomes_a_schema_only_where_it_is_refused() -> None:
     body = {"model": MODEL, "messages": [], "response_format": {"type": "json_object"}}
-    assert BY_NAME["lmstudio-v1"].rewrite(body) == {**body, "response_format": JSON_OBJECT_SCHEMA}
-    assert BY_NAME["openai"].rewrite(body) is None
-    assert BY_NAME["lmstudio-v0"].rewrite({**body, "response_format": {"type": "text"}}) is None
+    assert flavour_named("lmstudio-v1").rewrite(body) == {**body, "response_format": JSON_OBJECT_SCHEMA}
+    assert flavour_named("openai").rewrite(body) is None
+    assert flavour_named("lmstudio-v0").rewrite({**body, "response_format": {"type": "text"}}) is None
 
 
 @pytest.mark.parametrize("flavour", ["0.4", "0.3"])

@@ -1,0 +1,54 @@
+"""A real redis-server (Debian's package, installed by `make tools`) on a free loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+
+@dataclass
+class RedisServer:
+    proc: asyncio.subprocess.Process
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+            await self.proc.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def redis_server() -> AsyncIterator[RedisServer]:
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is missing: run `make tools`"
+    port = _free_port()
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "notice"]
+    proc = await asyncio.create_subprocess_exec(binary, *args, stdout=asyncio.subprocess.PIPE)
+    server = RedisServer(proc, port)
+    try:
+        assert proc.stdout is not None
+
+        async def ready() -> None:
+            assert proc.stdout is not None
+            while b"Ready to accept connections" not in (line := await proc.stdout.readline()):
+                assert line, "redis-server exited before it was ready"
+
+        await asyncio.wait_for(ready(), 30)
+        yield server
+    finally:
+        await server.stop()

@@ -1,0 +1,116 @@
+"""The Redis store on a real redis-server: shared between replicas (two lmwatch processes), the size
+bound, the shared client-key rate limit, and Redis going down."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import redis.asyncio as aioredis
+
+from lmwatch.cache.redis_store import PREFIX, RedisStore
+from lmwatch.simulator import SimSettings, start_simulator
+from tests.api.fleets import chat, eventually, fleet, models
+from tests.cache.conftest import RedisServer
+from tests.daemons import daemon_process, metric_value, write
+
+MODEL = "meta-llama-3.1-8b-instruct"
+KEY = "sk-replica-test-key-0123456789"
+
+
+async def test_two_stores_share_entries_and_the_size_bound(redis_server: RedisServer) -> None:
+    a = RedisStore(redis_server.url, 3000, timeout=1)
+    b = RedisStore(redis_server.url, 3000, timeout=1)
+    try:
+        await a.put_many([("x", b"1" * 1000), ("y", b"2" * 1000)], ttl=60)
+        assert await b.get_many(["y", "z"]) == [b"2" * 1000, None]
+        assert await b.get_many(["x"]) == [b"1" * 1000]  # `x` is the one used last now
+        stored = await b.put_many([("z", b"3" * 1000), ("w", b"4" * 1000)], ttl=60)
+        assert (stored.evicted, stored.size_bytes) == (1, 3000)
+        assert [v is not None for v in await a.get_many(["x", "y", "z", "w"])] == [True, False, True, True]
+        await a.put_many([("short", b"s")], ttl=0.05)
+        client = aioredis.Redis.from_url(redis_server.url)
+        assert 0 < await client.pttl(PREFIX + "short") <= 50
+        await client.aclose()
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_replicas_share_the_cache_and_a_keys_rate_limit(tmp_path: Path, redis_server: RedisServer) -> None:
+    sim = await start_simulator(SimSettings(models=models(MODEL)), port=0)
+    key_file = write(tmp_path / "ci.key", KEY)
+    urls = []
+    try:
+        configs = [
+            write(
+                tmp_path / f"replica-{i}.yaml",
+                f"server: {{port: 0}}\nstate_dir: {tmp_path / f'state-{i}'}\n"
+                f'backends: [{{name: studio, url: "{sim.url}", poll_interval: 60}}]\n'
+                f"cache: {{enabled: true, backend: redis, url: '{redis_server.url}'}}\n"
+                f"clients: {{keys: [{{name: ci, key_file: {key_file}, requests_per_minute: 3}}]}}\n",
+            )
+            for i in (1, 2)
+        ]
+        async with daemon_process(configs[0]) as one, daemon_process(configs[1]) as two:
+            for replica in (one, two):
+                urls.append(await replica.wait_listening())
+                await replica.wait_ready()
+            async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY}"}) as http:
+
+                async def ask(url: str) -> tuple[int, str]:
+                    body = chat("the same question", model=MODEL, temperature=0)
+                    async with http.post(url + "/v1/chat/completions", json=body) as resp:
+                        await resp.read()
+                        return resp.status, resp.headers.get("X-LMWatch-Cache", "")
+
+                assert await ask(urls[0]) == (200, "miss")
+                client = aioredis.Redis.from_url(redis_server.url)
+                entries = 0
+
+                async def stored() -> None:
+                    nonlocal entries
+                    entries = await client.hlen(PREFIX + "@sizes")
+
+                async def written() -> bool:
+                    await stored()
+                    return entries == 1
+
+                deadline = asyncio.get_running_loop().time() + 5
+                while not await written():  # the first replica writes after it answered
+                    assert asyncio.get_running_loop().time() < deadline, "the answer never reached Redis"
+                    await asyncio.sleep(0.01)
+                await client.aclose()
+                assert await ask(urls[1]) == (200, "hit")  # the other replica answers from the shared cache
+                assert await ask(urls[1]) == (200, "hit")
+                status, _ = await ask(urls[0])  # the key's fourth request in the minute, on either replica
+                assert status == 429
+                async with http.get(urls[1] + "/metrics") as resp:
+                    text = await resp.text()
+                assert (
+                    metric_value(text, "lmwatch_cache_requests_total", [("kind", "response"), ("result", "hit")]) == 2
+                )
+        assert sim.state.stats.completed_total == 1
+    finally:
+        await sim.stop()
+
+
+async def test_redis_down_means_bypass_and_local_rate_limits(tmp_path: Path, redis_server: RedisServer) -> None:
+    extra = {"state_dir": str(tmp_path), "cache": {"enabled": True, "backend": "redis", "url": redis_server.url}}
+    async with fleet({"studio": SimSettings(models=models(MODEL))}, extra=extra) as f:
+        async with aiohttp.ClientSession() as http:
+
+            async def ask() -> tuple[int, str]:
+                body = chat("hello", model=MODEL, temperature=0)
+                async with http.post(f.url + "/v1/chat/completions", json=body) as resp:
+                    await resp.read()
+                    return resp.status, resp.headers["X-LMWatch-Cache"]
+
+            assert await ask() == (200, "miss")
+            await redis_server.stop()
+            assert await ask() == (200, "bypass")
+            assert await ask() == (200, "bypass")
+        await eventually(lambda: f.metric("lmwatch_cache_available", store="redis") == 0)
+        assert f.metric("lmwatch_cache_errors_total", store="redis") >= 1
+        assert f.sims["studio"].state.stats.completed_total == 3
