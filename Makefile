@@ -46,17 +46,18 @@ $(ENGINE_VENV)/.installed:
 engine: $(ENGINE_VENV)/.installed
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check lmwatch tests bench dashboards
-	$(BIN)/ruff format --check lmwatch tests bench dashboards
+	$(BIN)/ruff check lmwatch tests bench dashboards train
+	$(BIN)/ruff format --check lmwatch tests bench dashboards train
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
-# The suite runs on uvloop (installed by the test extra, picked as the daemon picks it), then once
-# more on the stdlib loop, the one a plain `pip install lmwatch` runs on (the engine tests once is enough).
+# The suite runs on uvloop (installed by the test extra, picked as the daemon picks it), then its
+# network-facing part once more on the stdlib loop, the one a plain `pip install lmwatch` runs on.
+STDLIB_LOOP_TESTS := tests/api tests/simulator tests/test_shutdown.py tests/test_reload.py tests/test_watcher.py
 unit: $(BIN)/.installed tools engine
 	$(BIN)/pytest
-	LMWATCH_EVENT_LOOP=asyncio $(BIN)/pytest -q -m 'not engine'
+	LMWATCH_EVENT_LOOP=asyncio $(BIN)/pytest -q -m 'not engine' $(STDLIB_LOOP_TESTS)
 
 test: lint typecheck unit  ## install everything, then ruff, mypy and the whole suite
 

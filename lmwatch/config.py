@@ -110,7 +110,8 @@ class BackendConfig(Strict):
     labels: dict[str, str] = Field(default_factory=dict)
     weight: float = Field(1.0, gt=0)
     max_concurrency: int | None = Field(None, ge=1)
-    """Requests sent at once; unset = the parallel slots the server reports, else 4 (LM Studio's default)."""
+    """Requests sent at once; unset = the parallel slots the server reports, else the flavour's default:
+    4 for LM Studio (its default), no cap for other OpenAI-compatible servers (they batch themselves)."""
     keep_loaded: list[KeepLoaded] = Field(default_factory=list)
     """Models lmwatch loads at start and re-loads after an eviction, a crash or a manual unload
     (LM Studio 0.4+; see docs/control.md). Items: a model id, or `{model, context_length, parallel}`."""
@@ -230,7 +231,13 @@ class ClassifierConfig(Strict):
     default_task: str = "research"
     """The task of a request no feature points at (small talk, short questions)."""
     keywords: dict[str, list[str]] = Field(default_factory=dict)
-    """Task -> extra keywords, added to the built-in ones; a new task name adds a task type."""
+    """Task -> keywords (words or phrases, matched as whole words); a hit decides before the learned
+    model, the task with most hits winning; a new task name adds a task type."""
+    examples: dict[str, list[str]] = Field(default_factory=dict)
+    """Task -> example prompts; a request similar enough to a task's examples (see
+    `example_threshold`) goes to that task before the learned model decides; a new name adds a task."""
+    example_threshold: float = Field(0.15, gt=0, le=1)
+    """Cosine similarity to a task's examples (0..1, over the classifier's features) that decides."""
     scan_chars: int = Field(4000, ge=100)
     """How much of the latest user message (and of the system prompt) is read; bounds the cost."""
 
@@ -338,6 +345,7 @@ class RoutingConfig(Strict):
                 "analysis",
                 *self.preferences,
                 *self.classifier.keywords,
+                *self.classifier.examples,
                 *self.task_roles,
             )
         )
@@ -467,21 +475,6 @@ class AuditConfig(Strict):
         return self
 
 
-class SemanticCacheConfig(Strict):
-    """Serve a stored answer to a prompt that means the same (opt-in): a fleet embedding model
-    embeds the prompt, and the closest stored prompt at or above `threshold` cosine similarity wins."""
-
-    enabled: bool = False
-    """Look up prompts by meaning too (needs `cache.enabled` and an embedding model in the fleet)."""
-    model: str | None = None
-    """The embedding model id (or alias) to embed prompts with; unset = any loaded embedding model."""
-    threshold: float = Field(0.95, gt=0, le=1)
-    """Cosine similarity from which a stored prompt counts as the same question (see docs/cache.md
-    for the false-hit rates this default was chosen by)."""
-    max_entries: int = Field(2000, ge=1)
-    """Prompts kept for the similarity search (oldest dropped first)."""
-
-
 class CacheConfig(Strict):
     """The response and embedding cache. Off by default; `enabled: true` alone gives the embedded
     SQLite store in the state directory. A store that fails (corrupt or locked file, full disk, Redis
@@ -507,7 +500,6 @@ class CacheConfig(Strict):
     """Longest one store operation may take before the request goes on without the cache."""
     retry_interval: Seconds = 10.0
     """After a store failure, requests bypass the cache for this long before it is tried again."""
-    semantic: SemanticCacheConfig = Field(default_factory=SemanticCacheConfig)
 
     @model_validator(mode="after")
     def _redis_needs_url(self) -> CacheConfig:
@@ -580,7 +572,7 @@ class Config(Strict):
     clients: ClientsConfig = Field(default_factory=ClientsConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
-    """Response, embedding and semantic cache (lmwatch/cache)."""
+    """Response and embedding cache (lmwatch/cache)."""
     usage: UsageConfig = Field(default_factory=UsageConfig)
     """Persistent usage analytics (lmwatch/usage), reported by `lmwatch usage` and `/admin/usage`."""
     lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)

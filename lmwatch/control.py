@@ -60,6 +60,7 @@ from lmwatch.config import (
 from lmwatch.discovery import BackendSources, FileDiscovery
 from lmwatch.lifecycle.loads import LoadError
 from lmwatch.logs import register_secrets
+from lmwatch.routing.classify import classifier_for
 from lmwatch.services import Services
 from lmwatch.watcher import Watcher
 
@@ -178,6 +179,7 @@ class ControlPlane:
             problems.append(_no_token_problem(host))
         if problems:
             raise ConfigError(source, problems)
+        classifier_for(loaded.config.routing)  # compiled (and the model read) now, not by the first request
         return Prepared(loaded, token, tuple(keys), tuple(secrets))
 
     def apply(self, prepared: Prepared) -> None:
@@ -193,6 +195,9 @@ class ControlPlane:
         )
         if self.services.cache is not None:
             self.services.cache.configure(config.cache, config.cache_path(self.env))
+        if self.services.usage is not None:
+            usage_path = config.usage_path(self.env) if config.usage.enabled else None
+            self.services.usage.configure(usage_path, config.usage.retention_days)
         self.sources.static = tuple(config.backends)
         self.sources.reset_runtime()
         path = prepared.loaded.path

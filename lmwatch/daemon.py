@@ -34,6 +34,7 @@ from lmwatch.samplers.runner import SamplerRunner
 from lmwatch.sdnotify import notify_ready, notify_reloading, notify_stopping, notify_watchdog, watchdog_interval
 from lmwatch.server import Setup, build_app
 from lmwatch.services import ConfigHolder, Services
+from lmwatch.usage.log import UsageLog
 from lmwatch.watcher import Watcher
 
 log = logging.getLogger("lmwatch.daemon")
@@ -55,6 +56,7 @@ class Daemon:
         )
         self.services.metrics.register(SamplerCollector(self.registry, samplers))
         self.services.cache = Cache(self.services.metrics)
+        self.services.usage = UsageLog(self.services.metrics)
         self.control = ControlPlane(self.services, self.watcher, self.scheduler)
         self.services.control = self.control
         self.lifecycle = Lifecycle(self.services, self.watcher, self.scheduler, self.control.audit)
@@ -140,6 +142,8 @@ class Daemon:
         await self.control.stop()
         if self.services.cache is not None:
             await self.services.cache.close()
+        if self.services.usage is not None:
+            await self.services.usage.close()
         await self.samplers.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)

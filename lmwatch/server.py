@@ -16,6 +16,7 @@ from lmwatch import __version__
 from lmwatch.api.auth import Handler, is_admin, is_v1
 from lmwatch.api.errors import ApiError
 from lmwatch.registry import BackendInfo, Health, ModelInfo, request_outcomes
+from lmwatch.routing.select import concurrency_cap
 from lmwatch.samplers.status import host_status
 from lmwatch.services import SERVICES, Services
 
@@ -68,6 +69,7 @@ def backend_document(b: BackendInfo, public: bool = False) -> dict[str, Any]:
     if public:
         reason = b.public_reason
         last_error = None if b.last_error is None else reason
+    cap, cap_from = concurrency_cap(b)
     return {
         "name": b.name,
         "url": b.config.public_url,
@@ -78,6 +80,8 @@ def backend_document(b: BackendInfo, public: bool = False) -> dict[str, Any]:
         "draining": b.draining,
         "labels": dict(b.config.labels),
         "weight": b.config.weight,
+        "max_concurrency": cap,
+        "max_concurrency_from": cap_from,
         "last_success": b.last_success,
         "last_probe": b.last_probe,
         "last_error": last_error,

@@ -5,14 +5,18 @@ A new engine is a new module here with a `Flavour` subclass, plus one line in th
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 from lmwatch.backends.base import BackendClient, Flavour, ProbeError
 from lmwatch.flavours import FLAVOURS
 
 
+@functools.cache
 def flavour(name: str) -> Flavour:
-    """The flavour the table names `name` (a `kind` or a detected flavour in the registry)."""
+    """The flavour the table names `name` (a `kind` or a detected flavour in the registry).
+
+    One instance per name (flavours hold no state): the router asks on every request."""
     module, _, attr = FLAVOURS[name].partition(":")
     cls = getattr(importlib.import_module(module), attr)
     if not (isinstance(cls, type) and issubclass(cls, Flavour)):

@@ -203,6 +203,9 @@ class Flavour(ABC):
     """The oldest version that has this flavour's API: assumed when the server does not say."""
     rejects_json_object: ClassVar[bool] = False
     """`response_format: {"type": "json_object"}` is refused: send the equivalent `json_schema` instead."""
+    default_concurrency: ClassVar[int | None] = None
+    """Requests in flight when neither the config (`max_concurrency`) nor the server (parallel slots)
+    says: None = no cap, for servers that batch requests themselves (vLLM, llama.cpp's `-np`)."""
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -22,6 +22,9 @@ class LMStudio(Flavour):
 
     native_apis = {"responses": "0.3.29", "messages": "0.4.1"}
     rejects_json_object = True
+    default_concurrency: ClassVar[int | None] = 4
+    """LM Studio runs 4 parallel predictions per model unless told otherwise; more requests queue
+    inside it, where lmwatch can neither see nor fail them over."""
     substitutes_model: ClassVar[bool] = True
     model_gone: ClassVar[tuple[str, ...]] = (*MODEL_GONE, *LM_STUDIO_MODEL_GONE)
 

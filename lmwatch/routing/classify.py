@@ -1,15 +1,18 @@
-"""The task classifier: fast, explainable scoring of a request into coding, research, creative,
-analysis (or tasks the config adds).
+"""The task classifier: a learned linear model over text features, plus configured keywords and
+example prompts, into coding, research, creative, analysis (or tasks the config adds).
 
-Each feature adds points to one task and says so in `reasons`: code fences, stack traces, code
-syntax and language names point to coding; keywords to their task; request shape too (`tools` to
-coding agents, `response_format` and tables to analysis, a high temperature to creative). Only the
-system prompt and the latest user turn are read, each capped at `classifier.scan_chars`, so the
-cost is bounded whatever the conversation length. No score at all means `classifier.default_task`.
+Order of decision: configured keywords (whole words; most hits wins), then configured example
+prompts (cosine similarity to a task's examples at or above `example_threshold`), then the learned
+model (lmwatch/routing/taskmodel.py) with a few request-shape nudges (`tools` to coding,
+`response_format` to analysis, a high temperature to creative). Reasons name the features that
+moved the decision most, as `feature(task+points)`. Only the system prompt and the latest user
+turn are read, each capped at `classifier.scan_chars`, so the cost is bounded whatever the
+conversation length. A text the model knows nothing of means `classifier.default_task`.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,223 +20,162 @@ from typing import Any
 
 from lmwatch.config import RoutingConfig
 from lmwatch.routing.memo import PerConfig
+from lmwatch.routing.taskmodel import LinearModel, Scored, shipped_model, top_features
+from lmwatch.routing.textfeatures import LENGTH, features
 
 KEYWORD_CAP = 4
 """Keywords count once each and at most this many per task, so a long prompt cannot run away."""
-
-KEYWORDS: dict[str, tuple[str, ...]] = {
-    "coding": (
-        "code",
-        "function",
-        "method",
-        "bug",
-        "debug",
-        "compile",
-        "compiler",
-        "refactor",
-        "implement",
-        "unit test",
-        "regex",
-        "exception",
-        "stack trace",
-        "endpoint",
-        "script",
-        "variable",
-        "algorithm",
-        "repository",
-        "git",
-        "dockerfile",
-        "segfault",
-        "lint",
-        "syntax error",
-        "pull request",
-    ),
-    "research": (
-        "research",
-        "source",
-        "sources",
-        "cite",
-        "citation",
-        "references",
-        "literature",
-        "paper",
-        "study",
-        "studies",
-        "history",
-        "explain",
-        "what is",
-        "who was",
-        "who is",
-        "background",
-        "overview",
-        "evidence",
-        "according to",
-        "why do",
-        "why does",
-        "how does",
-    ),
-    "creative": (
-        "story",
-        "poem",
-        "haiku",
-        "lyrics",
-        "song",
-        "novel",
-        "fiction",
-        "character",
-        "plot",
-        "imagine",
-        "creative",
-        "screenplay",
-        "limerick",
-        "fairy tale",
-        "rhyme",
-        "brainstorm",
-        "slogan",
-        "fantasy",
-    ),
-    "analysis": (
-        "analyze",
-        "analyse",
-        "analysis",
-        "data",
-        "dataset",
-        "csv",
-        "statistics",
-        "statistical",
-        "trend",
-        "metrics",
-        "evaluate",
-        "compare",
-        "comparison",
-        "pros and cons",
-        "calculate",
-        "forecast",
-        "correlation",
-        "summarize",
-        "summarise",
-        "kpi",
-        "revenue",
-        "breakdown",
-    ),
-}
-TIE_ORDER = ("coding", "analysis", "research", "creative")
-"""Equal scores resolve in this order (more specific tasks first); configured tasks come after."""
-
-_FENCE = re.compile(r"```([A-Za-z+#]*)")
-_TRACE = re.compile(
-    r"Traceback \(most recent call last\)|^\s+at [\w$.<>]+\(.*:\d+\)|Exception in thread|^panic: |"
-    r"error\[E\d{4}\]|File \"[^\"]+\", line \d+|Segmentation fault|^\s*\w*(?:Error|Exception): ",
-    re.MULTILINE,
-)
-_TRACE_HINTS = ("Traceback", "Error", "Exception", "panic: ", "error[E", "Segmentation", "    at ", "\tat ")
-"""Cheap substring checks that gate the trace regex (most prompts have none of them)."""
-_SYNTAX = re.compile(
-    r"^\s*(?:def |class \w|import \w|from \w+ import|#include|fn \w|func \w|public |private |"
-    r"const \w+ ?=|let \w+ ?=|var \w+ ?=|function \w|SELECT .+ FROM)|=>|;\s*$|\)\s*\{\s*$",
-    re.MULTILINE,
-)
-_WORDS = re.compile(r"[a-z0-9]+(?:\+\+|#|\.js)?")
-LANGUAGES = frozenset(
-    (
-        "python",
-        "javascript",
-        "typescript",
-        "java",
-        "rust",
-        "golang",
-        "kotlin",
-        "swift",
-        "ruby",
-        "php",
-        "sql",
-        "bash",
-        "haskell",
-        "scala",
-        "c++",
-        "c#",
-        "react",
-        "django",
-        "node.js",
-        "numpy",
-        "pandas",
-    )
-)
-_TABLE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*\|", re.MULTILINE)
+REASONS = 4
+"""Features named in `reasons` (the header shows the first three)."""
+SHAPE_NUDGES = {"tools": ("coding", 1.5), "response_format": ("analysis", 1.5), "temperature": ("creative", 1.0)}
+"""Request shape -> (task, logit added): signals the text-trained model cannot see."""
+_WORDS = re.compile(r"[a-z0-9]+(?:[+#]+|'[a-z]+)?")
 
 
 @dataclass(frozen=True)
 class Classification:
     task: str
     scores: Mapping[str, float]
+    """The model's probability per task (rounded), plus keyword hits or example similarity of
+    configured tasks when those decided."""
     reasons: tuple[str, ...]
-    """Feature notes such as `code_fence(coding+3)`, strongest first."""
+    """Notes such as `keyword:poem(creative+0.41)`, strongest first."""
 
 
 class Classifier:
     """The compiled classifier for one config."""
 
     def __init__(self, routing: RoutingConfig) -> None:
-        self.default_task = routing.classifier.default_task
-        self.scan_chars = routing.classifier.scan_chars
+        cfg = routing.classifier
+        self.default_task = cfg.default_task
+        self.scan_chars = cfg.scan_chars
         self.tasks = routing.task_names()
-        words: dict[str, set[str]] = {task: set(KEYWORDS.get(task, ())) for task in self.tasks}
-        for task, extra in routing.classifier.keywords.items():
-            words[task].update(" ".join(_WORDS.findall(w.lower())) for w in extra if w.strip())
-        self._keywords = {task: frozenset(w for w in ws if " " not in w) for task, ws in words.items()}
-        self._phrases = {task: tuple(w for w in ws if " " in w) for task, ws in words.items()}
-        self._order = [t for t in TIE_ORDER if t in self.tasks] + sorted(self.tasks - set(TIE_ORDER))
+        self.model = shipped_model()
+        self._keywords = {
+            task: frozenset(" ".join(_WORDS.findall(w.lower())) for w in words if _WORDS.search(w.lower()))
+            for task, words in cfg.keywords.items()
+        }
+        self._examples = ExampleIndex(cfg.examples, self.model)
+        self.example_threshold = cfg.example_threshold
 
     def classify(self, body: Mapping[str, Any]) -> Classification:
         text = request_text(body, self.scan_chars)
-        notes: list[tuple[float, str, str]] = []
-        self._text_features(text, notes)
-        _shape_features(body, notes)
-        scores: dict[str, float] = {}
-        for points, task, _ in notes:
-            if task in self.tasks:
-                scores[task] = scores.get(task, 0.0) + points
-        best = max(self._order, key=lambda t: scores.get(t, 0.0))  # max keeps the first of equals: TIE_ORDER
-        task = best if scores.get(best, 0.0) > 0 else self.default_task
-        reasons = tuple(f"{name}({t}+{p:g})" for p, t, name in sorted(notes, key=lambda n: -n[0]))
-        return Classification(task=task, scores=scores, reasons=reasons or ("default",))
+        if self._keywords:
+            decided = self._by_keywords(text)
+            if decided:
+                return decided
+        if self._examples.tasks:
+            decided = self._by_examples(text)
+            if decided:
+                return decided
+        return self._by_model(text, body)
 
-    def _text_features(self, text: str, notes: list[tuple[float, str, str]]) -> None:
-        if not text:
-            return
-        fences = _FENCE.findall(text)
-        if fences:
-            notes.append((3.0, "coding", "code_fence"))
-        if any(hint in text for hint in _TRACE_HINTS) and _TRACE.search(text):
-            notes.append((3.0, "coding", "stack_trace"))
-        syntax = len(_SYNTAX.findall(text))
-        if syntax:
-            notes.append((float(min(syntax, 3)), "coding", "code_syntax"))
-        lower = text.lower()
-        words = _WORDS.findall(lower)
-        terms = set(words)
-        languages = (terms & LANGUAGES) | {f.lower() for f in fences if f}
-        if languages:
-            notes.append((float(min(len(languages), 2)), "coding", "language:" + min(languages)))
-        for task, keywords in self._keywords.items():
-            hits = (terms & keywords) | {p for p in self._phrases[task] if p in lower}
-            if hits:
-                notes.append((float(min(len(hits), KEYWORD_CAP)), task, "keyword:" + min(hits)))
-        if _TABLE.search(text):
-            notes.append((2.0, "analysis", "table"))
-        if sum(w[0].isdigit() for w in words) >= 12:
-            notes.append((1.0, "analysis", "numbers"))
+    def _by_keywords(self, text: str) -> Classification | None:
+        padded = " " + " ".join(_WORDS.findall(text.lower())) + " "
+        hits = {t: sorted(k for k in ks if f" {k} " in padded)[:KEYWORD_CAP] for t, ks in self._keywords.items()}
+        best = max(hits, key=lambda t: len(hits[t]))
+        if not hits[best]:
+            return None
+        scores = {t: float(len(h)) for t, h in hits.items() if h}
+        reasons = tuple(f"keyword:{k}({best}+1)" for k in hits[best])
+        return Classification(best, scores, reasons)
+
+    def _by_examples(self, text: str) -> Classification | None:
+        sims = self._examples.similarity(text)
+        best = max(sims, key=lambda t: sims[t])
+        if sims[best] < self.example_threshold:
+            return None
+        scores = {t: round(s, 3) for t, s in sims.items()}
+        return Classification(best, scores, (f"examples:{best}({best}+{sims[best]:.2f})",))
+
+    def _by_model(self, text: str, body: Mapping[str, Any]) -> Classification:
+        model = self.model
+        scored = model.score(text)
+        nudges = [(name, task, points) for name, (task, points) in SHAPE_NUDGES.items() if _has_shape(body, name)]
+        if all(f.startswith(LENGTH) for f, _ in scored.hits):  # the text says nothing the model knows
+            if not nudges:
+                return Classification(self.default_task, {}, ("default",))
+            scored = Scored((0.0,) * len(model.tasks), [], 0.0)  # no prior: the shape alone decides
+        logits = list(scored.logits)
+        for _, task, points in nudges:
+            logits[model.tasks.index(task)] += points
+        top = max(logits)
+        win = logits.index(top)
+        runner = max(range(len(logits)), key=lambda i: logits[i] if i != win else -math.inf)
+        exp = [math.exp(x - top) for x in logits]
+        total = sum(exp)
+        scores = {t: round(e / total, 3) for t, e in zip(model.tasks, exp, strict=True)}
+        task = model.tasks[win]
+        notes = [(points, f"{name}({t}+{points:g})") for name, t, points in nudges if t == task]
+        notes += [(m, f"{_label(f)}({task}+{m:.2f})") for f, m in top_features(scored, win, runner, REASONS)]
+        notes.sort(key=lambda n: -n[0])
+        return Classification(task, scores, tuple(note for _, note in notes[:REASONS]))
 
 
-def _shape_features(body: Mapping[str, Any], notes: list[tuple[float, str, str]]) -> None:
-    if body.get("tools") or body.get("functions"):
-        notes.append((1.0, "coding", "tools"))
-    response_format = body.get("response_format")
-    if isinstance(response_format, dict) and response_format.get("type") in ("json_schema", "json_object"):
-        notes.append((2.0, "analysis", "response_format"))
+class ExampleIndex:
+    """Per-task centroids of configured example prompts, over the model's features weighted by
+    their inverse document frequency (binary tf-idf, unit length).
+
+    One dict maps a feature to its weight in each task's centroid, so a request costs one lookup
+    per feature whatever the number of examples.
+    """
+
+    def __init__(self, examples: Mapping[str, list[str]], model: LinearModel) -> None:
+        self.tasks = tuple(t for t, texts in examples.items() if any(x.strip() for x in texts))
+        self._model = model
+        sums: dict[str, list[float]] = {}
+        for i, task in enumerate(self.tasks):
+            for text in examples[task]:
+                vector = self._vector(text)
+                for f, x in vector.items():
+                    sums.setdefault(f, [0.0] * len(self.tasks))[i] += x
+        norms = [math.sqrt(sum(v[i] ** 2 for v in sums.values())) or 1.0 for i in range(len(self.tasks))]
+        self._index = {f: tuple(x / n for x, n in zip(v, norms, strict=True)) for f, v in sums.items()}
+
+    def _vector(self, text: str) -> dict[str, float]:
+        idf, rare = self._model.idf, self._model.rare_idf
+        weights = {f: idf.get(f, rare) for f in features(text) if not f.startswith(LENGTH)}
+        norm = math.sqrt(sum(x * x for x in weights.values())) or 1.0
+        return {f: x / norm for f, x in weights.items()}
+
+    def similarity(self, text: str) -> dict[str, float]:
+        """Cosine similarity of `text` to each task's centroid."""
+        get = self._index.get
+        sims = [0.0] * len(self.tasks)
+        for f, x in self._vector(text).items():
+            row = get(f)
+            if row is not None:
+                for i, w in enumerate(row):
+                    sims[i] += x * w
+        return dict(zip(self.tasks, sims, strict=True))
+
+
+def _label(feature: str) -> str:
+    """A reason's name for a feature: `word:…`, `start:…`, `end:…`, `chars:…`, `symbols:…`, `code_fence`…"""
+    prefix = feature[0]
+    if prefix == "#":
+        return {"#fence": "code_fence", "#trace": "stack_trace", "#syntax": "code_syntax"}.get(feature, feature[1:])
+    if prefix == "^":
+        return "start:" + feature[1:]
+    if prefix == "$":
+        return "end:" + feature[1:]
+    if prefix == "%":
+        return "symbols:" + feature[1:]
+    if prefix == ">" or feature.endswith("<"):
+        return "chars:" + feature
+    if feature.startswith(LENGTH):
+        return "length:" + feature[len(LENGTH) :]
+    return "word:" + feature
+
+
+def _has_shape(body: Mapping[str, Any], name: str) -> bool:
+    if name == "tools":
+        return bool(body.get("tools") or body.get("functions"))
+    if name == "response_format":
+        rf = body.get("response_format")
+        return isinstance(rf, dict) and rf.get("type") in ("json_schema", "json_object")
     temperature = body.get("temperature")
-    if isinstance(temperature, int | float) and not isinstance(temperature, bool) and temperature >= 1.0:
-        notes.append((1.0, "creative", "temperature"))
+    return isinstance(temperature, int | float) and not isinstance(temperature, bool) and temperature >= 1.0
 
 
 def request_text(body: Mapping[str, Any], limit: int) -> str:

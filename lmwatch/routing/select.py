@@ -27,7 +27,7 @@ from lmwatch.routing.request import Endpoint, ParsedRequest
 AUTO = "auto"
 TASK_PREFIX = "task:"
 DEFAULT_PARALLEL = 4
-"""Slots assumed when neither the config nor the server says (LM Studio's default)."""
+"""Slots assumed for a backend whose flavour is not known yet (LM Studio's default)."""
 
 
 class Route(StrEnum):
@@ -162,11 +162,24 @@ def allowed_only(plan: Plan, allowed: Callable[[str], bool]) -> Plan:
     return dataclasses.replace(plan, tiers=tuple(tiers))
 
 
-def target_for(backend: BackendInfo, model: ModelInfo, model_id: str | None = None) -> Target:
-    """`model` on `backend`; its cap is the configured one, else the slots the server reports."""
-    cfg = backend.config
+def concurrency_cap(backend: BackendInfo) -> tuple[int | None, str]:
+    """Requests `backend` takes at once (None: no cap) and where that comes from: `config`
+    (`max_concurrency`), `server` (the parallel slots it reports), else the flavour's default."""
+    if backend.config.max_concurrency:
+        return backend.config.max_concurrency, "config"
     reported = max((m.parallel or 0 for m in backend.models if m.loaded), default=0)
-    cap = cfg.max_concurrency or reported or DEFAULT_PARALLEL
+    if reported:
+        return reported, "server"
+    flavour = backends.detected(backend.flavour)
+    if flavour is None:
+        return DEFAULT_PARALLEL, "not detected yet"
+    return flavour.default_concurrency, f"{flavour.name} default"
+
+
+def target_for(backend: BackendInfo, model: ModelInfo, model_id: str | None = None) -> Target:
+    """`model` on `backend`, capped by `concurrency_cap`."""
+    cfg = backend.config
+    cap, _ = concurrency_cap(backend)
     flavour = backends.detected(backend.flavour)
     return Target(
         backend=backend.name,

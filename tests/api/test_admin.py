@@ -388,7 +388,7 @@ async def test_route_explain_is_a_dry_run(tmp_path: Path, sim: RunningSimulator,
             assert status == 200, answer
             assert answer["task"] == "coding" and answer["task_source"] == "classifier"
             assert answer["scores"]["coding"] > 0
-            assert any(r.startswith("language:python") for r in answer["task_reasons"])
+            assert answer["task_reasons"] and all("(coding+" in r for r in answer["task_reasons"])
             candidates = answer["candidates"]
             assert candidates and all(c["backend"] == "a" for c in candidates)
             assert candidates[0]["model"] == "qwen2.5-coder-7b-instruct"

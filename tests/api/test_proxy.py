@@ -237,6 +237,24 @@ async def test_queueing_at_the_concurrency_cap() -> None:
         assert f.outcomes.queued["a"] == 0 and f.outcomes.inflight["a"] == 0
 
 
+@pytest.mark.parametrize(
+    ("flavour", "in_flight", "cap", "cap_from"),
+    [
+        ("openai", 8, None, "openai default"),  # vLLM, llama.cpp -np: they batch, lmwatch does not cap
+        ("0.3", 4, 4, "lmstudio-v0 default"),  # LM Studio that reports no slots: its default of 4
+    ],
+)
+async def test_the_default_cap_is_the_flavours(
+    http: aiohttp.ClientSession, flavour: str, in_flight: int, cap: int | None, cap_from: str
+) -> None:
+    async with fleet({"a": sim(CODER, ttft=0.3, flavour=flavour, parallel=16)}) as f:
+        await asyncio.gather(*(ask(f) for _ in range(8)))
+        assert f.sims["a"].state.stats.max_inflight_seen == in_flight
+        async with http.get(f.url + "/status") as resp:
+            [backend] = (await resp.json())["backends"]
+        assert (backend["max_concurrency"], backend["max_concurrency_from"]) == (cap, cap_from)
+
+
 async def test_queue_wait_is_bounded_then_503_with_retry_after(http: aiohttp.ClientSession) -> None:
     async with fleet({"a": sim(CODER, ttft=1.0)}, {"queue_timeout": 0.2}, a={"max_concurrency": 1}) as f:
         first = asyncio.create_task(ask(f))

@@ -1,0 +1,91 @@
+"""The learned linear task model: weights shipped in the package, scored in pure Python.
+
+`task_model.json.gz` (written by train/classifier/train.py) holds, per feature string of
+lmwatch/routing/textfeatures.py, one integer weight per task (times `scale`) and a bias per task.
+A text's feature values are 1/sqrt(number of its features), so the score of task t is
+`bias[t] + sum(w[f][t]) / sqrt(n)`: one dict lookup per feature and no numpy.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from lmwatch.routing.textfeatures import features
+
+MODEL_FILE = "task_model.json.gz"
+
+
+class ModelFileError(ValueError):
+    """The shipped model file is missing or malformed (a packaging bug, not a user error)."""
+
+
+@dataclass(frozen=True)
+class Scored:
+    """The model's view of one text."""
+
+    logits: tuple[float, ...]
+    """Per task, in `LinearModel.tasks` order."""
+    hits: list[tuple[str, tuple[float, ...]]]
+    """Known features with their per-task weights (each contributes weight * `value`)."""
+    value: float
+    """The value of every feature of this text: 1/sqrt(its number of features)."""
+
+
+@dataclass(frozen=True)
+class LinearModel:
+    tasks: tuple[str, ...]
+    bias: tuple[float, ...]
+    weights: dict[str, tuple[float, ...]]
+    idf: dict[str, float]
+    """Inverse document frequency over the training texts (features not listed: `rare_idf`), so
+    similarity to configured examples is not made of "the" and "is"."""
+    rare_idf: float
+
+    def score(self, text: str) -> Scored:
+        feats = features(text)
+        get = self.weights.get
+        hits = [(f, w) for f in feats if (w := get(f)) is not None]
+        if not hits:
+            return Scored(self.bias, hits, 0.0)
+        value = 1.0 / math.sqrt(len(feats))
+        sums = map(sum, zip(*[w for _, w in hits], strict=True))
+        return Scored(tuple(b + value * s for b, s in zip(self.bias, sums, strict=True)), hits, value)
+
+
+def top_features(scored: Scored, win: int, other: int, k: int) -> list[tuple[str, float]]:
+    """The `k` features that most favour task index `win` over task index `other`, with that margin."""
+    margins = [(w[win] - w[other], f) for f, w in scored.hits]
+    margins.sort(reverse=True)
+    return [(f, m * scored.value) for m, f in margins[:k] if m > 0]
+
+
+def parse_model(data: dict[str, Any]) -> LinearModel:
+    try:
+        tasks = tuple(str(t) for t in data["tasks"])
+        scale = float(data["scale"])
+        bias = tuple(float(b) for b in data["bias"])
+        weights = {str(f): tuple(scale * x for x in w) for f, w in data["weights"].items()}
+        idf = {str(f): float(x) for f, x in data["idf"].items()}
+        rare_idf = float(data["rare_idf"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelFileError(f"task model file is malformed: {exc!r}") from None
+    if len(bias) != len(tasks) or any(len(w) != len(tasks) for w in weights.values()):
+        raise ModelFileError("task model file is malformed: weight rows do not match the task list")
+    return LinearModel(tasks, bias, weights, idf, rare_idf)
+
+
+@cache
+def shipped_model() -> LinearModel:
+    """The model in the package, read once per process (about 0.1 s)."""
+    try:
+        raw = resources.files("lmwatch.routing").joinpath(MODEL_FILE).read_bytes()
+        data = json.loads(gzip.decompress(raw))
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"cannot read the task model {MODEL_FILE}: {exc}") from None
+    return parse_model(data)

@@ -1,0 +1,144 @@
+"""Train the task model shipped as lmwatch/routing/task_model.json.gz.
+
+    .venv/bin/pip install -e '.[train]'
+    .venv/bin/python train/classifier/train.py            # train, report on the dev set, write the model
+
+Training data: the self-authored corpus of compose.py plus every data/*.jsonl file except the
+held-out ones (dev*.jsonl); each line is {"text", "task", "source"}. See SOURCES.md for where the
+public parts come from and their licences. databricks-dolly-15k, MBPP, HumanEval and CodeAlpaca
+are never used: they are reserved for evaluation.
+
+Features are lmwatch.routing.textfeatures.features (the runtime's own function), kept when they
+occur in at least `--min-df` training texts; values are 1/sqrt(number of features of the text), as
+the runtime computes them. The model is a multinomial logistic regression (scikit-learn, only
+here); weights are rounded to integers times one scale, and features whose weights all round to
+zero are dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import sys
+from collections import Counter
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parents[1]))
+
+from compose import composed  # noqa: E402
+
+from lmwatch.routing.taskmodel import MODEL_FILE  # noqa: E402
+from lmwatch.routing.textfeatures import features  # noqa: E402
+
+TASKS = ("coding", "research", "creative", "analysis")
+OUT = HERE.parents[1] / "lmwatch" / "routing" / MODEL_FILE
+LEVELS = 127
+
+
+def load(paths: list[Path]) -> list[tuple[str, str]]:
+    rows = []
+    for path in paths:
+        for line in path.read_text().splitlines():
+            if line.strip():
+                item = json.loads(line)
+                rows.append((item["text"], item["task"]))
+    return rows
+
+
+def training_rows(per_task: int) -> list[tuple[str, str]]:
+    files = sorted(p for p in (HERE / "data").glob("*.jsonl") if not p.name.startswith("dev"))
+    return list(composed(per_task)) + load(files)
+
+
+def matrix(texts: list[str], vocab: dict[str, int]):
+    from scipy.sparse import csr_matrix
+
+    indptr, indices, values = [0], [], []
+    for text in texts:
+        feats = features(text)
+        known = sorted({vocab[f] for f in feats if f in vocab})
+        value = 1.0 / math.sqrt(len(feats)) if feats else 0.0
+        indices.extend(known)
+        values.extend([value] * len(known))
+        indptr.append(len(indices))
+    return csr_matrix((values, indices, indptr), shape=(len(texts), len(vocab)))
+
+
+def train(rows: list[tuple[str, str]], min_df: int, c: float):
+    from sklearn.linear_model import LogisticRegression
+
+    df: Counter[str] = Counter()
+    for text, _ in rows:
+        df.update(features(text))
+    vocab = {f: i for i, f in enumerate(sorted(f for f, n in df.items() if n >= min_df))}
+    x = matrix([t for t, _ in rows], vocab)
+    y = [TASKS.index(task) for _, task in rows]
+    clf = LogisticRegression(C=c, max_iter=3000, class_weight="balanced")
+    clf.fit(x, y)
+    n = len(rows)
+    idf = {f: round(math.log((1 + n) / (1 + df[f])) + 1, 1) for f in vocab}
+    return clf, vocab, idf, round(math.log((1 + n) / (1 + min_df - 1)) + 1, 1)
+
+
+def export(clf, vocab: dict[str, int], idf: dict[str, float], rare_idf: float) -> dict[str, object]:
+    coef = clf.coef_
+    scale = float(abs(coef).max()) / LEVELS
+    weights = {}
+    for feature, i in vocab.items():
+        row = [round(float(w) / scale) for w in coef[:, i]]
+        if any(row):
+            weights[feature] = row
+    return {
+        "tasks": list(TASKS),
+        "scale": scale,
+        "bias": [float(b) for b in clf.intercept_],
+        "weights": weights,
+        "idf": {f: x for f, x in idf.items() if x < rare_idf},
+        "rare_idf": rare_idf,
+    }
+
+
+def report(model: dict[str, object], rows: list[tuple[str, str]], title: str) -> float:
+    from lmwatch.routing.taskmodel import parse_model
+
+    linear = parse_model(model)
+    right = 0
+    confusion: Counter[tuple[str, str]] = Counter()
+    for text, task in rows:
+        logits = linear.score(text).logits
+        guess = linear.tasks[max(range(len(logits)), key=logits.__getitem__)]
+        right += guess == task
+        confusion[(task, guess)] += 1
+    accuracy = right / len(rows)
+    print(f"{title}: accuracy {accuracy:.3f} on {len(rows)}")
+    for task in TASKS:
+        print(f"  {task:9s}", " ".join(f"{confusion[(task, g)]:4d}" for g in TASKS))
+    return accuracy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--per-task", type=int, default=3000, help="composed examples per task")
+    parser.add_argument("--min-df", type=int, default=2)
+    parser.add_argument("-C", type=float, default=10.0, help="inverse regularisation strength")
+    parser.add_argument("--no-write", action="store_true", help="report only")
+    args = parser.parse_args()
+    rows = training_rows(args.per_task)
+    print("training rows:", Counter(task for _, task in rows))
+    clf, vocab, idf, rare_idf = train(rows, args.min_df, args.C)
+    model = export(clf, vocab, idf, rare_idf)
+    print(f"features kept: {len(model['weights'])} of {len(vocab)}")
+    report(model, rows, "train")
+    for dev in sorted((HERE / "data").glob("dev*.jsonl")):
+        report(model, load([dev]), dev.name)
+    if not args.no_write:
+        OUT.write_bytes(gzip.compress(json.dumps(model, separators=(",", ":")).encode(), mtime=0))
+        print(f"wrote {OUT} ({OUT.stat().st_size} bytes)")
+
+
+if __name__ == "__main__":
+    main()
