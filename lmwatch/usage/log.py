@@ -82,7 +82,6 @@ class UsageLog:
     def __init__(self, metrics: CollectorRegistry, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="lmwatch-usage")
-        self._closed = False
         self._db: sqlite3.Connection | None = None  # only in the worker thread
         self._path: Path | None = None
         self._retention = 0.0
@@ -202,10 +201,6 @@ class UsageLog:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._report, since, by)
 
     async def close(self) -> None:
-        """Flush and close; a second call (a daemon stopped twice) does nothing."""
-        if self._closed:
-            return
-        self._closed = True
         if self._writer is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.flush(), 5)
