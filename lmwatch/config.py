@@ -475,21 +475,6 @@ class AuditConfig(Strict):
         return self
 
 
-class SemanticCacheConfig(Strict):
-    """Serve a stored answer to a prompt that means the same (opt-in): a fleet embedding model
-    embeds the prompt, and the closest stored prompt at or above `threshold` cosine similarity wins."""
-
-    enabled: bool = False
-    """Look up prompts by meaning too (needs `cache.enabled` and an embedding model in the fleet)."""
-    model: str | None = None
-    """The embedding model id (or alias) to embed prompts with; unset = any loaded embedding model."""
-    threshold: float = Field(0.95, gt=0, le=1)
-    """Cosine similarity from which a stored prompt counts as the same question (see docs/cache.md
-    for the false-hit rates this default was chosen by)."""
-    max_entries: int = Field(2000, ge=1)
-    """Prompts kept for the similarity search (oldest dropped first)."""
-
-
 class CacheConfig(Strict):
     """The response and embedding cache. Off by default; `enabled: true` alone gives the embedded
     SQLite store in the state directory. A store that fails (corrupt or locked file, full disk, Redis
@@ -515,7 +500,6 @@ class CacheConfig(Strict):
     """Longest one store operation may take before the request goes on without the cache."""
     retry_interval: Seconds = 10.0
     """After a store failure, requests bypass the cache for this long before it is tried again."""
-    semantic: SemanticCacheConfig = Field(default_factory=SemanticCacheConfig)
 
     @model_validator(mode="after")
     def _redis_needs_url(self) -> CacheConfig:
@@ -588,7 +572,7 @@ class Config(Strict):
     clients: ClientsConfig = Field(default_factory=ClientsConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
-    """Response, embedding and semantic cache (lmwatch/cache)."""
+    """Response and embedding cache (lmwatch/cache)."""
     usage: UsageConfig = Field(default_factory=UsageConfig)
     """Persistent usage analytics (lmwatch/usage), reported by `lmwatch usage` and `/admin/usage`."""
     lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)

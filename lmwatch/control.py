@@ -195,6 +195,9 @@ class ControlPlane:
         )
         if self.services.cache is not None:
             self.services.cache.configure(config.cache, config.cache_path(self.env))
+        if self.services.usage is not None:
+            usage_path = config.usage_path(self.env) if config.usage.enabled else None
+            self.services.usage.configure(usage_path, config.usage.retention_days)
         self.sources.static = tuple(config.backends)
         self.sources.reset_runtime()
         path = prepared.loaded.path

@@ -9,6 +9,7 @@
     lmwatch top [--once]                a live view: backends, models, in-flight, tokens/s, GPUs (lmwatch/top.py)
     lmwatch profile [--backend B] [--model M] [--force]   measure the loaded models
     lmwatch compare [--task T]          the loaded models side by side with their profiles
+    lmwatch usage [--since 7d] [--by model|backend|key|task|day]   requests, tokens, local share, $ saved
 
 Every command takes `--url` (or LMWATCH_URL; default http://127.0.0.1:9234), `--token` (or
 LMWATCH_ADMIN_TOKEN) and `--json` (print the daemon's answer as is). Failures print one line to
@@ -29,6 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lmwatch.config import DEFAULT_PORT
+from lmwatch.usage.log import GROUPS
 
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 URL_ENV = "LMWATCH_URL"
@@ -270,6 +272,38 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_usage(args: argparse.Namespace) -> int:
+    query = urllib.parse.urlencode({"since": args.since, "by": args.by})
+    data = call(args, "GET", f"/admin/usage?{query}")
+    if args.json:
+        _print_json(data)
+        return 0
+    print(usage_table(data))
+    return 0
+
+
+def usage_table(data: dict[str, Any]) -> str:
+    """The `lmwatch usage` table: one line per group, then the totals."""
+    by = str(data.get("by", "model"))
+    header = [by.upper(), "REQUESTS", "TOKENS IN", "TOKENS OUT", "LOCAL", "CACHE HITS", "SAVED $"]
+
+    def line(row: dict[str, Any]) -> list[str]:
+        share = row.get("local_share")
+        return [
+            str(row.get(by)),
+            str(row["requests"]),
+            str(row["prompt_tokens"]),
+            str(row["completion_tokens"]),
+            f"{share:.0%}" if share is not None else "-",
+            str(row["cache_hits"]),
+            f"{row['cost_avoided_dollars']:.4f}",
+        ]
+
+    rows = [line(r) for r in data.get("rows", [])]
+    totals = dict(data["totals"], **{by: "total"})
+    return table([*rows, line(totals)], header) + f"\nsince {data.get('since_text', '?')} ago"
+
+
 def cmd_reload(args: argparse.Namespace) -> int:
     data = call(args, "POST", "/admin/reload")
     if args.json:
@@ -298,14 +332,33 @@ def cmd_route(args: argparse.Namespace) -> int:
         for i, c in enumerate(candidates, 1):
             mark = "" if c.get("usable", True) else " (skipped)"
             print(f"  {i}. {c['backend']} / {c['model']}{mark}: {c['reason']}")
+            if c.get("fit") or c.get("speed"):
+                print(f"     {_fit_and_speed(c.get('fit') or {}, c.get('speed') or {})}")
     for excluded in data.get("excluded", []):
         print(f"  not considered: {excluded['backend']} ({excluded['reason']})")
+    for passed in data.get("passed_over", []):
+        print(f"  passed over: {passed['backend']} / {passed['model']} ({passed['capability']})")
     chosen = data.get("chosen")
     if chosen:
         print(f"chosen: {chosen['backend']} / {chosen['model']}")
     else:
         print(f"chosen: none ({data.get('unavailable') or 'no usable candidate'})")
     return 0
+
+
+def _fit_and_speed(fit: dict[str, Any], speed: dict[str, Any]) -> str:
+    """`fits: ~120 of 8192 tokens; expected 2.1 s (profile: TTFT 0.104 s, 99.9 tok/s)`"""
+    context = fit.get("context_length")
+    held = f"of {context} tokens" if context else "tokens (context not reported)"
+    text = f"{'fits' if fit.get('fits', True) else 'does not fit'}: ~{fit.get('needed_tokens', '?')} {held}"
+    if speed.get("expected_seconds") is not None:
+        text += (
+            f"; expected {speed['expected_seconds']:.1f} s ({speed.get('source')}: TTFT "
+            f"{_num(speed.get('ttft_seconds'), 3)} s, {_num(speed.get('tokens_per_second'))} tok/s)"
+        )
+    else:
+        text += "; speed not measured yet"
+    return text
 
 
 def _num(value: Any, digits: int = 1) -> str:
@@ -441,6 +494,9 @@ def add_commands(commands: Any) -> None:
     fit.add_argument("model", metavar="MODEL", help="the model id")
     fit.add_argument("--context-length", type=int, metavar="N", help="the context length to check (default 4096)")
     add("reload", "make a running daemon re-read its config file", cmd_reload)
+    usage = add("usage", "report requests, tokens, local vs cloud share, cache hits and dollars saved", cmd_usage)
+    usage.add_argument("--since", default="7d", help="how far back: a number and s, m, h, d or w (default 7d)")
+    usage.add_argument("--by", default="model", choices=GROUPS, help="group by (default model)")
     from lmwatch.top import add_arguments as add_top_arguments
     from lmwatch.top import cmd_top
 
@@ -470,5 +526,5 @@ def add_commands(commands: Any) -> None:
 
 COMMANDS = (
     "status", "models", "drain", "undrain", "load", "unload", "swap", "fit", "reload", "route", "top", "profile",
-    "compare",
+    "compare", "usage",
 )  # fmt: skip

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from lmwatch.control import ControlPlane
     from lmwatch.lifecycle.manager import Lifecycle
     from lmwatch.profiling.runner import ProfileRunner
+    from lmwatch.usage.log import UsageLog
 
 
 @dataclass
@@ -43,6 +44,8 @@ class Services:
     """Admin token, client keys, audit log, backend sources, reload (lmwatch/control.py); None in
     apps built without a daemon (then /admin and client keys are not installed)."""
     cache: Cache | None = None
+    usage: UsageLog | None = None
+    """The usage log (lmwatch/usage); None in apps built without a daemon."""
     """The response and embedding cache (lmwatch/cache); None in apps built without a daemon."""
     lifecycle: Lifecycle | None = None
     """keep_loaded, placement, idle unload, swap (lmwatch/lifecycle); None in apps built without a daemon."""

@@ -134,6 +134,10 @@ async def test_route_explain(daemon: Daemon, sim: RunningSimulator) -> None:
     assert lines[1].startswith("  because: ")
     assert "candidates, in order:" in lines
     assert lines[-1] == "chosen: studio / qwen2.5-coder-7b-instruct"
+    first = lines.index("candidates, in order:") + 1
+    assert lines[first].startswith("  1. studio / qwen2.5-coder-7b-instruct: ")
+    assert lines[first + 1] == "     fits: ~26 of 8192 tokens; speed not measured yet"  # 40 characters / 4 + 16
+    assert "  passed over: studio / text-embedding-nomic-embed-text-v1.5 (the model " in "\n".join(lines)
     assert sim.state.stats.requests_total.get("/v1/chat/completions", 0) == before  # a dry run
 
     code, out, _ = await run_cli(

@@ -17,12 +17,14 @@ config or backend adds `problems`, one `path: message` line each.
     POST   /admin/profile                           measure models (lmwatch/api/profiles.py)
     GET    /admin/models                            every model with its profile; ?task= in routing order
     GET    /admin/routing/preferences | PUT         task -> model family patterns (until the next reload)
+    GET    /admin/usage?since=7d&by=model           usage report (lmwatch/usage): totals, local share, $ saved
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -43,6 +45,7 @@ from lmwatch.registry import BackendInfo, request_outcomes
 from lmwatch.routing.request import json_object
 from lmwatch.server import backend_document
 from lmwatch.services import SERVICES
+from lmwatch.usage.log import GROUPS, parse_duration
 
 ACTOR = web.RequestKey("lmwatch_admin_actor", str)
 
@@ -58,6 +61,7 @@ def setup(app: web.Application) -> None:
         services.status_sections.setdefault("control", services.control.status_section)
     r = app.router
     r.add_get("/admin/backends", list_backends)
+    r.add_get("/admin/usage", usage_report)
     r.add_post("/admin/backends", _action("add_backend", add_backend, status=201))
     r.add_delete("/admin/backends/{name}", _action("remove_backend", remove_backend))
     r.add_post("/admin/backends/{name}/drain", _action("drain", drain))
@@ -144,14 +148,7 @@ async def _guard_admin(request: web.Request, handler: Handler) -> web.StreamResp
         request[ACTOR] = control.admin.check(request)
     except ApiError as exc:
         control.admin_actions.labels("authenticate", "denied").inc()
-        await control.audit.control(
-            actor="unauthenticated",
-            remote=request.remote,
-            action="authenticate",
-            target=f"{request.method} {request.path}",
-            result="denied",
-            code=exc.code,
-        )
+        control.audit.refusal(request.remote, f"{request.method} {request.path}", exc.code)
         return exc.response()
     try:
         return await handler(request)
@@ -296,6 +293,27 @@ def backends_document(control: ControlPlane) -> dict[str, Any]:
 
 async def list_backends(request: web.Request) -> web.Response:
     return web.json_response(backends_document(_control(request)))
+
+
+async def usage_report(request: web.Request) -> web.Response:
+    """`?since=7d` (s, m, h, d, w; default 7d) and `?by=model|backend|key|task|day` (default model)."""
+    usage = request.app[SERVICES].usage
+    by = request.query.get("by", "model")
+    if by not in GROUPS:
+        raise ApiError(400, f"by must be one of {', '.join(GROUPS)} (got {by!r})", code="invalid_by", param="by")
+    since_text = request.query.get("since", "7d")
+    try:
+        seconds = parse_duration(since_text)
+    except ValueError as exc:
+        raise ApiError(400, str(exc), code="invalid_since", param="since") from None
+    if usage is None:
+        raise ApiError(503, "this lmwatch runs without usage analytics", code="no_usage")
+    since = time.time() - seconds
+    try:
+        report = await usage.report(since, by)
+    except (sqlite3.Error, OSError) as exc:
+        raise ApiError(503, f"the usage file cannot be read: {exc}", code="usage_unavailable") from None
+    return web.json_response({"since": since, "since_text": since_text, "by": by, **report})
 
 
 async def get_preferences(request: web.Request) -> web.Response:

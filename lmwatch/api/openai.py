@@ -23,12 +23,12 @@ from typing import Any
 from aiohttp import web
 
 from lmwatch.api import request_ids
-from lmwatch.api.auth import Handler, check_task, client_of, is_v1, note_request
+from lmwatch.api.auth import ANONYMOUS, Handler, check_task, client_of, is_v1, note_request
 from lmwatch.api.dialects import Dialect, MessagesDialect, ResponsesDialect
 from lmwatch.api.errors import ApiError, shape_of
 from lmwatch.api.proxy import Answer, Exchange, Streamed, Upstream, Verdict, open_stream
 from lmwatch.api.request_ids import request_id, upstream_id
-from lmwatch.api.request_metrics import NONE, RequestMetrics, request_metrics
+from lmwatch.api.request_metrics import NONE, RequestMetrics, cloud_price, request_metrics
 from lmwatch.api.response_store import ResponseStore
 from lmwatch.backends.base import error_message
 from lmwatch.cache import embeddings as embedding_cache
@@ -44,6 +44,7 @@ from lmwatch.routing.request import Endpoint, ParsedRequest, json_object, parse_
 from lmwatch.routing.select import AUTO, TASK_PREFIX, Route, Target, allowed_only, choose_task, plan_request, routable
 from lmwatch.services import SERVICES, Services
 from lmwatch.translate import messages as anthropic
+from lmwatch.usage.log import UsageRow
 
 log = logging.getLogger("lmwatch.api.openai")
 
@@ -71,6 +72,13 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/messages/count_tokens", count_tokens)
     request_ids.setup(app)
+
+
+def cut_answers(app: web.Application, message: str) -> None:
+    """At the end of `shutdown_grace`: answers still coming from backends end now (streams with an
+    error event and a proper end), and nothing new is sent upstream."""
+    if UPSTREAM in app:
+        app[UPSTREAM].pool.cut(message)
 
 
 async def _close(app: web.Application) -> None:
@@ -200,6 +208,7 @@ async def _handle(request: web.Request, endpoint: Endpoint, dialect: Dialect | N
         return error_response(request, failed, state.headers())
     finally:
         _record(metrics, request_outcomes(services.registry), config, state, code)
+        _record_usage(services, request, config, state, code)
         _note_for_audit(request, state)
 
 
@@ -390,6 +399,38 @@ def _record(metrics: RequestMetrics, outcomes: RequestOutcomes, config: Config, 
             ex.usage.completion,
             local=not target.is_cloud,
         )
+
+
+def _record_usage(services: Services, request: web.Request, config: Config, state: _Request, code: str) -> None:
+    """Queue the request's usage row (written off the request path; never the prompt)."""
+    if services.usage is None:
+        return
+    served = _served(state.exchanges)
+    backend, model, route = state.source(served)
+    hit = state.hit if not served else None
+    prompt = hit.prompt_tokens if hit else sum(e.usage.prompt for e, _ in served)
+    completion = hit.completion_tokens if hit else sum(e.usage.completion for e, _ in served)
+    local = not any(t.is_cloud for _, t in served)
+    client = client_of(request)
+    services.usage.record(
+        UsageRow(
+            time=time.time(),
+            key_name=client.name if client is not None else ANONYMOUS,
+            backend=backend.split(",")[0],
+            model=model.split(",")[0],
+            task=state.task,
+            route=route,
+            api=state.endpoint.value,
+            code=code,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            latency_seconds=round(time.perf_counter() - state.started, 6),
+            ttft_seconds=next((e.ttft for e, _ in served if e.ttft is not None), None),
+            cache=state.cache.value,
+            local=local,
+            cost_avoided_dollars=cloud_price(config.routing, state.task, prompt, completion) if local else 0.0,
+        )
+    )
 
 
 def _note_for_audit(request: web.Request, state: _Request) -> None:

@@ -1,4 +1,4 @@
-"""The response, embedding and semantic cache: stores behind one interface, and the policies over them.
+"""The response and embedding cache: stores behind one interface, and the policies over them.
 
 A store keeps opaque byte values under string keys, each with a time to live, within a size bound
 (least recently used evicted first). Stores are one module each, registered in `STORES`:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-KINDS = ("response", "embedding", "semantic")
+KINDS = ("response", "embedding")
 RESULTS = ("hit", "miss", "bypass")
 
 
@@ -13,7 +13,7 @@ class CacheMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
             "lmwatch_cache_requests",
-            "Cache lookups by kind (response, embedding: one per input text, semantic) and result "
+            "Cache lookups by kind (response, embedding: one per input text) and result "
             "(hit, miss, bypass: not cacheable, opted out, or the store is failing).",
             ["kind", "result"],
             registry=registry,

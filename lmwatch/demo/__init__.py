@@ -21,13 +21,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from lmwatch import event_loop
 from lmwatch.config import DEFAULT_PORT, load_config
-from lmwatch.control_cli import DEFAULT_URL, URL_ENV
+from lmwatch.control_cli import DEFAULT_URL, URL_ENV, usage_table
 from lmwatch.logs import setup_logging
+
+if TYPE_CHECKING:
+    from lmwatch.daemon import Daemon
 
 STARTUP_TIMEOUT_SECONDS = 15.0
 ANSWER_TOKENS = 48
@@ -139,6 +143,7 @@ def _run_in(args: argparse.Namespace, state: Path) -> int:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
             await daemon.start()
+            await _show_cache_and_usage(daemon)
             _print_urls(daemon.url, config_path)
             await stop.wait()
             await daemon.stop()
@@ -162,6 +167,25 @@ def _shell_setup(url: str) -> str:
     return "".join(lines)
 
 
+async def _show_cache_and_usage(daemon: Daemon) -> None:
+    """The same deterministic request twice (a cache miss, then a hit), then the usage table."""
+    import aiohttp
+
+    body = {"model": "auto", "temperature": 0, "messages": [{"role": "user", "content": "What is a GPU?"}]}
+    results = []
+    async with aiohttp.ClientSession() as http:
+        for _ in range(2):
+            async with http.post(daemon.url + "/v1/chat/completions", json=body) as resp:
+                await resp.read()
+                results.append(f"{resp.headers.get('X-LMWatch-Cache')} ({resp.headers.get('X-LMWatch-Route')})")
+            if daemon.services.cache is not None:
+                await daemon.services.cache.settled()
+    print(f"\nthe same temperature-0 request twice, X-LMWatch-Cache: {' then '.join(results)}")
+    if daemon.services.usage is not None:
+        report = await daemon.services.usage.report(0.0, "model")
+        print("lmwatch usage --by model:\n" + usage_table({"by": "model", "since_text": "the start", **report}))
+
+
 def _print_urls(url: str, config_path: Path) -> None:
     print(
         f"""
@@ -175,6 +199,7 @@ Next steps, in a new shell in this directory:
   lmwatch top
   lmwatch fit {KEPT}        # studio-a keeps it loaded (keep_loaded)
   lmwatch route --explain "Fix this Python traceback"
+  lmwatch usage --by model
   curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{{"model": "auto", "messages": [{{"role": "user", "content": "Write a Python function to sort a list"}}]}}'
 Every example in README.md works against this demo. Stop with Ctrl-C.

@@ -1,0 +1,235 @@
+"""The usage log: rows queued on the request path (no I/O there), written in batches by one worker
+thread, and read back for reports (`lmwatch usage`, `GET /admin/usage`).
+
+Never the prompt: a row holds the time, the client key name, backend, model, task, route, API, status,
+tokens in and out, latency, time to first token, the cache result and the cloud cost avoided. Rows
+older than `usage.retention_days` are deleted at start and hourly. A write that fails (a full disk,
+a locked file) is counted and logged once per failure spell; requests never wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+
+log = logging.getLogger("lmwatch.usage")
+
+QUEUE_ROWS = 10_000
+"""Rows that may wait for the writer; past it rows are dropped (and counted), never the request."""
+PRUNE_EVERY = 3600.0
+GROUPS = {
+    "model": "model",
+    "backend": "backend",
+    "key": "key_name",
+    "task": "task",
+    "day": "date(time, 'unixepoch')",
+}
+"""`--by` choices -> the SQL expression rows are grouped by."""
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """`90s`, `30m`, `12h`, `7d`, `2w` -> seconds; ValueError says what is accepted."""
+    unit = _UNITS.get(text[-1:].lower())
+    try:
+        value = float(text[:-1]) if unit else float("nan")
+    except ValueError:
+        value = float("nan")
+    if unit is None or not value > 0:
+        raise ValueError(f"since must be a number and a unit (s, m, h, d, w), like 7d (got {text!r})")
+    return value * unit
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    time: float
+    key_name: str
+    backend: str
+    model: str
+    task: str
+    route: str
+    api: str
+    code: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_seconds: float
+    ttft_seconds: float | None
+    cache: str
+    local: bool
+    cost_avoided_dollars: float
+
+
+_COLUMNS = [f.name for f in fields(UsageRow)]
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS requests ({", ".join(_COLUMNS)});
+CREATE INDEX IF NOT EXISTS requests_time ON requests (time);
+"""
+
+
+class UsageLog:
+    def __init__(self, metrics: CollectorRegistry, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="lmwatch-usage")
+        self._db: sqlite3.Connection | None = None  # only in the worker thread
+        self._path: Path | None = None
+        self._retention = 0.0
+        self._queue: asyncio.Queue[UsageRow] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._pruned = 0.0
+        self._failing = False
+        self._closed = False
+        self.failures = Counter(
+            "lmwatch_usage_write_failures",
+            "Usage rows that could not be written (disk, lock) or were dropped because the writer fell behind.",
+            registry=metrics,
+        )
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    def configure(self, path: Path | None, retention_days: float) -> None:
+        """Write to `path` from now on (None: record nothing); the worker opens it on first use."""
+        self._retention = retention_days * 86400
+        if path != self._path:
+            self._path = path
+            self._executor.submit(self._close_db)
+        if path is not None and self._writer is None:
+            self._queue = asyncio.Queue(QUEUE_ROWS)
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="lmwatch usage writer")
+
+    def record(self, row: UsageRow) -> None:
+        """Queue one row; cheap, never blocks, never raises."""
+        if self._queue is None or self._path is None:
+            return
+        try:
+            self._queue.put_nowait(row)
+        except asyncio.QueueFull:
+            self.failures.inc()
+
+    async def _write_loop(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            rows = [await self._queue.get()]
+            while not self._queue.empty() and len(rows) < 500:
+                rows.append(self._queue.get_nowait())
+            try:
+                await loop.run_in_executor(self._executor, self._write, rows)
+            except (sqlite3.Error, OSError) as exc:
+                self.failures.inc(len(rows))
+                if not self._failing:
+                    log.warning("usage rows cannot be written to %s (%s); requests go on", self._path, exc)
+                self._failing = True
+            else:
+                self._failing = False
+            finally:
+                for _ in rows:
+                    self._queue.task_done()
+
+    async def flush(self) -> None:
+        """Until every row queued so far is written (or failed)."""
+        if self._queue is not None:
+            await self._queue.join()
+
+    # --- the worker thread ------------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            assert self._path is not None
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self._path, timeout=1.0, check_same_thread=False)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(_SCHEMA)
+            except BaseException:
+                db.close()
+                raise
+            self._db = db
+        return self._db
+
+    def _close_db(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+
+    def _write(self, rows: list[UsageRow]) -> None:
+        try:
+            db = self._connection()
+            with db:
+                marks = ",".join("?" * len(_COLUMNS))
+                db.executemany(f"INSERT INTO requests VALUES ({marks})", [astuple(r) for r in rows])
+                now = self._clock()
+                if now - self._pruned > PRUNE_EVERY:
+                    db.execute("DELETE FROM requests WHERE time < ?", (now - self._retention,))
+                    self._pruned = now
+        except sqlite3.Error:
+            self._close_db()
+            raise
+
+    def _report(self, since: float, by: str) -> dict[str, Any]:
+        db = self._connection()
+        group = GROUPS[by]
+        select = (
+            f"SELECT {group} AS name, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(local), "
+            "SUM(cache = 'hit'), SUM(cost_avoided_dollars), AVG(latency_seconds), AVG(ttft_seconds) "
+            "FROM requests WHERE time >= ?"
+        )
+        rows = db.execute(f"{select} GROUP BY name ORDER BY COUNT(*) DESC, name", (since,)).fetchall()
+        totals = db.execute(select, (since,)).fetchone()
+        return {"rows": [_row(by, r) for r in rows], "totals": _row(by, ("total", *totals[1:]))}
+
+    async def report(self, since: float, by: str) -> dict[str, Any]:
+        """Requests, tokens, local vs cloud, cache hits and dollars saved since `since`, grouped `by`.
+        Raises sqlite3.Error / OSError when the file cannot be read."""
+        if self._path is None:
+            return {"rows": [], "totals": _row(by, ("total", 0, 0, 0, 0, 0, 0.0, None, None))}
+        await self.flush()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._report, since, by)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.flush(), 5)
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        if self._closed:  # the daemon may be stopped twice
+            return
+        self._closed = True
+        self._path = None
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close_db)
+        self._executor.shutdown(wait=False)
+
+
+def _row(by: str, values: tuple[Any, ...]) -> dict[str, Any]:
+    name, requests, prompt, completion, local, hits, saved, latency, ttft = values
+    requests = int(requests or 0)
+    local = int(local or 0)
+    return {
+        by: name,
+        "requests": requests,
+        "prompt_tokens": int(prompt or 0),
+        "completion_tokens": int(completion or 0),
+        "local_requests": local,
+        "cloud_requests": requests - local,
+        "local_share": round(local / requests, 4) if requests else None,
+        "cache_hits": int(hits or 0),
+        "cost_avoided_dollars": round(float(saved or 0.0), 6),
+        "mean_latency_seconds": round(latency, 6) if latency is not None else None,
+        "mean_ttft_seconds": round(ttft, 6) if ttft is not None else None,
+    }
