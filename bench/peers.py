@@ -28,6 +28,8 @@ import psutil
 from run import HERE, MODEL, PeakRss, free_port, machine, process, stream_p50, wrk
 
 CACHE = Path.home() / ".cache" / "lmwatch-peers"
+LITELLM_KEY = "sk-" + "5e" * 32
+"""LiteLLM's proxy refuses to start without a master key; a fixed one for the loopback run."""
 
 
 @dataclass
@@ -59,6 +61,7 @@ def litellm_command(port: int, sim_port: int, tmp: Path) -> list[str]:
         f"      api_base: http://127.0.0.1:{sim_port}/v1\n"
         "      api_key: none\n"
         "litellm_settings: {telemetry: false, drop_params: true}\n"
+        f"general_settings: {{master_key: {LITELLM_KEY}}}\n"
     )
     litellm = CACHE / "litellm" / "bin" / "litellm"
     return [str(litellm), "--config", str(config), "--port", str(port), "--num_workers", "1"]
@@ -102,7 +105,11 @@ PEERS = {
     "litellm": (
         litellm_setup,
         lambda: Peer(
-            "LiteLLM proxy", "", litellm_command, "/health/liveliness", lambda _: {"Authorization": "Bearer x"}
+            "LiteLLM proxy",
+            "",
+            litellm_command,
+            "/health/liveliness",
+            lambda _: {"Authorization": f"Bearer {LITELLM_KEY}"},
         ),
     ),
     "portkey": (
@@ -228,7 +235,7 @@ def main() -> None:
                         (m(c1) - m(c1_direct)) * 1e3,
                         m(c32) / m(c32_direct),
                         m(cpu) * 1e6,
-                        m(cpu) / m(sim_cpu),
+                        m(cpu) / m(sim_cpu) if m(sim_cpu) else float("nan"),  # below one clock tick
                         (m(first) - m(first_direct)) * 1e3 if first else None,
                         rss.peak / 2**20,
                     )

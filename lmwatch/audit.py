@@ -33,10 +33,19 @@ log = logging.getLogger("lmwatch.audit")
 FILE_MODE = 0o600
 MAX_QUEUED = 10_000
 """Request lines queued but not written yet, past which new request lines are dropped."""
+MAX_STRING_CHARS = 4096
+"""Longest string a line carries (a caller-chosen path, a prompt message); the rest is cut."""
+REFUSAL_INTERVAL = 60.0
+"""Refused `/admin` calls from one source: the first is written at once, the others of the interval
+as one line with their count when it ends."""
+MAX_REFUSAL_SOURCES = 1024
+"""Sources counted apart per interval; past it the others share one `remote: "(other)"` line."""
 
 
 def _clean(value: Any) -> Any:
     if isinstance(value, str):
+        if len(value) > MAX_STRING_CHARS:
+            value = f"{value[:MAX_STRING_CHARS]}...({len(value) - MAX_STRING_CHARS} more characters)"
         return redact(value)
     if isinstance(value, Mapping):
         return {str(k): _clean(v) for k, v in value.items()}
@@ -69,6 +78,9 @@ class AuditLog:
         self._write_failures = 0
         self._dropped = 0
         self._overflowing = False
+        self._refusals: dict[str, dict[str, Any]] = {}
+        """Per source: the refusals of this interval after its first (written when it ends)."""
+        self._refusal_timer: asyncio.TimerHandle | None = None
 
     @property
     def failures(self) -> int:
@@ -101,6 +113,7 @@ class AuditLog:
             self._executor.submit(self._swap, None)
 
     async def close(self) -> None:
+        self.flush_refusals()
         executor, self._executor = self._executor, None
         if executor is None:
             return
@@ -140,6 +153,37 @@ class AuditLog:
         future = self.record(entry)
         if future is not None:
             await asyncio.wrap_future(future)
+
+    def refusal(self, remote: str | None, target: str, code: str | None) -> None:
+        """A refused `/admin` call. Anyone can make these, as fast as they like: per source, the first
+        of each REFUSAL_INTERVAL is written at once and the rest as one line with a count, so the
+        log grows by at most MAX_REFUSAL_SOURCES + 1 lines of bounded size per interval."""
+        if self._executor is None or self.path is None:
+            return
+        source = remote or "unknown"
+        if source not in self._refusals and len(self._refusals) >= MAX_REFUSAL_SOURCES:
+            source = "(other)"
+        pending = self._refusals.get(source)
+        if pending is None:
+            self._refusals[source] = {"count": 0, "last_target": None, "code": code}
+            self.record(_refused(source, target, code))
+            if self._refusal_timer is None:
+                loop = asyncio.get_running_loop()
+                self._refusal_timer = loop.call_later(REFUSAL_INTERVAL, self.flush_refusals)
+            return
+        pending["count"] += 1
+        pending["last_target"] = target
+        pending["code"] = code
+
+    def flush_refusals(self) -> None:
+        """Write the counted refusals of the interval (at its end, and at close)."""
+        if self._refusal_timer is not None:
+            self._refusal_timer.cancel()
+            self._refusal_timer = None
+        pending, self._refusals = self._refusals, {}
+        for source, seen in pending.items():
+            if seen["count"]:
+                self.record({**_refused(source, seen["last_target"], seen["code"]), "count": seen["count"]})
 
     def request(self, entry: Mapping[str, Any]) -> None:
         """Queue a request line (only when `audit.requests` is on); the prompt only with `audit.prompts`."""
@@ -182,6 +226,18 @@ class AuditLog:
             log.error("audit line not written to %s: %s", path, exc)
         finally:
             self._done += 1
+
+
+def _refused(remote: str, target: str, code: str | None) -> dict[str, Any]:
+    return {
+        "kind": "control",
+        "actor": "unauthenticated",
+        "remote": remote,
+        "action": "authenticate",
+        "target": target,
+        "result": "denied",
+        "code": code,
+    }
 
 
 def _open(path: Path) -> IO[str]:

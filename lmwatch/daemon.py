@@ -33,12 +33,15 @@ from lmwatch.samplers import build_samplers
 from lmwatch.samplers.metrics import SamplerCollector
 from lmwatch.samplers.runner import SamplerRunner
 from lmwatch.sdnotify import notify_ready, notify_reloading, notify_stopping, notify_watchdog, watchdog_interval
-from lmwatch.server import Setup, build_app
+from lmwatch.server import INFLIGHT, Setup, build_app
 from lmwatch.services import ConfigHolder, Services
 from lmwatch.usage.log import UsageLog
 from lmwatch.watcher import Watcher
 
 log = logging.getLogger("lmwatch.daemon")
+
+CUT_SECONDS = 1.0
+"""After `shutdown_grace`: how long cut requests get to send their last bytes before they are cancelled."""
 
 
 class Daemon:
@@ -85,9 +88,7 @@ class Daemon:
         self.control.apply(self.control.prepare(self.holder.loaded))  # ConfigError: unreadable secrets, no token
         # handler_cancellation: a client that leaves cancels its handler, which closes the upstream
         # request, and LM Studio stops generating when its socket closes.
-        self._runner = web.AppRunner(
-            self.app, access_log=None, shutdown_timeout=config.server.shutdown_grace, handler_cancellation=True
-        )
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=CUT_SECONDS, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, config.server.host, config.server.port)
         await site.start()
@@ -139,6 +140,7 @@ class Daemon:
         if self._watchdog is not None:
             self._watchdog.cancel()
         if self._runner is not None:
+            await self._drain(grace)
             await self._runner.cleanup()
         await self.lifecycle.stop()
         await self.watcher.stop()
@@ -150,6 +152,21 @@ class Daemon:
         await self.samplers.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+
+    async def _drain(self, grace: float) -> None:
+        """No new connections, idle keep-alive ones closed; requests in flight get `grace` seconds in
+        all, then what still comes from backends is cut (streams end with an error event)."""
+        assert self._runner is not None
+        for site in list(self._runner.sites):
+            await site.stop()
+        if self._runner.server is not None:
+            self._runner.server.pre_shutdown()
+        inflight = self.app[INFLIGHT]
+        if await inflight.wait_idle(grace):
+            return
+        log.warning("server.shutdown_grace (%g s) is over: cutting %d requests in flight", grace, inflight.count)
+        openai_api.cut_answers(self.app, f"lmwatch is shutting down (server.shutdown_grace of {grace:g} s is over)")
+        await inflight.wait_idle(CUT_SECONDS)
 
     async def run_until_signalled(self) -> None:
         loop = asyncio.get_running_loop()

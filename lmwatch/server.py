@@ -6,6 +6,7 @@ this module stays the same when they grow.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -112,6 +113,47 @@ def model_document(m: ModelInfo, stale: bool) -> contract.Model:
     }
 
 
+class InFlight:
+    """Requests being handled now, so a stop can wait exactly `shutdown_grace` for them (aiohttp's
+    own shutdown waits its timeout twice: for handlers to finish, then again after asking them to)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """True once nothing is in flight; False when `timeout` passed first."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+INFLIGHT = web.AppKey("lmwatch_inflight", InFlight)
+
+
+@web.middleware
+async def in_flight(request: web.Request, handler: Handler) -> web.StreamResponse:
+    counter = request.app[INFLIGHT]
+    counter.enter()
+    try:
+        return await handler(request)
+    finally:
+        counter.leave()
+
+
 _CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
 
 
@@ -139,7 +181,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 def build_app(services: Services, extensions: Iterable[Setup] = ()) -> web.Application:
     """The aiohttp app: the core routes here, then each extension's routes and lifecycle hooks."""
-    app = web.Application(client_max_size=services.config.config.server.max_body_bytes, middlewares=[json_errors])
+    app = web.Application(
+        client_max_size=services.config.config.server.max_body_bytes, middlewares=[json_errors, in_flight]
+    )
+    app[INFLIGHT] = InFlight()
     app[SERVICES] = services
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

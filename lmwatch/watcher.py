@@ -60,6 +60,10 @@ class Watcher:
         self._targets: dict[str, _Target] = {}
         self._session: aiohttp.ClientSession | None = None
         self._running: set[str] = set()
+        self._polls: dict[str, asyncio.Task[None]] = {}
+        """Scheduled polls in flight: run as tasks of their own, so a hung backend never makes the
+        scheduler skip (and log) a run, and stop() can cancel them without a traceback."""
+        self._overrunning: set[str] = set()
 
     async def start(self, backends: Sequence[BackendConfig]) -> None:
         """Open the session, run the first poll round, then schedule the regular polls."""
@@ -75,6 +79,10 @@ class Watcher:
     async def stop(self) -> None:
         for name in list(self._targets):
             self._unschedule(name)
+        polls = list(self._polls.values())
+        for task in polls:
+            task.cancel()
+        await asyncio.gather(*polls, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
 
@@ -108,6 +116,18 @@ class Watcher:
     async def poll_all(self) -> None:
         await asyncio.gather(*(self.poll(name) for name in list(self._targets)))
 
+    async def _tick(self, name: str) -> None:
+        """The scheduled job: start a poll and return. While the last one still runs (a backend that
+        hangs past its interval), say so once, and once more when it ends, not at every interval."""
+        if name in self._running:
+            if name not in self._overrunning:
+                self._overrunning.add(name)
+                log.warning("poll of %s still running after its interval: next polls wait for it", name)
+            return
+        task = asyncio.create_task(self.poll(name, True), name=f"poll {name}")
+        self._polls[name] = task
+        task.add_done_callback(lambda done: self._polls.pop(name, None) if self._polls.get(name) is done else None)
+
     async def poll(self, name: str, scheduled: bool = False) -> None:
         """One poll of one backend. Never raises: every outcome is recorded in the registry."""
         target = self._targets.get(name)
@@ -137,6 +157,9 @@ class Watcher:
                 self._reprobe_soon(name)
         finally:
             self._running.discard(name)
+            if name in self._overrunning:
+                self._overrunning.discard(name)
+                log.info("poll of %s ended: polls run on schedule again", name)
 
     async def _probe(self, target: _Target) -> ProbeResult:
         started = self._clock()
@@ -202,10 +225,10 @@ class Watcher:
         interval = self._targets[name].config.poll_interval
         self._unschedule(name)
         self._scheduler.add_job(
-            self.poll,
+            self._tick,
             "interval",
             seconds=interval,
-            args=[name, True],
+            args=[name],
             id=_job_id(name),
             name=f"poll {name}",
             max_instances=1,

@@ -229,3 +229,23 @@ async def test_request_lines_past_the_queue_bound_are_dropped_and_counted(
     lines = audit_lines(tmp_path / "audit.jsonl")
     assert [x.get("path", x.get("action")) for x in lines] == ["/v1/0", "/v1/1", "/v1/2", "drain", "/v1/5", "/v1/6"]
     assert log.failures == 2
+
+
+async def test_refused_calls_are_aggregated_per_source_and_lines_are_capped(
+    tmp_path: Path, sim: RunningSimulator, http: aiohttp.ClientSession
+) -> None:
+    """Anyone can be refused, as fast as they like, with paths of their choosing: 300 refusals with
+    6 KB paths make two short lines (the first, then one with the count), not 300 long ones."""
+    loaded = load_config(audited_config(tmp_path, sim, "{}"), env={})
+    async with running_daemon(loaded) as daemon:
+        for i in range(300):
+            status, _ = await admin(http, daemon, "GET", f"/admin/{i}-" + "x" * 6000, token=WRONG_TOKEN)
+            assert status == 401
+    path = tmp_path / "state" / "audit.jsonl"
+    lines = audit_lines(path)
+    assert [(x["action"], x["result"], x["remote"], x.get("count")) for x in lines] == [
+        ("authenticate", "denied", "127.0.0.1", None),
+        ("authenticate", "denied", "127.0.0.1", 299),
+    ]
+    assert lines[0]["target"].startswith("GET /admin/0-") and lines[1]["target"].startswith("GET /admin/299-")
+    assert path.stat().st_size < 2 * 5000  # each target cut to 4,096 characters

@@ -6,10 +6,14 @@ tested ("down within two poll intervals", "a load shows within one poll interval
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from lmwatch.config import parse_config
 from lmwatch.daemon import Daemon, running_daemon
@@ -245,3 +249,41 @@ async def test_a_down_backend_is_probed_with_exponential_backoff_and_poll_now_sk
         assert await tick(0) == 5
     finally:
         await watcher.stop()
+
+
+async def test_a_hung_backend_logs_its_overrun_once_and_stop_cancels_its_probe_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A probe that hangs past the poll interval: one line when it overruns and one when it ends (not
+    APScheduler's "skipped: maximum number of running instances" every interval), and SIGTERM's stop
+    during such a probe logs no CancelledError traceback."""
+    hang = asyncio.Event()
+    arrived = asyncio.Event()
+    release = asyncio.Event()
+
+    async def models(request: web.Request) -> web.StreamResponse:
+        if hang.is_set():
+            arrived.set()
+            await release.wait()
+        return web.json_response({"object": "list", "data": [{"id": "m", "object": "model"}]})
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    async with TestServer(app, host="127.0.0.1") as server:
+        url = str(server.make_url("")).rstrip("/")
+        text = (
+            "server: {port: 0}\n"
+            f'backends: [{{name: hung, url: "{url}", kind: openai, poll_interval: 0.1, probe_timeout: 1,'
+            " retry_attempts: 1}]\n"
+        )
+        caplog.set_level(logging.INFO)
+        async with running_daemon(parse_config(text, env={})) as daemon:
+            hang.set()
+            await daemon.registry.wait_for(lambda s: s.backends["hung"].consecutive_failures >= 1, timeout=10)
+            assert caplog.text.count("still running after its interval") == 1  # ~10 intervals overrun
+            assert caplog.text.count("polls run on schedule again") == 1
+            arrived.clear()
+            await asyncio.wait_for(arrived.wait(), 10)  # the next probe hangs: stop() comes during it
+        release.set()
+    assert "maximum number of running instances" not in caplog.text
+    assert "Traceback" not in caplog.text and "CancelledError" not in caplog.text

@@ -150,14 +150,7 @@ async def _guard_admin(request: web.Request, handler: Handler) -> web.StreamResp
         request[ACTOR] = control.admin.check(request)
     except ApiError as exc:
         control.admin_actions.labels("authenticate", "denied").inc()
-        await control.audit.control(
-            actor="unauthenticated",
-            remote=request.remote,
-            action="authenticate",
-            target=f"{request.method} {request.path}",
-            result="denied",
-            code=exc.code,
-        )
+        control.audit.refusal(request.remote, f"{request.method} {request.path}", exc.code)
         return exc.response()
     try:
         return await handler(request)

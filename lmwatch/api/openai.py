@@ -74,6 +74,13 @@ def setup(app: web.Application) -> None:
     request_ids.setup(app)
 
 
+def cut_answers(app: web.Application, message: str) -> None:
+    """At the end of `shutdown_grace`: answers still coming from backends end now (streams with an
+    error event and a proper end), and nothing new is sent upstream."""
+    if UPSTREAM in app:
+        app[UPSTREAM].pool.cut(message)
+
+
 async def _close(app: web.Application) -> None:
     app[UPSTREAM].close()
 

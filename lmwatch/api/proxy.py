@@ -39,6 +39,7 @@ from lmwatch.api.upstream import (
     LocalResources,
     Pool,
     Response,
+    ShuttingDown,
     UpstreamError,
 )
 from lmwatch.backends import is_model_gone
@@ -82,7 +83,8 @@ class Failure:
     reason: str
     """A bounded label: connect, timeout, http_5xx, http_429, auth, model_unavailable, error_body,
     bad_response, bad_config, stream_cut, breaker_open, queue_timeout, queue_full, context_length,
-    unsupported_api, local_resources (this host is out of descriptors or memory), answer_too_large."""
+    unsupported_api, local_resources (this host is out of descriptors or memory), answer_too_large,
+    shutting_down."""
     message: str
     transient: bool = False
     breaker: bool = True
@@ -507,6 +509,7 @@ class Exchange:
         rename: list[tuple[bytes, bytes]] | None = None
         out: web.StreamResponse | None = None
         failure: str | None = None
+        shutdown = False
         try:
             async for chunk in resp.chunks():
                 now = time.perf_counter()
@@ -539,6 +542,7 @@ class Exchange:
             if out is None:
                 return _connection_failure(exc)
             failure = _describe(exc)
+            shutdown = isinstance(exc, ShuttingDown)
         if out is None:
             return Failure("stream_cut", "the stream ended before any event", transient=True)
         if failure is None and not meter.done:
@@ -546,6 +550,8 @@ class Exchange:
         self._account_stream(target, meter, sent)
         if failure is not None:
             message, code = f"upstream {target.backend} failed mid-stream: {failure}", "upstream_failed"
+            if shutdown:
+                message, code = failure, "shutting_down"
             if translator is not None:
                 await _write(out, translator.error(message, code))
             elif self.dialect is not None:
@@ -662,6 +668,8 @@ def _error_outcome(target: Target, status: int, message: str, obj: Any) -> Answe
 def _connection_failure(exc: BaseException) -> Failure:
     if isinstance(exc, LocalResources):  # this host's limits: the backend did nothing wrong
         return Failure("local_resources", _describe(exc), breaker=False, attempted=False)
+    if isinstance(exc, ShuttingDown):
+        return Failure("shutting_down", _describe(exc), breaker=False, attempted=False)
     if isinstance(exc, AnswerTooLarge):
         return Failure("answer_too_large", _describe(exc), breaker=False)
     if isinstance(exc, TimeoutError):

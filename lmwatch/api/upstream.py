@@ -57,6 +57,10 @@ class AnswerTooLarge(UpstreamError):
     """A buffered (non-streamed) answer grew past the cap: lmwatch stopped reading it."""
 
 
+class ShuttingDown(UpstreamError):
+    """lmwatch is stopping and `server.shutdown_grace` has passed: answers still coming are cut."""
+
+
 class LocalResources(ConnectError):
     """No connection because this host ran out of something (file descriptors, buffers, memory):
     not the backend's fault, so never counted against it."""
@@ -222,6 +226,7 @@ class Response:
         """Done with this answer: reuse the connection if it was read to the end, else cut it."""
         if not self._released:
             self._released = True
+            self._pool._active.discard(self)
             if self._state == _DONE and self._keep_alive and not self._conn.closed:
                 self._conn.finish()
                 self._pool._put(self._key, self._conn)
@@ -254,6 +259,13 @@ class Response:
                 "the backend closed the connection" + (" before answering" if before else " mid-answer"), before
             )
         self._keep_alive = False
+        self._wake()
+
+    def _shut(self, message: str) -> None:
+        if self._error is None:
+            self._error = ShuttingDown(message)
+        self._keep_alive = False
+        self._conn.abort()
         self._wake()
 
     def _fail(self, message: str) -> None:
@@ -382,6 +394,8 @@ class Pool:
         self._keepalive = keepalive
         self._idle: dict[Origin, list[_Connection]] = {}
         self._expiry: dict[_Connection, asyncio.TimerHandle] = {}
+        self._active: set[Response] = set()
+        self._cut: str | None = None
         self._ssl: ssl.SSLContext | None = None
 
     async def post(
@@ -394,24 +408,34 @@ class Pool:
         idle_timeout: float,
     ) -> Response:
         """Send a POST; returns once the answer's status and headers are in."""
+        if self._cut is not None:
+            raise ShuttingDown(self._cut)
         key = origin(base_url)
         request = _request_bytes(key, path, body, headers)
         for _ in range(2):  # a reused connection the backend had just closed gets one fresh retry
             conn, reused = await self._get(key, connect_timeout)
             response = Response(self, key, conn, idle_timeout)
+            self._active.add(response)
             conn.start(response, request)
             try:
                 await response._head()
             except ConnectionLost as exc:
-                conn.abort()
+                response.close()
                 if reused and exc.before_answer:
                     continue
                 raise
             except BaseException:  # timeout, cancellation (the client left), protocol error
-                conn.abort()
+                response.close()
                 raise
             return response
         raise ConnectionLost("the backend closed the connection before answering", True)
+
+    def cut(self, message: str) -> None:
+        """End every answer still being read with ShuttingDown (a stream's relay then sends its
+        client an error event and a proper end), and refuse new requests."""
+        self._cut = message
+        for response in list(self._active):
+            response._shut(message)
 
     def _put(self, key: Origin, conn: _Connection) -> None:
         """Keep `conn` for reuse until its keep-alive time is up, then close it (an idle socket held

@@ -89,6 +89,7 @@ class UsageLog:
         self._writer: asyncio.Task[None] | None = None
         self._pruned = 0.0
         self._failing = False
+        self._closed = False
         self.failures = Counter(
             "lmwatch_usage_write_failures",
             "Usage rows that could not be written (disk, lock) or were dropped because the writer fell behind.",
@@ -207,6 +208,10 @@ class UsageLog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
             self._writer = None
+        if self._closed:  # the daemon may be stopped twice
+            return
+        self._closed = True
+        self._path = None
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close_db)
         self._executor.shutdown(wait=False)
 

@@ -171,6 +171,10 @@ async def test_an_unusable_model_entry_is_skipped_and_the_backend_degraded(daemo
         assert [m.id for m in backend.models] == ["phi-3-mini"]
         assert backend.health is Health.DEGRADED
         assert backend.health_reason == "/api/v0/models: skipped an entry with no `id`"
+        async with ClientSession() as session, session.get(f"{daemon.url}/metrics") as resp:
+            text = await resp.text()
+        assert 'lmwatch_backend_up{backend="bad"} 1.0' in text  # degraded, but it answers: up
+        assert 'lmwatch_backend_state{backend="bad",state="degraded"} 1.0' in text
     finally:
         await runner.cleanup()
 

@@ -351,3 +351,20 @@ async def test_simulated_gpus_hold_the_backend_process_memory() -> None:
     joules = value(series, "lmwatch_gpu_energy_joules_total", **gpu0)
     assert joules > value(first, "lmwatch_gpu_energy_joules_total", **gpu0)
     assert value(series, "lmwatch_gpu_memory_used_bytes", **gpu0) >= 6 * GIB
+
+
+async def test_a_backends_gpu_memory_is_the_sum_over_its_processes_on_one_gpu(fake: FakeNvml) -> None:
+    """llama.cpp with a worker per slot, vLLM with tensor-parallel ranks: several processes of one
+    backend on the same GPU; its memory there is their sum, not the last one seen."""
+    fake.gpus[0].compute_processes = [(4242, 3 * GIB), (4243, 2 * GIB), (4244, 1 * GIB)]
+    fake.gpus[1].compute_processes = []
+    process = ProcessSample(
+        backends=(BackendProcess("sim", 1234, Visibility.VISIBLE, pid=4242, pids=(4242, 4243, 4244)),),
+        backend_pids={4242: "sim", 4243: "sim", 4244: "sim"},
+    )
+    registry = _registry_with(process)
+    sampler = NvidiaSampler()
+    await SamplerRunner(registry, [sampler], scheduler=None).run_once()
+    series = parse(scrape(registry, [sampler]))
+    assert value(series, "lmwatch_backend_gpu_memory_bytes", backend="sim", gpu="0") == 6 * GIB
+    assert registry.snapshot().host.backend_gpu_memory_bytes == {"sim": 6 * GIB}
