@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
+import os
 import re
 import shutil
+import signal
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -133,7 +136,9 @@ class Page:
 async def chromium() -> AsyncIterator[Page]:
     """A fresh headless Chromium with one blank tab, with the Page, Runtime and Log domains enabled."""
     assert shutil.which(CHROMIUM), f"{CHROMIUM} is missing: `make tools` installs Debian's chromium"
-    with tempfile.TemporaryDirectory(prefix="lmwatch-chromium-") as profile:
+    # Chromium's helper processes can still be writing the profile when the browser is gone: they
+    # are killed with it (their own process group), and a leftover file never fails the test.
+    with tempfile.TemporaryDirectory(prefix="lmwatch-chromium-", ignore_cleanup_errors=True) as profile:
         proc = await asyncio.create_subprocess_exec(
             CHROMIUM,
             *FLAGS,
@@ -141,6 +146,7 @@ async def chromium() -> AsyncIterator[Page]:
             "about:blank",
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
         )
         try:
             endpoint = await asyncio.wait_for(_devtools_endpoint(proc), 30)
@@ -157,8 +163,8 @@ async def chromium() -> AsyncIterator[Page]:
                     yield page
             drain.cancel()
         finally:
-            if proc.returncode is None:
-                proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
 
 
