@@ -19,7 +19,9 @@ from tests.daemons import run_cli
 
 MODEL = "meta-llama-3.1-8b-instruct"
 SIM = SimSettings(models=models(MODEL))
-ROW = UsageRow(0.0, "anonymous", "studio", MODEL, "chat", "explicit", "chat", "200", 10, 20, 0.1, None, "bypass", True, 0.0)
+ROW = UsageRow(
+    0.0, "anonymous", "studio", MODEL, "chat", "explicit", "chat", "200", 10, 20, 0.1, None, "bypass", True, 0.0
+)
 
 
 async def ask(f: Fleet, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
