@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-KINDS = ("response", "embedding")
+KINDS = ("response", "embedding", "semantic")
 RESULTS = ("hit", "miss", "bypass")
 
 
@@ -13,7 +13,7 @@ class CacheMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
             "lmwatch_cache_requests",
-            "Cache lookups by kind (response, embedding: one per input text) and result "
+            "Cache lookups by kind (response, embedding: one per input text, semantic) and result "
             "(hit, miss, bypass: not cacheable, opted out, or the store is failing).",
             ["kind", "result"],
             registry=registry,
@@ -22,6 +22,12 @@ class CacheMetrics:
             "lmwatch_cache_errors",
             "Failed or timed-out store operations (get, put, ratelimit); each starts a bypass period.",
             ["store", "operation"],
+            registry=registry,
+        )
+        self.semantic_failures = Counter(
+            "lmwatch_cache_semantic_failures",
+            "Prompts the semantic cache could not embed, by reason (timeout, no_model, error); each is a bypass.",
+            ["reason"],
             registry=registry,
         )
         self.available = Gauge(

@@ -13,6 +13,7 @@ from lmwatch.cache import Store
 from lmwatch.cache.guard import GuardedStore
 from lmwatch.cache.metrics import CacheMetrics
 from lmwatch.cache.redis_store import RedisStore
+from lmwatch.cache.semantic import SemanticCache
 from lmwatch.cache.sqlite_store import SqliteStore
 from lmwatch.config import CacheConfig
 
@@ -28,6 +29,7 @@ STORES: dict[str, Callable[[CacheConfig, Path], Store]] = {
 class Cache:
     def __init__(self, metrics: CollectorRegistry) -> None:
         self.metrics = CacheMetrics(metrics)
+        self.semantic = SemanticCache(self.metrics)
         self.config = CacheConfig()
         self.store: GuardedStore | None = None
         self._made_for: tuple[object, ...] | None = None

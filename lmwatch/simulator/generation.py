@@ -11,6 +11,8 @@ import base64
 import hashlib
 import json
 import math
+import operator
+import re
 import struct
 import sys
 import zlib
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 EMBEDDING_DIM = 768
+_WORD = re.compile(r"\w+")
 VOCAB = (
     "the", "model", "answer", "local", "server", "token", "stream", "context", "prompt", "quick",
     "simple", "value", "result", "function", "returns", "a", "list", "of", "every", "request",
@@ -167,11 +170,21 @@ _UNPACK = struct.Struct(f"<{EMBEDDING_DIM}H").unpack
 
 @lru_cache(maxsize=8192)
 def embedding(text: str) -> tuple[float, ...]:
-    """A unit vector of `EMBEDDING_DIM` floats derived from a hash of `text` (same text, same vector)."""
-    raw = hashlib.shake_256(text.encode("utf-8", "surrogatepass")).digest(EMBEDDING_DIM * 2)
-    centred = [x - 32767.5 for x in _UNPACK(raw)]
-    norm = math.sqrt(math.fsum(x * x for x in centred))
-    return tuple(x / norm for x in centred)
+    """A unit vector of `EMBEDDING_DIM` floats: the sum of one hashed vector per lowercased word, so
+    the same text gets the same vector and texts sharing words are close (a crude stand-in for
+    meaning, enough to exercise a similarity threshold)."""
+    words = _WORD.findall(text.lower()) or [text]
+    summed: Sequence[float] = _word_vector(words[0])
+    for word in words[1:]:
+        summed = list(map(operator.add, summed, _word_vector(word)))
+    norm = math.sqrt(sum(map(operator.mul, summed, summed))) or 1.0
+    return tuple(x / norm for x in summed)
+
+
+@lru_cache(maxsize=8192)
+def _word_vector(word: str) -> tuple[float, ...]:
+    raw = hashlib.shake_256(word.encode("utf-8", "surrogatepass")).digest(EMBEDDING_DIM * 2)
+    return tuple(x - 32767.5 for x in _UNPACK(raw))
 
 
 def embedding_base64(vector: Sequence[float]) -> str:
