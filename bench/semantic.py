@@ -3,13 +3,13 @@ stored answer, against how often a paraphrase is, by threshold.
 
 The prompts are bench/semantic_pairs.py (written for lmwatch). Each prompt is turned into the text the
 daemon embeds (`prompt_of`: a one-turn chat), embedded by an OpenAI-compatible `/v1/embeddings`,
-made a unit vector as the daemon does (`unit_vector`: mean-pooled when the server answers one vector
-per token) and compared by cosine similarity. Three kinds of pairs: paraphrases (should hit),
+made a unit vector as the daemon does (`parse_vectors`: mean-pooled when the server answers one
+vector per token; `unit_vector`) and compared by cosine similarity. Three kinds of pairs: paraphrases (should hit),
 same-topic questions that ask something else (must not), and questions of different rows (must not).
 
     .venv/bin/python -m bench.semantic                   # starts the llama.cpp engine (SmolLM2-135M) with --embedding
     .venv/bin/python -m bench.semantic --url URL --model M   # any other embedding server
-    .venv/bin/python -m bench.semantic --simulator       # the simulator's synthetic vectors (words shared)
+    .venv/bin/python -m bench.semantic --simulator       # the simulator's synthetic vectors (shared words)
 
 Prints a Markdown table (bench/SEMANTIC.md keeps the last one written down).
 """
@@ -29,6 +29,7 @@ from pathlib import Path
 from bench.run import free_port, machine, process
 from bench.semantic_pairs import TRIPLES
 from lmwatch.cache.semantic import closest, prompt_of, unit_vector
+from lmwatch.routing.embedclass import parse_vectors
 from lmwatch.simulator.generation import embedding as simulated
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,7 +54,8 @@ def http_embedder(url: str, model: str | None) -> Embedder:
                 url.rstrip("/") + "/v1/embeddings", body, {"Content-Type": "application/json"}
             )
             with urllib.request.urlopen(request, timeout=120) as resp:
-                vector = unit_vector(json.load(resp)["data"][0]["embedding"])
+                [pooled] = parse_vectors(resp.read(), 1)
+            vector = unit_vector(pooled)
             assert vector is not None, "the server answered something that is not an embedding"
             out.append(vector)
         return out
@@ -123,7 +125,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"{len(TRIPLES)} question triples; {machine()}\n", file=sys.stderr)
     if args.simulator:
-        print("embeddings: the simulator (sums of hashed word vectors)\n")
+        print("embeddings: the simulator (sums of word directions)\n")
         print(table(measure(simulator_embedder)))
     elif args.url:
         print(f"embeddings: {args.url} ({args.model or 'its default model'})\n")

@@ -282,7 +282,7 @@ async def _serve(
     key = await _look_up(cache, decision, state, response_key(endpoint, models, req.body, req.stream, req.wants_usage))
     similar = None
     if key is not None and config.cache.semantic.enabled:
-        similar = await _look_up_similar(request, services, metrics, snap, state, req, models, decision.read)
+        similar = await _look_up_similar(request, services, snap, state, req, models, decision.read)
         if state.hit is not None:
             key = None
     if state.hit is not None:
@@ -331,7 +331,6 @@ async def _look_up(cache: Cache | None, decision: Decision, state: _Request, key
 async def _look_up_similar(
     request: web.Request,
     services: Services,
-    metrics: RequestMetrics,
     snap: Snapshot,
     state: _Request,
     req: ParsedRequest,
@@ -344,9 +343,7 @@ async def _look_up_similar(
     if cache is None or cache.store is None:
         return None
     semantic = config.cache.semantic
-    embed = prompt_embedder(
-        request.app[UPSTREAM], config.routing, metrics, snap, services.poll_now, semantic.model, upstream_id(request)
-    )
+    embed = prompt_embedder(request.app[UPSTREAM].pool, config.routing, snap, semantic.model)
     prompt = prompt_of(state.endpoint.value, models, req.body, req.stream, req.wants_usage)
     found = await cache.semantic.look_up(cache.store, semantic, prompt, embed, read)
     if found is not None and found.entry is not None:

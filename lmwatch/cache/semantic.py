@@ -74,18 +74,8 @@ def _blank(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def unit_vector(embedding: Any) -> bytes | None:
-    """An embedding as unit-length little-endian float32 bytes; None for anything but numbers.
-
-    One vector per token (llama.cpp serving a chat model with `--embedding`, which does no pooling)
-    is mean-pooled into one."""
-    if isinstance(embedding, list) and embedding and all(isinstance(t, list) for t in embedding):
-        if len({len(t) for t in embedding}) != 1:
-            return None
-        try:
-            embedding = [math.fsum(column) / len(embedding) for column in zip(*embedding, strict=True)]
-        except TypeError:
-            return None
-    if not isinstance(embedding, list) or not embedding:
+    """An embedding (numbers) as unit-length little-endian float32 bytes; None for anything else."""
+    if not isinstance(embedding, list | tuple) or not embedding:
         return None
     if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in embedding):
         return None

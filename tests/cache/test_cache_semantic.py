@@ -1,5 +1,5 @@
 """The semantic cache over real HTTP: a simulated embedding model embeds prompts (the simulator's
-vectors are sums of hashed word vectors, so texts sharing words are close), answers are stored in
+vectors are sums of word directions, so texts sharing words are close), answers are stored in
 SQLite or a real redis-server, and every failure of the embedding is a bypass."""
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ async def test_a_prompt_that_means_the_same_gets_the_stored_answer(similar: Flee
     assert float(headers["X-LMWatch-Cache-Similarity"]) == pytest.approx(1.0, abs=1e-4)
     assert again == raw and completed(similar) == 1
     assert "X-LMWatch-Cache-Similarity" not in first
-    # close, but under the threshold (0.83 with the simulator's vectors): another question
+    # sharing words, but under the threshold (0.55 with the simulator's vectors): another question
     _, headers, _ = await post(similar, chat("What is the capital of Spain?", model=MODEL, temperature=0))
     assert headers["X-LMWatch-Cache"] == "miss" and "X-LMWatch-Cache-Similarity" not in headers
     assert completed(similar) == 2
