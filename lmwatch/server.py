@@ -38,8 +38,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    body = encoder(request.app[SERVICES].metrics)
+    _, content_type = choose_encoder(request.headers.get("Accept", ""))
+    body = request.app[SERVICES].metrics.render(openmetrics=content_type.startswith("application/openmetrics-text"))
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type
     return response
