@@ -21,6 +21,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from lmwatch.metrics.cache import CacheMetrics
+from lmwatch.metrics.classifier import EmbeddingMetrics
+from lmwatch.metrics.connections import CONNECTION_ERRORS
 from lmwatch.metrics.control import ControlMetrics
 from lmwatch.metrics.family import Family
 from lmwatch.metrics.fleet import BackendCollector, DaemonCollector, ProfileCollector
@@ -97,6 +99,8 @@ class Metrics(CollectorRegistry):
         self.lifecycle = LifecycleMetrics(self)
         self.cache = CacheMetrics(self)
         self.usage_failures = USAGE_WRITE_FAILURES.counter(self)
+        self.classifier = EmbeddingMetrics(self)
+        self.connection_errors = CONNECTION_ERRORS.counter(self)
 
     def register(self, collector: Collector) -> None:
         super().register(collector)  # raises ValueError on a duplicate family name
