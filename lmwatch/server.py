@@ -39,9 +39,14 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """The scrape, rendered one collector at a time with the loop let run in between (a scrape of
+    hundreds of backends must not stall the requests being proxied)."""
     _, content_type = choose_encoder(request.headers.get("Accept", ""))
-    body = request.app[SERVICES].metrics.render(openmetrics=content_type.startswith("application/openmetrics-text"))
-    response = web.Response(body=body)
+    parts = []
+    for chunk in request.app[SERVICES].metrics.chunks(content_type.startswith("application/openmetrics-text")):
+        parts.append(chunk)
+        await asyncio.sleep(0)
+    response = web.Response(body="".join(parts).encode())
     response.headers["Content-Type"] = content_type
     return response
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -119,19 +119,23 @@ class Metrics(CollectorRegistry):
         yield from self._outcome_families(outcome)
 
     def render(self, openmetrics: bool) -> bytes:
-        """The `/metrics` body; collectors that keep their rows as text write them directly."""
+        """The `/metrics` body in one go."""
+        return "".join(self.chunks(openmetrics)).encode()
+
+    def chunks(self, openmetrics: bool) -> Iterator[str]:
+        """The `/metrics` body, one collector at a time: the handler lets the event loop run between
+        two, so a scrape never holds it for longer than one collector takes. Collectors that keep
+        their rows as text (`render(fmt)`) write them directly."""
         fmt = self._formats[openmetrics]
         outcome: dict[str, tuple[bool, float]] = {}
-        parts: list[str] = []
         for collector in list(self._order):
             if hasattr(collector, "render"):
-                parts.append(self._guarded(collector, outcome, lambda c: c.render(fmt), ""))  # type: ignore[attr-defined]
+                yield self._guarded(collector, outcome, lambda c: c.render(fmt), "")  # type: ignore[attr-defined]
             else:
-                parts.append(self._guarded(collector, outcome, lambda c: fmt.families(c.collect()), ""))
-        parts.append(fmt.families(self._outcome_families(outcome)))
+                yield self._guarded(collector, outcome, lambda c: fmt.families(c.collect()), "")
+        yield fmt.families(self._outcome_families(outcome))
         if openmetrics:
-            parts.append(EOF_LINE)
-        return "".join(parts).encode()
+            yield EOF_LINE
 
     def _guarded(
         self, collector: Collector, outcome: dict[str, tuple[bool, float]], read: Callable[[Collector], T], empty: T
