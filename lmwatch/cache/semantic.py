@@ -22,9 +22,9 @@ from typing import Any
 
 from lmwatch.cache.guard import GuardedStore
 from lmwatch.cache.keys import FRAMING, canonical
-from lmwatch.cache.metrics import CacheMetrics
 from lmwatch.cache.response import Entry
 from lmwatch.config import SemanticCacheConfig
+from lmwatch.metrics.cache import CacheMetrics
 from lmwatch.routing.classify import request_text
 
 log = logging.getLogger("lmwatch.cache")

@@ -7,15 +7,13 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
-
 from lmwatch.cache import Store
 from lmwatch.cache.guard import GuardedStore
-from lmwatch.cache.metrics import CacheMetrics
 from lmwatch.cache.redis_store import RedisStore
 from lmwatch.cache.semantic import SemanticCache
 from lmwatch.cache.sqlite_store import SqliteStore
 from lmwatch.config import CacheConfig
+from lmwatch.metrics.cache import CacheMetrics
 
 log = logging.getLogger("lmwatch.cache")
 
@@ -27,9 +25,9 @@ STORES: dict[str, Callable[[CacheConfig, Path], Store]] = {
 
 
 class Cache:
-    def __init__(self, metrics: CollectorRegistry) -> None:
-        self.metrics = CacheMetrics(metrics)
-        self.semantic = SemanticCache(self.metrics)
+    def __init__(self, metrics: CacheMetrics) -> None:
+        self.metrics = metrics
+        self.semantic = SemanticCache(metrics)
         self.config = CacheConfig()
         self.store: GuardedStore | None = None
         self._made_for: tuple[object, ...] | None = None
