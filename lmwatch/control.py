@@ -60,7 +60,6 @@ from lmwatch.config import (
 from lmwatch.discovery import BackendSources, FileDiscovery
 from lmwatch.lifecycle.loads import LoadError, LoadFailure
 from lmwatch.logs import register_secrets
-from lmwatch.routing.classify import classifier_for
 from lmwatch.services import Services
 from lmwatch.watcher import Watcher
 
@@ -179,7 +178,9 @@ class ControlPlane:
             problems.append(_no_token_problem(host))
         if problems:
             raise ConfigError(source, problems)
-        classifier_for(loaded.config.routing)  # compiled (and the model read) now, not by the first request
+        self.services.router.classifier(
+            loaded.config.routing
+        )  # compiled (and the model read) now, not by the first request
         return Prepared(loaded, token, tuple(keys), tuple(secrets))
 
     def apply(self, prepared: Prepared) -> None:

@@ -42,7 +42,7 @@ from lmwatch.config import BackendConfig, validation_problems
 from lmwatch.control import ControlPlane, ProblemsError, unknown_backend
 from lmwatch.jsondecode import loads
 from lmwatch.lifecycle.loads import LoadError, LoadFailure
-from lmwatch.registry import BackendInfo, request_outcomes
+from lmwatch.registry import BackendInfo
 from lmwatch.routing.request import json_object
 from lmwatch.server import backend_document
 from lmwatch.services import SERVICES
@@ -275,7 +275,7 @@ async def _parsed(request: web.Request, model: type[_B], *, required: bool = Tru
 
 def backends_document(control: ControlPlane) -> dict[str, Any]:
     snap = control.services.registry.snapshot()
-    view = request_outcomes(control.services.registry).view()
+    view = control.services.registry.outcomes.view()
     breakers: dict[str, list[contract.Breaker]] = {}
     for b in view.breakers:
         breakers.setdefault(b.backend, []).append(
@@ -365,7 +365,7 @@ async def _set_draining(
     name = request.match_info["name"]
     _backend(control, name)
     control.services.registry.set_draining(name, draining)
-    inflight = request_outcomes(control.services.registry).inflight.get(name, 0)
+    inflight = control.services.registry.outcomes.inflight.get(name, 0)
     return name, {"backend": name, "draining": draining, "inflight": inflight}
 
 
@@ -485,11 +485,9 @@ def explain_route(
     nothing is sent to any backend and no breaker or counter changes.
     """
     from lmwatch.routing.balance import order
-    from lmwatch.routing.classify import classifier_for
     from lmwatch.routing.context import context_too_long
     from lmwatch.routing.explain import facts, passed_over
     from lmwatch.routing.request import Endpoint, parse_request
-    from lmwatch.routing.select import choose_task, plan_request
 
     try:
         endpoint = Endpoint(endpoint_name)
@@ -502,12 +500,12 @@ def explain_route(
         ) from None
     routing = control.config.routing
     snap = control.services.registry.snapshot()
-    outcomes = request_outcomes(control.services.registry)
+    outcomes = control.services.registry.outcomes
+    router = control.services.router
     req = parse_request(endpoint, raw, routing.default_model)
-    classification = classifier_for(routing).classify(req.body) if endpoint is not Endpoint.EMBEDDINGS else None
-    forced = choose_task(routing, snap, req, task_header)
-    task = forced or (classification.task if classification else "embeddings")
-    plan = plan_request(snap, routing, req, task, local_only)
+    choice = router.choose_task(snap, routing, req, task_header, scores=True)
+    classification, forced, task = choice.classification, choice.forced, choice.task
+    plan = router.decide(snap, routing, outcomes, req, task, local_only=local_only, dry_run=True).plan
     breakers = {(b.backend, b.model): b for b in outcomes.view().breakers}
     rng = random.Random(0)
     candidates: list[contract.Candidate] = []
@@ -553,7 +551,7 @@ def explain_route(
         "task_reasons": list(classification.reasons) if classification and not forced else [],
         "candidates": candidates,
         "excluded": excluded,
-        "passed_over": passed_over(snap, routing, req, plan),
+        "passed_over": passed_over(router.capabilities(routing), snap, routing, req, plan),
         "chosen": chosen,
         "unavailable": plan.unavailable
         or (context_too_long(req, too_small).message if too_small and chosen is None else None),

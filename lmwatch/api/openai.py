@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from lmwatch.api import request_ids
-from lmwatch.api.auth import ANONYMOUS, Handler, check_task, client_of, is_v1, note_request
+from lmwatch.api.auth import ANONYMOUS, Handler, client_of, is_v1, note_request
 from lmwatch.api.dialects import Dialect, MessagesDialect, ResponsesDialect
 from lmwatch.api.errors import ApiError, shape_of
 from lmwatch.api.proxy import Answer, Exchange, Streamed, Upstream, Verdict, open_stream
@@ -37,11 +37,9 @@ from lmwatch.cache.keys import response_key
 from lmwatch.cache.response import BYPASS, Decision, Entry, Result
 from lmwatch.cache.service import Cache
 from lmwatch.config import Config
-from lmwatch.registry import RecentRequest, RequestOutcomes, Snapshot, request_outcomes
-from lmwatch.routing.classify import classifier_for
-from lmwatch.routing.context import fit_plan
+from lmwatch.registry import RecentRequest, RequestOutcomes, Snapshot
 from lmwatch.routing.request import Endpoint, ParsedRequest, json_object, parse_request
-from lmwatch.routing.select import AUTO, TASK_PREFIX, Route, Target, allowed_only, choose_task, plan_request, routable
+from lmwatch.routing.select import AUTO, TASK_PREFIX, Route, Target, routable
 from lmwatch.services import SERVICES, Services
 from lmwatch.translate import messages as anthropic
 from lmwatch.usage.log import UsageRow
@@ -58,7 +56,8 @@ CACHE_ROUTE = "cache"
 def setup(app: web.Application) -> None:
     services = app[SERVICES]
     placement = services.lifecycle.placer if services.lifecycle is not None else None
-    app[UPSTREAM] = Upstream(request_outcomes(services.registry), placement=placement)
+    app[UPSTREAM] = Upstream(services.registry.outcomes, placement=placement)
+    services.registry.outcomes.use_policy(lambda: services.config.config.routing.breaker)
     app[RESPONSES] = ResponseStore()
     request_metrics(services.metrics, services.registry)
     app.on_cleanup.append(_close)
@@ -207,7 +206,7 @@ async def _handle(request: web.Request, endpoint: Endpoint, dialect: Dialect | N
         failed = ApiError(500, "lmwatch failed to handle this request; see its log")
         return error_response(request, failed, state.headers())
     finally:
-        _record(metrics, request_outcomes(services.registry), config, state, code)
+        _record(metrics, services.registry.outcomes, config, state, code)
         _record_usage(services, request, config, state, code)
         _note_for_audit(request, state)
 
@@ -227,26 +226,14 @@ async def _serve(
     req = parse_request(endpoint, raw, routing.default_model, dialect.translate if dialect is not None else None)
     snap = services.registry.snapshot()
     upstream = request.app[UPSTREAM]
-    upstream.outcomes.policy = routing.breaker
-    task = choose_task(routing, snap, req, request.headers.get("X-LMWatch-Task"))
-    if task is None:
-        classification = classifier_for(routing).classify(req.as_chat)
-        task, state.reasons = classification.task, classification.reasons
-    state.task = task
-    check_task(request, task)
-    plan = plan_request(snap, routing, req, task, forbids_cloud(request))
+    router = services.router
+    choice = router.choose_task(snap, routing, req, request.headers.get("X-LMWatch-Task"))
+    if choice.classification is not None:
+        state.reasons = choice.classification.reasons
+    task = state.task = choice.task
     client = client_of(request)
-    if client is not None and client.models:
-        allowed = allowed_only(plan, client.allows_model)
-        if plan.tiers and not allowed.tiers:
-            raise ApiError(
-                403,
-                f"the key {client.name!r} may not use any model that can serve this request",
-                code="model_not_allowed",
-                param="model",
-            )
-        plan = allowed
-    plan = fit_plan(plan, req, upstream.outcomes)
+    local_only = forbids_cloud(request)
+    plan = router.decide(snap, routing, upstream.outcomes, req, task, local_only=local_only, key=client).plan
     if dialect is not None:
         plan = dialect.restrict(plan)
 

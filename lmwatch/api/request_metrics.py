@@ -22,7 +22,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from lmwatch.config import RoutingConfig
-from lmwatch.registry import Registry, request_outcomes
+from lmwatch.registry import Registry
 from lmwatch.routing.breaker import CircuitState
 
 NONE = "none"
@@ -130,7 +130,7 @@ class OutcomesCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         snap = self._registry.snapshot()
-        view = request_outcomes(self._registry).view()
+        view = self._registry.outcomes.view()
         inflight = GaugeMetricFamily(
             "lmwatch_inflight_requests", "Requests being served by the backend now.", labels=["backend"]
         )

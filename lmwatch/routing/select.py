@@ -20,7 +20,7 @@ from lmwatch.api.errors import ApiError
 from lmwatch.backends import Flavour
 from lmwatch.config import AliasTarget, BackendConfig, CloudProviderConfig, RoutingConfig
 from lmwatch.registry import BackendInfo, ModelInfo, Snapshot
-from lmwatch.routing.capabilities import EMBEDDINGS, VISION, Capabilities, capabilities_for
+from lmwatch.routing.capabilities import EMBEDDINGS, VISION, Capabilities
 from lmwatch.routing.ids import family_matches, parse, same_model
 from lmwatch.routing.request import Endpoint, ParsedRequest
 
@@ -101,39 +101,39 @@ def routable(backend: BackendInfo) -> bool:
     return backend.reachable and not backend.draining
 
 
-class _PlanMemo:
-    """The plans made for one snapshot and config object (both immutable, compared by identity)."""
+class PlanMemo:
+    """The plans made for one snapshot and config object (both immutable, compared by identity), for
+    the requests that repeat the same (model, task, shape): the hot path then skips matching ids.
+    One per router (a daemon's), never shared between daemons."""
 
     def __init__(self) -> None:
-        self.snap: Snapshot | None = None
-        self.routing: RoutingConfig | None = None
-        self.plans: dict[tuple[object, ...], Plan] = {}
+        self._snap: Snapshot | None = None
+        self._routing: RoutingConfig | None = None
+        self._plans: dict[tuple[object, ...], Plan] = {}
 
-    def plans_for(self, snap: Snapshot, routing: RoutingConfig) -> dict[tuple[object, ...], Plan]:
-        if self.snap is not snap or self.routing is not routing or len(self.plans) > 1024:
-            self.snap, self.routing, self.plans = snap, routing, {}
-        return self.plans
-
-
-_plans = _PlanMemo()
-
-
-def plan_request(snap: Snapshot, routing: RoutingConfig, req: ParsedRequest, task: str, local_only: bool) -> Plan:
-    """The ordered tiers for `req` (raises ApiError 404 for an id no backend or alias knows).
-
-    Plans are remembered for the current snapshot and config object, for the requests that
-    repeat the same (model, task, shape): the hot path then skips matching ids.
-    """
-    plans = _plans.plans_for(snap, routing)
-    key = (req.endpoint, req.model, task, req.needs_vision, req.has_tools, local_only)
-    found = plans.get(key)
-    if found is None:
-        found = plans[key] = _plan(snap, routing, req, task, local_only)
-    return found
+    def plan(
+        self,
+        snap: Snapshot,
+        routing: RoutingConfig,
+        caps: Capabilities,
+        req: ParsedRequest,
+        task: str,
+        local_only: bool,
+    ) -> Plan:
+        """The ordered tiers for `req` (raises ApiError 404 for an id no backend or alias knows)."""
+        if self._snap is not snap or self._routing is not routing or len(self._plans) > 1024:
+            self._snap, self._routing, self._plans = snap, routing, {}
+        key = (req.endpoint, req.model, task, req.needs_vision, req.has_tools, local_only)
+        found = self._plans.get(key)
+        if found is None:
+            found = self._plans[key] = plan_request(snap, routing, caps, req, task, local_only)
+        return found
 
 
-def _plan(snap: Snapshot, routing: RoutingConfig, req: ParsedRequest, task: str, local_only: bool) -> Plan:
-    caps = capabilities_for(routing)
+def plan_request(
+    snap: Snapshot, routing: RoutingConfig, caps: Capabilities, req: ParsedRequest, task: str, local_only: bool
+) -> Plan:
+    """The ordered tiers for `req`, made afresh (`PlanMemo.plan` remembers them)."""
     model = req.model
     if model in routing.aliases:
         tiers = list(_alias_tiers(snap, routing, caps, req, routing.aliases[model]))

@@ -10,6 +10,7 @@ import pytest
 from lmwatch.api.errors import ApiError
 from lmwatch.config import RoutingConfig, parse_config
 from lmwatch.registry import ModelInfo, ModelType, ProbeFailure, ProbeResult, Registry, Snapshot
+from lmwatch.routing.capabilities import Capabilities
 from lmwatch.routing.request import Endpoint, parse_request
 from lmwatch.routing.select import Plan, choose_task, plan_request
 
@@ -49,7 +50,7 @@ def plan(
     config = config or routing()
     req = parse_request(endpoint, json.dumps(body).encode(), config.default_model)
     task = task or choose_task(config, snap, req, None) or "research"
-    return plan_request(snap, config, req, task, local_only)
+    return plan_request(snap, config, Capabilities(config), req, task, local_only)
 
 
 def tiers(p: Plan) -> list[tuple[str, str, list[tuple[str, str]]]]:
