@@ -81,6 +81,13 @@ class ServerConfig(Strict):
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)
     shutdown_grace: Seconds = 30.0
     """On SIGTERM: how long in-flight requests (and streams) may take to finish before they are cut."""
+    header_timeout: Seconds = 10.0
+    """A client that started a request must have sent its whole head (request line and headers) within
+    this; past it lmwatch answers 408 and closes the connection."""
+    body_timeout: Seconds = 60.0
+    """A request body that did not come with its head must arrive in full within this (408 past it)."""
+    keepalive_timeout: Seconds = 75.0
+    """An idle client connection (no request under way) is closed after this."""
 
 
 class KeepLoaded(Strict):

@@ -39,6 +39,7 @@ from lmwatch.api.errors import ApiError, shape_of
 from lmwatch.api.openai import forbids_cloud
 from lmwatch.api.request_ids import request_id
 from lmwatch.config import BackendConfig, validation_problems
+from lmwatch.connections import read_body
 from lmwatch.control import ControlPlane, ProblemsError, unknown_backend
 from lmwatch.jsondecode import loads
 from lmwatch.lifecycle.loads import LoadError, LoadFailure
@@ -238,7 +239,7 @@ def _action(name: str, action: Action, status: int = 200) -> Callable[[web.Reque
 
 
 async def _body(request: web.Request, *, required: bool = True) -> dict[str, Any]:
-    raw = await request.read()
+    raw = await read_body(request)
     if not raw.strip():
         if required:
             raise ApiError(400, "a JSON object body is required", code="invalid_json")

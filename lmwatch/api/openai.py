@@ -37,6 +37,7 @@ from lmwatch.cache.keys import response_key
 from lmwatch.cache.response import BYPASS, Decision, Entry, Result
 from lmwatch.cache.service import Cache
 from lmwatch.config import Config
+from lmwatch.connections import read_body
 from lmwatch.registry import RecentRequest, RequestOutcomes, Snapshot
 from lmwatch.routing.request import Endpoint, ParsedRequest, json_object, parse_request
 from lmwatch.routing.select import AUTO, TASK_PREFIX, Route, Target, routable
@@ -339,7 +340,7 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
     try:
-        raw = await request.read()
+        raw = await read_body(request)
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(limit) from None
     if len(raw) > limit:
