@@ -467,7 +467,7 @@ async def route_explain(request: web.Request) -> web.Response:
     raw = await request.read()
     endpoint_name = request.query.get("endpoint", "chat")
     return web.json_response(
-        explain_route(
+        await explain_route(
             control,
             raw,
             endpoint_name,
@@ -477,8 +477,12 @@ async def route_explain(request: web.Request) -> web.Response:
     )
 
 
-def explain_route(
-    control: ControlPlane, raw: bytes, endpoint_name: str, task_header: str | None, local_only: bool
+async def explain_route(
+    control: ControlPlane,
+    raw: bytes,
+    endpoint_name: str,
+    task_header: str | None,
+    local_only: bool,
 ) -> contract.Explanation:
     """A dry run of routing: task scores, candidates in order with a reason each, the chosen target.
 
@@ -504,7 +508,7 @@ def explain_route(
     outcomes = control.services.registry.outcomes
     router = control.services.router
     req = parse_request(endpoint, raw, routing.default_model)
-    choice = router.choose_task(snap, routing, req, task_header, scores=True)
+    choice = await router.choose_task(snap, routing, req, task_header, scores=True)
     classification, forced, task = choice.classification, choice.forced, choice.task
     plan = router.decide(snap, routing, outcomes, req, task, local_only=local_only, dry_run=True).plan
     breakers = {(b.backend, b.model): b for b in outcomes.view().breakers}

@@ -39,6 +39,7 @@ from lmwatch.cache.service import Cache
 from lmwatch.config import Config
 from lmwatch.connections import read_body
 from lmwatch.registry import RecentRequest, RequestOutcomes, Snapshot
+from lmwatch.routing.embedclass import EmbeddingClassifier
 from lmwatch.routing.request import Endpoint, ParsedRequest, json_object, parse_request
 from lmwatch.routing.select import AUTO, TASK_PREFIX, Route, Target, routable
 from lmwatch.services import SERVICES, Services
@@ -49,6 +50,7 @@ log = logging.getLogger("lmwatch.api.openai")
 
 UPSTREAM = web.AppKey("lmwatch_upstream", Upstream)
 RESPONSES = web.AppKey("lmwatch_responses", ResponseStore)
+CLASSIFIER = web.AppKey("lmwatch_classifier", EmbeddingClassifier)
 TRUE = ("1", "true", "yes", "on")
 CACHE_ROUTE = "cache"
 """The route of an answer the cache gave (header and metric label)."""
@@ -60,6 +62,8 @@ def setup(app: web.Application) -> None:
     app[UPSTREAM] = Upstream(services.registry.outcomes, placement=placement)
     services.registry.outcomes.use_policy(lambda: services.config.config.routing.breaker)
     app[RESPONSES] = ResponseStore()
+    app[CLASSIFIER] = EmbeddingClassifier(app[UPSTREAM].pool, services.metrics, services.router.classifier)
+    services.router.use_classifier(app[CLASSIFIER].classify)
     request_metrics(services.metrics, services.registry)
     app.on_cleanup.append(_close)
     app.middlewares.append(_unknown_routes)
@@ -82,6 +86,7 @@ def cut_answers(app: web.Application, message: str) -> None:
 
 
 async def _close(app: web.Application) -> None:
+    app[CLASSIFIER].close()
     app[UPSTREAM].close()
 
 
@@ -228,7 +233,7 @@ async def _serve(
     snap = services.registry.snapshot()
     upstream = request.app[UPSTREAM]
     router = services.router
-    choice = router.choose_task(snap, routing, req, request.headers.get("X-LMWatch-Task"))
+    choice = await router.choose_task(snap, routing, req, request.headers.get("X-LMWatch-Task"))
     if choice.classification is not None:
         state.reasons = choice.classification.reasons
     task = state.task = choice.task

@@ -9,8 +9,9 @@ and the capability table per config object (a reload swaps the object, so they a
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from lmwatch.api.errors import ApiError
 from lmwatch.config import RoutingConfig
@@ -21,6 +22,8 @@ from lmwatch.routing.context import fit_plan
 from lmwatch.routing.memo import PerConfig
 from lmwatch.routing.request import Endpoint, ParsedRequest
 from lmwatch.routing.select import Plan, PlanMemo, allowed_only, choose_task
+
+Classify = Callable[[RoutingConfig, Snapshot, Mapping[str, Any]], Awaitable[Classification]]
 
 
 class KeyLimits(Protocol):
@@ -61,6 +64,14 @@ class Router:
         self._plans = PlanMemo()
         self._capabilities = PerConfig(Capabilities)
         self._classifier = PerConfig(Classifier)
+        self._classify: Classify = self._linear
+
+    def use_classifier(self, classify: Classify) -> None:
+        """Classify with `classify` (the configured mode: the embedding classifier of the `/v1` app)."""
+        self._classify = classify
+
+    async def _linear(self, routing: RoutingConfig, snap: Snapshot, body: Mapping[str, Any]) -> Classification:
+        return self._classifier(routing).classify(body)
 
     def capabilities(self, routing: RoutingConfig) -> Capabilities:
         return self._capabilities(routing)
@@ -68,14 +79,14 @@ class Router:
     def classifier(self, routing: RoutingConfig) -> Classifier:
         return self._classifier(routing)
 
-    def choose_task(
+    async def choose_task(
         self, snap: Snapshot, routing: RoutingConfig, req: ParsedRequest, header: str | None, *, scores: bool = False
     ) -> TaskChoice:
         """The request's task; `scores` runs the classifier even when the request names its task."""
         forced = choose_task(routing, snap, req, header)
         classification = None
         if (forced is None or scores) and req.endpoint is not Endpoint.EMBEDDINGS:
-            classification = self._classifier(routing).classify(req.as_chat)
+            classification = await self._classify(routing, snap, req.as_chat)
         task = forced or (classification.task if classification is not None else "embeddings")
         return TaskChoice(task, forced is not None, classification)
 
