@@ -35,12 +35,13 @@ from pydantic import BaseModel, ValidationError
 from lmwatch.api import contract
 from lmwatch.api import profiles as profiles_api
 from lmwatch.api.auth import ANONYMOUS, AUDIT_NOTE, CLIENT, Handler, is_admin, is_v1
-from lmwatch.api.errors import ApiError, shape_of
+from lmwatch.api.errors import ApiError, ProblemsError, api_error, shape_of
 from lmwatch.api.openai import forbids_cloud
 from lmwatch.api.request_ids import request_id
 from lmwatch.config import BackendConfig, validation_problems
 from lmwatch.connections import read_body
-from lmwatch.control import ControlPlane, ProblemsError, unknown_backend
+from lmwatch.control import ControlPlane, unknown_backend
+from lmwatch.errors import DomainError
 from lmwatch.jsondecode import loads
 from lmwatch.lifecycle.loads import LoadError, LoadFailure
 from lmwatch.registry import BackendInfo
@@ -126,7 +127,8 @@ async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
         status = str(response.status)
         return response
-    except ApiError as exc:
+    except (ApiError, DomainError) as caught:
+        exc = api_error(caught)
         status = str(exc.status)
         return exc.response(shape=shape_of(path), request_id=request_id(request))
     except web.HTTPException as exc:
@@ -149,13 +151,15 @@ async def _guard_admin(request: web.Request, handler: Handler) -> web.StreamResp
         return ApiError(404, "the admin API is not enabled in this process", code="not_found").response()
     try:
         request[ACTOR] = control.admin.check(request)
-    except ApiError as exc:
+    except (ApiError, DomainError) as caught:
+        exc = api_error(caught)
         control.admin_actions.labels("authenticate", "denied").inc()
         control.audit.refusal(request.remote, f"{request.method} {request.path}", exc.code)
         return exc.response()
     try:
         return await handler(request)
-    except ApiError as exc:
+    except (ApiError, DomainError) as caught:
+        exc = api_error(caught)
         return exc.response()
 
 
@@ -219,7 +223,8 @@ def _action(name: str, action: Action, status: int = 200) -> Callable[[web.Reque
         target = request.match_info.get("name")
         try:
             target, body = await action(request, control)
-        except ApiError as exc:
+        except (ApiError, DomainError) as caught:
+            exc = api_error(caught)
             control.admin_actions.labels(name, "refused").inc()
             await control.audit.control(
                 actor=actor,

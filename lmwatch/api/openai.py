@@ -25,7 +25,7 @@ from aiohttp import web
 from lmwatch.api import request_ids
 from lmwatch.api.auth import ANONYMOUS, Handler, client_of, is_v1, note_request
 from lmwatch.api.dialects import Dialect, MessagesDialect, ResponsesDialect
-from lmwatch.api.errors import ApiError, shape_of
+from lmwatch.api.errors import ApiError, api_error, shape_of
 from lmwatch.api.proxy import Answer, Exchange, Streamed, Upstream, Verdict, open_stream
 from lmwatch.api.request_ids import request_id, upstream_id
 from lmwatch.api.request_metrics import NONE, RequestMetrics, cloud_price, request_metrics
@@ -38,6 +38,7 @@ from lmwatch.cache.response import BYPASS, Decision, Entry, Result
 from lmwatch.cache.service import Cache
 from lmwatch.config import Config
 from lmwatch.connections import read_body
+from lmwatch.errors import DomainError
 from lmwatch.registry import RecentRequest, RequestOutcomes, Snapshot
 from lmwatch.routing.embedclass import EmbeddingClassifier
 from lmwatch.routing.request import Endpoint, ParsedRequest, json_object, parse_request
@@ -115,7 +116,8 @@ async def count_tokens(request: web.Request) -> web.Response:
     try:
         body = json_object(await _read_body(request, request.app[SERVICES].config.config.server.max_body_bytes))
         return web.json_response({"input_tokens": anthropic.count_tokens(body)})
-    except ApiError as err:
+    except (ApiError, DomainError) as caught:
+        err = api_error(caught)
         return error_response(request, err)
 
 
@@ -200,7 +202,8 @@ async def _handle(request: web.Request, endpoint: Endpoint, dialect: Dialect | N
     try:
         response, code = await _serve(request, endpoint, services, config, metrics, state, dialect)
         return response
-    except ApiError as err:
+    except (ApiError, DomainError) as caught:
+        err = api_error(caught)
         code = str(err.status)
         return error_response(request, err, state.headers())
     except asyncio.CancelledError:
@@ -507,7 +510,7 @@ async def _embed_upstream(req: ParsedRequest, size: int, exchange: Exchanger) ->
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(part.answer()) for part in parts]
     except ExceptionGroup as group_error:  # one batch failed (the others were cancelled): answer its error
-        raise next((e for e in group_error.exceptions if isinstance(e, ApiError)), group_error) from None
+        raise next((e for e in group_error.exceptions if isinstance(e, ApiError | DomainError)), group_error) from None
     answers: list[Answer] = [t.result() for t in tasks]
     failed = next((a for a in answers if a.status != 200), None)
     if failed is not None:

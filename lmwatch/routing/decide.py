@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from lmwatch.api.errors import ApiError
 from lmwatch.config import RoutingConfig
+from lmwatch.errors import Forbidden
 from lmwatch.registry import RequestOutcomes, Snapshot
 from lmwatch.routing.capabilities import Capabilities
 from lmwatch.routing.classify import Classification, Classifier
@@ -91,7 +91,7 @@ class Router:
         return TaskChoice(task, forced is not None, classification)
 
     def plan(self, snap: Snapshot, routing: RoutingConfig, req: ParsedRequest, task: str, local_only: bool) -> Plan:
-        """The ordered tiers for `req` (raises ApiError 404 for an id no backend or alias knows)."""
+        """The ordered tiers for `req` (raises NotFound for an id no backend or alias knows)."""
         return self._plans.plan(snap, routing, self._capabilities(routing), req, task, local_only)
 
     def decide(
@@ -106,18 +106,17 @@ class Router:
         key: KeyLimits | None = None,
         dry_run: bool = False,
     ) -> Decision:
-        """The plan for `req` as `task`. Raises ApiError: 403 for a task or every model the key may
-        not use, 404 for an unknown id, 400 when no local target fits the request. A `dry_run` (the
+        """The plan for `req` as `task`. Raises Forbidden for a task or every model the key may not
+        use, NotFound for an unknown id, InvalidRequest when no local target fits the request. A `dry_run` (the
         explainer) keeps the targets the request does not fit: it marks them instead."""
         if key is not None and not key.allows_task(task):
-            raise ApiError(403, f"the key {key.name!r} may not be used for {task} requests", code="task_not_allowed")
+            raise Forbidden(f"the key {key.name!r} may not be used for {task} requests", code="task_not_allowed")
         planned = self.plan(snap, routing, req, task, local_only)
         plan = planned
         if key is not None and key.models:
             plan = allowed_only(planned, key.allows_model)
             if planned.tiers and not plan.tiers:
-                raise ApiError(
-                    403,
+                raise Forbidden(
                     f"the key {key.name!r} may not use any model that can serve this request",
                     code="model_not_allowed",
                     param="model",

@@ -19,10 +19,11 @@ from lmwatch.api.auth import (
     _digest,
     load_client_keys,
 )
-from lmwatch.api.errors import ApiError
+from lmwatch.api.errors import ApiError, api_error
 from lmwatch.config import ClientsConfig, ConfigError, RoutingConfig, load_config, parse_config
 from lmwatch.control import secret_file_warnings
 from lmwatch.daemon import Daemon
+from lmwatch.errors import DomainError
 from lmwatch.registry import Registry
 from lmwatch.routing.decide import Router
 from lmwatch.routing.request import Endpoint, parse_request
@@ -258,13 +259,14 @@ def test_model_and_task_rules_for_the_router() -> None:
         "meta-llama-3.1-8b-instruct", "coding", None
     ).tiers  # no key on the request (keys off): everything allowed
     assert decide("qwen2.5-coder-7b-instruct", "coding", key).tiers
-    with pytest.raises(ApiError) as model_refused:
+    with pytest.raises(DomainError) as caught:
         decide("meta-llama-3.1-8b-instruct", "coding", key)
-    assert model_refused.value.status == 403 and model_refused.value.code == "model_not_allowed"
-    assert model_refused.value.param == "model"
-    with pytest.raises(ApiError) as task:
+    model_refused = api_error(caught.value)
+    assert model_refused.status == 403 and model_refused.code == "model_not_allowed" and model_refused.param == "model"
+    with pytest.raises(DomainError) as caught:
         decide("qwen2.5-coder-7b-instruct", "creative", key)
-    assert task.value.status == 403 and task.value.code == "task_not_allowed"
+    task = api_error(caught.value)
+    assert task.status == 403 and task.code == "task_not_allowed"
 
 
 def test_key_sources_report_every_problem_with_its_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,8 @@ import json
 import openai
 import pytest
 
-from lmwatch.api.errors import ApiError
+from lmwatch.api.errors import api_error
+from lmwatch.errors import DomainError
 from lmwatch.registry import Registry
 from lmwatch.routing.context import DEFAULT_CHARS_PER_TOKEN, context_in_error, fit_plan
 from lmwatch.routing.request import Endpoint, ParsedRequest, parse_request
@@ -51,9 +52,9 @@ def test_a_longer_request_goes_only_to_the_instance_whose_loaded_context_holds_i
 
 
 def test_nothing_fits_is_openai_context_length_exceeded_with_the_numbers() -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         fitted(60_000, max_tokens=100)
-    err = caught.value
+    err = api_error(caught.value)
     assert (err.status, err.code, err.param) == (400, "context_length_exceeded", "messages")
     needed = 60_000 / DEFAULT_CHARS_PER_TOKEN + 16 + 100
     assert "maximum context length is 8192 tokens" in err.message and f"about {needed:.0f} tokens" in err.message
