@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
 from lmwatch.config import Config, LoadedConfig
+from lmwatch.metrics.table import Metrics
 from lmwatch.registry import Registry
 from lmwatch.routing.decide import Router
 
@@ -38,7 +38,7 @@ class ConfigHolder:
 class Services:
     registry: Registry
     config: ConfigHolder
-    metrics: CollectorRegistry
+    metrics: Metrics
     router: Router = field(default_factory=Router)
     """The routing decision and what it remembers between requests (plans, the compiled classifier)."""
     poll_now: Callable[[str | None], None] = field(default=lambda name: None)

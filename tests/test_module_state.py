@@ -39,8 +39,6 @@ ALLOWED = {
     ("logs.py", "RedactingFilter.secrets"): "the redaction set is process-wide as logging's handlers are",
     ("simulator/inference.py", "_ids"): "ids unique in the process, without a random call per request",
     ("samplers/fake_nvml.py", "NVMLError._valClassMapping"): "the fake keeps pynvml's own class registry",
-    ("api/request_metrics.py", "_BY_REGISTRY"): "moving into the metrics package, owned by Services.metrics",
-    ("routing/embedclass.py", "_BY_REGISTRY"): "moving into the metrics package, owned by Services.metrics",
 }
 """(file, name) -> why this one piece of process state is right where it is."""
 

@@ -28,7 +28,6 @@ from lmwatch.api.dialects import Dialect, MessagesDialect, ResponsesDialect
 from lmwatch.api.errors import ApiError, api_error, shape_of
 from lmwatch.api.proxy import Answer, Exchange, Streamed, Upstream, Verdict, open_stream
 from lmwatch.api.request_ids import request_id, upstream_id
-from lmwatch.api.request_metrics import NONE, RequestMetrics, cloud_price, request_metrics
 from lmwatch.api.response_store import ResponseStore
 from lmwatch.backends.base import error_message
 from lmwatch.cache import embeddings as embedding_cache
@@ -39,6 +38,7 @@ from lmwatch.cache.service import Cache
 from lmwatch.config import Config
 from lmwatch.connections import read_body
 from lmwatch.errors import DomainError
+from lmwatch.metrics.requests import NONE, RequestMetrics, cloud_price
 from lmwatch.registry import RecentRequest, RequestOutcomes, Snapshot
 from lmwatch.routing.embedclass import EmbeddingClassifier
 from lmwatch.routing.request import Endpoint, ParsedRequest, json_object, parse_request
@@ -63,9 +63,8 @@ def setup(app: web.Application) -> None:
     app[UPSTREAM] = Upstream(services.registry.outcomes, placement=placement)
     services.registry.outcomes.use_policy(lambda: services.config.config.routing.breaker)
     app[RESPONSES] = ResponseStore()
-    app[CLASSIFIER] = EmbeddingClassifier(app[UPSTREAM].pool, services.metrics, services.router.classifier)
+    app[CLASSIFIER] = EmbeddingClassifier(app[UPSTREAM].pool, services.metrics.classifier, services.router.classifier)
     services.router.use_classifier(app[CLASSIFIER].classify)
-    request_metrics(services.metrics, services.registry)
     app.on_cleanup.append(_close)
     app.middlewares.append(_unknown_routes)
     app.router.add_get("/v1/models", list_models)
@@ -197,7 +196,7 @@ async def _handle(request: web.Request, endpoint: Endpoint, dialect: Dialect | N
     state = _Request(started=time.perf_counter(), endpoint=endpoint, dialect=dialect)
     services = request.app[SERVICES]
     config = services.config.config
-    metrics = request_metrics(services.metrics, services.registry)
+    metrics = services.metrics.requests
     code = "500"
     try:
         response, code = await _serve(request, endpoint, services, config, metrics, state, dialect)
