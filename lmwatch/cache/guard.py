@@ -3,12 +3,15 @@
 Every operation is bounded by `cache.timeout` (per 100 keys: an embeddings batch is many lookups).
 After a failure the store is left alone for `cache.retry_interval` (requests bypass it meanwhile),
 the failure is logged once, and the `lmwatch_cache_available` gauge drops to 0 until an operation
-succeeds again. Writes run as background tasks, off the request path.
+succeeds again. Writes run as background tasks, off the request path; answers are written in
+batches (one transaction per `WRITE_DELAY`), so a miss costs its lookup and little more.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,6 +22,10 @@ from lmwatch.metrics.cache import CacheMetrics
 
 log = logging.getLogger("lmwatch.cache")
 T = TypeVar("T")
+WRITE_DELAY = 0.05
+"""Seconds an answer to store waits for others, so a busy proxy commits a few times a second."""
+MAX_PENDING = 500
+"""Answers waiting past which the batch is written at once."""
 
 
 class GuardedStore:
@@ -38,6 +45,10 @@ class GuardedStore:
         self._retry_at = 0.0
         self._failing = False
         self._writes: set[asyncio.Task[None]] = set()
+        self._pending: dict[float, dict[str, bytes]] = {}
+        """Answers waiting for the next batched write, by TTL."""
+        self._flusher: asyncio.Task[None] | None = None
+        self._flush_now = asyncio.Event()
         metrics.available.labels(store.name).set(1)
 
     @property
@@ -62,9 +73,29 @@ class GuardedStore:
         return result
 
     def put_many(self, items: Sequence[tuple[str, bytes]], ttl: float) -> None:
-        """Store in the background; a failure is counted and logged, the request already answered."""
-        if items:
-            self.write("put", lambda: self._put(items, ttl), self._limit(len(items)))
+        """Store in the background, batched with the other answers of the next `WRITE_DELAY` seconds
+        (one transaction, not one per miss; a key given twice is stored once); a failure is counted
+        and logged, the request already answered."""
+        if not items or not self.available:
+            return
+        pending = self._pending.setdefault(ttl, {})
+        pending.update(items)
+        if sum(len(p) for p in self._pending.values()) >= MAX_PENDING:
+            self._flush_now.set()
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush(), name="lmwatch cache write")
+            self._writes.add(self._flusher)
+            self._flusher.add_done_callback(self._writes.discard)
+
+    async def _flush(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(WRITE_DELAY):
+                await self._flush_now.wait()
+        batches, self._pending, self._flusher = self._pending, {}, None
+        self._flush_now.clear()
+        for ttl, pending in batches.items():
+            items = list(pending.items())
+            await self._write("put", functools.partial(self._put, items, ttl), self._limit(len(items)) * 4)
 
     def write(self, operation: str, work: Callable[[], Awaitable[object]], limit: float | None = None) -> None:
         """`work()` on the store as a background task, off the request path."""
@@ -72,7 +103,7 @@ class GuardedStore:
             return
         # a write may evict: it gets longer than a lookup, and no request waits on it
         task = asyncio.get_running_loop().create_task(
-            self._write(operation, work, (limit or self._timeout) * 4), name="lmwatch cache write"
+            self._write(operation, work, (limit or self._timeout) * 4), name=f"lmwatch cache {operation}"
         )
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
@@ -121,7 +152,9 @@ class GuardedStore:
             log.info("the %s cache store works again", self.store.name)
 
     async def settled(self) -> None:
-        """Until the writes started so far are done (at shutdown, and for tests to await)."""
+        """Until the writes started so far are done, the batch waiting included (at shutdown, and
+        for tests to await)."""
+        self._flush_now.set()
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
 

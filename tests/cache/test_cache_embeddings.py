@@ -41,3 +41,16 @@ async def test_re_embedding_mostly_unchanged_chunks_sends_only_the_changed(tmp_p
         assert (again.headers["x-lmwatch-cache"], again.headers["x-lmwatch-route"]) == ("hit", "cache")
         assert stats.embedded_inputs_total == 1100
         assert f.metric("lmwatch_cache_requests_total", kind="embedding", result="hit") == 900 + 1000
+
+
+async def test_an_input_given_twice_is_stored_once(tmp_path: Path) -> None:
+    extra = {"state_dir": str(tmp_path), "cache": {"enabled": True}}
+    async with fleet({"studio": SIM}, extra=extra) as f:
+        client = f.client()
+        first = await client.embeddings.with_raw_response.create(model=MODEL, input=["same", "other", "same"])
+        assert first.headers["x-lmwatch-cache"] == "miss"
+        assert f.daemon.services.cache is not None
+        await f.daemon.services.cache.settled()
+        again = await client.embeddings.with_raw_response.create(model=MODEL, input=["same", "same"])
+        assert (again.headers["x-lmwatch-cache"], again.headers["x-lmwatch-cache-hits"]) == ("hit", "2/2")
+        assert f.metric("lmwatch_cache_errors_total") == 0
