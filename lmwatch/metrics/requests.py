@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 from lmwatch.config import RoutingConfig
 from lmwatch.metrics.family import Family
 from lmwatch.metrics.text import Format, Group, KeptRows, Row, collect_rows
-from lmwatch.registry import Registry, request_outcomes
+from lmwatch.registry import Registry
 from lmwatch.routing.breaker import CircuitState
 
 NONE = "none"
@@ -177,7 +177,7 @@ class OutcomesCollector(Collector):
 
     def _groups(self) -> tuple[list[Group], list[Group]]:
         snap = self._registry.snapshot()
-        view = request_outcomes(self._registry).view()
+        view = self._registry.outcomes.view()
         load: list[Group] = []
         for name in [*snap.backends, *(n for n in view.inflight if n.startswith("cloud:"))]:
             inflight = view.inflight.get(name, 0)

@@ -19,7 +19,6 @@ from lmwatch.registry import (
     ProbeResult,
     Registry,
     ThroughputPoint,
-    request_outcomes,
 )
 
 MODELS = (
@@ -63,7 +62,7 @@ def test_render_matches_prometheus_client_as_the_fleet_changes() -> None:
     metrics = Metrics(registry)
     assert_same(metrics)
     assert b'lmwatch_model_loaded{backend="b0",model="we\\"ird\\\\name",model_type="vlm"} 0.0' in metrics.render(False)
-    outcomes = request_outcomes(registry)
+    outcomes = registry.outcomes
     outcomes.started("b0")
     outcomes.started("cloud:openai")
     outcomes.queue_changed("b1", 2)
