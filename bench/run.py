@@ -298,6 +298,8 @@ class StallResult:
     size_bytes: int
     series: int
     poll_cpu_ms: float
+    scrape_cpu_ms: float
+    """The daemon's CPU per scrape: its CPU in a scraped round less a quiet one, over the scrapes."""
 
 
 class Scraper:
@@ -366,11 +368,15 @@ def scrape_stall(count: int, seconds: int, rounds: int) -> StallResult:
                 time.sleep(seconds)  # no traffic: what the polls (and samplers) cost
                 poll_cpu = (cpu_seconds(daemon.pid) - idle) / (count * seconds)
                 wrk(through + "/v1/chat/completions", "chat.lua", 1, 2)
-                quiet, scraped, render = [], [], []
+                quiet, scraped, render, scrape_cpu = [], [], [], []
                 for _ in range(rounds):
+                    began = cpu_seconds(daemon.pid)
                     quiet.append(wrk(through + "/v1/chat/completions", "chat.lua", 1, seconds).p99)
+                    between = cpu_seconds(daemon.pid)
                     with Scraper(through + "/metrics", min_series=40 * count) as scraper:
                         scraped.append(wrk(through + "/v1/chat/completions", "chat.lua", 1, seconds).p99)
+                    extra = (cpu_seconds(daemon.pid) - between) - (between - began)
+                    scrape_cpu.append(max(0.0, extra) / len(scraper.times))
                     render.extend(scraper.times)
         finally:
             fleet.terminate()
@@ -383,6 +389,7 @@ def scrape_stall(count: int, seconds: int, rounds: int) -> StallResult:
         scraper.size,
         scraper.series,
         poll_cpu * 1e3,
+        statistics.median(scrape_cpu) * 1e3,
     )
 
 
@@ -566,7 +573,8 @@ def main() -> None:
         run += [
             "",
             f"Scrape with {stall.backends} backends (3 LLMs and an embedding model each, polled every second):"
-            f" {stall.render_ms:.0f} ms per /metrics scrape (median), {stall.size_bytes / 1e6:.1f} MB,"
+            f" {stall.render_ms:.0f} ms per /metrics scrape (median; {stall.scrape_cpu_ms:.0f} ms of the daemon's CPU),"
+            f" {stall.size_bytes / 1e6:.1f} MB,"
             f" {stall.series:,} series. Idle, the daemon spends {stall.poll_cpu_ms:.2f} ms of CPU per backend"
             " per second (one poll each, with the host and process samplers).",
         ]
