@@ -60,6 +60,7 @@ from lmwatch.config import (
 from lmwatch.discovery import BackendSources, FileDiscovery
 from lmwatch.lifecycle.loads import LoadError, LoadFailure
 from lmwatch.logs import register_secrets
+from lmwatch.routing.capabilities import capabilities_for
 from lmwatch.routing.classify import classifier_for
 from lmwatch.services import Services
 from lmwatch.watcher import Watcher
@@ -188,6 +189,7 @@ class ControlPlane:
         register_secrets(iter_backend_tokens(config))
         register_secrets(prepared.secrets)
         self.services.config.loaded = prepared.loaded
+        self.services.registry.describe_models(capabilities_for(config.routing).describe)
         self.admin.token = prepared.admin_token
         self.access.replace(prepared.keys)
         self.audit.configure(

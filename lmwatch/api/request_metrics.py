@@ -66,6 +66,14 @@ class RequestMetrics:
             ["from_backend", "to_backend", "reason"],
             registry=registry,
         )
+        self.attempts = Counter(
+            "lmwatch_backend_attempts",
+            "Requests sent to a backend, each retry and failover step on its own, by outcome: success, "
+            "failure (what the circuit breaker counts against the backend) or no_verdict (the client "
+            "left, a context too long, a 429: nothing said about the backend's health).",
+            ["backend", "model", "outcome"],
+            registry=registry,
+        )
         self.overhead = Histogram(
             "lmwatch_overhead_seconds",
             "Time spent inside lmwatch per request (excluding upstream and queue waits).",
@@ -153,6 +161,12 @@ class OutcomesCollector(Collector):
             if breaker.backend in snap.backends:
                 for state in CircuitState:
                     circuit.add_metric([breaker.backend, breaker.model, state.value], float(breaker.state is state))
+        tracked = {(breaker.backend, breaker.model) for breaker in view.breakers}
+        for backend in snap.backends.values():  # no breaker yet (nothing failed): closed
+            for model in backend.loaded_models if backend.reachable else ():
+                if (backend.name, model.id) not in tracked:
+                    for state in CircuitState:
+                        circuit.add_metric([backend.name, model.id, state.value], float(state is CircuitState.CLOSED))
         yield from (inflight, queued, circuit)
 
 
