@@ -28,7 +28,6 @@ from lmwatch.api.dialects import Dialect, MessagesDialect, ResponsesDialect
 from lmwatch.api.errors import ApiError, shape_of
 from lmwatch.api.proxy import Answer, Exchange, Streamed, Upstream, Verdict, open_stream
 from lmwatch.api.request_ids import request_id, upstream_id
-from lmwatch.api.request_metrics import NONE, RequestMetrics, cloud_price, request_metrics
 from lmwatch.api.response_store import ResponseStore
 from lmwatch.backends.base import error_message
 from lmwatch.cache import embeddings as embedding_cache
@@ -38,9 +37,10 @@ from lmwatch.cache.response import BYPASS, Decision, Entry, Result
 from lmwatch.cache.service import Cache
 from lmwatch.config import Config
 from lmwatch.connections import read_body
+from lmwatch.metrics.requests import NONE, RequestMetrics, cloud_price
 from lmwatch.registry import RecentRequest, RequestOutcomes, Snapshot, request_outcomes
-from lmwatch.routing.classify import classifier_for
 from lmwatch.routing.context import fit_plan
+from lmwatch.routing.embedclass import EmbeddingClassifier
 from lmwatch.routing.request import Endpoint, ParsedRequest, json_object, parse_request
 from lmwatch.routing.select import AUTO, TASK_PREFIX, Route, Target, allowed_only, choose_task, plan_request, routable
 from lmwatch.services import SERVICES, Services
@@ -51,6 +51,7 @@ log = logging.getLogger("lmwatch.api.openai")
 
 UPSTREAM = web.AppKey("lmwatch_upstream", Upstream)
 RESPONSES = web.AppKey("lmwatch_responses", ResponseStore)
+CLASSIFIER = web.AppKey("lmwatch_classifier", EmbeddingClassifier)
 TRUE = ("1", "true", "yes", "on")
 CACHE_ROUTE = "cache"
 """The route of an answer the cache gave (header and metric label)."""
@@ -61,7 +62,7 @@ def setup(app: web.Application) -> None:
     placement = services.lifecycle.placer if services.lifecycle is not None else None
     app[UPSTREAM] = Upstream(request_outcomes(services.registry), placement=placement)
     app[RESPONSES] = ResponseStore()
-    request_metrics(services.metrics, services.registry)
+    app[CLASSIFIER] = EmbeddingClassifier(app[UPSTREAM].pool, services.metrics.classifier)
     app.on_cleanup.append(_close)
     app.middlewares.append(_unknown_routes)
     app.router.add_get("/v1/models", list_models)
@@ -83,6 +84,7 @@ def cut_answers(app: web.Application, message: str) -> None:
 
 
 async def _close(app: web.Application) -> None:
+    app[CLASSIFIER].close()
     app[UPSTREAM].close()
 
 
@@ -191,7 +193,7 @@ async def _handle(request: web.Request, endpoint: Endpoint, dialect: Dialect | N
     state = _Request(started=time.perf_counter(), endpoint=endpoint, dialect=dialect)
     services = request.app[SERVICES]
     config = services.config.config
-    metrics = request_metrics(services.metrics, services.registry)
+    metrics = services.metrics.requests
     code = "500"
     try:
         response, code = await _serve(request, endpoint, services, config, metrics, state, dialect)
@@ -231,7 +233,7 @@ async def _serve(
     upstream.outcomes.policy = routing.breaker
     task = choose_task(routing, snap, req, request.headers.get("X-LMWatch-Task"))
     if task is None:
-        classification = classifier_for(routing).classify(req.as_chat)
+        classification = await request.app[CLASSIFIER].classify(routing, snap, req.as_chat)
         task, state.reasons = classification.task, classification.reasons
     state.task = task
     check_task(request, task)
