@@ -603,6 +603,8 @@ class Exchange:
         """A stream whose first event is an error, or comes from another model, can still fail over."""
         if meter.error is not None:
             return self._upstream_error(target, 200, error_message(meter.error) or "error event", meter.error)
+        if meter.first is None and meter.first_at is not None and not meter.done:
+            return Failure("bad_response", "the stream's first event is not a JSON object")
         if target.substitutes_model and meter.first is not None and not _answered_by(meter.first, target):
             return self.upstream.substituted(target, meter.first.get("model"))
         return None
