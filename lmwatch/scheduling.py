@@ -12,18 +12,16 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, ParamSpec
+from typing import Any
 
 log = logging.getLogger("lmwatch.scheduling")
 
-P = ParamSpec("P")
 
-
-def quiet_when_cancelled(job: Callable[P, Awaitable[object]]) -> Callable[P, Coroutine[Any, Any, None]]:
+def quiet_when_cancelled(job: Callable[..., Awaitable[object]]) -> Callable[..., Coroutine[Any, Any, None]]:
     """`job` as an APScheduler job: a cancellation ends it with a debug line, not a traceback."""
 
     @functools.wraps(job)
-    async def run(*args: P.args, **kwargs: P.kwargs) -> None:
+    async def run(*args: Any, **kwargs: Any) -> None:
         try:
             await job(*args, **kwargs)
         except asyncio.CancelledError:

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from lmwatch.config import parse_config
 from lmwatch.daemon import running_daemon
-from lmwatch.registry import Health, request_outcomes
+from lmwatch.registry import Health
 from lmwatch.simulator import SimSettings, start_simulator
 from tests.api.fleets import models
 
@@ -78,7 +78,7 @@ async def test_deep_json_from_a_backend_fails_over_feeds_the_breaker_and_logs_no
                     assert resp.status == 200, await resp.text()
                     assert resp.headers["X-LMWatch-Backend"] == "good"
                     await resp.read()
-                [breaker] = [b for b in request_outcomes(daemon.registry).view().breakers if b.backend == "deep"]
+                [breaker] = [b for b in daemon.registry.outcomes.view().breakers if b.backend == "deep"]
                 assert breaker.failures == 1
     finally:
         await good.stop()
