@@ -20,7 +20,7 @@ from typing import Any
 
 from lmwatch.config import RoutingConfig
 from lmwatch.routing.memo import PerConfig
-from lmwatch.routing.taskmodel import LinearModel, Scored, shipped_model, top_features
+from lmwatch.routing.taskmodel import LinearModel, Scored, knows_nothing, shipped_model, top_features
 from lmwatch.routing.textfeatures import LENGTH, features
 
 KEYWORD_CAP = 4
@@ -92,7 +92,7 @@ class Classifier:
         model = self.model
         scored = model.score(text)
         nudges = [(name, task, points) for name, (task, points) in SHAPE_NUDGES.items() if _has_shape(body, name)]
-        if all(f.startswith(LENGTH) for f, _ in scored.hits):  # the text says nothing the model knows
+        if knows_nothing(scored):
             if not nudges:
                 return Classification(self.default_task, {}, ("default",))
             scored = Scored((0.0,) * len(model.tasks), [], 0.0)  # no prior: the shape alone decides

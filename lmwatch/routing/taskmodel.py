@@ -9,6 +9,7 @@ A text's feature values are 1/sqrt(number of its features), so the score of task
 from __future__ import annotations
 
 import gzip
+import heapq
 import json
 import math
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from lmwatch.routing.textfeatures import features
+from lmwatch.routing.textfeatures import LENGTH, features
 
 MODEL_FILE = "task_model.json.gz"
 
@@ -60,9 +61,14 @@ class LinearModel:
 
 def top_features(scored: Scored, win: int, other: int, k: int) -> list[tuple[str, float]]:
     """The `k` features that most favour task index `win` over task index `other`, with that margin."""
-    margins = [(w[win] - w[other], f) for f, w in scored.hits]
-    margins.sort(reverse=True)
-    return [(f, m * scored.value) for m, f in margins[:k] if m > 0]
+    margins = heapq.nlargest(k, [(w[win] - w[other], f) for f, w in scored.hits])
+    return [(f, m * scored.value) for m, f in margins if m > 0]
+
+
+def knows_nothing(scored: Scored) -> bool:
+    """True when no feature but the length bucket (which every text has) is known to the model."""
+    hits = scored.hits
+    return not hits or (len(hits) == 1 and hits[0][0].startswith(LENGTH))
 
 
 def parse_model(data: dict[str, Any]) -> LinearModel:

@@ -4,7 +4,8 @@ Features are short strings, so the model file can say what each weight means and
 them: words, word pairs, the first and last characters of longer words (character n-grams that
 survive inflection and compounds), the opening and closing words (where the instruction or the
 question usually stands when a passage is quoted), symbol runs (code), a length bucket, and a few
-structural marks (code fence, stack trace, table). Looking them up in the model's
+structural marks (code fence, stack trace, table). Pairs and affixes come only from the head and
+tail of a long text, so a quoted passage costs one lookup per word, not three. Looking them up in the model's
 dict is the hashing trick with the exact string as its own hash: no collisions, and unknown
 features cost one failed lookup. Everything is pure Python and bounded by `MAX_WORDS`.
 """
@@ -15,9 +16,13 @@ import itertools
 import re
 import string
 
-MAX_WORDS = 300
+MAX_WORDS = 160
 """Words read per text: the first `MAX_WORDS - TAIL_WORDS` and the last `TAIL_WORDS`."""
-TAIL_WORDS = 60
+TAIL_WORDS = 40
+FOCUS_HEAD = 40
+FOCUS_TAIL = 20
+"""Word pairs and affixes come from the first `FOCUS_HEAD` and last `FOCUS_TAIL` words read, where
+the instruction stands; a quoted passage between them adds its words only (each feature is a lookup)."""
 EDGE_WORDS = 6
 """Opening and closing words that get a feature of their own (`^word`, `$word`)."""
 AFFIX_MIN = 6
@@ -62,12 +67,14 @@ def features(text: str) -> set[str]:
     if n > MAX_WORDS:
         words = words[: MAX_WORDS - TAIL_WORDS] + words[-TAIL_WORDS:]
     out.update(words)
+    if len(words) > FOCUS_HEAD + FOCUS_TAIL:
+        words = words[:FOCUS_HEAD] + words[len(words) - FOCUS_TAIL :]
     out.update(map(" ".join, itertools.pairwise(words)))
-    out.update("^" + w for w in words[:EDGE_WORDS])
-    out.update("$" + w for w in words[-EDGE_WORDS:])
     long = [w for w in words if len(w) >= AFFIX_MIN]
     out.update(w[:4] + "<" for w in long)
     out.update(">" + w[-4:] for w in long)
+    out.update("^" + w for w in words[:EDGE_WORDS])
+    out.update("$" + w for w in words[-EDGE_WORDS:])
     out.update("%" + s[:3] for s in raw[:2000].translate(_SYMBOL_BYTES).decode(errors="ignore").split())
     out.add(LENGTH + str(n.bit_length()))
     return out

@@ -49,9 +49,13 @@ def load(paths: list[Path]) -> list[tuple[str, str]]:
     return rows
 
 
+PUBLIC = HERE / "data" / "public"
+
+
 def training_rows(per_task: int) -> list[tuple[str, str]]:
-    files = sorted(p for p in (HERE / "data").glob("*.jsonl") if not p.name.startswith("dev"))
-    return list(composed(per_task)) + load(files)
+    if not (PUBLIC / "train.jsonl").exists():
+        sys.exit(f"no {PUBLIC / 'train.jsonl'}: run train/classifier/public.py first")
+    return list(composed(per_task)) + load([PUBLIC / "train.jsonl"])
 
 
 def matrix(texts: list[str], vocab: dict[str, int]):
@@ -122,10 +126,12 @@ def report(model: dict[str, object], rows: list[tuple[str, str]], title: str) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--per-task", type=int, default=3000, help="composed examples per task")
-    parser.add_argument("--min-df", type=int, default=2)
+    parser.add_argument("--per-task", type=int, default=500, help="composed examples per task")
+    parser.add_argument("--min-df", type=int, default=4)
     parser.add_argument("-C", type=float, default=10.0, help="inverse regularisation strength")
     parser.add_argument("--no-write", action="store_true", help="report only")
+    parser.add_argument("--out", type=Path, default=OUT, help="where to write the model")
+    parser.add_argument("--test", action="store_true", help="also report on the public test split (not for tuning)")
     args = parser.parse_args()
     rows = training_rows(args.per_task)
     print("training rows:", Counter(task for _, task in rows))
@@ -133,11 +139,14 @@ def main() -> None:
     model = export(clf, vocab, idf, rare_idf)
     print(f"features kept: {len(model['weights'])} of {len(vocab)}")
     report(model, rows, "train")
+    report(model, load([PUBLIC / "val.jsonl"]), "public val")
+    if args.test:
+        report(model, load([PUBLIC / "test.jsonl"]), "public test")
     for dev in sorted((HERE / "data").glob("dev*.jsonl")):
         report(model, load([dev]), dev.name)
     if not args.no_write:
-        OUT.write_bytes(gzip.compress(json.dumps(model, separators=(",", ":")).encode(), mtime=0))
-        print(f"wrote {OUT} ({OUT.stat().st_size} bytes)")
+        args.out.write_bytes(gzip.compress(json.dumps(model, separators=(",", ":")).encode(), mtime=0))
+        print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
 
 
 if __name__ == "__main__":
