@@ -101,7 +101,10 @@ def main() -> None:
         "",
     ]
     if not public.exists():
-        report += [f"(No {public.relative_to(REPO)}: run train/classifier/public.py to build the public held-out set.)", ""]
+        report += [
+            f"(No {public.relative_to(REPO)}: run train/classifier/public.py to build the public held-out set.)",
+            "",
+        ]
     everything: list[tuple[str, str]] = []
     summary = []
     timings = []
@@ -124,10 +127,16 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     report += [
-        f"| {title} | {n} | {t['wall_p50']:.1f} µs | {t['wall_p99']:.1f} µs | {t['cpu_p50']:.1f} µs | {t['cpu_p99']:.1f} µs |"
+        f"| {title} | {n} | "
+        + " | ".join(f"{t[k]:.1f} µs" for k in ("wall_p50", "wall_p99", "cpu_p50", "cpu_p99"))
+        + " |"
         for title, n, t in timings
     ]
-    report += ["", f"Loading the model and compiling the classifier: {load_ms:.0f} ms, once per process and config.", ""]
+    report += [
+        "",
+        f"Loading the model and compiling the classifier: {load_ms:.0f} ms, once per process and config.",
+        "",
+    ]
     timing = timings[-1][2]
     text = "\n".join(report)
     print(text)
