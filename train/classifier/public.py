@@ -36,6 +36,8 @@ MAX_CHARS = 4000
 FLAN = ("google-research/FLAN", "e9e4ec6e2701182c7a91af176f705310da541277")
 SELF_INSTRUCT = ("yizhongw/self-instruct", "0b26ccaa415992100fa32df62d41b994cf928e23")
 FASTCHAT = ("lm-sys/FastChat", "0e6d3e4beaab66f4d3f93db72541a4abab8af28d")
+TLDR = ("tldr-pages/tldr", "08e345f42639f67d99282813247ac670dc6e87cb")
+ALGORITHMS = ("TheAlgorithms/Python", "f5988cc09713315817df6a7e327e258013a94440")
 GPTEACHER = ("teknium1/GPTeacher", "481075123c29854bddb82655badeef6a438f2436")
 
 # Super-NaturalInstructions (via FLAN's copy of its metadata): category -> task.
@@ -133,9 +135,18 @@ USER_LABELS = (
     "247a 249w 251r"
 )
 LETTERS = {"c": "coding", "r": "research", "w": "creative", "a": "analysis"}
-GPTEACHER_CODE_CAP = 900
+GPTEACHER_CODE_CAP = 2000
 ROLEPLAY_CAP = 150
 STDLIB_CAP = 500
+ALGORITHMS_CAP = 600
+TLDR_CAP = 1200
+TLDR_FRAMES = (
+    "How do I {what} with {cmd}?", "{What} using {cmd}.", "What's the {cmd} command to {what}?",
+    "How can I {what} from the command line?", "Show me how to {what} with `{cmd}`.", "What does `{code}` do?",
+    "Explain this command: {code}", "{What} ({cmd})",
+)  # fmt: skip
+"""tldr pages list what a command does and how; a person asks it in one of these ways (or pastes the
+command and asks what it does)."""
 
 
 class Sources:
@@ -258,28 +269,73 @@ def bench(src: Sources) -> Iterator[Row]:
                 yield item["turns"][0].strip(), task, name, f"{name}:{item['category']}"
 
 
-def stdlib_signatures() -> Iterator[Row]:
-    """Function signatures with their docstrings from this Python's standard library (PSF licence):
+def signatures(code: str) -> Iterator[str]:
+    """Each documented public top-level function of a Python module: its `def` line(s) and docstring,
     the "complete this function" style of coding prompt."""
-    lib = Path(sysconfig.get_paths()["stdlib"])
-    rows: list[Row] = []
-    for path in sorted(lib.glob("*.py")):
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError):
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return
+    lines = code.splitlines()
+    for node in tree.body:
+        if not isinstance(node, ast.FunctionDef) or node.name.startswith("_"):
             continue
-        lines = path.read_text(encoding="utf-8").splitlines()
-        for node in tree.body:
-            if not isinstance(node, ast.FunctionDef) or node.name.startswith("_"):
-                continue
-            doc = ast.get_docstring(node, clean=False)
-            body = node.body[0]
-            if not doc or len(doc) < 40 or not isinstance(body, ast.Expr):
-                continue
-            head = "\n".join(lines[node.lineno - 1 : body.end_lineno])
-            rows.append((head, "coding", "python-stdlib", f"python-stdlib:{path.stem}"))
+        doc = ast.get_docstring(node, clean=False)
+        body = node.body[0]
+        if doc and len(doc) >= 40 and isinstance(body, ast.Expr):
+            yield "\n".join(lines[node.lineno - 1 : body.end_lineno])
+
+
+def stdlib_signatures() -> Iterator[Row]:
+    """From this Python's standard library (PSF licence)."""
+    lib = Path(sysconfig.get_paths()["stdlib"])
+    rows = [
+        (head, "coding", "python-stdlib", f"python-stdlib:{path.stem}")
+        for path in sorted(lib.glob("*.py"))
+        for head in signatures(path.read_text(encoding="utf-8", errors="replace"))
+    ]
     random.Random(3).shuffle(rows)
     yield from rows[:STDLIB_CAP]
+
+
+def algorithms(src: Sources) -> Iterator[Row]:
+    """TheAlgorithms/Python: documented functions (with doctests), grouped by folder."""
+    repo, commit = ALGORITHMS
+    git_dir = src.mirrors / repo.replace("/", "+") / "repo"
+    names = subprocess.run(
+        ["git", "--git-dir", str(git_dir), "ls-tree", "-r", "--name-only", commit], capture_output=True, check=True
+    ).stdout.decode()
+    paths = sorted(p for p in names.split() if p.endswith(".py") and "/" in p and not p.startswith((".", "scripts/")))
+    random.Random(4).shuffle(paths)
+    rows: list[Row] = []
+    for path in paths[:400]:
+        folder = path.split("/")[0]
+        rows += [
+            (head, "coding", "the-algorithms", f"the-algorithms:{folder}")
+            for head in signatures(src.read(ALGORITHMS, path))
+        ]
+    random.Random(5).shuffle(rows)
+    yield from rows[:ALGORITHMS_CAP]
+
+
+def tldr(src: Sources) -> Iterator[Row]:
+    """tldr-pages (common commands): each example's description asked as a question about its command."""
+    rng = random.Random(6)
+    names = src.listing(TLDR, "pages/common")
+    rng.shuffle(names)
+    rows: list[Row] = []
+    for name in names[:600]:
+        cmd = name.removesuffix(".md")
+        page = src.read(TLDR, f"pages/common/{name}")
+        for desc, code in re.findall(r"^- (.+?):?\n\n`([^`]+)`", page, re.MULTILINE)[:2]:
+            what = re.sub(r"\[(\w*)\]", r"\1", desc).strip().rstrip(".:")
+            if "documentation" in what:
+                continue
+            code = re.sub(r"\{\{([^}]*)\}\}", r"\1", code)
+            frame = rng.choice(TLDR_FRAMES)
+            text = frame.format(what=what[0].lower() + what[1:], What=what, cmd=cmd, code=code)
+            rows.append((text, "coding", "tldr", f"tldr:{cmd[0]}"))
+    yield from rows[:TLDR_CAP]
 
 
 SHARES = (("test", 0.25), ("val", 0.15))
@@ -304,6 +360,8 @@ def build(src: Sources) -> dict[str, list[Row]]:
         gpteacher(src),
         stdlib_signatures(),
         bench(src),
+        algorithms(src),
+        tldr(src),
     ):
         for text, task, source, group in rows:
             text = text[:MAX_CHARS]
