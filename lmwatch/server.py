@@ -17,6 +17,7 @@ from lmwatch import __version__
 from lmwatch.api import contract
 from lmwatch.api.auth import Handler, is_admin, is_v1
 from lmwatch.api.errors import ApiError
+from lmwatch.connections import CONNECTIONS, Connections
 from lmwatch.registry import BackendInfo, Health, ModelInfo, request_outcomes
 from lmwatch.routing.select import concurrency_cap
 from lmwatch.samplers.status import host_status
@@ -185,6 +186,7 @@ def build_app(services: Services, extensions: Iterable[Setup] = ()) -> web.Appli
         client_max_size=services.config.config.server.max_body_bytes, middlewares=[json_errors, in_flight]
     )
     app[INFLIGHT] = InFlight()
+    app[CONNECTIONS] = Connections(services.config, services.metrics)
     app[SERVICES] = services
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -37,9 +37,10 @@ from lmwatch.cache.keys import response_key
 from lmwatch.cache.response import BYPASS, Decision, Entry, Result
 from lmwatch.cache.service import Cache
 from lmwatch.config import Config
+from lmwatch.connections import read_body
 from lmwatch.registry import RecentRequest, RequestOutcomes, Snapshot, request_outcomes
-from lmwatch.routing.classify import classifier_for
 from lmwatch.routing.context import fit_plan
+from lmwatch.routing.embedclass import EmbeddingClassifier
 from lmwatch.routing.request import Endpoint, ParsedRequest, json_object, parse_request
 from lmwatch.routing.select import AUTO, TASK_PREFIX, Route, Target, allowed_only, choose_task, plan_request, routable
 from lmwatch.services import SERVICES, Services
@@ -50,6 +51,7 @@ log = logging.getLogger("lmwatch.api.openai")
 
 UPSTREAM = web.AppKey("lmwatch_upstream", Upstream)
 RESPONSES = web.AppKey("lmwatch_responses", ResponseStore)
+CLASSIFIER = web.AppKey("lmwatch_classifier", EmbeddingClassifier)
 TRUE = ("1", "true", "yes", "on")
 CACHE_ROUTE = "cache"
 """The route of an answer the cache gave (header and metric label)."""
@@ -60,6 +62,7 @@ def setup(app: web.Application) -> None:
     placement = services.lifecycle.placer if services.lifecycle is not None else None
     app[UPSTREAM] = Upstream(request_outcomes(services.registry), placement=placement)
     app[RESPONSES] = ResponseStore()
+    app[CLASSIFIER] = EmbeddingClassifier(app[UPSTREAM].pool, services.metrics)
     request_metrics(services.metrics, services.registry)
     app.on_cleanup.append(_close)
     app.middlewares.append(_unknown_routes)
@@ -82,6 +85,7 @@ def cut_answers(app: web.Application, message: str) -> None:
 
 
 async def _close(app: web.Application) -> None:
+    app[CLASSIFIER].close()
     app[UPSTREAM].close()
 
 
@@ -230,7 +234,7 @@ async def _serve(
     upstream.outcomes.policy = routing.breaker
     task = choose_task(routing, snap, req, request.headers.get("X-LMWatch-Task"))
     if task is None:
-        classification = classifier_for(routing).classify(req.as_chat)
+        classification = await request.app[CLASSIFIER].classify(routing, snap, req.as_chat)
         task, state.reasons = classification.task, classification.reasons
     state.task = task
     check_task(request, task)
@@ -352,7 +356,7 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
     try:
-        raw = await request.read()
+        raw = await read_body(request)
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(limit) from None
     if len(raw) > limit:
