@@ -156,7 +156,8 @@ def _label(feature: str) -> str:
     """A reason's name for a feature: `word:…`, `start:…`, `end:…`, `chars:…`, `symbols:…`, `code_fence`…"""
     prefix = feature[0]
     if prefix == "#":
-        return {"#fence": "code_fence", "#trace": "stack_trace", "#syntax": "code_syntax"}.get(feature, feature[1:])
+        marks = {"#fence": "code_fence", "#trace": "stack_trace", "#tech": "programming_word", "#form": "writing_form"}
+        return marks.get(feature, feature[1:])
     if prefix == "^":
         return "start:" + feature[1:]
     if prefix == "$":

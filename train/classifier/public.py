@@ -63,7 +63,6 @@ NI_CATEGORIES = {
     "Story Composition": "creative",
     "Poem Generation": "creative",
     "Rhyme Generation": "creative",
-    "Dialogue Generation": "creative",
     "Sentence Expansion": "creative",
     "Text to Code": "coding",
     "Code to Text": "coding",
@@ -135,13 +134,13 @@ USER_LABELS = (
     "247a 249w 251r"
 )
 LETTERS = {"c": "coding", "r": "research", "w": "creative", "a": "analysis"}
-GPTEACHER_CODE_CAP = 2000
+GPTEACHER_CODE_CAP = 1200
 ROLEPLAY_CAP = 150
 STDLIB_CAP = 500
 ALGORITHMS_CAP = 600
-TLDR_CAP = 1200
+TLDR_CAP = 700
 TLDR_FRAMES = (
-    "How do I {what} with {cmd}?", "{What} using {cmd}.", "What's the {cmd} command to {what}?",
+    "How do I {what} with {cmd}?", "{What} with {cmd}, how?", "What's the {cmd} command to {what}?",
     "How can I {what} from the command line?", "Show me how to {what} with `{cmd}`.", "What does `{code}` do?",
     "Explain this command: {code}", "{What} ({cmd})",
 )  # fmt: skip

@@ -3,9 +3,11 @@
     .venv/bin/pip install -e '.[train]'
     .venv/bin/python train/classifier/train.py            # train, report on the dev set, write the model
 
-Training data: the self-authored corpus of compose.py plus every data/*.jsonl file except the
-held-out ones (dev*.jsonl); each line is {"text", "task", "source"}. See SOURCES.md for where the
-public parts come from and their licences. databricks-dolly-15k, MBPP, HumanEval and CodeAlpaca
+Training data: the self-authored corpus of compose.py, every data/*.jsonl file except the held-out
+ones (dev*.jsonl), and the train split of the public data that public.py builds (data/public/); each
+line is {"text", "task", "source"}. Regularisation and features are chosen on the public val split;
+the test split is only reported. See SOURCES.md for where the public parts come from and their
+licences. databricks-dolly-15k, MBPP, HumanEval and CodeAlpaca
 are never used: they are reserved for evaluation.
 
 Features are lmwatch.routing.textfeatures.features (the runtime's own function), kept when they
@@ -55,7 +57,8 @@ PUBLIC = HERE / "data" / "public"
 def training_rows(per_task: int) -> list[tuple[str, str]]:
     if not (PUBLIC / "train.jsonl").exists():
         sys.exit(f"no {PUBLIC / 'train.jsonl'}: run train/classifier/public.py first")
-    return list(composed(per_task)) + load([PUBLIC / "train.jsonl"])
+    own = sorted(p for p in (HERE / "data").glob("*.jsonl") if not p.name.startswith("dev"))
+    return list(composed(per_task)) + load([*own, PUBLIC / "train.jsonl"])
 
 
 def matrix(texts: list[str], vocab: dict[str, int]):
@@ -127,7 +130,7 @@ def report(model: dict[str, object], rows: list[tuple[str, str]], title: str) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--per-task", type=int, default=500, help="composed examples per task")
-    parser.add_argument("--min-df", type=int, default=4)
+    parser.add_argument("--min-df", type=int, default=3)
     parser.add_argument("-C", type=float, default=10.0, help="inverse regularisation strength")
     parser.add_argument("--no-write", action="store_true", help="report only")
     parser.add_argument("--out", type=Path, default=OUT, help="where to write the model")
