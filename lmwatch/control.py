@@ -26,10 +26,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from prometheus_client import Counter, Gauge
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
 from pydantic import TypeAdapter, ValidationError
 
 from lmwatch import backends
@@ -44,7 +40,6 @@ from lmwatch.api.auth import (
     load_admin_token,
     load_client_keys,
 )
-from lmwatch.api.errors import ApiError, Shape
 from lmwatch.audit import AuditLog
 from lmwatch.backends import BackendClient, Flavour
 from lmwatch.config import (
@@ -58,9 +53,9 @@ from lmwatch.config import (
     validation_problems,
 )
 from lmwatch.discovery import BackendSources, FileDiscovery
+from lmwatch.errors import Conflict, DomainError, InvalidRequest, NotFound, Unavailable, UpstreamFailed
 from lmwatch.lifecycle.loads import LoadError, LoadFailure
 from lmwatch.logs import register_secrets
-from lmwatch.routing.classify import classifier_for
 from lmwatch.services import Services
 from lmwatch.watcher import Watcher
 
@@ -108,35 +103,10 @@ class ControlPlane:
         self.last_reload: dict[str, Any] = {"time": None, "success": None, "problems": []}
         self._reloading = asyncio.Lock()
         """One reload at a time (SIGHUP and the API may ask together): the file read last is applied last."""
-        metrics = services.metrics
-        self.client_requests = Counter(
-            "lmwatch_client_requests",
-            "Requests on /v1 by client key name (`anonymous` when no key identifies the request) and HTTP status.",
-            ["key_name", "code"],
-            registry=metrics,
-        )
+        self.metrics = services.metrics.control
+        self.metrics.files = lambda: self.sources.files
+        self.metrics.audit_failures = lambda: self.audit.failures
         self._client_counts: dict[tuple[str, str], Any] = {}
-        self.admin_actions = Counter(
-            "lmwatch_admin_actions",
-            "Control actions (admin API, signals) by action and result.",
-            ["action", "result"],
-            registry=metrics,
-        )
-        self.reloads = Counter(
-            "lmwatch_config_reloads", "Config reloads by result (success, failure).", ["result"], registry=metrics
-        )
-        self.reload_ok = Gauge(
-            "lmwatch_config_last_reload_successful",
-            "1 when the last config reload succeeded (or none was tried).",
-            registry=metrics,
-        )
-        self.reload_time = Gauge(
-            "lmwatch_config_last_reload_success_timestamp_seconds",
-            "Unix time of the last successful config load (start or reload).",
-            registry=metrics,
-        )
-        self.reload_ok.set(1)
-        metrics.register(_ControlCollector(self))
 
     @property
     def env(self) -> Mapping[str, str]:
@@ -151,7 +121,7 @@ class ControlPlane:
         `labels()` costs more than the increment, and every `/v1` request comes through here."""
         child = self._client_counts.get((key_name, code))
         if child is None:
-            child = self._client_counts[key_name, code] = self.client_requests.labels(key_name, code)
+            child = self._client_counts[key_name, code] = self.metrics.client_requests.labels(key_name, code)
         child.inc()
 
     # --- config: prepare, apply, reload ----------------------------------------------------------
@@ -179,7 +149,9 @@ class ControlPlane:
             problems.append(_no_token_problem(host))
         if problems:
             raise ConfigError(source, problems)
-        classifier_for(loaded.config.routing)  # compiled (and the model read) now, not by the first request
+        self.services.router.classifier(
+            loaded.config.routing
+        )  # compiled (and the model read) now, not by the first request
         return Prepared(loaded, token, tuple(keys), tuple(secrets))
 
     def apply(self, prepared: Prepared) -> None:
@@ -202,7 +174,7 @@ class ControlPlane:
         self.sources.reset_runtime()
         path = prepared.loaded.path
         self.discovery.configure(config.backend_files, config.backend_files_interval, path.parent if path else None)
-        self.reload_time.set(time.time())
+        self.metrics.reload_time.set(time.time())
         if self._live:
             self._sync()
             self.discovery.schedule()
@@ -232,8 +204,8 @@ class ControlPlane:
                 if prepared.loaded.config.server != old:
                     log.warning("server.* changed: that part takes effect at the next restart")
                 log.info("config reloaded from %s: %d backends", path, len(self.sources.origins))
-        self.reloads.labels("failure" if problems else "success").inc()
-        self.reload_ok.set(0 if problems else 1)
+        self.metrics.reloads.labels("failure" if problems else "success").inc()
+        self.metrics.reload_ok.set(0 if problems else 1)
         self.last_reload = {"time": time.time(), "success": not problems, "problems": list(problems)}
         return problems
 
@@ -262,7 +234,7 @@ class ControlPlane:
     async def record_signal(self, action: str, problems: list[str]) -> None:
         """The audit line of an action a signal asked for (SIGHUP: reload)."""
         result = "refused" if problems else "ok"
-        self.admin_actions.labels(action, result).inc()
+        self.metrics.admin_actions.labels(action, result).inc()
         detail: dict[str, Any] = {"problems": problems} if problems else {}
         await self.audit.control(actor="signal", action=action, target=None, result=result, **detail)
 
@@ -310,8 +282,8 @@ class ControlPlane:
         """Add a backend until the next reload; 409 when the name is taken."""
         if backend.name in self.services.registry.snapshot().backends:
             origin = self.sources.origins.get(backend.name, "config")
-            raise ApiError(
-                409, f"a backend named {backend.name!r} already exists ({origin})", code="backend_exists", param="name"
+            raise Conflict(
+                f"a backend named {backend.name!r} already exists ({origin})", code="backend_exists", param="name"
             )
         self.sources.runtime[backend.name] = backend
         self._sync()
@@ -357,7 +329,7 @@ class ControlPlane:
         backend = self.services.registry.snapshot().backends[name]
         if not any(m.loaded and (m.id == model or model in m.instance_ids) for m in backend.models):
             message = f"backend {name!r} has no loaded model {model!r}"
-            raise ApiError(404, message, param="model", code="model_not_found")
+            raise NotFound(message, param="model", code="model_not_found")
         try:
             return await self.lifecycle().loader.unload(name, model, why="admin")
         except LoadError as exc:
@@ -367,7 +339,7 @@ class ControlPlane:
         """The model lifecycle (keep_loaded, placement, swap); 503 in apps built without one."""
         lifecycle = self.services.lifecycle
         if lifecycle is None:
-            raise ApiError(503, "this lmwatch runs without model lifecycle", code="no_lifecycle")
+            raise Unavailable("this lmwatch runs without model lifecycle", code="no_lifecycle")
         return lifecycle
 
     def _loader(self, name: str, verb: str) -> tuple[Flavour, BackendClient]:
@@ -376,14 +348,12 @@ class ControlPlane:
             raise unknown_backend(name)
         flavour, client = backends.detected(backend.flavour), self.watcher.client_of(name)
         if flavour is None or client is None:
-            raise ApiError(
-                409,
+            raise Conflict(
                 f"backend {name!r} has not answered a probe yet, so its API is unknown; try again once it is up",
                 code="backend_not_probed",
             )
         if not flavour.supports_load:
-            raise ApiError(
-                409,
+            raise Conflict(
                 f"backend {name!r} speaks {flavour.name}, which cannot {verb} models over HTTP "
                 "(LM Studio 0.4+ can: /api/v1/models/load and /unload)",
                 code="not_supported",
@@ -395,9 +365,8 @@ class ControlPlane:
         try:
             preferences = _PREFERENCES.validate_python(body)
         except ValidationError as exc:
-            raise ProblemsError(
-                400, "invalid routing preferences", validation_problems(exc, ("routing", "preferences"))
-            ) from None
+            problems = validation_problems(exc, ("routing", "preferences"))
+            raise InvalidRequest("invalid routing preferences", problems=problems, code="invalid_config") from None
         loaded = self.services.config.loaded
         routing = loaded.config.routing.model_copy(update={"preferences": preferences})
         config = loaded.config.model_copy(update={"routing": routing})
@@ -429,29 +398,18 @@ class ControlPlane:
         }
 
 
-class ProblemsError(ApiError):
-    """An ApiError that also lists `path: message` problems (invalid config, invalid backend)."""
-
-    def __init__(self, status: int, message: str, problems: list[str], code: str = "invalid_config") -> None:
-        super().__init__(status, f"{message}: {'; '.join(problems)}", code=code)
-        self.problems = problems
-
-    def body(self, shape: Shape = Shape.OPENAI, request_id: str | None = None) -> dict[str, Any]:
-        return {**super().body(shape, request_id), "problems": self.problems}
-
-
-def _load_failed(exc: LoadError, what: str) -> ApiError:
+def _load_failed(exc: LoadError, what: str) -> DomainError:
     """What the request asked for does not exist (404) or is not ours to do (409); the rest is the
     backend failing (502). Only that last is a server-side error."""
     if exc.kind is LoadFailure.NOT_FOUND:
-        return ApiError(404, f"{what}: {exc}", code="model_not_found")
+        return NotFound(f"{what}: {exc}", code="model_not_found")
     if exc.kind in (LoadFailure.NOT_OWNER, LoadFailure.OUT_OF_MEMORY):  # the request does not fit the backend now
-        return ApiError(409, f"{what}: {exc}", code=f"load_{exc.kind.value}")
-    return ApiError(502, f"{what}: {exc}", code="upstream_error")
+        return Conflict(f"{what}: {exc}", code=f"load_{exc.kind.value}")
+    return UpstreamFailed(f"{what}: {exc}", code="upstream_error")
 
 
-def unknown_backend(name: str) -> ApiError:
-    return ApiError(404, f"no backend named {name!r}", code="backend_not_found")
+def unknown_backend(name: str) -> NotFound:
+    return NotFound(f"no backend named {name!r}", code="backend_not_found")
 
 
 def _no_token_problem(host: str) -> str:
@@ -495,33 +453,4 @@ def secret_file_warnings(config: Config, config_path: Path | None) -> list[str]:
     return warnings
 
 
-class _ControlCollector(Collector):
-    """Backend-file health, read at scrape time (a file that goes away stops being reported)."""
-
-    def __init__(self, control: ControlPlane) -> None:
-        self._control = control
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def collect(self) -> list[Metric]:
-        valid = GaugeMetricFamily(
-            "lmwatch_backend_file_valid",
-            "1 when the backend file is in force as it is now; 0 when it is broken or clashes (see /status).",
-            labels=["file"],
-        )
-        count = GaugeMetricFamily(
-            "lmwatch_backend_file_backends", "Backends a backend file contributes.", labels=["file"]
-        )
-        for path, file in sorted(self._control.sources.files.items()):
-            valid.add_metric([path], 1.0 if file.valid else 0.0)
-            count.add_metric([path], 0.0 if file.clash else float(len(file.good or ())))
-        failures = CounterMetricFamily(
-            "lmwatch_audit_write_failures",
-            "Audit lines that could not be written (disk full, no permission) or were dropped (the disk fell behind).",
-        )
-        failures.add_metric([], float(self._control.audit.failures))
-        return [valid, count, failures]
-
-
-__all__ = ["ANONYMOUS", "ControlPlane", "Prepared", "ProblemsError", "StartupError"]
+__all__ = ["ANONYMOUS", "ControlPlane", "Prepared", "StartupError"]

@@ -18,7 +18,7 @@ from lmwatch.api import contract
 from lmwatch.api.auth import Handler, is_admin, is_v1
 from lmwatch.api.errors import ApiError
 from lmwatch.connections import CONNECTIONS, Connections
-from lmwatch.registry import BackendInfo, Health, ModelInfo, request_outcomes
+from lmwatch.registry import BackendInfo, Health, ModelInfo
 from lmwatch.routing.select import concurrency_cap
 from lmwatch.samplers.status import host_status
 from lmwatch.services import SERVICES, Services
@@ -39,9 +39,14 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    body = encoder(request.app[SERVICES].metrics)
-    response = web.Response(body=body)
+    """The scrape, rendered one collector at a time with the loop let run in between (a scrape of
+    hundreds of backends must not stall the requests being proxied)."""
+    _, content_type = choose_encoder(request.headers.get("Accept", ""))
+    parts = []
+    for chunk in request.app[SERVICES].metrics.chunks(content_type.startswith("application/openmetrics-text")):
+        parts.append(chunk)
+        await asyncio.sleep(0)
+    response = web.Response(body="".join(parts).encode())
     response.headers["Content-Type"] = content_type
     return response
 
@@ -60,7 +65,7 @@ def status_document(services: Services) -> dict[str, Any]:
         "generation": snap.generation,
         "backends": [backend_document(b, public=True) for b in snap.backends.values()],
         "host": host_status(snap),
-        "requests": request_outcomes(services.registry).view().document(),
+        "requests": services.registry.outcomes.view().document(),
     }
     return {**document, **{name: section() for name, section in services.status_sections.items()}}
 
@@ -186,7 +191,7 @@ def build_app(services: Services, extensions: Iterable[Setup] = ()) -> web.Appli
         client_max_size=services.config.config.server.max_body_bytes, middlewares=[json_errors, in_flight]
     )
     app[INFLIGHT] = InFlight()
-    app[CONNECTIONS] = Connections(services.config, services.metrics)
+    app[CONNECTIONS] = Connections(services.config, services.metrics.connection_errors)
     app[SERVICES] = services
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

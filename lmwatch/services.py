@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
 from lmwatch.config import Config, LoadedConfig
+from lmwatch.metrics.table import Metrics
 from lmwatch.registry import Registry
+from lmwatch.routing.decide import Router
 
 if TYPE_CHECKING:
     from lmwatch.cache.service import Cache
@@ -37,7 +38,9 @@ class ConfigHolder:
 class Services:
     registry: Registry
     config: ConfigHolder
-    metrics: CollectorRegistry
+    metrics: Metrics
+    router: Router = field(default_factory=Router)
+    """The routing decision and what it remembers between requests (plans, the compiled classifier)."""
     poll_now: Callable[[str | None], None] = field(default=lambda name: None)
     """Ask the watcher to probe one backend (or all, with None) right away."""
     control: ControlPlane | None = None

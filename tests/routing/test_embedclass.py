@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from lmwatch.api.upstream import Pool
 from lmwatch.config import RoutingConfig, parse_config
+from lmwatch.metrics.classifier import EmbeddingMetrics
 from lmwatch.routing.embedclass import EmbeddingClassifier, Unavailable, parse_vectors
 from lmwatch.simulator import SimModel, SimSettings
 from tests.api.fleets import Fleet, chat, fleet, route_headers
@@ -103,7 +104,7 @@ async def test_exemplars_that_failed_to_embed_are_retried_later_not_on_every_req
         routing = parse_config(json.dumps({"backends": [], "routing": EMBEDDING}), env={}).config.routing
         snap = f.daemon.registry.snapshot()
         pool = Pool()
-        classifier = EmbeddingClassifier(pool, CollectorRegistry(), clock=lambda: now[0])
+        classifier = EmbeddingClassifier(pool, EmbeddingMetrics(CollectorRegistry()), clock=lambda: now[0])
         stats = f.sims["embed"].state.stats
         try:
             with pytest.raises(Unavailable):
