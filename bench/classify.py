@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -64,16 +65,21 @@ def latency(classifier: Classifier, rows: list[tuple[str, str]], repeat: int) ->
     bodies = [{"messages": [{"role": "user", "content": text}]} for text, _ in rows]
     wall: list[float] = []
     cpu: list[float] = []
+    best = [math.inf] * len(bodies)
     for _ in range(repeat):
-        for body in bodies:
+        for i, body in enumerate(bodies):
             w0, c0 = time.perf_counter_ns(), time.thread_time_ns()
             classifier.classify(body)
             c1, w1 = time.thread_time_ns(), time.perf_counter_ns()
             wall.append((w1 - w0) / 1000)
             cpu.append((c1 - c0) / 1000)
+            best[i] = min(best[i], (c1 - c0) / 1000)
     wall.sort()
     cpu.sort()
+    best.sort()
     return {
+        "best_p50": best[len(best) // 2],
+        "best_p99": best[int(len(best) * 0.99)],
         "wall_p50": wall[len(wall) // 2],
         "wall_p99": wall[int(len(wall) * 0.99)],
         "cpu_p50": cpu[len(cpu) // 2],
@@ -121,14 +127,16 @@ def main() -> None:
         f"### Time per request (each prompt x {args.repeat}, `Classifier.classify` on a chat body)",
         "",
         "Target: ≤ 50 µs median, ≤ 500 µs p99. Wall clock includes preemption by other processes on the",
-        "shared CPUs; thread CPU time does not.",
+        "shared CPUs; thread CPU time does not, but still runs slower when the other hyperthread and the",
+        'caches are busy; "best" takes each prompt\'s fastest CPU time over the repeats (its cost on an',
+        "idle machine), then the median and p99 over prompts.",
         "",
-        "| prompts | n | wall median | wall p99 | CPU median | CPU p99 |",
-        "|---|---|---|---|---|---|",
+        "| prompts | n | wall median | wall p99 | CPU median | CPU p99 | best median | best p99 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     report += [
         f"| {title} | {n} | "
-        + " | ".join(f"{t[k]:.1f} µs" for k in ("wall_p50", "wall_p99", "cpu_p50", "cpu_p99"))
+        + " | ".join(f"{t[k]:.1f} µs" for k in ("wall_p50", "wall_p99", "cpu_p50", "cpu_p99", "best_p50", "best_p99"))
         + " |"
         for title, n, t in timings
     ]

@@ -96,7 +96,7 @@ class Classifier:
         if knows_nothing(scored):
             if not nudges:
                 return Classification(self.default_task, {}, ("default",))
-            scored = Scored((0.0,) * len(model.tasks), [], 0.0)  # no prior: the shape alone decides
+            scored = Scored((0.0,) * len(model.tasks), [], [], 0.0)  # no prior: the shape alone decides
         logits = list(scored.logits)
         for _, task, points in nudges:
             logits[model.tasks.index(task)] += points

@@ -6,8 +6,9 @@ survive inflection and compounds), the opening and closing words (where the inst
 question usually stands when a passage is quoted), symbol runs (code), a length bucket, and a few
 marks (code fence, stack trace, table, any programming word, any form of creative writing). Pairs
 and affixes come only from the head and tail of a long text, so a quoted passage costs one lookup
-per word, not three. Looking them up in the model's dict is the hashing trick with the exact string as its own hash: no collisions, and unknown
-features cost one failed lookup. Everything is pure Python and bounded by `MAX_WORDS`.
+per word, not three. Looking them up in the model's dict is the hashing trick with the exact string
+as its own hash: no collisions, and unknown features cost one failed lookup. Everything is pure
+Python and bounded by `MAX_WORDS`.
 """
 
 from __future__ import annotations
@@ -43,26 +44,29 @@ _TRACE_HINTS = ("Traceback", "Error", "Exception", "panic: ", "Segmentation", " 
 """Cheap substring checks that gate the trace regex (most prompts have none of them)."""
 _TABLE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*\|", re.MULTILINE)
 
-TECH = frozenset(
-    "python javascript typescript java kotlin scala golang rust c++ c# php ruby perl lua haskell elixir erlang clojure "
-    "swift objective-c dart julia matlab fortran cobol assembly bash shell zsh powershell sql mysql postgresql postgres "
-    "sqlite mongodb redis html css scss sass json yaml toml xml regex regexp api apis sdk cli git github gitlab docker "
-    "dockerfile kubernetes kubectl helm terraform ansible nginx apache linux unix npm pip conda maven gradle webpack "
-    "node nodejs deno react vue angular svelte django flask fastapi spring laravel rails express jquery pandas numpy "
-    "pytorch tensorflow sklearn jupyter compiler debugger runtime stacktrace traceback segfault exception function "
-    "functions method methods class classes struct enum interface variable variables array arrays dict dictionary "
-    "hashmap tuple boolean integer int float string strings substring recursion recursive loop loops iterator async "
-    "await callback lambda regex snippet refactor refactoring debug debugging compile compiling syntax bug bugs "
-    "codebase repo repository frontend backend endpoint endpoints query queries schema database json csv parse "
-    "parsing algorithm algorithms leetcode unittest pytest jest junit makefile cmake gcc clang jvm llvm wasm".split()
+_TECH_WORDS = (
+    "python javascript typescript java kotlin scala golang rust c++ c# php ruby perl lua haskell elixir erlang "
+    "clojure swift objective-c dart julia matlab fortran cobol assembly bash shell zsh powershell sql mysql "
+    "postgresql postgres sqlite mongodb redis html css scss sass json yaml toml xml regex regexp api apis sdk cli "
+    "git github gitlab docker dockerfile kubernetes kubectl helm terraform ansible nginx apache linux unix npm "
+    "pip conda maven gradle webpack node nodejs deno react vue angular svelte django flask fastapi spring laravel "
+    "rails express jquery pandas numpy pytorch tensorflow sklearn jupyter compiler debugger runtime stacktrace "
+    "traceback segfault exception function functions method methods class classes struct enum interface variable "
+    "variables array arrays dict dictionary hashmap tuple boolean integer int float string strings substring "
+    "recursion recursive loop loops iterator async await callback lambda regex snippet refactor refactoring debug "
+    "debugging compile compiling syntax bug bugs codebase repo repository frontend backend endpoint endpoints "
+    "query queries schema database json csv parse parsing algorithm algorithms leetcode unittest pytest jest "
+    "junit makefile cmake gcc clang jvm llvm wasm"
 )
+TECH = frozenset(_TECH_WORDS.split())
 """Programming words: any of them adds `#tech`, so a rare one (`helm`, `svelte`) still counts for coding."""
-FORMS = frozenset(
-    "poem poems poetry haiku haikus sonnet sonnets limerick limericks verse verses lyrics song songs ballad ode rap "
-    "story stories tale tales fable fables fairytale novel novella screenplay sitcom monologue dialogue fiction "
-    "letter letters email eulogy toast speech slogan slogans tagline taglines jingle riddle riddles joke jokes pun puns "
-    "tweet caption captions essay anecdote parody bedtime rhyme rhymes acrostic".split()
+_FORMS_WORDS = (
+    "poem poems poetry haiku haikus sonnet sonnets limerick limericks verse verses lyrics song songs ballad ode "
+    "rap story stories tale tales fable fables fairytale novel novella screenplay sitcom monologue dialogue "
+    "fiction letter letters email eulogy toast speech slogan slogans tagline taglines jingle riddle riddles joke "
+    "jokes pun puns tweet caption captions essay anecdote parody bedtime rhyme rhymes acrostic"
 )
+FORMS = frozenset(_FORMS_WORDS.split())
 """Forms of creative writing: any of them adds `#form`."""
 FENCE = "#fence"
 TRACE = "#trace"
