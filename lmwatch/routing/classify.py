@@ -26,7 +26,7 @@ KEYWORD_CAP = 4
 """Keywords count once each and at most this many per task, so a long prompt cannot run away."""
 REASONS = 4
 """Features named in `reasons` (the header shows the first three)."""
-SHAPE_NUDGES = {"tools": ("coding", 1.5), "response_format": ("analysis", 1.5), "temperature": ("creative", 1.0)}
+SHAPE_NUDGES = {"tools": ("coding", 3.0), "response_format": ("analysis", 1.5), "temperature": ("creative", 1.0)}
 """Request shape -> (task, logit added): signals the text-trained model cannot see."""
 _WORDS = re.compile(r"[a-z0-9]+(?:[+#]+|'[a-z]+)?")
 
