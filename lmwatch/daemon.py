@@ -30,6 +30,7 @@ from lmwatch.lifecycle.manager import Lifecycle
 from lmwatch.metrics import new_metrics_registry
 from lmwatch.profiling.runner import ProfileRunner, profiles_status
 from lmwatch.registry import Registry
+from lmwatch.routing.embedclass import EmbeddingClassifier
 from lmwatch.samplers import build_samplers
 from lmwatch.samplers.metrics import SamplerCollector
 from lmwatch.samplers.runner import SamplerRunner
@@ -62,6 +63,7 @@ class Daemon:
         self.services.metrics.register(SamplerCollector(self.registry, samplers))
         self.services.cache = Cache(self.services.metrics)
         self.services.usage = UsageLog(self.services.metrics)
+        self.services.classifier = EmbeddingClassifier(self.services.metrics)
         self.control = ControlPlane(self.services, self.watcher, self.scheduler)
         self.services.control = self.control
         self.lifecycle = Lifecycle(self.services, self.watcher, self.scheduler, self.control.audit)
@@ -157,6 +159,8 @@ class Daemon:
             await self.services.cache.close()
         if self.services.usage is not None:
             await self.services.usage.close()
+        if self.services.classifier is not None:
+            self.services.classifier.close()
         await self.samplers.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from lmwatch.control import ControlPlane
     from lmwatch.lifecycle.manager import Lifecycle
     from lmwatch.profiling.runner import ProfileRunner
+    from lmwatch.routing.embedclass import EmbeddingClassifier
     from lmwatch.usage.log import UsageLog
 
 
@@ -51,6 +52,9 @@ class Services:
     """keep_loaded, placement, idle unload, swap (lmwatch/lifecycle); None in apps built without a daemon."""
     profiles: ProfileRunner | None = None
     """Measures models and keeps their profiles (lmwatch/profiling); None without a daemon."""
+    classifier: EmbeddingClassifier | None = None
+    """The task classifier in its configured mode (lmwatch/routing/embedclass.py); None in apps
+    built without a daemon (then the linear model classifies)."""
     status_sections: dict[str, Callable[[], Any]] = field(default_factory=dict)
     """Extra top-level sections of `/status`: name -> a function returning JSON-able data."""
 

@@ -357,8 +357,6 @@ async def _profile_and_refuse(daemon: Daemon, tmp_path: Path) -> None:
 async def test_the_embedding_classifier_embeds_with_smollm2(engine: Engine) -> None:
     """`classifier.mode: embedding` with the engine's own model configured as the embedding model:
     llama.cpp answers token vectors, which are pooled; the exemplars are embedded once."""
-    from lmwatch.api.openai import CLASSIFIER
-
     async with aiohttp.ClientSession() as http, http.get(engine.url + "/v1/models") as resp:
         [model] = [m["id"] for m in (await resp.json())["data"]]
     config = {
@@ -369,7 +367,8 @@ async def test_the_embedding_classifier_embeds_with_smollm2(engine: Engine) -> N
     with engine_alive(engine):
         async with running_daemon(parse_config(yaml.safe_dump(config), env={}), [router.setup]) as daemon:
             routing, snap = daemon.services.config.config.routing, daemon.registry.snapshot()
-            await daemon.app[CLASSIFIER].warm(routing, snap)  # the exemplars, before any request waits on them
+            assert daemon.services.classifier is not None
+            await daemon.services.classifier.warm(routing, snap)  # the exemplars, before any request waits on them
             async with openai.AsyncOpenAI(base_url=daemon.url + "/v1", api_key="unused", max_retries=0) as client:
                 poem = [{"role": "user", "content": "Write a poem."}]
                 ask: Any = {"model": "auto", "messages": poem, "max_tokens": 4}

@@ -36,7 +36,7 @@ from lmwatch.api import contract
 from lmwatch.api import profiles as profiles_api
 from lmwatch.api.auth import ANONYMOUS, AUDIT_NOTE, CLIENT, Handler, is_admin, is_v1
 from lmwatch.api.errors import ApiError, shape_of
-from lmwatch.api.openai import CLASSIFIER, forbids_cloud
+from lmwatch.api.openai import forbids_cloud
 from lmwatch.api.request_ids import request_id
 from lmwatch.config import BackendConfig, validation_problems
 from lmwatch.connections import read_body
@@ -44,7 +44,7 @@ from lmwatch.control import ControlPlane, ProblemsError, unknown_backend
 from lmwatch.jsondecode import loads
 from lmwatch.lifecycle.loads import LoadError, LoadFailure
 from lmwatch.registry import BackendInfo, request_outcomes
-from lmwatch.routing.embedclass import EmbeddingClassifier
+from lmwatch.routing.embedclass import classify
 from lmwatch.routing.request import json_object
 from lmwatch.server import backend_document
 from lmwatch.services import SERVICES
@@ -470,7 +470,6 @@ async def route_explain(request: web.Request) -> web.Response:
     return web.json_response(
         await explain_route(
             control,
-            request.app.get(CLASSIFIER),
             raw,
             endpoint_name,
             request.headers.get("X-LMWatch-Task"),
@@ -481,7 +480,6 @@ async def route_explain(request: web.Request) -> web.Response:
 
 async def explain_route(
     control: ControlPlane,
-    classifier: EmbeddingClassifier | None,
     raw: bytes,
     endpoint_name: str,
     task_header: str | None,
@@ -493,7 +491,6 @@ async def explain_route(
     nothing is sent to any backend and no breaker or counter changes.
     """
     from lmwatch.routing.balance import order
-    from lmwatch.routing.classify import classifier_for
     from lmwatch.routing.context import context_too_long
     from lmwatch.routing.explain import facts, passed_over
     from lmwatch.routing.request import Endpoint, parse_request
@@ -512,12 +509,9 @@ async def explain_route(
     snap = control.services.registry.snapshot()
     outcomes = request_outcomes(control.services.registry)
     req = parse_request(endpoint, raw, routing.default_model)
-    if endpoint is Endpoint.EMBEDDINGS:
-        classification = None
-    elif classifier is not None:  # the router's own, in the configured mode
-        classification = await classifier.classify(routing, snap, req.body)
-    else:
-        classification = classifier_for(routing).classify(req.body)
+    classification = None
+    if endpoint is not Endpoint.EMBEDDINGS:  # the router's own classifier, in the configured mode
+        classification = await classify(control.services.classifier, routing, snap, req.body)
     forced = choose_task(routing, snap, req, task_header)
     task = forced or (classification.task if classification else "embeddings")
     plan = plan_request(snap, routing, req, task, local_only)

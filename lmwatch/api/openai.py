@@ -40,7 +40,7 @@ from lmwatch.config import Config
 from lmwatch.connections import read_body
 from lmwatch.registry import RecentRequest, RequestOutcomes, Snapshot, request_outcomes
 from lmwatch.routing.context import fit_plan
-from lmwatch.routing.embedclass import EmbeddingClassifier
+from lmwatch.routing.embedclass import classify
 from lmwatch.routing.request import Endpoint, ParsedRequest, json_object, parse_request
 from lmwatch.routing.select import AUTO, TASK_PREFIX, Route, Target, allowed_only, choose_task, plan_request, routable
 from lmwatch.services import SERVICES, Services
@@ -51,7 +51,6 @@ log = logging.getLogger("lmwatch.api.openai")
 
 UPSTREAM = web.AppKey("lmwatch_upstream", Upstream)
 RESPONSES = web.AppKey("lmwatch_responses", ResponseStore)
-CLASSIFIER = web.AppKey("lmwatch_classifier", EmbeddingClassifier)
 TRUE = ("1", "true", "yes", "on")
 CACHE_ROUTE = "cache"
 """The route of an answer the cache gave (header and metric label)."""
@@ -62,7 +61,6 @@ def setup(app: web.Application) -> None:
     placement = services.lifecycle.placer if services.lifecycle is not None else None
     app[UPSTREAM] = Upstream(request_outcomes(services.registry), placement=placement)
     app[RESPONSES] = ResponseStore()
-    app[CLASSIFIER] = EmbeddingClassifier(app[UPSTREAM].pool, services.metrics)
     request_metrics(services.metrics, services.registry)
     app.on_cleanup.append(_close)
     app.middlewares.append(_unknown_routes)
@@ -85,7 +83,6 @@ def cut_answers(app: web.Application, message: str) -> None:
 
 
 async def _close(app: web.Application) -> None:
-    app[CLASSIFIER].close()
     app[UPSTREAM].close()
 
 
@@ -234,7 +231,7 @@ async def _serve(
     upstream.outcomes.policy = routing.breaker
     task = choose_task(routing, snap, req, request.headers.get("X-LMWatch-Task"))
     if task is None:
-        classification = await request.app[CLASSIFIER].classify(routing, snap, req.as_chat)
+        classification = await classify(services.classifier, routing, snap, req.as_chat)
         task, state.reasons = classification.task, classification.reasons
     state.task = task
     check_task(request, task)

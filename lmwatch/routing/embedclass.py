@@ -22,7 +22,6 @@ import logging
 import math
 import operator
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -166,24 +165,13 @@ def _centroids_of(task: asyncio.Task[dict[str, Vector]]) -> dict[str, Vector]:
     return task.result()
 
 
-_BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, EmbeddingMetrics] = weakref.WeakKeyDictionary()
-
-
-def embedding_metrics(registry: CollectorRegistry) -> EmbeddingMetrics:
-    """The instruments of one metrics registry, registered on first use (an app may be rebuilt)."""
-    found = _BY_REGISTRY.get(registry)
-    if found is None:
-        found = _BY_REGISTRY[registry] = EmbeddingMetrics(registry)
-    return found
-
-
 class EmbeddingClassifier:
     """Classifies requests by the configured mode; in embedding mode holds the exemplar centroids
-    per embedding model and the LRU of answers (one per app, beside the connection pool)."""
+    per embedding model and the LRU of answers and its own connection pool (one per daemon)."""
 
-    def __init__(self, pool: Pool, metrics: CollectorRegistry, clock: Callable[[], float] = time.monotonic) -> None:
-        self._pool = pool
-        self.metrics = embedding_metrics(metrics)
+    def __init__(self, metrics: CollectorRegistry, clock: Callable[[], float] = time.monotonic) -> None:
+        self._pool = Pool()
+        self.metrics = EmbeddingMetrics(metrics)
         self._clock = clock
         self._exemplars = PerConfig(exemplar_set)
         self._centroids: dict[Key, asyncio.Task[dict[str, Vector]]] = {}
@@ -313,3 +301,13 @@ class EmbeddingClassifier:
     def close(self) -> None:
         for task in self._centroids.values():
             task.cancel()
+        self._pool.close()
+
+
+async def classify(
+    classifier: EmbeddingClassifier | None, routing: RoutingConfig, snap: Snapshot, body: Mapping[str, Any]
+) -> Classification:
+    """The task of `body` in the configured mode (the linear model where no EmbeddingClassifier runs)."""
+    if classifier is None:
+        return classifier_for(routing).classify(body)
+    return await classifier.classify(routing, snap, body)
