@@ -327,13 +327,16 @@ def cmd_route(args: argparse.Namespace) -> int:
     if data.get("task_reasons"):
         print("  because: " + ", ".join(data["task_reasons"]))
     candidates = data.get("candidates", [])
+    task_score = data.get("scores", {}).get(data.get("task"))
+    for_task = f" for {data.get('task')}" + (f" (classifier score {task_score:g})" if task_score is not None else "")
     if candidates:
         print("candidates, in order:")
         for i, c in enumerate(candidates, 1):
-            mark = "" if c.get("usable", True) else " (skipped)"
-            print(f"  {i}. {c['backend']} / {c['model']}{mark}: {c['reason']}")
+            decision = c.get("decision") or ("kept" if c.get("usable", True) else "skipped")
+            print(f"  {i}. {c['backend']} / {c['model']}: {decision}{for_task}; {c['reason']}")
             if c.get("fit") or c.get("speed"):
                 print(f"     {_fit_and_speed(c.get('fit') or {}, c.get('speed') or {})}")
+            print(f"     {_profile_line(c.get('profile'))}")
     for excluded in data.get("excluded", []):
         print(f"  not considered: {excluded['backend']} ({excluded['reason']})")
     for passed in data.get("passed_over", []):
@@ -359,6 +362,19 @@ def _fit_and_speed(fit: dict[str, Any], speed: dict[str, Any]) -> str:
     else:
         text += "; speed not measured yet"
     return text
+
+
+def _profile_line(profile: dict[str, Any] | None) -> str:
+    """`profile: TTFT 0.250 s short / 0.900 s long, prompt 800.0 tok/s, generation 50.0 tok/s, peak 180.0 tok/s @4`"""
+    if not profile:
+        return "profile: not measured (run `lmwatch profile`)"
+    peak = profile.get("peak_tokens_per_second")
+    return (
+        f"profile: TTFT {_num(profile.get('ttft_short_seconds'), 3)} s short / "
+        f"{_num(profile.get('ttft_long_seconds'), 3)} s long, prompt {_num(profile.get('prompt_tokens_per_second'))}"
+        f" tok/s, generation {_num(profile.get('generation_tokens_per_second'))} tok/s"
+        + (f", peak {peak:.1f} tok/s @{profile.get('peak_concurrency')}" if peak else "")
+    )
 
 
 def _num(value: Any, digits: int = 1) -> str:
