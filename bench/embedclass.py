@@ -167,7 +167,20 @@ async def main() -> None:
         if fallbacks:
             details.append(f"Answered by the linear fallback: {dict(fallbacks)}")
             details.append("")
-    report += ["", *details, END]
+    macro = {n: confusion_report(r["pairs"], "")[2] for n, r in results.items()}
+    beats = "yes" if max(v for n, v in macro.items() if n != "linear") > macro["linear"] else "no"
+    runs = ", ".join(f"{v:.3f} ({n})" for n, v in macro.items() if n != "linear")
+    report += [
+        "",
+        f"**Does the embedding mode beat the linear model here? {beats}**: macro-F1 {runs} against the "
+        f"linear model's {macro['linear']:.3f}. "
+        "Neither embedding model measured is a real sentence-embedding model (the simulator's is a toy, "
+        "SmolLM2-135M is a small chat model); nomic-embed or bge were not available on this machine, so "
+        "whether they would beat the linear model is not known from this run.",
+        "",
+        *details,
+        END,
+    ]
     text = "\n".join(report) + "\n"
     print(text)
     if args.write:
