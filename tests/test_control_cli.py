@@ -174,7 +174,8 @@ async def test_route_explain_says_per_candidate_its_profile_its_fit_and_why_it_w
     assert qwen.startswith("  1. studio / qwen2.5-coder-7b-instruct: skipped for coding (classifier score ")
     assert qwen.endswith("; skipped: needs about 10829 tokens, its loaded context is 8192")
     assert lines[first + 1].startswith("     does not fit: ~10829 of 8192 tokens; expected 4.2 s (profile: TTFT 0.250")
-    assert lines[first + 2] == "     profile: TTFT 0.250 s short / 0.900 s long, prompt 800.0 tok/s, generation 50.0 tok/s"
+    profile = "     profile: TTFT 0.250 s short / 0.900 s long, prompt 800.0 tok/s, generation 50.0 tok/s"
+    assert lines[first + 2] == profile
     assert llama.startswith("  2. studio / meta-llama-3.1-8b-instruct: skipped for coding")
     assert gemma.startswith("  3. studio / google/gemma-3-4b: chosen for coding")
     assert lines[first + 7] == "     fits: ~10829 of 12918 tokens; speed not measured yet"
