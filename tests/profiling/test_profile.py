@@ -200,3 +200,32 @@ async def test_lmwatch_profile_leaves_a_backend_serving_traffic_alone_unless_for
             serving.cancel()
     finally:
         await sim.stop()
+
+
+async def test_lmwatch_compare_per_task_shows_the_profiles_and_how_that_tasks_requests_went(
+    tmp_path: Path, sim: RunningSimulator, http: aiohttp.ClientSession
+) -> None:
+    async with daemon_for(config_file(tmp_path, f"backends: [{backend_yaml('studio', sim.url)}]\n")) as daemon:
+        daemon.registry.record_profiles(
+            [quick("qwen2.5-coder-7b-instruct", ttft_short_seconds=0.1, generation_tokens_per_second=99.0)]
+        )
+        for text in ("Write a Python function that reverses a list", "Fix this SQL query: SELEC * FROM t"):
+            body = {"model": "auto", "messages": [{"role": "user", "content": text}], "max_tokens": 4}
+            async with http.post(daemon.url + "/v1/chat/completions", json=body) as resp:
+                assert resp.status == 200 and resp.headers["X-LMWatch-Task"] == "coding"
+                assert resp.headers["X-LMWatch-Model"] == "qwen2.5-coder-7b-instruct"
+        env = {"LMWATCH_URL": daemon.url, "LMWATCH_ADMIN_TOKEN": ADMIN_TOKEN}
+        code, out, err = await run_cli("compare", "--task", "coding", env=env)
+        assert code == 0, err
+        header, qwen, llama, *_ = out.splitlines()
+        assert header.split()[-7:] == ["CODING", "REQS", "MEAN", "S", "MEAN", "TTFT", "TOK/S"]
+        assert qwen.split()[:3] == ["1", "capability", "qwen2.5-coder-7b-instruct"]
+        assert qwen.split()[6:8] == ["0.100", "-"] and qwen.split()[9] == "99.0"  # its profile
+        assert qwen.split()[-4] == "2" and llama.split()[-4:] == ["0", "-", "-", "-"]  # the coding requests
+        async with http.get(daemon.url + "/admin/models?task=coding", headers=bearer(ADMIN_TOKEN)) as resp:
+            usage = (await resp.json())["models"][0]["task_usage"]
+        assert usage["requests"] == 2 and usage["failed"] == 0 and usage["mean_latency_seconds"] > 0
+        async with http.get(daemon.url + "/admin/models?task=research", headers=bearer(ADMIN_TOKEN)) as resp:
+            assert all(m["task_usage"] is None for m in (await resp.json())["models"])
+        async with http.get(daemon.url + "/admin/models?task=coding&since=x", headers=bearer(ADMIN_TOKEN)) as resp:
+            assert resp.status == 400 and (await resp.json())["error"]["param"] == "since"
