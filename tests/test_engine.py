@@ -380,3 +380,30 @@ async def test_the_embedding_classifier_embeds_with_smollm2(engine: Engine) -> N
             text = await _scrape(daemon)
             assert 'lmwatch_classifier_embedding_lookups_total{outcome="embedded"} 1.0' in text
             assert 'lmwatch_classifier_embedding_lookups_total{outcome="cached"} 1.0' in text
+
+
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+
+
+async def test_capabilities_on_explicit_ids_are_refused_before_the_engine(daemon: Daemon, engine: Engine) -> None:
+    """The engine's text model: embeddings from it, an image to it, or a quantization variant it does
+    not report are 400/400/404 naming why, and the engine is not asked."""
+    [model] = daemon.registry.snapshot().backends["engine"].models
+    image = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}
+    with engine_alive(engine):
+        async with openai.AsyncOpenAI(base_url=daemon.url + "/v1", api_key="unused", max_retries=0) as client:
+            with pytest.raises(openai.BadRequestError) as embeddings:
+                await client.embeddings.with_raw_response.create(model=model.id, input="hello")
+            assert embeddings.value.code == "model_type_mismatch" and "a text model (llm)" in embeddings.value.message
+            with pytest.raises(openai.BadRequestError) as pictured:
+                await client.chat.completions.with_raw_response.create(
+                    model=model.id, messages=[{"role": "user", "content": [image]}], max_tokens=4
+                )
+            assert pictured.value.code == "image_input_not_supported"
+            with pytest.raises(openai.NotFoundError) as variant:
+                await client.chat.completions.create(
+                    model=model.id + "@q8_0", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+                )
+            assert "engine has" in variant.value.message and "quantization not reported" in variant.value.message
+            for refused in (embeddings, pictured, variant):
+                assert refused.value.response.headers["X-LMWatch-Backend"] == "none"
