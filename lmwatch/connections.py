@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import BadStatusLine, HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import Counter
 
 from lmwatch.api.errors import ApiError, error_body
 from lmwatch.config import ServerConfig
@@ -55,16 +55,9 @@ class Connections:
     """What every client connection shares: the config (read per connection, so a reload applies to
     the next one), the error counter, and whether `accept()` is failing now."""
 
-    def __init__(self, holder: ConfigHolder, metrics: CollectorRegistry) -> None:
+    def __init__(self, holder: ConfigHolder, errors: Counter) -> None:
         self.holder = holder
-        self.errors = Counter(
-            "lmwatch_client_connection_errors",
-            "Client connections refused or closed by lmwatch, by reason: malformed_request (a request line "
-            "or header that cannot be parsed), header_timeout and body_timeout (a client too slow to send "
-            "its request), accept (the host could not accept a connection, e.g. out of file descriptors).",
-            ["reason"],
-            registry=metrics,
-        )
+        self.errors = errors
         for reason in Refusal:
             self.errors.labels(reason.value)
         self.accept_failing = False

@@ -27,12 +27,11 @@ from lmwatch.config import LoadedConfig
 from lmwatch.connections import CONNECTIONS, ConnectionRunner, ExceptionHandler
 from lmwatch.control import ControlPlane
 from lmwatch.lifecycle.manager import Lifecycle
-from lmwatch.metrics import new_metrics_registry
+from lmwatch.metrics.table import Metrics
 from lmwatch.profiling.runner import ProfileRunner, profiles_status
 from lmwatch.registry import Registry
 from lmwatch.routing.embedclass import EmbeddingClassifier
 from lmwatch.samplers import build_samplers
-from lmwatch.samplers.metrics import SamplerCollector
 from lmwatch.samplers.runner import SamplerRunner
 from lmwatch.sdnotify import notify_ready, notify_reloading, notify_stopping, notify_watchdog, watchdog_interval
 from lmwatch.server import INFLIGHT, Setup, build_app
@@ -57,13 +56,12 @@ class Daemon:
         self.services = Services(
             registry=self.registry,
             config=self.holder,
-            metrics=new_metrics_registry(self.registry),
+            metrics=Metrics(self.registry, samplers),
             poll_now=self.watcher.poll_now,
         )
-        self.services.metrics.register(SamplerCollector(self.registry, samplers))
-        self.services.cache = Cache(self.services.metrics)
-        self.services.usage = UsageLog(self.services.metrics)
-        self.services.classifier = EmbeddingClassifier(self.services.metrics)
+        self.services.cache = Cache(self.services.metrics.cache)
+        self.services.usage = UsageLog(self.services.metrics.usage_failures)
+        self.services.classifier = EmbeddingClassifier(self.services.metrics.classifier)
         self.control = ControlPlane(self.services, self.watcher, self.scheduler)
         self.services.control = self.control
         self.lifecycle = Lifecycle(self.services, self.watcher, self.scheduler, self.control.audit)

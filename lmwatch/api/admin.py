@@ -151,7 +151,7 @@ async def _guard_admin(request: web.Request, handler: Handler) -> web.StreamResp
     try:
         request[ACTOR] = control.admin.check(request)
     except ApiError as exc:
-        control.admin_actions.labels("authenticate", "denied").inc()
+        control.metrics.admin_actions.labels("authenticate", "denied").inc()
         control.audit.refusal(request.remote, f"{request.method} {request.path}", exc.code)
         return exc.response()
     try:
@@ -221,7 +221,7 @@ def _action(name: str, action: Action, status: int = 200) -> Callable[[web.Reque
         try:
             target, body = await action(request, control)
         except ApiError as exc:
-            control.admin_actions.labels(name, "refused").inc()
+            control.metrics.admin_actions.labels(name, "refused").inc()
             await control.audit.control(
                 actor=actor,
                 remote=request.remote,
@@ -232,7 +232,7 @@ def _action(name: str, action: Action, status: int = 200) -> Callable[[web.Reque
                 error=exc.message,
             )
             return exc.response()
-        control.admin_actions.labels(name, "ok").inc()
+        control.metrics.admin_actions.labels(name, "ok").inc()
         await control.audit.control(actor=actor, remote=request.remote, action=name, target=target, result="ok")
         return web.json_response(body, status=status)
 

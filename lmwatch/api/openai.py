@@ -28,7 +28,6 @@ from lmwatch.api.dialects import Dialect, MessagesDialect, ResponsesDialect
 from lmwatch.api.errors import ApiError, shape_of
 from lmwatch.api.proxy import Answer, Exchange, Streamed, Upstream, Verdict, open_stream
 from lmwatch.api.request_ids import request_id, upstream_id
-from lmwatch.api.request_metrics import NONE, RequestMetrics, cloud_price, request_metrics
 from lmwatch.api.response_store import ResponseStore
 from lmwatch.backends.base import error_message
 from lmwatch.cache import embeddings as embedding_cache
@@ -38,6 +37,7 @@ from lmwatch.cache.response import BYPASS, Decision, Entry, Result
 from lmwatch.cache.service import Cache
 from lmwatch.config import Config
 from lmwatch.connections import read_body
+from lmwatch.metrics.requests import NONE, RequestMetrics, cloud_price
 from lmwatch.registry import RecentRequest, RequestOutcomes, Snapshot, request_outcomes
 from lmwatch.routing.context import fit_plan
 from lmwatch.routing.embedclass import classify
@@ -61,7 +61,6 @@ def setup(app: web.Application) -> None:
     placement = services.lifecycle.placer if services.lifecycle is not None else None
     app[UPSTREAM] = Upstream(request_outcomes(services.registry), placement=placement)
     app[RESPONSES] = ResponseStore()
-    request_metrics(services.metrics, services.registry)
     app.on_cleanup.append(_close)
     app.middlewares.append(_unknown_routes)
     app.router.add_get("/v1/models", list_models)
@@ -191,7 +190,7 @@ async def _handle(request: web.Request, endpoint: Endpoint, dialect: Dialect | N
     state = _Request(started=time.perf_counter(), endpoint=endpoint, dialect=dialect)
     services = request.app[SERVICES]
     config = services.config.config
-    metrics = request_metrics(services.metrics, services.registry)
+    metrics = services.metrics.requests
     code = "500"
     try:
         response, code = await _serve(request, endpoint, services, config, metrics, state, dialect)

@@ -31,7 +31,6 @@ from aiohttp import web
 
 from lmwatch.api.dialects import Dialect
 from lmwatch.api.errors import ApiError, error_body, error_event, error_type
-from lmwatch.api.request_metrics import RequestMetrics
 from lmwatch.api.upstream import (
     AnswerTooLarge,
     ConnectError,
@@ -47,6 +46,7 @@ from lmwatch.backends.base import error_message
 from lmwatch.config import RoutingConfig
 from lmwatch.jsondecode import loads
 from lmwatch.lifecycle.loads import LoadError
+from lmwatch.metrics.requests import RequestMetrics
 from lmwatch.registry import RequestOutcomes
 from lmwatch.routing.balance import Gate, order
 from lmwatch.routing.context import context_in_error, learn

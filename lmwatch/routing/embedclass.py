@@ -27,11 +27,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-
 from lmwatch.api.upstream import Pool, UpstreamError
 from lmwatch.config import RoutingConfig
 from lmwatch.jsondecode import loads
+from lmwatch.metrics.classifier import EmbeddingMetrics
 from lmwatch.registry import Snapshot
 from lmwatch.routing.capabilities import capabilities_for
 from lmwatch.routing.classify import Classification, classifier_for, request_text
@@ -45,8 +44,6 @@ RETRY_SECONDS = 30.0
 """After embedding the exemplars failed, the linear model answers for this long before a retry."""
 KEPT_MODELS = 4
 """Exemplar centroids kept for this many (backend, model, exemplar set) keys."""
-SECONDS_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
-OUTCOMES = ("embedded", "cached", "keyword", "no_model", "not_ready", "timeout", "error")
 
 Vector = tuple[float, ...]
 Key = tuple[str, str, str]
@@ -136,27 +133,6 @@ def decide(centroids: Mapping[str, Vector], vector: Vector, model: str) -> Class
     return Classification(best, scores, (f"embedding:{model}({best}+{margin:.2f})",))
 
 
-class EmbeddingMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.lookups = Counter(
-            "lmwatch_classifier_embedding_lookups",
-            "Requests classified in embedding mode, by outcome: embedded, cached, keyword (a configured "
-            "keyword decided), or why the linear model answered (no_model, not_ready, timeout, error).",
-            ["outcome"],
-            registry=registry,
-        )
-        self.seconds = Histogram(
-            "lmwatch_classifier_embedding_seconds",
-            "Time the embedding mode added to a request (cache lookups, calls, timeouts).",
-            buckets=SECONDS_BUCKETS,
-            registry=registry,
-        )
-        self._by_outcome = {o: self.lookups.labels(o) for o in OUTCOMES}
-
-    def count(self, outcome: str) -> None:
-        self._by_outcome[outcome].inc()
-
-
 def _centroids_of(task: asyncio.Task[dict[str, Vector]]) -> dict[str, Vector]:
     """The result of a finished exemplar task, or Unavailable("error") saying why it has none."""
     if task.cancelled() or task.exception() is not None:
@@ -169,9 +145,9 @@ class EmbeddingClassifier:
     """Classifies requests by the configured mode; in embedding mode holds the exemplar centroids
     per embedding model and the LRU of answers and its own connection pool (one per daemon)."""
 
-    def __init__(self, metrics: CollectorRegistry, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, metrics: EmbeddingMetrics, clock: Callable[[], float] = time.monotonic) -> None:
         self._pool = Pool()
-        self.metrics = EmbeddingMetrics(metrics)
+        self.metrics = metrics
         self._clock = clock
         self._exemplars = PerConfig(exemplar_set)
         self._centroids: dict[Key, asyncio.Task[dict[str, Vector]]] = {}

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from lmwatch.config import RoutingConfig, parse_config
+from lmwatch.metrics.classifier import EmbeddingMetrics
 from lmwatch.routing.embedclass import EmbeddingClassifier, Unavailable, parse_vectors
 from lmwatch.simulator import SimModel, SimSettings
 from tests.api.fleets import Fleet, chat, fleet, route_headers
@@ -109,7 +110,7 @@ async def test_exemplars_that_failed_to_embed_are_retried_later_not_on_every_req
     async with fleet({"embed": SimSettings(models=[EMBED], error_rate=1.0)}) as f:
         routing = parse_config(json.dumps({"backends": [], "routing": EMBEDDING}), env={}).config.routing
         snap = f.daemon.registry.snapshot()
-        classifier = EmbeddingClassifier(CollectorRegistry(), clock=lambda: now[0])
+        classifier = EmbeddingClassifier(EmbeddingMetrics(CollectorRegistry()), clock=lambda: now[0])
         stats = f.sims["embed"].state.stats
         try:
             with pytest.raises(Unavailable):
