@@ -1,6 +1,8 @@
 """The embedding mode of the task classifier against the linear model, on the held-out prompts.
 
-Every train/classifier/data/dev*.jsonl prompt is classified three ways, through the daemon's own
+Every train/classifier/data/dev*.jsonl prompt (with `--public`, also the public held-out split
+train/classifier/data/public/test.jsonl, about 1,100 prompts, when train/classifier/public.py has
+built it) is classified three ways, through the daemon's own
 classifier object (`EmbeddingClassifier.classify`, real HTTP to the backend):
 - `linear`: the shipped learned model (what `mode: linear` answers);
 - `embedding, simulator`: the simulator's embedding model, a hashed bag of words (a toy: it shows
@@ -12,7 +14,7 @@ The timeout is raised to 120 s so accuracy is not cut by it; the added time per 
 then cached) is reported separately. The report replaces the "Embedding mode" section of
 bench/CLASSIFY.md (between its markers) with `--write`.
 
-    .venv/bin/python bench/embedclass.py [--engine] [--write bench/CLASSIFY.md]
+    .venv/bin/python bench/embedclass.py [--engine] [--public] [--write bench/CLASSIFY.md]
 """
 
 from __future__ import annotations
@@ -121,9 +123,14 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--engine", action="store_true", help="also measure SmolLM2-135M through llama.cpp")
     parser.add_argument("--write", type=Path, help="replace the Embedding mode section of this file")
+    parser.add_argument(
+        "--public", action="store_true", help="add train/classifier/data/public/test.jsonl (when built) to the prompts"
+    )
     args = parser.parse_args()
-    rows = [row for path in sorted(DATA.glob("dev*.jsonl")) for row in load(path)]
-    names = ", ".join(p.name for p in sorted(DATA.glob("dev*.jsonl")))
+    public = DATA / "public" / "test.jsonl"  # the classify helper's public held-out split, when built
+    paths = ([public] if public.exists() and args.public else []) + sorted(DATA.glob("dev*.jsonl"))
+    rows = [row for path in paths for row in load(path)]
+    names = ", ".join(str(p.relative_to(DATA)) for p in paths)
     load_avg = os.getloadavg()[0]
     sim = await start_simulator(
         SimSettings(models=[SimModel(id="meta-llama-3.1-8b-instruct"), SimModel(id="nomic-embed", type="embeddings")]),
