@@ -63,8 +63,7 @@ async def run(backend_url: str, model: str | None, rows: list[tuple[str, str]]) 
         "routing": {"classifier": classifier_cfg},
     }
     async with running_daemon(parse_config(yaml.safe_dump(config), env={}), [router.setup]) as daemon:
-        classifier = daemon.services.classifier
-        assert classifier is not None
+        classifier = daemon.app[router.CLASSIFIER]
         routing, snap = daemon.services.config.config.routing, daemon.registry.snapshot()
         started = time.perf_counter()
         if model:

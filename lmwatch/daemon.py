@@ -30,7 +30,6 @@ from lmwatch.lifecycle.manager import Lifecycle
 from lmwatch.metrics.table import Metrics
 from lmwatch.profiling.runner import ProfileRunner, profiles_status
 from lmwatch.registry import Registry
-from lmwatch.routing.embedclass import EmbeddingClassifier
 from lmwatch.samplers import build_samplers
 from lmwatch.samplers.runner import SamplerRunner
 from lmwatch.sdnotify import notify_ready, notify_reloading, notify_stopping, notify_watchdog, watchdog_interval
@@ -61,7 +60,6 @@ class Daemon:
         )
         self.services.cache = Cache(self.services.metrics.cache)
         self.services.usage = UsageLog(self.services.metrics.usage_failures)
-        self.services.classifier = EmbeddingClassifier(self.services.metrics.classifier)
         self.control = ControlPlane(self.services, self.watcher, self.scheduler)
         self.services.control = self.control
         self.lifecycle = Lifecycle(self.services, self.watcher, self.scheduler, self.control.audit)
@@ -157,8 +155,6 @@ class Daemon:
             await self.services.cache.close()
         if self.services.usage is not None:
             await self.services.usage.close()
-        if self.services.classifier is not None:
-            self.services.classifier.close()
         await self.samplers.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)

@@ -15,13 +15,13 @@ from aiohttp import web
 from lmwatch.config import Config, LoadedConfig
 from lmwatch.metrics.table import Metrics
 from lmwatch.registry import Registry
+from lmwatch.routing.decide import Router
 
 if TYPE_CHECKING:
     from lmwatch.cache.service import Cache
     from lmwatch.control import ControlPlane
     from lmwatch.lifecycle.manager import Lifecycle
     from lmwatch.profiling.runner import ProfileRunner
-    from lmwatch.routing.embedclass import EmbeddingClassifier
     from lmwatch.usage.log import UsageLog
 
 
@@ -39,6 +39,8 @@ class Services:
     registry: Registry
     config: ConfigHolder
     metrics: Metrics
+    router: Router = field(default_factory=Router)
+    """The routing decision and what it remembers between requests (plans, the compiled classifier)."""
     poll_now: Callable[[str | None], None] = field(default=lambda name: None)
     """Ask the watcher to probe one backend (or all, with None) right away."""
     control: ControlPlane | None = None
@@ -52,9 +54,6 @@ class Services:
     """keep_loaded, placement, idle unload, swap (lmwatch/lifecycle); None in apps built without a daemon."""
     profiles: ProfileRunner | None = None
     """Measures models and keeps their profiles (lmwatch/profiling); None without a daemon."""
-    classifier: EmbeddingClassifier | None = None
-    """The task classifier in its configured mode (lmwatch/routing/embedclass.py); None in apps
-    built without a daemon (then the linear model classifies)."""
     status_sections: dict[str, Callable[[], Any]] = field(default_factory=dict)
     """Extra top-level sections of `/status`: name -> a function returning JSON-able data."""
 

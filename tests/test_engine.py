@@ -31,7 +31,6 @@ from lmwatch.api import openai as router
 from lmwatch.config import parse_config
 from lmwatch.daemon import Daemon, running_daemon
 from lmwatch.profiling.measure import Options
-from lmwatch.registry import request_outcomes
 
 pytestmark = pytest.mark.engine
 
@@ -347,7 +346,7 @@ async def _profile_and_refuse(daemon: Daemon, tmp_path: Path) -> None:
         with pytest.raises(openai.BadRequestError) as first:
             await client.chat.completions.create(model=profile.model, messages=too_long, max_tokens=8)
         assert first.value.code == "context_length_exceeded" and "2048" in first.value.message
-        assert request_outcomes(daemon.registry).learned_context("engine", profile.model) == 2048
+        assert daemon.registry.outcomes.learned_context("engine", profile.model) == 2048
         with pytest.raises(openai.BadRequestError) as second:
             await client.chat.completions.with_raw_response.create(model=profile.model, messages=too_long, max_tokens=8)
         assert second.value.code == "context_length_exceeded"
@@ -367,8 +366,7 @@ async def test_the_embedding_classifier_embeds_with_smollm2(engine: Engine) -> N
     with engine_alive(engine):
         async with running_daemon(parse_config(yaml.safe_dump(config), env={}), [router.setup]) as daemon:
             routing, snap = daemon.services.config.config.routing, daemon.registry.snapshot()
-            assert daemon.services.classifier is not None
-            await daemon.services.classifier.warm(routing, snap)  # the exemplars, before any request waits on them
+            await daemon.app[router.CLASSIFIER].warm(routing, snap)  # the exemplars, before any request waits on them
             async with openai.AsyncOpenAI(base_url=daemon.url + "/v1", api_key="unused", max_retries=0) as client:
                 poem = [{"role": "user", "content": "Write a poem."}]
                 ask: Any = {"model": "auto", "messages": poem, "max_tokens": 4}

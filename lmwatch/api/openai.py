@@ -23,9 +23,9 @@ from typing import Any
 from aiohttp import web
 
 from lmwatch.api import request_ids
-from lmwatch.api.auth import ANONYMOUS, Handler, check_task, client_of, is_v1, note_request
+from lmwatch.api.auth import ANONYMOUS, Handler, client_of, is_v1, note_request
 from lmwatch.api.dialects import Dialect, MessagesDialect, ResponsesDialect
-from lmwatch.api.errors import ApiError, shape_of
+from lmwatch.api.errors import ApiError, api_error, shape_of
 from lmwatch.api.proxy import Answer, Exchange, Streamed, Upstream, Verdict, open_stream
 from lmwatch.api.request_ids import request_id, upstream_id
 from lmwatch.api.response_store import ResponseStore
@@ -37,12 +37,12 @@ from lmwatch.cache.response import BYPASS, Decision, Entry, Result
 from lmwatch.cache.service import Cache
 from lmwatch.config import Config
 from lmwatch.connections import read_body
+from lmwatch.errors import DomainError
 from lmwatch.metrics.requests import NONE, RequestMetrics, cloud_price
-from lmwatch.registry import RecentRequest, RequestOutcomes, Snapshot, request_outcomes
-from lmwatch.routing.context import fit_plan
-from lmwatch.routing.embedclass import classify
+from lmwatch.registry import RecentRequest, RequestOutcomes, Snapshot
+from lmwatch.routing.embedclass import EmbeddingClassifier
 from lmwatch.routing.request import Endpoint, ParsedRequest, json_object, parse_request
-from lmwatch.routing.select import AUTO, TASK_PREFIX, Route, Target, allowed_only, choose_task, plan_request, routable
+from lmwatch.routing.select import AUTO, TASK_PREFIX, Route, Target, routable
 from lmwatch.services import SERVICES, Services
 from lmwatch.translate import messages as anthropic
 from lmwatch.usage.log import UsageRow
@@ -51,6 +51,7 @@ log = logging.getLogger("lmwatch.api.openai")
 
 UPSTREAM = web.AppKey("lmwatch_upstream", Upstream)
 RESPONSES = web.AppKey("lmwatch_responses", ResponseStore)
+CLASSIFIER = web.AppKey("lmwatch_classifier", EmbeddingClassifier)
 TRUE = ("1", "true", "yes", "on")
 CACHE_ROUTE = "cache"
 """The route of an answer the cache gave (header and metric label)."""
@@ -59,8 +60,11 @@ CACHE_ROUTE = "cache"
 def setup(app: web.Application) -> None:
     services = app[SERVICES]
     placement = services.lifecycle.placer if services.lifecycle is not None else None
-    app[UPSTREAM] = Upstream(request_outcomes(services.registry), placement=placement)
+    app[UPSTREAM] = Upstream(services.registry.outcomes, placement=placement)
+    services.registry.outcomes.use_policy(lambda: services.config.config.routing.breaker)
     app[RESPONSES] = ResponseStore()
+    app[CLASSIFIER] = EmbeddingClassifier(app[UPSTREAM].pool, services.metrics.classifier, services.router.classifier)
+    services.router.use_classifier(app[CLASSIFIER].classify)
     app.on_cleanup.append(_close)
     app.middlewares.append(_unknown_routes)
     app.router.add_get("/v1/models", list_models)
@@ -82,6 +86,7 @@ def cut_answers(app: web.Application, message: str) -> None:
 
 
 async def _close(app: web.Application) -> None:
+    app[CLASSIFIER].close()
     app[UPSTREAM].close()
 
 
@@ -110,7 +115,8 @@ async def count_tokens(request: web.Request) -> web.Response:
     try:
         body = json_object(await _read_body(request, request.app[SERVICES].config.config.server.max_body_bytes))
         return web.json_response({"input_tokens": anthropic.count_tokens(body)})
-    except ApiError as err:
+    except (ApiError, DomainError) as caught:
+        err = api_error(caught)
         return error_response(request, err)
 
 
@@ -195,7 +201,8 @@ async def _handle(request: web.Request, endpoint: Endpoint, dialect: Dialect | N
     try:
         response, code = await _serve(request, endpoint, services, config, metrics, state, dialect)
         return response
-    except ApiError as err:
+    except (ApiError, DomainError) as caught:
+        err = api_error(caught)
         code = str(err.status)
         return error_response(request, err, state.headers())
     except asyncio.CancelledError:
@@ -207,7 +214,7 @@ async def _handle(request: web.Request, endpoint: Endpoint, dialect: Dialect | N
         failed = ApiError(500, "lmwatch failed to handle this request; see its log")
         return error_response(request, failed, state.headers())
     finally:
-        _record(metrics, request_outcomes(services.registry), config, state, code)
+        _record(metrics, services.registry.outcomes, config, state, code)
         _record_usage(services, request, config, state, code)
         _note_for_audit(request, state)
 
@@ -227,26 +234,14 @@ async def _serve(
     req = parse_request(endpoint, raw, routing.default_model, dialect.translate if dialect is not None else None)
     snap = services.registry.snapshot()
     upstream = request.app[UPSTREAM]
-    upstream.outcomes.policy = routing.breaker
-    task = choose_task(routing, snap, req, request.headers.get("X-LMWatch-Task"))
-    if task is None:
-        classification = await classify(services.classifier, routing, snap, req.as_chat)
-        task, state.reasons = classification.task, classification.reasons
-    state.task = task
-    check_task(request, task)
-    plan = plan_request(snap, routing, req, task, forbids_cloud(request))
+    router = services.router
+    choice = await router.choose_task(snap, routing, req, request.headers.get("X-LMWatch-Task"))
+    if choice.classification is not None:
+        state.reasons = choice.classification.reasons
+    task = state.task = choice.task
     client = client_of(request)
-    if client is not None and client.models:
-        allowed = allowed_only(plan, client.allows_model)
-        if plan.tiers and not allowed.tiers:
-            raise ApiError(
-                403,
-                f"the key {client.name!r} may not use any model that can serve this request",
-                code="model_not_allowed",
-                param="model",
-            )
-        plan = allowed
-    plan = fit_plan(plan, req, upstream.outcomes)
+    local_only = forbids_cloud(request)
+    plan = router.decide(snap, routing, upstream.outcomes, req, task, local_only=local_only, key=client).plan
     if dialect is not None:
         plan = dialect.restrict(plan)
 
@@ -514,7 +509,7 @@ async def _embed_upstream(req: ParsedRequest, size: int, exchange: Exchanger) ->
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(part.answer()) for part in parts]
     except ExceptionGroup as group_error:  # one batch failed (the others were cancelled): answer its error
-        raise next((e for e in group_error.exceptions if isinstance(e, ApiError)), group_error) from None
+        raise next((e for e in group_error.exceptions if isinstance(e, ApiError | DomainError)), group_error) from None
     answers: list[Answer] = [t.result() for t in tasks]
     failed = next((a for a in answers if a.status != 200), None)
     if failed is not None:

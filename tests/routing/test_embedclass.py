@@ -11,6 +11,8 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
+from lmwatch.api.openai import CLASSIFIER
+from lmwatch.api.upstream import Pool
 from lmwatch.config import RoutingConfig, parse_config
 from lmwatch.metrics.classifier import EmbeddingMetrics
 from lmwatch.routing.embedclass import EmbeddingClassifier, Unavailable, parse_vectors
@@ -25,8 +27,8 @@ EMBEDDING = {"classifier": {"mode": "embedding", "embedding": {"timeout": 5}}}
 
 async def warmed(f: Fleet) -> None:
     """The exemplars embedded, so a test's first request does not race their embedding."""
-    assert f.daemon.services.classifier is not None
-    await f.daemon.services.classifier.warm(f.daemon.services.config.config.routing, f.daemon.registry.snapshot())
+    routing, snap = f.daemon.services.config.config.routing, f.daemon.registry.snapshot()
+    await f.daemon.app[CLASSIFIER].warm(routing, snap)
 
 
 async def ask(f: Fleet, text: str) -> dict[str, str]:
@@ -110,7 +112,8 @@ async def test_exemplars_that_failed_to_embed_are_retried_later_not_on_every_req
     async with fleet({"embed": SimSettings(models=[EMBED], error_rate=1.0)}) as f:
         routing = parse_config(json.dumps({"backends": [], "routing": EMBEDDING}), env={}).config.routing
         snap = f.daemon.registry.snapshot()
-        classifier = EmbeddingClassifier(EmbeddingMetrics(CollectorRegistry()), clock=lambda: now[0])
+        pool = Pool()
+        classifier = EmbeddingClassifier(pool, EmbeddingMetrics(CollectorRegistry()), clock=lambda: now[0])
         stats = f.sims["embed"].state.stats
         try:
             with pytest.raises(Unavailable):
@@ -124,6 +127,7 @@ async def test_exemplars_that_failed_to_embed_are_retried_later_not_on_every_req
             assert second.reasons[0].startswith("embedding:")
         finally:
             classifier.close()
+            pool.close()
 
 
 def test_token_vectors_are_mean_pooled_and_malformed_answers_are_refused() -> None:
