@@ -1,6 +1,8 @@
 """The task classifier's benchmark: accuracy on held-out prompts and the time per request.
 
-Every train/classifier/data/dev*.jsonl file is held out (train.py never reads it). Each prompt is
+Held out (train.py never trains on them): the public test split that train/classifier/public.py
+builds from whole source tasks (data/public/test.jsonl, not committed; the section is skipped with a
+note when it has not been built) and every train/classifier/data/dev*.jsonl file. Each prompt is
 sent through `Classifier.classify` as a chat body, exactly as the router does; reported are the
 per-class precision, recall and F1, macro-F1, the confusion matrix, and the time per request
 (median and p99 over `--repeat` passes, wall clock and thread CPU time, since the machine may be
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -27,6 +30,8 @@ from lmwatch.routing.classify import Classifier
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "train" / "classifier" / "data"
 TASKS = ("coding", "research", "creative", "analysis")
+EMBEDDING_SECTION = "<!-- embedding mode: bench/embedclass.py -->"
+"""Where bench/embedclass.py's part of the report starts; it is kept as it is."""
 
 
 def load(path: Path) -> list[tuple[str, str]]:
@@ -35,12 +40,20 @@ def load(path: Path) -> list[tuple[str, str]]:
 
 
 def accuracy_table(classifier: Classifier, rows: list[tuple[str, str]], title: str) -> tuple[list[str], float, float]:
-    confusion: Counter[tuple[str, str]] = Counter()
-    for text, task in rows:
-        guess = classifier.classify({"messages": [{"role": "user", "content": text}]}).task
-        confusion[(task, guess)] += 1
+    guesses = [classifier.classify({"messages": [{"role": "user", "content": text}]}).task for text, _ in rows]
+    return confusion_report([(task, guess) for (_, task), guess in zip(rows, guesses, strict=True)], title)
+
+
+def confusion_report(pairs: list[tuple[str, str]], title: str) -> tuple[list[str], float, float]:
+    """Per-class precision, recall and F1, accuracy, macro-F1 and the confusion matrix of (true, guess) pairs."""
+    confusion: Counter[tuple[str, str]] = Counter(pairs)
     right = sum(confusion[(t, t)] for t in TASKS)
-    lines = [f"### {title}: {len(rows)} prompts", "", "| task | precision | recall | F1 | n |", "|---|---|---|---|---|"]
+    lines = [
+        f"### {title}: {len(pairs)} prompts",
+        "",
+        "| task | precision | recall | F1 | n |",
+        "|---|---|---|---|---|",
+    ]
     f1s = []
     for task in TASKS:
         predicted = sum(n for (_, g), n in confusion.items() if g == task)
@@ -50,7 +63,7 @@ def accuracy_table(classifier: Classifier, rows: list[tuple[str, str]], title: s
         f1 = 2 * p * r / (p + r) if p + r else 0.0
         f1s.append(f1)
         lines.append(f"| {task} | {p:.3f} | {r:.3f} | {f1:.3f} | {actual} |")
-    accuracy, macro = right / len(rows), statistics.mean(f1s)
+    accuracy, macro = right / len(pairs), statistics.mean(f1s)
     lines += ["", f"accuracy **{accuracy:.3f}**, macro-F1 **{macro:.3f}**", ""]
     guesses = [*TASKS, *sorted({g for _, g in confusion} - set(TASKS))]
     lines += ["| true \\ predicted | " + " | ".join(guesses) + " |", "|---" * (len(guesses) + 1) + "|"]
@@ -62,16 +75,21 @@ def latency(classifier: Classifier, rows: list[tuple[str, str]], repeat: int) ->
     bodies = [{"messages": [{"role": "user", "content": text}]} for text, _ in rows]
     wall: list[float] = []
     cpu: list[float] = []
+    best = [math.inf] * len(bodies)
     for _ in range(repeat):
-        for body in bodies:
+        for i, body in enumerate(bodies):
             w0, c0 = time.perf_counter_ns(), time.thread_time_ns()
             classifier.classify(body)
             c1, w1 = time.thread_time_ns(), time.perf_counter_ns()
             wall.append((w1 - w0) / 1000)
             cpu.append((c1 - c0) / 1000)
+            best[i] = min(best[i], (c1 - c0) / 1000)
     wall.sort()
     cpu.sort()
+    best.sort()
     return {
+        "best_p50": best[len(best) // 2],
+        "best_p99": best[int(len(best) * 0.99)],
         "wall_p50": wall[len(wall) // 2],
         "wall_p99": wall[int(len(wall) * 0.99)],
         "cpu_p50": cpu[len(cpu) // 2],
@@ -87,7 +105,8 @@ def main() -> None:
     started = time.perf_counter()
     classifier = Classifier(RoutingConfig())
     load_ms = (time.perf_counter() - started) * 1000
-    sets = sorted(DATA.glob("dev*.jsonl"))
+    public = DATA / "public" / "test.jsonl"
+    sets = ([public] if public.exists() else []) + sorted(DATA.glob("dev*.jsonl"))
     report = [
         "# Task classifier: held-out accuracy and time per request",
         "",
@@ -97,26 +116,46 @@ def main() -> None:
         f"{os.getloadavg()[0]:.1f} at the start (the CPUs are shared). Run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
         "",
     ]
+    if not public.exists():
+        report += [
+            f"(No {public.relative_to(REPO)}: run train/classifier/public.py to build the public held-out set.)",
+            "",
+        ]
     everything: list[tuple[str, str]] = []
     summary = []
+    timings = []
     for path in sets:
         rows = load(path)
         everything += rows
-        lines, accuracy, macro = accuracy_table(classifier, rows, path.name)
+        title = "public held-out (train/classifier/public.py test split)" if path == public else path.name
+        lines, accuracy, macro = accuracy_table(classifier, rows, title)
         report += lines
-        summary.append((path.name, len(rows), accuracy, macro))
-    timing = latency(classifier, everything, args.repeat)
+        summary.append((title, len(rows), accuracy, macro))
+        timings.append((title, len(rows), latency(classifier, rows, args.repeat)))
+    timings.append(("all of them", len(everything), latency(classifier, everything, args.repeat)))
     report += [
-        f"### Time per request ({len(everything)} prompts x {args.repeat}, `Classifier.classify` on a chat body)",
+        f"### Time per request (each prompt x {args.repeat}, `Classifier.classify` on a chat body)",
         "",
-        "| | median | p99 | target |",
-        "|---|---|---|---|",
-        f"| wall clock | {timing['wall_p50']:.1f} µs | {timing['wall_p99']:.1f} µs | ≤ 50 µs median, ≤ 500 µs p99 |",
-        f"| thread CPU time | {timing['cpu_p50']:.1f} µs | {timing['cpu_p99']:.1f} µs | |",
+        "Target: ≤ 50 µs median, ≤ 500 µs p99. Wall clock includes preemption by other processes on the",
+        "shared CPUs; thread CPU time does not, but still runs slower when the other hyperthread and the",
+        'caches are busy; "best" takes each prompt\'s fastest CPU time over the repeats (its cost on an',
+        "idle machine), then the median and p99 over prompts.",
+        "",
+        "| prompts | n | wall median | wall p99 | CPU median | CPU p99 | best median | best p99 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    report += [
+        f"| {title} | {n} | "
+        + " | ".join(f"{t[k]:.1f} µs" for k in ("wall_p50", "wall_p99", "cpu_p50", "cpu_p99", "best_p50", "best_p99"))
+        + " |"
+        for title, n, t in timings
+    ]
+    report += [
         "",
         f"Loading the model and compiling the classifier: {load_ms:.0f} ms, once per process and config.",
         "",
     ]
+    timing = timings[-1][2]
     text = "\n".join(report)
     print(text)
     print("README table:\n\n| held-out set | prompts | accuracy | macro-F1 |\n|---|---|---|---|")
@@ -124,7 +163,10 @@ def main() -> None:
         print(f"| {name} | {n} | {accuracy:.3f} | {macro:.3f} |")
     print(f"| time per request (median / p99) | | {timing['wall_p50']:.0f} µs / {timing['wall_p99']:.0f} µs | |")
     if args.write:
-        args.write.write_text(text)
+        old = args.write.read_text() if args.write.exists() else ""
+        begin = old.find("<!-- embedding mode: bench/embedclass.py -->")
+        kept = "\n" + old[begin:] if begin >= 0 else ""  # bench/embedclass.py's section stays
+        args.write.write_text(text + kept)
 
 
 if __name__ == "__main__":

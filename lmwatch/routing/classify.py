@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmwatch.config import RoutingConfig
-from lmwatch.routing.taskmodel import LinearModel, Scored, shipped_model, top_features
+from lmwatch.routing.taskmodel import LinearModel, Scored, knows_nothing, shipped_model, top_features
 from lmwatch.routing.textfeatures import LENGTH, features
 
 KEYWORD_CAP = 4
 """Keywords count once each and at most this many per task, so a long prompt cannot run away."""
 REASONS = 4
 """Features named in `reasons` (the header shows the first three)."""
-SHAPE_NUDGES = {"tools": ("coding", 1.5), "response_format": ("analysis", 1.5), "temperature": ("creative", 1.0)}
+SHAPE_NUDGES = {"tools": ("coding", 3.0), "response_format": ("analysis", 1.5), "temperature": ("creative", 1.0)}
 """Request shape -> (task, logit added): signals the text-trained model cannot see."""
 _WORDS = re.compile(r"[a-z0-9]+(?:[+#]+|'[a-z]+)?")
 
@@ -93,10 +93,10 @@ class Classifier:
         model = self.model
         scored = model.score(text)
         nudges = [(name, task, points) for name, (task, points) in SHAPE_NUDGES.items() if _has_shape(body, name)]
-        if all(f.startswith(LENGTH) for f, _ in scored.hits):  # the text says nothing the model knows
+        if knows_nothing(scored):
             if not nudges:
                 return Classification(self.default_task, {}, ("default",))
-            scored = Scored((0.0,) * len(model.tasks), [], 0.0)  # no prior: the shape alone decides
+            scored = Scored((0.0,) * len(model.tasks), [], [], 0.0)  # no prior: the shape alone decides
         logits = list(scored.logits)
         for _, task, points in nudges:
             logits[model.tasks.index(task)] += points
@@ -155,7 +155,8 @@ def _label(feature: str) -> str:
     """A reason's name for a feature: `word:…`, `start:…`, `end:…`, `chars:…`, `symbols:…`, `code_fence`…"""
     prefix = feature[0]
     if prefix == "#":
-        return {"#fence": "code_fence", "#trace": "stack_trace", "#syntax": "code_syntax"}.get(feature, feature[1:])
+        marks = {"#fence": "code_fence", "#trace": "stack_trace", "#tech": "programming_word", "#form": "writing_form"}
+        return marks.get(feature, feature[1:])
     if prefix == "^":
         return "start:" + feature[1:]
     if prefix == "$":

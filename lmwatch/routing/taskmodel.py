@@ -14,9 +14,11 @@ import math
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from itertools import compress
+from operator import itemgetter, sub
 from typing import Any
 
-from lmwatch.routing.textfeatures import features
+from lmwatch.routing.textfeatures import LENGTH, features
 
 MODEL_FILE = "task_model.json.gz"
 
@@ -31,8 +33,10 @@ class Scored:
 
     logits: tuple[float, ...]
     """Per task, in `LinearModel.tasks` order."""
-    hits: list[tuple[str, tuple[float, ...]]]
-    """Known features with their per-task weights (each contributes weight * `value`)."""
+    names: list[str]
+    """The known features of the text."""
+    weights: list[tuple[float, ...]]
+    """Their per-task weights, in `names` order (each contributes weight * `value`)."""
     value: float
     """The value of every feature of this text: 1/sqrt(its number of features)."""
 
@@ -48,21 +52,32 @@ class LinearModel:
     rare_idf: float
 
     def score(self, text: str) -> Scored:
-        feats = features(text)
-        get = self.weights.get
-        hits = [(f, w) for f in feats if (w := get(f)) is not None]
-        if not hits:
-            return Scored(self.bias, hits, 0.0)
+        """Every step is a C-level map or filter: no Python loop per feature on the request path."""
+        feats = list(features(text))
+        found = list(map(self.weights.get, feats))
+        names = list(compress(feats, found))
+        if not names:
+            return Scored(self.bias, [], [], 0.0)
+        weights: list[tuple[float, ...]] = list(filter(None, found))
         value = 1.0 / math.sqrt(len(feats))
-        sums = map(sum, zip(*[w for _, w in hits], strict=True))
-        return Scored(tuple(b + value * s for b, s in zip(self.bias, sums, strict=True)), hits, value)
+        sums = map(sum, zip(*weights, strict=True))
+        return Scored(tuple(b + value * s for b, s in zip(self.bias, sums, strict=True)), names, weights, value)
 
 
 def top_features(scored: Scored, win: int, other: int, k: int) -> list[tuple[str, float]]:
     """The `k` features that most favour task index `win` over task index `other`, with that margin."""
-    margins = [(w[win] - w[other], f) for f, w in scored.hits]
-    margins.sort(reverse=True)
-    return [(f, m * scored.value) for m, f in margins[:k] if m > 0]
+    margins = list(map(sub, map(itemgetter(win), scored.weights), map(itemgetter(other), scored.weights)))
+    ranked = sorted(margins, reverse=True)  # a float sort (C), so only the few pairs kept are built
+    floor = max(ranked[k - 1] if len(ranked) >= k else 0.0, 1e-9)
+    big = list(map(floor.__le__, margins))
+    kept = sorted(zip(compress(margins, big), compress(scored.names, big), strict=True), reverse=True)
+    return [(f, m * scored.value) for m, f in kept[:k]]
+
+
+def knows_nothing(scored: Scored) -> bool:
+    """True when no feature but the length bucket (which every text has) is known to the model."""
+    names = scored.names
+    return not names or (len(names) == 1 and names[0].startswith(LENGTH))
 
 
 def parse_model(data: dict[str, Any]) -> LinearModel:

@@ -4,9 +4,11 @@ Features are short strings, so the model file can say what each weight means and
 them: words, word pairs, the first and last characters of longer words (character n-grams that
 survive inflection and compounds), the opening and closing words (where the instruction or the
 question usually stands when a passage is quoted), symbol runs (code), a length bucket, and a few
-structural marks (code fence, stack trace, table). Looking them up in the model's
-dict is the hashing trick with the exact string as its own hash: no collisions, and unknown
-features cost one failed lookup. Everything is pure Python and bounded by `MAX_WORDS`.
+marks (code fence, stack trace, table, any programming word, any form of creative writing). Pairs
+and affixes come only from the head and tail of a long text, so a quoted passage costs one lookup
+per word, not three. Looking them up in the model's dict is the hashing trick with the exact string
+as its own hash: no collisions, and unknown features cost one failed lookup. Everything is pure
+Python and bounded by `MAX_WORDS`.
 """
 
 from __future__ import annotations
@@ -15,9 +17,13 @@ import itertools
 import re
 import string
 
-MAX_WORDS = 300
+MAX_WORDS = 160
 """Words read per text: the first `MAX_WORDS - TAIL_WORDS` and the last `TAIL_WORDS`."""
-TAIL_WORDS = 60
+TAIL_WORDS = 40
+FOCUS_HEAD = 40
+FOCUS_TAIL = 20
+"""Word pairs and affixes come from the first `FOCUS_HEAD` and last `FOCUS_TAIL` words read, where
+the instruction stands; a quoted passage between them adds its words only (each feature is a lookup)."""
 EDGE_WORDS = 6
 """Opening and closing words that get a feature of their own (`^word`, `$word`)."""
 AFFIX_MIN = 6
@@ -38,9 +44,35 @@ _TRACE_HINTS = ("Traceback", "Error", "Exception", "panic: ", "Segmentation", " 
 """Cheap substring checks that gate the trace regex (most prompts have none of them)."""
 _TABLE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*\|", re.MULTILINE)
 
+_TECH_WORDS = (
+    "python javascript typescript java kotlin scala golang rust c++ c# php ruby perl lua haskell elixir erlang "
+    "clojure swift objective-c dart julia matlab fortran cobol assembly bash shell zsh powershell sql mysql "
+    "postgresql postgres sqlite mongodb redis html css scss sass json yaml toml xml regex regexp api apis sdk cli "
+    "git github gitlab docker dockerfile kubernetes kubectl helm terraform ansible nginx apache linux unix npm "
+    "pip conda maven gradle webpack node nodejs deno react vue angular svelte django flask fastapi spring laravel "
+    "rails express jquery pandas numpy pytorch tensorflow sklearn jupyter compiler debugger runtime stacktrace "
+    "traceback segfault exception function functions method methods class classes struct enum interface variable "
+    "variables array arrays dict dictionary hashmap tuple boolean integer int float string strings substring "
+    "recursion recursive loop loops iterator async await callback lambda regex snippet refactor refactoring debug "
+    "debugging compile compiling syntax bug bugs codebase repo repository frontend backend endpoint endpoints "
+    "query queries schema database json csv parse parsing algorithm algorithms leetcode unittest pytest jest "
+    "junit makefile cmake gcc clang jvm llvm wasm"
+)
+TECH = frozenset(_TECH_WORDS.split())
+"""Programming words: any of them adds `#tech`, so a rare one (`helm`, `svelte`) still counts for coding."""
+_FORMS_WORDS = (
+    "poem poems poetry haiku haikus sonnet sonnets limerick limericks verse verses lyrics song songs ballad ode "
+    "rap story stories tale tales fable fables fairytale novel novella screenplay sitcom monologue dialogue "
+    "fiction letter letters email eulogy toast speech slogan slogans tagline taglines jingle riddle riddles joke "
+    "jokes pun puns tweet caption captions essay anecdote parody bedtime rhyme rhymes acrostic"
+)
+FORMS = frozenset(_FORMS_WORDS.split())
+"""Forms of creative writing: any of them adds `#form`."""
 FENCE = "#fence"
 TRACE = "#trace"
 TABLE = "#table"
+TECH_MARK = "#tech"
+FORM_MARK = "#form"
 LENGTH = "len:"
 """Prefix of the length bucket (log2 of the word count); alone it means the text said nothing known."""
 
@@ -62,12 +94,18 @@ def features(text: str) -> set[str]:
     if n > MAX_WORDS:
         words = words[: MAX_WORDS - TAIL_WORDS] + words[-TAIL_WORDS:]
     out.update(words)
+    if not TECH.isdisjoint(words):
+        out.add(TECH_MARK)
+    if not FORMS.isdisjoint(words):
+        out.add(FORM_MARK)
+    if len(words) > FOCUS_HEAD + FOCUS_TAIL:
+        words = words[:FOCUS_HEAD] + words[len(words) - FOCUS_TAIL :]
     out.update(map(" ".join, itertools.pairwise(words)))
-    out.update("^" + w for w in words[:EDGE_WORDS])
-    out.update("$" + w for w in words[-EDGE_WORDS:])
     long = [w for w in words if len(w) >= AFFIX_MIN]
     out.update(w[:4] + "<" for w in long)
     out.update(">" + w[-4:] for w in long)
+    out.update("^" + w for w in words[:EDGE_WORDS])
+    out.update("$" + w for w in words[-EDGE_WORDS:])
     out.update("%" + s[:3] for s in raw[:2000].translate(_SYMBOL_BYTES).decode(errors="ignore").split())
     out.add(LENGTH + str(n.bit_length()))
     return out

@@ -66,7 +66,7 @@ def test_scores_are_probabilities_with_the_task_highest(classifier: Classifier) 
 @pytest.mark.parametrize(
     ("extra", "task", "reason"),
     [
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "coding", "tools(coding+1.5)"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "coding", "tools(coding+3)"),
         ({"response_format": {"type": "json_schema", "json_schema": {}}}, "analysis", "response_format(analysis+1.5)"),
         ({"temperature": 1.3}, "creative", "temperature(creative+1)"),
     ],

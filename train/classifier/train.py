@@ -3,9 +3,11 @@
     .venv/bin/pip install -e '.[train]'
     .venv/bin/python train/classifier/train.py            # train, report on the dev set, write the model
 
-Training data: the self-authored corpus of compose.py plus every data/*.jsonl file except the
-held-out ones (dev*.jsonl); each line is {"text", "task", "source"}. See SOURCES.md for where the
-public parts come from and their licences. databricks-dolly-15k, MBPP, HumanEval and CodeAlpaca
+Training data: the self-authored corpus of compose.py, every data/*.jsonl file except the held-out
+ones (dev*.jsonl), and the train split of the public data that public.py builds (data/public/); each
+line is {"text", "task", "source"}. Regularisation and features are chosen on the public val split;
+the test split is only reported. See SOURCES.md for where the public parts come from and their
+licences. databricks-dolly-15k, MBPP, HumanEval and CodeAlpaca
 are never used: they are reserved for evaluation.
 
 Features are lmwatch.routing.textfeatures.features (the runtime's own function), kept when they
@@ -49,9 +51,14 @@ def load(paths: list[Path]) -> list[tuple[str, str]]:
     return rows
 
 
+PUBLIC = HERE / "data" / "public"
+
+
 def training_rows(per_task: int) -> list[tuple[str, str]]:
-    files = sorted(p for p in (HERE / "data").glob("*.jsonl") if not p.name.startswith("dev"))
-    return list(composed(per_task)) + load(files)
+    if not (PUBLIC / "train.jsonl").exists():
+        sys.exit(f"no {PUBLIC / 'train.jsonl'}: run train/classifier/public.py first")
+    own = sorted(p for p in (HERE / "data").glob("*.jsonl") if not p.name.startswith("dev"))
+    return list(composed(per_task)) + load([*own, PUBLIC / "train.jsonl"])
 
 
 def matrix(texts: list[str], vocab: dict[str, int]):
@@ -122,10 +129,12 @@ def report(model: dict[str, object], rows: list[tuple[str, str]], title: str) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--per-task", type=int, default=3000, help="composed examples per task")
-    parser.add_argument("--min-df", type=int, default=2)
+    parser.add_argument("--per-task", type=int, default=500, help="composed examples per task")
+    parser.add_argument("--min-df", type=int, default=3)
     parser.add_argument("-C", type=float, default=10.0, help="inverse regularisation strength")
     parser.add_argument("--no-write", action="store_true", help="report only")
+    parser.add_argument("--out", type=Path, default=OUT, help="where to write the model")
+    parser.add_argument("--test", action="store_true", help="also report on the public test split (not for tuning)")
     args = parser.parse_args()
     rows = training_rows(args.per_task)
     print("training rows:", Counter(task for _, task in rows))
@@ -133,11 +142,14 @@ def main() -> None:
     model = export(clf, vocab, idf, rare_idf)
     print(f"features kept: {len(model['weights'])} of {len(vocab)}")
     report(model, rows, "train")
+    report(model, load([PUBLIC / "val.jsonl"]), "public val")
+    if args.test:
+        report(model, load([PUBLIC / "test.jsonl"]), "public test")
     for dev in sorted((HERE / "data").glob("dev*.jsonl")):
         report(model, load([dev]), dev.name)
     if not args.no_write:
-        OUT.write_bytes(gzip.compress(json.dumps(model, separators=(",", ":")).encode(), mtime=0))
-        print(f"wrote {OUT} ({OUT.stat().st_size} bytes)")
+        args.out.write_bytes(gzip.compress(json.dumps(model, separators=(",", ":")).encode(), mtime=0))
+        print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
 
 
 if __name__ == "__main__":
