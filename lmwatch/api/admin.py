@@ -38,6 +38,7 @@ from lmwatch.api.auth import ANONYMOUS, AUDIT_NOTE, CLIENT, Handler, is_admin, i
 from lmwatch.api.errors import ApiError, ProblemsError, api_error, shape_of
 from lmwatch.api.openai import forbids_cloud
 from lmwatch.api.request_ids import request_id
+from lmwatch.api.status import backend_document
 from lmwatch.config import BackendConfig, validation_problems
 from lmwatch.connections import read_body
 from lmwatch.control import ControlPlane, unknown_backend
@@ -46,7 +47,6 @@ from lmwatch.jsondecode import loads
 from lmwatch.lifecycle.loads import LoadError, LoadFailure
 from lmwatch.registry import BackendInfo
 from lmwatch.routing.request import json_object
-from lmwatch.server import backend_document
 from lmwatch.services import SERVICES
 from lmwatch.usage.log import GROUPS, parse_duration
 

@@ -15,11 +15,11 @@ from typing import Any, ClassVar
 
 from lmwatch.api.errors import ApiError
 from lmwatch.api.response_store import MAX_RESPONSES, ResponseStore, Stored
+from lmwatch.api.sse import TypedStreamMeter
+from lmwatch.api.translate import messages, responses
+from lmwatch.api.translate.chat import ChatStream, Reply, Tokens, new_id, reply_of
 from lmwatch.routing.request import Endpoint
 from lmwatch.routing.select import Plan, Target
-from lmwatch.routing.sse import TypedStreamMeter
-from lmwatch.translate import messages, responses
-from lmwatch.translate.chat import ChatStream, Reply, Tokens, new_id, reply_of
 
 
 class Dialect(ABC):
