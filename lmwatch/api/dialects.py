@@ -3,7 +3,7 @@
 A backend whose flavour and version speak the API (`Target.apis`, from lmwatch/backends) gets the
 request unchanged and its answer is relayed; any other target (llama.cpp, older LM Studio, cloud
 providers) gets the chat-completions translation, and its answer, whole or streamed, is translated
-back (lmwatch/translate). The proxy asks the request's dialect at every attempt, so one request
+back (lmwatch/api/translate). The proxy asks the request's dialect at every attempt, so one request
 can fail over from a backend that speaks the API to one that does not.
 """
 
