@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import random
 import time
@@ -55,7 +56,13 @@ from lmwatch.routing.ids import same_model
 from lmwatch.routing.request import Endpoint, ParsedRequest
 from lmwatch.routing.select import AUTO, TASK_PREFIX, Plan, Route, Target, Tier
 
+log = logging.getLogger("lmwatch.proxy")
+
 MAX_BACKOFF = 2.0
+SUCCESS, FAILURE, NO_VERDICT = "success", "failure", "no_verdict"
+"""The `outcome` of an attempt in `lmwatch_backend_attempts_total`, as the breaker sees it."""
+SUBSTITUTIONS_LOGGED = 1024
+"""Distinct (backend, model) substitutions logged; past it they are still failed over, silently."""
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _HEADERS = {
     stream: {"Content-Type": "application/json", "Accept": "text/event-stream" if stream else "application/json"}
@@ -139,9 +146,25 @@ class Upstream:
         self.rng = rng or random.Random()
         self.pool = Pool()
         self.placement = placement
+        self._substituted: set[tuple[str, str]] = set()
 
     def close(self) -> None:
         self.pool.close()
+
+    def substituted(self, target: Target, answered: object) -> Failure:
+        """The backend answered with another model than the one asked for (LM Studio with one model
+        loaded ignores the name): a failure that fails over, logged once per backend and model."""
+        message = f"model substituted: asked for {target.model!r}, answered by {str(answered)[:200]!r}"
+        key = (target.backend, target.model)
+        if key not in self._substituted and len(self._substituted) < SUBSTITUTIONS_LOGGED:
+            self._substituted.add(key)
+            log.warning(
+                "backend %s: %s; failing over (logged once per backend and model)",
+                target.backend,
+                message,
+                extra={"event": "model_substituted", "backend": target.backend, "model": target.model},
+            )
+        return Failure("model_unavailable", message)
 
 
 RouteHeaders = Callable[["Exchange"], dict[str, str]]
@@ -287,24 +310,33 @@ class Exchange:
             self.upstream.gate.release(target.backend)
 
     def _judge(self, target: Target, result: object) -> None:
-        """Feed the breaker; a cancelled attempt or a client that left gives no verdict."""
+        """Feed the breaker and count the attempt (`lmwatch_backend_attempts_total`, so a backend that
+        fails behind a successful failover still shows); a cancelled attempt or a client that left
+        gives no verdict."""
         outcomes = self.upstream.outcomes
         verdict = (
             Verdict.SUCCESS if isinstance(result, Answer) else result.verdict if isinstance(result, Streamed) else None
         )
+        outcome = NO_VERDICT
         if isinstance(result, Failure):
             if result.breaker:
                 outcomes.breaker_failure(target.backend, target.model, result.reason)
+                outcome = FAILURE
             else:
                 outcomes.breaker_abandon(target.backend, target.model)
             if result.reason == "model_unavailable" and not target.is_cloud:
                 self.poll_now(target.backend)
+            if not result.attempted:
+                return  # never sent (this host is out of descriptors): not an attempt
         elif verdict is Verdict.SUCCESS:
             outcomes.breaker_success(target.backend, target.model)
+            outcome = SUCCESS
         elif verdict is Verdict.UPSTREAM_FAILED:
             outcomes.breaker_failure(target.backend, target.model, "stream_cut")
+            outcome = FAILURE
         else:
             outcomes.breaker_abandon(target.backend, target.model)
+        self.metrics.child(self.metrics.attempts, target.backend, target.model, outcome).inc()
 
     async def _backoff(self, attempt_no: int) -> None:
         delay = min(self.routing.retry_backoff * 2 ** (attempt_no - 2), MAX_BACKOFF)
@@ -421,7 +453,7 @@ class Exchange:
         message = error_message(obj)
         if status == 200 and message is None and isinstance(obj, dict):
             if target.substitutes_model and not _answered_by(obj, target):
-                return Failure("model_unavailable", f"answered by {obj.get('model')!r}: the model is gone")
+                return self.upstream.substituted(target, obj.get("model"))
             self.usage.add(obj.get("usage"))
             if self.usage.prompt:
                 learn(self.req, target, self.upstream.outcomes, self.usage.prompt)
@@ -566,8 +598,10 @@ class Exchange:
         """A stream whose first event is an error, or comes from another model, can still fail over."""
         if meter.error is not None:
             return self._upstream_error(target, 200, error_message(meter.error) or "error event", meter.error)
+        if meter.first is None and meter.first_at is not None and not meter.done:
+            return Failure("bad_response", "the stream's first event is not a JSON object")
         if target.substitutes_model and meter.first is not None and not _answered_by(meter.first, target):
-            return Failure("model_unavailable", f"answered by {meter.first.get('model')!r}: the model is gone")
+            return self.upstream.substituted(target, meter.first.get("model"))
         return None
 
     def _account_stream(self, target: Target, meter: Meter, sent: float) -> None:
