@@ -9,6 +9,7 @@ a deadline, and exit 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Sequence
@@ -182,8 +183,20 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.on_sighup()))
-        await self.start()
-        await stop.wait()
+        starting = asyncio.create_task(self.start(), name="start")
+        stopping = asyncio.create_task(stop.wait(), name="wait for a stop signal")
+        try:
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():  # a stop during the first poll round (a hung backend): stop now
+                log.info("stop asked while starting: the first poll round is abandoned")
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+            else:
+                starting.result()  # a start that failed raises here
+                await stopping
+        finally:
+            stopping.cancel()
         await self.stop()
 
 

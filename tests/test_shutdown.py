@@ -10,6 +10,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from lmwatch.simulator import RunningSimulator, SimSettings, start_simulator
 from tests.daemons import ADMIN_TOKEN, backend_yaml, config_file, daemon_for, daemon_process, write
@@ -115,3 +117,28 @@ async def test_stop_lets_streams_in_flight_finish(tmp_path: Path, http: aiohttp.
             await stopping
     finally:
         await sim.stop()
+
+
+async def test_sigterm_during_the_first_poll_round_stops_at_once_without_a_traceback(tmp_path: Path) -> None:
+    """A backend that never answers holds the first poll round for its whole probe_timeout (60 s
+    here): SIGTERM then abandons the round instead of waiting it out."""
+    arrived = asyncio.Event()
+
+    async def hang(request: web.Request) -> web.StreamResponse:
+        arrived.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    app = web.Application()
+    app.router.add_get("/{path:.*}", hang)
+    async with TestServer(app, host="127.0.0.1") as server:
+        url = str(server.make_url("")).rstrip("/")
+        config = config_file(tmp_path, f"backends: [{backend_yaml('hung', url, probe_timeout=60, kind='openai')}]\n")
+        async with daemon_process(config) as proc:
+            await proc.wait_listening()
+            await asyncio.wait_for(arrived.wait(), 30)
+            proc.signal(signal.SIGTERM)
+            assert await proc.wait(timeout=20) == 0
+    log = "".join(proc.log)
+    assert "the first poll round is abandoned" in log
+    assert "Traceback" not in log and "CancelledError" not in log
