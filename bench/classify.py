@@ -35,12 +35,20 @@ def load(path: Path) -> list[tuple[str, str]]:
 
 
 def accuracy_table(classifier: Classifier, rows: list[tuple[str, str]], title: str) -> tuple[list[str], float, float]:
-    confusion: Counter[tuple[str, str]] = Counter()
-    for text, task in rows:
-        guess = classifier.classify({"messages": [{"role": "user", "content": text}]}).task
-        confusion[(task, guess)] += 1
+    guesses = [classifier.classify({"messages": [{"role": "user", "content": text}]}).task for text, _ in rows]
+    return confusion_report([(task, guess) for (_, task), guess in zip(rows, guesses, strict=True)], title)
+
+
+def confusion_report(pairs: list[tuple[str, str]], title: str) -> tuple[list[str], float, float]:
+    """Per-class precision, recall and F1, accuracy, macro-F1 and the confusion matrix of (true, guess) pairs."""
+    confusion: Counter[tuple[str, str]] = Counter(pairs)
     right = sum(confusion[(t, t)] for t in TASKS)
-    lines = [f"### {title}: {len(rows)} prompts", "", "| task | precision | recall | F1 | n |", "|---|---|---|---|---|"]
+    lines = [
+        f"### {title}: {len(pairs)} prompts",
+        "",
+        "| task | precision | recall | F1 | n |",
+        "|---|---|---|---|---|",
+    ]
     f1s = []
     for task in TASKS:
         predicted = sum(n for (_, g), n in confusion.items() if g == task)
@@ -50,7 +58,7 @@ def accuracy_table(classifier: Classifier, rows: list[tuple[str, str]], title: s
         f1 = 2 * p * r / (p + r) if p + r else 0.0
         f1s.append(f1)
         lines.append(f"| {task} | {p:.3f} | {r:.3f} | {f1:.3f} | {actual} |")
-    accuracy, macro = right / len(rows), statistics.mean(f1s)
+    accuracy, macro = right / len(pairs), statistics.mean(f1s)
     lines += ["", f"accuracy **{accuracy:.3f}**, macro-F1 **{macro:.3f}**", ""]
     guesses = [*TASKS, *sorted({g for _, g in confusion} - set(TASKS))]
     lines += ["| true \\ predicted | " + " | ".join(guesses) + " |", "|---" * (len(guesses) + 1) + "|"]
@@ -124,7 +132,10 @@ def main() -> None:
         print(f"| {name} | {n} | {accuracy:.3f} | {macro:.3f} |")
     print(f"| time per request (median / p99) | | {timing['wall_p50']:.0f} µs / {timing['wall_p99']:.0f} µs | |")
     if args.write:
-        args.write.write_text(text)
+        old = args.write.read_text() if args.write.exists() else ""
+        begin = old.find("<!-- embedding mode: bench/embedclass.py -->")
+        kept = "\n" + old[begin:] if begin >= 0 else ""  # bench/embedclass.py's section stays
+        args.write.write_text(text + kept)
 
 
 if __name__ == "__main__":

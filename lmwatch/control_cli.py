@@ -8,7 +8,7 @@
     lmwatch route --explain "prompt"    where a request would go, and why (nothing is sent)
     lmwatch top [--once]                a live view: backends, models, in-flight, tokens/s, GPUs (lmwatch/top.py)
     lmwatch profile [--backend B] [--model M] [--force]   measure the loaded models
-    lmwatch compare [--task T]          the loaded models side by side with their profiles
+    lmwatch compare [--task T [--since 7d]]   the loaded models side by side: profiles, per-task numbers
     lmwatch usage [--since 7d] [--by model|backend|key|task|day]   requests, tokens, local share, $ saved
 
 Every command takes `--url` (or LMWATCH_URL; default http://127.0.0.1:9234), `--token` (or
@@ -327,13 +327,16 @@ def cmd_route(args: argparse.Namespace) -> int:
     if data.get("task_reasons"):
         print("  because: " + ", ".join(data["task_reasons"]))
     candidates = data.get("candidates", [])
+    task_score = data.get("scores", {}).get(data.get("task"))
+    for_task = f" for {data.get('task')}" + (f" (classifier score {task_score:g})" if task_score is not None else "")
     if candidates:
         print("candidates, in order:")
         for i, c in enumerate(candidates, 1):
-            mark = "" if c.get("usable", True) else " (skipped)"
-            print(f"  {i}. {c['backend']} / {c['model']}{mark}: {c['reason']}")
+            decision = c.get("decision") or ("kept" if c.get("usable", True) else "skipped")
+            print(f"  {i}. {c['backend']} / {c['model']}: {decision}{for_task}; {c['reason']}")
             if c.get("fit") or c.get("speed"):
                 print(f"     {_fit_and_speed(c.get('fit') or {}, c.get('speed') or {})}")
+            print(f"     {_profile_line(c.get('profile'))}")
     for excluded in data.get("excluded", []):
         print(f"  not considered: {excluded['backend']} ({excluded['reason']})")
     for passed in data.get("passed_over", []):
@@ -359,6 +362,19 @@ def _fit_and_speed(fit: dict[str, Any], speed: dict[str, Any]) -> str:
     else:
         text += "; speed not measured yet"
     return text
+
+
+def _profile_line(profile: dict[str, Any] | None) -> str:
+    """`profile: TTFT 0.250 s short / 0.900 s long, prompt 800.0 tok/s, generation 50.0 tok/s, peak 180.0 tok/s @4`"""
+    if not profile:
+        return "profile: not measured (run `lmwatch profile`)"
+    peak = profile.get("peak_tokens_per_second")
+    return (
+        f"profile: TTFT {_num(profile.get('ttft_short_seconds'), 3)} s short / "
+        f"{_num(profile.get('ttft_long_seconds'), 3)} s long, prompt {_num(profile.get('prompt_tokens_per_second'))}"
+        f" tok/s, generation {_num(profile.get('generation_tokens_per_second'))} tok/s"
+        + (f", peak {peak:.1f} tok/s @{profile.get('peak_concurrency')}" if peak else "")
+    )
 
 
 def _num(value: Any, digits: int = 1) -> str:
@@ -400,8 +416,20 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 1 if any(r["outcome"] == "failed" for r in results) else 0
 
 
+def _task_numbers(usage: dict[str, Any] | None) -> list[str]:
+    """How the task's requests went to a model (the usage log): requests, mean seconds, TTFT, tok/s."""
+    if not usage:
+        return ["0", "-", "-", "-"]
+    return [
+        str(usage["requests"]),
+        _num(usage.get("mean_latency_seconds"), 3),
+        _num(usage.get("mean_ttft_seconds"), 3),
+        _num(usage.get("completion_tokens_per_second")),
+    ]
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
-    query = f"?task={urllib.parse.quote(args.task)}" if args.task else ""
+    query = f"?task={urllib.parse.quote(args.task)}&since={urllib.parse.quote(args.since)}" if args.task else ""
     data = call(args, "GET", "/admin/models" + query)
     models = [m for m in data.get("models", []) if m.get("loaded") and args.backend in (None, m["backend"])]
     if args.json:
@@ -416,10 +444,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
             str(m.get("quantization") or "-"),
             str(m.get("loaded_context_length") or m.get("max_context_length") or "-"),
             *_speeds(m.get("profile")),
+            *(_task_numbers(m.get("task_usage")) if args.task else []),
         ]
         for m in models
     ]
-    print(table(rows, [*head, "MODEL", "BACKEND", "QUANT", "CONTEXT", *SPEED_HEADER]) if rows else "no models loaded")
+    tail = [f"{args.task.upper()} REQS", "MEAN S", "MEAN TTFT", "TOK/S"] if args.task else []
+    header = [*head, "MODEL", "BACKEND", "QUANT", "CONTEXT", *SPEED_HEADER, *tail]
+    print(table(rows, header) if rows else "no models loaded")
+    if args.task:
+        print(f"{args.task} requests served in the last {args.since} (usage log); TOK/S: completion tokens per second")
     if any(m.get("profile") is None for m in models):
         print("models without numbers have no profile yet: run `lmwatch profile`")
     return 0
@@ -522,6 +555,9 @@ def add_commands(commands: Any) -> None:
     compare = add("compare", "compare the loaded models side by side with their measured profiles", cmd_compare)
     compare.add_argument("--task", metavar="T", help="only the candidates for task T, in the order routing tries them")
     compare.add_argument("--backend", metavar="B", help="only this backend")
+    compare.add_argument(
+        "--since", default="7d", metavar="D", help="with --task: the task's requests over this period (7d)"
+    )
 
 
 COMMANDS = (

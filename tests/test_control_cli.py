@@ -16,6 +16,7 @@ import pytest
 
 from lmwatch.control_cli import COMMANDS
 from lmwatch.daemon import Daemon
+from lmwatch.registry import ModelProfile, ModelType
 from lmwatch.simulator import RunningSimulator
 from tests.daemons import ADMIN_TOKEN, WRONG_TOKEN, backend_yaml, config_file, daemon_for, run_cli, write
 
@@ -135,8 +136,9 @@ async def test_route_explain(daemon: Daemon, sim: RunningSimulator) -> None:
     assert "candidates, in order:" in lines
     assert lines[-1] == "chosen: studio / qwen2.5-coder-7b-instruct"
     first = lines.index("candidates, in order:") + 1
-    assert lines[first].startswith("  1. studio / qwen2.5-coder-7b-instruct: ")
+    assert lines[first].startswith("  1. studio / qwen2.5-coder-7b-instruct: chosen for coding (classifier score 0.")
     assert lines[first + 1] == "     fits: ~26 of 8192 tokens; speed not measured yet"  # 40 characters / 4 + 16
+    assert lines[first + 2] == "     profile: not measured (run `lmwatch profile`)"
     assert "  passed over: studio / text-embedding-nomic-embed-text-v1.5 (the model " in "\n".join(lines)
     assert sim.state.stats.requests_total.get("/v1/chat/completions", 0) == before  # a dry run
 
@@ -144,6 +146,40 @@ async def test_route_explain(daemon: Daemon, sim: RunningSimulator) -> None:
         "route", "--explain", "hello", "--model", "task:creative", "--json", env=cli_env(daemon)
     )
     assert code == 0 and json.loads(out)["task"] == "creative"
+
+
+async def test_route_explain_says_per_candidate_its_profile_its_fit_and_why_it_was_kept_or_skipped(
+    daemon: Daemon,
+) -> None:
+    daemon.registry.record_profiles(
+        [
+            ModelProfile(
+                backend="studio",
+                model="qwen2.5-coder-7b-instruct",
+                model_type=ModelType.LLM,
+                measured_at=1.0,
+                ttft_short_seconds=0.25,
+                ttft_long_seconds=0.9,
+                prompt_tokens_per_second=800.0,
+                generation_tokens_per_second=50.0,
+            )
+        ]
+    )
+    long = "Fix the bug in this Python function:\n```python\n" + "total = total + 1\n" * 2400 + "```"
+    code, out, err = await run_cli("route", "--explain", long, env=cli_env(daemon))
+    assert code == 0, err
+    lines = out.splitlines()
+    first = lines.index("candidates, in order:") + 1
+    qwen, llama, gemma = lines[first], lines[first + 3], lines[first + 6]
+    assert qwen.startswith("  1. studio / qwen2.5-coder-7b-instruct: skipped for coding (classifier score ")
+    assert qwen.endswith("; skipped: needs about 10829 tokens, its loaded context is 8192")
+    assert lines[first + 1].startswith("     does not fit: ~10829 of 8192 tokens; expected 4.2 s (profile: TTFT 0.250")
+    profile = "     profile: TTFT 0.250 s short / 0.900 s long, prompt 800.0 tok/s, generation 50.0 tok/s"
+    assert lines[first + 2] == profile
+    assert llama.startswith("  2. studio / meta-llama-3.1-8b-instruct: skipped for coding")
+    assert gemma.startswith("  3. studio / google/gemma-3-4b: chosen for coding")
+    assert lines[first + 7] == "     fits: ~10829 of 12918 tokens; speed not measured yet"
+    assert lines[-1] == "chosen: studio / google/gemma-3-4b"
 
 
 def free_port() -> int:

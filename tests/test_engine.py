@@ -356,8 +356,6 @@ async def _profile_and_refuse(daemon: Daemon, tmp_path: Path) -> None:
 async def test_the_embedding_classifier_embeds_with_smollm2(engine: Engine) -> None:
     """`classifier.mode: embedding` with the engine's own model configured as the embedding model:
     llama.cpp answers token vectors, which are pooled; the exemplars are embedded once."""
-    from lmwatch.api.openai import CLASSIFIER
-
     async with aiohttp.ClientSession() as http, http.get(engine.url + "/v1/models") as resp:
         [model] = [m["id"] for m in (await resp.json())["data"]]
     config = {
@@ -368,7 +366,7 @@ async def test_the_embedding_classifier_embeds_with_smollm2(engine: Engine) -> N
     with engine_alive(engine):
         async with running_daemon(parse_config(yaml.safe_dump(config), env={}), [router.setup]) as daemon:
             routing, snap = daemon.services.config.config.routing, daemon.registry.snapshot()
-            await daemon.app[CLASSIFIER].warm(routing, snap)  # the exemplars, before any request waits on them
+            await daemon.app[router.CLASSIFIER].warm(routing, snap)  # the exemplars, before any request waits on them
             async with openai.AsyncOpenAI(base_url=daemon.url + "/v1", api_key="unused", max_retries=0) as client:
                 poem = [{"role": "user", "content": "Write a poem."}]
                 ask: Any = {"model": "auto", "messages": poem, "max_tokens": 4}
@@ -380,3 +378,30 @@ async def test_the_embedding_classifier_embeds_with_smollm2(engine: Engine) -> N
             text = await _scrape(daemon)
             assert 'lmwatch_classifier_embedding_lookups_total{outcome="embedded"} 1.0' in text
             assert 'lmwatch_classifier_embedding_lookups_total{outcome="cached"} 1.0' in text
+
+
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+
+
+async def test_capabilities_on_explicit_ids_are_refused_before_the_engine(daemon: Daemon, engine: Engine) -> None:
+    """The engine's text model: embeddings from it, an image to it, or a quantization variant it does
+    not report are 400/400/404 naming why, and the engine is not asked."""
+    [model] = daemon.registry.snapshot().backends["engine"].models
+    image = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}
+    with engine_alive(engine):
+        async with openai.AsyncOpenAI(base_url=daemon.url + "/v1", api_key="unused", max_retries=0) as client:
+            with pytest.raises(openai.BadRequestError) as embeddings:
+                await client.embeddings.with_raw_response.create(model=model.id, input="hello")
+            assert embeddings.value.code == "model_type_mismatch" and "a text model (llm)" in embeddings.value.message
+            with pytest.raises(openai.BadRequestError) as pictured:
+                await client.chat.completions.with_raw_response.create(
+                    model=model.id, messages=[{"role": "user", "content": [image]}], max_tokens=4
+                )
+            assert pictured.value.code == "image_input_not_supported"
+            with pytest.raises(openai.NotFoundError) as variant:
+                await client.chat.completions.create(
+                    model=model.id + "@q8_0", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+                )
+            assert "engine has" in variant.value.message and "quantization not reported" in variant.value.message
+            for refused in (embeddings, pictured, variant):
+                assert refused.value.response.headers["X-LMWatch-Backend"] == "none"

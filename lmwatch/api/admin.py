@@ -544,10 +544,13 @@ async def explain_route(
                 "usable": state != "open" and checked.fits,
                 "fit": details["fit"],
                 "speed": details["speed"],
+                "profile": details["profile"],
+                "decision": "kept" if state != "open" and checked.fits else "skipped",
             }
             candidates.append(entry)
             if chosen is None and entry["usable"]:
                 chosen = entry
+                entry["decision"] = "chosen"
     excluded: list[contract.Excluded] = [
         {"backend": b.name, "reason": "draining" if b.draining else f"{b.health.value}: {b.health_reason}"}
         for b in snap.backends.values()

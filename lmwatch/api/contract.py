@@ -208,6 +208,10 @@ class Candidate(TypedDict):
     usable: bool
     fit: dict[str, Any]
     speed: dict[str, Any]
+    profile: dict[str, Any] | None
+    """The model's measured profile in short (`lmwatch compare`'s numbers); None when not measured."""
+    decision: Literal["chosen", "kept", "skipped"]
+    """`chosen`: the first usable one; `kept`: usable, next in line; `skipped`: `reason` says why."""
 
 
 class Excluded(TypedDict):

@@ -2,7 +2,8 @@
 
     POST /admin/profile      {"backend"?, "model"?, "force"?, "tokens"?}: measure, answer the results
     GET  /admin/models       every model on every backend: facts, contexts, profile, live averages
-    GET  /admin/models?task=coding   the candidates for a task, in the order routing would try them
+    GET  /admin/models?task=coding[&since=7d]   the candidates for a task, in the order routing would
+                             try them, each with how that task's requests went there (usage log)
 
 The routes are installed by lmwatch/api/admin.py, behind its guard and audit.
 """
@@ -10,6 +11,9 @@ The routes are installed by lmwatch/api/admin.py, behind its guard and audit.
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
+import time
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +30,7 @@ from lmwatch.routing.balance import expected_seconds
 from lmwatch.routing.request import Endpoint, json_object, parse_request
 from lmwatch.routing.select import TASK_PREFIX
 from lmwatch.services import SERVICES
+from lmwatch.usage.log import TaskUsage, UsageLog, parse_duration
 
 MAX_TOKENS = 4096
 
@@ -72,6 +77,7 @@ async def list_models(request: web.Request) -> web.Response:
     if task not in routing.task_names():
         known = ", ".join(sorted(routing.task_names()))
         raise ApiError(400, f"unknown task {task!r}; known: {known}", param="task", code="unknown_task")
+    usage = await _task_usage(services.usage, request.query.get("since", "7d"), task)
     body = {"model": TASK_PREFIX + task, "messages": [{"role": "user", "content": "-"}]}
     req = parse_request(Endpoint.CHAT, json.dumps(body).encode(), routing.default_model)
     plan = services.router.plan(snap, routing, req, task, local_only=True)
@@ -85,8 +91,30 @@ async def list_models(request: web.Request) -> web.Response:
                 continue
             seen.add((target.backend, target.model_key))
             row = _row(snap, outcomes, backend, target.info)
+            served = [
+                usage[(backend.name, i)]
+                for i in target.info.instance_ids or (target.info.id,)
+                if (backend.name, i) in usage
+            ]
+            row["task_usage"] = sum(served[1:], served[0]).document() if served else None
             rows.append({"rank": len(rows) + 1, "route": tier.route.value, "label": tier.label, **row})
     return web.json_response({"task": task, "models": rows})
+
+
+async def _task_usage(log: UsageLog | None, since_text: str, task: str) -> dict[tuple[str, str], TaskUsage]:
+    """What the usage log says of `task` requests per backend and model since `since` (a duration);
+    empty without a usage log, or when its file cannot be read (the table then has no task numbers)."""
+    try:
+        since = time.time() - parse_duration(since_text)
+    except ValueError as exc:
+        raise ApiError(400, str(exc), param="since", code="invalid_value") from None
+    if log is None:
+        return {}
+    try:
+        return await log.task_usage(since, task)
+    except (sqlite3.Error, OSError) as exc:
+        logging.getLogger("lmwatch.api.profiles").warning("per-task numbers left out: %s", exc)
+        return {}
 
 
 def _row(snap: Snapshot, outcomes: RequestOutcomes, backend: BackendInfo, model: ModelInfo) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -17,9 +17,6 @@ from prometheus_client.registry import Collector
 from lmwatch.metrics.family import Family
 from lmwatch.metrics.text import Format
 from lmwatch.registry import Registry
-
-if TYPE_CHECKING:
-    from lmwatch.samplers.base import Sampler
 
 log = logging.getLogger("lmwatch.metrics.samplers")
 
@@ -48,6 +45,18 @@ GPU_AVAILABLE = Family(
 OWN = (COLLECTOR_SUCCESS, COLLECTOR_DURATION, COLLECTOR_LAST_SUCCESS, GPU_AVAILABLE)
 
 
+class Sampler(Protocol):
+    """What the collector needs of a sampler (`lmwatch/samplers/base.py`)."""
+
+    name: str
+    declared: tuple[Family, ...]
+    keep_last_sample: bool
+
+    def families(self, sample: Any) -> Iterable[Metric]: ...
+
+    def reads_gpus(self, sample: Any) -> bool: ...
+
+
 def _merged(families: Iterable[Metric]) -> Iterable[Metric]:
     """One family per name (two GPU vendors both yield `lmwatch_gpu_*`; their series differ by uuid),
     and no HELP/TYPE for a family without series."""
@@ -71,9 +80,8 @@ class SamplerCollector(Collector):
         """(sampler, OpenMetrics?) -> (the sample rendered, its text, its family names)."""
 
     def describe(self) -> Iterable[Metric]:
-        """Its own families; the samplers' ones depend on what they find (GPUs, backend processes),
-        so the golden scrape test holds their names."""
-        return [family.new() for family in OWN]
+        declared = dict.fromkeys(f for sampler in self.samplers for f in sampler.declared)  # two GPU vendors: once
+        return [family.new() for family in (*declared, *OWN)]
 
     def collect(self) -> Iterable[Metric]:
         own, parts = self._read(lambda sampler, sample: list(sampler.families(sample)))

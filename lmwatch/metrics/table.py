@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, disable_created_metrics
 from prometheus_client.metrics_core import Metric
@@ -28,13 +28,10 @@ from lmwatch.metrics.family import Family
 from lmwatch.metrics.fleet import BackendCollector, DaemonCollector, ProfileCollector
 from lmwatch.metrics.lifecycle import LifecycleMetrics
 from lmwatch.metrics.requests import OutcomesCollector, RequestMetrics
-from lmwatch.metrics.samplers import SamplerCollector
+from lmwatch.metrics.samplers import Sampler, SamplerCollector
 from lmwatch.metrics.text import EOF_LINE, Format
 from lmwatch.metrics.usage import USAGE_WRITE_FAILURES
 from lmwatch.registry import Registry
-
-if TYPE_CHECKING:
-    from lmwatch.samplers.base import Sampler
 
 log = logging.getLogger("lmwatch.metrics")
 
@@ -52,6 +49,16 @@ SCRAPE_DURATION = Family(
     "How long reading the collector's families took in this scrape.",
     ("collector",),
 )
+
+
+class _ScrapeHealth(Collector):
+    """Declares the scrape's own families (written by `Metrics` itself), so their names are checked."""
+
+    def describe(self) -> Iterable[Metric]:
+        return [SCRAPE_SUCCESS.new(), SCRAPE_DURATION.new()]
+
+    def collect(self) -> Iterable[Metric]:
+        return []
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,7 @@ class Metrics(CollectorRegistry):
         self._scraped: dict[str, Collector] = {}
         self._broken: set[str] = set()
         self._formats = {False: Format(openmetrics=False), True: Format(openmetrics=True)}
+        super().register(_ScrapeHealth())  # not in `_order`: `_outcome_families` writes them
         sources = Sources(registry, samplers)
         for name, make in collectors.items():
             collector = self._scraped[name] = make(sources)

@@ -1,11 +1,12 @@
-"""What `/admin/route/explain` adds per candidate: context fit, capability and speed, and the loaded
-models `auto` passed over (with why), computed with the router's own functions."""
+"""What `/admin/route/explain` adds per candidate: context fit, capability, speed and the measured
+profile, and the loaded models `auto` passed over (with why), computed with the router's own functions."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from lmwatch.config import RoutingConfig
+from lmwatch.profiling.runner import summary
 from lmwatch.registry import RequestOutcomes, Snapshot
 from lmwatch.routing.balance import expected_seconds
 from lmwatch.routing.capabilities import Capabilities
@@ -29,7 +30,7 @@ def facts(req: ParsedRequest, target: Target, outcomes: RequestOutcomes) -> tupl
         ),
         "prompt_tokens_per_second": profile.prompt_tokens_per_second if profile else None,
     }
-    return checked, {"fit": checked.document(), "speed": speed}
+    return checked, {"fit": checked.document(), "speed": speed, "profile": summary(profile) if profile else None}
 
 
 def passed_over(

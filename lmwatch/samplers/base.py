@@ -13,8 +13,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import Metric
 
+from lmwatch.metrics.family import Family
 from lmwatch.registry import Snapshot
 
 
@@ -30,6 +31,8 @@ class Sampler(ABC):
     """The `collector` label value ("host", "process", "gpu"); also the key in `snapshot.collectors`."""
     interval: float
     """Seconds between two samples."""
+    declared: tuple[Family, ...] = ()
+    """The families `families` yields (declared in `lmwatch/metrics/telemetry.py`), for `describe()`."""
     keep_last_sample: bool = True
     """Whether the metrics of the last good sample are still served while the latest run fails.
     False for sources whose failure means their objects are gone (a GPU driver unloaded)."""
@@ -82,28 +85,3 @@ class OnceLog:
         wanted = set(keys)
         for key in [k for k in self._active if k not in wanted]:
             del self._active[key]
-
-
-_UNITS = ("bytes", "seconds", "celsius", "watts", "joules", "hertz", "ratio")
-
-
-def _unit(name: str) -> str:
-    base = name.removesuffix("_total")
-    return next((u for u in _UNITS if base.endswith("_" + u)), "")
-
-
-def gauge(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
-    """A gauge family; the unit (for OpenMetrics) is taken from the name's suffix."""
-    return GaugeMetricFamily(name, doc, labels=list(labels), unit=_unit(name))
-
-
-def counter(name: str, doc: str, labels: Iterable[str] = ()) -> CounterMetricFamily:
-    """A counter family; `name` ends with `_total`, the unit is taken from the suffix before it."""
-    return CounterMetricFamily(name, doc, labels=list(labels), unit=_unit(name))
-
-
-def gauge_value(name: str, doc: str, value: float) -> GaugeMetricFamily:
-    """A gauge family with one unlabelled series."""
-    family = gauge(name, doc)
-    family.add_metric([], value)
-    return family

@@ -13,10 +13,9 @@ from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
+from lmwatch.metrics.telemetry import BACKEND_GPU_MEMORY, GPU, GPU_ENERGY, GPU_GAUGES, GPU_INFO
 from lmwatch.registry import GpuPressure
-from lmwatch.samplers.base import Sampler, counter, gauge
-
-GPU_LABELS = ("gpu", "uuid", "name")
+from lmwatch.samplers.base import Sampler
 
 
 @dataclass(frozen=True)
@@ -83,68 +82,30 @@ def attribute(gpus: Iterable[GpuStats], pids: Mapping[int, str]) -> tuple[Backen
     return tuple(BackendGpuMemory(b, g, n) for (b, g), n in sorted(totals.items()))
 
 
-# (metric name, GpuStats field, help); every one labelled gpu, uuid, name.
-_GAUGES: tuple[tuple[str, str, str], ...] = (
-    (
-        "lmwatch_gpu_utilization_ratio",
-        "utilization_ratio",
-        "Fraction of the last sample period (1/6 s to 1 s) in which a kernel ran on the GPU.",
-    ),
-    (
-        "lmwatch_gpu_memory_utilization_ratio",
-        "memory_utilization_ratio",
-        "Fraction of the last sample period in which GPU memory was read or written.",
-    ),
-    ("lmwatch_gpu_memory_total_bytes", "memory_total_bytes", "Total memory of the GPU."),
-    ("lmwatch_gpu_memory_used_bytes", "memory_used_bytes", "GPU memory in use."),
-    ("lmwatch_gpu_memory_free_bytes", "memory_free_bytes", "GPU memory free."),
-    ("lmwatch_gpu_temperature_celsius", "temperature_celsius", "GPU core temperature."),
-    ("lmwatch_gpu_power_draw_watts", "power_draw_watts", "Power drawn by the GPU board."),
-    ("lmwatch_gpu_power_limit_watts", "power_limit_watts", "Power limit the driver enforces on the GPU."),
-    ("lmwatch_gpu_sm_clock_hertz", "sm_clock_hertz", "Current clock of the GPU's streaming multiprocessors."),
-    ("lmwatch_gpu_memory_clock_hertz", "memory_clock_hertz", "Current clock of the GPU's memory."),
-    (
-        "lmwatch_gpu_fan_speed_ratio",
-        "fan_speed_ratio",
-        "Fan speed as a fraction of its maximum (can exceed 1 on some boards).",
-    ),
-)
 _FIELDS = {f.name for f in fields(GpuStats)}
-assert all(f in _FIELDS for _, f, _ in _GAUGES)
+assert all(f in _FIELDS for _, f in GPU_GAUGES)
 
 
 def gpu_families(sample: GpuSample) -> Iterable[Metric]:
-    info = gauge(
-        "lmwatch_gpu_info",
-        "1 for each GPU; its identity and driver in labels.",
-        [*GPU_LABELS, "vendor", "driver_version"],
-    )
+    info = GPU_INFO.new()
     for gpu in sample.gpus:
-        info.add_metric([*gpu.labels, sample.vendor, sample.driver_version or ""], 1.0)
+        GPU_INFO.add(info, (*gpu.labels, sample.vendor, sample.driver_version or ""), 1.0)
     yield info
-    for name, attr, doc in _GAUGES:
-        family = gauge(name, doc, GPU_LABELS)
+    for family, attr in GPU_GAUGES:
+        metric = family.new()
         for gpu in sample.gpus:
             value = getattr(gpu, attr)
             if value is not None:
-                family.add_metric(gpu.labels, value)
-        yield family
-    energy = counter(
-        "lmwatch_gpu_energy_joules_total",
-        "Energy the GPU consumed since the driver was loaded (absent on cards that do not report it).",
-        GPU_LABELS,
-    )
+                family.add(metric, gpu.labels, value)
+        yield metric
+    energy = GPU_ENERGY.new()
     for gpu in sample.gpus:
         if gpu.energy_joules is not None:
-            energy.add_metric(gpu.labels, gpu.energy_joules)
+            GPU_ENERGY.add(energy, gpu.labels, gpu.energy_joules)
     yield energy
-    backend = gauge(
-        "lmwatch_backend_gpu_memory_bytes",
-        "GPU memory held by the processes serving a backend, per GPU.",
-        ["backend", "gpu"],
-    )
+    backend = BACKEND_GPU_MEMORY.new()
     for entry in sample.backend_memory:
-        backend.add_metric([entry.backend, str(entry.gpu)], entry.bytes)
+        BACKEND_GPU_MEMORY.add(backend, (entry.backend, str(entry.gpu)), entry.bytes)
     yield backend
 
 
@@ -153,6 +114,7 @@ class GpuSampler(Sampler):
     distinct per vendor) and `vendor`, and implement `sample` returning a `GpuSample`."""
 
     vendor = "unknown"
+    declared = GPU
     keep_last_sample = False  # a failing GPU library means its GPUs are gone: drop their series
 
     def families(self, sample: GpuSample) -> Iterable[Metric]:

@@ -15,8 +15,9 @@ from typing import Any
 import psutil
 from prometheus_client.metrics_core import Metric
 
+from lmwatch.metrics.telemetry import HOST, HOST_CPU, HOST_GAUGES, SELF_CPU, SELF_OPEN_FDS, SELF_THREADS
 from lmwatch.registry import Snapshot
-from lmwatch.samplers.base import Sampler, counter, gauge_value
+from lmwatch.samplers.base import Sampler
 
 _GUEST_MODES = frozenset({"guest", "guest_nice"})
 """On Linux guest time is already counted in user/nice: leaving it out keeps `sum()` over modes right."""
@@ -47,27 +48,9 @@ class HostSample:
         return self.load1 / self.cpus if self.cpus else 0.0
 
 
-# (metric name, HostSample field, help) of the unlabelled gauges, in exposition order.
-_GAUGES: tuple[tuple[str, str, str], ...] = (
-    ("lmwatch_host_cpus", "cpus", "Logical CPUs of the host."),
-    ("lmwatch_host_load1", "load1", "Load average over 1 minute."),
-    ("lmwatch_host_load5", "load5", "Load average over 5 minutes."),
-    ("lmwatch_host_load15", "load15", "Load average over 15 minutes."),
-    ("lmwatch_host_memory_total_bytes", "memory_total_bytes", "Physical memory of the host."),
-    (
-        "lmwatch_host_memory_available_bytes",
-        "memory_available_bytes",
-        "Memory that can be given to processes without swapping (MemAvailable).",
-    ),
-    ("lmwatch_host_memory_used_bytes", "memory_used_bytes", "Memory in use, not counting buffers and page cache."),
-    ("lmwatch_host_swap_total_bytes", "swap_total_bytes", "Swap space of the host."),
-    ("lmwatch_host_swap_used_bytes", "swap_used_bytes", "Swap space in use."),
-    ("lmwatch_self_resident_memory_bytes", "self_resident_memory_bytes", "Resident memory of the lmwatch process."),
-)
-
-
 class HostSampler(Sampler):
     name = "host"
+    declared = HOST
 
     def __init__(self, interval: float = 5.0) -> None:
         self.interval = interval
@@ -109,23 +92,19 @@ class HostSampler(Sampler):
         )
 
     def families(self, sample: HostSample) -> Iterable[Metric]:
-        cpu = counter("lmwatch_host_cpu_seconds_total", "Seconds all CPUs of the host spent in each mode.", ["mode"])
+        cpu = HOST_CPU.new()
         for mode, seconds in sample.cpu_seconds.items():
-            cpu.add_metric([mode], seconds)
+            HOST_CPU.add(cpu, (mode,), seconds)
         yield cpu
-        for name, attr, doc in _GAUGES:
-            yield gauge_value(name, doc, getattr(sample, attr))
-        self_cpu = counter(
-            "lmwatch_self_cpu_seconds_total", "CPU seconds used by the lmwatch process, by mode.", ["mode"]
-        )
+        for family, attr in HOST_GAUGES:
+            yield family.value(getattr(sample, attr))
+        self_cpu = SELF_CPU.new()
         for mode, seconds in sample.self_cpu_seconds.items():
-            self_cpu.add_metric([mode], seconds)
+            SELF_CPU.add(self_cpu, (mode,), seconds)
         yield self_cpu
         if sample.self_open_fds is not None:
-            yield gauge_value(
-                "lmwatch_self_open_fds", "Open file descriptors of the lmwatch process.", sample.self_open_fds
-            )
-        yield gauge_value("lmwatch_self_threads", "Threads of the lmwatch process.", sample.self_threads)
+            yield SELF_OPEN_FDS.value(sample.self_open_fds)
+        yield SELF_THREADS.value(sample.self_threads)
 
     def pressure(self, sample: HostSample | None) -> dict[str, Any]:
         if sample is None:

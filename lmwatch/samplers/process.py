@@ -27,8 +27,17 @@ from urllib.parse import urlsplit
 import psutil
 from prometheus_client.metrics_core import Metric
 
+from lmwatch.metrics.telemetry import (
+    PROCESS,
+    PROCESS_COUNT,
+    PROCESS_CPU,
+    PROCESS_RSS,
+    PROCESS_START,
+    PROCESS_THREADS,
+    PROCESS_VISIBLE,
+)
 from lmwatch.registry import Snapshot
-from lmwatch.samplers.base import OnceLog, Sampler, counter, gauge
+from lmwatch.samplers.base import OnceLog, Sampler
 
 log = logging.getLogger("lmwatch.samplers.process")
 
@@ -152,6 +161,7 @@ class _Family:
 
 class ProcessSampler(Sampler):
     name = "process"
+    declared = PROCESS
 
     def __init__(
         self,
@@ -391,48 +401,18 @@ class ProcessSampler(Sampler):
     # --- metrics ---------------------------------------------------------------------------------
 
     def families(self, sample: ProcessSample) -> Iterable[Metric]:
-        visible = gauge(
-            "lmwatch_backend_process_visible",
-            "1 if the process serving a local backend was found and measured; 0 if nothing listens on "
-            "its port or the process cannot be seen (another user's).",
-            ["backend"],
-        )
-        rss = gauge(
-            "lmwatch_backend_process_resident_memory_bytes",
-            "Resident memory of the process serving the backend and its descendants.",
-            ["backend"],
-        )
-        cpu = counter(
-            "lmwatch_backend_process_cpu_seconds_total",
-            "CPU seconds used by the process serving the backend and its descendants, by mode.",
-            ["backend", "mode"],
-        )
-        threads = gauge(
-            "lmwatch_backend_process_threads",
-            "Threads of the process serving the backend and its descendants.",
-            ["backend"],
-        )
-        count = gauge(
-            "lmwatch_backend_processes",
-            "Processes serving the backend: the one listening on its port and its descendants.",
-            ["backend"],
-        )
-        start = gauge(
-            "lmwatch_backend_process_start_time_seconds",
-            "Start time of the process listening on the backend's port, in seconds since the epoch.",
-            ["backend"],
-        )
+        visible, rss, cpu, threads, count, start = (family.new() for family in PROCESS)
         for b in sample.backends:
-            visible.add_metric([b.backend], 1.0 if b.visible else 0.0)
+            PROCESS_VISIBLE.add(visible, (b.backend,), 1.0 if b.visible else 0.0)
             if not b.visible:
                 continue
-            rss.add_metric([b.backend], b.resident_memory_bytes)
+            PROCESS_RSS.add(rss, (b.backend,), b.resident_memory_bytes)
             for mode, seconds in b.cpu_seconds.items():
-                cpu.add_metric([b.backend, mode], seconds)
-            threads.add_metric([b.backend], b.threads)
-            count.add_metric([b.backend], len(b.pids))
+                PROCESS_CPU.add(cpu, (b.backend, mode), seconds)
+            PROCESS_THREADS.add(threads, (b.backend,), b.threads)
+            PROCESS_COUNT.add(count, (b.backend,), len(b.pids))
             if b.start_time_seconds is not None:
-                start.add_metric([b.backend], b.start_time_seconds)
+                PROCESS_START.add(start, (b.backend,), b.start_time_seconds)
         yield from (visible, rss, cpu, threads, count, start)
 
 

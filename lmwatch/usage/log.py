@@ -73,6 +73,33 @@ class UsageRow:
     cost_avoided_dollars: float
 
 
+@dataclass(frozen=True)
+class TaskUsage:
+    """Sums over the requests of one task to one backend and model (added up over instances)."""
+
+    requests: int
+    failed: int
+    latency_seconds: float
+    ttft_seconds: float
+    ttft_samples: int
+    completion_tokens: int
+
+    def __add__(self, other: TaskUsage) -> TaskUsage:
+        return TaskUsage(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+    def document(self) -> dict[str, Any]:
+        n = self.requests
+        return {
+            "requests": n,
+            "failed": self.failed,
+            "mean_latency_seconds": round(self.latency_seconds / n, 6) if n else None,
+            "mean_ttft_seconds": round(self.ttft_seconds / self.ttft_samples, 6) if self.ttft_samples else None,
+            "completion_tokens_per_second": (
+                round(self.completion_tokens / self.latency_seconds, 3) if self.latency_seconds > 0 else None
+            ),
+        }
+
+
 _COLUMNS = [f.name for f in fields(UsageRow)]
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS requests ({", ".join(_COLUMNS)});
@@ -201,6 +228,29 @@ class UsageLog:
             return {"rows": [], "totals": _row(by, ("total", 0, 0, 0, 0, 0, 0.0, None, None))}
         await self.flush()
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._report, since, by)
+
+    def _task_usage(self, since: float, task: str) -> dict[tuple[str, str], TaskUsage]:
+        rows = (
+            self._connection()
+            .execute(
+                "SELECT backend, model, COUNT(*), SUM(code != '200'), SUM(latency_seconds), "
+                "SUM(ttft_seconds), COUNT(ttft_seconds), SUM(completion_tokens) FROM requests "
+                "WHERE time >= ? AND task = ? AND route != 'cache' GROUP BY backend, model",
+                (since, task),
+            )
+            .fetchall()
+        )
+        return {
+            (r[0], r[1]): TaskUsage(int(r[2]), int(r[3] or 0), r[4] or 0.0, r[5] or 0.0, r[6], r[7] or 0) for r in rows
+        }
+
+    async def task_usage(self, since: float, task: str) -> dict[tuple[str, str], TaskUsage]:
+        """Per (backend, model id served): how `task` requests since `since` went there; answers
+        from the cache are not counted. Raises sqlite3.Error / OSError when the file is unreadable."""
+        if self._path is None:
+            return {}
+        await self.flush()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._task_usage, since, task)
 
     async def close(self) -> None:
         if self._writer is not None:

@@ -11,7 +11,10 @@ import os
 from pathlib import Path
 
 import aiohttp
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from lmwatch.config import parse_config
 from lmwatch.daemon import running_daemon
@@ -30,9 +33,35 @@ def series_of(text: str) -> list[str]:
     return sorted(lines)
 
 
+class Declares(Collector):
+    """Declares one family, to ask the daemon's registry whether it knows that name already."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def describe(self) -> list[Metric]:
+        return [Metric(self.name, "", "gauge")]
+
+    def collect(self) -> list[Metric]:
+        return []
+
+
+def undeclared(metrics: CollectorRegistry, text: str) -> list[str]:
+    """Families in the scrape that no collector's `describe()` declared (the duplicate-name check
+    cannot see them); registering a collector that declares a known name raises."""
+    found = []
+    for family in text_string_to_metric_families(text):
+        try:
+            metrics.register(Declares(family.name))
+        except ValueError:
+            continue
+        found.append(family.name)
+    return found
+
+
 async def scrape_fleet() -> str:
     """Two simulated LM Studios (one answering a chat, a stream and an embedding), one that is down,
-    and the simulated GPU."""
+    and the simulated GPU. Every family scraped is declared by its collector's `describe()`."""
     sims = [await start_simulator(SimSettings(), port=0) for _ in range(2)]
     try:
         backends = ", ".join(f'{{name: sim{i}, url: "{s.url}"}}' for i, s in enumerate(sims))
@@ -49,7 +78,9 @@ async def scrape_fleet() -> str:
                 assert resp.status == 200, await resp.text()
             async with http.get(f"{daemon.url}/metrics") as resp:
                 assert resp.status == 200
-                return await resp.text()
+                text = await resp.text()
+            assert undeclared(daemon.services.metrics, text) == []
+            return text
     finally:
         for sim in sims:
             await sim.stop()

@@ -4,6 +4,7 @@ metrics, and are kept, skipped or measured again as the rules say."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +18,8 @@ from lmwatch.profiling.measure import Options
 from lmwatch.profiling.store import FILENAME, ProfileStore
 from lmwatch.registry import ModelProfile, ModelType
 from lmwatch.simulator import RunningSimulator, SimModel, SimSettings, start_simulator
-from tests.daemons import ADMIN_TOKEN, backend_yaml, bearer, config_file, daemon_for
+from tests.api.fleets import eventually, fleet
+from tests.daemons import ADMIN_TOKEN, backend_yaml, bearer, config_file, daemon_for, run_cli
 
 TTFT, GENERATION, PROMPT = 0.2, 100.0, 1000.0
 MODELS = [
@@ -145,3 +147,85 @@ def test_a_broken_store_is_an_error_never_a_crash_and_bad_rows_are_skipped(tmp_p
     store.path.write_bytes(b"not a database at all" * 100)
     with pytest.raises(Exception, match="cannot read"):
         store.load()
+
+
+async def test_measured_profiles_are_the_balancers_prior_before_any_live_average(tmp_path: Path) -> None:
+    """Two backends with the same model, measured for real: the faster one gets the first requests,
+    before either has a live sample (without the prior the first would go either way)."""
+    model = [SimModel(id="meta-llama-3.1-8b-instruct")]
+    fast = SimSettings(models=model, ttft=0.01, tokens_per_second=2000.0)
+    slow = SimSettings(models=model, ttft=0.3, tokens_per_second=40.0)
+    async with fleet({"fast": fast, "slow": slow}, extra={"state_dir": str(tmp_path)}) as f:
+        assert f.daemon.profiles is not None
+        measured = await f.daemon.profiles.run(options=Options(tokens=4))
+        assert sorted((r.backend, r.outcome) for r in measured) == [("fast", "measured"), ("slow", "measured")]
+        assert f.outcomes.speed("fast", "meta-llama-3.1-8b-instruct") is None  # no live numbers yet
+        slow_calls = f.sims["slow"].state.stats.requests_total.get("/v1/chat/completions", 0)
+        client = f.client()
+        served = []
+        for _ in range(4):
+            raw = await client.chat.completions.with_raw_response.create(
+                model="meta-llama-3.1-8b-instruct", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+            )
+            served.append(raw.headers["X-LMWatch-Backend"])
+        assert served == ["fast"] * 4
+        assert f.sims["slow"].state.stats.requests_total.get("/v1/chat/completions", 0) == slow_calls
+
+
+async def test_lmwatch_profile_leaves_a_backend_serving_traffic_alone_unless_forced(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """A real request in flight through lmwatch: `lmwatch profile` skips the backend and says why;
+    `--force` measures it anyway, and the request still completes."""
+    settings = SimSettings(models=MODELS[:1], ttft=30.0)
+    sim = await start_simulator(settings, port=0)
+    try:
+        async with daemon_for(config_file(tmp_path, f"backends: [{backend_yaml('studio', sim.url)}]\n")) as daemon:
+            body = {"model": "meta-llama-3.1-8b-instruct", "messages": [{"role": "user", "content": "hi"}]}
+            serving = asyncio.create_task(
+                http.post(daemon.url + "/v1/chat/completions", json={**body, "max_tokens": 2})
+            )
+            await eventually(lambda: daemon.registry.outcomes.inflight.get("studio", 0) == 1)
+            env = {"LMWATCH_URL": daemon.url, "LMWATCH_ADMIN_TOKEN": ADMIN_TOKEN}
+            code, out, err = await run_cli("profile", "--tokens", "2", env=env)
+            assert code == 0, err
+            assert "skipped" in out.splitlines()[1]
+            assert "studio / meta-llama-3.1-8b-instruct: serving traffic (1 requests); use --force" in out
+            assert ("studio", "meta-llama-3.1-8b-instruct") not in daemon.registry.snapshot().profiles
+            sim.state.configure({"ttft": 0.0})  # the request in flight keeps waiting; new ones are quick
+            code, out, err = await run_cli("profile", "--tokens", "2", "--force", env=env)
+            assert code == 0, err
+            assert out.splitlines()[1].split()[:3] == ["studio", "meta-llama-3.1-8b-instruct", "measured"]
+            assert not serving.done()
+            serving.cancel()
+    finally:
+        await sim.stop()
+
+
+async def test_lmwatch_compare_per_task_shows_the_profiles_and_how_that_tasks_requests_went(
+    tmp_path: Path, sim: RunningSimulator, http: aiohttp.ClientSession
+) -> None:
+    async with daemon_for(config_file(tmp_path, f"backends: [{backend_yaml('studio', sim.url)}]\n")) as daemon:
+        daemon.registry.record_profiles(
+            [quick("qwen2.5-coder-7b-instruct", ttft_short_seconds=0.1, generation_tokens_per_second=99.0)]
+        )
+        for text in ("Write a Python function that reverses a list", "Fix this SQL query: SELEC * FROM t"):
+            body = {"model": "auto", "messages": [{"role": "user", "content": text}], "max_tokens": 4}
+            async with http.post(daemon.url + "/v1/chat/completions", json=body) as resp:
+                assert resp.status == 200 and resp.headers["X-LMWatch-Task"] == "coding"
+                assert resp.headers["X-LMWatch-Model"] == "qwen2.5-coder-7b-instruct"
+        env = {"LMWATCH_URL": daemon.url, "LMWATCH_ADMIN_TOKEN": ADMIN_TOKEN}
+        code, out, err = await run_cli("compare", "--task", "coding", env=env)
+        assert code == 0, err
+        header, qwen, llama, *_ = out.splitlines()
+        assert header.split()[-7:] == ["CODING", "REQS", "MEAN", "S", "MEAN", "TTFT", "TOK/S"]
+        assert qwen.split()[:3] == ["1", "capability", "qwen2.5-coder-7b-instruct"]
+        assert qwen.split()[6:8] == ["0.100", "-"] and qwen.split()[9] == "99.0"  # its profile
+        assert qwen.split()[-4] == "2" and llama.split()[-4:] == ["0", "-", "-", "-"]  # the coding requests
+        async with http.get(daemon.url + "/admin/models?task=coding", headers=bearer(ADMIN_TOKEN)) as resp:
+            usage = (await resp.json())["models"][0]["task_usage"]
+        assert usage["requests"] == 2 and usage["failed"] == 0 and usage["mean_latency_seconds"] > 0
+        async with http.get(daemon.url + "/admin/models?task=research", headers=bearer(ADMIN_TOKEN)) as resp:
+            assert all(m["task_usage"] is None for m in (await resp.json())["models"])
+        async with http.get(daemon.url + "/admin/models?task=coding&since=x", headers=bearer(ADMIN_TOKEN)) as resp:
+            assert resp.status == 400 and (await resp.json())["error"]["param"] == "since"

@@ -100,6 +100,14 @@ async def test_through_the_sdk_the_type_mismatch_is_400_and_no_backend_is_asked(
                 model="meta-llama-3.1-8b-instruct@q8_0", messages=[{"role": "user", "content": "hi"}]
             )
         assert "(Q4_K_M)" in not_found.value.message
+        with pytest.raises(openai.BadRequestError) as pictured:
+            await client.chat.completions.create(
+                model="meta-llama-3.1-8b-instruct",
+                messages=[{"role": "user", "content": [IMAGE]}],  # type: ignore[list-item]
+            )
+        assert (
+            pictured.value.code == "image_input_not_supported" and "does not support images" in pictured.value.message
+        )
         assert f.sims["studio"].state.stats.requests_total.get("/v1/chat/completions", 0) == 0
 
 

@@ -55,6 +55,8 @@ async def test_candidates_say_whether_they_fit_and_how_fast_they_are_expected_to
             "calibrated": False,
         }
         assert second["usable"] and second["fit"]["fits"] and answer["chosen"]["model"] == second["model"]
+        assert (first["decision"], second["decision"]) == ("skipped", "chosen")
+        assert first["profile"] == second["profile"] and second["profile"]["generation_tokens_per_second"] == 50.0
         assert second["speed"] == {
             "expected_seconds": 0.25 + 200 / 50.0,
             "source": "profile",

@@ -18,10 +18,11 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
 from lmwatch.config import BackendConfig, Config
+from lmwatch.metrics.family import Family
 from lmwatch.metrics.samplers import SamplerCollector
 from lmwatch.registry import Registry, Snapshot
 from lmwatch.samplers import build_samplers
-from lmwatch.samplers.base import Sampler, gauge_value
+from lmwatch.samplers.base import Sampler
 from lmwatch.samplers.host import HostSampler
 from lmwatch.samplers.nvidia import NvidiaSampler
 from lmwatch.samplers.process import ProcessSampler
@@ -65,7 +66,7 @@ class Recording(Sampler):
         self.rendered += 1
         if self.broken_families:
             raise ValueError("cannot render")
-        yield gauge_value("lmwatch_test_samples", "Samples taken.", sample["n"])
+        yield Family("lmwatch_test_samples", "gauge", "Samples taken.").value(sample["n"])
 
     def pressure(self, sample: Any) -> dict[str, Any]:
         self.pressures.append(sample)

