@@ -20,6 +20,8 @@ KNOWN: dict[tuple[str, str], str] = {
     ("control", "api"): "the control plane holds the admin token and client keys of api/auth.py: the key store"
     " belongs outside the /v1 middleware",
     ("connections", "api"): "connections.py (connection limits, body timeouts) is HTTP-layer code: it belongs in api",
+    ("routing", "profiling"): "routing/explain.py shows profiling/runner.py's `summary` of a profile: that"
+    " summary belongs beside `ModelProfile` in the registry",
     ("control_cli", "top"): "control_cli registers `lmwatch top`, which uses control_cli's HTTP helpers: the"
     " helpers belong in a module of their own",
 }
