@@ -1,9 +1,10 @@
 """The control plane: what changes a running daemon without a restart, in one place.
 
 It holds the admin token, the client keys, the audit log and the backend sources (config, files,
-runtime), and implements what the admin API and signals ask for: reload, add or remove a backend,
-poll, load or unload a model, change routing preferences. The daemon wires it; `/admin` handlers
-(lmwatch/api/admin.py) stay thin and call it.
+runtime), and implements what the admin API and signals ask for: reload and routing preferences here;
+changes to the backend set in `lmwatch/backend_changes.py` (`fleet`), loads and unloads in
+`lmwatch/model_changes.py` (`models`). The daemon wires it; `/admin` handlers (lmwatch/api/admin.py)
+stay thin and call it.
 
 Reload is two steps so a bad config never half-applies: `prepare()` reads and checks everything
 that can fail (the file, the admin token, the client keys) and raises ConfigError with `path:
@@ -23,12 +24,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pydantic import TypeAdapter, ValidationError
 
-from lmwatch import backends
 from lmwatch.api.auth import (
     ANONYMOUS,
     AccessControl,
@@ -41,26 +41,21 @@ from lmwatch.api.auth import (
     load_client_keys,
 )
 from lmwatch.audit import AuditLog
-from lmwatch.backends import BackendClient, Flavour
+from lmwatch.backend_changes import BackendChanges
 from lmwatch.config import (
-    BackendConfig,
     Config,
     ConfigError,
     LoadedConfig,
-    backend_secrets,
     iter_backend_tokens,
     load_config,
     validation_problems,
 )
 from lmwatch.discovery import BackendSources, FileDiscovery
-from lmwatch.errors import Conflict, DomainError, InvalidRequest, NotFound, Unavailable, UpstreamFailed
-from lmwatch.lifecycle.loads import LoadError, LoadFailure
+from lmwatch.errors import InvalidRequest
 from lmwatch.logs import register_secrets
+from lmwatch.model_changes import ModelChanges
 from lmwatch.services import Services
 from lmwatch.watcher import Watcher
-
-if TYPE_CHECKING:
-    from lmwatch.lifecycle.manager import Lifecycle
 
 log = logging.getLogger("lmwatch.control")
 
@@ -96,8 +91,11 @@ class ControlPlane:
         self.access = AccessControl()
         self.audit = AuditLog()
         self.sources = BackendSources()
-        self.discovery = FileDiscovery(self.sources, scheduler, self._sync)
-        self._live = False
+        self.fleet = BackendChanges(self.sources, services.registry, watcher)
+        """The backend set: merged sources, runtime additions and removals, polls."""
+        self.models = ModelChanges(services, watcher)
+        """Loads and unloads the admin API asks for, through the lifecycle."""
+        self.discovery = FileDiscovery(self.sources, scheduler, self.fleet.sync)
         self.listen_host: str | None = None
         """The address the server bound at start (server.* changes need a restart)."""
         self.last_reload: dict[str, Any] = {"time": None, "success": None, "problems": []}
@@ -149,9 +147,7 @@ class ControlPlane:
             problems.append(_no_token_problem(host))
         if problems:
             raise ConfigError(source, problems)
-        self.services.router.classifier(
-            loaded.config.routing
-        )  # compiled (and the model read) now, not by the first request
+        self.services.router.classifier(loaded.config.routing)  # compiled now (the model read), not by a request
         return Prepared(loaded, token, tuple(keys), tuple(secrets))
 
     def apply(self, prepared: Prepared) -> None:
@@ -176,8 +172,8 @@ class ControlPlane:
         path = prepared.loaded.path
         self.discovery.configure(config.backend_files, config.backend_files_interval, path.parent if path else None)
         self.metrics.reload_time.set(time.time())
-        if self._live:
-            self._sync()
+        if self.fleet.live:
+            self.fleet.sync()
             self.discovery.schedule()
 
     async def reload(self) -> list[str]:
@@ -221,11 +217,11 @@ class ControlPlane:
 
     def go_live(self) -> None:
         """After the watcher started: file changes now reach it."""
-        self._live = True
+        self.fleet.live = True
         self.discovery.schedule()
 
     async def stop(self) -> None:
-        self._live = False
+        self.fleet.live = False
         self.discovery.unschedule()
         await self.audit.close()
 
@@ -265,102 +261,6 @@ class ControlPlane:
         for warning in secret_file_warnings(self.config, self.services.config.loaded.path):
             log.warning("%s", warning)
 
-    # --- backends --------------------------------------------------------------------------------
-
-    def backends(self) -> list[BackendConfig]:
-        """The merged backends, their URL passwords and tokens registered for redaction first (those
-        of backend files and the admin API too, not only the config's)."""
-        backends = self.sources.effective()
-        register_secrets(backend_secrets(backends))
-        return backends
-
-    def _sync(self) -> None:
-        """Hand the merged backends to the watcher (once live)."""
-        if self._live:
-            self.watcher.sync(self.backends())
-
-    def add_backend(self, backend: BackendConfig) -> None:
-        """Add a backend until the next reload; 409 when the name is taken."""
-        if backend.name in self.services.registry.snapshot().backends:
-            origin = self.sources.origins.get(backend.name, "config")
-            raise Conflict(
-                f"a backend named {backend.name!r} already exists ({origin})", code="backend_exists", param="name"
-            )
-        self.sources.runtime[backend.name] = backend
-        self._sync()
-
-    def remove_backend(self, name: str) -> str:
-        """Remove a backend until the next reload; returns where it came from."""
-        origin = self.sources.origins.get(name)
-        if origin is None or name not in self.services.registry.snapshot().backends:
-            raise unknown_backend(name)
-        if self.sources.runtime.pop(name, None) is None:
-            self.sources.removed.add(name)
-        self._sync()
-        return origin
-
-    async def poll(self, name: str | None) -> list[str]:
-        names = list(self.services.registry.snapshot().backends)
-        if name is not None:
-            if name not in names:
-                raise unknown_backend(name)
-            await self.watcher.poll(name)
-            return [name]
-        await self.watcher.poll_all()
-        return names
-
-    async def load_model(self, name: str, model: str, context_length: int | None) -> dict[str, Any]:
-        """Load through the lifecycle's loader: the backend's one load slot, failure reasons, warm-up."""
-        self._loader(name, "load")
-        loader = self.lifecycle().loader
-        try:
-            async with loader.slot(name, model, loader.config.load_timeout):
-                result = await loader.load(name, model, why="admin", context_length=context_length)
-        except LoadError as exc:
-            raise _load_failed(exc, f"backend {name!r} did not load {model!r}") from None
-        return {
-            "instance_id": result.instance_id,
-            "load_seconds": round(result.load_seconds, 3),
-            "warm_up_seconds": None if result.warm_up_seconds is None else round(result.warm_up_seconds, 3),
-            "warm_up_error": result.warm_up_error,
-        }
-
-    async def unload_model(self, name: str, model: str) -> list[str]:
-        self._loader(name, "unload")
-        backend = self.services.registry.snapshot().backends[name]
-        if not any(m.loaded and (m.id == model or model in m.instance_ids) for m in backend.models):
-            message = f"backend {name!r} has no loaded model {model!r}"
-            raise NotFound(message, param="model", code="model_not_found")
-        try:
-            return await self.lifecycle().loader.unload(name, model, why="admin")
-        except LoadError as exc:
-            raise _load_failed(exc, f"backend {name!r} did not unload {model!r}") from None
-
-    def lifecycle(self) -> Lifecycle:
-        """The model lifecycle (keep_loaded, placement, swap); 503 in apps built without one."""
-        lifecycle = self.services.lifecycle
-        if lifecycle is None:
-            raise Unavailable("this lmwatch runs without model lifecycle", code="no_lifecycle")
-        return lifecycle
-
-    def _loader(self, name: str, verb: str) -> tuple[Flavour, BackendClient]:
-        backend = self.services.registry.snapshot().backends.get(name)
-        if backend is None:
-            raise unknown_backend(name)
-        flavour, client = backends.detected(backend.flavour), self.watcher.client_of(name)
-        if flavour is None or client is None:
-            raise Conflict(
-                f"backend {name!r} has not answered a probe yet, so its API is unknown; try again once it is up",
-                code="backend_not_probed",
-            )
-        if not flavour.supports_load:
-            raise Conflict(
-                f"backend {name!r} speaks {flavour.name}, which cannot {verb} models over HTTP "
-                "(LM Studio 0.4+ can: /api/v1/models/load and /unload)",
-                code="not_supported",
-            )
-        return flavour, client
-
     def set_preferences(self, body: Any) -> dict[str, list[str]]:
         """Replace routing.preferences until the next reload (validated like the config)."""
         try:
@@ -397,20 +297,6 @@ class ControlPlane:
             "runtime": {"added": sorted(self.sources.runtime), "removed": sorted(self.sources.removed)},
             "last_reload": self.last_reload,
         }
-
-
-def _load_failed(exc: LoadError, what: str) -> DomainError:
-    """What the request asked for does not exist (404) or is not ours to do (409); the rest is the
-    backend failing (502). Only that last is a server-side error."""
-    if exc.kind is LoadFailure.NOT_FOUND:
-        return NotFound(f"{what}: {exc}", code="model_not_found")
-    if exc.kind in (LoadFailure.NOT_OWNER, LoadFailure.OUT_OF_MEMORY):  # the request does not fit the backend now
-        return Conflict(f"{what}: {exc}", code=f"load_{exc.kind.value}")
-    return UpstreamFailed(f"{what}: {exc}", code="upstream_error")
-
-
-def unknown_backend(name: str) -> NotFound:
-    return NotFound(f"no backend named {name!r}", code="backend_not_found")
 
 
 def _no_token_problem(host: str) -> str:

@@ -110,7 +110,7 @@ class Daemon:
         self.scheduler.start()
         await self.control.start()
         await self.profiles.load()
-        await self.watcher.start(self.control.backends())
+        await self.watcher.start(self.control.fleet.backends())
         self.control.go_live()
         await self.samplers.run_once()  # after the first poll: the process sampler needs the backends
         self.samplers.start(immediately=False)

@@ -20,8 +20,8 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from lmwatch.breaker import Breaker, CircuitState
 from lmwatch.config import BackendConfig, BreakerConfig
-from lmwatch.routing.breaker import Breaker, CircuitState
 
 log = logging.getLogger("lmwatch.registry")
 

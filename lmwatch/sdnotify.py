@@ -86,7 +86,3 @@ def notify_stopping() -> bool:
 def notify_watchdog() -> bool:
     """The heartbeat: the caller proves by sending it that its event loop is still turning."""
     return notify("WATCHDOG=1")
-
-
-def notify_status(text: str) -> bool:
-    return notify(f"STATUS={_one_line(text)}")

@@ -81,7 +81,6 @@ def test_watchdog_reaches_an_abstract_socket(abstract_socket: socket.socket) -> 
     ("send", "expected"),
     [
         (sdnotify.notify_stopping, b"STOPPING=1"),
-        (lambda: sdnotify.notify_status("reloading\nconfig"), b"STATUS=reloading config"),
         (lambda: sdnotify.notify_ready("two\nlines"), b"READY=1\nSTATUS=two lines"),
         (lambda: sdnotify.notify("A=1", "B=2"), b"A=1\nB=2"),
     ],

@@ -38,15 +38,16 @@ from lmwatch.api.auth import ANONYMOUS, AUDIT_NOTE, CLIENT, Handler, is_admin, i
 from lmwatch.api.errors import ApiError, ProblemsError, api_error, shape_of
 from lmwatch.api.openai import forbids_cloud
 from lmwatch.api.request_ids import request_id
+from lmwatch.api.status import backend_document
+from lmwatch.backend_changes import unknown_backend
 from lmwatch.config import BackendConfig, validation_problems
 from lmwatch.connections import read_body
-from lmwatch.control import ControlPlane, unknown_backend
+from lmwatch.control import ControlPlane
 from lmwatch.errors import DomainError
 from lmwatch.jsondecode import loads
 from lmwatch.lifecycle.loads import LoadError, LoadFailure
 from lmwatch.registry import BackendInfo
 from lmwatch.routing.request import json_object
-from lmwatch.server import backend_document
 from lmwatch.services import SERVICES
 from lmwatch.usage.log import GROUPS, parse_duration
 
@@ -347,13 +348,13 @@ async def add_backend(request: web.Request, control: ControlPlane) -> tuple[str 
         backend = BackendConfig.model_validate(body)
     except ValidationError as exc:
         raise ProblemsError(400, "invalid backend", validation_problems(exc), code="invalid_backend") from None
-    control.add_backend(backend)
+    control.fleet.add(backend)
     return backend.name, {"backend": backend_document(_backend(control, backend.name)), "origin": "runtime"}
 
 
 async def remove_backend(request: web.Request, control: ControlPlane) -> tuple[str | None, contract.Removed]:
     name = request.match_info["name"]
-    origin = control.remove_backend(name)
+    origin = control.fleet.remove(name)
     return name, {"removed": name, "origin": origin}
 
 
@@ -379,7 +380,7 @@ async def load_model(request: web.Request, control: ControlPlane) -> tuple[str |
     name = request.match_info["name"]
     body = await _parsed(request, contract.LoadModel)
     model = body.model.strip()
-    result = await control.load_model(name, model, body.context_length)
+    result = await control.models.load(name, model, body.context_length)
     info = _backend(control, name).model(model)
     return f"{name}/{model}", {"backend": name, "model": model, "loaded": bool(info and info.loaded), "result": result}
 
@@ -387,7 +388,7 @@ async def load_model(request: web.Request, control: ControlPlane) -> tuple[str |
 async def unload_model(request: web.Request, control: ControlPlane) -> tuple[str | None, contract.Unloaded]:
     name = request.match_info["name"]
     model = (await _parsed(request, contract.UnloadModel)).model.strip()
-    instances = await control.unload_model(name, model)
+    instances = await control.models.unload(name, model)
     return f"{name}/{model}", {"backend": name, "model": model, "unloaded": instances}
 
 
@@ -418,7 +419,7 @@ async def swap(request: web.Request, control: ControlPlane) -> tuple[str | None,
     old, new = body.old.strip(), body.new.strip()
     _backend(control, name)
     try:
-        result = await control.lifecycle().swapper.swap(name, old, new, body.context_length)
+        result = await control.models.lifecycle().swapper.swap(name, old, new, body.context_length)
     except LoadError as exc:
         raise _load_refused(exc) from None
     return f"{name}/{old}->{new}", result
@@ -435,7 +436,7 @@ async def fit_model(request: web.Request) -> web.Response:
         context = 0
     if context is not None and context < 1:
         raise ApiError(400, "`context_length` must be a positive integer", param="context_length", code="invalid_type")
-    fits = _control(request).lifecycle().fit(model, context)
+    fits = _control(request).models.lifecycle().fit(model, context)
     if not any(f.reason != "not downloaded on this backend" for f in fits):
         raise ApiError(404, f"no backend has {model!r} downloaded", param="model", code="model_not_found")
     return web.json_response({"model": model, "backends": [f.document() for f in fits]})
@@ -443,7 +444,7 @@ async def fit_model(request: web.Request) -> web.Response:
 
 async def poll(request: web.Request, control: ControlPlane) -> tuple[str | None, contract.Polled]:
     name = (await _parsed(request, contract.Poll, required=False)).backend
-    polled = await control.poll(name)
+    polled = await control.fleet.poll(name)
     snap = control.services.registry.snapshot()
     return name, {
         "polled": polled,

@@ -3,7 +3,7 @@
 A backend whose flavour and version speak the API (`Target.apis`, from lmwatch/backends) gets the
 request unchanged and its answer is relayed; any other target (llama.cpp, older LM Studio, cloud
 providers) gets the chat-completions translation, and its answer, whole or streamed, is translated
-back (lmwatch/translate). The proxy asks the request's dialect at every attempt, so one request
+back (lmwatch/api/translate). The proxy asks the request's dialect at every attempt, so one request
 can fail over from a backend that speaks the API to one that does not.
 """
 
@@ -15,11 +15,11 @@ from typing import Any, ClassVar
 
 from lmwatch.api.errors import ApiError
 from lmwatch.api.response_store import MAX_RESPONSES, ResponseStore, Stored
+from lmwatch.api.sse import TypedStreamMeter
+from lmwatch.api.translate import messages, responses
+from lmwatch.api.translate.chat import ChatStream, Reply, Tokens, new_id, reply_of
 from lmwatch.routing.request import Endpoint
 from lmwatch.routing.select import Plan, Target
-from lmwatch.routing.sse import TypedStreamMeter
-from lmwatch.translate import messages, responses
-from lmwatch.translate.chat import ChatStream, Reply, Tokens, new_id, reply_of
 
 
 class Dialect(ABC):

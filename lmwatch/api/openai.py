@@ -30,6 +30,7 @@ from lmwatch.api.prompt_embedding import prompt_embedder
 from lmwatch.api.proxy import Answer, Exchange, Streamed, Upstream, Verdict, open_stream
 from lmwatch.api.request_ids import request_id, upstream_id
 from lmwatch.api.response_store import ResponseStore
+from lmwatch.api.translate import messages as anthropic
 from lmwatch.backends.base import error_message
 from lmwatch.cache import embeddings as embedding_cache
 from lmwatch.cache import response as response_cache
@@ -46,7 +47,6 @@ from lmwatch.routing.embedclass import EmbeddingClassifier
 from lmwatch.routing.request import Endpoint, ParsedRequest, json_object, parse_request
 from lmwatch.routing.select import AUTO, TASK_PREFIX, Route, Target, routable
 from lmwatch.services import SERVICES, Services
-from lmwatch.translate import messages as anthropic
 from lmwatch.usage.log import UsageRow
 
 log = logging.getLogger("lmwatch.api.openai")

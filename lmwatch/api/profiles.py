@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from lmwatch.api.errors import ApiError
+from lmwatch.api.status import model_document
 from lmwatch.connections import read_body
 from lmwatch.control import ControlPlane
 from lmwatch.profiling.measure import DEFAULT_TOKENS, Options
@@ -28,7 +29,6 @@ from lmwatch.registry import BackendInfo, Health, ModelInfo, RequestOutcomes, Sn
 from lmwatch.routing.balance import expected_seconds
 from lmwatch.routing.request import Endpoint, json_object, parse_request
 from lmwatch.routing.select import TASK_PREFIX
-from lmwatch.server import model_document
 from lmwatch.services import SERVICES
 from lmwatch.usage.log import TaskUsage, UsageLog, parse_duration
 

@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import random
-import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,6 +31,8 @@ from aiohttp import web
 
 from lmwatch.api.dialects import Dialect
 from lmwatch.api.errors import ApiError, error_body, error_event, error_type
+from lmwatch.api.sse import EventSplitter, Meter, StreamMeter
+from lmwatch.api.translate.chat import ChatStream
 from lmwatch.api.upstream import (
     AnswerTooLarge,
     ConnectError,
@@ -42,7 +43,7 @@ from lmwatch.api.upstream import (
     ShuttingDown,
     UpstreamError,
 )
-from lmwatch.backends import is_model_gone
+from lmwatch.backends import is_context_exceeded, is_model_gone, model_type_refused
 from lmwatch.backends.base import error_message
 from lmwatch.config import RoutingConfig
 from lmwatch.jsondecode import loads
@@ -54,8 +55,6 @@ from lmwatch.routing.context import context_in_error, learn
 from lmwatch.routing.ids import same_model
 from lmwatch.routing.request import Endpoint, ParsedRequest
 from lmwatch.routing.select import AUTO, TASK_PREFIX, Plan, Route, Target, Tier
-from lmwatch.routing.sse import EventSplitter, Meter, StreamMeter
-from lmwatch.translate.chat import ChatStream
 
 log = logging.getLogger("lmwatch.proxy")
 
@@ -64,10 +63,6 @@ SUCCESS, FAILURE, NO_VERDICT = "success", "failure", "no_verdict"
 """The `outcome` of an attempt in `lmwatch_backend_attempts_total`, as the breaker sees it."""
 SUBSTITUTIONS_LOGGED = 1024
 """Distinct (backend, model) substitutions logged; past it they are still failed over, silently."""
-_CONTEXT = re.compile(r"context[ _](?:length|window|size)|n_ctx|too many tokens|exceeds? the context", re.IGNORECASE)
-"""An upstream error saying the prompt does not fit (LM Studio, llama.cpp, vLLM word it differently)."""
-_WRONG_TYPE = re.compile(r"model is not (?:an? )?(llm|embedding)", re.IGNORECASE)
-"""LM Studio's answer to chat sent to an embedding model, or the reverse: the request is wrong."""
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _HEADERS = {
     stream: {"Content-Type": "application/json", "Accept": "text/event-stream" if stream else "application/json"}
@@ -484,7 +479,7 @@ class Exchange:
         code = (
             obj.get("error", {}).get("code") if isinstance(obj, dict) and isinstance(obj.get("error"), dict) else None
         )
-        if status < 500 and (code == "context_length_exceeded" or _CONTEXT.search(message)):
+        if status < 500 and (code == "context_length_exceeded" or is_context_exceeded(target.flavour, message)):
             context = context_in_error(message)
             if context is not None and not target.is_cloud:
                 self.upstream.outcomes.record_context(target.backend, target.model_key, context)
@@ -671,9 +666,9 @@ def _rename(first: dict[str, Any] | None, wanted: str | None) -> list[tuple[byte
 def _error_outcome(target: Target, status: int, message: str, obj: Any) -> Answer | Failure:
     """Which upstream errors fail over, and which the client must see (its own request is wrong)."""
     code = obj.get("error", {}).get("code") if isinstance(obj, dict) and isinstance(obj.get("error"), dict) else None
-    wrong_type = _WRONG_TYPE.search(message)
+    wrong_type = model_type_refused(target.flavour, message)
     if wrong_type is not None and status < 500:
-        wanted = "a text (llm)" if wrong_type.group(1).lower() == "llm" else "an embedding"
+        wanted = "a text (llm)" if wrong_type == "llm" else "an embedding"
         body = error_body(
             f"{message} (this endpoint needs {wanted} model)", error_type(400), "model_type_mismatch", "model"
         )

@@ -30,11 +30,35 @@ def detection_order() -> list[Flavour]:
     return [flavour(name) for name in FLAVOURS]
 
 
+def _wording(known: Flavour | None) -> list[Flavour]:
+    """Whose error wording to read: the backend's flavour, or every flavour's when it is not known
+    (a cloud provider, a backend not detected yet)."""
+    return [known] if known is not None else detection_order()
+
+
 def is_model_gone(known: Flavour | None, message: str) -> bool:
-    """Whether an error message means "the model is not here": by the backend's flavour, or by any
-    flavour's wording when it is not known (a cloud provider, a backend not detected yet)."""
-    candidates = [known] if known is not None else detection_order()
-    return any(f.is_model_gone(message) for f in candidates)
+    """Whether an error message means "the model is not here"."""
+    return any(f.is_model_gone(message) for f in _wording(known))
 
 
-__all__ = ["BackendClient", "Flavour", "ProbeError", "detected", "detection_order", "flavour", "is_model_gone"]
+def is_context_exceeded(known: Flavour | None, message: str) -> bool:
+    """Whether an error message means "the prompt does not fit the model's context"."""
+    return any(f.is_context_exceeded(message) for f in _wording(known))
+
+
+def model_type_refused(known: Flavour | None, message: str) -> str | None:
+    """`llm` or `embedding` when the error says the request went to a model of the other type."""
+    return next((t for f in _wording(known) if (t := f.model_type_refused(message)) is not None), None)
+
+
+__all__ = [
+    "BackendClient",
+    "Flavour",
+    "ProbeError",
+    "detected",
+    "detection_order",
+    "flavour",
+    "is_context_exceeded",
+    "is_model_gone",
+    "model_type_refused",
+]

@@ -170,6 +170,14 @@ def as_str(value: Any) -> str | None:
 MODEL_GONE: tuple[str, ...] = (r"model_not_found", r"not found", r"not loaded", r"model loading")
 """What any OpenAI-style server says when the model asked for is not (or not yet) there."""
 
+CONTEXT_EXCEEDED: tuple[str, ...] = (
+    r"context[ _](?:length|window|size)",
+    r"n_ctx",
+    r"too many tokens",
+    r"exceeds? the context",
+)
+"""How engines say a prompt does not fit (LM Studio, llama.cpp and vLLM word it differently)."""
+
 
 JSON_OBJECT_SCHEMA: dict[str, Any] = {
     "type": "json_schema",
@@ -191,6 +199,11 @@ class Flavour(ABC):
     Studio's just-in-time loading): the proxy then checks the answer's `model` and fails over."""
     model_gone: ClassVar[tuple[str, ...]] = MODEL_GONE
     """Regexes of the error messages that mean "this model is not here": fail over, breaker untouched."""
+    context_exceeded: ClassVar[tuple[str, ...]] = CONTEXT_EXCEEDED
+    """Regexes of the error messages that mean "the prompt does not fit": a client error, breaker untouched."""
+    wrong_model_type: ClassVar[str | None] = None
+    """A regex whose group 1 is `llm` or `embedding`, matching the error a model of the other type gives
+    (chat sent to an embedding model): the client's request is wrong, nothing fails over."""
 
     native_apis: ClassVar[Mapping[str, str]] = {}
     """Client APIs beyond chat completions (`responses`, `messages`) the server speaks itself, each with
@@ -209,6 +222,14 @@ class Flavour(ABC):
 
     def is_model_gone(self, message: str) -> bool:
         return re.search("|".join(self.model_gone), message, re.IGNORECASE) is not None
+
+    def is_context_exceeded(self, message: str) -> bool:
+        return re.search("|".join(self.context_exceeded), message, re.IGNORECASE) is not None
+
+    def model_type_refused(self, message: str) -> str | None:
+        """`llm` or `embedding`: the type of model the error says the request needs; None otherwise."""
+        found = re.search(self.wrong_model_type, message, re.IGNORECASE) if self.wrong_model_type else None
+        return found.group(1).lower() if found else None
 
     @abstractmethod
     async def list_models(self, client: BackendClient) -> tuple[list[ModelInfo], list[str]]:

@@ -27,6 +27,7 @@ class LMStudio(Flavour):
     inside it, where lmwatch can neither see nor fail them over."""
     substitutes_model: ClassVar[bool] = True
     model_gone: ClassVar[tuple[str, ...]] = (*MODEL_GONE, *LM_STUDIO_MODEL_GONE)
+    wrong_model_type: ClassVar[str | None] = r"model is not (?:an? )?(llm|embedding)"
 
     async def version(self, client: BackendClient) -> str | None:
         """LM Studio's version from `/lms-status` (what its own CLI reads); None where it is absent."""

@@ -62,12 +62,15 @@ def free_memory(backend: BackendInfo, snap: Snapshot, exclude: frozenset[str] = 
 
 
 def _telemetry_free(backend: str, snap: Snapshot) -> int | None:
-    status = snap.collectors.get("gpu")
-    sample = status.sample if status is not None else None
-    if not isinstance(sample, GpuSample):
-        return None
-    indices = {entry.gpu for entry in sample.backend_memory if entry.backend == backend}
-    free = [g.memory_free_bytes for g in snap.host.gpus if g.index in indices]
+    """Free memory of the GPUs the backend's process holds memory on, by every GPU vendor's sampler."""
+    free: list[int] = []
+    for status in snap.collectors.values():
+        sample = status.sample
+        if not isinstance(sample, GpuSample):
+            continue
+        uuids = {g.uuid for g in sample.gpus}
+        indices = {entry.gpu for entry in sample.backend_memory if entry.backend == backend}
+        free += [g.memory_free_bytes for g in snap.host.gpus if g.index in indices and g.uuid in uuids]
     return sum(free) if free else None
 
 

@@ -20,11 +20,11 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from lmwatch.breaker import CircuitState
 from lmwatch.config import RoutingConfig
 from lmwatch.metrics.family import Family
 from lmwatch.metrics.text import Format, Group, KeptRows, Row, collect_rows
 from lmwatch.registry import Registry
-from lmwatch.routing.breaker import CircuitState
 
 NONE = "none"
 

@@ -12,10 +12,10 @@ from typing import Final
 
 from lmwatch.config import Config, SamplingConfig
 from lmwatch.samplers.base import Sampler, SamplerUnavailable
-from lmwatch.samplers.fake_nvml import SimulatedNvidiaSampler
 from lmwatch.samplers.host import HostSampler
 from lmwatch.samplers.nvidia import NvidiaSampler
 from lmwatch.samplers.process import ProcessSampler
+from lmwatch.samplers.simulated import SimulatedNvidiaSampler
 
 __all__ = ["GPU_VENDORS", "Sampler", "SamplerUnavailable", "build_samplers"]
 

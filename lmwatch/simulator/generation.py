@@ -55,11 +55,6 @@ def text_tokens(seed: int, count: int) -> tuple[str, ...]:
     return tuple(out)
 
 
-@lru_cache(maxsize=4096)
-def text_content(seed: int, count: int) -> str:
-    return "".join(text_tokens(seed, count))
-
-
 def split_pieces(text: str, size: int = 4) -> list[str]:
     """Cut a string (JSON arguments, a JSON answer) into stream-sized pieces."""
     return [text[i : i + size] for i in range(0, len(text), size)] or [""]

@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from lmwatch.api import openai as router
-from lmwatch.backends import BackendClient, Flavour, flavour, is_model_gone
+from lmwatch.backends import BackendClient, Flavour, flavour, is_context_exceeded, is_model_gone, model_type_refused
 from lmwatch.backends.base import shape_error
 from lmwatch.config import ConfigError, parse_config
 from lmwatch.daemon import running_daemon
@@ -32,6 +32,7 @@ class TapirFlavour(Flavour):
     """An engine that lists its models at `/tapir/models` and wants `tapir_mode` on every chat."""
 
     model_gone = (r"weights evicted",)
+    context_exceeded = (r"prompt longer than the burrow",)
 
     async def list_models(self, client: BackendClient) -> tuple[list[ModelInfo], list[str]]:
         body = await client.get_json("/tapir/models")
@@ -137,6 +138,17 @@ async def test_the_flavours_model_gone_wording_means_model_unavailable_and_spare
             assert "evicted (tapir-1b): model_unavailable: weights evicted" in caught.value.message
             assert d.registry.outcomes.view().breakers == ()
     assert evicted.bodies
+
+
+def test_the_flavours_engine_error_wording_is_its_own() -> None:
+    tapir = TapirFlavour(NAME)
+    assert is_context_exceeded(tapir, "prompt longer than the burrow")
+    assert not is_context_exceeded(tapir, "n_ctx is 2048") and is_context_exceeded(flavour("openai"), "n_ctx is 2048")
+    assert is_context_exceeded(None, "prompt longer than the burrow") is False  # not in the table: nobody's wording
+    assert model_type_refused(flavour("lmstudio-v1"), 'Failed to load model "x". Error: Model is not embedding.') == (
+        "embedding"
+    )
+    assert model_type_refused(tapir, "Model is not embedding.") is None
 
 
 def test_an_unknown_kind_names_the_table(tapir_registered: None) -> None:

@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from lmwatch.breaker import Breaker, CircuitState
 from lmwatch.config import BreakerConfig, parse_config
 from lmwatch.registry import (
     ModelInfo,
@@ -18,7 +19,6 @@ from lmwatch.registry import (
     RequestOutcomes,
 )
 from lmwatch.routing.balance import Gate, order
-from lmwatch.routing.breaker import Breaker, CircuitState
 from lmwatch.routing.select import Target
 
 

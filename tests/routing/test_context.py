@@ -89,7 +89,7 @@ SIM = SimSettings(models=[SimModel(id="meta-llama-3.1-8b-instruct", context_leng
 
 async def _second_instance(f: Fleet, context: int) -> None:
     await f.sims["studio"].state.catalogue.load("meta-llama-3.1-8b-instruct", context_length=context)
-    await f.daemon.control.poll("studio")
+    await f.daemon.control.fleet.poll("studio")
 
 
 async def test_through_the_sdk_too_long_is_400_before_the_backend_is_asked_and_the_id_is_kept() -> None:

@@ -28,7 +28,7 @@ async def explain(f: Fleet, body: dict[str, Any]) -> dict[str, Any]:
 async def test_candidates_say_whether_they_fit_and_how_fast_they_are_expected_to_be() -> None:
     async with fleet({"studio": SIM}) as f:
         await f.sims["studio"].state.catalogue.load("meta-llama-3.1-8b-instruct", context_length=8192)
-        await f.daemon.control.poll("studio")
+        await f.daemon.control.fleet.poll("studio")
         f.daemon.registry.record_profiles(
             [
                 ModelProfile(

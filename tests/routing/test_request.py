@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from lmwatch.api.errors import ApiError, api_error, error_event
+from lmwatch.api.sse import EventSplitter, StreamMeter, event_data
 from lmwatch.errors import DomainError
 from lmwatch.routing.request import Endpoint, parse_request
-from lmwatch.routing.sse import EventSplitter, StreamMeter, event_data
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
 WEBP = base64.b64encode(b"RIFF\0\0\0\0WEBPVP8 " + b"\0" * 8).decode()

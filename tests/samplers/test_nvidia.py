@@ -15,11 +15,12 @@ import pytest
 
 from lmwatch.config import BackendConfig
 from lmwatch.registry import Registry
-from lmwatch.samplers import fake_nvml
-from lmwatch.samplers.fake_nvml import GIB, FakeGpu, FakeNvml, SimulatedNvidiaSampler
 from lmwatch.samplers.nvidia import NvidiaSampler
 from lmwatch.samplers.process import BackendProcess, ProcessSample, Visibility
 from lmwatch.samplers.runner import SamplerRunner
+from lmwatch.samplers.simulated import SimulatedNvidiaSampler
+from lmwatch.simulator import nvml as fake_nvml
+from lmwatch.simulator.nvml import GIB, FakeGpu, FakeNvml
 from tests.samplers.helpers import (
     Clock,
     has,

@@ -14,9 +14,10 @@ import pytest
 
 from lmwatch.config import BackendConfig
 from lmwatch.registry import Registry
-from lmwatch.samplers.fake_nvml import GIB, SimulatedNvidiaSampler
 from lmwatch.samplers.process import ProcessSampler, Visibility, _CpuAccount
 from lmwatch.samplers.runner import SamplerRunner
+from lmwatch.samplers.simulated import SimulatedNvidiaSampler
+from lmwatch.simulator.nvml import GIB
 from tests.samplers.helpers import (
     Clock,
     Server,

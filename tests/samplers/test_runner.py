@@ -23,12 +23,13 @@ from lmwatch.metrics.samplers import SamplerCollector
 from lmwatch.registry import Registry, Snapshot
 from lmwatch.samplers import build_samplers
 from lmwatch.samplers.base import Sampler
-from lmwatch.samplers.fake_nvml import GIB, FakeGpu, FakeNvml, SimulatedNvidiaSampler
 from lmwatch.samplers.host import HostSampler
 from lmwatch.samplers.nvidia import NvidiaSampler
 from lmwatch.samplers.process import ProcessSampler
 from lmwatch.samplers.runner import SamplerRunner
+from lmwatch.samplers.simulated import SimulatedNvidiaSampler
 from lmwatch.samplers.status import host_status
+from lmwatch.simulator.nvml import GIB, FakeGpu, FakeNvml
 from tests.samplers.helpers import (
     has,
     listening_port,

@@ -23,11 +23,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from lmwatch.registry import Snapshot
-from lmwatch.samplers.nvidia import NvidiaSampler
-from lmwatch.samplers.process import main_pids
-from lmwatch.simulator.memory import footprint
-
 GIB = 1024**3
 MIB = 1024**2
 
@@ -291,7 +286,7 @@ class FakeNvml(types.ModuleType):
         dynamic: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__("pynvml", "A fake pynvml (lmwatch.samplers.fake_nvml).")
+        super().__init__("pynvml", "A fake pynvml (lmwatch.simulator.nvml).")
         module = sys.modules[__name__]
         for name in dir(module):
             if name.startswith(("NVML_", "NVMLError", "c_nvml")) or name in (
@@ -481,31 +476,3 @@ def _process(pid: int, used: int | None) -> nvmlFriendlyObject:
     return nvmlFriendlyObject(
         {"pid": pid, "usedGpuMemory": used, "gpuInstanceId": 0xFFFFFFFF, "computeInstanceId": 0xFFFFFFFF}
     )
-
-
-class SimulatedNvidiaSampler(NvidiaSampler):
-    """`sampling.gpu: simulated`: the NVIDIA sampler over two fake GPUs whose memory is held by the
-    processes serving the local backends (as found by the process sampler)."""
-
-    def __init__(
-        self,
-        interval: float = 5.0,
-        fake: FakeNvml | None = None,
-        retry_interval: float = 60.0,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.fake = fake if fake is not None else FakeNvml.simulated()
-        super().__init__(interval, nvml=self.fake, retry_interval=retry_interval, clock=clock)
-
-    def _prepare(self, snapshot: Snapshot) -> None:
-        """Each backend's process holds what its loaded models hold (weights + KV cache by the
-        simulator's rule), so loads and unloads show on the GPUs; 6 GiB when the server reports no sizes."""
-        pids = main_pids(snapshot)
-        held: dict[int, int] = {}
-        for name in sorted(pids):
-            backend = snapshot.backends.get(name)
-            models = backend.loaded_models if backend is not None else ()
-            size = sum(footprint(m.size_bytes or 0, m.loaded_context_length or 4096) for m in models if m.size_bytes)
-            held[pids[name]] = held.get(pids[name], 0) + (size or 6 * GIB)
-        self.fake.place_processes(held)

@@ -15,8 +15,8 @@ import math
 from typing import Any
 
 from lmwatch.api.errors import anthropic_body
+from lmwatch.api.translate.chat import Block, ChatStream, Reply, Tokens, arguments_object, new_id, sse
 from lmwatch.errors import InvalidRequest
-from lmwatch.translate.chat import Block, ChatStream, Reply, Tokens, arguments_object, new_id, sse
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use"}
 _PASSED = ("temperature", "top_p", "top_k", "stream")

@@ -15,8 +15,8 @@ import time
 from typing import Any
 
 from lmwatch.api.errors import error_body
+from lmwatch.api.translate.chat import Block, ChatStream, Reply, Tokens, new_id, sse
 from lmwatch.errors import InvalidRequest
-from lmwatch.translate.chat import Block, ChatStream, Reply, Tokens, new_id, sse
 
 _PASSED = ("temperature", "top_p", "stream", "parallel_tool_calls", "user")
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}

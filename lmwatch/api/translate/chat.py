@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from lmwatch.api.sse import event_data
 from lmwatch.jsondecode import loads
-from lmwatch.routing.sse import event_data
 
 Kind = Literal["reasoning", "text", "tool"]
 
