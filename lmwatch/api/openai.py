@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from lmwatch.api import request_ids
-from lmwatch.api.auth import ANONYMOUS, Handler, check_task, client_of, is_v1, note_request
+from lmwatch.api.auth import ANONYMOUS, ClientKey, Handler, check_task, client_of, is_v1, note_request
 from lmwatch.api.dialects import Dialect, MessagesDialect, ResponsesDialect
 from lmwatch.api.errors import ApiError, shape_of
 from lmwatch.api.proxy import Answer, Exchange, Streamed, Upstream, Verdict, open_stream
@@ -36,8 +36,9 @@ from lmwatch.cache import response as response_cache
 from lmwatch.cache.keys import response_key
 from lmwatch.cache.response import BYPASS, Decision, Entry, Result
 from lmwatch.cache.service import Cache
-from lmwatch.config import Config
-from lmwatch.registry import RecentRequest, RequestOutcomes, Snapshot, request_outcomes
+from lmwatch.config import Config, RoutingConfig
+from lmwatch.registry import RecentRequest, Snapshot, request_outcomes
+from lmwatch.routing.capabilities import EMBEDDINGS
 from lmwatch.routing.classify import classifier_for
 from lmwatch.routing.context import fit_plan
 from lmwatch.routing.request import Endpoint, ParsedRequest, json_object, parse_request
@@ -164,12 +165,32 @@ class _Request:
         return backends, ",".join(dict.fromkeys(t.model for _, t in served)) or NONE, _route(served)
 
 
-def forbids_cloud(request: web.Request) -> bool:
+def forbids_cloud(request: web.Request, client: ClientKey | None = None) -> bool:
     """No cloud fallback for this request: `X-LMWatch-Local-Only: true`, or a key marked local_only."""
-    if request.headers.get("X-LMWatch-Local-Only", "").strip().lower() in TRUE:
+    local = request.headers.get("X-LMWatch-Local-Only")
+    if local is not None and local.strip().lower() in TRUE:
         return True
-    client = client_of(request)
+    client = client or client_of(request)
     return client is not None and client.local_only
+
+
+def _explicit(routing: RoutingConfig, model: str) -> bool:
+    """A model id or alias (not `auto` nor `task:<type>`): routed without a task."""
+    return model != AUTO and (not model.startswith(TASK_PREFIX) or model in routing.aliases)
+
+
+def _task_decides(routing: RoutingConfig, client: ClientKey | None, local_only: bool) -> bool:
+    """Whether an explicit request still needs its task classified: its key is limited to tasks,
+    it may fall back to the cloud (whose model and price go by task), or `routing.prices` prices
+    tasks differently. Otherwise the task would only label it: not worth the classifier's CPU."""
+    if client is not None and client.tasks:
+        return True
+    if routing.cloud.allowed and not local_only:
+        return True
+    return bool(set(routing.prices) - _UNTASKED_PRICES)
+
+
+_UNTASKED_PRICES = frozenset({"default", EMBEDDINGS})
 
 
 def _served(exchanges: list[Exchange]) -> list[tuple[Exchange, Target]]:
@@ -207,9 +228,7 @@ async def _handle(request: web.Request, endpoint: Endpoint, dialect: Dialect | N
         failed = ApiError(500, "lmwatch failed to handle this request; see its log")
         return error_response(request, failed, state.headers())
     finally:
-        _record(metrics, request_outcomes(services.registry), config, state, code)
-        _record_usage(services, request, config, state, code)
-        _note_for_audit(request, state)
+        _record(services, request, config, state, code)
 
 
 async def _serve(
@@ -228,14 +247,15 @@ async def _serve(
     snap = services.registry.snapshot()
     upstream = request.app[UPSTREAM]
     upstream.outcomes.policy = routing.breaker
+    client = client_of(request)
+    local_only = forbids_cloud(request, client)
     task = choose_task(routing, snap, req, request.headers.get("X-LMWatch-Task"))
-    if task is None:
+    if task is None and (not _explicit(routing, req.model) or _task_decides(routing, client, local_only)):
         classification = classifier_for(routing).classify(req.as_chat)
         task, state.reasons = classification.task, classification.reasons
-    state.task = task
+    state.task = task = task or NONE
     check_task(request, task)
-    plan = plan_request(snap, routing, req, task, forbids_cloud(request))
-    client = client_of(request)
+    plan = plan_request(snap, routing, req, task, local_only)
     if client is not None and client.models:
         allowed = allowed_only(plan, client.allows_model)
         if plan.tiers and not allowed.tiers:
@@ -269,7 +289,9 @@ async def _serve(
         vectors = cache if decision.write and config.cache.embeddings else None
         answer = await _embeddings(req, routing.embedding_batch_size, exchange, state, vectors, models)
         return _json(answer, state.headers(), request), str(answer.status)
-    key = await _look_up(cache, decision, state, response_key(endpoint, models, req.body, req.stream, req.wants_usage))
+    key = await _look_up(
+        cache, decision, state, lambda: response_key(endpoint, models, req.body, req.stream, req.wants_usage)
+    )
     if state.hit is not None:
         return await _replay(request, state.hit, state.headers()), "200"
     ex = exchange(req)
@@ -296,12 +318,14 @@ _STREAM_CODES = {Verdict.SUCCESS: "200", Verdict.UPSTREAM_FAILED: "stream_error"
 # --- the response cache --------------------------------------------------------------------------
 
 
-async def _look_up(cache: Cache | None, decision: Decision, state: _Request, key: str) -> str | None:
-    """The key to store the answer under (None: not cached), and `state.hit` when one is stored."""
+async def _look_up(cache: Cache | None, decision: Decision, state: _Request, make_key: Callable[[], str]) -> str | None:
+    """The key to store the answer under (None: not cached), and `state.hit` when one is stored.
+    The key (a hash of the body) is made only when the cache may be used."""
     if cache is None or not decision.write:
         if cache is not None:
             cache.metrics.count("response", Result.BYPASS)
         return None
+    key = make_key()
     if decision.read:
         found = await cache.get_many([key])
         entry = Entry.decode(found[0]) if found and found[0] is not None else None
@@ -365,25 +389,22 @@ def _too_large(limit: int) -> ApiError:
     return ApiError(413, message, code="request_too_large")
 
 
-def _record(metrics: RequestMetrics, outcomes: RequestOutcomes, config: Config, state: _Request, code: str) -> None:
+def _record(services: Services, request: web.Request, config: Config, state: _Request, code: str) -> None:
+    """A finished request's metrics, recent-request entry, usage row and audit tokens."""
+    metrics = request_metrics(services.metrics, services.registry)
     served = _served(state.exchanges)
     backend, model, route = state.source(served)
-    backend, model = backend.split(",")[0], model.split(",")[0]
+    backend, model = backend.split(",", 1)[0], model.split(",", 1)[0]
     duration = time.perf_counter() - state.started
-    if state.hit is not None and not served:
-        metrics.avoided(config.routing, backend, state.task, state.hit.prompt_tokens, state.hit.completion_tokens)
+    hit = state.hit if not served else None
+    if hit is not None:
+        metrics.avoided(config.routing, backend, state.task, hit.prompt_tokens, hit.completion_tokens)
     metrics.finished(state.endpoint.value, backend, model, state.task, route, code, duration)
-    outcomes.request_done(
-        RecentRequest(
-            backend=backend,
-            model=model,
-            task=state.task,
-            route=route,
-            code=code,
-            duration_seconds=round(duration, 6),
-            ttft_seconds=next((e.ttft for e, _ in served if e.ttft is not None), None),
-            output_tokens=sum(e.usage.completion for e, _ in served),
-        )
+    ttft = next((e.ttft for e, _ in served if e.ttft is not None), None)
+    prompt = sum(e.usage.prompt for e, _ in served)
+    completion = sum(e.usage.completion for e, _ in served)
+    request_outcomes(services.registry).request_done(
+        RecentRequest(backend, model, state.task, route, code, round(duration, 6), ttft, completion)
     )
     if state.overhead is not None:
         metrics.overhead.observe(state.overhead)
@@ -399,49 +420,32 @@ def _record(metrics: RequestMetrics, outcomes: RequestOutcomes, config: Config, 
             ex.usage.completion,
             local=not target.is_cloud,
         )
-
-
-def _record_usage(services: Services, request: web.Request, config: Config, state: _Request, code: str) -> None:
-    """Queue the request's usage row (written off the request path; never the prompt)."""
-    if services.usage is None:
-        return
-    served = _served(state.exchanges)
-    backend, model, route = state.source(served)
-    hit = state.hit if not served else None
-    prompt = hit.prompt_tokens if hit else sum(e.usage.prompt for e, _ in served)
-    completion = hit.completion_tokens if hit else sum(e.usage.completion for e, _ in served)
-    local = not any(t.is_cloud for _, t in served)
-    client = client_of(request)
-    services.usage.record(
-        UsageRow(
-            time=time.time(),
-            key_name=client.name if client is not None else ANONYMOUS,
-            backend=backend.split(",")[0],
-            model=model.split(",")[0],
-            task=state.task,
-            route=route,
-            api=state.endpoint.value,
-            code=code,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            latency_seconds=round(time.perf_counter() - state.started, 6),
-            ttft_seconds=next((e.ttft for e, _ in served if e.ttft is not None), None),
-            cache=state.cache.value,
-            local=local,
-            cost_avoided_dollars=cloud_price(config.routing, state.task, prompt, completion) if local else 0.0,
+    if services.usage is not None:  # queued, written off the request path; never the prompt
+        if hit is not None:
+            prompt, completion = hit.prompt_tokens, hit.completion_tokens
+        local = not any(t.is_cloud for _, t in served)
+        client = client_of(request)
+        services.usage.record(
+            UsageRow(
+                time.time(),
+                client.name if client is not None else ANONYMOUS,
+                backend,
+                model,
+                state.task,
+                route,
+                state.endpoint.value,
+                code,
+                prompt,
+                completion,
+                round(time.perf_counter() - state.started, 6),
+                ttft,
+                state.cache.value,
+                local,
+                cloud_price(config.routing, state.task, prompt, completion) if local else 0.0,
+            )
         )
-    )
-
-
-def _note_for_audit(request: web.Request, state: _Request) -> None:
-    """The token counts for the request's audit line (model, backend and task come from its headers)."""
-    served = _served(state.exchanges)
-    if served:
-        note_request(
-            request,
-            prompt_tokens=sum(e.usage.prompt for e, _ in served),
-            completion_tokens=sum(e.usage.completion for e, _ in served),
-        )
+    if served:  # the token counts for the request's audit line (model, backend and task: its headers)
+        note_request(request, prompt_tokens=prompt, completion_tokens=completion)
 
 
 # --- embeddings: the cache per input, then batches ---------------------------------------------
