@@ -1,9 +1,10 @@
 """A lean HTTP/1.1 client for the request hot path: pooled keep-alive connections to backends and
-cloud providers, answers parsed as bytes arrive, bodies handed over chunk by chunk.
+cloud providers, answers parsed as bytes arrive (by llhttp, through httptools), bodies handed over
+chunk by chunk.
 
 Why not aiohttp's client here: on the proxy path it cost about as much CPU as everything else
-lmwatch does per request, and the router needs little of it (a POST with a known-length body; an
-answer framed by Content-Length, chunked, or the connection's end). TLS comes from the event loop.
+lmwatch does per request, and the router needs little of it (a POST with a known-length body, and
+an answer's framing, which llhttp does). TLS comes from the event loop.
 
 Timeouts: connecting is bounded by `connect_timeout`; after that only silence is bounded
 (`idle_timeout` before the answer starts and between body reads), never the total. Closing an
@@ -23,6 +24,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import cast
 from urllib.parse import unquote, urlsplit
+
+import httptools
 
 MAX_HEAD_BYTES = 64 * 1024
 PAUSE_BYTES = 1024 * 1024
@@ -110,7 +113,6 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = time.monotonic()
-        self._buffer = bytearray()
         self._response: Response | None = None
         self._paused = False
 
@@ -122,8 +124,7 @@ class _Connection(asyncio.Protocol):
         if self._response is None:  # bytes nobody asked for: the connection is not trustworthy
             self.abort()
             return
-        self._buffer += data
-        self._response._parse(self._buffer)
+        self._response._feed(data)
         if not self._paused and self._response._buffered > PAUSE_BYTES and self.transport is not None:
             self.transport.pause_reading()
             self._paused = True
@@ -151,7 +152,6 @@ class _Connection(asyncio.Protocol):
 
     def start(self, response: Response, request: bytes) -> None:
         self._response = response
-        self._buffer.clear()
         assert self.transport is not None
         self.transport.write(request)
 
@@ -162,11 +162,16 @@ class _Connection(asyncio.Protocol):
 
 # --- one answer ----------------------------------------------------------------------------------
 
-_HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE, _DONE = range(8)
+_HEAD, _BODY, _DONE = range(3)
 
 
 class Response:
-    """The answer to one request; its body is read once, with `read()` or by iterating chunks."""
+    """The answer to one request; its body is read once, with `read()` or by iterating chunks.
+
+    llhttp (through httptools, the parser uvicorn uses) does the framing: Content-Length, chunked
+    with extensions and trailers, interim 1xx answers, obsolete line folding (which a client must
+    accept), and the end of an answer framed by the connection's close. This class is its callbacks.
+    """
 
     def __init__(self, pool: Pool, key: Origin, conn: _Connection, idle_timeout: float) -> None:
         self.status = 0
@@ -176,7 +181,11 @@ class Response:
         self._conn = conn
         self._idle = idle_timeout
         self._state = _HEAD
-        self._remaining = 0
+        self._parser = httptools.HttpResponseParser(self)
+        self._parser.set_dangerous_leniencies(lenient_headers=True)  # obsolete line folding (RFC 9112 5.2)
+        self._head_bytes = 0
+        self._interim = False
+        self._until_close = False
         self._keep_alive = True
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
@@ -248,10 +257,30 @@ class Response:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    # --- parsing (the protocol) ------------------------------------------------------------------
+    # --- bytes in (the protocol) -----------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        self._got_bytes = True
+        if self._state == _DONE:  # bytes after the answer: the connection is not reused
+            self._keep_alive = False
+            return
+        if self._state == _HEAD:
+            self._head_bytes += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            if self._state == _DONE:  # garbage after a complete answer
+                self._keep_alive = False
+            elif self._state == _HEAD and not self.status:
+                self._fail(f"not an HTTP answer ({exc})")
+            else:
+                self._fail(f"a malformed answer ({exc})")
+            return
+        if self._state == _HEAD and self._head_bytes > MAX_HEAD_BYTES:
+            self._fail("the answer's headers are too large")
 
     def _eof(self) -> None:
-        if self._state == _UNTIL_CLOSE:
+        if self._state == _BODY and self._until_close:
             self._state = _DONE
         elif self._state != _DONE and self._error is None:
             before = not self._got_bytes
@@ -274,109 +303,50 @@ class Response:
         self._conn.abort()
         self._wake()
 
-    def _body(self, data: bytes) -> None:
-        if data:
-            self._chunks.append(data)
-            self._buffered += len(data)
+    # --- llhttp's callbacks ----------------------------------------------------------------------
 
-    def _take(self, buf: bytearray) -> bool:
-        """Move up to `_remaining` body bytes out of `buf`; True when the counted part is complete."""
-        take = min(self._remaining, len(buf))
-        self._body(bytes(buf[:take]))
-        del buf[:take]
-        self._remaining -= take
-        return self._remaining == 0
+    def on_message_begin(self) -> None:
+        if self._state == _DONE:  # a second answer to one request: ignored, the connection not reused
+            self._keep_alive = False
+        else:
+            self.headers = {}
 
-    def _parse(self, buf: bytearray) -> None:
-        self._got_bytes = True
-        progressed = False
-        while buf and self._state != _DONE:
-            state = self._state
-            if state == _HEAD:
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(buf) > MAX_HEAD_BYTES:
-                        self._fail("the answer's headers are too large")
-                    break
-                head = bytes(buf[:end])
-                del buf[: end + 4]
-                if not self._start(head):
-                    return
-                progressed = True
-            elif state == _LENGTH:
-                if self._take(buf):
-                    self._state = _DONE
-                progressed = True
-            elif state == _UNTIL_CLOSE:
-                self._body(bytes(buf))
-                buf.clear()
-                progressed = True
-            elif state == _CHUNK_SIZE:
-                end = buf.find(b"\r\n")
-                if end < 0:
-                    break
-                try:
-                    size = int(bytes(buf[:end]).split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    self._fail("a malformed chunk size")
-                    return
-                del buf[: end + 2]
-                self._remaining = size
-                self._state = _CHUNK_DATA if size else _TRAILERS
-            elif state == _CHUNK_DATA:
-                if self._take(buf):
-                    self._state = _CHUNK_END
-                progressed = True
-            elif state == _CHUNK_END:
-                if len(buf) < 2:
-                    break
-                del buf[:2]
-                self._state = _CHUNK_SIZE
-            elif state == _TRAILERS:
-                end = buf.find(b"\r\n")
-                if end < 0:
-                    break
-                del buf[: end + 2]
-                if end == 0:
-                    self._state = _DONE
-                    progressed = True
-        if self._state == _DONE and buf:
-            self._keep_alive = False  # bytes after the answer: do not reuse
-        if progressed:
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._state != _HEAD:  # a trailer (after a chunked body), or past the answer: not its header
+            return
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1").strip()
+        seen = self.headers.get(key)
+        self.headers[key] = text if seen is None else f"{seen}, {text}"  # repeated: one list (RFC 9110 5.3)
+
+    def on_headers_complete(self) -> None:
+        if self._state != _HEAD:
+            return
+        status = self._parser.get_status_code()
+        self._interim = 100 <= status < 200
+        if self._interim:  # 100 Continue, 103 Early Hints...: the real answer follows
+            return
+        self.status = status
+        headers = self.headers
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        self._until_close = status not in (204, 304) and not chunked and "content-length" not in headers
+        self._keep_alive = self._parser.should_keep_alive()
+        self._state = _BODY
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        if body and self._state == _BODY:
+            self._chunks.append(body)
+            self._buffered += len(body)
             self._wake()
 
-    def _start(self, head: bytes) -> bool:
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-            self._fail(f"not an HTTP answer: {lines[0][:80]!r}")
-            return False
-        status = int(parts[1])
-        if 100 <= status < 200:  # an interim answer: the real one follows
-            return True
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if sep:
-                headers[name.strip().lower()] = value.strip()
-        self.status, self.headers = status, headers
-        if parts[0] == "HTTP/1.0" or "close" in headers.get("connection", "").lower():
-            self._keep_alive = False
-        if status in (204, 304):
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        if self._state == _BODY:
             self._state = _DONE
-        elif "chunked" in headers.get("transfer-encoding", "").lower():
-            self._state = _CHUNK_SIZE
-        elif "content-length" in headers:
-            try:
-                self._remaining = int(headers["content-length"])
-            except ValueError:
-                self._fail("a malformed Content-Length")
-                return False
-            self._state = _LENGTH if self._remaining else _DONE
-        else:
-            self._state = _UNTIL_CLOSE
-            self._keep_alive = False
-        return True
+            self._wake()
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
