@@ -22,14 +22,17 @@ from typing import Any
 
 from aiohttp import web
 
-from lmwatch.api import request_ids
+from lmwatch.api import json_call, request_ids, sse_relay
+from lmwatch.api.attempts import Answer, Streamed, Verdict
 from lmwatch.api.auth import ANONYMOUS, ClientKey, Handler, check_task, client_of, is_v1, note_request
 from lmwatch.api.dialects import Dialect, MessagesDialect, ResponsesDialect
 from lmwatch.api.errors import ApiError, shape_of
-from lmwatch.api.proxy import Answer, Exchange, Streamed, Upstream, Verdict, open_stream
+from lmwatch.api.exchange import Exchange
 from lmwatch.api.request_ids import request_id, upstream_id
 from lmwatch.api.request_metrics import NONE, RequestMetrics, cloud_price, request_metrics
 from lmwatch.api.response_store import ResponseStore
+from lmwatch.api.sse_relay import open_stream
+from lmwatch.api.upstream import Upstream
 from lmwatch.backends.base import error_message
 from lmwatch.cache import embeddings as embedding_cache
 from lmwatch.cache import response as response_cache
@@ -298,14 +301,14 @@ async def _serve(
     if req.stream:
         if key is not None:
             ex.capture = bytearray()
-        streamed = await ex.stream(request, state.headers)
+        streamed = await sse_relay.stream(ex, request, state.headers)
         if isinstance(streamed, Streamed):
             if key is not None and ex.capture and streamed.verdict is Verdict.SUCCESS:
                 _keep(cache, key, ex, state, bytes(ex.capture), sse=True)
             return streamed.response, _STREAM_CODES[streamed.verdict]
         result = streamed
     else:
-        result = await ex.answer()
+        result = await json_call.answer(ex)
         if key is not None and result.status == 200:
             _keep(cache, key, ex, state, result.raw, sse=False)
     return _json(result, state.headers(ex), request), str(result.status)
@@ -511,12 +514,12 @@ def _batches(req: ParsedRequest, size: int) -> bool:
 async def _embed_upstream(req: ParsedRequest, size: int, exchange: Exchanger) -> Answer:
     """One upstream request, or batches of `size` inputs spread over backends, answered as one."""
     if not _batches(req, size):
-        return await exchange(req).answer()
+        return await json_call.answer(exchange(req))
     items: list[Any] = req.body["input"]
     parts = [exchange(_with_input(req, items[i : i + size])) for i in range(0, len(items), size)]
     try:
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(part.answer()) for part in parts]
+            tasks = [group.create_task(json_call.answer(part)) for part in parts]
     except ExceptionGroup as group_error:  # one batch failed (the others were cancelled): answer its error
         raise next((e for e in group_error.exceptions if isinstance(e, ApiError)), group_error) from None
     answers: list[Answer] = [t.result() for t in tasks]

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from lmwatch.api.upstream import (
+from lmwatch.api.http_client import (
     AnswerTooLarge,
     ConnectError,
     ConnectionLost,
