@@ -184,6 +184,8 @@ class Response:
         self._parser = httptools.HttpResponseParser(self)
         self._parser.set_dangerous_leniencies(lenient_headers=True)  # obsolete line folding (RFC 9112 5.2)
         self._head_bytes = 0
+        """Bytes read while the head is incomplete (a head that never ends is cut at the limit)."""
+        self._header_bytes = 0
         self._interim = False
         self._until_close = False
         self._keep_alive = True
@@ -314,6 +316,7 @@ class Response:
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._state != _HEAD:  # a trailer (after a chunked body), or past the answer: not its header
             return
+        self._header_bytes += len(name) + len(value)
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1").strip()
         seen = self.headers.get(key)
@@ -321,6 +324,9 @@ class Response:
 
     def on_headers_complete(self) -> None:
         if self._state != _HEAD:
+            return
+        if self._header_bytes > MAX_HEAD_BYTES:  # they came in one read: too large all the same
+            self._fail("the answer's headers are too large")
             return
         status = self._parser.get_status_code()
         self._interim = 100 <= status < 200
