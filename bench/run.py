@@ -231,22 +231,31 @@ class StallResult:
 
 
 class Scraper:
-    """GETs /metrics once a second in a thread (as Prometheus would), timing each scrape."""
+    """GETs /metrics once a second in a thread (as Prometheus would), timing each scrape. A scrape
+    that is not a 200 or has fewer than `min_series` series fails the run (a bogus row once had 1)."""
 
-    def __init__(self, url: str) -> None:
-        self.url, self.size, self.series = url, 0, 0
+    def __init__(self, url: str, min_series: int) -> None:
+        self.url, self.min_series, self.size, self.series = url, min_series, 0, 0
         self.times: list[float] = []
+        self.error: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self.error is None:
             started = time.perf_counter()
-            with urllib.request.urlopen(self.url, timeout=30) as resp:
-                body = resp.read()
+            try:
+                with urllib.request.urlopen(self.url, timeout=30) as resp:
+                    status, body = resp.status, resp.read()
+            except OSError as exc:  # HTTPError (a non-2xx) included
+                self.error = f"GET {self.url} failed: {exc}"
+                return
             self.times.append(time.perf_counter() - started)
-            self.size = len(body)
-            self.series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+            series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+            if status != 200 or series < self.min_series:
+                self.error = f"GET {self.url}: status {status}, {series} series (expected >= {self.min_series})"
+                return
+            self.size, self.series = len(body), series
             self._stop.wait(max(0.0, 1.0 - (time.perf_counter() - started)))
 
     def __enter__(self) -> Scraper:
@@ -256,6 +265,10 @@ class Scraper:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        if self.error is not None:
+            raise RuntimeError(self.error)
+        if not self.times:
+            raise RuntimeError(f"no scrape of {self.url} finished")
 
 
 def scrape_stall(count: int, seconds: int, rounds: int) -> StallResult:
@@ -286,7 +299,7 @@ def scrape_stall(count: int, seconds: int, rounds: int) -> StallResult:
                 quiet, scraped, render = [], [], []
                 for _ in range(rounds):
                     quiet.append(wrk(through + "/v1/chat/completions", "chat.lua", 1, seconds).p99)
-                    with Scraper(through + "/metrics") as scraper:
+                    with Scraper(through + "/metrics", min_series=40 * count) as scraper:
                         scraped.append(wrk(through + "/v1/chat/completions", "chat.lua", 1, seconds).p99)
                     render.extend(scraper.times)
         finally:

@@ -80,6 +80,13 @@ class ServerConfig(Strict):
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)
     shutdown_grace: Seconds = 30.0
     """On SIGTERM: how long in-flight requests (and streams) may take to finish before they are cut."""
+    header_timeout: Seconds = 10.0
+    """A client that started a request must have sent its whole head (request line and headers) within
+    this; past it lmwatch answers 408 and closes the connection."""
+    body_timeout: Seconds = 60.0
+    """A request body that did not come with its head must arrive in full within this (408 past it)."""
+    keepalive_timeout: Seconds = 75.0
+    """An idle client connection (no request under way) is closed after this."""
 
 
 class KeepLoaded(Strict):
@@ -230,8 +237,25 @@ class AliasTarget(Strict):
     """None = any backend that has `model`."""
 
 
+class EmbeddingModeConfig(Strict):
+    """How `classifier.mode: embedding` reaches its embedding model (lmwatch/routing/embedclass.py)."""
+
+    model: str | None = Field(None, min_length=1)
+    """The model id to embed with (any backend that has it loaded); None = the first loaded model
+    whose type is embeddings (by backend name, then model id)."""
+    timeout: Seconds = 0.25
+    """The most the embedding may add to a request; past it the learned model answers instead."""
+    cache_entries: int = Field(4096, ge=1)
+    """Answers remembered per prompt text (a bounded LRU keyed by a hash of the text)."""
+
+
 class ClassifierConfig(Strict):
     """The task classifier for `auto` requests (see lmwatch/routing/classify.py for the features)."""
+
+    mode: Literal["linear", "embedding"] = "linear"
+    """`linear`: the learned model in-process; `embedding`: the prompt is embedded by a model on the
+    fleet and compared with per-task exemplars, the linear model answering when that fails."""
+    embedding: EmbeddingModeConfig = Field(default_factory=EmbeddingModeConfig)
 
     default_task: str = "research"
     """The task of a request no feature points at (small talk, short questions)."""

@@ -26,10 +26,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from prometheus_client import Counter, Gauge
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
 from pydantic import TypeAdapter, ValidationError
 
 from lmwatch import backends
@@ -108,35 +104,10 @@ class ControlPlane:
         self.last_reload: dict[str, Any] = {"time": None, "success": None, "problems": []}
         self._reloading = asyncio.Lock()
         """One reload at a time (SIGHUP and the API may ask together): the file read last is applied last."""
-        metrics = services.metrics
-        self.client_requests = Counter(
-            "lmwatch_client_requests",
-            "Requests on /v1 by client key name (`anonymous` when no key identifies the request) and HTTP status.",
-            ["key_name", "code"],
-            registry=metrics,
-        )
+        self.metrics = services.metrics.control
+        self.metrics.files = lambda: self.sources.files
+        self.metrics.audit_failures = lambda: self.audit.failures
         self._client_counts: dict[tuple[str, str], Any] = {}
-        self.admin_actions = Counter(
-            "lmwatch_admin_actions",
-            "Control actions (admin API, signals) by action and result.",
-            ["action", "result"],
-            registry=metrics,
-        )
-        self.reloads = Counter(
-            "lmwatch_config_reloads", "Config reloads by result (success, failure).", ["result"], registry=metrics
-        )
-        self.reload_ok = Gauge(
-            "lmwatch_config_last_reload_successful",
-            "1 when the last config reload succeeded (or none was tried).",
-            registry=metrics,
-        )
-        self.reload_time = Gauge(
-            "lmwatch_config_last_reload_success_timestamp_seconds",
-            "Unix time of the last successful config load (start or reload).",
-            registry=metrics,
-        )
-        self.reload_ok.set(1)
-        metrics.register(_ControlCollector(self))
 
     @property
     def env(self) -> Mapping[str, str]:
@@ -151,7 +122,7 @@ class ControlPlane:
         `labels()` costs more than the increment, and every `/v1` request comes through here."""
         child = self._client_counts.get((key_name, code))
         if child is None:
-            child = self._client_counts[key_name, code] = self.client_requests.labels(key_name, code)
+            child = self._client_counts[key_name, code] = self.metrics.client_requests.labels(key_name, code)
         child.inc()
 
     # --- config: prepare, apply, reload ----------------------------------------------------------
@@ -202,7 +173,7 @@ class ControlPlane:
         self.sources.reset_runtime()
         path = prepared.loaded.path
         self.discovery.configure(config.backend_files, config.backend_files_interval, path.parent if path else None)
-        self.reload_time.set(time.time())
+        self.metrics.reload_time.set(time.time())
         if self._live:
             self._sync()
             self.discovery.schedule()
@@ -232,8 +203,8 @@ class ControlPlane:
                 if prepared.loaded.config.server != old:
                     log.warning("server.* changed: that part takes effect at the next restart")
                 log.info("config reloaded from %s: %d backends", path, len(self.sources.origins))
-        self.reloads.labels("failure" if problems else "success").inc()
-        self.reload_ok.set(0 if problems else 1)
+        self.metrics.reloads.labels("failure" if problems else "success").inc()
+        self.metrics.reload_ok.set(0 if problems else 1)
         self.last_reload = {"time": time.time(), "success": not problems, "problems": list(problems)}
         return problems
 
@@ -262,7 +233,7 @@ class ControlPlane:
     async def record_signal(self, action: str, problems: list[str]) -> None:
         """The audit line of an action a signal asked for (SIGHUP: reload)."""
         result = "refused" if problems else "ok"
-        self.admin_actions.labels(action, result).inc()
+        self.metrics.admin_actions.labels(action, result).inc()
         detail: dict[str, Any] = {"problems": problems} if problems else {}
         await self.audit.control(actor="signal", action=action, target=None, result=result, **detail)
 
@@ -493,35 +464,6 @@ def secret_file_warnings(config: Config, config_path: Path | None) -> list[str]:
                 f"(mode {stat.S_IMODE(mode):04o}); run: chmod o-rwx {path}"
             )
     return warnings
-
-
-class _ControlCollector(Collector):
-    """Backend-file health, read at scrape time (a file that goes away stops being reported)."""
-
-    def __init__(self, control: ControlPlane) -> None:
-        self._control = control
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def collect(self) -> list[Metric]:
-        valid = GaugeMetricFamily(
-            "lmwatch_backend_file_valid",
-            "1 when the backend file is in force as it is now; 0 when it is broken or clashes (see /status).",
-            labels=["file"],
-        )
-        count = GaugeMetricFamily(
-            "lmwatch_backend_file_backends", "Backends a backend file contributes.", labels=["file"]
-        )
-        for path, file in sorted(self._control.sources.files.items()):
-            valid.add_metric([path], 1.0 if file.valid else 0.0)
-            count.add_metric([path], 0.0 if file.clash else float(len(file.good or ())))
-        failures = CounterMetricFamily(
-            "lmwatch_audit_write_failures",
-            "Audit lines that could not be written (disk full, no permission) or were dropped (the disk fell behind).",
-        )
-        failures.add_metric([], float(self._control.audit.failures))
-        return [valid, count, failures]
 
 
 __all__ = ["ANONYMOUS", "ControlPlane", "Prepared", "ProblemsError", "StartupError"]

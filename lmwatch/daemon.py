@@ -24,13 +24,13 @@ from lmwatch.api import openai as openai_api
 from lmwatch.api import openapi
 from lmwatch.cache.service import Cache
 from lmwatch.config import LoadedConfig
+from lmwatch.connections import CONNECTIONS, ConnectionRunner, ExceptionHandler
 from lmwatch.control import ControlPlane
 from lmwatch.lifecycle.manager import Lifecycle
-from lmwatch.metrics import new_metrics_registry
+from lmwatch.metrics.table import Metrics
 from lmwatch.profiling.runner import ProfileRunner, profiles_status
 from lmwatch.registry import Registry
 from lmwatch.samplers import build_samplers
-from lmwatch.samplers.metrics import SamplerCollector
 from lmwatch.samplers.runner import SamplerRunner
 from lmwatch.sdnotify import notify_ready, notify_reloading, notify_stopping, notify_watchdog, watchdog_interval
 from lmwatch.server import INFLIGHT, Setup, build_app
@@ -55,12 +55,11 @@ class Daemon:
         self.services = Services(
             registry=self.registry,
             config=self.holder,
-            metrics=new_metrics_registry(self.registry),
+            metrics=Metrics(self.registry, samplers),
             poll_now=self.watcher.poll_now,
         )
-        self.services.metrics.register(SamplerCollector(self.registry, samplers))
-        self.services.cache = Cache(self.services.metrics)
-        self.services.usage = UsageLog(self.services.metrics)
+        self.services.cache = Cache(self.services.metrics.cache)
+        self.services.usage = UsageLog(self.services.metrics.usage_failures)
         self.control = ControlPlane(self.services, self.watcher, self.scheduler)
         self.services.control = self.control
         self.lifecycle = Lifecycle(self.services, self.watcher, self.scheduler, self.control.audit)
@@ -75,6 +74,7 @@ class Daemon:
             self.services, (admin_api.setup, openai_api.setup, console.setup, openapi.setup, *extensions)
         )
         self._runner: web.AppRunner | None = None
+        self._exception_handler: ExceptionHandler | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self.port: int | None = None
 
@@ -88,7 +88,13 @@ class Daemon:
         self.control.apply(self.control.prepare(self.holder.loaded))  # ConfigError: unreadable secrets, no token
         # handler_cancellation: a client that leaves cancels its handler, which closes the upstream
         # request, and LM Studio stops generating when its socket closes.
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=CUT_SECONDS, handler_cancellation=True)
+        connections = self.app[CONNECTIONS]
+        self._runner = ConnectionRunner(
+            self.app, connections, access_log=None, shutdown_timeout=CUT_SECONDS, handler_cancellation=True
+        )
+        loop = asyncio.get_running_loop()
+        self._exception_handler = loop.get_exception_handler()
+        loop.set_exception_handler(connections.exception_handler)
         await self._runner.setup()
         site = web.TCPSite(self._runner, config.server.host, config.server.port)
         await site.start()
@@ -152,6 +158,8 @@ class Daemon:
         await self.samplers.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self._runner is not None:
+            asyncio.get_running_loop().set_exception_handler(self._exception_handler)
 
     async def _drain(self, grace: float) -> None:
         """No new connections, idle keep-alive ones closed; requests in flight get `grace` seconds in

@@ -17,6 +17,7 @@ from lmwatch import __version__
 from lmwatch.api import contract
 from lmwatch.api.auth import Handler, is_admin, is_v1
 from lmwatch.api.errors import ApiError
+from lmwatch.connections import CONNECTIONS, Connections
 from lmwatch.registry import BackendInfo, Health, ModelInfo, request_outcomes
 from lmwatch.routing.select import concurrency_cap
 from lmwatch.samplers.status import host_status
@@ -38,9 +39,14 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    body = encoder(request.app[SERVICES].metrics)
-    response = web.Response(body=body)
+    """The scrape, rendered one collector at a time with the loop let run in between (a scrape of
+    hundreds of backends must not stall the requests being proxied)."""
+    _, content_type = choose_encoder(request.headers.get("Accept", ""))
+    parts = []
+    for chunk in request.app[SERVICES].metrics.chunks(content_type.startswith("application/openmetrics-text")):
+        parts.append(chunk)
+        await asyncio.sleep(0)
+    response = web.Response(body="".join(parts).encode())
     response.headers["Content-Type"] = content_type
     return response
 
@@ -185,6 +191,7 @@ def build_app(services: Services, extensions: Iterable[Setup] = ()) -> web.Appli
         client_max_size=services.config.config.server.max_body_bytes, middlewares=[json_errors, in_flight]
     )
     app[INFLIGHT] = InFlight()
+    app[CONNECTIONS] = Connections(services.config, services.metrics.connection_errors)
     app[SERVICES] = services
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

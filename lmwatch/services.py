@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
 from lmwatch.config import Config, LoadedConfig
+from lmwatch.metrics.table import Metrics
 from lmwatch.registry import Registry
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class ConfigHolder:
 class Services:
     registry: Registry
     config: ConfigHolder
-    metrics: CollectorRegistry
+    metrics: Metrics
     poll_now: Callable[[str | None], None] = field(default=lambda name: None)
     """Ask the watcher to probe one backend (or all, with None) right away."""
     control: ControlPlane | None = None

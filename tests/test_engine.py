@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anthropic
 import openai
 import pytest
@@ -139,6 +140,8 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
                 str(port),
                 "--n_ctx",
                 "2048",
+                "--embedding",  # /v1/embeddings too (token vectors: SmolLM2 has no pooling), for the classifier
+                "true",
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -349,3 +352,32 @@ async def _profile_and_refuse(daemon: Daemon, tmp_path: Path) -> None:
             await client.chat.completions.with_raw_response.create(model=profile.model, messages=too_long, max_tokens=8)
         assert second.value.code == "context_length_exceeded"
         assert second.value.response.headers["X-LMWatch-Backend"] == "none"  # refused before the engine
+
+
+async def test_the_embedding_classifier_embeds_with_smollm2(engine: Engine) -> None:
+    """`classifier.mode: embedding` with the engine's own model configured as the embedding model:
+    llama.cpp answers token vectors, which are pooled; the exemplars are embedded once."""
+    from lmwatch.api.openai import CLASSIFIER
+
+    async with aiohttp.ClientSession() as http, http.get(engine.url + "/v1/models") as resp:
+        [model] = [m["id"] for m in (await resp.json())["data"]]
+    config = {
+        "server": {"port": 0},
+        "backends": [{"name": "engine", "url": engine.url, "poll_interval": 60}],
+        "routing": {"classifier": {"mode": "embedding", "embedding": {"model": model, "timeout": 60}}},
+    }
+    with engine_alive(engine):
+        async with running_daemon(parse_config(yaml.safe_dump(config), env={}), [router.setup]) as daemon:
+            routing, snap = daemon.services.config.config.routing, daemon.registry.snapshot()
+            await daemon.app[CLASSIFIER].warm(routing, snap)  # the exemplars, before any request waits on them
+            async with openai.AsyncOpenAI(base_url=daemon.url + "/v1", api_key="unused", max_retries=0) as client:
+                poem = [{"role": "user", "content": "Write a poem."}]
+                ask: Any = {"model": "auto", "messages": poem, "max_tokens": 4}
+                first = _headers(await client.chat.completions.with_raw_response.create(**ask))
+                again = _headers(await client.chat.completions.with_raw_response.create(**ask))
+            assert first["x-lmwatch-task-reason"].startswith(f"embedding:{model}(")
+            assert first["x-lmwatch-task"] in ("coding", "research", "creative", "analysis")
+            assert again["x-lmwatch-task-reason"] == first["x-lmwatch-task-reason"]
+            text = await _scrape(daemon)
+            assert 'lmwatch_classifier_embedding_lookups_total{outcome="embedded"} 1.0' in text
+            assert 'lmwatch_classifier_embedding_lookups_total{outcome="cached"} 1.0' in text

@@ -7,12 +7,14 @@ import subprocess
 
 import aiohttp
 import pytest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from lmwatch.config import parse_config
 from lmwatch.daemon import running_daemon
-from lmwatch.metrics import RegistryCollector, backend_families
-from lmwatch.registry import Snapshot
+from lmwatch.metrics.table import COLLECTORS, Metrics, Sources
+from lmwatch.registry import Registry
 from lmwatch.simulator import SimSettings, start_simulator
 
 REQUIRED = {
@@ -65,16 +67,25 @@ async def test_scrape_has_required_series_and_passes_promtool() -> None:
     assert result.returncode == 0 and result.stdout == result.stderr == "", result.stdout + result.stderr
 
 
-def test_a_failing_builder_costs_only_its_families() -> None:
-    from lmwatch.registry import Registry
+class Broken(Collector):
+    def describe(self) -> list[Metric]:
+        return []
 
-    def broken(snap: Snapshot) -> list[object]:
+    def collect(self) -> list[Metric]:
         raise RuntimeError("boom")
 
-    registry = Registry()
-    collector = RegistryCollector(registry, [broken, backend_families])  # type: ignore[list-item]
-    names = [family.name for family in collector.collect()]
-    assert "lmwatch_backend_up" in names
+
+def test_a_failing_collector_costs_only_its_families(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(sources: Sources) -> Collector:
+        return Broken()
+
+    metrics = Metrics(Registry(), collectors={**COLLECTORS, "broken": broken})
+    for openmetrics in (False, True):
+        families = {f.name: f for f in text_string_to_metric_families(metrics.render(openmetrics).decode())}
+        assert "lmwatch_backend_up" in families
+        success = {s.labels["collector"]: s.value for s in families["lmwatch_scrape_collector_success"].samples}
+        assert success == {**dict.fromkeys(COLLECTORS, 1.0), "control": 1.0, "broken": 0.0}
+    assert len([r for r in caplog.records if "broken" in r.getMessage()]) == 1
 
 
 async def test_health_and_readiness_endpoints() -> None:

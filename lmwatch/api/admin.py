@@ -36,13 +36,15 @@ from lmwatch.api import contract
 from lmwatch.api import profiles as profiles_api
 from lmwatch.api.auth import ANONYMOUS, AUDIT_NOTE, CLIENT, Handler, is_admin, is_v1
 from lmwatch.api.errors import ApiError, shape_of
-from lmwatch.api.openai import forbids_cloud
+from lmwatch.api.openai import CLASSIFIER, forbids_cloud
 from lmwatch.api.request_ids import request_id
 from lmwatch.config import BackendConfig, validation_problems
+from lmwatch.connections import read_body
 from lmwatch.control import ControlPlane, ProblemsError, unknown_backend
 from lmwatch.jsondecode import loads
 from lmwatch.lifecycle.loads import LoadError, LoadFailure
 from lmwatch.registry import BackendInfo, request_outcomes
+from lmwatch.routing.embedclass import EmbeddingClassifier
 from lmwatch.routing.request import json_object
 from lmwatch.server import backend_document
 from lmwatch.services import SERVICES
@@ -149,7 +151,7 @@ async def _guard_admin(request: web.Request, handler: Handler) -> web.StreamResp
     try:
         request[ACTOR] = control.admin.check(request)
     except ApiError as exc:
-        control.admin_actions.labels("authenticate", "denied").inc()
+        control.metrics.admin_actions.labels("authenticate", "denied").inc()
         control.audit.refusal(request.remote, f"{request.method} {request.path}", exc.code)
         return exc.response()
     try:
@@ -219,7 +221,7 @@ def _action(name: str, action: Action, status: int = 200) -> Callable[[web.Reque
         try:
             target, body = await action(request, control)
         except ApiError as exc:
-            control.admin_actions.labels(name, "refused").inc()
+            control.metrics.admin_actions.labels(name, "refused").inc()
             await control.audit.control(
                 actor=actor,
                 remote=request.remote,
@@ -230,7 +232,7 @@ def _action(name: str, action: Action, status: int = 200) -> Callable[[web.Reque
                 error=exc.message,
             )
             return exc.response()
-        control.admin_actions.labels(name, "ok").inc()
+        control.metrics.admin_actions.labels(name, "ok").inc()
         await control.audit.control(actor=actor, remote=request.remote, action=name, target=target, result="ok")
         return web.json_response(body, status=status)
 
@@ -238,7 +240,7 @@ def _action(name: str, action: Action, status: int = 200) -> Callable[[web.Reque
 
 
 async def _body(request: web.Request, *, required: bool = True) -> dict[str, Any]:
-    raw = await request.read()
+    raw = await read_body(request)
     if not raw.strip():
         if required:
             raise ApiError(400, "a JSON object body is required", code="invalid_json")
@@ -466,8 +468,9 @@ async def route_explain(request: web.Request) -> web.Response:
     raw = await request.read()
     endpoint_name = request.query.get("endpoint", "chat")
     return web.json_response(
-        explain_route(
+        await explain_route(
             control,
+            request.app.get(CLASSIFIER),
             raw,
             endpoint_name,
             request.headers.get("X-LMWatch-Task"),
@@ -476,8 +479,13 @@ async def route_explain(request: web.Request) -> web.Response:
     )
 
 
-def explain_route(
-    control: ControlPlane, raw: bytes, endpoint_name: str, task_header: str | None, local_only: bool
+async def explain_route(
+    control: ControlPlane,
+    classifier: EmbeddingClassifier | None,
+    raw: bytes,
+    endpoint_name: str,
+    task_header: str | None,
+    local_only: bool,
 ) -> contract.Explanation:
     """A dry run of routing: task scores, candidates in order with a reason each, the chosen target.
 
@@ -504,7 +512,12 @@ def explain_route(
     snap = control.services.registry.snapshot()
     outcomes = request_outcomes(control.services.registry)
     req = parse_request(endpoint, raw, routing.default_model)
-    classification = classifier_for(routing).classify(req.body) if endpoint is not Endpoint.EMBEDDINGS else None
+    if endpoint is Endpoint.EMBEDDINGS:
+        classification = None
+    elif classifier is not None:  # the router's own, in the configured mode
+        classification = await classifier.classify(routing, snap, req.body)
+    else:
+        classification = classifier_for(routing).classify(req.body)
     forced = choose_task(routing, snap, req, task_header)
     task = forced or (classification.task if classification else "embeddings")
     plan = plan_request(snap, routing, req, task, local_only)

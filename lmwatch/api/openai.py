@@ -29,7 +29,6 @@ from lmwatch.api.dialects import Dialect, MessagesDialect, ResponsesDialect
 from lmwatch.api.errors import ApiError, shape_of
 from lmwatch.api.exchange import Exchange
 from lmwatch.api.request_ids import request_id, upstream_id
-from lmwatch.api.request_metrics import NONE, RequestMetrics, cloud_price, request_metrics
 from lmwatch.api.response_store import ResponseStore
 from lmwatch.api.sse_relay import open_stream
 from lmwatch.api.upstream import Upstream
@@ -40,10 +39,12 @@ from lmwatch.cache.keys import response_key
 from lmwatch.cache.response import BYPASS, Decision, Entry, Result
 from lmwatch.cache.service import Cache
 from lmwatch.config import Config, RoutingConfig
+from lmwatch.connections import read_body
+from lmwatch.metrics.requests import NONE, RequestMetrics, cloud_price
 from lmwatch.registry import RecentRequest, Snapshot, request_outcomes
 from lmwatch.routing.capabilities import EMBEDDINGS
-from lmwatch.routing.classify import classifier_for
 from lmwatch.routing.context import fit_plan
+from lmwatch.routing.embedclass import EmbeddingClassifier
 from lmwatch.routing.request import Endpoint, ParsedRequest, json_object, parse_request
 from lmwatch.routing.select import AUTO, TASK_PREFIX, Route, Target, allowed_only, choose_task, plan_request, routable
 from lmwatch.services import SERVICES, Services
@@ -54,6 +55,7 @@ log = logging.getLogger("lmwatch.api.openai")
 
 UPSTREAM = web.AppKey("lmwatch_upstream", Upstream)
 RESPONSES = web.AppKey("lmwatch_responses", ResponseStore)
+CLASSIFIER = web.AppKey("lmwatch_classifier", EmbeddingClassifier)
 TRUE = ("1", "true", "yes", "on")
 CACHE_ROUTE = "cache"
 """The route of an answer the cache gave (header and metric label)."""
@@ -64,7 +66,7 @@ def setup(app: web.Application) -> None:
     placement = services.lifecycle.placer if services.lifecycle is not None else None
     app[UPSTREAM] = Upstream(request_outcomes(services.registry), placement=placement)
     app[RESPONSES] = ResponseStore()
-    request_metrics(services.metrics, services.registry)
+    app[CLASSIFIER] = EmbeddingClassifier(app[UPSTREAM].pool, services.metrics.classifier)
     app.on_cleanup.append(_close)
     app.middlewares.append(_unknown_routes)
     app.router.add_get("/v1/models", list_models)
@@ -86,6 +88,7 @@ def cut_answers(app: web.Application, message: str) -> None:
 
 
 async def _close(app: web.Application) -> None:
+    app[CLASSIFIER].close()
     app[UPSTREAM].close()
 
 
@@ -214,7 +217,7 @@ async def _handle(request: web.Request, endpoint: Endpoint, dialect: Dialect | N
     state = _Request(started=time.perf_counter(), endpoint=endpoint, dialect=dialect)
     services = request.app[SERVICES]
     config = services.config.config
-    metrics = request_metrics(services.metrics, services.registry)
+    metrics = services.metrics.requests
     code = "500"
     try:
         response, code = await _serve(request, endpoint, services, config, metrics, state, dialect)
@@ -254,7 +257,7 @@ async def _serve(
     local_only = forbids_cloud(request, client)
     task = choose_task(routing, snap, req, request.headers.get("X-LMWatch-Task"))
     if task is None and (not _explicit(routing, req.model) or _task_decides(routing, client, local_only)):
-        classification = classifier_for(routing).classify(req.as_chat)
+        classification = await request.app[CLASSIFIER].classify(routing, snap, req.as_chat)
         task, state.reasons = classification.task, classification.reasons
     state.task = task = task or NONE
     check_task(request, task)
@@ -379,7 +382,7 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
     try:
-        raw = await request.read()
+        raw = await read_body(request)
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(limit) from None
     if len(raw) > limit:
@@ -394,7 +397,7 @@ def _too_large(limit: int) -> ApiError:
 
 def _record(services: Services, request: web.Request, config: Config, state: _Request, code: str) -> None:
     """A finished request's metrics, recent-request entry, usage row and audit tokens."""
-    metrics = request_metrics(services.metrics, services.registry)
+    metrics = services.metrics.requests
     served = _served(state.exchanges)
     backend, model, route = state.source(served)
     backend, model = backend.split(",", 1)[0], model.split(",", 1)[0]

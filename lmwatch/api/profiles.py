@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from lmwatch.api.errors import ApiError
+from lmwatch.connections import read_body
 from lmwatch.control import ControlPlane
 from lmwatch.profiling.measure import DEFAULT_TOKENS, Options
 from lmwatch.profiling.runner import NothingToProfile, ProfileRunner, ProfileRunning
@@ -37,7 +38,7 @@ def _runner(request: web.Request) -> ProfileRunner:
 
 
 async def run_profile(request: web.Request, control: ControlPlane) -> tuple[str | None, dict[str, Any]]:
-    raw = await request.read()
+    raw = await read_body(request)
     body = json_object(raw) if raw.strip() else {}  # invalid JSON is a 400, not a 500 (found by schemathesis)
     backend, model, force, tokens = (body.get(k) for k in ("backend", "model", "force", "tokens"))
     for key, value in (("backend", backend), ("model", model)):

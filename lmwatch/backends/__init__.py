@@ -6,9 +6,9 @@ A new engine is a new module here with a `Flavour` subclass, plus one line in th
 from __future__ import annotations
 
 import functools
-import importlib
 
 from lmwatch.backends.base import BackendClient, Flavour, ProbeError
+from lmwatch.classpath import load_class
 from lmwatch.flavours import FLAVOURS
 
 
@@ -17,11 +17,7 @@ def flavour(name: str) -> Flavour:
     """The flavour the table names `name` (a `kind` or a detected flavour in the registry).
 
     One instance per name (flavours hold no state): the router asks on every request."""
-    module, _, attr = FLAVOURS[name].partition(":")
-    cls = getattr(importlib.import_module(module), attr)
-    if not (isinstance(cls, type) and issubclass(cls, Flavour)):
-        raise TypeError(f"flavour {name!r}: {FLAVOURS[name]} is not a Flavour subclass")
-    return cls(name)
+    return load_class(FLAVOURS[name], Flavour)(name)  # type: ignore[type-abstract]  # the subclass is concrete
 
 
 def detected(name: str | None) -> Flavour | None:

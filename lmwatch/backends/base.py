@@ -19,6 +19,7 @@ from lmwatch.config import BackendConfig
 from lmwatch.jsondecode import loads
 from lmwatch.logs import redact
 from lmwatch.registry import ModelInfo, ProbeFailure
+from lmwatch.versions import version_tuple
 
 MAX_PROBE_BODY_BYTES = 8 * 1024 * 1024
 """A model list is a few KiB; anything near this is not a model list."""
@@ -175,15 +176,6 @@ JSON_OBJECT_SCHEMA: dict[str, Any] = {
     "json_schema": {"name": "json_object", "strict": False, "schema": {"type": "object"}},
 }
 """What `json_object` asks for ("some JSON object"), said the way servers that refuse it accept."""
-
-
-def version_tuple(version: str) -> tuple[int, ...]:
-    """`0.4.12` or `0.4.4+1` as numbers to compare (the leading digits of each dotted part)."""
-    parts = []
-    for part in version.split("+", 1)[0].split("."):
-        digits = re.match(r"\d*", part.strip())
-        parts.append(int(digits.group()) if digits and digits.group() else 0)
-    return tuple(parts)
 
 
 class Flavour(ABC):

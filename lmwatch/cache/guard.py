@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from lmwatch.cache import CacheError, Store
-from lmwatch.cache.metrics import CacheMetrics
+from lmwatch.metrics.cache import CacheMetrics
 
 log = logging.getLogger("lmwatch.cache")
 T = TypeVar("T")

@@ -7,14 +7,12 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
-
 from lmwatch.cache import Store
 from lmwatch.cache.guard import GuardedStore
-from lmwatch.cache.metrics import CacheMetrics
 from lmwatch.cache.redis_store import RedisStore
 from lmwatch.cache.sqlite_store import SqliteStore
 from lmwatch.config import CacheConfig
+from lmwatch.metrics.cache import CacheMetrics
 
 log = logging.getLogger("lmwatch.cache")
 
@@ -26,8 +24,8 @@ STORES: dict[str, Callable[[CacheConfig, Path], Store]] = {
 
 
 class Cache:
-    def __init__(self, metrics: CollectorRegistry) -> None:
-        self.metrics = CacheMetrics(metrics)
+    def __init__(self, metrics: CacheMetrics) -> None:
+        self.metrics = metrics
         self.config = CacheConfig()
         self.store: GuardedStore | None = None
         self._made_for: tuple[object, ...] | None = None

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from prometheus_client import Counter, Histogram
-
 from lmwatch import backends
 from lmwatch.audit import AuditLog
 from lmwatch.backends import BackendClient, Flavour, ProbeError
@@ -42,8 +40,6 @@ _OOM = re.compile(
     re.IGNORECASE,
 )
 _NOT_FOUND = re.compile(r"not found|model_not_found|invalid model identifier|no such model|unknown model", re.I)
-LOAD_BUCKETS = (0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
-WARM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
 class LoadFailure(StrEnum):
@@ -133,40 +129,7 @@ class Loader:
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self.last_failure: dict[tuple[str, str], str] = {}
         """(backend, model) -> why its last load failed (cleared by a successful one)."""
-        metrics = services.metrics
-        self.loads = Counter(
-            "lmwatch_model_loads",
-            "Model loads lmwatch asked for, by why (keep_loaded, demand, swap, admin) and result "
-            "(success, out_of_memory, not_found, timeout, unsupported, unreachable, busy, not_owner, failed).",
-            ["backend", "model", "reason", "result"],
-            registry=metrics,
-        )
-        self.unloads = Counter(
-            "lmwatch_model_unloads",
-            "Model unloads lmwatch asked for, by why (idle, swap, make_room, admin) and result (success, failed).",
-            ["backend", "model", "reason", "result"],
-            registry=metrics,
-        )
-        self.load_seconds = Histogram(
-            "lmwatch_model_load_duration_seconds",
-            "How long successful model loads took (the server's load call, until the model was listed).",
-            ["backend"],
-            buckets=LOAD_BUCKETS,
-            registry=metrics,
-        )
-        self.warm_ups = Counter(
-            "lmwatch_model_warmups",
-            "Warm-up requests sent after loads, by result (success, failed).",
-            ["backend", "result"],
-            registry=metrics,
-        )
-        self.warm_up_seconds = Histogram(
-            "lmwatch_model_warmup_duration_seconds",
-            "How long the warm-up request after a load took.",
-            ["backend"],
-            buckets=WARM_BUCKETS,
-            registry=metrics,
-        )
+        self.metrics = services.metrics.lifecycle
 
     @property
     def config(self) -> Any:
@@ -237,7 +200,7 @@ class Loader:
             await self._failed(exc, why)
             raise
         seconds = time.monotonic() - started
-        self.load_seconds.labels(backend).observe(seconds)
+        self.metrics.load_seconds.labels(backend).observe(seconds)
         instance = answer.get("instance_id") if isinstance(answer.get("instance_id"), str) else model
         result = LoadResult(backend, model, str(instance), seconds)
         result = await self._warm_up(client, result)
@@ -247,7 +210,7 @@ class Loader:
             note = f"asked for {parallel} parallel slots, the server reports {info.parallel}"
             result = LoadResult(**{**result.__dict__, "parallel_warning": note})
         self.last_failure.pop((backend, model), None)
-        self.loads.labels(backend, model, why, "success").inc()
+        self.metrics.loads.labels(backend, model, why, "success").inc()
         self._remember("load", backend, model, why, "success", result.__dict__)
         warm = None if result.warm_up_seconds is None else round(result.warm_up_seconds, 3)
         await self._audit("load_model", backend, model, "ok", why, load_seconds=round(seconds, 3), warm_up_seconds=warm)
@@ -268,11 +231,11 @@ class Loader:
                     raise LoadError(backend, model, LoadFailure.FAILED, exc.message) from None
             await self.refresh(backend, lambda s: not _loaded(s, backend, model))
         except LoadError as exc:
-            self.unloads.labels(backend, model, why, "failed").inc()
+            self.metrics.unloads.labels(backend, model, why, "failed").inc()
             self._remember("unload", backend, model, why, exc.kind.value, {"message": exc.message})
             await self._audit("unload_model", backend, model, "failed", why, error=exc.message)
             raise
-        self.unloads.labels(backend, model, why, "success").inc()
+        self.metrics.unloads.labels(backend, model, why, "success").inc()
         self._remember("unload", backend, model, why, "success", {"instances": instances})
         await self._audit("unload_model", backend, model, "ok", why)
         log.info("unloaded %s from %s (%s)", model, backend, why)
@@ -310,16 +273,16 @@ class Loader:
         try:
             await client.post_json(path, body, timeout=config.warm_up_timeout)
         except ProbeError as exc:
-            self.warm_ups.labels(result.backend, "failed").inc()
+            self.metrics.warm_ups.labels(result.backend, "failed").inc()
             log.warning("warm-up of %s on %s failed: %s", result.model, result.backend, exc.message)
             return LoadResult(**{**result.__dict__, "warm_up_error": exc.message})
         seconds = time.monotonic() - started
-        self.warm_ups.labels(result.backend, "success").inc()
-        self.warm_up_seconds.labels(result.backend).observe(seconds)
+        self.metrics.warm_ups.labels(result.backend, "success").inc()
+        self.metrics.warm_up_seconds.labels(result.backend).observe(seconds)
         return LoadResult(**{**result.__dict__, "warm_up_seconds": seconds})
 
     async def _failed(self, exc: LoadError, why: str) -> None:
-        self.loads.labels(exc.backend, exc.model, why, exc.kind.value).inc()
+        self.metrics.loads.labels(exc.backend, exc.model, why, exc.kind.value).inc()
         self.last_failure[(exc.backend, exc.model)] = str(exc)
         self._remember("load", exc.backend, exc.model, why, exc.kind.value, {"message": exc.message})
         log.warning("load of %s on %s (%s) failed: %s", exc.model, exc.backend, why, exc)

@@ -20,8 +20,6 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
-from prometheus_client import Counter
-
 from lmwatch.lifecycle.loads import Loader, LoadError, LoadFailure
 from lmwatch.lifecycle.memory import Fit, can_load, fit, gib, held
 from lmwatch.registry import BackendInfo, RequestOutcomes, Snapshot, request_outcomes
@@ -40,13 +38,7 @@ class Placer:
         self.manages = manages
         self.outcomes: RequestOutcomes = request_outcomes(loader.registry)
         self._pending: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self.decisions = Counter(
-            "lmwatch_placements",
-            "Requests for a model loaded nowhere, by the backend tried and the result (loaded, or why not: "
-            "out_of_memory, not_found, timeout, busy, unsupported, not_owner, failed).",
-            ["backend", "result"],
-            registry=loader.services.metrics,
-        )
+        self.decisions = loader.metrics.placements
 
     # --- ordering --------------------------------------------------------------------------------
 

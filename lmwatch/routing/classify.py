@@ -60,17 +60,19 @@ class Classifier:
 
     def classify(self, body: Mapping[str, Any]) -> Classification:
         text = request_text(body, self.scan_chars)
-        if self._keywords:
-            decided = self._by_keywords(text)
-            if decided:
-                return decided
+        decided = self.by_keywords(text)
+        if decided:
+            return decided
         if self._examples.tasks:
             decided = self._by_examples(text)
             if decided:
                 return decided
         return self._by_model(text, body)
 
-    def _by_keywords(self, text: str) -> Classification | None:
+    def by_keywords(self, text: str) -> Classification | None:
+        """The task configured keywords decide (most whole-word hits), or None when none hits."""
+        if not self._keywords:
+            return None
         padded = " " + " ".join(_WORDS.findall(text.lower())) + " "
         hits = {t: sorted(k for k in ks if f" {k} " in padded)[:KEYWORD_CAP] for t, ks in self._keywords.items()}
         best = max(hits, key=lambda t: len(hits[t]))

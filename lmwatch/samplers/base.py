@@ -46,6 +46,10 @@ class Sampler(ABC):
     def families(self, sample: Any) -> Iterable[Metric]:
         """The metric families for one stored sample; cheap, called at scrape time."""
 
+    def reads_gpus(self, sample: Any) -> bool:
+        """Whether this sample shows at least one GPU being read (`lmwatch_gpu_available`)."""
+        return False
+
     def pressure(self, sample: Any) -> dict[str, Any]:
         """Changes for `Registry.record_host_pressure`, from a sample (None after a failed run)."""
         return {}

@@ -158,6 +158,9 @@ class GpuSampler(Sampler):
     def families(self, sample: GpuSample) -> Iterable[Metric]:
         return gpu_families(sample)
 
+    def reads_gpus(self, sample: GpuSample | None) -> bool:
+        return sample is not None and sample.available
+
     def pressure(self, sample: GpuSample | None) -> dict[str, Any]:
         if sample is None:
             return {"gpus": (), "backend_gpu_memory_bytes": {}}

@@ -1,6 +1,6 @@
 """LM Studio's agent APIs: `/v1/responses` (since 0.3.29) and `/v1/messages` (Anthropic, since 0.4.1).
 
-Which version serves which comes from the flavour table lmwatch itself uses (lmwatch/backends).
+Which version serves which is the simulated flavour's (`SimFlavour.native_apis`).
 A request is read into the chat-shaped body the rest of the simulator plans answers from (text,
 tools, tool results), and the planned answer is rendered in the API's own shape, whole or as its
 event stream. Errors on `/v1/messages` take Anthropic's shape.
@@ -13,18 +13,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from lmwatch.backends.base import version_tuple
-from lmwatch.backends.lmstudio import LMStudio
 from lmwatch.simulator.errors import SimError
 from lmwatch.simulator.inference import Answer, new_id
-from lmwatch.simulator.settings import SimSettings
 from lmwatch.simulator.streaming import Frames
-
-
-def serves(settings: SimSettings, api: str) -> bool:
-    """Does this simulated server have the API (an LM Studio recent enough)?"""
-    since = LMStudio.native_apis.get(api)
-    return settings.is_lmstudio and since is not None and version_tuple(settings.version) >= version_tuple(since)
 
 
 def event(name: str, payload: Mapping[str, object]) -> bytes:

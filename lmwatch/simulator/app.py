@@ -20,12 +20,12 @@ from aiohttp import web
 from lmwatch.simulator import agent_apis, errors, inference, shapes
 from lmwatch.simulator.catalogue import Instance, LoadFailed, Purpose
 from lmwatch.simulator.errors import SimError
+from lmwatch.simulator.flavours.base import LMSTUDIO, Handler, Route
 from lmwatch.simulator.inference import Answer, Prompt
 from lmwatch.simulator.slots import InstanceUnloaded
 from lmwatch.simulator.state import SimState
 from lmwatch.simulator.streaming import SSE_HEADERS, Frames, Pacing, completion_frames, named_event, write_frames
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Api = Literal["v1", "v0"]
 STATE_KEY = web.AppKey("lmwatch_simulator_state", SimState)
 UNLOADED_MESSAGE = "The model was unloaded while generating. Generation stopped."
@@ -41,41 +41,19 @@ def error_response(error: SimError) -> web.Response:
 
 
 def build_app(state: SimState) -> web.Application:
-    """An application serving `state`; the route table is fixed by `state.settings.flavour`."""
+    """An application serving `state`; its flavour (`state.settings.dialect`) names the routes."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[STATE_KEY] = state
     h = Handlers(state)
-    flavour = state.settings.flavour
-
-    def add(method: str, path: str, handler: Handler, *, auth: bool = True) -> None:
-        app.router.add_route(method, path, h.guard(handler, auth=auth))
-
-    add("GET", "/v1/models", h.v1_models)
-    add("POST", "/v1/chat/completions", h.v1_chat)
-    add("POST", "/v1/completions", h.v1_text)
-    add("POST", "/v1/embeddings", h.v1_embeddings)
-    if flavour == "openai":
-        add("GET", "/health", h.health)
-    else:
-        add("GET", "/lmstudio-greeting", h.greeting, auth=False)
-        add("GET", "/lms-status", h.lms_status)
-        add("GET", "/api/v0/models", h.v0_models)
-        add("GET", "/api/v0/models/{model:.+}", h.v0_model)
-        add("POST", "/api/v0/chat/completions", h.v0_chat)
-        add("POST", "/api/v0/completions", h.v0_text)
-        add("POST", "/api/v0/embeddings", h.v0_embeddings)
-        add("POST", "/v1/messages", h.v1_messages)
-        add("POST", "/v1/responses", h.v1_responses)
-    if flavour == "0.4":
-        add("GET", "/api/v1/models", h.api_v1_models)
-        add("POST", "/api/v1/models/load", h.api_v1_load)
-        add("POST", "/api/v1/models/unload", h.api_v1_unload)
-        add("POST", "/api/v1/chat", h.api_v1_chat)
-    add("GET", "/__sim/stats", h.sim_stats)
-    add("GET", "/__sim/config", h.sim_config)
-    add("POST", "/__sim/config", h.sim_config)
-    add("POST", "/__sim/reset-stats", h.sim_reset_stats)
-    add("*", "/{tail:.*}", h.unknown)
+    own = [
+        Route("GET", "/__sim/stats", h.sim_stats),
+        Route("GET", "/__sim/config", h.sim_config),
+        Route("POST", "/__sim/config", h.sim_config),
+        Route("POST", "/__sim/reset-stats", h.sim_reset_stats),
+        Route("*", "/{tail:.*}", h.unknown),
+    ]
+    for route in [*state.settings.dialect.routes(h), *own]:
+        app.router.add_route(route.method, route.path, h.guard(route.handler, auth=route.auth))
     return app
 
 
@@ -100,7 +78,7 @@ class Handlers:
             if auth and token is not None:
                 given = request.headers.get("Authorization", "")
                 if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                    return error_response(errors.unauthorized(settings.flavour, bool(given)))
+                    return error_response(settings.dialect.unauthorized(bool(given)))
             try:
                 return await handler(request)
             except SimError as error:
@@ -109,14 +87,14 @@ class Handlers:
         return guarded
 
     async def _body(self, request: web.Request) -> dict[str, object]:
-        return inference.parse_json(await request.read(), self.settings.flavour)
+        return inference.parse_json(await request.read(), self.settings.dialect)
 
     async def _admit(self, name: str, purpose: Purpose, *, ignore_name: bool, ttl: float | None) -> Instance:
         """Resolve the model (maybe JIT-loading it), inject a 500 if due, then wait for a slot."""
         inst = await self.catalogue.resolve(name, purpose, ignore_name_if_single=ignore_name, ttl=ttl)
         if self.state.roll(self.settings.error_rate):
             self.stats.errors_injected_total += 1
-            raise errors.injected_crash(self.settings.flavour)
+            raise self.settings.dialect.injected_crash()
         gate = inst.gate
         try:
             if not gate.try_acquire():
@@ -126,7 +104,7 @@ class Handlers:
                 finally:
                     self.stats.queued -= 1
         except InstanceUnloaded:
-            raise errors.plain(500, UNLOADED_MESSAGE, self.settings.flavour) from None
+            raise self.settings.dialect.plain(500, UNLOADED_MESSAGE) from None
         return inst
 
     async def _serve(
@@ -186,7 +164,7 @@ class Handlers:
         stats, settings = self.stats, self.settings
         try:
             body = await self._body(request)
-            prompt = inference.parse_prompt(body, kind, settings.flavour)
+            prompt = inference.parse_prompt(body, kind, settings.dialect)
         except SimError as error:
             stats.errors_total += 1
             return error_response(error)
@@ -194,17 +172,17 @@ class Handlers:
         async def answer(inst: Instance) -> web.StreamResponse:
             if prompt.has_images and inst.model.type != "vlm":
                 stats.errors_total += 1
-                return error_response(errors.plain(400, inference.NOT_VISION, settings.flavour))
+                return error_response(settings.dialect.plain(400, inference.NOT_VISION))
             planned = inference.plan_answer(
                 prompt, body, settings.max_tokens_default, inst.context_length, settings.answer_tokens
             )
             if prompt.stream:
-                frames = completion_frames(prompt, planned, inst.id, fingerprint=settings.flavour != "openai")
+                frames = completion_frames(prompt, planned, inst.id, fingerprint=settings.dialect.lmstudio)
                 return await self._stream(request, planned, inst, frames)
             return await self._complete(prompt, planned, inst, api)
 
         # LM Studio's quirk: on /v1, with exactly one LLM loaded the requested name is ignored.
-        ignore = api == "v1" or settings.flavour == "openai"
+        ignore = api == "v1" or settings.dialect.serves_any_name
         return await self._serve(prompt.model, "llm", answer, ignore_name=ignore, ttl=prompt.ttl)
 
     async def _generation(self, answer: Answer, inst: Instance) -> SimError | None:
@@ -214,7 +192,7 @@ class Handlers:
             await asyncio.sleep(delay)
         if inst.unloaded:
             self.stats.errors_total += 1
-            return errors.plain(500, UNLOADED_MESSAGE, self.settings.flavour)
+            return self.settings.dialect.plain(500, UNLOADED_MESSAGE)
         return None
 
     async def _complete(self, prompt: Prompt, answer: Answer, inst: Instance, api: Api) -> web.Response:
@@ -223,7 +201,7 @@ class Handlers:
         failed = await self._generation(answer, inst)
         if failed is not None:
             return error_response(failed)
-        body = inference.completion_body(prompt, answer, inst.id, settings.flavour == "openai")
+        body = inference.completion_body(prompt, answer, inst.id, fingerprint=settings.dialect.lmstudio)
         if api == "v0":
             elapsed = time.perf_counter() - started
             ttft = min(settings.first_token_delay(answer.prompt_tokens), elapsed)
@@ -302,11 +280,11 @@ class Handlers:
         shape_error: Callable[[SimError], SimError],
     ) -> web.StreamResponse:
         settings = self.settings
-        if not agent_apis.serves(settings, api):
+        if not settings.dialect.serves(api, settings.version):
             return await self.unknown(request)
         try:
             chat = to_chat(await self._body(request))
-            prompt = inference.parse_prompt(chat, "chat", settings.flavour)
+            prompt = inference.parse_prompt(chat, "chat", settings.dialect)
         except SimError as error:
             self.stats.errors_total += 1
             return error_response(shape_error(error))
@@ -336,7 +314,7 @@ class Handlers:
         stats, settings = self.stats, self.settings
         try:
             body = await self._body(request)
-            inputs = inference.embedding_inputs(body, settings.flavour)
+            inputs = inference.embedding_inputs(body, settings.dialect)
         except SimError as error:
             stats.errors_total += 1
             return error_response(error)
@@ -352,14 +330,12 @@ class Handlers:
             return json_response(payload)
 
         name = model if isinstance(model, str) else ""
-        return await self._serve(name, "embeddings", answer, ignore_name=settings.flavour == "openai", ttl=None)
+        return await self._serve(name, "embeddings", answer, ignore_name=settings.dialect.serves_any_name, ttl=None)
 
     # --- model lists ---------------------------------------------------------------------------
 
     async def v1_models(self, request: web.Request) -> web.StreamResponse:
-        if self.settings.flavour == "openai":
-            return json_response(shapes.plain_openai_models(self.catalogue))
-        return json_response(shapes.openai_models(self.catalogue))
+        return json_response(self.settings.dialect.model_list(self.catalogue))
 
     async def v0_models(self, request: web.Request) -> web.StreamResponse:
         return json_response(shapes.v0_models(self.catalogue))
@@ -369,7 +345,7 @@ class Handlers:
         inst = self.catalogue.instances.get(name)
         model = inst.model if inst is not None else self.catalogue.find_model(name)
         if model is None:
-            error = errors.unknown_model(name, [m.id for m in self.catalogue.listed_models()], self.settings.flavour)
+            error = self.settings.dialect.unknown_model(name, [m.id for m in self.catalogue.listed_models()])
             return json_response(error.body, 404)
         return json_response(shapes.v0_model(self.catalogue, model))
 
@@ -507,7 +483,7 @@ class Handlers:
         """Simulator-only: GET shows the live knobs; POST a JSON object of changes to apply them."""
         if request.method == "POST":
             try:
-                body = inference.parse_json(await request.read(), "0.3")
+                body = inference.parse_json(await request.read(), LMSTUDIO)
                 self.state.configure(body)
             except SimError as error:
                 return json_response({"error": error.body["error"]}, 400)
@@ -521,7 +497,7 @@ class Handlers:
         return json_response({"ok": True})
 
     async def unknown(self, request: web.Request) -> web.StreamResponse:
-        return error_response(errors.unknown_route(request.method, request.path, self.settings.flavour))
+        return error_response(self.settings.dialect.unknown_route(request.method, request.path))
 
 
 def _as_v1_error(error: SimError) -> SimError:

@@ -108,7 +108,7 @@ class Catalogue:
 
     @property
     def jit_enabled(self) -> bool:
-        return self.settings.jit and self.settings.is_lmstudio
+        return self.settings.jit and self.settings.dialect.lmstudio
 
     def listed_models(self) -> list[SimModel]:
         """What model lists show: every download with JIT on, loaded models only with JIT off."""
@@ -150,31 +150,31 @@ class Catalogue:
     ) -> Instance:
         """No instance of `name`: JIT-load it, or apply the one-model quirk, or raise the error
         LM Studio gives (listing the ids the request could have used)."""
-        flavour = self.settings.flavour
+        flavour = self.settings.dialect
         if model is not None and self.jit_enabled:
             if not _serves(model, purpose):
                 raise self._wrong_type(name, purpose)
             try:
                 return await self.jit_load(model, ttl)
             except LoadFailed as exc:
-                raise errors.load_failed(exc.message, flavour) from None
+                raise flavour.load_failed(exc.message) from None
         usable = [i for i in self.instances.values() if _serves(i.model, purpose)]
         if ignore_name_if_single and len(usable) == 1:
             return usable[0]
         if not usable and not self.jit_enabled:
-            raise errors.no_models_loaded(flavour)
+            raise flavour.no_models_loaded()
         if self.jit_enabled:
             examples = [m.id for m in self.models.values() if _serves(m, purpose)]
         else:
             examples = list(dict.fromkeys(i.model.id for i in usable))
-        raise errors.unknown_model(name, examples, flavour)
+        raise flavour.unknown_model(name, examples)
 
     def _first_instance(self, model: SimModel) -> Instance | None:
         return next((i for i in self.instances.values() if i.model is model), None)
 
     def _wrong_type(self, name: str, purpose: Purpose) -> errors.SimError:
         wanted = "embedding" if purpose == "embeddings" else "llm"
-        return errors.wrong_model_type(name, wanted, self.settings.flavour)
+        return self.settings.dialect.wrong_model_type(name, wanted)
 
     # --- loading and unloading -----------------------------------------------------------------
 

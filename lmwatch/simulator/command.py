@@ -14,9 +14,10 @@ from pathlib import Path
 
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
+from lmwatch.simulator.flavours import SIM_FLAVOURS
 from lmwatch.simulator.models_file import ModelsFileError, load_models_file
 from lmwatch.simulator.server import start_simulator
-from lmwatch.simulator.settings import FLAVOURS, SimModel, SimSettings
+from lmwatch.simulator.settings import SimModel, SimSettings
 
 PROG = "lmwatch simulate"
 
@@ -39,7 +40,7 @@ def _byte_size(text: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=_port, required=True, help="port; 0 picks a free one (printed)")
-    parser.add_argument("--flavour", choices=FLAVOURS, default="0.4", help="server to imitate (default 0.4)")
+    parser.add_argument("--flavour", choices=SIM_FLAVOURS, default="0.4", help="server to imitate (default 0.4)")
     parser.add_argument("--models", type=Path, metavar="FILE", help="YAML file with a `models:` list")
     parser.add_argument(
         "--model", action="append", default=[], metavar="ID", help="add a loaded LLM with this id (repeatable)"
@@ -113,7 +114,7 @@ def build_settings(args: argparse.Namespace) -> SimSettings:
 
 
 def banner(settings: SimSettings, url: str, loaded: int) -> str:
-    server = f"LM Studio {settings.version}" if settings.is_lmstudio else "OpenAI-compatible server"
+    server = f"LM Studio {settings.version}" if settings.dialect.lmstudio else "OpenAI-compatible server"
     return f"lmwatch simulator ({server}) listening on {url} with {len(settings.models)} models ({loaded} loaded)"
 
 

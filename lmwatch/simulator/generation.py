@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import math
+import re
 import struct
 import sys
 import zlib
@@ -162,16 +163,42 @@ def schema_value(schema: Mapping[str, object], seed: int, depth: int = 0) -> obj
 
 # --- embeddings ----------------------------------------------------------------------------------
 
-_UNPACK = struct.Struct(f"<{EMBEDDING_DIM}H").unpack
+_WORDS = re.compile(r"\w+")
+_DIRECTIONS = 8
+"""Dimensions each word moves (sparse, so unrelated words stay nearly orthogonal)."""
+_UNPACK = struct.Struct(f"<{_DIRECTIONS}H").unpack
+_FUNCTION_WORDS = frozenset(
+    (
+        "a", "an", "the", "this", "that", "these", "those", "is", "are", "was", "were", "be", "of", "in",
+        "on", "at", "to", "for", "from", "by", "with", "and", "or", "but", "it", "its", "my", "me", "i",
+        "you", "your", "we", "our", "what", "which", "who", "how", "why", "when", "where", "do", "does", "can",
+    )
+)  # fmt: skip
+_FUNCTION_WORD_WEIGHT = 0.1
+"""Words that say little about a text weigh little, as in a real model."""
+
+
+@lru_cache(maxsize=65536)
+def _direction(word: str) -> tuple[tuple[int, float], ...]:
+    """The fixed pseudo-random (dimension, sign) moves of one word."""
+    raw = hashlib.shake_256(word.encode("utf-8", "surrogatepass")).digest(_DIRECTIONS * 2)
+    return tuple((x % EMBEDDING_DIM, 1.0 if x & 0x8000 else -1.0) for x in _UNPACK(raw))
 
 
 @lru_cache(maxsize=8192)
 def embedding(text: str) -> tuple[float, ...]:
-    """A unit vector of `EMBEDDING_DIM` floats derived from a hash of `text` (same text, same vector)."""
-    raw = hashlib.shake_256(text.encode("utf-8", "surrogatepass")).digest(EMBEDDING_DIM * 2)
-    centred = [x - 32767.5 for x in _UNPACK(raw)]
-    norm = math.sqrt(math.fsum(x * x for x in centred))
-    return tuple(x / norm for x in centred)
+    """A unit vector of `EMBEDDING_DIM` floats: the sum of each (lower-cased) word's fixed direction.
+
+    Same text, same vector; texts that share words point alike, as a real embedding model's texts on
+    one subject do, so a similarity search against the simulator finds what shares its words.
+    """
+    vector = [0.0] * EMBEDDING_DIM
+    for word in _WORDS.findall(text.lower()) or [text]:
+        weight = _FUNCTION_WORD_WEIGHT if word in _FUNCTION_WORDS else 1.0
+        for i, sign in _direction(word):
+            vector[i] += sign * weight
+    norm = math.sqrt(math.fsum(x * x for x in vector)) or 1.0
+    return tuple(x / norm for x in vector)
 
 
 def embedding_base64(vector: Sequence[float]) -> str:

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from lmwatch.simulator import errors, generation
+from lmwatch.simulator import generation
+from lmwatch.simulator.flavours.base import SimFlavour
 from lmwatch.simulator.generation import ToolCall
-from lmwatch.simulator.settings import Flavour
 
 Kind = Literal["chat", "text"]
 _ID_PREFIX = os.urandom(3).hex()
@@ -81,30 +81,30 @@ def new_id(prefix: str, sep: str = "-") -> str:
     return f"{prefix}{sep}{_ID_PREFIX}{next(_ids):x}"
 
 
-def parse_json(raw: bytes, flavour: Flavour) -> dict[str, object]:
+def parse_json(raw: bytes, flavour: SimFlavour) -> dict[str, object]:
     if not raw:
-        raise errors.plain(400, "Request body is empty. Expected a JSON object.", flavour)
+        raise flavour.plain(400, "Request body is empty. Expected a JSON object.")
     try:
         body = json.loads(raw)
     except ValueError as exc:
-        raise errors.plain(400, f"Invalid JSON in request body: {exc}", flavour) from None
+        raise flavour.plain(400, f"Invalid JSON in request body: {exc}") from None
     if not isinstance(body, dict):
-        raise errors.plain(400, "Request body must be a JSON object.", flavour)
+        raise flavour.plain(400, "Request body must be a JSON object.")
     return body
 
 
-def parse_prompt(body: Mapping[str, object], kind: Kind, flavour: Flavour) -> Prompt:
+def parse_prompt(body: Mapping[str, object], kind: Kind, flavour: SimFlavour) -> Prompt:
     """Validate a chat or text completion body the way LM Studio does (400s with its messages)."""
     has_images = False
     last_user = ""
     if kind == "chat":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            raise errors.plain(400, "'messages' field is required and must be a non-empty array", flavour)
+            raise flavour.plain(400, "'messages' field is required and must be a non-empty array")
         texts: list[str] = []
         for message in messages:
             if not isinstance(message, dict):
-                raise errors.plain(400, "'messages' must be an array of objects", flavour)
+                raise flavour.plain(400, "'messages' must be an array of objects")
             content = message.get("content")
             if isinstance(content, str):
                 text = content
@@ -132,7 +132,7 @@ def parse_prompt(body: Mapping[str, object], kind: Kind, flavour: Flavour) -> Pr
         elif isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
             prompt_text = "\n".join(prompt)
         else:
-            raise errors.plain(400, "'prompt' field is required and must be a string", flavour)
+            raise flavour.plain(400, "'prompt' field is required and must be a string")
         last_user = prompt_text
 
     schema: dict[str, object] | None = None
@@ -143,10 +143,10 @@ def parse_prompt(body: Mapping[str, object], kind: Kind, flavour: Flavour) -> Pr
             spec = response_format.get("json_schema")
             inner = spec.get("schema") if isinstance(spec, dict) else None
             schema = inner if isinstance(inner, dict) else {"type": "object"}
-        elif fmt == "json_object" and flavour == "openai":
+        elif fmt == "json_object" and flavour.json_object:
             schema = {"type": "object", "properties": {"result": {"type": "string"}}}
         elif fmt not in (None, "text"):
-            raise errors.plain(400, BAD_RESPONSE_FORMAT, flavour)
+            raise flavour.plain(400, BAD_RESPONSE_FORMAT)
 
     max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
     options = body.get("stream_options")
@@ -166,11 +166,11 @@ def parse_prompt(body: Mapping[str, object], kind: Kind, flavour: Flavour) -> Pr
     )
 
 
-def _check_image(image_url: object, flavour: Flavour) -> None:
+def _check_image(image_url: object, flavour: SimFlavour) -> None:
     """LM Studio takes only base64 data URLs; remote http(s) images are refused."""
     url = image_url.get("url") if isinstance(image_url, dict) else image_url
     if not isinstance(url, str) or not url.startswith("data:") or ";base64," not in url or url.endswith(";base64,"):
-        raise errors.plain(400, NOT_BASE64, flavour)
+        raise flavour.plain(400, NOT_BASE64)
 
 
 def plan_answer(
@@ -210,7 +210,7 @@ def message(answer: Answer) -> dict[str, object]:
     }
 
 
-def completion_body(prompt: Prompt, answer: Answer, model_id: str, openai_flavour: bool) -> dict[str, object]:
+def completion_body(prompt: Prompt, answer: Answer, model_id: str, *, fingerprint: bool) -> dict[str, object]:
     """A non-streamed `chat.completion` or `text_completion` body (without `/api/v0` extras)."""
     created = int(time.time())
     if prompt.kind == "chat":
@@ -233,7 +233,7 @@ def completion_body(prompt: Prompt, answer: Answer, model_id: str, openai_flavou
             "choices": [{"index": 0, "text": answer.content, "logprobs": None, "finish_reason": answer.finish_reason}],
             "usage": answer.usage(),
         }
-    if not openai_flavour:
+    if fingerprint:
         body["system_fingerprint"] = model_id
     return body
 
@@ -248,14 +248,14 @@ def v0_stats(answer: Answer, ttft: float, generation_time: float) -> dict[str, o
     }
 
 
-def embedding_inputs(body: Mapping[str, object], flavour: Flavour) -> list[str]:
+def embedding_inputs(body: Mapping[str, object], flavour: SimFlavour) -> list[str]:
     """`input` as a list of strings. LM Studio refuses token-id arrays (a real, reported error)."""
     raw = body.get("input")
     if isinstance(raw, str):
         return [raw]
     if isinstance(raw, list) and raw and all(isinstance(item, str) for item in raw):
         return [str(item) for item in raw]
-    raise errors.plain(400, BAD_EMBEDDING_INPUT, flavour)
+    raise flavour.plain(400, BAD_EMBEDDING_INPUT)
 
 
 def embeddings_body(inputs: list[str], model_id: str, encoding: object) -> dict[str, object]:

@@ -11,12 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Literal, get_args
 
-Flavour = Literal["0.3", "0.4", "openai"]
+from lmwatch.simulator.flavours import SIM_FLAVOURS, SimFlavour, sim_flavour
+
 ModelType = Literal["llm", "vlm", "embeddings"]
 
-FLAVOURS: tuple[str, ...] = get_args(Flavour)
 MODEL_TYPES: tuple[str, ...] = get_args(ModelType)
-DEFAULT_VERSIONS: dict[str, str] = {"0.4": "0.4.12", "0.3": "0.3.31", "openai": "0.4.12"}
 
 
 @dataclass
@@ -132,7 +131,8 @@ catalogue at start and are fixed for the life of a simulator."""
 class SimSettings:
     """Behaviour knobs of one simulated server. Defaults: LM Studio 0.4, no delays, no faults."""
 
-    flavour: Flavour = "0.4"
+    flavour: str = "0.4"
+    """A name in `SIM_FLAVOURS`: the server to imitate."""
     models: list[SimModel] = field(default_factory=_default_models)
     ttft: float = 0.0
     """Seconds before the first token (or before a non-streamed answer)."""
@@ -167,12 +167,15 @@ class SimSettings:
     seed: int = 0
     version: str = ""
     """Empty = the flavour's default (0.4.12 / 0.3.31)."""
+    dialect: SimFlavour = field(init=False, repr=False, compare=False)
+    """The `flavour`'s routes, error wording and quirks."""
 
     def __post_init__(self) -> None:
-        if self.flavour not in FLAVOURS:
-            raise ValueError(f"flavour must be one of {', '.join(FLAVOURS)}")
+        if self.flavour not in SIM_FLAVOURS:
+            raise ValueError(f"flavour must be one of {', '.join(SIM_FLAVOURS)}")
+        self.dialect = sim_flavour(self.flavour)
         if not self.version:
-            self.version = DEFAULT_VERSIONS[self.flavour]
+            self.version = self.dialect.default_version
         ids = [m.id for m in self.models]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
@@ -190,10 +193,6 @@ class SimSettings:
     def default_models() -> list[SimModel]:
         """The default catalogue: four loaded models (coder, general, vision, embeddings), one not."""
         return _default_models()
-
-    @property
-    def is_lmstudio(self) -> bool:
-        return self.flavour != "openai"
 
     def apply(self, changes: Mapping[str, object]) -> None:
         """Validate all `changes` first, then apply them together (all or nothing)."""

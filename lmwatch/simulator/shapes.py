@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import re
 import time
+from typing import TYPE_CHECKING
 
-from lmwatch.simulator.catalogue import Catalogue, Instance
-from lmwatch.simulator.settings import SimModel
+if TYPE_CHECKING:
+    from lmwatch.simulator.catalogue import Catalogue, Instance
+    from lmwatch.simulator.settings import SimModel
 
 CREATED = int(time.time())
 RUNTIME = {"name": "llama.cpp-linux-x86_64-avx2", "version": "1.52.1", "supported_formats": ["gguf"]}

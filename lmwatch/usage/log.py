@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import Counter
 
 log = logging.getLogger("lmwatch.usage")
 
@@ -81,7 +81,7 @@ CREATE INDEX IF NOT EXISTS requests_time ON requests (time);
 
 
 class UsageLog:
-    def __init__(self, metrics: CollectorRegistry, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, failures: Counter, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="lmwatch-usage")
         self._db: sqlite3.Connection | None = None  # only in the worker thread
@@ -92,11 +92,7 @@ class UsageLog:
         self._pruned = 0.0
         self._failing = False
         self._closed = False
-        self.failures = Counter(
-            "lmwatch_usage_write_failures",
-            "Usage rows that could not be written (disk, lock) or were dropped because the writer fell behind.",
-            registry=metrics,
-        )
+        self.failures = failures
 
     @property
     def path(self) -> Path | None:

@@ -10,8 +10,9 @@ import openai
 import pytest
 
 from lmwatch.backends import flavour as flavour_named
-from lmwatch.backends.base import JSON_OBJECT_SCHEMA, version_tuple
+from lmwatch.backends.base import JSON_OBJECT_SCHEMA
 from lmwatch.simulator import SimModel, SimSettings
+from lmwatch.versions import version_tuple
 from tests.api.fleets import fleet
 
 MODEL = "qwen2.5-coder-7b-instruct"

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 
 from lmwatch.cache import CacheError, Stored
 from lmwatch.cache.guard import GuardedStore
-from lmwatch.cache.metrics import CacheMetrics
+from lmwatch.metrics.cache import CacheMetrics
 
 
 class FlakyStore:

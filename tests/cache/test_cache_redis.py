@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
+import pytest
 import redis.asyncio as aioredis
 
 from lmwatch.cache.redis_store import PREFIX, RedisStore
@@ -96,7 +97,9 @@ async def test_replicas_share_the_cache_and_a_keys_rate_limit(tmp_path: Path, re
         await sim.stop()
 
 
-async def test_redis_down_means_bypass_and_local_rate_limits(tmp_path: Path, redis_server: RedisServer) -> None:
+async def test_redis_down_mid_run_means_bypass_said_once(
+    tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
     extra = {"state_dir": str(tmp_path), "cache": {"enabled": True, "backend": "redis", "url": redis_server.url}}
     async with fleet({"studio": SimSettings(models=models(MODEL))}, extra=extra) as f:
         async with aiohttp.ClientSession() as http:
@@ -114,3 +117,5 @@ async def test_redis_down_means_bypass_and_local_rate_limits(tmp_path: Path, red
         await eventually(lambda: f.metric("lmwatch_cache_available", store="redis") == 0)
         assert f.metric("lmwatch_cache_errors_total", store="redis") >= 1
         assert f.sims["studio"].state.stats.completed_total == 3
+    failures = [r.getMessage() for r in caplog.records if "cache store failed" in r.getMessage()]
+    assert len(failures) == 1 and "redis" in failures[0]

@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from lmwatch.cache.sqlite_store import SqliteStore
 from lmwatch.simulator import SimSettings
 from tests.api.fleets import Fleet, chat, fleet, models
 
@@ -165,3 +166,26 @@ async def test_a_locked_cache_file_is_bypassed(tmp_path: Path) -> None:
         assert f.metric("lmwatch_cache_errors_total", store="sqlite", operation="put") == 1
         assert f.metric("lmwatch_cache_available", store="sqlite") == 0
         assert completed(f) == 3
+
+
+async def test_a_full_disk_is_bypassed_and_said_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async with fleet({"studio": SIM}, extra=cache_config(tmp_path)) as f:
+        await post(f, chat("hello", model=MODEL, temperature=0))  # creates the file
+        await settled(f)
+        assert f.daemon.services.cache is not None and f.daemon.services.cache.store is not None
+        store = f.daemon.services.cache.store.store
+        assert isinstance(store, SqliteStore)
+        # the disk is full: SQLite may not grow the file by one page more (a real SQLITE_FULL, set on
+        # the store's own connection in its worker thread)
+        await store._run(lambda db: db.execute("PRAGMA max_page_count = 1"))
+        for text in ("a long answer", "another", "a third"):
+            status, headers, raw = await post(f, chat(text, model=MODEL, temperature=0, max_tokens=400))
+            assert (status, json.loads(raw)["object"]) == (200, "chat.completion")
+            await settled(f)
+        status, headers, _ = await post(f, chat("hello", model=MODEL, temperature=0))
+        assert (status, headers["X-LMWatch-Cache"]) == (200, "bypass")  # bypassed for retry_interval
+        assert f.metric("lmwatch_cache_errors_total", store="sqlite", operation="put") == 1
+        assert f.metric("lmwatch_cache_available", store="sqlite") == 0
+        assert completed(f) == 5
+    failures = [r.getMessage() for r in caplog.records if "cache store failed" in r.getMessage()]
+    assert len(failures) == 1 and "full" in failures[0]

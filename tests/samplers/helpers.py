@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from lmwatch.metrics.samplers import SamplerCollector
 from lmwatch.registry import Registry
 from lmwatch.samplers.base import Sampler
-from lmwatch.samplers.metrics import SamplerCollector
 
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -18,12 +18,12 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
 from lmwatch.config import BackendConfig, Config
+from lmwatch.metrics.samplers import SamplerCollector
 from lmwatch.registry import Registry, Snapshot
 from lmwatch.samplers import build_samplers
 from lmwatch.samplers.base import Sampler, gauge_value
 from lmwatch.samplers.fake_nvml import GIB, FakeGpu, FakeNvml, SimulatedNvidiaSampler
 from lmwatch.samplers.host import HostSampler
-from lmwatch.samplers.metrics import SamplerCollector
 from lmwatch.samplers.nvidia import NvidiaSampler
 from lmwatch.samplers.process import ProcessSampler
 from lmwatch.samplers.runner import SamplerRunner

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from lmwatch.simulator import SimSettings
+from lmwatch.usage.log import UsageRow
 from tests.api.fleets import Fleet, chat, fleet, models
 from tests.daemons import run_cli
 
 MODEL = "meta-llama-3.1-8b-instruct"
 SIM = SimSettings(models=models(MODEL))
+ROW = UsageRow(
+    0.0, "anonymous", "studio", MODEL, "chat", "explicit", "chat", "200", 10, 20, 0.1, None, "bypass", True, 0.0
+)
 
 
 async def ask(f: Fleet, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
@@ -63,3 +71,31 @@ async def test_an_unwritable_usage_file_fails_no_request(tmp_path: Path) -> None
         assert f.metric("lmwatch_usage_write_failures_total") == 3
         status, error = await ask(f, "/admin/usage")
         assert status == 503 and error["error"]["code"] == "usage_unavailable"
+
+
+async def test_a_full_disk_loses_rows_not_requests(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async with fleet({"studio": SIM}, extra={"state_dir": str(tmp_path)}) as f:
+        usage = f.daemon.services.usage
+        assert usage is not None
+        await ask(f, "/v1/chat/completions", chat("hello", model=MODEL))
+        await usage.flush()
+        # the disk is full: SQLite may not grow the file by one page more (a real SQLITE_FULL, set on
+        # the writer's own connection in its thread)
+        await asyncio.get_running_loop().run_in_executor(
+            usage._executor, lambda: usage._connection().execute("PRAGMA max_page_count = 1")
+        )
+        for _ in range(200):  # more rows than the pages left
+            usage.record(dataclasses.replace(ROW, time=time.time()))
+        status, _ = await ask(f, "/v1/chat/completions", chat("while the disk is full", model=MODEL))
+        assert status == 200
+        await usage.flush()
+        lost = f.metric("lmwatch_usage_write_failures_total")
+        assert lost >= 200
+        # the writer reopens its file after a failure: once the disk has room, rows are written again
+        status, _ = await ask(f, "/v1/chat/completions", chat("after", model=MODEL))
+        assert status == 200
+        _, report = await ask(f, "/admin/usage")
+        assert report["totals"]["requests"] == 203 - lost
+        assert f.metric("lmwatch_usage_write_failures_total") == lost
+    warnings = [r for r in caplog.records if "usage rows cannot be written" in r.getMessage()]
+    assert len(warnings) == 1 and "full" in warnings[0].getMessage()

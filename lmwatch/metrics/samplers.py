@@ -9,16 +9,40 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from lmwatch.metrics.family import Family
 from lmwatch.registry import Registry
-from lmwatch.samplers.base import Sampler, gauge, gauge_value
-from lmwatch.samplers.gpu import GpuSample
 
-log = logging.getLogger("lmwatch.samplers.metrics")
+if TYPE_CHECKING:
+    from lmwatch.samplers.base import Sampler
+
+log = logging.getLogger("lmwatch.metrics.samplers")
+
+COLLECTOR_SUCCESS = Family(
+    "lmwatch_collector_success",
+    "gauge",
+    "1 if the collector's last run succeeded (and its metrics could be rendered), else 0.",
+    ("collector",),
+)
+COLLECTOR_DURATION = Family(
+    "lmwatch_collector_duration_seconds", "gauge", "How long the collector's last run took.", ("collector",)
+)
+COLLECTOR_LAST_SUCCESS = Family(
+    "lmwatch_collector_last_success_timestamp_seconds",
+    "gauge",
+    "When the collector last succeeded, in seconds since the epoch.",
+    ("collector",),
+)
+GPU_AVAILABLE = Family(
+    "lmwatch_gpu_available",
+    "gauge",
+    "1 if at least one GPU is being read, 0 without a GPU, a driver or a GPU collector.",
+)
+OWN = (COLLECTOR_SUCCESS, COLLECTOR_DURATION, COLLECTOR_LAST_SUCCESS, GPU_AVAILABLE)
 
 
 def _merged(families: Iterable[Metric]) -> Iterable[Metric]:
@@ -42,30 +66,22 @@ class SamplerCollector(Collector):
         """Collectors whose rendering failed (logged once until it works again)."""
 
     def describe(self) -> Iterable[Metric]:
-        return []  # so registering does not collect
+        """Its own families; the samplers' ones depend on what they find (GPUs, backend processes),
+        so the golden scrape test holds their names."""
+        return [family.new() for family in OWN]
 
     def collect(self) -> Iterable[Metric]:
         snapshot = self.registry.snapshot()
-        success = gauge(
-            "lmwatch_collector_success",
-            "1 if the collector's last run succeeded (and its metrics could be rendered), else 0.",
-            ["collector"],
-        )
-        duration = gauge("lmwatch_collector_duration_seconds", "How long the collector's last run took.", ["collector"])
-        last_success = gauge(
-            "lmwatch_collector_last_success_timestamp_seconds",
-            "When the collector last succeeded, in seconds since the epoch.",
-            ["collector"],
-        )
+        success, duration, last_success = (family.new() for family in OWN[:3])
         gpus_available = False
         families: list[Metric] = []
         for sampler in self.samplers:
             status = snapshot.collectors.get(sampler.name)
             ok = status is not None and status.success
             if status is not None:
-                duration.add_metric([sampler.name], status.duration)
+                COLLECTOR_DURATION.add(duration, (sampler.name,), status.duration)
                 if status.last_success is not None:
-                    last_success.add_metric([sampler.name], status.last_success)
+                    COLLECTOR_LAST_SUCCESS.add(last_success, (sampler.name,), status.last_success)
             sample: Any = status.sample if status is not None else None
             if sample is not None and (ok or sampler.keep_last_sample):
                 try:
@@ -77,15 +93,7 @@ class SamplerCollector(Collector):
                         log.exception("rendering the metrics of collector %s failed", sampler.name)
                 else:
                     self._broken.discard(sampler.name)
-            if ok and isinstance(sample, GpuSample) and sample.available:
+            if ok and sampler.reads_gpus(sample):
                 gpus_available = True
-            success.add_metric([sampler.name], 1.0 if ok else 0.0)
-        yield from _merged(families)
-        yield success
-        yield duration
-        yield last_success
-        yield gauge_value(
-            "lmwatch_gpu_available",
-            "1 if at least one GPU is being read, 0 without a GPU, a driver or a GPU collector.",
-            1.0 if gpus_available else 0.0,
-        )
+            COLLECTOR_SUCCESS.add(success, (sampler.name,), 1.0 if ok else 0.0)
+        return [*_merged(families), success, duration, last_success, GPU_AVAILABLE.value(float(gpus_available))]

@@ -1,4 +1,4 @@
-"""Request-path Prometheus instruments, registered in the daemon's private registry.
+"""The request path's families: instruments updated as requests finish, and the in-flight gauges.
 
 Counters and histograms are updated as requests finish. Gauges that mirror registry state (in-flight
 and queued requests, circuit states) are rendered at scrape time from the registry, so a removed
@@ -11,17 +11,16 @@ failed after it started, `499` for a client that went away). Nothing comes from 
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from lmwatch.config import RoutingConfig
+from lmwatch.metrics.family import Family
 from lmwatch.registry import Registry, request_outcomes
 from lmwatch.routing.breaker import CircuitState
 
@@ -32,52 +31,74 @@ TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
 OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
 
+REQUESTS = Family(
+    "lmwatch_requests",
+    "counter",
+    "Routed requests by the API they came in, the backend and model that answered, task, route and status.",
+    ("api", "backend", "model", "task", "route", "code"),
+)
+REQUEST_DURATION = Family(
+    "lmwatch_request_duration_seconds",
+    "histogram",
+    "Time from the request reaching lmwatch to its last byte.",
+    ("backend", "model", "task"),
+    DURATION_BUCKETS,
+)
+TTFT = Family(
+    "lmwatch_time_to_first_token_seconds",
+    "histogram",
+    "Time from sending a streamed request upstream to its first event.",
+    ("backend", "model"),
+    TTFT_BUCKETS,
+)
+TOKENS = Family(
+    "lmwatch_tokens",
+    "counter",
+    "Tokens processed, by direction (input = prompt, output = completion).",
+    ("backend", "model", "direction"),
+)
+FALLBACKS = Family(
+    "lmwatch_fallbacks",
+    "counter",
+    "Requests moved from one target to another, by the reason the first failed.",
+    ("from_backend", "to_backend", "reason"),
+)
+OVERHEAD = Family(
+    "lmwatch_overhead_seconds",
+    "histogram",
+    "Time spent inside lmwatch per request (excluding upstream and queue waits).",
+    buckets=OVERHEAD_BUCKETS,
+)
+COST_AVOIDED = Family(
+    "lmwatch_cloud_cost_avoided_dollars",
+    "counter",
+    "What the tokens served locally would have cost on a cloud provider (routing.prices).",
+    ("backend", "task"),
+)
+INFLIGHT = Family("lmwatch_inflight_requests", "gauge", "Requests being served by the backend now.", ("backend",))
+QUEUE_DEPTH = Family(
+    "lmwatch_queue_depth",
+    "gauge",
+    "Requests waiting for a slot of the backend (past its concurrency cap).",
+    ("backend",),
+)
+CIRCUIT_STATE = Family(
+    "lmwatch_circuit_state",
+    "gauge",
+    "1 for the current circuit-breaker state of a backend and model.",
+    ("backend", "model", "state"),
+)
+
+
 class RequestMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter(
-            "lmwatch_requests",
-            "Routed requests by the API they came in, the backend and model that answered, task, route and status.",
-            ["api", "backend", "model", "task", "route", "code"],
-            registry=registry,
-        )
-        self.duration = Histogram(
-            "lmwatch_request_duration_seconds",
-            "Time from the request reaching lmwatch to its last byte.",
-            ["backend", "model", "task"],
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
-        self.ttft = Histogram(
-            "lmwatch_time_to_first_token_seconds",
-            "Time from sending a streamed request upstream to its first event.",
-            ["backend", "model"],
-            buckets=TTFT_BUCKETS,
-            registry=registry,
-        )
-        self.tokens = Counter(
-            "lmwatch_tokens",
-            "Tokens processed, by direction (input = prompt, output = completion).",
-            ["backend", "model", "direction"],
-            registry=registry,
-        )
-        self.fallbacks = Counter(
-            "lmwatch_fallbacks",
-            "Requests moved from one target to another, by the reason the first failed.",
-            ["from_backend", "to_backend", "reason"],
-            registry=registry,
-        )
-        self.overhead = Histogram(
-            "lmwatch_overhead_seconds",
-            "Time spent inside lmwatch per request (excluding upstream and queue waits).",
-            buckets=OVERHEAD_BUCKETS,
-            registry=registry,
-        )
-        self.cost_avoided = Counter(
-            "lmwatch_cloud_cost_avoided_dollars",
-            "What the tokens served locally would have cost on a cloud provider (routing.prices).",
-            ["backend", "task"],
-            registry=registry,
-        )
+        self.requests = REQUESTS.counter(registry)
+        self.duration = REQUEST_DURATION.histogram(registry)
+        self.ttft = TTFT.histogram(registry)
+        self.tokens = TOKENS.counter(registry)
+        self.fallbacks = FALLBACKS.counter(registry)
+        self.overhead = OVERHEAD.histogram(registry)
+        self.cost_avoided = COST_AVOIDED.counter(registry)
 
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
 
@@ -125,44 +146,20 @@ class OutcomesCollector(Collector):
         self._registry = registry
 
     def describe(self) -> Iterable[Metric]:
-        """Empty, so registering never runs `collect`: the families are read at scrape time."""
-        return []
+        return [INFLIGHT.new(), QUEUE_DEPTH.new(), CIRCUIT_STATE.new()]
 
     def collect(self) -> Iterable[Metric]:
         snap = self._registry.snapshot()
         view = request_outcomes(self._registry).view()
-        inflight = GaugeMetricFamily(
-            "lmwatch_inflight_requests", "Requests being served by the backend now.", labels=["backend"]
-        )
-        queued = GaugeMetricFamily(
-            "lmwatch_queue_depth",
-            "Requests waiting for a slot of the backend (past its concurrency cap).",
-            labels=["backend"],
-        )
-        circuit = GaugeMetricFamily(
-            "lmwatch_circuit_state",
-            "1 for the current circuit-breaker state of a backend and model.",
-            labels=["backend", "model", "state"],
-        )
+        inflight, queued, circuit = INFLIGHT.new(), QUEUE_DEPTH.new(), CIRCUIT_STATE.new()
         names = [*snap.backends, *(n for n in view.inflight if n.startswith("cloud:"))]
         for name in names:
-            inflight.add_metric([name], float(view.inflight.get(name, 0)))
+            INFLIGHT.add(inflight, (name,), float(view.inflight.get(name, 0)))
             if name in snap.backends:
-                queued.add_metric([name], float(view.queued.get(name, 0)))
+                QUEUE_DEPTH.add(queued, (name,), float(view.queued.get(name, 0)))
         for breaker in view.breakers:
             if breaker.backend in snap.backends:
                 for state in CircuitState:
-                    circuit.add_metric([breaker.backend, breaker.model, state.value], float(breaker.state is state))
-        yield from (inflight, queued, circuit)
-
-
-_BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, RequestMetrics] = weakref.WeakKeyDictionary()
-
-
-def request_metrics(metrics: CollectorRegistry, registry: Registry) -> RequestMetrics:
-    """The instruments of one metrics registry, registered on first use (an app may be rebuilt)."""
-    found = _BY_REGISTRY.get(metrics)
-    if found is None:
-        found = _BY_REGISTRY[metrics] = RequestMetrics(metrics)
-        metrics.register(OutcomesCollector(registry))
-    return found
+                    labels = (breaker.backend, breaker.model, state.value)
+                    CIRCUIT_STATE.add(circuit, labels, float(breaker.state is state))
+        return [inflight, queued, circuit]

@@ -1,0 +1,52 @@
+"""The cache's families. Labels are bounded: the kind of cache, the result, the store and the
+operation; nothing from prompts, keys or cache keys."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+
+from lmwatch.metrics.family import Family
+
+KINDS = ("response", "embedding")
+RESULTS = ("hit", "miss", "bypass")
+
+CACHE_REQUESTS = Family(
+    "lmwatch_cache_requests",
+    "counter",
+    "Cache lookups by kind (response, embedding: one per input text) and result "
+    "(hit, miss, bypass: not cacheable, opted out, or the store is failing).",
+    ("kind", "result"),
+)
+CACHE_ERRORS = Family(
+    "lmwatch_cache_errors",
+    "counter",
+    "Failed or timed-out store operations (get, put, ratelimit); each starts a bypass period.",
+    ("store", "operation"),
+)
+CACHE_AVAILABLE = Family(
+    "lmwatch_cache_available",
+    "gauge",
+    "1 while the cache store works, 0 while requests bypass it after a failure.",
+    ("store",),
+)
+CACHE_SIZE = Family("lmwatch_cache_size_bytes", "gauge", "Bytes of stored answers (as the store last reported).")
+CACHE_WRITTEN = Family("lmwatch_cache_written_bytes", "counter", "Bytes written to the cache store.")
+CACHE_EVICTIONS = Family(
+    "lmwatch_cache_evictions",
+    "counter",
+    "Entries evicted to keep the store within cache.max_bytes (expired ones included).",
+)
+
+
+class CacheMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = CACHE_REQUESTS.counter(registry)
+        self.errors = CACHE_ERRORS.counter(registry)
+        self.available = CACHE_AVAILABLE.gauge(registry)
+        self.size = CACHE_SIZE.gauge(registry)
+        self.written = CACHE_WRITTEN.counter(registry)
+        self.evictions = CACHE_EVICTIONS.counter(registry)
+        self._requests = {(k, r): self.requests.labels(k, r) for k in KINDS for r in RESULTS}
+
+    def count(self, kind: str, result: str, n: int = 1) -> None:
+        self._requests[kind, result].inc(n)

@@ -1,0 +1,90 @@
+"""The text exposition formats, rendered by prometheus-client, with a fast path for cached rows.
+
+Prometheus text 0.0.4 and OpenMetrics differ only in a family's header lines (HELP/TYPE/UNIT, and
+`# EOF`); a sample line is the same in both. So a header is rendered once per family and format by
+prometheus-client itself, and rows kept as text are reused in either format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client import exposition
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics import exposition as openmetrics
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
+
+format_value: Callable[[float], str] = floatToGoString
+"""A value as both formats write it (Go's float formatting)."""
+
+EOF_LINE = "# EOF\n"
+
+Encoder = Callable[..., bytes]
+
+
+class _Families:
+    """A collector of given families, to hand prometheus-client's encoders."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+@dataclass
+class Format:
+    """One exposition format: its encoder and the headers it has rendered."""
+
+    openmetrics: bool
+    _headers: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
+
+    @property
+    def encoder(self) -> Encoder:
+        return openmetrics.generate_latest if self.openmetrics else exposition.generate_latest
+
+    def families(self, families: Iterable[Metric]) -> str:
+        """Families as prometheus-client renders them (without OpenMetrics' `# EOF`); plain samples
+        (no timestamp, exemplar or native histogram: all of lmwatch's) are written here, faster."""
+        out: list[str] = []
+        for family in families:
+            if all(_plain(s) for s in family.samples):
+                out.append(self.header(family))
+                out.extend(sample_line(s.name, s.labels, s.value) for s in family.samples)
+            else:
+                out.append(self._encoded([family]))
+        return "".join(out)
+
+    def _encoded(self, families: list[Metric]) -> str:
+        text = self.encoder(_Families(families)).decode()
+        return text.removesuffix(EOF_LINE) if self.openmetrics else text
+
+    def header(self, family: Metric) -> str:
+        key = (family.name, family.documentation, family.type, family.unit)
+        found = self._headers.get(key)
+        if found is None:
+            found = self._headers[key] = self._encoded([Metric(*key)])
+        return found
+
+
+def _plain(sample: Sample) -> bool:
+    return (
+        sample.timestamp is None
+        and sample.exemplar is None
+        and sample.native_histogram is None
+        and not sample.name.endswith(("_created", "_gsum", "_gcount"))
+    )
+
+
+def escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def sample_line(name: str, labels: Mapping[str, str], value: float) -> str:
+    """One sample as both formats write it (labels sorted, as prometheus-client does)."""
+    if not labels:
+        return f"{name} {format_value(value)}\n"
+    inner = ",".join(f'{k}="{escape(v)}"' for k, v in sorted(labels.items()))
+    return f"{name}{{{inner}}} {format_value(value)}\n"
