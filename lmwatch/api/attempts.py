@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from lmwatch.api.http_client import (
+from lmwatch.http_client import (
     AnswerTooLarge,
     ConnectError,
     ConnectionLost,

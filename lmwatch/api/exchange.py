@@ -24,10 +24,10 @@ from lmwatch.api import admission, feedback
 from lmwatch.api.attempts import Failure, Result, Usage, connection_failure
 from lmwatch.api.dialects import Dialect
 from lmwatch.api.errors import ApiError
-from lmwatch.api.http_client import Response, UpstreamError
 from lmwatch.api.rewrite import Bodies
 from lmwatch.api.upstream import Upstream
 from lmwatch.config import RoutingConfig
+from lmwatch.http_client import Response, UpstreamError
 from lmwatch.metrics.requests import RequestMetrics
 from lmwatch.routing.balance import order
 from lmwatch.routing.request import Endpoint, ParsedRequest

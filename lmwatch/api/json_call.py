@@ -12,10 +12,10 @@ import time
 
 from lmwatch.api.attempts import Answer, Failure, connection_failure
 from lmwatch.api.exchange import Exchange
-from lmwatch.api.http_client import UpstreamError
 from lmwatch.api.judging import answered_by, upstream_error
 from lmwatch.api.rewrite import client_model
 from lmwatch.backends.base import error_message
+from lmwatch.http_client import UpstreamError
 from lmwatch.jsondecode import loads
 from lmwatch.routing.context import learn
 from lmwatch.routing.select import Target

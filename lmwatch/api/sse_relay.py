@@ -17,11 +17,11 @@ from aiohttp import web
 from lmwatch.api.attempts import Answer, Failure, Result, Streamed, Verdict, connection_failure, count, describe
 from lmwatch.api.errors import error_event
 from lmwatch.api.exchange import Exchange
-from lmwatch.api.http_client import Response, ShuttingDown, UpstreamError
 from lmwatch.api.json_call import judge_json
 from lmwatch.api.judging import answered_by, upstream_error
 from lmwatch.api.rewrite import client_model, renames
 from lmwatch.backends.base import error_message
+from lmwatch.http_client import Response, ShuttingDown, UpstreamError
 from lmwatch.routing.context import learn
 from lmwatch.routing.select import Target
 from lmwatch.routing.sse import EventSplitter, Meter, StreamMeter

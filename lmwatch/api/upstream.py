@@ -7,7 +7,7 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from lmwatch.api.http_client import Pool
+from lmwatch.http_client import Pool
 from lmwatch.registry import RequestOutcomes
 from lmwatch.routing.balance import Gate
 from lmwatch.routing.select import Target

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from lmwatch.api.http_client import (
+from lmwatch.http_client import (
     AnswerTooLarge,
     ConnectError,
     ConnectionLost,

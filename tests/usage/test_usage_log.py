@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -85,7 +84,7 @@ async def test_a_full_disk_loses_rows_not_requests(tmp_path: Path, caplog: pytes
             usage._executor, lambda: usage._connection().execute("PRAGMA max_page_count = 1")
         )
         for _ in range(200):  # more rows than the pages left
-            usage.record(dataclasses.replace(ROW, time=time.time()))
+            usage.record(ROW._replace(time=time.time()))
         status, _ = await ask(f, "/v1/chat/completions", chat("while the disk is full", model=MODEL))
         assert status == 200
         await usage.flush()

@@ -1,10 +1,10 @@
-"""A lean HTTP/1.1 client for the request hot path: pooled keep-alive connections to backends and
-cloud providers, answers parsed as bytes arrive (by llhttp, through httptools), bodies handed over
-chunk by chunk.
+"""A lean HTTP/1.1 client for the request hot path and the watcher's polls: pooled keep-alive
+connections to backends and cloud providers, answers parsed as bytes arrive (by llhttp, through
+httptools), bodies handed over chunk by chunk.
 
 Why not aiohttp's client here: on the proxy path it cost about as much CPU as everything else
-lmwatch does per request, and the router needs little of it (a POST with a known-length body, and
-an answer's framing, which llhttp does). TLS comes from the event loop.
+lmwatch does per request, and the router needs little of it (a request with a known-length body,
+and an answer's framing, which llhttp does). TLS comes from the event loop.
 
 Timeouts: connecting is bounded by `connect_timeout`; after that only silence is bounded
 (`idle_timeout` before the answer starts and between body reads), never the total. Closing an
@@ -382,12 +382,14 @@ class Pool:
         headers: Mapping[str, str],
         connect_timeout: float,
         idle_timeout: float,
+        method: str = "POST",
     ) -> Response:
-        """Send a POST; returns once the answer's status and headers are in."""
+        """Send a request (a POST unless `method` says otherwise); returns once the answer's status
+        and headers are in."""
         if self._cut is not None:
             raise ShuttingDown(self._cut)
         key = origin(base_url)
-        request = _request_bytes(key, path, body, headers)
+        request = _request_bytes(method, key, path, body, headers)
         for _ in range(2):  # a reused connection the backend had just closed gets one fresh retry
             conn, reused = await self._get(key, connect_timeout)
             response = Response(self, key, conn, idle_timeout)
@@ -469,8 +471,8 @@ class Pool:
         self._expiry.clear()
 
 
-def _request_bytes(key: Origin, path: str, body: bytes, headers: Mapping[str, str]) -> bytes:
-    lines = [f"POST {key.prefix}{path} HTTP/1.1", f"Host: {key.host_header}", f"Content-Length: {len(body)}"]
+def _request_bytes(method: str, key: Origin, path: str, body: bytes, headers: Mapping[str, str]) -> bytes:
+    lines = [f"{method} {key.prefix}{path} HTTP/1.1", f"Host: {key.host_header}", f"Content-Length: {len(body)}"]
     for name, value in headers.items():
         if "\r" in value or "\n" in value:
             raise ValueError(f"header {name} has a line break")
