@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -25,6 +25,7 @@ from pydantic import (
     ByteSize,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -133,6 +134,11 @@ class BackendConfig(Strict):
     owner: Name | None = None
     """The `lifecycle.instance` of the one lmwatch that loads and unloads models on this backend
     (several lmwatch watching one fleet); unset = every lmwatch manages it."""
+    _token_file: TokenFile | None = PrivateAttr(None)
+
+    def model_post_init(self, context: Any) -> None:
+        if self.api_token_file is not None:
+            self._token_file = TokenFile(self.api_token_file)
 
     @field_validator("url")
     @classmethod
@@ -176,29 +182,38 @@ class BackendConfig(Strict):
         seconds (rotation needs no restart, and a routed request does no file I/O on the event loop)."""
         if self.api_token_env:
             return os.environ.get(self.api_token_env) or None
-        if self.api_token_file:
-            return read_token_file(self.api_token_file)
+        if self._token_file is not None:
+            return self._token_file.read()
         return None
 
 
 TOKEN_FILE_TTL_SECONDS = 5.0
-_token_files: dict[Path, tuple[float, str | None]] = {}
 
 
-def read_token_file(path: Path) -> str | None:
-    """A token file's content, cached for TOKEN_FILE_TTL_SECONDS; an unreadable file raises OSError."""
-    now = time.monotonic()
-    cached = _token_files.get(path)
-    if cached is not None and now - cached[0] < TOKEN_FILE_TTL_SECONDS:
-        return cached[1]
-    try:
-        token = path.read_text().strip() or None
-    except ValueError as exc:  # a NUL byte in the path, undecodable content: unreadable all the same
-        raise OSError(f"{path}: {exc}") from None
-    if token:  # a rotated token is redacted from the first request that sends it
-        register_secrets([token])
-    _token_files[path] = (now, token)
-    return token
+@dataclass
+class TokenFile:
+    """A token file's content, re-read at most every `ttl` seconds; an unreadable file raises OSError.
+
+    Owned by the backend's config object, so each loaded config (each daemon) keeps its own."""
+
+    path: Path
+    clock: Callable[[], float] = field(default=time.monotonic, compare=False)
+    ttl: float = field(default_factory=lambda: TOKEN_FILE_TTL_SECONDS, compare=False)
+    _read_at: float | None = field(default=None, compare=False)
+    _token: str | None = field(default=None, compare=False)
+
+    def read(self) -> str | None:
+        now = self.clock()
+        if self._read_at is not None and now - self._read_at < self.ttl:
+            return self._token
+        try:
+            token = self.path.read_text().strip() or None
+        except ValueError as exc:  # a NUL byte in the path, undecodable content: unreadable all the same
+            raise OSError(f"{self.path}: {exc}") from None
+        if token:  # a rotated token is redacted from the first request that sends it
+            register_secrets([token])
+        self._read_at, self._token = now, token
+        return token
 
 
 class CloudProviderConfig(Strict):

@@ -40,7 +40,6 @@ from lmwatch.api.auth import (
     load_admin_token,
     load_client_keys,
 )
-from lmwatch.api.errors import ApiError, Shape
 from lmwatch.audit import AuditLog
 from lmwatch.backends import BackendClient, Flavour
 from lmwatch.config import (
@@ -54,9 +53,9 @@ from lmwatch.config import (
     validation_problems,
 )
 from lmwatch.discovery import BackendSources, FileDiscovery
+from lmwatch.errors import Conflict, DomainError, InvalidRequest, NotFound, Unavailable, UpstreamFailed
 from lmwatch.lifecycle.loads import LoadError, LoadFailure
 from lmwatch.logs import register_secrets
-from lmwatch.routing.classify import classifier_for
 from lmwatch.services import Services
 from lmwatch.watcher import Watcher
 
@@ -150,7 +149,9 @@ class ControlPlane:
             problems.append(_no_token_problem(host))
         if problems:
             raise ConfigError(source, problems)
-        classifier_for(loaded.config.routing)  # compiled (and the model read) now, not by the first request
+        self.services.router.classifier(
+            loaded.config.routing
+        )  # compiled (and the model read) now, not by the first request
         return Prepared(loaded, token, tuple(keys), tuple(secrets))
 
     def apply(self, prepared: Prepared) -> None:
@@ -281,8 +282,8 @@ class ControlPlane:
         """Add a backend until the next reload; 409 when the name is taken."""
         if backend.name in self.services.registry.snapshot().backends:
             origin = self.sources.origins.get(backend.name, "config")
-            raise ApiError(
-                409, f"a backend named {backend.name!r} already exists ({origin})", code="backend_exists", param="name"
+            raise Conflict(
+                f"a backend named {backend.name!r} already exists ({origin})", code="backend_exists", param="name"
             )
         self.sources.runtime[backend.name] = backend
         self._sync()
@@ -328,7 +329,7 @@ class ControlPlane:
         backend = self.services.registry.snapshot().backends[name]
         if not any(m.loaded and (m.id == model or model in m.instance_ids) for m in backend.models):
             message = f"backend {name!r} has no loaded model {model!r}"
-            raise ApiError(404, message, param="model", code="model_not_found")
+            raise NotFound(message, param="model", code="model_not_found")
         try:
             return await self.lifecycle().loader.unload(name, model, why="admin")
         except LoadError as exc:
@@ -338,7 +339,7 @@ class ControlPlane:
         """The model lifecycle (keep_loaded, placement, swap); 503 in apps built without one."""
         lifecycle = self.services.lifecycle
         if lifecycle is None:
-            raise ApiError(503, "this lmwatch runs without model lifecycle", code="no_lifecycle")
+            raise Unavailable("this lmwatch runs without model lifecycle", code="no_lifecycle")
         return lifecycle
 
     def _loader(self, name: str, verb: str) -> tuple[Flavour, BackendClient]:
@@ -347,14 +348,12 @@ class ControlPlane:
             raise unknown_backend(name)
         flavour, client = backends.detected(backend.flavour), self.watcher.client_of(name)
         if flavour is None or client is None:
-            raise ApiError(
-                409,
+            raise Conflict(
                 f"backend {name!r} has not answered a probe yet, so its API is unknown; try again once it is up",
                 code="backend_not_probed",
             )
         if not flavour.supports_load:
-            raise ApiError(
-                409,
+            raise Conflict(
                 f"backend {name!r} speaks {flavour.name}, which cannot {verb} models over HTTP "
                 "(LM Studio 0.4+ can: /api/v1/models/load and /unload)",
                 code="not_supported",
@@ -366,9 +365,8 @@ class ControlPlane:
         try:
             preferences = _PREFERENCES.validate_python(body)
         except ValidationError as exc:
-            raise ProblemsError(
-                400, "invalid routing preferences", validation_problems(exc, ("routing", "preferences"))
-            ) from None
+            problems = validation_problems(exc, ("routing", "preferences"))
+            raise InvalidRequest("invalid routing preferences", problems=problems, code="invalid_config") from None
         loaded = self.services.config.loaded
         routing = loaded.config.routing.model_copy(update={"preferences": preferences})
         config = loaded.config.model_copy(update={"routing": routing})
@@ -400,29 +398,18 @@ class ControlPlane:
         }
 
 
-class ProblemsError(ApiError):
-    """An ApiError that also lists `path: message` problems (invalid config, invalid backend)."""
-
-    def __init__(self, status: int, message: str, problems: list[str], code: str = "invalid_config") -> None:
-        super().__init__(status, f"{message}: {'; '.join(problems)}", code=code)
-        self.problems = problems
-
-    def body(self, shape: Shape = Shape.OPENAI, request_id: str | None = None) -> dict[str, Any]:
-        return {**super().body(shape, request_id), "problems": self.problems}
-
-
-def _load_failed(exc: LoadError, what: str) -> ApiError:
+def _load_failed(exc: LoadError, what: str) -> DomainError:
     """What the request asked for does not exist (404) or is not ours to do (409); the rest is the
     backend failing (502). Only that last is a server-side error."""
     if exc.kind is LoadFailure.NOT_FOUND:
-        return ApiError(404, f"{what}: {exc}", code="model_not_found")
+        return NotFound(f"{what}: {exc}", code="model_not_found")
     if exc.kind in (LoadFailure.NOT_OWNER, LoadFailure.OUT_OF_MEMORY):  # the request does not fit the backend now
-        return ApiError(409, f"{what}: {exc}", code=f"load_{exc.kind.value}")
-    return ApiError(502, f"{what}: {exc}", code="upstream_error")
+        return Conflict(f"{what}: {exc}", code=f"load_{exc.kind.value}")
+    return UpstreamFailed(f"{what}: {exc}", code="upstream_error")
 
 
-def unknown_backend(name: str) -> ApiError:
-    return ApiError(404, f"no backend named {name!r}", code="backend_not_found")
+def unknown_backend(name: str) -> NotFound:
+    return NotFound(f"no backend named {name!r}", code="backend_not_found")
 
 
 def _no_token_problem(host: str) -> str:
@@ -466,4 +453,4 @@ def secret_file_warnings(config: Config, config_path: Path | None) -> list[str]:
     return warnings
 
 
-__all__ = ["ANONYMOUS", "ControlPlane", "Prepared", "ProblemsError", "StartupError"]
+__all__ = ["ANONYMOUS", "ControlPlane", "Prepared", "StartupError"]

@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import logging
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -262,6 +261,8 @@ class Registry:
         self._snapshot = self._build()
         self._listeners: list[Listener] = []
         self._waiters: list[tuple[Callable[[Snapshot], bool], asyncio.Future[Snapshot]]] = []
+        self.outcomes = RequestOutcomes(self, clock)
+        """The request path's state (in-flight, speeds, breakers), kept beside the fleet it is about."""
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -564,18 +565,25 @@ class OutcomesView:
 
 
 class RequestOutcomes:
-    """Mutable request-path state of one registry; every method is O(1) and runs on the loop."""
+    """Mutable request-path state of one registry; every method is O(1) and runs on the loop.
 
-    def __init__(self, registry: Registry) -> None:
+    Its counters are written only through its methods; the mappings it shows are read-only views."""
+
+    def __init__(self, registry: Registry, clock: Callable[[], float]) -> None:
         self._registry = registry
-        self._clock = registry._clock
-        self.policy = BreakerConfig()
-        """The breaker policy in force; the router sets it from the config on each request."""
-        self.inflight: dict[str, int] = {}
-        self.queued: dict[str, int] = {}
-        self.model_inflight: dict[tuple[str, str], int] = {}
+        self._clock = clock
+        self._policy: Callable[[], BreakerConfig] = BreakerConfig
+        self._inflight: dict[str, int] = {}
+        self._queued: dict[str, int] = {}
+        self._model_inflight: dict[tuple[str, str], int] = {}
+        self._last_used: dict[tuple[str, str], float] = {}
+        self.inflight: Mapping[str, int] = MappingProxyType(self._inflight)
+        """backend -> requests running on it now."""
+        self.queued: Mapping[str, int] = MappingProxyType(self._queued)
+        """backend -> requests waiting for one of its slots."""
+        self.model_inflight: Mapping[tuple[str, str], int] = MappingProxyType(self._model_inflight)
         """(backend, model) -> requests running on that model now (lifecycle: never unload under them)."""
-        self.last_used: dict[tuple[str, str], float] = {}
+        self.last_used: Mapping[tuple[str, str], float] = MappingProxyType(self._last_used)
         """(backend, model) -> when a request on it last finished (idle unload)."""
         self._drained: dict[tuple[str, str], list[asyncio.Future[None]]] = {}
         self._speeds: dict[tuple[str, str], Speed] = {}
@@ -585,30 +593,35 @@ class RequestOutcomes:
         self._learned_context: dict[tuple[str, str], int] = {}
         registry.subscribe(self._on_event)
 
+    def use_policy(self, policy: Callable[[], BreakerConfig]) -> None:
+        """Where the breaker policy in force comes from (the router: the current config's); read when a
+        breaker trips, so a reload applies to the next failure."""
+        self._policy = policy
+
     # --- in-flight and queued --------------------------------------------------------------------
 
     def started(self, backend: str) -> None:
-        self.inflight[backend] = self.inflight.get(backend, 0) + 1
+        self._inflight[backend] = self._inflight.get(backend, 0) + 1
 
     def finished(self, backend: str) -> None:
-        self.inflight[backend] = max(0, self.inflight.get(backend, 0) - 1)
+        self._inflight[backend] = max(0, self._inflight.get(backend, 0) - 1)
 
     def request_done(self, request: RecentRequest) -> None:
         """A `/v1` request finished; only the last RECENT_REQUESTS are kept."""
         self._recent.appendleft(dataclasses.replace(request, time=self._clock()))
 
     def queue_changed(self, backend: str, delta: int) -> None:
-        self.queued[backend] = max(0, self.queued.get(backend, 0) + delta)
+        self._queued[backend] = max(0, self._queued.get(backend, 0) + delta)
 
     def model_started(self, backend: str, model: str) -> None:
         key = (backend, model)
-        self.model_inflight[key] = self.model_inflight.get(key, 0) + 1
+        self._model_inflight[key] = self._model_inflight.get(key, 0) + 1
 
     def model_finished(self, backend: str, model: str) -> None:
         key = (backend, model)
-        left = max(0, self.model_inflight.get(key, 0) - 1)
-        self.model_inflight[key] = left
-        self.last_used[key] = self._clock()
+        left = max(0, self._model_inflight.get(key, 0) - 1)
+        self._model_inflight[key] = left
+        self._last_used[key] = self._clock()
         if left == 0:
             for waiter in self._drained.pop(key, []):
                 if not waiter.done():
@@ -617,7 +630,7 @@ class RequestOutcomes:
     async def model_drained(self, backend: str, model: str, timeout: float) -> bool:
         """Wait until no request runs on (backend, model); False when `timeout` passed first."""
         key = (backend, model)
-        if not self.model_inflight.get(key):
+        if not self._model_inflight.get(key):
             return True
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._drained.setdefault(key, []).append(waiter)
@@ -677,7 +690,7 @@ class RequestOutcomes:
 
     def breaker_failure(self, backend: str, model: str, reason: str) -> None:
         breaker = self._breakers.setdefault((backend, model), Breaker())
-        breaker.failure(self._clock(), self.policy, reason)
+        breaker.failure(self._clock(), self._policy(), reason)
 
     def breaker_abandon(self, backend: str, model: str) -> None:
         breaker = self._breakers.get((backend, model))
@@ -695,8 +708,8 @@ class RequestOutcomes:
     def view(self) -> OutcomesView:
         now = self._clock()
         return OutcomesView(
-            inflight=MappingProxyType(dict(self.inflight)),
-            queued=MappingProxyType(dict(self.queued)),
+            inflight=MappingProxyType(dict(self._inflight)),
+            queued=MappingProxyType(dict(self._queued)),
             speeds=MappingProxyType(dict(self._speeds)),
             breakers=tuple(
                 BreakerView(b, m, br.current(now), br.failures, br.retry_at(), br.reason)
@@ -714,8 +727,8 @@ class RequestOutcomes:
             for table in (self._speeds, self._breakers, self._chars_per_token, self._learned_context):
                 for key in [k for k in table if k[0] == event.backend]:
                     del table[key]
-            self.inflight.pop(event.backend, None)
-            self.queued.pop(event.backend, None)
+            self._inflight.pop(event.backend, None)
+            self._queued.pop(event.backend, None)
         elif event.kind == "backend_health":
             backend = self._registry.snapshot().backend(event.backend)
             models = {m.id for m in backend.models} if backend else set()
@@ -723,7 +736,7 @@ class RequestOutcomes:
             if event.detail.get("to") == Health.DOWN.value:
                 for model in models:
                     breaker = self._breakers.setdefault((event.backend, model), Breaker())
-                    breaker.force_open(self._clock(), self.policy, "backend down")
+                    breaker.force_open(self._clock(), self._policy(), "backend down")
             elif event.detail.get("from") == Health.DOWN.value:
                 for model in models:
                     if (event.backend, model) in self._breakers:
@@ -734,14 +747,3 @@ def _ewma(old: float | None, new: float | None) -> float | None:
     if new is None:
         return old
     return new if old is None else old + SPEED_EWMA_ALPHA * (new - old)
-
-
-_OUTCOMES: weakref.WeakKeyDictionary[Registry, RequestOutcomes] = weakref.WeakKeyDictionary()
-
-
-def request_outcomes(registry: Registry) -> RequestOutcomes:
-    """The request-outcome section of `registry` (created on first use, then always the same)."""
-    outcomes = _OUTCOMES.get(registry)
-    if outcomes is None:
-        outcomes = _OUTCOMES[registry] = RequestOutcomes(registry)
-    return outcomes

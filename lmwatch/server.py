@@ -18,7 +18,7 @@ from lmwatch.api import contract
 from lmwatch.api.auth import Handler, is_admin, is_v1
 from lmwatch.api.errors import ApiError
 from lmwatch.connections import CONNECTIONS, Connections
-from lmwatch.registry import BackendInfo, Health, ModelInfo, request_outcomes
+from lmwatch.registry import BackendInfo, Health, ModelInfo
 from lmwatch.routing.select import concurrency_cap
 from lmwatch.samplers.status import host_status
 from lmwatch.services import SERVICES, Services
@@ -65,7 +65,7 @@ def status_document(services: Services) -> dict[str, Any]:
         "generation": snap.generation,
         "backends": [backend_document(b, public=True) for b in snap.backends.values()],
         "host": host_status(snap),
-        "requests": request_outcomes(services.registry).view().document(),
+        "requests": services.registry.outcomes.view().document(),
     }
     return {**document, **{name: section() for name, section in services.status_sections.items()}}
 

@@ -15,6 +15,7 @@ from aiohttp import web
 from lmwatch.config import Config, LoadedConfig
 from lmwatch.metrics.table import Metrics
 from lmwatch.registry import Registry
+from lmwatch.routing.decide import Router
 
 if TYPE_CHECKING:
     from lmwatch.cache.service import Cache
@@ -38,6 +39,8 @@ class Services:
     registry: Registry
     config: ConfigHolder
     metrics: Metrics
+    router: Router = field(default_factory=Router)
+    """The routing decision and what it remembers between requests (plans, the compiled classifier)."""
     poll_now: Callable[[str | None], None] = field(default=lambda name: None)
     """Ask the watcher to probe one backend (or all, with None) right away."""
     control: ControlPlane | None = None

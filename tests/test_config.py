@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lmwatch.config import DEFAULT_PORT, ConfigError, load_config, parse_config
+from lmwatch.config import DEFAULT_PORT, TOKEN_FILE_TTL_SECONDS, ConfigError, TokenFile, load_config, parse_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -210,20 +210,18 @@ def test_a_url_password_and_a_token_cannot_both_be_set() -> None:
     assert problem.startswith("backends[0]: a password in url (sent as Basic auth) and an api_token")
 
 
-def test_a_token_file_is_reread_after_its_cache_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import lmwatch.config as config_module
-
+def test_a_token_file_is_reread_after_its_cache_time(tmp_path: Path) -> None:
     now = [100.0]
-    monkeypatch.setattr(config_module.time, "monotonic", lambda: now[0])
     token_file = tmp_path / "token"
     token_file.write_text("first-token-value\n")
     backend = parse_config(f"backends: [{{name: a, url: 'http://h:1', api_token_file: {token_file}}}]", env={})
-    cfg = backend.config.backends[0]
-    assert cfg.api_token() == "first-token-value"
+    assert backend.config.backends[0].api_token() == "first-token-value"
+    cached = TokenFile(token_file, clock=lambda: now[0])
+    assert cached.read() == "first-token-value"
     token_file.write_text("rotated-token-value\n")
-    assert cfg.api_token() == "first-token-value"  # cached: no file read per request
-    now[0] += config_module.TOKEN_FILE_TTL_SECONDS
-    assert cfg.api_token() == "rotated-token-value"
+    assert cached.read() == "first-token-value"  # cached: no file read per request
+    now[0] += TOKEN_FILE_TTL_SECONDS
+    assert cached.read() == "rotated-token-value"
 
 
 @pytest.mark.parametrize("word", ["off", "Off", "no", '"off"'])

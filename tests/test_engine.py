@@ -31,7 +31,6 @@ from lmwatch.api import openai as router
 from lmwatch.config import parse_config
 from lmwatch.daemon import Daemon, running_daemon
 from lmwatch.profiling.measure import Options
-from lmwatch.registry import request_outcomes
 
 pytestmark = pytest.mark.engine
 
@@ -347,7 +346,7 @@ async def _profile_and_refuse(daemon: Daemon, tmp_path: Path) -> None:
         with pytest.raises(openai.BadRequestError) as first:
             await client.chat.completions.create(model=profile.model, messages=too_long, max_tokens=8)
         assert first.value.code == "context_length_exceeded" and "2048" in first.value.message
-        assert request_outcomes(daemon.registry).learned_context("engine", profile.model) == 2048
+        assert daemon.registry.outcomes.learned_context("engine", profile.model) == 2048
         with pytest.raises(openai.BadRequestError) as second:
             await client.chat.completions.with_raw_response.create(model=profile.model, messages=too_long, max_tokens=8)
         assert second.value.code == "context_length_exceeded"

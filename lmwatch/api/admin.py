@@ -35,16 +35,16 @@ from pydantic import BaseModel, ValidationError
 from lmwatch.api import contract
 from lmwatch.api import profiles as profiles_api
 from lmwatch.api.auth import ANONYMOUS, AUDIT_NOTE, CLIENT, Handler, is_admin, is_v1
-from lmwatch.api.errors import ApiError, shape_of
-from lmwatch.api.openai import CLASSIFIER, forbids_cloud
+from lmwatch.api.errors import ApiError, ProblemsError, api_error, shape_of
+from lmwatch.api.openai import forbids_cloud
 from lmwatch.api.request_ids import request_id
 from lmwatch.config import BackendConfig, validation_problems
 from lmwatch.connections import read_body
-from lmwatch.control import ControlPlane, ProblemsError, unknown_backend
+from lmwatch.control import ControlPlane, unknown_backend
+from lmwatch.errors import DomainError
 from lmwatch.jsondecode import loads
 from lmwatch.lifecycle.loads import LoadError, LoadFailure
-from lmwatch.registry import BackendInfo, request_outcomes
-from lmwatch.routing.embedclass import EmbeddingClassifier
+from lmwatch.registry import BackendInfo
 from lmwatch.routing.request import json_object
 from lmwatch.server import backend_document
 from lmwatch.services import SERVICES
@@ -127,7 +127,8 @@ async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
         status = str(response.status)
         return response
-    except ApiError as exc:
+    except (ApiError, DomainError) as caught:
+        exc = api_error(caught)
         status = str(exc.status)
         return exc.response(shape=shape_of(path), request_id=request_id(request))
     except web.HTTPException as exc:
@@ -150,13 +151,15 @@ async def _guard_admin(request: web.Request, handler: Handler) -> web.StreamResp
         return ApiError(404, "the admin API is not enabled in this process", code="not_found").response()
     try:
         request[ACTOR] = control.admin.check(request)
-    except ApiError as exc:
+    except (ApiError, DomainError) as caught:
+        exc = api_error(caught)
         control.metrics.admin_actions.labels("authenticate", "denied").inc()
         control.audit.refusal(request.remote, f"{request.method} {request.path}", exc.code)
         return exc.response()
     try:
         return await handler(request)
-    except ApiError as exc:
+    except (ApiError, DomainError) as caught:
+        exc = api_error(caught)
         return exc.response()
 
 
@@ -220,7 +223,8 @@ def _action(name: str, action: Action, status: int = 200) -> Callable[[web.Reque
         target = request.match_info.get("name")
         try:
             target, body = await action(request, control)
-        except ApiError as exc:
+        except (ApiError, DomainError) as caught:
+            exc = api_error(caught)
             control.metrics.admin_actions.labels(name, "refused").inc()
             await control.audit.control(
                 actor=actor,
@@ -277,7 +281,7 @@ async def _parsed(request: web.Request, model: type[_B], *, required: bool = Tru
 
 def backends_document(control: ControlPlane) -> dict[str, Any]:
     snap = control.services.registry.snapshot()
-    view = request_outcomes(control.services.registry).view()
+    view = control.services.registry.outcomes.view()
     breakers: dict[str, list[contract.Breaker]] = {}
     for b in view.breakers:
         breakers.setdefault(b.backend, []).append(
@@ -367,7 +371,7 @@ async def _set_draining(
     name = request.match_info["name"]
     _backend(control, name)
     control.services.registry.set_draining(name, draining)
-    inflight = request_outcomes(control.services.registry).inflight.get(name, 0)
+    inflight = control.services.registry.outcomes.inflight.get(name, 0)
     return name, {"backend": name, "draining": draining, "inflight": inflight}
 
 
@@ -470,7 +474,6 @@ async def route_explain(request: web.Request) -> web.Response:
     return web.json_response(
         await explain_route(
             control,
-            request.app.get(CLASSIFIER),
             raw,
             endpoint_name,
             request.headers.get("X-LMWatch-Task"),
@@ -481,7 +484,6 @@ async def route_explain(request: web.Request) -> web.Response:
 
 async def explain_route(
     control: ControlPlane,
-    classifier: EmbeddingClassifier | None,
     raw: bytes,
     endpoint_name: str,
     task_header: str | None,
@@ -493,11 +495,9 @@ async def explain_route(
     nothing is sent to any backend and no breaker or counter changes.
     """
     from lmwatch.routing.balance import order
-    from lmwatch.routing.classify import classifier_for
     from lmwatch.routing.context import context_too_long
     from lmwatch.routing.explain import facts, passed_over
     from lmwatch.routing.request import Endpoint, parse_request
-    from lmwatch.routing.select import choose_task, plan_request
 
     try:
         endpoint = Endpoint(endpoint_name)
@@ -510,17 +510,12 @@ async def explain_route(
         ) from None
     routing = control.config.routing
     snap = control.services.registry.snapshot()
-    outcomes = request_outcomes(control.services.registry)
+    outcomes = control.services.registry.outcomes
+    router = control.services.router
     req = parse_request(endpoint, raw, routing.default_model)
-    if endpoint is Endpoint.EMBEDDINGS:
-        classification = None
-    elif classifier is not None:  # the router's own, in the configured mode
-        classification = await classifier.classify(routing, snap, req.body)
-    else:
-        classification = classifier_for(routing).classify(req.body)
-    forced = choose_task(routing, snap, req, task_header)
-    task = forced or (classification.task if classification else "embeddings")
-    plan = plan_request(snap, routing, req, task, local_only)
+    choice = await router.choose_task(snap, routing, req, task_header, scores=True, local_only=local_only)
+    classification, forced, task = choice.classification, choice.forced, choice.task
+    plan = router.decide(snap, routing, outcomes, req, task, local_only=local_only, dry_run=True).plan
     breakers = {(b.backend, b.model): b for b in outcomes.view().breakers}
     rng = random.Random(0)
     candidates: list[contract.Candidate] = []
@@ -566,7 +561,7 @@ async def explain_route(
         "task_reasons": list(classification.reasons) if classification and not forced else [],
         "candidates": candidates,
         "excluded": excluded,
-        "passed_over": passed_over(snap, routing, req, plan),
+        "passed_over": passed_over(router.capabilities(routing), snap, routing, req, plan),
         "chosen": chosen,
         "unavailable": plan.unavailable
         or (context_too_long(req, too_small).message if too_small and chosen is None else None),

@@ -8,8 +8,8 @@ local-only flag and an optional requests-per-minute limit. Secrets are compared 
 and the audit log by their key NAME only.
 
 The `/v1` side is a middleware on `/v1` paths (authentication, local-only, rate limit, per-key
-counts, request audit lines); the router asks `check_model` / `check_task` / `client_of` once it
-knows what a request resolves to.
+counts, request audit lines); the router (`lmwatch.routing.decide`) applies a key's model and task
+limits, given `client_of(request)`.
 """
 
 from __future__ import annotations
@@ -397,22 +397,6 @@ AUDIT_NOTE: web.RequestKey[dict[str, Any]] = web.RequestKey("lmwatch_audit_note"
 def client_of(request: web.Request) -> ClientKey | None:
     """The client key of a `/v1` request, or None when client keys are off."""
     return request.get(CLIENT)
-
-
-def check_model(request: web.Request, model_id: str) -> None:
-    """Raise 403 when the request's key may not use `model_id` (call on the resolved model)."""
-    key = client_of(request)
-    if key is not None and not key.allows_model(model_id):
-        raise ApiError(
-            403, f"the key {key.name!r} may not use the model {model_id!r}", code="model_not_allowed", param="model"
-        )
-
-
-def check_task(request: web.Request, task: str) -> None:
-    """Raise 403 when the request's key may not use `task` (call after classification)."""
-    key = client_of(request)
-    if key is not None and not key.allows_task(task):
-        raise ApiError(403, f"the key {key.name!r} may not be used for {task} requests", code="task_not_allowed")
 
 
 def note_request(

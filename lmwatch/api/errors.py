@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
+from lmwatch.errors import Conflict, DomainError, Forbidden, InvalidRequest, NotFound, Unavailable, UpstreamFailed
 from lmwatch.logs import redact
 
 MESSAGE_LIMIT = 1000
@@ -87,6 +88,38 @@ class ApiError(Exception):
         if headers:
             response.headers.update(headers)
         return response
+
+
+class ProblemsError(ApiError):
+    """An ApiError that also lists `path: message` problems (invalid config, invalid backend)."""
+
+    def __init__(self, status: int, message: str, problems: list[str], code: str = "invalid_config") -> None:
+        super().__init__(status, f"{message}: {'; '.join(problems)}", code=code)
+        self.problems = problems
+
+    def body(self, shape: Shape = Shape.OPENAI, request_id: str | None = None) -> dict[str, Any]:
+        return {**super().body(shape, request_id), "problems": self.problems}
+
+
+STATUSES: Final = (
+    (InvalidRequest, 400),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (UpstreamFailed, 502),
+    (Unavailable, 503),
+)
+"""Each domain error's HTTP status (a bare DomainError is a 400)."""
+
+
+def api_error(error: ApiError | DomainError) -> ApiError:
+    """The HTTP answer to `error`: the one place a domain error gets a status."""
+    if isinstance(error, ApiError):
+        return error
+    status = next((s for kind, s in STATUSES if isinstance(error, kind)), 400)
+    if error.problems:
+        return ProblemsError(status, error.message, list(error.problems), code=error.code or "invalid_config")
+    return ApiError(status, error.message, code=error.code, param=error.param)
 
 
 def error_body(message: str, type: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:

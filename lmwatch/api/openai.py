@@ -24,9 +24,9 @@ from aiohttp import web
 
 from lmwatch.api import json_call, request_ids, sse_relay
 from lmwatch.api.attempts import Answer, Streamed, Verdict
-from lmwatch.api.auth import ANONYMOUS, ClientKey, Handler, check_task, client_of, is_v1, note_request
+from lmwatch.api.auth import ANONYMOUS, ClientKey, Handler, client_of, is_v1, note_request
 from lmwatch.api.dialects import Dialect, MessagesDialect, ResponsesDialect
-from lmwatch.api.errors import ApiError, shape_of
+from lmwatch.api.errors import ApiError, api_error, shape_of
 from lmwatch.api.exchange import Exchange
 from lmwatch.api.request_ids import request_id, upstream_id
 from lmwatch.api.response_store import ResponseStore
@@ -38,15 +38,14 @@ from lmwatch.cache import response as response_cache
 from lmwatch.cache.keys import response_key
 from lmwatch.cache.response import BYPASS, Decision, Entry, Result
 from lmwatch.cache.service import Cache
-from lmwatch.config import Config, RoutingConfig
+from lmwatch.config import Config
 from lmwatch.connections import read_body
+from lmwatch.errors import DomainError
 from lmwatch.metrics.requests import NONE, RequestMetrics, cloud_price
-from lmwatch.registry import RecentRequest, Snapshot, request_outcomes
-from lmwatch.routing.capabilities import EMBEDDINGS
-from lmwatch.routing.context import fit_plan
+from lmwatch.registry import RecentRequest, Snapshot
 from lmwatch.routing.embedclass import EmbeddingClassifier
 from lmwatch.routing.request import Endpoint, ParsedRequest, json_object, parse_request
-from lmwatch.routing.select import AUTO, TASK_PREFIX, Route, Target, allowed_only, choose_task, plan_request, routable
+from lmwatch.routing.select import AUTO, TASK_PREFIX, Route, Target, routable
 from lmwatch.services import SERVICES, Services
 from lmwatch.translate import messages as anthropic
 from lmwatch.usage.log import UsageRow
@@ -64,9 +63,11 @@ CACHE_ROUTE = "cache"
 def setup(app: web.Application) -> None:
     services = app[SERVICES]
     placement = services.lifecycle.placer if services.lifecycle is not None else None
-    app[UPSTREAM] = Upstream(request_outcomes(services.registry), placement=placement)
+    app[UPSTREAM] = Upstream(services.registry.outcomes, placement=placement)
+    services.registry.outcomes.use_policy(lambda: services.config.config.routing.breaker)
     app[RESPONSES] = ResponseStore()
-    app[CLASSIFIER] = EmbeddingClassifier(app[UPSTREAM].pool, services.metrics.classifier)
+    app[CLASSIFIER] = EmbeddingClassifier(app[UPSTREAM].pool, services.metrics.classifier, services.router.classifier)
+    services.router.use_classifier(app[CLASSIFIER].classify)
     app.on_cleanup.append(_close)
     app.middlewares.append(_unknown_routes)
     app.router.add_get("/v1/models", list_models)
@@ -117,7 +118,8 @@ async def count_tokens(request: web.Request) -> web.Response:
     try:
         body = json_object(await _read_body(request, request.app[SERVICES].config.config.server.max_body_bytes))
         return web.json_response({"input_tokens": anthropic.count_tokens(body)})
-    except ApiError as err:
+    except (ApiError, DomainError) as caught:
+        err = api_error(caught)
         return error_response(request, err)
 
 
@@ -180,25 +182,6 @@ def forbids_cloud(request: web.Request, client: ClientKey | None = None) -> bool
     return client is not None and client.local_only
 
 
-def _explicit(routing: RoutingConfig, model: str) -> bool:
-    """A model id or alias (not `auto` nor `task:<type>`): routed without a task."""
-    return model != AUTO and (not model.startswith(TASK_PREFIX) or model in routing.aliases)
-
-
-def _task_decides(routing: RoutingConfig, client: ClientKey | None, local_only: bool) -> bool:
-    """Whether an explicit request still needs its task classified: its key is limited to tasks,
-    it may fall back to the cloud (whose model and price go by task), or `routing.prices` prices
-    tasks differently. Otherwise the task would only label it: not worth the classifier's CPU."""
-    if client is not None and client.tasks:
-        return True
-    if routing.cloud.allowed and not local_only:
-        return True
-    return bool(set(routing.prices) - _UNTASKED_PRICES)
-
-
-_UNTASKED_PRICES = frozenset({"default", EMBEDDINGS})
-
-
 def _served(exchanges: list[Exchange]) -> list[tuple[Exchange, Target]]:
     """The exchanges that reached a target, with that target (the others never left lmwatch)."""
     return [(e, e.target) for e in exchanges if e.target is not None]
@@ -222,7 +205,8 @@ async def _handle(request: web.Request, endpoint: Endpoint, dialect: Dialect | N
     try:
         response, code = await _serve(request, endpoint, services, config, metrics, state, dialect)
         return response
-    except ApiError as err:
+    except (ApiError, DomainError) as caught:
+        err = api_error(caught)
         code = str(err.status)
         return error_response(request, err, state.headers())
     except asyncio.CancelledError:
@@ -252,27 +236,15 @@ async def _serve(
     req = parse_request(endpoint, raw, routing.default_model, dialect.translate if dialect is not None else None)
     snap = services.registry.snapshot()
     upstream = request.app[UPSTREAM]
-    upstream.outcomes.policy = routing.breaker
+    router = services.router
     client = client_of(request)
     local_only = forbids_cloud(request, client)
-    task = choose_task(routing, snap, req, request.headers.get("X-LMWatch-Task"))
-    if task is None and (not _explicit(routing, req.model) or _task_decides(routing, client, local_only)):
-        classification = await request.app[CLASSIFIER].classify(routing, snap, req.as_chat)
-        task, state.reasons = classification.task, classification.reasons
-    state.task = task = task or NONE
-    check_task(request, task)
-    plan = plan_request(snap, routing, req, task, local_only)
-    if client is not None and client.models:
-        allowed = allowed_only(plan, client.allows_model)
-        if plan.tiers and not allowed.tiers:
-            raise ApiError(
-                403,
-                f"the key {client.name!r} may not use any model that can serve this request",
-                code="model_not_allowed",
-                param="model",
-            )
-        plan = allowed
-    plan = fit_plan(plan, req, upstream.outcomes)
+    task_header = request.headers.get("X-LMWatch-Task")
+    choice = await router.choose_task(snap, routing, req, task_header, key=client, local_only=local_only)
+    if choice.classification is not None:
+        state.reasons = choice.classification.reasons
+    task = state.task = choice.task
+    plan = router.decide(snap, routing, upstream.outcomes, req, task, local_only=local_only, key=client).plan
     if dialect is not None:
         plan = dialect.restrict(plan)
 
@@ -409,7 +381,7 @@ def _record(services: Services, request: web.Request, config: Config, state: _Re
     ttft = next((e.ttft for e, _ in served if e.ttft is not None), None)
     prompt = sum(e.usage.prompt for e, _ in served)
     completion = sum(e.usage.completion for e, _ in served)
-    request_outcomes(services.registry).request_done(
+    services.registry.outcomes.request_done(
         RecentRequest(backend, model, state.task, route, code, round(duration, 6), ttft, completion)
     )
     if state.overhead is not None:
@@ -524,7 +496,7 @@ async def _embed_upstream(req: ParsedRequest, size: int, exchange: Exchanger) ->
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(json_call.answer(part)) for part in parts]
     except ExceptionGroup as group_error:  # one batch failed (the others were cancelled): answer its error
-        raise next((e for e in group_error.exceptions if isinstance(e, ApiError)), group_error) from None
+        raise next((e for e in group_error.exceptions if isinstance(e, ApiError | DomainError)), group_error) from None
     answers: list[Answer] = [t.result() for t in tasks]
     failed = next((a for a in answers if a.status != 200), None)
     if failed is not None:

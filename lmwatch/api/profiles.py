@@ -20,10 +20,10 @@ from lmwatch.control import ControlPlane
 from lmwatch.profiling.measure import DEFAULT_TOKENS, Options
 from lmwatch.profiling.runner import NothingToProfile, ProfileRunner, ProfileRunning
 from lmwatch.profiling.store import encode
-from lmwatch.registry import BackendInfo, Health, ModelInfo, RequestOutcomes, Snapshot, request_outcomes
+from lmwatch.registry import BackendInfo, Health, ModelInfo, RequestOutcomes, Snapshot
 from lmwatch.routing.balance import expected_seconds
 from lmwatch.routing.request import Endpoint, json_object, parse_request
-from lmwatch.routing.select import TASK_PREFIX, plan_request
+from lmwatch.routing.select import TASK_PREFIX
 from lmwatch.server import model_document
 from lmwatch.services import SERVICES
 
@@ -63,7 +63,7 @@ async def run_profile(request: web.Request, control: ControlPlane) -> tuple[str 
 async def list_models(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     snap = services.registry.snapshot()
-    outcomes = request_outcomes(services.registry)
+    outcomes = services.registry.outcomes
     task = request.query.get("task")
     if task is None:
         rows = [_row(snap, outcomes, b, m) for b in snap.backends.values() for m in b.models]
@@ -74,7 +74,7 @@ async def list_models(request: web.Request) -> web.Response:
         raise ApiError(400, f"unknown task {task!r}; known: {known}", param="task", code="unknown_task")
     body = {"model": TASK_PREFIX + task, "messages": [{"role": "user", "content": "-"}]}
     req = parse_request(Endpoint.CHAT, json.dumps(body).encode(), routing.default_model)
-    plan = plan_request(snap, routing, req, task, local_only=True)
+    plan = services.router.plan(snap, routing, req, task, local_only=True)
     rows = []
     seen: set[tuple[str, str]] = set()
     for tier in plan.tiers:

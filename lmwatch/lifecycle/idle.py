@@ -16,7 +16,6 @@ from lmwatch.config import BackendConfig
 from lmwatch.lifecycle.keep import KeepLoadedReconciler
 from lmwatch.lifecycle.loads import Loader, LoadError
 from lmwatch.lifecycle.memory import can_load
-from lmwatch.registry import request_outcomes
 
 log = logging.getLogger("lmwatch.lifecycle")
 
@@ -39,7 +38,7 @@ class IdleUnloader:
         """Unload what has been idle too long; returns the (backend, model) pairs unloaded."""
         now = self.clock() if now is None else now
         registry = self.loader.registry
-        outcomes = request_outcomes(registry)
+        outcomes = registry.outcomes
         default = self.loader.config.idle_unload_after
         snap = registry.snapshot()
         seen = {(b.name, m.id) for b in snap.backends.values() if b.reachable for m in b.loaded_models}

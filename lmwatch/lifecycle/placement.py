@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from lmwatch.lifecycle.loads import Loader, LoadError, LoadFailure
 from lmwatch.lifecycle.memory import Fit, can_load, fit, gib, held
-from lmwatch.registry import BackendInfo, RequestOutcomes, Snapshot, request_outcomes
+from lmwatch.registry import BackendInfo, RequestOutcomes, Snapshot
 
 if TYPE_CHECKING:
     from lmwatch.routing.select import Target
@@ -36,7 +36,7 @@ class Placer:
         self.loader = loader
         self.kept = kept
         self.manages = manages
-        self.outcomes: RequestOutcomes = request_outcomes(loader.registry)
+        self.outcomes: RequestOutcomes = loader.registry.outcomes
         self._pending: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.decisions = loader.metrics.placements
 

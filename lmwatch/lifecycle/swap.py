@@ -16,7 +16,6 @@ from lmwatch.config import KeepLoaded
 from lmwatch.lifecycle.keep import KeepLoadedReconciler
 from lmwatch.lifecycle.loads import Loader, LoadError, LoadFailure, LoadResult
 from lmwatch.lifecycle.memory import fit
-from lmwatch.registry import request_outcomes
 
 
 class Swapper:
@@ -51,7 +50,7 @@ class Swapper:
                 )
             async with loader.slot(backend, new, loader.config.load_timeout):
                 result = await loader.load(backend, new, why="swap", context_length=context_length)
-        outcomes = request_outcomes(registry)
+        outcomes = registry.outcomes
         running = outcomes.model_inflight.get((backend, old), 0)
         registry.set_retiring(backend, old, True)
         try:

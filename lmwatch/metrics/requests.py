@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 
 from lmwatch.config import RoutingConfig
 from lmwatch.metrics.family import Family
-from lmwatch.registry import Registry, request_outcomes
+from lmwatch.registry import Registry
 from lmwatch.routing.breaker import CircuitState
 
 NONE = "none"
@@ -150,7 +150,7 @@ class OutcomesCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         snap = self._registry.snapshot()
-        view = request_outcomes(self._registry).view()
+        view = self._registry.outcomes.view()
         inflight, queued, circuit = INFLIGHT.new(), QUEUE_DEPTH.new(), CIRCUIT_STATE.new()
         names = [*snap.backends, *(n for n in view.inflight if n.startswith("cloud:"))]
         for name in names:

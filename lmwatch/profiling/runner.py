@@ -21,7 +21,7 @@ import aiohttp
 from lmwatch.logs import redact
 from lmwatch.profiling.measure import MeasureError, Options, Profiler
 from lmwatch.profiling.store import ProfileStore, StoreError, encode
-from lmwatch.registry import BackendInfo, ModelInfo, ModelProfile, Registry, request_outcomes
+from lmwatch.registry import BackendInfo, ModelInfo, ModelProfile, Registry
 from lmwatch.routing.ids import same_model
 
 log = logging.getLogger("lmwatch.profiling")
@@ -128,7 +128,7 @@ class ProfileRunner:
         instance = model.instance_ids[0] if model.instance_ids else model.id
         if not force and existing is not None and existing.error is None and _same_load(existing, model, instance):
             return Result(backend.name, model.id, "kept", "already measured with this load (use --force)", existing)
-        outcomes = request_outcomes(self._registry)
+        outcomes = self._registry.outcomes
         busy = outcomes.inflight.get(backend.name, 0) + outcomes.queued.get(backend.name, 0)
         if busy and not force:
             return Result(backend.name, model.id, "skipped", f"serving traffic ({busy} requests); use --force")

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from lmwatch.config import CapabilityFamily, RoutingConfig
 from lmwatch.registry import ModelInfo, ModelType
 from lmwatch.routing.ids import family_matches
-from lmwatch.routing.memo import PerConfig
 
 EMBEDDINGS = "embeddings"
 VISION = "vision"
@@ -124,7 +123,3 @@ class Capabilities:
 
 def _from_config(name: str, fam: CapabilityFamily) -> Family:
     return Family(name, tuple(fam.match), tuple(fam.roles), fam.vision, fam.tool_use)
-
-
-capabilities_for = PerConfig(Capabilities)
-"""The Capabilities of a RoutingConfig, rebuilt when a reload swaps the config."""

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmwatch.config import RoutingConfig
-from lmwatch.routing.memo import PerConfig
 from lmwatch.routing.taskmodel import LinearModel, Scored, shipped_model, top_features
 from lmwatch.routing.textfeatures import LENGTH, features
 
@@ -201,7 +200,3 @@ def _content_text(content: Any, limit: int) -> str:
         texts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
         return "\n".join(t for t in texts if isinstance(t, str))[:limit]
     return ""
-
-
-classifier_for = PerConfig(Classifier)
-"""The Classifier of a RoutingConfig, recompiled when a reload swaps the config."""

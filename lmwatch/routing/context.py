@@ -17,7 +17,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from lmwatch.api.errors import ApiError
+from lmwatch.errors import InvalidRequest
 from lmwatch.registry import RequestOutcomes
 from lmwatch.routing.request import Endpoint, ParsedRequest
 from lmwatch.routing.select import Plan, Target
@@ -108,12 +108,11 @@ def learn(req: ParsedRequest, target: Target, outcomes: RequestOutcomes, prompt_
     outcomes.record_prompt(target.backend, target.model_key, req.prompt_chars, max(prompt_tokens - overhead, 1))
 
 
-def context_too_long(req: ParsedRequest, refused: list[tuple[Target, Fit]]) -> ApiError:
+def context_too_long(req: ParsedRequest, refused: list[tuple[Target, Fit]]) -> InvalidRequest:
     """OpenAI's own wording and code, with lmwatch's numbers: the largest context, what was asked."""
     largest = max((f for _, f in refused), key=lambda f: f.context or 0)
     where = ", ".join(f"{t.backend}/{t.model} {f.context}" for t, f in refused[:6])
-    return ApiError(
-        400,
+    return InvalidRequest(
         f"This model's maximum context length is {largest.context} tokens. However, you requested about "
         f"{largest.needed} tokens ({largest.prompt} in the messages, estimated; {req.max_tokens} in the "
         f"completion). Please reduce the length of the messages or completion. (loaded contexts: {where})",

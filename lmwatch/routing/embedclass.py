@@ -32,8 +32,8 @@ from lmwatch.http_client import Pool, UpstreamError
 from lmwatch.jsondecode import loads
 from lmwatch.metrics.classifier import EmbeddingMetrics
 from lmwatch.registry import Snapshot
-from lmwatch.routing.capabilities import capabilities_for
-from lmwatch.routing.classify import Classification, classifier_for, request_text
+from lmwatch.routing.capabilities import Capabilities
+from lmwatch.routing.classify import Classification, Classifier, request_text
 from lmwatch.routing.exemplars import EXEMPLARS
 from lmwatch.routing.memo import PerConfig
 from lmwatch.routing.select import Target, resolve, routable, target_for
@@ -84,7 +84,7 @@ def embedding_target(routing: RoutingConfig, snap: Snapshot) -> Target:
     if wanted:
         found = [(b, m, i) for b, m, i in resolve(snap, wanted) if routable(b) and m.loaded]
     else:
-        caps = capabilities_for(routing)
+        caps = Capabilities(routing)
         found = [
             (b, m, m.id) for b in snap.backends.values() if routable(b) for m in b.loaded_models if caps.is_embedding(m)
         ]
@@ -145,8 +145,16 @@ class EmbeddingClassifier:
     """Classifies requests by the configured mode; in embedding mode holds the exemplar centroids
     per embedding model and the LRU of answers (one per app, beside the connection pool)."""
 
-    def __init__(self, pool: Pool, metrics: EmbeddingMetrics, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        metrics: EmbeddingMetrics,
+        linear: Callable[[RoutingConfig], Classifier] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._pool = pool
+        self._linear = linear or PerConfig(Classifier)
+        """The linear classifier of a config (the router's own, compiled once per config)."""
         self.metrics = metrics
         self._clock = clock
         self._exemplars = PerConfig(exemplar_set)
@@ -155,7 +163,7 @@ class EmbeddingClassifier:
         self._answers: OrderedDict[tuple[Key, bytes], Classification] = OrderedDict()
 
     async def classify(self, routing: RoutingConfig, snap: Snapshot, body: Mapping[str, Any]) -> Classification:
-        linear = classifier_for(routing)
+        linear = self._linear(routing)
         cfg = routing.classifier
         if cfg.mode != "embedding":
             return linear.classify(body)

@@ -8,7 +8,7 @@ from typing import Any
 from lmwatch.config import RoutingConfig
 from lmwatch.registry import RequestOutcomes, Snapshot
 from lmwatch.routing.balance import expected_seconds
-from lmwatch.routing.capabilities import capabilities_for
+from lmwatch.routing.capabilities import Capabilities
 from lmwatch.routing.context import Fit, fit
 from lmwatch.routing.request import ParsedRequest
 from lmwatch.routing.select import AUTO, TASK_PREFIX, Plan, Target, refusal, routable
@@ -32,11 +32,12 @@ def facts(req: ParsedRequest, target: Target, outcomes: RequestOutcomes) -> tupl
     return checked, {"fit": checked.document(), "speed": speed}
 
 
-def passed_over(snap: Snapshot, routing: RoutingConfig, req: ParsedRequest, plan: Plan) -> list[dict[str, Any]]:
+def passed_over(
+    caps: Capabilities, snap: Snapshot, routing: RoutingConfig, req: ParsedRequest, plan: Plan
+) -> list[dict[str, Any]]:
     """Loaded models `auto` or `task:` did not consider, each with the capability it lacks."""
     if not (req.model == AUTO or req.model.startswith(TASK_PREFIX)) or req.model in routing.aliases:
         return []
-    caps = capabilities_for(routing)
     planned = {(t.backend, t.model_key) for tier in plan.tiers for t in tier.targets}
     skipped = []
     for b in snap.backends.values():

@@ -1,8 +1,9 @@
 """Parse an inference request once, at the edge, into the facts routing needs.
 
 The JSON is decoded once; the original bytes are kept so they can be forwarded unchanged when the
-body need not change. Every bad input becomes an `ApiError` with an OpenAI-style body: invalid JSON,
-wrong field types, and images LM Studio cannot take (remote URLs, broken data URLs, non-images).
+body need not change. Every bad input raises `InvalidRequest` (the API layer answers it in the API's
+own shape): invalid JSON, wrong field types, and images LM Studio cannot take (remote URLs, broken
+data URLs, non-images).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from lmwatch.api.errors import ApiError
+from lmwatch.errors import InvalidRequest
 from lmwatch.jsondecode import loads_text
 
 
@@ -76,9 +77,9 @@ def json_object(raw: bytes) -> dict[str, Any]:
     try:
         body = loads_text(raw)
     except ValueError as exc:
-        raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(body, dict):
-        raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
+        raise InvalidRequest("the request body must be a JSON object", code="invalid_json")
     return body
 
 
@@ -91,18 +92,18 @@ def parse_request(
     if model is None or model == "":
         model = default_model
     elif not isinstance(model, str):
-        raise ApiError(400, "`model` must be a string", param="model", code="invalid_type")
+        raise InvalidRequest("`model` must be a string", param="model", code="invalid_type")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
-        raise ApiError(400, "`stream` must be true or false", param="stream", code="invalid_type")
+        raise InvalidRequest("`stream` must be true or false", param="stream", code="invalid_type")
     if endpoint is Endpoint.EMBEDDINGS and stream:
-        raise ApiError(400, "embeddings cannot be streamed", param="stream")
+        raise InvalidRequest("embeddings cannot be streamed", param="stream")
     field = _REQUIRED[endpoint]
     if body.get(field) in (None, "", []):
-        raise ApiError(400, f"`{field}` is required", param=field, code="missing_required_parameter")
+        raise InvalidRequest(f"`{field}` is required", param=field, code="missing_required_parameter")
     messages = body.get("messages")
     if endpoint is Endpoint.CHAT and not isinstance(messages, list):
-        raise ApiError(400, "`messages` must be a list", param="messages", code="invalid_type")
+        raise InvalidRequest("`messages` must be a list", param="messages", code="invalid_type")
     chat = translate(body) if translate is not None else None
     if chat is not None:
         messages = chat.get("messages")
@@ -173,10 +174,9 @@ def _check_images(messages: Any) -> bool:
 
 def _check_image_url(url: Any, param: str) -> None:
     if not isinstance(url, str) or not url:
-        raise ApiError(400, "an image part needs an image_url with a url", param=param, code="invalid_image")
+        raise InvalidRequest("an image part needs an image_url with a url", param=param, code="invalid_image")
     if url[:8].lower().startswith(("http://", "https://")):
-        raise ApiError(
-            400,
+        raise InvalidRequest(
             "remote image URLs are not supported: LM Studio only accepts images inline, as base64 data URLs "
             "(data:image/png;base64,...). Download the image and send it as a data URL.",
             param=param,
@@ -184,16 +184,14 @@ def _check_image_url(url: Any, param: str) -> None:
         )
     match = _DATA_URL.match(url)
     if match is None or match.group(2) is None or "base64" not in match.group(2):
-        raise ApiError(
-            400,
+        raise InvalidRequest(
             "the image must be a base64 data URL (data:image/<type>;base64,...)",
             param=param,
             code="invalid_image_url",
         )
     mime = (match.group(1) or "").lower()
     if mime not in IMAGE_TYPES:
-        raise ApiError(
-            400,
+        raise InvalidRequest(
             f"unsupported image type {mime or '(none)'!r}; use one of: " + ", ".join(sorted(IMAGE_TYPES)),
             param=param,
             code="invalid_image_type",
@@ -201,8 +199,8 @@ def _check_image_url(url: Any, param: str) -> None:
     try:
         data = binascii.a2b_base64(url[match.end() :], strict_mode=True)
     except (binascii.Error, ValueError):
-        raise ApiError(400, "the image data is not valid base64", param=param, code="invalid_base64") from None
+        raise InvalidRequest("the image data is not valid base64", param=param, code="invalid_base64") from None
     if not (data.startswith(_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")):
-        raise ApiError(
-            400, "the image data is not a PNG, JPEG, GIF, WebP or BMP image", param=param, code="invalid_image_type"
+        raise InvalidRequest(
+            "the image data is not a PNG, JPEG, GIF, WebP or BMP image", param=param, code="invalid_image_type"
         )

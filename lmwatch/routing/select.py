@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from lmwatch import backends
-from lmwatch.api.errors import ApiError
 from lmwatch.backends import Flavour
 from lmwatch.config import AliasTarget, BackendConfig, CloudProviderConfig, RoutingConfig
+from lmwatch.errors import InvalidRequest, NotFound
 from lmwatch.registry import BackendInfo, ModelInfo, Snapshot
-from lmwatch.routing.capabilities import EMBEDDINGS, VISION, Capabilities, capabilities_for
+from lmwatch.routing.capabilities import EMBEDDINGS, VISION, Capabilities
 from lmwatch.routing.ids import family_matches, parse, same_model
 from lmwatch.routing.request import Endpoint, ParsedRequest
 
@@ -101,39 +101,39 @@ def routable(backend: BackendInfo) -> bool:
     return backend.reachable and not backend.draining
 
 
-class _PlanMemo:
-    """The plans made for one snapshot and config object (both immutable, compared by identity)."""
+class PlanMemo:
+    """The plans made for one snapshot and config object (both immutable, compared by identity), for
+    the requests that repeat the same (model, task, shape): the hot path then skips matching ids.
+    One per router (a daemon's), never shared between daemons."""
 
     def __init__(self) -> None:
-        self.snap: Snapshot | None = None
-        self.routing: RoutingConfig | None = None
-        self.plans: dict[tuple[object, ...], Plan] = {}
+        self._snap: Snapshot | None = None
+        self._routing: RoutingConfig | None = None
+        self._plans: dict[tuple[object, ...], Plan] = {}
 
-    def plans_for(self, snap: Snapshot, routing: RoutingConfig) -> dict[tuple[object, ...], Plan]:
-        if self.snap is not snap or self.routing is not routing or len(self.plans) > 1024:
-            self.snap, self.routing, self.plans = snap, routing, {}
-        return self.plans
-
-
-_plans = _PlanMemo()
-
-
-def plan_request(snap: Snapshot, routing: RoutingConfig, req: ParsedRequest, task: str, local_only: bool) -> Plan:
-    """The ordered tiers for `req` (raises ApiError 404 for an id no backend or alias knows).
-
-    Plans are remembered for the current snapshot and config object, for the requests that
-    repeat the same (model, task, shape): the hot path then skips matching ids.
-    """
-    plans = _plans.plans_for(snap, routing)
-    key = (req.endpoint, req.model, task, req.needs_vision, req.has_tools, local_only)
-    found = plans.get(key)
-    if found is None:
-        found = plans[key] = _plan(snap, routing, req, task, local_only)
-    return found
+    def plan(
+        self,
+        snap: Snapshot,
+        routing: RoutingConfig,
+        caps: Capabilities,
+        req: ParsedRequest,
+        task: str,
+        local_only: bool,
+    ) -> Plan:
+        """The ordered tiers for `req` (raises NotFound for an id no backend or alias knows)."""
+        if self._snap is not snap or self._routing is not routing or len(self._plans) > 1024:
+            self._snap, self._routing, self._plans = snap, routing, {}
+        key = (req.endpoint, req.model, task, req.needs_vision, req.has_tools, local_only)
+        found = self._plans.get(key)
+        if found is None:
+            found = self._plans[key] = plan_request(snap, routing, caps, req, task, local_only)
+        return found
 
 
-def _plan(snap: Snapshot, routing: RoutingConfig, req: ParsedRequest, task: str, local_only: bool) -> Plan:
-    caps = capabilities_for(routing)
+def plan_request(
+    snap: Snapshot, routing: RoutingConfig, caps: Capabilities, req: ParsedRequest, task: str, local_only: bool
+) -> Plan:
+    """The ordered tiers for `req`, made afresh (`PlanMemo.plan` remembers them)."""
     model = req.model
     if model in routing.aliases:
         tiers = list(_alias_tiers(snap, routing, caps, req, routing.aliases[model]))
@@ -211,8 +211,8 @@ def choose_task(routing: RoutingConfig, snap: Snapshot, req: ParsedRequest, head
         task = header.strip().lower()
         tasks = routing.task_names()
         if task not in tasks:
-            raise ApiError(
-                400, f"unknown task {task!r} in X-LMWatch-Task; known: {', '.join(sorted(tasks))}", code="unknown_task"
+            raise InvalidRequest(
+                f"unknown task {task!r} in X-LMWatch-Task; known: {', '.join(sorted(tasks))}", code="unknown_task"
             )
         return task
     if req.model.startswith(TASK_PREFIX) and req.model not in routing.aliases:
@@ -295,20 +295,18 @@ def _alias_tiers(
 _KINDS = {"embeddings": "an embedding model", "llm": "a text model (llm)", "vlm": "a vision model (vlm)"}
 
 
-def refusal(caps: Capabilities, req: ParsedRequest, model: ModelInfo) -> ApiError | None:
+def refusal(caps: Capabilities, req: ParsedRequest, model: ModelInfo) -> InvalidRequest | None:
     """Why `model` cannot serve `req` at all (its type or missing vision), or None when it can."""
     kind = _KINDS["embeddings" if caps.is_embedding(model) else model.model_type.value]
     if caps.is_embedding(model) != (req.endpoint is Endpoint.EMBEDDINGS):
         serves = "/v1/embeddings" if caps.is_embedding(model) else "/v1/chat/completions and /v1/completions"
-        return ApiError(
-            400,
+        return InvalidRequest(
             f"the model {model.id!r} is {kind}: it serves {serves}, not /v1{req.endpoint.path}",
             param="model",
             code="model_type_mismatch",
         )
     if req.needs_vision and not caps.is_vision(model):
-        return ApiError(
-            400,
+        return InvalidRequest(
             f"the model {model.id!r} ({kind}) does not support images; send them to a vision model "
             "(or to `auto`, which picks one)",
             param="messages",
@@ -345,7 +343,7 @@ def _id_tiers(routing: RoutingConfig, label: str, found: list[tuple[BackendInfo,
             yield Tier(Route.EXPLICIT, label + " (load on demand)", jit)
 
 
-def _unknown_model(snap: Snapshot, routing: RoutingConfig, model_id: str) -> ApiError:
+def _unknown_model(snap: Snapshot, routing: RoutingConfig, model_id: str) -> NotFound:
     want = parse(model_id)
     if want.variant is not None:
         loaded = [
@@ -355,8 +353,7 @@ def _unknown_model(snap: Snapshot, routing: RoutingConfig, model_id: str) -> Api
             if m.loaded and parse(m.id).name == want.name
         ]
         if loaded:
-            return ApiError(
-                404,
+            return NotFound(
                 f"the variant {model_id!r} is not loaded on any backend: " + "; ".join(loaded),
                 param="model",
                 code="model_not_found",
@@ -365,8 +362,8 @@ def _unknown_model(snap: Snapshot, routing: RoutingConfig, model_id: str) -> Api
     lowered = {k.lower(): k for k in known}
     close = [lowered[c] for c in difflib.get_close_matches(model_id.lower(), list(lowered), n=3, cutoff=0.4)]
     hint = f"; closest known ids: {', '.join(close)}" if close else ""
-    return ApiError(
-        404, f"the model {model_id!r} does not exist on any backend{hint}", param="model", code="model_not_found"
+    return NotFound(
+        f"the model {model_id!r} does not exist on any backend{hint}", param="model", code="model_not_found"
     )
 
 

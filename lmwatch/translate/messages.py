@@ -14,15 +14,16 @@ import json
 import math
 from typing import Any
 
-from lmwatch.api.errors import ApiError, anthropic_body
+from lmwatch.api.errors import anthropic_body
+from lmwatch.errors import InvalidRequest
 from lmwatch.translate.chat import Block, ChatStream, Reply, Tokens, arguments_object, new_id, sse
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use"}
 _PASSED = ("temperature", "top_p", "top_k", "stream")
 
 
-def _bad(message: str, param: str) -> ApiError:
-    return ApiError(400, message, param=param, code="invalid_request")
+def _bad(message: str, param: str) -> InvalidRequest:
+    return InvalidRequest(message, param=param, code="invalid_request")
 
 
 def validate(body: dict[str, Any], *, counting: bool = False) -> None:
@@ -37,7 +38,7 @@ def validate(body: dict[str, Any], *, counting: bool = False) -> None:
 
 
 def to_chat(body: dict[str, Any]) -> dict[str, Any]:
-    """The chat-completions body that asks a backend what `body` asks (raises ApiError 400)."""
+    """The chat-completions body that asks a backend what `body` asks (raises InvalidRequest)."""
     validate(body)
     chat: dict[str, Any] = {"model": body.get("model"), "messages": chat_messages(body)}
     chat["max_tokens"] = body["max_tokens"]

@@ -14,7 +14,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from lmwatch.api.errors import ApiError, error_body
+from lmwatch.api.errors import error_body
+from lmwatch.errors import InvalidRequest
 from lmwatch.translate.chat import Block, ChatStream, Reply, Tokens, new_id, sse
 
 _PASSED = ("temperature", "top_p", "stream", "parallel_tool_calls", "user")
@@ -26,14 +27,14 @@ class Untranslatable(Exception):
     """Part of a request that only a backend speaking the API itself can serve."""
 
 
-def _bad(message: str, param: str) -> ApiError:
-    return ApiError(400, message, param=param, code="invalid_request")
+def _bad(message: str, param: str) -> InvalidRequest:
+    return InvalidRequest(message, param=param, code="invalid_request")
 
 
 def to_chat(body: dict[str, Any], history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The chat-completions body for `body`, after the `history` a previous response left.
 
-    Raises ApiError for a malformed request, Untranslatable for tools only the API itself has."""
+    Raises InvalidRequest for a malformed request, Untranslatable for tools only the API itself has."""
     messages: list[dict[str, Any]] = []
     instructions = body.get("instructions")
     if isinstance(instructions, str) and instructions:

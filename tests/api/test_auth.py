@@ -3,6 +3,7 @@ the rules about where credentials may come from (never inline; no unprotected /a
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,18 +14,20 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from lmwatch.api.auth import (
-    CLIENT,
     AccessControl,
     ClientKey,
     _digest,
-    check_model,
-    check_task,
     load_client_keys,
 )
-from lmwatch.api.errors import ApiError
-from lmwatch.config import ClientsConfig, ConfigError, load_config, parse_config
+from lmwatch.api.errors import ApiError, api_error
+from lmwatch.config import ClientsConfig, ConfigError, RoutingConfig, load_config, parse_config
 from lmwatch.control import secret_file_warnings
 from lmwatch.daemon import Daemon
+from lmwatch.errors import DomainError
+from lmwatch.registry import Registry
+from lmwatch.routing.decide import Router
+from lmwatch.routing.request import Endpoint, parse_request
+from lmwatch.routing.select import Plan
 from lmwatch.simulator import RunningSimulator, SimSettings, start_simulator
 from tests.daemons import (
     ADMIN_TOKEN,
@@ -38,6 +41,7 @@ from tests.daemons import (
     run_cli,
     write,
 )
+from tests.routing.test_select import fleet, model
 
 KEY_ENV = "LMWATCH_TEST_ALICE_KEY"
 
@@ -247,16 +251,29 @@ def test_model_and_task_rules_for_the_router() -> None:
     assert key.allows_task("coding") and not key.allows_task("creative")
     assert ClientKey("any", b"").allows_model("anything") and ClientKey("any", b"").allows_task("x")
 
-    request = make_mocked_request("POST", "/v1/chat/completions")
-    check_model(request, "meta-llama")  # no key on the request (keys off): everything allowed
-    request[CLIENT] = key
-    check_model(request, "qwen2.5-coder-7b-instruct")
-    with pytest.raises(ApiError) as model:
-        check_model(request, "meta-llama-3.1-8b-instruct")
-    assert model.value.status == 403 and model.value.code == "model_not_allowed" and model.value.param == "model"
-    with pytest.raises(ApiError) as task:
-        check_task(request, "creative")
-    assert task.value.status == 403 and task.value.code == "task_not_allowed"
+    snap = fleet({"box": [model("qwen2.5-coder-7b-instruct"), model("meta-llama-3.1-8b-instruct")]})
+    outcomes, config, router = Registry().outcomes, RoutingConfig(), Router()
+
+    def decide(model_id: str, task: str, key: ClientKey | None) -> Plan:
+        req = parse_request(
+            Endpoint.CHAT,
+            json.dumps({"model": model_id, "messages": [{"role": "user", "content": "hi"}]}).encode(),
+            "auto",
+        )
+        return router.decide(snap, config, outcomes, req, task, local_only=True, key=key).plan
+
+    assert decide(
+        "meta-llama-3.1-8b-instruct", "coding", None
+    ).tiers  # no key on the request (keys off): everything allowed
+    assert decide("qwen2.5-coder-7b-instruct", "coding", key).tiers
+    with pytest.raises(DomainError) as caught:
+        decide("meta-llama-3.1-8b-instruct", "coding", key)
+    model_refused = api_error(caught.value)
+    assert model_refused.status == 403 and model_refused.code == "model_not_allowed" and model_refused.param == "model"
+    with pytest.raises(DomainError) as caught:
+        decide("qwen2.5-coder-7b-instruct", "creative", key)
+    task = api_error(caught.value)
+    assert task.status == 403 and task.code == "task_not_allowed"
 
 
 def test_key_sources_report_every_problem_with_its_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,7 +22,7 @@ from lmwatch.backends.base import shape_error
 from lmwatch.config import ConfigError, parse_config
 from lmwatch.daemon import running_daemon
 from lmwatch.flavours import FLAVOURS
-from lmwatch.registry import ModelInfo, ModelType, request_outcomes
+from lmwatch.registry import ModelInfo, ModelType
 
 NAME = "tapir"
 MODEL = "tapir-1b"
@@ -135,7 +135,7 @@ async def test_the_flavours_model_gone_wording_means_model_unavailable_and_spare
                 with pytest.raises(openai.APIStatusError) as caught:
                     await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
             assert "evicted (tapir-1b): model_unavailable: weights evicted" in caught.value.message
-            assert request_outcomes(d.registry).view().breakers == ()
+            assert d.registry.outcomes.view().breakers == ()
     assert evicted.bodies
 
 

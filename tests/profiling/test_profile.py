@@ -15,7 +15,7 @@ from prometheus_client import generate_latest
 from lmwatch.daemon import Daemon
 from lmwatch.profiling.measure import Options
 from lmwatch.profiling.store import FILENAME, ProfileStore
-from lmwatch.registry import ModelProfile, ModelType, request_outcomes
+from lmwatch.registry import ModelProfile, ModelType
 from lmwatch.simulator import RunningSimulator, SimModel, SimSettings, start_simulator
 from tests.daemons import ADMIN_TOKEN, backend_yaml, bearer, config_file, daemon_for
 
@@ -84,7 +84,7 @@ async def test_profiles_persist_are_kept_skipped_when_busy_and_measured_again_wi
         assert stored == first[0].profile
         again = await daemon.profiles.run(model="qwen2.5-coder-7b-instruct")
         assert again[0].outcome == "kept" and "--force" in (again[0].reason or "")
-        request_outcomes(daemon.registry).started("studio")  # a request in flight: the backend is busy
+        daemon.registry.outcomes.started("studio")  # a request in flight: the backend is busy
         busy = await daemon.profiles.run(backend="studio", model="meta-llama-3.1-8b-instruct")
         assert busy[0].outcome == "skipped" and "serving traffic (1 requests)" in (busy[0].reason or "")
         forced = await daemon.profiles.run(model="qwen2.5-coder-7b-instruct", force=True, options=Options(tokens=4))

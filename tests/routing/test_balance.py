@@ -16,7 +16,6 @@ from lmwatch.registry import (
     ProbeResult,
     Registry,
     RequestOutcomes,
-    request_outcomes,
 )
 from lmwatch.routing.balance import Gate, order
 from lmwatch.routing.breaker import Breaker, CircuitState
@@ -29,7 +28,16 @@ def target(backend: str, cap: int | None = 4, weight: float = 1.0) -> Target:
 
 @pytest.fixture
 def outcomes() -> RequestOutcomes:
-    return request_outcomes(Registry())
+    return Registry().outcomes
+
+
+def busy(outcomes: RequestOutcomes, **inflight: int) -> None:
+    """Set backends' in-flight counts through the outcomes' own methods (its mappings are read-only)."""
+    for backend, count in inflight.items():
+        while outcomes.inflight.get(backend, 0) < count:
+            outcomes.started(backend)
+        while outcomes.inflight.get(backend, 0) > count:
+            outcomes.finished(backend)
 
 
 def names(targets: list[Target]) -> list[str]:
@@ -37,38 +45,38 @@ def names(targets: list[Target]) -> list[str]:
 
 
 def test_least_outstanding_first(outcomes: RequestOutcomes) -> None:
-    outcomes.inflight.update({"a": 3, "b": 1, "c": 2})
+    busy(outcomes, a=3, b=1, c=2)
     assert names(order([target("a"), target("b"), target("c")], outcomes, random.Random(1))) == ["b", "c", "a"]
 
 
 def test_free_slot_beats_a_queue(outcomes: RequestOutcomes) -> None:
-    outcomes.inflight.update({"a": 2, "b": 1})
-    outcomes.queued.update({"b": 1})  # b has people waiting: a newcomer would wait too
+    busy(outcomes, a=2, b=1)
+    outcomes.queue_changed("b", 1)  # b has people waiting: a newcomer would wait too
     assert names(order([target("b", cap=8), target("a", cap=8)], outcomes, random.Random(1))) == ["a", "b"]
-    outcomes.queued.clear()
-    outcomes.inflight.update({"a": 2, "b": 3})  # a is at its cap: b is busier but can start now
+    outcomes.queue_changed("b", -1)
+    busy(outcomes, a=2, b=3)  # a is at its cap: b is busier but can start now
     assert names(order([target("a", cap=2), target("b", cap=8)], outcomes, random.Random(1))) == ["b", "a"]
 
 
 def test_measured_speed_weighs_outstanding_work(outcomes: RequestOutcomes) -> None:
     outcomes.record_speed("fast", "m", ttft=0.1, tokens_per_second=100)  # ~2.1 s per answer
     outcomes.record_speed("slow", "m", ttft=1.0, tokens_per_second=10)  # ~21 s per answer
-    outcomes.inflight.update({"fast": 3, "slow": 0})
+    busy(outcomes, fast=3, slow=0)
     assert names(order([target("slow"), target("fast")], outcomes, random.Random(1))) == ["fast", "slow"]
-    outcomes.inflight.update({"fast": 12})
+    busy(outcomes, fast=12)
     assert names(order([target("slow"), target("fast")], outcomes, random.Random(1))) == ["slow", "fast"]
 
 
 def test_a_measured_profile_is_the_prior_until_live_averages_exist() -> None:
     registry = Registry()
-    outcomes = request_outcomes(registry)
+    outcomes = registry.outcomes
     registry.record_profiles(
         [
             ModelProfile("fast", "m", ModelType.LLM, 1.0, ttft_short_seconds=0.1, generation_tokens_per_second=100),
             ModelProfile("slow", "m", ModelType.LLM, 1.0, ttft_short_seconds=1.0, generation_tokens_per_second=10),
         ]
     )
-    outcomes.inflight.update({"fast": 3, "slow": 0})  # 4 x 2.1 s beats 1 x 21 s
+    busy(outcomes, fast=3, slow=0)  # 4 x 2.1 s beats 1 x 21 s
     assert names(order([target("slow"), target("fast")], outcomes, random.Random(1))) == ["fast", "slow"]
     outcomes.record_speed("slow", "m", ttft=0.05, tokens_per_second=1000)  # live numbers win over the profile
     assert names(order([target("fast"), target("slow")], outcomes, random.Random(1))) == ["slow", "fast"]
@@ -76,9 +84,9 @@ def test_a_measured_profile_is_the_prior_until_live_averages_exist() -> None:
 
 def test_unmeasured_targets_are_tried_and_weight_counts(outcomes: RequestOutcomes) -> None:
     outcomes.record_speed("known", "m", ttft=0.5, tokens_per_second=None)
-    outcomes.inflight.update({"known": 1})
+    busy(outcomes, known=1)
     assert names(order([target("known"), target("new")], outcomes, random.Random(1))) == ["new", "known"]
-    outcomes.inflight.update({"heavy": 1, "light": 0})
+    busy(outcomes, heavy=1, light=0)
     assert names(order([target("light"), target("heavy", weight=4)], outcomes, random.Random(1))) == ["heavy", "light"]
 
 
@@ -195,8 +203,8 @@ def test_watcher_health_events_feed_the_breakers() -> None:
     registry = Registry(clock=lambda: clock[0])
     registry.configure_backends(parse_config("backends: [{name: a, url: 'http://a:1'}]", env={}).config.backends)
     registry.record_success("a", ProbeResult("lmstudio-v1", (ModelInfo("m", instance_ids=("m",)),), 0.01))
-    outcomes = request_outcomes(registry)
-    assert request_outcomes(registry) is outcomes
+    outcomes = registry.outcomes
+    assert registry.outcomes is outcomes
     registry.record_failure("a", ProbeFailure.CONNECT, "refused", 0.01)
     [view] = outcomes.view().breakers
     assert (view.backend, view.model, view.state, view.reason) == ("a", "m", CircuitState.OPEN, "backend down")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import openai
 import pytest
 
-from lmwatch.api.errors import ApiError
+from lmwatch.api.errors import ApiError, api_error
+from lmwatch.errors import DomainError
 from lmwatch.routing.request import Endpoint
 from lmwatch.simulator import SimModel, SimSettings
 from tests.api.fleets import fleet as sim_fleet
@@ -28,9 +29,9 @@ FLEET = {
 
 
 def refusal(body: dict[str, object], endpoint: Endpoint = Endpoint.CHAT, config: str = "") -> ApiError:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         plan(fleet(FLEET), body, routing(config), endpoint=endpoint)
-    return caught.value
+    return api_error(caught.value)
 
 
 def test_chat_to_an_embedding_model_is_400_naming_its_type() -> None:

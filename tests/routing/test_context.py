@@ -8,8 +8,9 @@ import json
 import openai
 import pytest
 
-from lmwatch.api.errors import ApiError
-from lmwatch.registry import Registry, RequestOutcomes
+from lmwatch.api.errors import api_error
+from lmwatch.errors import DomainError
+from lmwatch.registry import Registry
 from lmwatch.routing.context import DEFAULT_CHARS_PER_TOKEN, context_in_error, fit_plan
 from lmwatch.routing.request import Endpoint, ParsedRequest, parse_request
 from lmwatch.simulator import SimModel, SimSettings
@@ -38,7 +39,7 @@ def fitted(chars: int, **extra: object) -> list[tuple[str, str]]:
     snap = snapshot(TWO)
     req = request(chars, **extra)
     p = plan(snap, json.loads(req.raw))
-    return [t for _, _, targets in tiers(fit_plan(p, req, RequestOutcomes(Registry()))) for t in targets]
+    return [t for _, _, targets in tiers(fit_plan(p, req, Registry().outcomes)) for t in targets]
 
 
 def test_a_request_that_fits_both_instances_may_use_either() -> None:
@@ -51,9 +52,9 @@ def test_a_longer_request_goes_only_to_the_instance_whose_loaded_context_holds_i
 
 
 def test_nothing_fits_is_openai_context_length_exceeded_with_the_numbers() -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         fitted(60_000, max_tokens=100)
-    err = caught.value
+    err = api_error(caught.value)
     assert (err.status, err.code, err.param) == (400, "context_length_exceeded", "messages")
     needed = 60_000 / DEFAULT_CHARS_PER_TOKEN + 16 + 100
     assert "maximum context length is 8192 tokens" in err.message and f"about {needed:.0f} tokens" in err.message
@@ -63,7 +64,7 @@ def test_nothing_fits_is_openai_context_length_exceeded_with_the_numbers() -> No
 def test_an_unknown_context_is_not_checked_and_embeddings_are_judged_by_their_longest_input() -> None:
     p = plan(snapshot({"a": [model("phi-3-mini")]}), chat("phi-3-mini"))
     req = request(100_000)
-    assert fit_plan(p, req, RequestOutcomes(Registry())) is p
+    assert fit_plan(p, req, Registry().outcomes) is p
     body = {"model": "x", "input": ["short", "y" * 9000, "z" * 10]}
     embedding = parse_request(Endpoint.EMBEDDINGS, json.dumps(body).encode(), "auto")
     assert embedding.prompt_chars == 9000

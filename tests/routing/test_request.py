@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from lmwatch.api.errors import ApiError, error_event
+from lmwatch.api.errors import ApiError, api_error, error_event
+from lmwatch.errors import DomainError
 from lmwatch.routing.request import Endpoint, parse_request
 from lmwatch.routing.sse import EventSplitter, StreamMeter, event_data
 
@@ -34,9 +35,9 @@ def image_body(url: str) -> bytes:
 
 
 def error_of(endpoint: Endpoint, raw: bytes) -> ApiError:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         parse_request(endpoint, raw, "auto")
-    return caught.value
+    return api_error(caught.value)
 
 
 def test_good_request_keeps_its_bytes_and_facts() -> None:

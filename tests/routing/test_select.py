@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
-from lmwatch.api.errors import ApiError
+from lmwatch.api.errors import api_error
 from lmwatch.config import RoutingConfig, parse_config
+from lmwatch.errors import DomainError
 from lmwatch.registry import ModelInfo, ModelType, ProbeFailure, ProbeResult, Registry, Snapshot
+from lmwatch.routing.capabilities import Capabilities
 from lmwatch.routing.request import Endpoint, parse_request
 from lmwatch.routing.select import Plan, choose_task, plan_request
 
@@ -49,7 +51,7 @@ def plan(
     config = config or routing()
     req = parse_request(endpoint, json.dumps(body).encode(), config.default_model)
     task = task or choose_task(config, snap, req, None) or "research"
-    return plan_request(snap, config, req, task, local_only)
+    return plan_request(snap, config, Capabilities(config), req, task, local_only)
 
 
 def tiers(p: Plan) -> list[tuple[str, str, list[tuple[str, str]]]]:
@@ -91,9 +93,9 @@ def test_duplicate_instances_are_separate_targets_and_addressable() -> None:
 
 
 def test_unknown_id_is_404_naming_the_closest_ids() -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         plan(fleet(CODERS), chat("qwen2.5-coder-7b-instrukt"))
-    assert caught.value.status == 404
+    assert api_error(caught.value).status == 404
     assert caught.value.code == "model_not_found"
     assert "qwen2.5-coder-7b-instruct" in caught.value.message
 
@@ -145,13 +147,13 @@ def test_task_model_id_and_header_choose_the_task() -> None:
     req = parse_request(Endpoint.CHAT, json.dumps(chat("task:analysis")).encode(), "auto")
     assert choose_task(config, snap, req, None) == "analysis"
     assert choose_task(config, snap, req, "Creative") == "creative"
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         choose_task(config, snap, req, "gardening")
-    assert caught.value.status == 400
+    assert api_error(caught.value).status == 400
     bad = parse_request(Endpoint.CHAT, json.dumps(chat("task:gardening")).encode(), "auto")
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         choose_task(config, snap, bad, None)
-    assert caught.value.status == 404
+    assert api_error(caught.value).status == 404
 
 
 def test_images_go_only_to_vision_models() -> None:
