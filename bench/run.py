@@ -10,11 +10,14 @@ generator) and a small raw-socket client for streams:
 - daemon RSS: the peak resident memory of the lmwatch process during the load (<= 80 MB);
 - CPU per proxied request: lmwatch's CPU time (utime + stime from /proc, the figure least sensitive
   to a noisy machine) per request at concurrency 32, as a multiple of the simulator's own (<= 1.3x);
+- response cache (a second daemon with `cache: {enabled: true}`, SQLite): a miss's added p50 at
+  concurrency 1 against the daemon without a cache, on new temperature-0 requests (<= 0.1 ms), and
+  a hit's p50 on one request repeated (<= 1 ms); `--cache-only` measures only these;
 - scrape stall: with a fleet of N simulated backends (one process, bench/fleet.py) polled every
   second, the /v1 p99 at concurrency 1 while /metrics is scraped once a second, as a multiple of
   the p99 without scrapes (<= 2x).
 
-    .venv/bin/python bench/run.py [--seconds 5] [--rounds 3] [--fleet 300] [--write bench/RESULTS.md]
+    .venv/bin/python bench/run.py [--seconds 5] [--rounds 3] [--fleet 300] [--write bench/RESULTS.md] [--cache-only]
 
 `--write` adds the run at the top of the file's history; earlier runs stay below it.
 """
@@ -44,6 +47,7 @@ HERE = Path(__file__).resolve().parent
 MODEL = "bench-llm"
 STREAM_BODY = json.dumps({"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "hello"}]})
 TARGETS = {"latency_ms": 0.2, "share": 0.60, "first_byte_ms": 1.0, "rss_mb": 80.0, "cpu_ratio": 1.3, "stall": 2.0}
+CACHE_TARGETS = {"miss_ms": 0.1, "hit_ms": 1.0}
 TITLE = "# Routing benchmark: the simulator direct vs through lmwatch"
 
 
@@ -119,6 +123,72 @@ def wrk_cpu(url: str, script: str, connections: int, seconds: int, pids: list[in
     before = [cpu_seconds(pid) for pid in pids]
     result = wrk(url, script, connections, seconds)
     return result, [(cpu_seconds(pid) - b) / max(result.requests, 1) for pid, b in zip(pids, before, strict=True)]
+
+
+# --- the response cache --------------------------------------------------------------------------
+
+Check = tuple[str, str, str, bool]
+Rows = dict[str, tuple[float, float]]
+
+
+def daemon_config(path: Path, port: int, sim_port: int, extra: str = "") -> None:
+    path.write_text(
+        f"server: {{port: {port}}}\n"
+        f"backends: [{{name: sim, url: 'http://127.0.0.1:{sim_port}', poll_interval: 5}}]\n"
+        "logging: {level: warning}\n" + extra
+    )
+
+
+@contextmanager
+def cached_daemon(sim_port: int) -> Iterator[str]:
+    """A second daemon on the same simulator, with the response cache on (SQLite in a scratch state dir)."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="lmwatch-bench-cache-") as state:
+        config = Path(state) / "config.yaml"
+        daemon_config(config, port, sim_port, f"state_dir: {state}\ncache: {{enabled: true}}\n")
+        url = f"http://127.0.0.1:{port}"
+        with process([sys.executable, "-m", "lmwatch", "run", "--config", str(config)], url + "/readyz"):
+            yield url
+
+
+def cache_figures(direct: str, through: str, cached: str, rounds: int, seconds: int) -> tuple[list[Check], Rows]:
+    """A miss's added latency (new deterministic requests, through the cached daemon vs through the
+    one without a cache) and a hit's latency (one request repeated), at concurrency 1, alternating."""
+    path = "/v1/chat/completions"
+    wrk(cached + path, "cache_hit.lua", 1, 1)  # stores the answer the hit runs get
+    runs = []
+    for _ in range(rounds):
+        runs.append(
+            (
+                wrk(through + path, "cache_miss.lua", 1, seconds).p50,
+                wrk(cached + path, "cache_miss.lua", 1, seconds).p50,
+                wrk(direct + path, "cache_hit.lua", 1, seconds).p50,
+                wrk(through + path, "cache_hit.lua", 1, seconds).p50,
+                wrk(cached + path, "cache_hit.lua", 1, seconds).p50,
+            )
+        )
+    plain, miss, alone, proxied, hit = (statistics.median(r[i] for r in runs) * 1e3 for i in range(5))
+    added = miss - plain
+    checks = [
+        (
+            "cache miss: added latency p50 at concurrency 1 (vs no cache)",
+            f"{added:.3f} ms",
+            f"<= {CACHE_TARGETS['miss_ms']} ms",
+            added <= CACHE_TARGETS["miss_ms"],
+        ),
+        (
+            "cache hit: latency p50 at concurrency 1",
+            f"{hit:.3f} ms",
+            f"<= {CACHE_TARGETS['hit_ms']} ms",
+            hit <= CACHE_TARGETS["hit_ms"],
+        ),
+    ]
+    rows = {
+        "p50, new temperature-0 requests, no cache / cache miss (ms)": (plain, miss),
+        "p50, one temperature-0 request repeated, direct / cache hit (ms)": (alone, hit),
+        "p50, one temperature-0 request repeated, through lmwatch without a cache (ms)": (proxied, proxied),
+    }
+    return checks, rows
 
 
 # --- streams: time to the first event ------------------------------------------------------------
@@ -228,6 +298,8 @@ class StallResult:
     size_bytes: int
     series: int
     poll_cpu_ms: float
+    scrape_cpu_ms: float
+    """The daemon's CPU per scrape: its CPU in a scraped round less a quiet one, over the scrapes."""
 
 
 class Scraper:
@@ -296,11 +368,15 @@ def scrape_stall(count: int, seconds: int, rounds: int) -> StallResult:
                 time.sleep(seconds)  # no traffic: what the polls (and samplers) cost
                 poll_cpu = (cpu_seconds(daemon.pid) - idle) / (count * seconds)
                 wrk(through + "/v1/chat/completions", "chat.lua", 1, 2)
-                quiet, scraped, render = [], [], []
+                quiet, scraped, render, scrape_cpu = [], [], [], []
                 for _ in range(rounds):
+                    began = cpu_seconds(daemon.pid)
                     quiet.append(wrk(through + "/v1/chat/completions", "chat.lua", 1, seconds).p99)
+                    between = cpu_seconds(daemon.pid)
                     with Scraper(through + "/metrics", min_series=40 * count) as scraper:
                         scraped.append(wrk(through + "/v1/chat/completions", "chat.lua", 1, seconds).p99)
+                    extra = (cpu_seconds(daemon.pid) - between) - (between - began)
+                    scrape_cpu.append(max(0.0, extra) / len(scraper.times))
                     render.extend(scraper.times)
         finally:
             fleet.terminate()
@@ -313,6 +389,7 @@ def scrape_stall(count: int, seconds: int, rounds: int) -> StallResult:
         scraper.size,
         scraper.series,
         poll_cpu * 1e3,
+        statistics.median(scrape_cpu) * 1e3,
     )
 
 
@@ -346,6 +423,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=1000, help="sequential streams per round and side")
     parser.add_argument("--fleet", type=int, default=300, help="backends for the scrape-stall figure (0: skip it)")
     parser.add_argument("--write", type=Path, help="add the results (markdown) to this file's history")
+    parser.add_argument("--cache-only", action="store_true", help="only the response cache's figures (printed)")
     args = parser.parse_args()
 
     sim_port, lm_port = free_port(), free_port()
@@ -362,19 +440,23 @@ def main() -> None:
         "64",
     ]
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as cfg:
-        cfg.write(
-            f"server: {{port: {lm_port}}}\n"
-            f"backends: [{{name: sim, url: 'http://127.0.0.1:{sim_port}', poll_interval: 5}}]\n"
-            "logging: {level: warning}\n"
-        )
+        daemon_config(Path(cfg.name), lm_port, sim_port)
     direct, through = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{lm_port}"
     path = "/v1/chat/completions"
     with (
         process(sim_args, direct + "/v1/models") as simulator,
         process([sys.executable, "-m", "lmwatch", "run", "--config", cfg.name], through + "/readyz") as daemon,
+        cached_daemon(sim_port) as cached,
     ):
-        for url in (direct, through):  # warm up: connections, caches, the first poll
+        for url in (direct, through, cached):  # warm up: connections, caches, the first poll
             wrk(url + path, "chat.lua", 4, 2)
+        cache_checks, cache_rows = cache_figures(direct, through, cached, args.rounds, args.seconds)
+        if args.cache_only:
+            os.unlink(cfg.name)
+            print(f"Machine: {machine()}; load average {os.getloadavg()[0]:.2f} at the end.")
+            print("\n".join(f"| {n} | {v} | {g} | {'yes' if ok else 'NO'} |" for n, v, g, ok in cache_checks))
+            print("\n".join(f"| {n} | {d:,.3f} | {t:,.3f} |" for n, (d, t) in cache_rows.items()))
+            return
         rows: dict[str, tuple[float, float]] = {}
         cpu: dict[str, list[tuple[float, float]]] = {"chat.lua": [], "auto.lua": []}
 
@@ -454,6 +536,8 @@ def main() -> None:
             peak_mb <= TARGETS["rss_mb"],
         ),
     ]
+    checks += cache_checks
+    rows.update(cache_rows)
     if stall is not None:
         ratio = stall.p99_scraped / stall.p99_quiet
         checks.append(
@@ -489,7 +573,8 @@ def main() -> None:
         run += [
             "",
             f"Scrape with {stall.backends} backends (3 LLMs and an embedding model each, polled every second):"
-            f" {stall.render_ms:.0f} ms per /metrics scrape (median), {stall.size_bytes / 1e6:.1f} MB,"
+            f" {stall.render_ms:.0f} ms per /metrics scrape (median; {stall.scrape_cpu_ms:.0f} ms of the daemon's CPU),"
+            f" {stall.size_bytes / 1e6:.1f} MB,"
             f" {stall.series:,} series. Idle, the daemon spends {stall.poll_cpu_ms:.2f} ms of CPU per backend"
             " per second (one poll each, with the host and process samplers).",
         ]

@@ -519,6 +519,34 @@ class AuditConfig(Strict):
         return self
 
 
+class SemanticCacheConfig(Strict):
+    """Serve a stored answer to a prompt that means the same (opt-in): a fleet embedding model embeds
+    the prompt (the system prompt and the last user turn), and the closest stored prompt of the same
+    resolved model and parameters at or above `threshold` cosine similarity is served."""
+
+    enabled: bool = False
+    """Look up prompts by meaning too (needs `cache.enabled` and an embedding model in the fleet)."""
+    model: str | None = Field(None, min_length=1)
+    """The embedding model id (or alias) that embeds prompts; required with `enabled`, since a
+    threshold means something only for the model it was measured with (bench/semantic.py)."""
+    threshold: float = Field(0.95, gt=0, le=1)
+    """Cosine similarity from which a stored prompt counts as the same question. Measure your model
+    with bench/semantic.py; bench/SEMANTIC.md has what 0.95 gives with the models measured so far."""
+    max_entries: int = Field(256, ge=1, le=10_000)
+    """Prompts kept per model and parameters for the similarity search (the oldest go first)."""
+    max_chars: int = Field(2000, ge=16)
+    """Longer prompts are not looked up by meaning (a cut prompt could match one that differs only
+    past the cut); it also bounds the embedding's cost."""
+    timeout: Seconds = 0.5
+    """Longest the prompt's embedding may take; past it the request goes on without the semantic cache."""
+
+    @model_validator(mode="after")
+    def _needs_model(self) -> SemanticCacheConfig:
+        if self.enabled and self.model is None:
+            raise ValueError("enabled: true needs model (the embedding model the threshold was measured with)")
+        return self
+
+
 class CacheConfig(Strict):
     """The response and embedding cache. Off by default; `enabled: true` alone gives the embedded
     SQLite store in the state directory. A store that fails (corrupt or locked file, full disk, Redis
@@ -544,9 +572,12 @@ class CacheConfig(Strict):
     """Longest one store operation may take before the request goes on without the cache."""
     retry_interval: Seconds = 10.0
     """After a store failure, requests bypass the cache for this long before it is tried again."""
+    semantic: SemanticCacheConfig = Field(default_factory=SemanticCacheConfig)
 
     @model_validator(mode="after")
-    def _redis_needs_url(self) -> CacheConfig:
+    def _consistent(self) -> CacheConfig:
+        if self.semantic.enabled and not self.enabled:
+            raise ValueError("semantic.enabled: true needs enabled: true (the semantic cache keeps its answers there)")
         if self.backend == "redis":
             if not self.url:
                 raise ValueError("backend: redis needs url (e.g. redis://127.0.0.1:6379/0)")
@@ -616,7 +647,7 @@ class Config(Strict):
     clients: ClientsConfig = Field(default_factory=ClientsConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
-    """Response and embedding cache (lmwatch/cache)."""
+    """Response, embedding and semantic cache (lmwatch/cache)."""
     usage: UsageConfig = Field(default_factory=UsageConfig)
     """Persistent usage analytics (lmwatch/usage), reported by `lmwatch usage` and `/admin/usage`."""
     lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)

@@ -3,10 +3,10 @@
 `setup(app)` adds the routes and closes the shared upstream connection pool on cleanup. Every routed answer
 carries X-LMWatch-Backend, -Model, -Task, -Route and -Overhead-Ms (`none` where a request never got
 that far); X-LMWatch-Task-Reason explains a classified task, X-LMWatch-Cache says hit, miss or
-bypass (lmwatch/cache/response.py). Requests may send X-LMWatch-Task to force a task,
-X-LMWatch-Local-Only: true to forbid cloud fallback and X-LMWatch-Cache: on / off. Answers on the agent APIs
-(`/v1/responses`, `/v1/messages`) say X-LMWatch-Translated: true when the backend got chat
-completions instead of the API itself.
+bypass (lmwatch/cache/response.py), X-LMWatch-Cache-Similarity how close a semantic hit's prompt
+was. Requests may send X-LMWatch-Task to force a task, X-LMWatch-Local-Only: true to forbid cloud
+fallback and X-LMWatch-Cache: on / off. Answers on the agent APIs (`/v1/responses`, `/v1/messages`)
+say X-LMWatch-Translated: true when the backend got chat completions instead of the API itself.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from lmwatch.api.auth import ANONYMOUS, ClientKey, Handler, client_of, is_v1, no
 from lmwatch.api.dialects import Dialect, MessagesDialect, ResponsesDialect
 from lmwatch.api.errors import ApiError, api_error, shape_of
 from lmwatch.api.exchange import Exchange
+from lmwatch.api.prompt_embedding import prompt_embedder
 from lmwatch.api.request_ids import request_id, upstream_id
 from lmwatch.api.response_store import ResponseStore
 from lmwatch.api.sse_relay import open_stream
@@ -37,6 +38,7 @@ from lmwatch.cache import embeddings as embedding_cache
 from lmwatch.cache import response as response_cache
 from lmwatch.cache.keys import response_key
 from lmwatch.cache.response import BYPASS, Decision, Entry, Result
+from lmwatch.cache.semantic import Found, prompt_of
 from lmwatch.cache.service import Cache
 from lmwatch.config import Config
 from lmwatch.connections import read_body
@@ -142,6 +144,8 @@ class _Request:
     """The stored answer served instead of a backend's."""
     cache_hits: str | None = None
     """Embeddings: `<inputs from the cache>/<inputs>`."""
+    similarity: float | None = None
+    """A semantic cache hit: the cosine similarity of the stored prompt to this one."""
 
     def headers(self, exchange: Exchange | None = None) -> dict[str, str]:
         """The route headers, computed when the response starts (so the overhead is known)."""
@@ -161,6 +165,8 @@ class _Request:
             headers["X-LMWatch-Task-Reason"] = ", ".join(self.reasons[:3])
         if self.cache_hits is not None:
             headers["X-LMWatch-Cache-Hits"] = self.cache_hits
+        if self.similarity is not None:
+            headers["X-LMWatch-Cache-Similarity"] = f"{self.similarity:.4f}"
         if self.dialect is not None and served:
             headers["X-LMWatch-Translated"] = "true" if self.dialect.translated else "false"
         return headers
@@ -270,6 +276,11 @@ async def _serve(
     key = await _look_up(
         cache, decision, state, lambda: response_key(endpoint, models, req.body, req.stream, req.wants_usage)
     )
+    similar = None
+    if key is not None and config.cache.semantic.enabled:
+        similar = await _look_up_similar(request, services, snap, state, req, models, decision.read)
+        if state.hit is not None:
+            key = None
     if state.hit is not None:
         return await _replay(request, state.hit, state.headers()), "200"
     ex = exchange(req)
@@ -279,13 +290,13 @@ async def _serve(
         streamed = await sse_relay.stream(ex, request, state.headers)
         if isinstance(streamed, Streamed):
             if key is not None and ex.capture and streamed.verdict is Verdict.SUCCESS:
-                _keep(cache, key, ex, state, bytes(ex.capture), sse=True)
+                _keep(cache, key, ex, state, bytes(ex.capture), sse=True, similar=similar)
             return streamed.response, _STREAM_CODES[streamed.verdict]
         result = streamed
     else:
         result = await json_call.answer(ex)
         if key is not None and result.status == 200:
-            _keep(cache, key, ex, state, result.raw, sse=False)
+            _keep(cache, key, ex, state, result.raw, sse=False, similar=similar)
     return _json(result, state.headers(ex), request), str(result.status)
 
 
@@ -315,10 +326,37 @@ async def _look_up(cache: Cache | None, decision: Decision, state: _Request, mak
     return key if state.cache is Result.MISS else None
 
 
-def _keep(cache: Cache | None, key: str, ex: Exchange, state: _Request, body: bytes, sse: bool) -> None:
+async def _look_up_similar(
+    request: web.Request,
+    services: Services,
+    snap: Snapshot,
+    state: _Request,
+    req: ParsedRequest,
+    models: list[str],
+    read: bool,
+) -> Found | None:
+    """After an exact miss: the prompt's vector, and `state.hit` when a stored prompt means the same
+    (looked for only when `read`: `Cache-Control: no-cache` stores, but does not read)."""
+    cache, config = services.cache, services.config.config
+    if cache is None or cache.store is None:
+        return None
+    semantic = config.cache.semantic
+    embed = prompt_embedder(request.app[UPSTREAM].pool, config.routing, snap, semantic.model)
+    prompt = prompt_of(state.endpoint.value, models, req.body, req.stream, req.wants_usage)
+    found = await cache.semantic.look_up(cache.store, semantic, prompt, embed, read)
+    if found is not None and found.entry is not None:
+        state.hit, state.cache, state.similarity = found.entry, Result.HIT, found.similarity
+    return found
+
+
+def _keep(
+    cache: Cache | None, key: str, ex: Exchange, state: _Request, body: bytes, sse: bool, similar: Found | None = None
+) -> None:
     if cache is not None and ex.target is not None:
         entry = Entry(ex.target.backend, ex.target.model, state.task, sse, ex.usage.prompt, ex.usage.completion, body)
         cache.put_many([(key, entry.encode())])
+        if similar is not None and cache.store is not None:
+            cache.semantic.keep(cache.store, cache.config.semantic, similar, key, cache.config.ttl)
 
 
 async def _replay(request: web.Request, entry: Entry, headers: dict[str, str]) -> web.StreamResponse:

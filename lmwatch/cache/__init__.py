@@ -36,6 +36,12 @@ class Store(Protocol):
     async def put_many(self, items: Sequence[tuple[str, bytes]], ttl: float) -> Stored:
         """Store `items` for `ttl` seconds, evicting the least recently used past the size bound."""
 
+    async def vectors(self, scope: str) -> list[tuple[str, bytes]]:
+        """The semantic cache's (answer key, prompt vector) pairs stored under `scope`, unexpired."""
+
+    async def add_vector(self, scope: str, key: str, vector: bytes, ttl: float, limit: int) -> None:
+        """Keep `vector` for the answer under `key` in `scope`, and at most the newest `limit` there."""
+
     async def close(self) -> None: ...
 
 

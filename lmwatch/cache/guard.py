@@ -63,20 +63,31 @@ class GuardedStore:
 
     def put_many(self, items: Sequence[tuple[str, bytes]], ttl: float) -> None:
         """Store in the background; a failure is counted and logged, the request already answered."""
-        if not items or not self.available:
+        if items:
+            self.write("put", lambda: self._put(items, ttl), self._limit(len(items)))
+
+    def write(self, operation: str, work: Callable[[], Awaitable[object]], limit: float | None = None) -> None:
+        """`work()` on the store as a background task, off the request path."""
+        if not self.available:
             return
-        task = asyncio.get_running_loop().create_task(self._put(items, ttl), name="lmwatch cache write")
+        # a write may evict: it gets longer than a lookup, and no request waits on it
+        task = asyncio.get_running_loop().create_task(
+            self._write(operation, work, (limit or self._timeout) * 4), name="lmwatch cache write"
+        )
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
-    async def _put(self, items: Sequence[tuple[str, bytes]], ttl: float) -> None:
+    async def _write(self, operation: str, work: Callable[[], Awaitable[object]], limit: float) -> None:
         try:
-            async with asyncio.timeout(self._limit(len(items)) * 4):  # a write may evict; no request waits on it
-                stored = await self.store.put_many(items, ttl)
+            async with asyncio.timeout(limit):
+                await work()
         except Exception as exc:
-            self._failed("put", exc)
+            self._failed(operation, exc)
             return
         self._recovered()
+
+    async def _put(self, items: Sequence[tuple[str, bytes]], ttl: float) -> None:
+        stored = await self.store.put_many(items, ttl)
         self._metrics.written.inc(sum(len(v) for _, v in items))
         if stored.evicted:
             self._metrics.evictions.inc(stored.evicted)

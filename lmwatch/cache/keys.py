@@ -17,23 +17,23 @@ from typing import Any
 FRAMING = frozenset({"model", "stream", "stream_options", "user", "metadata", "store"})
 
 
-def _canonical(value: Any) -> bytes:
+def canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def response_key(endpoint: str, models: Iterable[str], body: dict[str, Any], stream: bool, usage: bool) -> str:
     digest = hashlib.sha256(f"{endpoint}\0{','.join(models)}\0{int(stream)}{int(usage)}\0".encode())
-    digest.update(_canonical({k: v for k, v in body.items() if k not in FRAMING}))
+    digest.update(canonical({k: v for k, v in body.items() if k not in FRAMING}))
     return "r:" + digest.hexdigest()
 
 
 def embedding_keys(model: str, body: dict[str, Any], inputs: list[Any]) -> list[str]:
     """One key per input text (or token list): the model, the parameters (dimensions, encoding) and it."""
-    params = _canonical({k: v for k, v in body.items() if k not in FRAMING and k != "input"})
+    params = canonical({k: v for k, v in body.items() if k not in FRAMING and k != "input"})
     prefix = hashlib.sha256(f"{model}\0".encode() + params + b"\0")
     keys = []
     for item in inputs:
         digest = prefix.copy()
-        digest.update(_canonical(item))
+        digest.update(canonical(item))
         keys.append("e:" + digest.hexdigest())
     return keys

@@ -4,7 +4,9 @@ and the same client-key rate-limit buckets.
 Entries expire by Redis' own TTL. The size bound is lmwatch's: a hash of entry sizes, a running
 total and a sorted set by last use, kept by two Lua scripts (one round trip per lookup or write,
 atomic across replicas); past `max_bytes` the least recently used go. Times come from Redis' clock,
-so replicas whose clocks disagree still share one bucket. Redis errors become `CacheError`.
+so replicas whose clocks disagree still share one bucket. The semantic cache's prompt vectors are a
+hash per scope (model and parameters) with a sorted set of their ages beside it, trimmed by a third
+script. Redis errors become `CacheError`.
 """
 
 from __future__ import annotations
@@ -77,6 +79,28 @@ return tostring(wait / 1000000)
 """
 )
 
+_ADD_VECTOR = (
+    _NOW_US
+    + """
+local vectors, ages = KEYS[1], KEYS[2]
+local ttl, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('HSET', vectors, ARGV[1], ARGV[2])
+redis.call('ZADD', ages, now, ARGV[1])
+local old = redis.call('ZRANGEBYSCORE', ages, '-inf', now - ttl * 1000)
+local over = redis.call('ZCARD', ages) - #old - limit
+if over > 0 then
+  for _, k in ipairs(redis.call('ZRANGE', ages, #old, #old + over - 1)) do table.insert(old, k) end
+end
+for _, k in ipairs(old) do
+  redis.call('ZREM', ages, k)
+  redis.call('HDEL', vectors, k)
+end
+redis.call('PEXPIRE', vectors, ttl)
+redis.call('PEXPIRE', ages, ttl)
+"""
+)
+"""Add one prompt vector to a scope, dropping those older than the TTL and the oldest past `limit`."""
+
 
 class RedisStore:
     name = "redis"
@@ -89,6 +113,7 @@ class RedisStore:
         self._get = self._redis.register_script(_GET)
         self._put = self._redis.register_script(_PUT)
         self._take = self._redis.register_script(_TAKE)
+        self._add_vector = self._redis.register_script(_ADD_VECTOR)
 
     async def _call(self, result: Awaitable[Any]) -> Any:
         try:
@@ -107,6 +132,14 @@ class RedisStore:
         args: list[Any] = [_SIZES, _LRU, _TOTAL, max(1, int(ttl * 1000)), self.max_bytes, *(v for _, v in items)]
         evicted, size = await self._call(self._put(keys=keys, args=args))
         return Stored(int(evicted), int(size))
+
+    async def vectors(self, scope: str) -> list[tuple[str, bytes]]:
+        pairs = await self._call(self._redis.hgetall(f"{PREFIX}@vectors:{scope}"))
+        return [(k.decode(), v) for k, v in cast(dict[bytes, bytes], pairs).items()]
+
+    async def add_vector(self, scope: str, key: str, vector: bytes, ttl: float, limit: int) -> None:
+        keys = [f"{PREFIX}@vectors:{scope}", f"{PREFIX}@vector-ages:{scope}"]
+        await self._call(self._add_vector(keys=keys, args=[key, vector, max(1, int(ttl * 1000)), limit]))
 
     async def take(self, name: str, per_minute: float) -> float:
         """Take one request from the shared bucket of client key `name`: 0, or seconds to wait."""

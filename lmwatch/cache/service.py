@@ -10,6 +10,7 @@ from pathlib import Path
 from lmwatch.cache import Store
 from lmwatch.cache.guard import GuardedStore
 from lmwatch.cache.redis_store import RedisStore
+from lmwatch.cache.semantic import SemanticCache
 from lmwatch.cache.sqlite_store import SqliteStore
 from lmwatch.config import CacheConfig
 from lmwatch.metrics.cache import CacheMetrics
@@ -26,6 +27,7 @@ STORES: dict[str, Callable[[CacheConfig, Path], Store]] = {
 class Cache:
     def __init__(self, metrics: CacheMetrics) -> None:
         self.metrics = metrics
+        self.semantic = SemanticCache(metrics)
         self.config = CacheConfig()
         self.store: GuardedStore | None = None
         self._made_for: tuple[object, ...] | None = None

@@ -2,8 +2,10 @@
 
 The total size of the values is kept in memory (read once at open), so the size bound costs no
 query per write; past it the least recently used entries go. Expired entries are deleted when read
-and when a write needs room. Every sqlite3 or OS error (corrupt or locked file, full disk) becomes
-`CacheError`; the connection is then closed and reopened on the next operation.
+and when a write needs room. The semantic cache's prompt vectors live in a table of their own, at
+most `limit` per scope (model and parameters), expired ones deleted at each addition. Every sqlite3
+or OS error (corrupt or locked file, full disk) becomes `CacheError`; the connection is then closed
+and reopened on the next operation.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ CREATE TABLE IF NOT EXISTS entries (
     key TEXT PRIMARY KEY, value BLOB NOT NULL, size INTEGER NOT NULL, expires REAL NOT NULL, used REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS entries_used ON entries (used);
+CREATE TABLE IF NOT EXISTS vectors (
+    scope TEXT NOT NULL, key TEXT NOT NULL, vector BLOB NOT NULL, expires REAL NOT NULL, added REAL NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE INDEX IF NOT EXISTS vectors_expires ON vectors (expires);
 """
 EVICT_BATCH = 64
 
@@ -126,6 +133,29 @@ class SqliteStore:
             return Stored(evicted, self._size)
 
         return await self._run(work)
+
+    async def vectors(self, scope: str) -> list[tuple[str, bytes]]:
+        now = self._clock()
+
+        def work(db: sqlite3.Connection) -> list[tuple[str, bytes]]:
+            rows = db.execute("SELECT key, vector FROM vectors WHERE scope = ? AND expires > ?", (scope, now))
+            return [(key, vector) for key, vector in rows]
+
+        return await self._run(work)
+
+    async def add_vector(self, scope: str, key: str, vector: bytes, ttl: float, limit: int) -> None:
+        now = self._clock()
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM vectors WHERE expires <= ?", (now,))
+            db.execute("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?, ?)", (scope, key, vector, now + ttl, now))
+            db.execute(
+                "DELETE FROM vectors WHERE scope = ? AND key NOT IN "
+                "(SELECT key FROM vectors WHERE scope = ? ORDER BY added DESC LIMIT ?)",
+                (scope, scope, limit),
+            )
+
+        await self._run(work)
 
     def _delete(self, db: sqlite3.Connection, keys: Sequence[str]) -> int:
         deleted = 0

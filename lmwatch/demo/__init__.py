@@ -75,6 +75,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--poll-interval", type=float, default=2.0, help="seconds between polls (default 2)")
 
 
+DEMO_EMBEDDER = "text-embedding-nomic-embed-text-v1.5"
+"""studio-b's embedding model, which embeds prompts for the demo's semantic cache."""
+
+
 def demo_config(args: argparse.Namespace, state: Path) -> dict[str, object]:
     return {
         "server": {"host": "127.0.0.1", "port": args.port},
@@ -89,7 +93,7 @@ def demo_config(args: argparse.Namespace, state: Path) -> dict[str, object]:
             for s in SERVERS
         ],
         "sampling": {"gpu": "simulated" if args.fake_gpus else "auto"},
-        "cache": {"enabled": True},
+        "cache": {"enabled": True, "semantic": {"enabled": True, "model": DEMO_EMBEDDER}},
     }
 
 
@@ -168,22 +172,28 @@ def _shell_setup(url: str) -> str:
 
 
 async def _show_cache_and_usage(daemon: Daemon) -> None:
-    """The same deterministic request twice (a cache miss, then a hit), then the usage table."""
+    """The same deterministic request twice (a cache miss, then a hit), the question in other words
+    (a semantic hit), then the usage table."""
     import aiohttp
 
-    body = {"model": "auto", "temperature": 0, "messages": [{"role": "user", "content": "What is a GPU?"}]}
     results = []
     async with aiohttp.ClientSession() as http:
-        for _ in range(2):
+        for question in ("What is a GPU?", "What is a GPU?", "what is a gpu"):
+            body = {"model": "auto", "temperature": 0, "messages": [{"role": "user", "content": question}]}
             async with http.post(daemon.url + "/v1/chat/completions", json=body) as resp:
                 await resp.read()
-                results.append(f"{resp.headers.get('X-LMWatch-Cache')} ({resp.headers.get('X-LMWatch-Route')})")
+                similarity = resp.headers.get("X-LMWatch-Cache-Similarity")
+                results.append(
+                    f"{resp.headers.get('X-LMWatch-Cache')} ({resp.headers.get('X-LMWatch-Route')}"
+                    + (f", similarity {similarity})" if similarity else ")")
+                )
             if daemon.services.cache is not None:
                 await daemon.services.cache.settled()
-    print(f"\nthe same temperature-0 request twice, X-LMWatch-Cache: {' then '.join(results)}")
+    print(f"\nthe same temperature-0 request twice, X-LMWatch-Cache: {results[0]} then {results[1]}")
+    print(f"the same question in other words (the semantic cache): {results[2]}")
     if daemon.services.usage is not None:
-        report = await daemon.services.usage.report(0.0, "model")
-        print("lmwatch usage --by model:\n" + usage_table({"by": "model", "since_text": "the start", **report}))
+        report = await daemon.services.usage.report(time.time() - 3600, "model")
+        print("lmwatch usage --by model:\n" + usage_table({"by": "model", "since_text": "1h", **report}))
 
 
 def _print_urls(url: str, config_path: Path) -> None:

@@ -7,21 +7,27 @@ from prometheus_client import CollectorRegistry
 
 from lmwatch.metrics.family import Family
 
-KINDS = ("response", "embedding")
+KINDS = ("response", "embedding", "semantic")
 RESULTS = ("hit", "miss", "bypass")
 
 CACHE_REQUESTS = Family(
     "lmwatch_cache_requests",
     "counter",
-    "Cache lookups by kind (response, embedding: one per input text) and result "
+    "Cache lookups by kind (response, embedding: one per input text, semantic) and result "
     "(hit, miss, bypass: not cacheable, opted out, or the store is failing).",
     ("kind", "result"),
 )
 CACHE_ERRORS = Family(
     "lmwatch_cache_errors",
     "counter",
-    "Failed or timed-out store operations (get, put, ratelimit); each starts a bypass period.",
+    "Failed or timed-out store operations (get, put, vectors, add_vector, ratelimit); each starts a bypass period.",
     ("store", "operation"),
+)
+CACHE_SEMANTIC_FAILURES = Family(
+    "lmwatch_cache_semantic_failures",
+    "counter",
+    "Prompts the semantic cache could not embed, by reason (timeout, no_model, error); each is a bypass.",
+    ("reason",),
 )
 CACHE_AVAILABLE = Family(
     "lmwatch_cache_available",
@@ -42,6 +48,7 @@ class CacheMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = CACHE_REQUESTS.counter(registry)
         self.errors = CACHE_ERRORS.counter(registry)
+        self.semantic_failures = CACHE_SEMANTIC_FAILURES.counter(registry)
         self.available = CACHE_AVAILABLE.gauge(registry)
         self.size = CACHE_SIZE.gauge(registry)
         self.written = CACHE_WRITTEN.counter(registry)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from lmwatch import __version__
 from lmwatch.metrics.family import Family
-from lmwatch.metrics.text import Format, sample_line
+from lmwatch.metrics.text import Format, KeptRows, Row, collect_rows
 from lmwatch.registry import BackendInfo, Health, ModelType, ProbeFailure, Registry
 
 BACKEND = ("backend",)
@@ -113,9 +114,6 @@ PROFILE_MEASURED = Family(
 BUILD = Family("lmwatch_build", "info", "The running lmwatch version.")
 READY = Family("lmwatch_ready", "gauge", "1 once the config is loaded and the first poll round is done.")
 
-Row = tuple[Family, tuple[str, ...], float, dict[str, str] | None]
-"""One sample: its family, label values, value and (info families) the value labels."""
-
 
 def backend_rows(b: BackendInfo) -> Iterator[Row]:
     yield BACKEND_UP, (b.name,), 1.0 if b.reachable else 0.0, None
@@ -182,28 +180,12 @@ PARTS = (
 )
 
 
-def _sample(family: Family, labels: tuple[str, ...], value: float, extra: dict[str, str] | None) -> str:
-    names = dict(zip(family.labels, labels, strict=True))
-    if extra:
-        names.update(extra)
-    return sample_line(family.sample_name, names, value)
-
-
-def _lines(part: Part, backend: BackendInfo) -> dict[str, str]:
-    """The part's sample lines for one backend, by family name."""
-    lines: dict[str, list[str]] = {}
-    for family, labels, value, extra in part.rows(backend):
-        lines.setdefault(family.name, []).append(_sample(family, labels, value, extra))
-    return {name: "".join(text) for name, text in lines.items()}
-
-
 class BackendCollector(Collector):
     """The per-backend families, in `PARTS` order; `render` reuses the text of unchanged parts."""
 
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
-        self._rendered: dict[tuple[str, str], tuple[object, dict[str, str]]] = {}
-        """(part, backend) -> (the key the text was rendered for, family name -> sample lines)."""
+        self._kept = {part.name: KeptRows() for part in PARTS}
 
     def describe(self) -> Iterable[Metric]:
         return [family.new() for part in PARTS for family in part.families]
@@ -211,30 +193,16 @@ class BackendCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         backends = self._registry.snapshot().backends.values()
         for part in PARTS:
-            families = {family.name: family.new() for family in part.families}
-            for b in backends:
-                for family, labels, value, extra in part.rows(b):
-                    family.add(families[family.name], labels, value, extra)
-            yield from families.values()
+            yield from collect_rows(part.families, (row for b in backends for row in part.rows(b)))
 
     def render(self, fmt: Format) -> str:
         backends = self._registry.snapshot().backends.values()
-        rendered: dict[tuple[str, str], tuple[object, dict[str, str]]] = {}
-        out: list[str] = []
-        for part in PARTS:
-            texts = []
-            for b in backends:
-                key, slot = part.key(b), (part.name, b.name)
-                found = self._rendered.get(slot)
-                if found is None or found[0] != key:
-                    found = (key, _lines(part, b))
-                rendered[slot] = found
-                texts.append(found[1])
-            for family in part.families:
-                out.append(fmt.header(family.new()))
-                out.extend(text.get(family.name, "") for text in texts)
-        self._rendered = rendered  # a removed backend's text goes with it
-        return "".join(out)
+        return "".join(
+            self._kept[part.name].render(
+                fmt, part.families, ((b.name, part.key(b), partial(part.rows, b)) for b in backends)
+            )
+            for part in PARTS
+        )
 
 
 class ProfileCollector(Collector):

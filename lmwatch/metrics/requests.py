@@ -11,7 +11,8 @@ failed after it started, `499` for a client that went away). Nothing comes from 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from functools import partial
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -21,6 +22,7 @@ from prometheus_client.registry import Collector
 
 from lmwatch.config import RoutingConfig
 from lmwatch.metrics.family import Family
+from lmwatch.metrics.text import Format, Group, KeptRows, Row, collect_rows
 from lmwatch.registry import Registry
 from lmwatch.routing.breaker import CircuitState
 
@@ -139,27 +141,51 @@ def cloud_price(routing: RoutingConfig, task: str, prompt: int, completion: int)
     return (prompt * price.input_per_million + completion * price.output_per_million) / 1e6
 
 
+def _load_rows(name: str, inflight: int, queued: int | None) -> Iterator[Row]:
+    yield INFLIGHT, (name,), float(inflight), None
+    if queued is not None:
+        yield QUEUE_DEPTH, (name,), float(queued), None
+
+
+def _circuit_rows(backend: str, model: str, current: CircuitState) -> Iterator[Row]:
+    for state in CircuitState:
+        yield CIRCUIT_STATE, (backend, model, state.value), float(current is state), None
+
+
 class OutcomesCollector(Collector):
-    """In-flight, queue depth and circuit states, read from the registry at scrape time."""
+    """In-flight, queue depth and circuit states, read from the registry at scrape time; `render`
+    keeps each backend's lines while its figures are unchanged (mostly 0 and closed)."""
 
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
+        self._load = KeptRows()
+        self._circuits = KeptRows()
 
     def describe(self) -> Iterable[Metric]:
         return [INFLIGHT.new(), QUEUE_DEPTH.new(), CIRCUIT_STATE.new()]
 
     def collect(self) -> Iterable[Metric]:
+        load, circuits = self._groups()
+        rows = [row for _, _, make in (*load, *circuits) for row in make()]
+        return collect_rows((INFLIGHT, QUEUE_DEPTH, CIRCUIT_STATE), rows)
+
+    def render(self, fmt: Format) -> str:
+        load, circuits = self._groups()
+        return self._load.render(fmt, (INFLIGHT, QUEUE_DEPTH), load) + self._circuits.render(
+            fmt, (CIRCUIT_STATE,), circuits
+        )
+
+    def _groups(self) -> tuple[list[Group], list[Group]]:
         snap = self._registry.snapshot()
         view = self._registry.outcomes.view()
-        inflight, queued, circuit = INFLIGHT.new(), QUEUE_DEPTH.new(), CIRCUIT_STATE.new()
-        names = [*snap.backends, *(n for n in view.inflight if n.startswith("cloud:"))]
-        for name in names:
-            INFLIGHT.add(inflight, (name,), float(view.inflight.get(name, 0)))
-            if name in snap.backends:
-                QUEUE_DEPTH.add(queued, (name,), float(view.queued.get(name, 0)))
-        for breaker in view.breakers:
-            if breaker.backend in snap.backends:
-                for state in CircuitState:
-                    labels = (breaker.backend, breaker.model, state.value)
-                    CIRCUIT_STATE.add(circuit, labels, float(breaker.state is state))
-        return [inflight, queued, circuit]
+        load: list[Group] = []
+        for name in [*snap.backends, *(n for n in view.inflight if n.startswith("cloud:"))]:
+            inflight = view.inflight.get(name, 0)
+            queued = view.queued.get(name, 0) if name in snap.backends else None
+            load.append((name, (inflight, queued), partial(_load_rows, name, inflight, queued)))
+        circuits: list[Group] = [
+            ((b.backend, b.model), b.state, partial(_circuit_rows, b.backend, b.model, b.state))
+            for b in view.breakers
+            if b.backend in snap.backends
+        ]
+        return load, circuits

@@ -8,19 +8,22 @@ the last success for every collector. Nothing here raises out of a scrape.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from lmwatch.metrics.family import Family
+from lmwatch.metrics.text import Format
 from lmwatch.registry import Registry
 
 if TYPE_CHECKING:
     from lmwatch.samplers.base import Sampler
 
 log = logging.getLogger("lmwatch.metrics.samplers")
+
+T = TypeVar("T")
 
 COLLECTOR_SUCCESS = Family(
     "lmwatch_collector_success",
@@ -64,6 +67,8 @@ class SamplerCollector(Collector):
         self.samplers = list(samplers)
         self._broken: set[str] = set()
         """Collectors whose rendering failed (logged once until it works again)."""
+        self._texts: dict[tuple[str, bool], tuple[Any, str, list[str]]] = {}
+        """(sampler, OpenMetrics?) -> (the sample rendered, its text, its family names)."""
 
     def describe(self) -> Iterable[Metric]:
         """Its own families; the samplers' ones depend on what they find (GPUs, backend processes),
@@ -71,10 +76,32 @@ class SamplerCollector(Collector):
         return [family.new() for family in OWN]
 
     def collect(self) -> Iterable[Metric]:
+        own, parts = self._read(lambda sampler, sample: list(sampler.families(sample)))
+        return [*_merged(f for part in parts for f in part), *own]
+
+    def render(self, fmt: Format) -> str:
+        """As `collect`, with each sampler's families kept as text until it stores a new sample
+        (the process sampler's 7 series per backend change every `process_interval`, not per scrape)."""
+        own, parts = self._read(lambda sampler, sample: self._text(fmt, sampler, sample))
+        names = [name for _, part_names in parts for name in part_names]
+        if len(names) != len(set(names)):  # two samplers share families (two GPU vendors): merge them
+            return fmt.families(self.collect())
+        return "".join(text for text, _ in parts) + fmt.families(own)
+
+    def _text(self, fmt: Format, sampler: Sampler, sample: Any) -> tuple[str, list[str]]:
+        slot = (sampler.name, fmt.openmetrics)
+        found = self._texts.get(slot)
+        if found is None or found[0] is not sample:
+            families = list(_merged(sampler.families(sample)))
+            found = self._texts[slot] = (sample, fmt.families(families), [f.name for f in families])
+        return found[1], found[2]
+
+    def _read(self, render: Callable[[Sampler, Any], T]) -> tuple[list[Metric], list[T]]:
+        """Each sampler's part (`render(sampler, sample)`, guarded) and the collectors' health."""
         snapshot = self.registry.snapshot()
         success, duration, last_success = (family.new() for family in OWN[:3])
         gpus_available = False
-        families: list[Metric] = []
+        parts: list[T] = []
         for sampler in self.samplers:
             status = snapshot.collectors.get(sampler.name)
             ok = status is not None and status.success
@@ -85,7 +112,7 @@ class SamplerCollector(Collector):
             sample: Any = status.sample if status is not None else None
             if sample is not None and (ok or sampler.keep_last_sample):
                 try:
-                    families.extend(sampler.families(sample))
+                    parts.append(render(sampler, sample))
                 except Exception:
                     ok = False
                     if sampler.name not in self._broken:
@@ -96,4 +123,4 @@ class SamplerCollector(Collector):
             if ok and sampler.reads_gpus(sample):
                 gpus_available = True
             COLLECTOR_SUCCESS.add(success, (sampler.name,), 1.0 if ok else 0.0)
-        return [*_merged(families), success, duration, last_success, GPU_AVAILABLE.value(float(gpus_available))]
+        return [success, duration, last_success, GPU_AVAILABLE.value(float(gpus_available))], parts

@@ -7,7 +7,7 @@ prometheus-client itself, and rows kept as text are reused in either format.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import exposition
@@ -15,6 +15,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
+
+from lmwatch.metrics.family import Family
 
 format_value: Callable[[float], str] = floatToGoString
 """A value as both formats write it (Go's float formatting)."""
@@ -61,6 +63,9 @@ class Format:
         text = self.encoder(_Families(families)).decode()
         return text.removesuffix(EOF_LINE) if self.openmetrics else text
 
+    def header_of(self, family: Family) -> str:
+        return self.header(family.new())
+
     def header(self, family: Metric) -> str:
         key = (family.name, family.documentation, family.type, family.unit)
         found = self._headers.get(key)
@@ -88,3 +93,61 @@ def sample_line(name: str, labels: Mapping[str, str], value: float) -> str:
         return f"{name} {format_value(value)}\n"
     inner = ",".join(f'{k}="{escape(v)}"' for k, v in sorted(labels.items()))
     return f"{name}{{{inner}}} {format_value(value)}\n"
+
+
+Row = tuple[Family, tuple[str, ...], float, dict[str, str] | None]
+"""One sample: its family, label values, value and (info families) the value labels."""
+
+Group = tuple[Hashable, object, Callable[[], Iterable[Row]]]
+"""Rows kept together: where they are kept (a backend's name), what they depend on, how to make them."""
+
+
+def collect_rows(families: Sequence[Family], rows: Iterable[Row]) -> list[Metric]:
+    """The families filled with `rows`, for prometheus-client."""
+    metrics = {family.name: family.new() for family in families}
+    for family, labels, value, extra in rows:
+        family.add(metrics[family.name], labels, value, extra)
+    return list(metrics.values())
+
+
+class KeptRows:
+    """Families written from groups of rows, each group kept as text while what it depends on is
+    unchanged (the same lines serve both formats)."""
+
+    def __init__(self) -> None:
+        self._kept: dict[Hashable, tuple[object, dict[str, str]]] = {}
+        self._prefixes: dict[tuple[str, tuple[str, ...]], str] = {}
+        """(family, label values) -> the line up to its value, for rows whose values change often
+        (probe timings); info families' value labels are not kept here."""
+
+    def render(self, fmt: Format, families: Sequence[Family], groups: Iterable[Group]) -> str:
+        kept: dict[Hashable, tuple[object, dict[str, str]]] = {}
+        prefixes: dict[tuple[str, tuple[str, ...]], str] = {}
+        texts = []
+        for slot, key, rows in groups:
+            found = self._kept.get(slot)
+            if found is None or found[0] != key:
+                found = (key, self._lines(rows(), prefixes))
+            kept[slot] = found
+            texts.append(found[1])
+        self._kept = kept  # a group that is gone (a removed backend) goes with it
+        self._prefixes = prefixes
+        return "".join(fmt.header_of(f) + "".join(text.get(f.name, "") for text in texts) for f in families)
+
+    def _lines(self, rows: Iterable[Row], prefixes: dict[tuple[str, tuple[str, ...]], str]) -> dict[str, str]:
+        """Sample lines by family name."""
+        lines: dict[str, list[str]] = {}
+        for family, labels, value, extra in rows:
+            if extra:
+                names = dict(zip(family.labels, labels, strict=True)) | extra
+                line = sample_line(family.sample_name, names, value)
+            else:
+                slot = (family.name, labels)
+                prefix = prefixes.get(slot) or self._prefixes.get(slot)
+                if prefix is None:
+                    prefix = sample_line(family.sample_name, dict(zip(family.labels, labels, strict=True)), 0)
+                    prefix = prefix[: prefix.rindex(" ") + 1]
+                prefixes[slot] = prefix
+                line = f"{prefix}{format_value(value)}\n"
+            lines.setdefault(family.name, []).append(line)
+        return {name: "".join(text) for name, text in lines.items()}

@@ -77,10 +77,9 @@ def exemplar_set(routing: RoutingConfig) -> ExemplarSet:
     return ExemplarSet(texts, digest)
 
 
-def embedding_target(routing: RoutingConfig, snap: Snapshot) -> Target:
-    """Where to embed: the configured model wherever it is loaded, else the first loaded model of
+def embedding_target(routing: RoutingConfig, snap: Snapshot, wanted: str | None) -> Target:
+    """Where to embed: model `wanted` wherever it is loaded, else (None) the first loaded model of
     type embeddings (by backend name, then id); Unavailable("no_model") when there is none."""
-    wanted = routing.classifier.embedding.model
     if wanted:
         found = [(b, m, i) for b, m, i in resolve(snap, wanted) if routable(b) and m.loaded]
     else:
@@ -121,6 +120,26 @@ def _pooled(embedding: Any) -> Vector:
     if not embedding or not all(isinstance(x, int | float) for x in embedding):
         raise TypeError("an embedding is not a list of numbers")
     return unit(embedding)
+
+
+async def embed(pool: Pool, target: Target, texts: list[str], routing: RoutingConfig) -> list[Vector]:
+    """Unit vectors of `texts` from `target`, straight from the backend (not through the concurrency
+    gate: a few short inputs); Unavailable("error") for whatever goes wrong."""
+    body = json.dumps({"model": target.model, "input": texts}, ensure_ascii=False).encode()
+    connect = target.config.timeout if target.config is not None else 30.0
+    try:
+        token = target.token()
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+        resp = await pool.post(target.url, "/embeddings", body, headers, connect, routing.idle_timeout)
+        try:
+            raw = await resp.read(routing.max_answer_bytes)
+        finally:
+            resp.close()
+    except (UpstreamError, OSError, ValueError) as exc:
+        raise Unavailable("error", f"{target.backend}: {exc}") from None
+    if resp.status != 200:
+        raise Unavailable("error", f"{target.backend} answered HTTP {resp.status}")
+    return parse_vectors(raw, len(texts))
 
 
 def decide(centroids: Mapping[str, Vector], vector: Vector, model: str) -> Classification:
@@ -192,7 +211,7 @@ class EmbeddingClassifier:
     ) -> tuple[Classification, str]:
         """The embedding's answer within `timeout` seconds, or Unavailable saying why not."""
         deadline = asyncio.get_running_loop().time() + timeout
-        target = embedding_target(routing, snap)
+        target = embedding_target(routing, snap, routing.classifier.embedding.model)
         exemplars = self._exemplars(routing)
         key = (target.backend, target.model, exemplars.digest)
         entry = (key, hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())
@@ -207,7 +226,7 @@ class EmbeddingClassifier:
         centroids = _centroids_of(task)
         try:
             async with asyncio.timeout_at(deadline):
-                [vector] = await self._embed(target, [text], routing)
+                [vector] = await embed(self._pool, target, [text], routing)
         except TimeoutError:
             raise Unavailable("timeout", f"no answer within {timeout:g} s") from None
         answer = decide(centroids, vector, target.model)
@@ -219,7 +238,7 @@ class EmbeddingClassifier:
     async def warm(self, routing: RoutingConfig, snap: Snapshot) -> None:
         """Embed the exemplars for the model `classify` would use now (raises Unavailable saying why
         not), so that requests need not wait for them."""
-        target = embedding_target(routing, snap)
+        target = embedding_target(routing, snap, routing.classifier.embedding.model)
         exemplars = self._exemplars(routing)
         task = self._centroid_task((target.backend, target.model, exemplars.digest), target, exemplars, routing)
         await asyncio.wait({task})
@@ -261,26 +280,9 @@ class EmbeddingClassifier:
         for task, texts in exemplars.texts.items():
             vectors: list[Vector] = []
             for i in range(0, len(texts), size):
-                vectors += await self._embed(target, list(texts[i : i + size]), routing)
+                vectors += await embed(self._pool, target, list(texts[i : i + size]), routing)
             centroids[task] = unit([math.fsum(column) for column in zip(*vectors, strict=True)])
         return centroids
-
-    async def _embed(self, target: Target, texts: list[str], routing: RoutingConfig) -> list[Vector]:
-        body = json.dumps({"model": target.model, "input": texts}, ensure_ascii=False).encode()
-        connect = target.config.timeout if target.config is not None else 30.0
-        try:
-            token = target.token()
-            headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
-            resp = await self._pool.post(target.url, "/embeddings", body, headers, connect, routing.idle_timeout)
-            try:
-                raw = await resp.read(routing.max_answer_bytes)
-            finally:
-                resp.close()
-        except (UpstreamError, OSError, ValueError) as exc:
-            raise Unavailable("error", f"{target.backend}: {exc}") from None
-        if resp.status != 200:
-            raise Unavailable("error", f"{target.backend} answered HTTP {resp.status}")
-        return parse_vectors(raw, len(texts))
 
     def close(self) -> None:
         for task in self._centroids.values():

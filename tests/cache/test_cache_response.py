@@ -189,3 +189,30 @@ async def test_a_full_disk_is_bypassed_and_said_once(tmp_path: Path, caplog: pyt
         assert completed(f) == 5
     failures = [r.getMessage() for r in caplog.records if "cache store failed" in r.getMessage()]
     assert len(failures) == 1 and "full" in failures[0]
+
+
+async def test_a_client_key_with_cache_false_always_bypasses(tmp_path: Path) -> None:
+    (tmp_path / "ci.key").write_text("sk-cached-key-0123456789abcdef")
+    (tmp_path / "private.key").write_text("sk-private-key-0123456789abcdef")
+    keys = {
+        "keys": [
+            {"name": "ci", "key_file": str(tmp_path / "ci.key")},
+            {"name": "private", "key_file": str(tmp_path / "private.key"), "cache": False},
+        ]
+    }
+    async with fleet({"studio": SIM}, clients=keys, extra=cache_config(tmp_path)) as f:
+        body = chat("the same question", model=MODEL, temperature=0)
+        seen = []
+        for key in (
+            "sk-private-key-0123456789abcdef",
+            "sk-private-key-0123456789abcdef",
+            "sk-cached-key-0123456789abcdef",
+        ):
+            _, headers, _ = await post(f, body, Authorization=f"Bearer {key}")
+            seen.append(headers["X-LMWatch-Cache"])
+            await settled(f)
+        _, headers, _ = await post(f, body, Authorization="Bearer sk-cached-key-0123456789abcdef")
+        seen.append(headers["X-LMWatch-Cache"])
+        assert seen == ["bypass", "bypass", "miss", "hit"]  # the private key's answers were never stored
+        _, headers, _ = await post(f, body, Authorization="Bearer sk-private-key-0123456789abcdef")
+        assert headers["X-LMWatch-Cache"] == "bypass"  # nor is it served what another key stored

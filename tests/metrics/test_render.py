@@ -1,5 +1,6 @@
 """`/metrics` as written by `Metrics.render` (cached per-backend rows) is byte for byte what
-prometheus-client writes from `collect()`, in both formats, as backends change and go."""
+prometheus-client writes from `collect()`, in both formats, as backends, requests and circuits
+change and backends go."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 
 from lmwatch.config import BackendConfig
 from lmwatch.metrics.table import Metrics
-from lmwatch.registry import ModelInfo, ModelProfile, ModelType, ProbeFailure, ProbeResult, Registry, ThroughputPoint
+from lmwatch.registry import (
+    ModelInfo,
+    ModelProfile,
+    ModelType,
+    ProbeFailure,
+    ProbeResult,
+    Registry,
+    ThroughputPoint,
+)
 
 MODELS = (
     ModelInfo(
@@ -53,6 +62,14 @@ def test_render_matches_prometheus_client_as_the_fleet_changes() -> None:
     metrics = Metrics(registry)
     assert_same(metrics)
     assert b'lmwatch_model_loaded{backend="b0",model="we\\"ird\\\\name",model_type="vlm"} 0.0' in metrics.render(False)
+    outcomes = registry.outcomes
+    outcomes.started("b0")
+    outcomes.started("cloud:openai")
+    outcomes.queue_changed("b1", 2)
+    outcomes.breaker_failure("b0", "llm", "timeout")
+    assert_same(metrics)
+    outcomes.finished("b0")
+    assert_same(metrics)
     clock[0] += 1
     registry.record_success("b0", ProbeResult("lmstudio-v1", MODELS[:1], 0.007, version="0.4.2"))  # models, timings
     registry.record_success("b2", ProbeResult("lmstudio-v1", MODELS, 0.002))  # back up

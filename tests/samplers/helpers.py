@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lmwatch.metrics.samplers import SamplerCollector
+from lmwatch.metrics.text import Format
 from lmwatch.registry import Registry
 from lmwatch.samplers.base import Sampler
 
@@ -23,10 +24,15 @@ Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def scrape(registry: Registry, samplers: list[Sampler]) -> str:
-    """The text a Prometheus scrape of these samplers would get."""
+    """The text a Prometheus scrape of these samplers would get, the same from prometheus-client and
+    from the collector's own rendering (both the first time and from its cached text)."""
+    collector = SamplerCollector(registry, samplers)
     metrics = CollectorRegistry()
-    metrics.register(SamplerCollector(registry, samplers))
-    return generate_latest(metrics).decode()
+    metrics.register(collector)
+    text = generate_latest(metrics).decode()
+    fmt = Format(openmetrics=False)
+    assert [collector.render(fmt), collector.render(fmt)] == [text, text]
+    return text
 
 
 def parse(text: str) -> Series:

@@ -10,9 +10,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client import CollectorRegistry
 
 from lmwatch.simulator import SimSettings
-from lmwatch.usage.log import UsageRow
+from lmwatch.usage.log import UsageLog, UsageRow
 from tests.api.fleets import Fleet, chat, fleet, models
 from tests.daemons import run_cli
 
@@ -98,3 +99,17 @@ async def test_a_full_disk_loses_rows_not_requests(tmp_path: Path, caplog: pytes
         assert f.metric("lmwatch_usage_write_failures_total") == lost
     warnings = [r for r in caplog.records if "usage rows cannot be written" in r.getMessage()]
     assert len(warnings) == 1 and "full" in warnings[0].getMessage()
+
+
+async def test_rows_older_than_the_retention_are_deleted(tmp_path: Path) -> None:
+    now = 1_000_000_000.0
+    usage = UsageLog(CollectorRegistry(), clock=lambda: now)
+    try:
+        usage.configure(tmp_path / "usage.sqlite", retention_days=1)
+        for age_days in (2, 0.5, 0):
+            usage.record(ROW._replace(time=now - age_days * 86400))
+        await usage.flush()
+        report = await usage.report(0.0, "model")
+        assert report["totals"]["requests"] == 2  # the row two days old is gone
+    finally:
+        await usage.close()
