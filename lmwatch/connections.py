@@ -127,8 +127,9 @@ class ClientConnection(RequestHandler):
 
     def _head_overdue(self) -> None:
         self._head_timer = None
-        if self._request_count != self._head_count or self._request_in_progress or self._force_close:
-            return  # the head came in time
+        waiting = self._waiter is not None and not self._waiter.done()  # for a request head, not lingering
+        if self._request_count != self._head_count or not waiting or self._force_close:
+            return  # the head came in time, or these bytes were the rest of a body aiohttp reads and drops
         self._shared.count(Refusal.HEADER_TIMEOUT)
         timeout = self._header_timeout
         message = f"the request head did not arrive within {timeout:g} s (server.header_timeout)"

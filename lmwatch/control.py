@@ -160,6 +160,7 @@ class ControlPlane:
         register_secrets(iter_backend_tokens(config))
         register_secrets(prepared.secrets)
         self.services.config.loaded = prepared.loaded
+        self.services.registry.describe_models(self.services.router.capabilities(config.routing).describe)
         self.admin.token = prepared.admin_token
         self.access.replace(prepared.keys)
         self.audit.configure(

@@ -37,6 +37,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pydantic import ValidationError
 
 from lmwatch.config import BackendConfig, validation_problems
+from lmwatch.scheduling import quiet_when_cancelled
 
 log = logging.getLogger("lmwatch.discovery")
 
@@ -178,7 +179,7 @@ class FileDiscovery:
         if not self.patterns:
             return
         self._scheduler.add_job(
-            self.scan,
+            quiet_when_cancelled(self.scan),
             "interval",
             seconds=self.interval,
             id=JOB_ID,

@@ -79,6 +79,9 @@ class ModelInfo:
     instance_contexts: tuple[int | None, ...] = ()
     """The loaded context of each instance, in `instance_ids` order, where the server says it per
     instance (LM Studio 0.4's `loaded_instances[].config.context_length`)."""
+    capabilities_reported: bool = True
+    """False when the server lists the model without saying its type, vision or tool use (a plain
+    OpenAI-compatible `/v1`): the registry then fills them in from the capability table."""
 
     def context_of(self, instance_id: str) -> int | None:
         """Tokens an instance can hold: its own loaded context, else the model's loaded, else its max."""
@@ -261,6 +264,7 @@ class Registry:
         self._snapshot = self._build()
         self._listeners: list[Listener] = []
         self._waiters: list[tuple[Callable[[Snapshot], bool], asyncio.Future[Snapshot]]] = []
+        self._describe: Callable[[ModelInfo], ModelInfo] | None = None
         self.outcomes = RequestOutcomes(self, clock)
         """The request path's state (in-flight, speeds, breakers), kept beside the fleet it is about."""
 
@@ -307,10 +311,19 @@ class Registry:
                 self._backends[name] = dataclasses.replace(current, config=cfg)
         self._publish(events)
 
+    def describe_models(self, describe: Callable[[ModelInfo], ModelInfo]) -> None:
+        """How a model the server says nothing about is described (the capability table in force);
+        applied from the next poll on."""
+        self._describe = describe
+
     def record_success(self, name: str, result: ProbeResult) -> None:
         current = self._backends.get(name)
         if current is None:  # removed while its poll was in flight
             return
+        describe = self._describe
+        models = result.models
+        if describe is not None and not all(m.capabilities_reported for m in models):
+            models = tuple(m if m.capabilities_reported else describe(m) for m in models)
         health, reason, public = _judge(result)
         updated = dataclasses.replace(
             current,
@@ -319,7 +332,7 @@ class Registry:
             public_reason=public,
             flavour=result.flavour,
             version=result.version or current.version,
-            models=result.models,
+            models=models,
             last_success=self._clock(),
             last_probe=self._clock(),
             last_error=None if health is Health.UP else reason,

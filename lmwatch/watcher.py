@@ -27,6 +27,7 @@ from lmwatch.config import BackendConfig
 from lmwatch.flavours import AUTO
 from lmwatch.http_client import Pool
 from lmwatch.registry import Health, ModelInfo, ProbeFailure, ProbeResult, Registry
+from lmwatch.scheduling import quiet_when_cancelled
 
 log = logging.getLogger("lmwatch.watcher")
 
@@ -222,7 +223,7 @@ class Watcher:
         interval = self._targets[name].config.poll_interval
         self._unschedule(name)
         self._scheduler.add_job(
-            self._tick,
+            quiet_when_cancelled(self._tick),
             "interval",
             seconds=interval,
             args=[name],

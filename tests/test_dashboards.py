@@ -221,6 +221,49 @@ def test_fleet_overview_shows_what_the_issue_asks() -> None:
     assert "histogram_quantile(0.5," in exprs and "histogram_quantile(0.95," in exprs
 
 
+def panel_expr(path: Path, title: str) -> str:
+    [panel] = [p for p in lint.panels(json.loads(path.read_text())) if p.get("title") == title]
+    return str(lint.with_sample_values(panel["targets"][0]["expr"]))
+
+
+@tools
+def test_the_error_ratio_panel_shows_a_backend_failing_behind_failover(tmp_path: Path) -> None:
+    """promtool evaluates the panel's expression: studio fails 40 % of its attempts while every
+    request succeeds (failover); llamacpp, with no failed attempt at all, is 0, not missing."""
+    labels = 'job="lmwatch", instance="gpu-box:9234"'
+    series = [
+        (f'lmwatch_backend_attempts_total{{{labels}, backend="studio", model="qwen", outcome="success"}}', "0+36x20"),
+        (f'lmwatch_backend_attempts_total{{{labels}, backend="studio", model="qwen", outcome="failure"}}', "0+24x20"),
+        (f'lmwatch_backend_attempts_total{{{labels}, backend="llamacpp", model="qwen", outcome="success"}}', "0+60x20"),
+        (f'lmwatch_requests_total{{{labels}, backend="llamacpp", model="qwen", code="200"}}', "0+60x20"),
+    ]
+    test = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": s, "values": v} for s, v in series],
+                "promql_expr_test": [
+                    {
+                        "expr": panel_expr(FLEET, "Error ratio by backend"),
+                        "eval_time": "15m",
+                        "exp_samples": [
+                            {"labels": '{backend="studio"}', "value": 0.4},
+                            {"labels": '{backend="llamacpp"}', "value": 0},
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    (tmp_path / "panel.test.yml").write_text(yaml.safe_dump(test))
+    done = subprocess.run(
+        ["promtool", "test", "rules", "panel.test.yml"], capture_output=True, text=True, check=False, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_backend_detail_shows_what_the_issue_asks() -> None:
     """GPU utilization / memory / temperature / power, process RSS and CPU, queue depth, in-flight,
     breaker state, probe latency."""

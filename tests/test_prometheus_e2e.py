@@ -7,6 +7,7 @@ holds, which is what this test waits for (firing would take two minutes)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import socket
@@ -145,3 +146,67 @@ def test_prometheus_sees_the_backend_up_then_the_backend_down_alert_pending(tmp_
             for name in ("simulator", "lmwatch", "prometheus"):
                 print(f"--- {name}.log\n{(tmp_path / f'{name}.log').read_text(errors='replace')[-3000:]}")
             raise
+
+
+DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
+
+
+def dashboard_expressions() -> list[tuple[str, str]]:
+    """(where, PromQL) of every panel target, Grafana's variables as match-all and its macros as durations."""
+    from tests.test_dashboards import lint
+
+    found = []
+    for path in DASHBOARDS:
+        for where, expr in lint.expressions(json.loads(path.read_text())):
+            if where.startswith("panel "):
+                found.append((f"{path.name} {where}", lint.with_sample_values(expr)))
+    return found
+
+
+@pytest.mark.timeout(180)
+async def test_every_dashboard_panel_has_a_value_against_prometheus_scraping_the_demo(tmp_path: Path) -> None:
+    """The demo (three simulated servers, simulated GPUs, the cache on) under a little traffic, scraped
+    by a real Prometheus: every panel's expression answers something, never "No data" (a share of
+    cloud requests with none is 0, not an empty result)."""
+    import aiohttp
+
+    from tests.demos import running_demo
+
+    assert shutil.which("prometheus"), "Debian's prometheus package is needed (make tools)"
+    prom_port = free_port()
+    prometheus = f"http://127.0.0.1:{prom_port}"
+    async with running_demo("--fake-gpus", "--poll-interval", "0.5") as demo:
+        port = int(demo.url.rsplit(":", 1)[1])
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config(port)))
+        command = [
+            "prometheus",
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ]
+        with process(command, tmp_path / "prometheus.log"):
+            async with aiohttp.ClientSession() as http:
+                chat = {"messages": [{"role": "user", "content": "Write a haiku about GPUs."}]}
+                for body in (
+                    {**chat, "model": "auto"},
+                    {**chat, "model": "auto"},  # the same again: a cache hit
+                    {**chat, "model": "auto", "stream": True},
+                    {**chat, "model": "auto", "stream": True, "messages": [{"role": "user", "content": "Fix f(:"}]},
+                ):
+                    async with http.post(demo.url + "/v1/chat/completions", json=body) as resp:
+                        assert resp.status == 200, await resp.text()
+                        await resp.read()
+                embed = {"model": "text-embedding-nomic-embed-text-v1.5", "input": ["a", "b"]}
+                async with http.post(demo.url + "/v1/embeddings", json=embed) as resp:
+                    assert resp.status == 200, await resp.text()
+            expressions = dashboard_expressions()
+            empty: list[str] = []
+
+            def all_answer() -> bool | None:
+                empty[:] = [f"{where}: {expr}" for where, expr in expressions if not query(prometheus, expr)]
+                return True if not empty else None
+
+            try:
+                await asyncio.to_thread(wait_for, "every panel to have data", all_answer, 60)
+            except AssertionError:
+                raise AssertionError("panels without data:\n" + "\n".join(empty)) from None

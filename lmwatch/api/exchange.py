@@ -130,7 +130,7 @@ class Exchange:
             finally:
                 outcomes.model_finished(target.backend, model)
                 admission.release(self.upstream, target)
-                feedback.judge(outcomes, target, result, self.poll_now)
+                feedback.judge(outcomes, self.metrics, target, result, self.poll_now)
         finally:
             if placed is not None:
                 await placed()

@@ -59,7 +59,7 @@ def judge_json(ex: Exchange, target: Target, status: int, raw: bytes) -> Answer 
     message = error_message(obj)
     if status == 200 and message is None and isinstance(obj, dict):
         if target.substitutes_model and not answered_by(obj, target):
-            return Failure("model_unavailable", f"answered by {obj.get('model')!r}: the model is gone")
+            return ex.upstream.substituted(target, obj.get("model"))
         ex.usage.add(obj.get("usage"))
         if ex.usage.prompt:
             learn(ex.req, target, ex.upstream.outcomes, ex.usage.prompt)

@@ -154,8 +154,10 @@ def _early_failure(ex: Exchange, meter: Meter, target: Target) -> Answer | Failu
     if meter.error is not None:
         message = error_message(meter.error) or "error event"
         return upstream_error(ex.upstream.outcomes, target, 200, message, meter.error)
+    if meter.first is None and meter.first_at is not None and not meter.done:
+        return Failure("bad_response", "the stream's first event is not a JSON object")
     if target.substitutes_model and meter.first is not None and not answered_by(meter.first, target):
-        return Failure("model_unavailable", f"answered by {meter.first.get('model')!r}: the model is gone")
+        return ex.upstream.substituted(target, meter.first.get("model"))
     return None
 
 

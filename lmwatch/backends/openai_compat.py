@@ -54,4 +54,5 @@ def _model(entry: Any) -> ModelInfo | None:
         publisher=as_str(entry.get("owned_by")),
         max_context_length=as_int(entry.get("max_model_len")) or as_int(meta.get("n_ctx_train")),
         loaded_context_length=as_int(meta.get("n_ctx")),
+        capabilities_reported=False,
     )

@@ -28,6 +28,7 @@ from lmwatch.lifecycle.memory import Fit, fit
 from lmwatch.lifecycle.placement import Placer
 from lmwatch.lifecycle.swap import Swapper
 from lmwatch.registry import Event, Health
+from lmwatch.scheduling import quiet_when_cancelled
 from lmwatch.services import Services
 from lmwatch.watcher import Watcher
 
@@ -63,7 +64,7 @@ class Lifecycle:
         """After the first poll round: reconcile every backend now, then on events and every interval."""
         self._unsubscribe = self.services.registry.subscribe(self._on_event)
         self.scheduler.add_job(
-            self.tick,
+            quiet_when_cancelled(self.tick),
             "interval",
             seconds=self.services.config.config.lifecycle.interval,
             id=JOB_ID,

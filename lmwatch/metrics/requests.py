@@ -65,6 +65,14 @@ FALLBACKS = Family(
     "Requests moved from one target to another, by the reason the first failed.",
     ("from_backend", "to_backend", "reason"),
 )
+ATTEMPTS = Family(
+    "lmwatch_backend_attempts",
+    "counter",
+    "Requests sent to a backend, each retry and failover step on its own, by outcome: success, "
+    "failure (what the circuit breaker counts against the backend) or no_verdict (the client "
+    "left, a context too long, a 429: nothing said about the backend's health).",
+    ("backend", "model", "outcome"),
+)
 OVERHEAD = Family(
     "lmwatch_overhead_seconds",
     "histogram",
@@ -99,6 +107,7 @@ class RequestMetrics:
         self.ttft = TTFT.histogram(registry)
         self.tokens = TOKENS.counter(registry)
         self.fallbacks = FALLBACKS.counter(registry)
+        self.attempts = ATTEMPTS.counter(registry)
         self.overhead = OVERHEAD.histogram(registry)
         self.cost_avoided = COST_AVOIDED.counter(registry)
 
@@ -187,5 +196,14 @@ class OutcomesCollector(Collector):
             ((b.backend, b.model), b.state, partial(_circuit_rows, b.backend, b.model, b.state))
             for b in view.breakers
             if b.backend in snap.backends
+        ]
+        tracked = {(b.backend, b.model) for b in view.breakers}
+        closed = CircuitState.CLOSED
+        circuits += [  # no breaker yet (nothing failed): closed
+            ((backend.name, m.id), closed, partial(_circuit_rows, backend.name, m.id, closed))
+            for backend in snap.backends.values()
+            if backend.reachable
+            for m in backend.loaded_models
+            if (backend.name, m.id) not in tracked
         ]
         return load, circuits

@@ -8,6 +8,7 @@ general ones, then lightweight ones. Table order is rank within a role (bigger, 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from lmwatch.config import CapabilityFamily, RoutingConfig
@@ -113,6 +114,20 @@ class Capabilities:
             return True
         family = self.family(model.id)
         return family is not None and family.vision
+
+    def describe(self, model: ModelInfo) -> ModelInfo:
+        """`model` with its type, vision and tool use from its family, for a server that lists models
+        without saying (the registry applies this, so /status and the metrics agree with routing)."""
+        family = self.family(model.id)
+        if family is None:
+            return model
+        model_type = model.model_type
+        if EMBEDDINGS in family.roles:
+            model_type = ModelType.EMBEDDINGS
+        elif family.vision and model_type is ModelType.LLM:
+            model_type = ModelType.VLM
+        vision, tool_use = model.vision or family.vision, model.tool_use or family.tool_use
+        return dataclasses.replace(model, model_type=model_type, vision=vision, tool_use=tool_use)
 
     def tool_use(self, model: ModelInfo) -> bool:
         if model.tool_use:

@@ -19,7 +19,7 @@ from lmwatch import backends
 from lmwatch.backends import Flavour
 from lmwatch.config import AliasTarget, BackendConfig, CloudProviderConfig, RoutingConfig
 from lmwatch.errors import InvalidRequest, NotFound
-from lmwatch.registry import BackendInfo, ModelInfo, Snapshot
+from lmwatch.registry import BackendInfo, Health, ModelInfo, Snapshot
 from lmwatch.routing.capabilities import EMBEDDINGS, VISION, Capabilities
 from lmwatch.routing.ids import family_matches, parse, same_model
 from lmwatch.routing.request import Endpoint, ParsedRequest
@@ -266,6 +266,8 @@ def _variant_known(model: ModelInfo) -> bool:
 def _explicit_tiers(snap: Snapshot, routing: RoutingConfig, caps: Capabilities, req: ParsedRequest) -> Iterator[Tier]:
     found = resolve(snap, req.model)
     if not found:
+        if any(not b.reachable for b in snap.backends.values()):
+            return  # a backend that is down may have it: 503 naming it (`_why_unavailable`), not 404
         raise _unknown_model(snap, routing, req.model)
     yield from _id_tiers(routing, req.model, _serving(caps, req, req.model, found))
 
@@ -455,10 +457,18 @@ def _cloud_targets(routing: RoutingConfig, task: str) -> Iterator[Target]:
             )
 
 
+def _state(b: BackendInfo) -> str:
+    """A backend's state as a client may read it: the kind of a probe failure (`auth`, `timeout`),
+    never what the backend answered."""
+    if b.draining:
+        return "draining"
+    return f"down ({b.public_reason})" if b.health is Health.DOWN else b.health.value
+
+
 def _why_unavailable(snap: Snapshot, req: ParsedRequest, task: str) -> str:
     if not snap.backends:
         return "no backends are configured"
-    states = ", ".join(f"{b.name}: {'draining' if b.draining else b.health.value}" for b in snap.backends.values())
+    states = ", ".join(f"{b.name}: {_state(b)}" for b in snap.backends.values())
     if req.model == AUTO or req.model.startswith(TASK_PREFIX):
         what = "an image-capable model" if req.needs_vision else f"a model for {task}"
         return f"no healthy backend has {what} loaded ({states})"

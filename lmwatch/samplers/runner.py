@@ -17,6 +17,7 @@ from typing import Any
 
 from lmwatch.registry import Registry, Snapshot
 from lmwatch.samplers.base import Sampler, SamplerUnavailable
+from lmwatch.scheduling import quiet_when_cancelled
 
 log = logging.getLogger("lmwatch.samplers")
 
@@ -59,7 +60,7 @@ class SamplerRunner:
         the daemon awaited `run_once()` itself)."""
         for sampler in self.samplers:
             job = self.scheduler.add_job(
-                self.run,
+                quiet_when_cancelled(self.run),
                 "interval",
                 args=[sampler],
                 seconds=sampler.interval,

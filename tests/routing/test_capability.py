@@ -6,6 +6,7 @@ Plans over registry snapshots, then the same through the openai SDK against a si
 
 from __future__ import annotations
 
+import aiohttp
 import openai
 import pytest
 
@@ -100,3 +101,28 @@ async def test_through_the_sdk_the_type_mismatch_is_400_and_no_backend_is_asked(
             )
         assert "(Q4_K_M)" in not_found.value.message
         assert f.sims["studio"].state.stats.requests_total.get("/v1/chat/completions", 0) == 0
+
+
+async def test_a_plain_v1_server_gets_its_models_capabilities_from_the_table() -> None:
+    """A plain OpenAI-compatible server lists ids only: /status and /metrics say what routing knows
+    (gemma-3 sees images, qwen2.5-coder calls tools), from the table; `routing.capabilities` counts."""
+    settings = SimSettings(
+        flavour="openai",
+        models=[
+            SimModel(id="google/gemma-3-4b", type="vlm"),
+            SimModel(id="qwen2.5-coder-7b-instruct"),
+            SimModel(id="my-eye-1b"),
+        ],
+    )
+    extra = {"capabilities": {"my-eye": {"match": ["my-eye"], "roles": ["vision"], "vision": True}}}
+    async with sim_fleet({"plain": settings}, routing=extra) as f, aiohttp.ClientSession() as http:
+        async with http.get(f.url + "/status") as resp:
+            [backend] = (await resp.json())["backends"]
+        async with http.get(f.url + "/metrics") as resp:
+            metrics = await resp.text()
+    found = {m["id"]: m for m in backend["models"]}
+    assert (found["google/gemma-3-4b"]["model_type"], found["google/gemma-3-4b"]["vision"]) == ("vlm", True)
+    assert (found["my-eye-1b"]["model_type"], found["my-eye-1b"]["vision"]) == ("vlm", True)
+    coder = found["qwen2.5-coder-7b-instruct"]
+    assert (coder["model_type"], coder["vision"], coder["tool_use"]) == ("llm", False, True)
+    assert 'lmwatch_model_loaded{backend="plain",model="google/gemma-3-4b",model_type="vlm"} 1.0' in metrics

@@ -273,3 +273,27 @@ async def test_run_once_and_scheduled_runs_never_overlap() -> None:
     runner = SamplerRunner(Registry(), [slow], scheduler=None)
     await asyncio.gather(runner.run(slow), runner.run(slow))
     assert not overlap and len(slow.threads) == 2
+
+
+async def test_a_stop_during_a_hung_sample_logs_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    """scheduler.shutdown() cancels a job still running (a sample stuck in its thread): no APScheduler
+    `raised an exception` traceback for it."""
+    started, release = threading.Event(), threading.Event()
+
+    class Hung(Recording):
+        def sample(self, snapshot: Snapshot) -> dict[str, int]:
+            started.set()
+            release.wait(10)
+            return super().sample(snapshot)
+
+    hung = Hung(interval=0.05)
+    scheduler = AsyncIOScheduler()
+    scheduler.start()
+    runner = SamplerRunner(Registry(), [hung], scheduler)
+    runner.start()
+    await asyncio.to_thread(started.wait, 10)
+    scheduler.shutdown(wait=False)  # what Daemon.stop does last
+    release.set()
+    await runner.run(hung)  # takes the sampler's lock once the cancelled job let it go
+    await runner.stop()
+    assert "raised an exception" not in caplog.text and "CancelledError" not in caplog.text
