@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Sequence
@@ -194,10 +195,21 @@ class Daemon:
                     await starting
             else:
                 starting.result()  # a start that failed raises here
+                _settle_heap()
                 await stopping
         finally:
             stopping.cancel()
         await self.stop()
+
+
+def _settle_heap() -> None:
+    """The daemon process's garbage collector, once started. What start-up made (modules, the
+    config, the classifier's weights: most of the heap) lives as long as the process, so it leaves
+    the collector's view (`gc.freeze`); young collections run every 10,000 allocations instead of
+    700, since each walks every object still alive and requests in flight keep many alive.
+    Measured with 32 connections: 26-36 us of collection per proxied request before, 0-8 us after."""
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
 
 
 async def _heartbeat(interval: float) -> None:

@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import aiohttp
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -26,6 +25,7 @@ from lmwatch import backends
 from lmwatch.backends import BackendClient, Flavour, ProbeError
 from lmwatch.config import BackendConfig
 from lmwatch.flavours import AUTO
+from lmwatch.http_client import Pool
 from lmwatch.registry import Health, ModelInfo, ProbeFailure, ProbeResult, Registry
 from lmwatch.scheduling import quiet_when_cancelled
 
@@ -59,7 +59,7 @@ class Watcher:
         self._clock = clock
         self._jitter = jitter
         self._targets: dict[str, _Target] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
         self._running: set[str] = set()
         self._polls: dict[str, asyncio.Task[None]] = {}
         """Scheduled polls in flight: run as tasks of their own, so a hung backend never makes the
@@ -67,11 +67,8 @@ class Watcher:
         self._overrunning: set[str] = set()
 
     async def start(self, backends: Sequence[BackendConfig]) -> None:
-        """Open the session, run the first poll round, then schedule the regular polls."""
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit_per_host=4, enable_cleanup_closed=True),
-            raise_for_status=False,
-        )
+        """Open the connection pool, run the first poll round, then schedule the regular polls."""
+        self._pool = Pool()
         self.sync(backends, schedule=False)
         await self.poll_all()
         for name in self._targets:
@@ -84,12 +81,12 @@ class Watcher:
         for task in polls:
             task.cancel()
         await asyncio.gather(*polls, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
+        if self._pool is not None:
+            self._pool.close()
 
     def sync(self, backends: Sequence[BackendConfig], schedule: bool = True) -> None:
         """Match the polled set to `backends` (start, reload, runtime add/remove)."""
-        assert self._session is not None, "start() first"
+        assert self._pool is not None, "start() first"
         self._registry.configure_backends(backends)
         wanted = {b.name: b for b in backends}
         for name in list(self._targets):
@@ -100,7 +97,7 @@ class Watcher:
             current = self._targets.get(name)
             if current is not None and current.config == config:
                 continue
-            self._targets[name] = _Target(config=config, client=BackendClient(self._session, config))
+            self._targets[name] = _Target(config=config, client=BackendClient(self._pool, config))
             if schedule:
                 self._schedule(name)
                 self.poll_now(name)

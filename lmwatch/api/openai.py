@@ -22,15 +22,18 @@ from typing import Any
 
 from aiohttp import web
 
-from lmwatch.api import request_ids
-from lmwatch.api.auth import ANONYMOUS, Handler, client_of, is_v1, note_request
+from lmwatch.api import json_call, request_ids, sse_relay
+from lmwatch.api.attempts import Answer, Streamed, Verdict
+from lmwatch.api.auth import ANONYMOUS, ClientKey, Handler, client_of, is_v1, note_request
 from lmwatch.api.dialects import Dialect, MessagesDialect, ResponsesDialect
 from lmwatch.api.errors import ApiError, api_error, shape_of
+from lmwatch.api.exchange import Exchange
 from lmwatch.api.prompt_embedding import prompt_embedder
-from lmwatch.api.proxy import Answer, Exchange, Streamed, Upstream, Verdict, open_stream
 from lmwatch.api.request_ids import request_id, upstream_id
 from lmwatch.api.response_store import ResponseStore
+from lmwatch.api.sse_relay import open_stream
 from lmwatch.api.translate import messages as anthropic
+from lmwatch.api.upstream import Upstream
 from lmwatch.backends.base import error_message
 from lmwatch.cache import embeddings as embedding_cache
 from lmwatch.cache import response as response_cache
@@ -42,7 +45,7 @@ from lmwatch.config import Config
 from lmwatch.connections import read_body
 from lmwatch.errors import DomainError
 from lmwatch.metrics.requests import NONE, RequestMetrics, cloud_price
-from lmwatch.registry import RecentRequest, RequestOutcomes, Snapshot
+from lmwatch.registry import RecentRequest, Snapshot
 from lmwatch.routing.embedclass import EmbeddingClassifier
 from lmwatch.routing.request import Endpoint, ParsedRequest, json_object, parse_request
 from lmwatch.routing.select import AUTO, TASK_PREFIX, Route, Target, routable
@@ -176,11 +179,12 @@ class _Request:
         return backends, ",".join(dict.fromkeys(t.model for _, t in served)) or NONE, _route(served)
 
 
-def forbids_cloud(request: web.Request) -> bool:
+def forbids_cloud(request: web.Request, client: ClientKey | None = None) -> bool:
     """No cloud fallback for this request: `X-LMWatch-Local-Only: true`, or a key marked local_only."""
-    if request.headers.get("X-LMWatch-Local-Only", "").strip().lower() in TRUE:
+    local = request.headers.get("X-LMWatch-Local-Only")
+    if local is not None and local.strip().lower() in TRUE:
         return True
-    client = client_of(request)
+    client = client or client_of(request)
     return client is not None and client.local_only
 
 
@@ -220,9 +224,7 @@ async def _handle(request: web.Request, endpoint: Endpoint, dialect: Dialect | N
         failed = ApiError(500, "lmwatch failed to handle this request; see its log")
         return error_response(request, failed, state.headers())
     finally:
-        _record(metrics, services.registry.outcomes, config, state, code)
-        _record_usage(services, request, config, state, code)
-        _note_for_audit(request, state)
+        _record(services, request, config, state, code)
 
 
 async def _serve(
@@ -241,12 +243,13 @@ async def _serve(
     snap = services.registry.snapshot()
     upstream = request.app[UPSTREAM]
     router = services.router
-    choice = await router.choose_task(snap, routing, req, request.headers.get("X-LMWatch-Task"))
+    client = client_of(request)
+    local_only = forbids_cloud(request, client)
+    task_header = request.headers.get("X-LMWatch-Task")
+    choice = await router.choose_task(snap, routing, req, task_header, key=client, local_only=local_only)
     if choice.classification is not None:
         state.reasons = choice.classification.reasons
     task = state.task = choice.task
-    client = client_of(request)
-    local_only = forbids_cloud(request)
     plan = router.decide(snap, routing, upstream.outcomes, req, task, local_only=local_only, key=client).plan
     if dialect is not None:
         plan = dialect.restrict(plan)
@@ -270,7 +273,9 @@ async def _serve(
         vectors = cache if decision.write and config.cache.embeddings else None
         answer = await _embeddings(req, routing.embedding_batch_size, exchange, state, vectors, models)
         return _json(answer, state.headers(), request), str(answer.status)
-    key = await _look_up(cache, decision, state, response_key(endpoint, models, req.body, req.stream, req.wants_usage))
+    key = await _look_up(
+        cache, decision, state, lambda: response_key(endpoint, models, req.body, req.stream, req.wants_usage)
+    )
     similar = None
     if key is not None and config.cache.semantic.enabled:
         similar = await _look_up_similar(request, services, snap, state, req, models, decision.read)
@@ -282,14 +287,14 @@ async def _serve(
     if req.stream:
         if key is not None:
             ex.capture = bytearray()
-        streamed = await ex.stream(request, state.headers)
+        streamed = await sse_relay.stream(ex, request, state.headers)
         if isinstance(streamed, Streamed):
             if key is not None and ex.capture and streamed.verdict is Verdict.SUCCESS:
                 _keep(cache, key, ex, state, bytes(ex.capture), sse=True, similar=similar)
             return streamed.response, _STREAM_CODES[streamed.verdict]
         result = streamed
     else:
-        result = await ex.answer()
+        result = await json_call.answer(ex)
         if key is not None and result.status == 200:
             _keep(cache, key, ex, state, result.raw, sse=False, similar=similar)
     return _json(result, state.headers(ex), request), str(result.status)
@@ -302,12 +307,14 @@ _STREAM_CODES = {Verdict.SUCCESS: "200", Verdict.UPSTREAM_FAILED: "stream_error"
 # --- the response cache --------------------------------------------------------------------------
 
 
-async def _look_up(cache: Cache | None, decision: Decision, state: _Request, key: str) -> str | None:
-    """The key to store the answer under (None: not cached), and `state.hit` when one is stored."""
+async def _look_up(cache: Cache | None, decision: Decision, state: _Request, make_key: Callable[[], str]) -> str | None:
+    """The key to store the answer under (None: not cached), and `state.hit` when one is stored.
+    The key (a hash of the body) is made only when the cache may be used."""
     if cache is None or not decision.write:
         if cache is not None:
             cache.metrics.count("response", Result.BYPASS)
         return None
+    key = make_key()
     if decision.read:
         found = await cache.get_many([key])
         entry = Entry.decode(found[0]) if found and found[0] is not None else None
@@ -398,25 +405,22 @@ def _too_large(limit: int) -> ApiError:
     return ApiError(413, message, code="request_too_large")
 
 
-def _record(metrics: RequestMetrics, outcomes: RequestOutcomes, config: Config, state: _Request, code: str) -> None:
+def _record(services: Services, request: web.Request, config: Config, state: _Request, code: str) -> None:
+    """A finished request's metrics, recent-request entry, usage row and audit tokens."""
+    metrics = services.metrics.requests
     served = _served(state.exchanges)
     backend, model, route = state.source(served)
-    backend, model = backend.split(",")[0], model.split(",")[0]
+    backend, model = backend.split(",", 1)[0], model.split(",", 1)[0]
     duration = time.perf_counter() - state.started
-    if state.hit is not None and not served:
-        metrics.avoided(config.routing, backend, state.task, state.hit.prompt_tokens, state.hit.completion_tokens)
+    hit = state.hit if not served else None
+    if hit is not None:
+        metrics.avoided(config.routing, backend, state.task, hit.prompt_tokens, hit.completion_tokens)
     metrics.finished(state.endpoint.value, backend, model, state.task, route, code, duration)
-    outcomes.request_done(
-        RecentRequest(
-            backend=backend,
-            model=model,
-            task=state.task,
-            route=route,
-            code=code,
-            duration_seconds=round(duration, 6),
-            ttft_seconds=next((e.ttft for e, _ in served if e.ttft is not None), None),
-            output_tokens=sum(e.usage.completion for e, _ in served),
-        )
+    ttft = next((e.ttft for e, _ in served if e.ttft is not None), None)
+    prompt = sum(e.usage.prompt for e, _ in served)
+    completion = sum(e.usage.completion for e, _ in served)
+    services.registry.outcomes.request_done(
+        RecentRequest(backend, model, state.task, route, code, round(duration, 6), ttft, completion)
     )
     if state.overhead is not None:
         metrics.overhead.observe(state.overhead)
@@ -432,49 +436,32 @@ def _record(metrics: RequestMetrics, outcomes: RequestOutcomes, config: Config, 
             ex.usage.completion,
             local=not target.is_cloud,
         )
-
-
-def _record_usage(services: Services, request: web.Request, config: Config, state: _Request, code: str) -> None:
-    """Queue the request's usage row (written off the request path; never the prompt)."""
-    if services.usage is None:
-        return
-    served = _served(state.exchanges)
-    backend, model, route = state.source(served)
-    hit = state.hit if not served else None
-    prompt = hit.prompt_tokens if hit else sum(e.usage.prompt for e, _ in served)
-    completion = hit.completion_tokens if hit else sum(e.usage.completion for e, _ in served)
-    local = not any(t.is_cloud for _, t in served)
-    client = client_of(request)
-    services.usage.record(
-        UsageRow(
-            time=time.time(),
-            key_name=client.name if client is not None else ANONYMOUS,
-            backend=backend.split(",")[0],
-            model=model.split(",")[0],
-            task=state.task,
-            route=route,
-            api=state.endpoint.value,
-            code=code,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            latency_seconds=round(time.perf_counter() - state.started, 6),
-            ttft_seconds=next((e.ttft for e, _ in served if e.ttft is not None), None),
-            cache=state.cache.value,
-            local=local,
-            cost_avoided_dollars=cloud_price(config.routing, state.task, prompt, completion) if local else 0.0,
+    if services.usage is not None:  # queued, written off the request path; never the prompt
+        if hit is not None:
+            prompt, completion = hit.prompt_tokens, hit.completion_tokens
+        local = not any(t.is_cloud for _, t in served)
+        client = client_of(request)
+        services.usage.record(
+            UsageRow(
+                time.time(),
+                client.name if client is not None else ANONYMOUS,
+                backend,
+                model,
+                state.task,
+                route,
+                state.endpoint.value,
+                code,
+                prompt,
+                completion,
+                round(time.perf_counter() - state.started, 6),
+                ttft,
+                state.cache.value,
+                local,
+                cloud_price(config.routing, state.task, prompt, completion) if local else 0.0,
+            )
         )
-    )
-
-
-def _note_for_audit(request: web.Request, state: _Request) -> None:
-    """The token counts for the request's audit line (model, backend and task come from its headers)."""
-    served = _served(state.exchanges)
-    if served:
-        note_request(
-            request,
-            prompt_tokens=sum(e.usage.prompt for e, _ in served),
-            completion_tokens=sum(e.usage.completion for e, _ in served),
-        )
+    if served:  # the token counts for the request's audit line (model, backend and task: its headers)
+        note_request(request, prompt_tokens=prompt, completion_tokens=completion)
 
 
 # --- embeddings: the cache per input, then batches ---------------------------------------------
@@ -540,12 +527,12 @@ def _batches(req: ParsedRequest, size: int) -> bool:
 async def _embed_upstream(req: ParsedRequest, size: int, exchange: Exchanger) -> Answer:
     """One upstream request, or batches of `size` inputs spread over backends, answered as one."""
     if not _batches(req, size):
-        return await exchange(req).answer()
+        return await json_call.answer(exchange(req))
     items: list[Any] = req.body["input"]
     parts = [exchange(_with_input(req, items[i : i + size])) for i in range(0, len(items), size)]
     try:
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(part.answer()) for part in parts]
+            tasks = [group.create_task(json_call.answer(part)) for part in parts]
     except ExceptionGroup as group_error:  # one batch failed (the others were cancelled): answer its error
         raise next((e for e in group_error.exceptions if isinstance(e, ApiError | DomainError)), group_error) from None
     answers: list[Answer] = [t.result() for t in tasks]

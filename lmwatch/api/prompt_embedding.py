@@ -8,9 +8,9 @@ an `EmbeddingFailed`, which the cache turns into a bypass.
 
 from __future__ import annotations
 
-from lmwatch.api.upstream import Pool
 from lmwatch.cache.semantic import Embed, EmbeddingFailed
 from lmwatch.config import RoutingConfig
+from lmwatch.http_client import Pool
 from lmwatch.registry import Snapshot
 from lmwatch.routing.embedclass import Unavailable, Vector, embed, embedding_target
 

@@ -7,15 +7,15 @@ bodies, and LM Studio's HTTP 200 carrying an `error` body (its answer to unknown
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
-
-import aiohttp
+from typing import Any, ClassVar, TypeVar, cast
 
 from lmwatch.config import BackendConfig
+from lmwatch.http_client import AnswerTooLarge, ConnectError, ConnectionLost, Pool, UpstreamError
 from lmwatch.jsondecode import loads
 from lmwatch.logs import redact
 from lmwatch.registry import ModelInfo, ProbeFailure
@@ -25,6 +25,7 @@ MAX_PROBE_BODY_BYTES = 8 * 1024 * 1024
 """A model list is a few KiB; anything near this is not a model list."""
 
 _MESSAGE_LIMIT = 300
+T = TypeVar("T")
 
 
 class ProbeError(Exception):
@@ -55,10 +56,12 @@ def error_message(body: Any) -> str | None:
 class BackendClient:
     """HTTP access to one backend for the watcher: short timeouts, a size cap, strict parsing."""
 
-    def __init__(self, session: aiohttp.ClientSession, config: BackendConfig) -> None:
-        self.session = session
+    def __init__(self, pool: Pool, config: BackendConfig) -> None:
+        self.pool = pool
         self.config = config
         self.base_url = config.base_url
+        self._last: dict[str, tuple[bytes, object]] = {}
+        """Per path: the last answer's bytes and what `get_parsed` made of them."""
 
     def headers(self) -> dict[str, str]:
         """The bearer header; an unreadable token file is the backend's auth failing, not a bug."""
@@ -71,41 +74,59 @@ class BackendClient:
     async def get_json(self, path: str) -> Any:
         return await self.request_json("GET", path)
 
+    async def get_parsed(self, path: str, parse: Callable[[Any], T]) -> T:
+        """`parse(await get_json(path))`, or its last result again when the answer's bytes are the
+        same as last time: an unchanged model list costs a byte compare, not a decode and a rebuild."""
+        status, raw = await self._fetch("GET", path)
+        last = self._last.get(path)
+        if last is not None and status == 200 and last[0] == raw:
+            return cast(T, last[1])
+        result = parse(_parse(path, status, raw))
+        self._last[path] = (raw, result)
+        return result
+
     async def post_json(self, path: str, body: dict[str, Any], timeout: float | None = None) -> Any:
         return await self.request_json("POST", path, body, timeout)
 
     async def request_json(
         self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float | None = None
     ) -> Any:
-        url = self.base_url + path
-        limit = aiohttp.ClientTimeout(total=timeout or self.config.probe_timeout)
-        try:
-            async with self.session.request(
-                method, url, json=body, headers=self.headers(), timeout=limit, allow_redirects=False
-            ) as resp:
-                raw = await _read_capped(resp)
-                status = resp.status
-        except TimeoutError:
-            raise ProbeError(ProbeFailure.TIMEOUT, f"no complete answer from {path} within {limit.total:g} s") from None
-        except aiohttp.ClientConnectionError as exc:
-            raise ProbeError(ProbeFailure.CONNECT, f"{path}: {exc.__class__.__name__}: {exc}") from None
-        except aiohttp.ClientError as exc:
-            raise ProbeError(ProbeFailure.BAD_RESPONSE, f"{path}: {exc.__class__.__name__}: {exc}") from None
+        status, raw = await self._fetch(method, path, body, timeout)
         return _parse(path, status, raw)
 
-
-async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
-    declared = resp.content_length
-    if declared is not None and declared > MAX_PROBE_BODY_BYTES:
-        raise ProbeError(ProbeFailure.TOO_LARGE, f"body of {declared} bytes is over {MAX_PROBE_BODY_BYTES}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > MAX_PROBE_BODY_BYTES:
-            raise ProbeError(ProbeFailure.TOO_LARGE, f"body over {MAX_PROBE_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    async def _fetch(
+        self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> tuple[int, bytes]:
+        """The answer's status and bytes within `timeout` seconds in all (default `probe_timeout`)."""
+        total = timeout or self.config.probe_timeout
+        headers = self.headers()
+        data = b""
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            async with asyncio.timeout(total):
+                resp = await self.pool.post(self.base_url, path, data, headers, total, total, method=method)
+                try:
+                    declared = resp.headers.get("content-length", "")
+                    if declared.isdigit() and int(declared) > MAX_PROBE_BODY_BYTES:
+                        raise ProbeError(
+                            ProbeFailure.TOO_LARGE, f"body of {declared} bytes is over {MAX_PROBE_BODY_BYTES}"
+                        )
+                    raw = await resp.read(MAX_PROBE_BODY_BYTES)
+                finally:
+                    resp.close()
+        except TimeoutError:
+            raise ProbeError(ProbeFailure.TIMEOUT, f"no complete answer from {path} within {total:g} s") from None
+        except AnswerTooLarge:
+            raise ProbeError(ProbeFailure.TOO_LARGE, f"body over {MAX_PROBE_BODY_BYTES} bytes") from None
+        except (ConnectError, ConnectionLost) as exc:
+            raise ProbeError(ProbeFailure.CONNECT, f"{path}: {exc}") from None
+        except UpstreamError as exc:
+            raise ProbeError(ProbeFailure.BAD_RESPONSE, f"{path}: {exc}") from None
+        except ValueError:  # a token with a line break: never sent
+            raise ProbeError(ProbeFailure.AUTH, "the API token cannot be sent: it holds a line break") from None
+        return resp.status, raw
 
 
 def _parse(path: str, status: int, raw: bytes) -> Any:

@@ -23,13 +23,16 @@ class LMStudioV0(LMStudio):
     oldest_version = "0.3.6"
 
     async def list_models(self, client: BackendClient) -> tuple[list[ModelInfo], list[str]]:
-        body = await client.get_json(PATH)
-        entries = body.get("data") if isinstance(body, dict) else None
-        if not isinstance(entries, list):
-            raise shape_error(PATH, "no `data` list")
-        if entries and not any(isinstance(e, dict) and "state" in e for e in entries):
-            raise shape_error(PATH, "entries carry no `state`: not LM Studio's v0 API")
-        return parse_entries(PATH, entries, _model, "id")
+        return await client.get_parsed(PATH, _models)
+
+
+def _models(body: Any) -> tuple[list[ModelInfo], list[str]]:
+    entries = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(entries, list):
+        raise shape_error(PATH, "no `data` list")
+    if entries and not any(isinstance(e, dict) and "state" in e for e in entries):
+        raise shape_error(PATH, "entries carry no `state`: not LM Studio's v0 API")
+    return parse_entries(PATH, entries, _model, "id")
 
 
 def _model(entry: Any) -> ModelInfo | None:

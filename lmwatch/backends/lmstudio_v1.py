@@ -24,11 +24,7 @@ class LMStudioV1(LMStudio):
     supports_load = True
 
     async def list_models(self, client: BackendClient) -> tuple[list[ModelInfo], list[str]]:
-        body = await client.get_json(PATH)
-        entries = body.get("models") if isinstance(body, dict) else None
-        if not isinstance(entries, list):
-            raise shape_error(PATH, "no `models` list")
-        return parse_entries(PATH, entries, _model, "key")
+        return await client.get_parsed(PATH, _models)
 
     async def load(
         self,
@@ -50,6 +46,13 @@ class LMStudioV1(LMStudio):
     async def unload(self, client: BackendClient, instance_id: str) -> dict[str, Any]:
         result = await client.post_json("/api/v1/models/unload", {"instance_id": instance_id})
         return result if isinstance(result, dict) else {"result": result}
+
+
+def _models(body: Any) -> tuple[list[ModelInfo], list[str]]:
+    entries = body.get("models") if isinstance(body, dict) else None
+    if not isinstance(entries, list):
+        raise shape_error(PATH, "no `models` list")
+    return parse_entries(PATH, entries, _model, "key")
 
 
 def _model(entry: Any) -> ModelInfo | None:

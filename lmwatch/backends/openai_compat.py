@@ -30,11 +30,14 @@ class OpenAICompat(Flavour):
     """It may front any engine, LM Studio's `/v1` included (`kind: openai` on an LM Studio server)."""
 
     async def list_models(self, client: BackendClient) -> tuple[list[ModelInfo], list[str]]:
-        body = await client.get_json(PATH)
-        entries = body.get("data") if isinstance(body, dict) else None
-        if not isinstance(entries, list):
-            raise shape_error(PATH, "no `data` list: not an OpenAI-compatible server")
-        return parse_entries(PATH, entries, _model, "id")
+        return await client.get_parsed(PATH, _models)
+
+
+def _models(body: Any) -> tuple[list[ModelInfo], list[str]]:
+    entries = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(entries, list):
+        raise shape_error(PATH, "no `data` list: not an OpenAI-compatible server")
+    return parse_entries(PATH, entries, _model, "id")
 
 
 def _model(entry: Any) -> ModelInfo | None:

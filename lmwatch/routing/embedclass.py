@@ -27,8 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lmwatch.api.upstream import Pool, UpstreamError
 from lmwatch.config import RoutingConfig
+from lmwatch.http_client import Pool, UpstreamError
 from lmwatch.jsondecode import loads
 from lmwatch.metrics.classifier import EmbeddingMetrics
 from lmwatch.registry import Snapshot

@@ -204,6 +204,13 @@ async def test_the_router_enforces_a_keys_models_and_tasks(
         assert status == 200 and headers["X-LMWatch-Task"] == "coding"
         status, body, _ = await chat(http, daemon, OTHER_KEY, "task:creative", "Write a poem")
         assert status == 403 and body["error"]["code"] == "task_not_allowed"
+        # an explicit id is classified too when the key is limited to tasks
+        status, body, _ = await chat(http, daemon, OTHER_KEY, "qwen2.5-coder-7b-instruct", "Write a poem about the sea")
+        assert status == 403 and body["error"]["code"] == "task_not_allowed"
+        status, _, headers = await chat(
+            http, daemon, OTHER_KEY, "qwen2.5-coder-7b-instruct", "Fix this Python: def f(:"
+        )
+        assert status == 200 and headers["X-LMWatch-Task"] == "coding"
 
 
 async def test_a_local_only_key_never_goes_to_the_cloud(

@@ -70,9 +70,10 @@ async def test_async_sdk_explicit_stream_keeps_usage_when_asked(one: Fleet) -> N
     headers = route_headers(raw.headers)
     assert (headers["model"], headers["task"], headers["route"]) == (
         "meta-llama-3.1-8b-instruct",
-        "creative",
+        "none",  # an explicit id is not classified when nothing depends on its task
         "explicit",
     )
+    assert "task-reason" not in headers
     chunks = [c async for c in raw.parse()]
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text

@@ -341,19 +341,19 @@ async def test_an_unreadable_token_file_fails_over_without_a_500(
 async def test_a_client_gone_at_the_very_end_of_a_stream_is_a_499(
     monkeypatch: pytest.MonkeyPatch, http: aiohttp.ClientSession
 ) -> None:
-    from lmwatch.api import proxy
+    from lmwatch.api import sse_relay
 
     async def client_left(data: bytes = b"") -> None:
         raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
 
-    open_stream = proxy.open_stream
+    open_stream = sse_relay.open_stream
 
     async def leaving_at_the_end(*args: Any) -> web.StreamResponse:
         out = await open_stream(*args)
         out.write_eof = client_left  # type: ignore[method-assign]
         return out
 
-    monkeypatch.setattr(proxy, "open_stream", leaving_at_the_end)
+    monkeypatch.setattr(sse_relay, "open_stream", leaving_at_the_end)
     async with fleet({"a": sim(CODER)}) as f:
         with contextlib.suppress(aiohttp.ClientError):
             async with http.post(f.url + "/v1/chat/completions", json=chat(model=CODER, stream=True)) as resp:

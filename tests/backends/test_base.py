@@ -201,3 +201,30 @@ async def test_a_redirect_is_not_followed(daemon_for: StartDaemon) -> None:
     finally:
         await runner.cleanup()
         await inner.cleanup()
+
+
+async def test_an_unchanged_model_list_is_not_parsed_again() -> None:
+    """Same bytes: the models of the last poll, as they were; other bytes: parsed anew."""
+    from lmwatch.backends import BackendClient, flavour
+    from lmwatch.config import BackendConfig
+    from lmwatch.http_client import Pool
+
+    answer = {"object": "list", "data": [{"id": "qwen2.5-7b-instruct", "object": "model"}]}
+
+    async def models(request: web.Request) -> web.StreamResponse:
+        return web.json_response(answer)
+
+    runner, url = await serve(models)
+    try:
+        pool = Pool()
+        client = BackendClient(pool, BackendConfig(name="b", url=url, kind="openai"))
+        openai = flavour("openai")
+        first, _ = await openai.list_models(client)
+        again, _ = await openai.list_models(client)
+        assert again is first and [m.id for m in again] == ["qwen2.5-7b-instruct"]
+        answer["data"].append({"id": "nomic-embed-text", "object": "model"})
+        changed, _ = await openai.list_models(client)
+        assert [m.id for m in changed] == ["qwen2.5-7b-instruct", "nomic-embed-text"]
+        pool.close()
+    finally:
+        await runner.cleanup()

@@ -12,8 +12,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from lmwatch.api.openai import CLASSIFIER
-from lmwatch.api.upstream import Pool
 from lmwatch.config import RoutingConfig, parse_config
+from lmwatch.http_client import Pool
 from lmwatch.metrics.classifier import EmbeddingMetrics
 from lmwatch.routing.embedclass import EmbeddingClassifier, Unavailable, parse_vectors
 from lmwatch.simulator import SimModel, SimSettings

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -86,7 +85,7 @@ async def test_a_full_disk_loses_rows_not_requests(tmp_path: Path, caplog: pytes
             usage._executor, lambda: usage._connection().execute("PRAGMA max_page_count = 1")
         )
         for _ in range(200):  # more rows than the pages left
-            usage.record(dataclasses.replace(ROW, time=time.time()))
+            usage.record(ROW._replace(time=time.time()))
         status, _ = await ask(f, "/v1/chat/completions", chat("while the disk is full", model=MODEL))
         assert status == 200
         await usage.flush()
@@ -108,7 +107,7 @@ async def test_rows_older_than_the_retention_are_deleted(tmp_path: Path) -> None
     try:
         usage.configure(tmp_path / "usage.sqlite", retention_days=1)
         for age_days in (2, 0.5, 0):
-            usage.record(dataclasses.replace(ROW, time=now - age_days * 86400))
+            usage.record(ROW._replace(time=now - age_days * 86400))
         await usage.flush()
         report = await usage.report(0.0, "model")
         assert report["totals"]["requests"] == 2  # the row two days old is gone

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from lmwatch.api.upstream import (
+from lmwatch.http_client import (
     AnswerTooLarge,
     ConnectError,
     ConnectionLost,
@@ -100,6 +100,40 @@ async def test_length_chunked_and_interim_answers_on_one_kept_connection() -> No
         assert await post(pool, url) == (404, b"{}")
         assert await post(pool, url) == (204, b"")
         assert len(connections) == 1
+        pool.close()
+
+
+async def test_headers_folded_repeated_interim_and_trailers() -> None:
+    """Obsolete line folding is unfolded, a repeated header is one comma list, an interim answer's
+    headers and a chunked body's trailers are not the answer's headers."""
+    hints = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+    answer = (
+        b"HTTP/1.1 200 OK\r\nX-Folded: one\r\n  two\r\nVary: a\r\nVary: b\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b'2;name="quoted;value"\r\nok\r\n0\r\nX-Trailer: late\r\n\r\n'
+    )
+    async with server(answers(hints + answer, hints + answer)) as (url, connections):
+        pool = Pool()
+        for _ in range(2):
+            resp = await pool.post(url, "/chat/completions", b"{}", {}, 5.0, 5.0)
+            assert (resp.status, await resp.read()) == (200, b"ok")
+            assert resp.headers["x-folded"].split() == ["one", "two"]
+            assert resp.headers["vary"] == "a, b"
+            assert "link" not in resp.headers and "x-trailer" not in resp.headers
+        assert len(connections) == 1  # both answers were complete: the connection was kept
+        pool.close()
+
+
+async def test_oversized_headers_and_bytes_after_the_answer() -> None:
+    huge = b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000 + b"\r\nContent-Length: 2\r\n\r\nok"
+    async with server(answers(huge)) as (url, _):
+        with pytest.raises(ProtocolError, match="too large"):
+            await post(Pool(), url)
+    extra = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno"
+    async with server(answers(extra, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")) as (url, connections):
+        pool = Pool()
+        assert await post(pool, url) == (200, b"ok")
+        assert await post(pool, url) == (200, b"ok")
+        assert len(connections) == 2  # an answer nobody asked for: that connection was not reused
         pool.close()
 
 

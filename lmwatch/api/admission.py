@@ -1,0 +1,67 @@
+"""Admission of one attempt: the model loaded first when it is not (demand placement), then a slot
+under the backend's concurrency cap, waiting in its bounded queue until the request's deadline.
+Both waits are queueing, not lmwatch's own time: each call says how long it waited."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from lmwatch.api.attempts import Failure
+from lmwatch.api.upstream import Release, Upstream
+from lmwatch.config import RoutingConfig
+from lmwatch.lifecycle.loads import LoadError
+from lmwatch.routing.select import Target
+
+
+def unloaded(target: Target) -> bool:
+    """A local target whose model is downloaded but not loaded (demand placement loads it)."""
+    return not target.is_cloud and target.info is not None and not target.info.loaded
+
+
+async def place(upstream: Upstream, target: Target, deadline: float) -> tuple[Failure | Release | None, float]:
+    """Load the model of a target that is not loaded; (a failure, or a Release to await after the
+    request, or None; seconds waited)."""
+    placement = upstream.placement
+    if placement is None or not unloaded(target):
+        return None, 0.0
+    began = time.perf_counter()
+    try:
+        return await placement.prepare(target, max(0.0, deadline - asyncio.get_running_loop().time())), _since(began)
+    except LoadError as exc:
+        return Failure("load_failed", str(exc), breaker=False, attempted=False), _since(began)
+
+
+async def admit(
+    upstream: Upstream, routing: RoutingConfig, target: Target, deadline: float
+) -> tuple[Failure | None, float]:
+    """A slot for `target` (None) or why not; and the seconds spent waiting for it."""
+    if target.cap is None:
+        upstream.outcomes.started(target.backend)
+        return None, 0.0
+    gate = upstream.gate
+    if gate.try_acquire(target.backend, target.cap):
+        return None, 0.0
+    if gate.waiting(target.backend) >= routing.max_queue:
+        return Failure("queue_full", "its queue is full", breaker=False, attempted=False), 0.0
+    began = time.perf_counter()
+    remaining = deadline - asyncio.get_running_loop().time()
+    ok = remaining > 0 and await gate.acquire(target.backend, target.cap, remaining, routing.max_queue)
+    if ok:
+        return None, _since(began)
+    failure = Failure(
+        "queue_timeout", f"no free slot within {routing.queue_timeout:g} s", breaker=False, attempted=False
+    )
+    return failure, _since(began)
+
+
+def release(upstream: Upstream, target: Target) -> None:
+    """The slot `admit` gave back."""
+    if target.cap is None:
+        upstream.outcomes.finished(target.backend)
+    else:
+        upstream.gate.release(target.backend)
+
+
+def _since(began: float) -> float:
+    return time.perf_counter() - began
