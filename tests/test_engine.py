@@ -208,7 +208,7 @@ async def _auto_and_explicit(daemon: Daemon) -> None:
         headers = _headers(streamed)
         assert (headers["x-lmwatch-model"], headers["x-lmwatch-task"], headers["x-lmwatch-route"]) == (
             model.id,
-            "none",  # an explicit id whose task decides nothing is not classified
+            "coding",
             "explicit",
         )
         pieces = [c.choices[0].delta.content or "" async for c in streamed.parse() if c.choices]

@@ -15,8 +15,6 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "lmwatch"
 
 KNOWN: dict[tuple[str, str], str] = {
-    ("routing", "api"): "routing/embedclass.py posts through api/upstream.py's pool: the outbound HTTP client,"
-    " not an API surface, belongs outside api",
     ("control", "api"): "the control plane holds the admin token and client keys of api/auth.py: the key store"
     " belongs outside the /v1 middleware",
     ("connections", "api"): "connections.py (connection limits, body timeouts) is HTTP-layer code: it belongs in api",

@@ -514,7 +514,7 @@ async def explain_route(
     outcomes = control.services.registry.outcomes
     router = control.services.router
     req = parse_request(endpoint, raw, routing.default_model)
-    choice = await router.choose_task(snap, routing, req, task_header, scores=True, local_only=local_only)
+    choice = await router.choose_task(snap, routing, req, task_header, scores=True)
     classification, forced, task = choice.classification, choice.forced, choice.task
     plan = router.decide(snap, routing, outcomes, req, task, local_only=local_only, dry_run=True).plan
     breakers = {(b.backend, b.model): b for b in outcomes.view().breakers}

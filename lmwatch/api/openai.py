@@ -246,7 +246,7 @@ async def _serve(
     client = client_of(request)
     local_only = forbids_cloud(request, client)
     task_header = request.headers.get("X-LMWatch-Task")
-    choice = await router.choose_task(snap, routing, req, task_header, key=client, local_only=local_only)
+    choice = await router.choose_task(snap, routing, req, task_header)
     if choice.classification is not None:
         state.reasons = choice.classification.reasons
     task = state.task = choice.task

@@ -16,12 +16,12 @@ from typing import Any, Protocol
 from lmwatch.config import RoutingConfig
 from lmwatch.errors import Forbidden
 from lmwatch.registry import RequestOutcomes, Snapshot
-from lmwatch.routing.capabilities import EMBEDDINGS, Capabilities
+from lmwatch.routing.capabilities import Capabilities
 from lmwatch.routing.classify import Classification, Classifier
 from lmwatch.routing.context import fit_plan
 from lmwatch.routing.memo import PerConfig
 from lmwatch.routing.request import Endpoint, ParsedRequest
-from lmwatch.routing.select import AUTO, TASK_PREFIX, Plan, PlanMemo, allowed_only, choose_task
+from lmwatch.routing.select import Plan, PlanMemo, allowed_only, choose_task
 
 Classify = Callable[[RoutingConfig, Snapshot, Mapping[str, Any]], Awaitable[Classification]]
 
@@ -34,9 +34,6 @@ class KeyLimits(Protocol):
 
     @property
     def models(self) -> tuple[str, ...]: ...
-
-    @property
-    def tasks(self) -> tuple[str, ...]: ...
 
     def allows_task(self, task: str) -> bool: ...
 
@@ -58,27 +55,6 @@ class Decision:
     """Every target the request could use by model, task and shape (what the explainer lists)."""
     plan: Plan
     """`planned` less what the key may not use and, on a real request, what the request does not fit."""
-
-
-def explicit(routing: RoutingConfig, model: str) -> bool:
-    """A model id or alias (not `auto` nor `task:<type>`): routed without a task."""
-    return model != AUTO and (not model.startswith(TASK_PREFIX) or model in routing.aliases)
-
-
-def task_decides(routing: RoutingConfig, key: KeyLimits | None, local_only: bool) -> bool:
-    """Whether an explicit request still needs its task classified: its key is limited to tasks,
-    it may fall back to the cloud (whose model and price go by task), or `routing.prices` prices
-    tasks differently. Otherwise the task would only label it: not worth the classifier's CPU."""
-    if key is not None and key.tasks:
-        return True
-    if routing.cloud.allowed and not local_only:
-        return True
-    return bool(set(routing.prices) - _UNTASKED_PRICES)
-
-
-_UNTASKED_PRICES = frozenset({"default", EMBEDDINGS})
-NO_TASK = "none"
-"""The task of a request whose task decides nothing (header, labels, usage rows)."""
 
 
 class Router:
@@ -104,34 +80,14 @@ class Router:
         return self._classifier(routing)
 
     async def choose_task(
-        self,
-        snap: Snapshot,
-        routing: RoutingConfig,
-        req: ParsedRequest,
-        header: str | None,
-        *,
-        scores: bool = False,
-        key: KeyLimits | None = None,
-        local_only: bool = False,
+        self, snap: Snapshot, routing: RoutingConfig, req: ParsedRequest, header: str | None, *, scores: bool = False
     ) -> TaskChoice:
-        """The request's task; `scores` runs the classifier even when the request names its task or
-        its task decides nothing (an explicit id: see `task_decides`), for the explainer to show."""
+        """The request's task; `scores` runs the classifier even when the request names its task."""
         forced = choose_task(routing, snap, req, header)
-        embeddings = req.endpoint is Endpoint.EMBEDDINGS
-        needed = (
-            forced is None
-            and not embeddings
-            and (not explicit(routing, req.model) or task_decides(routing, key, local_only))
-        )
         classification = None
-        if (needed or scores) and not embeddings:
+        if (forced is None or scores) and req.endpoint is not Endpoint.EMBEDDINGS:
             classification = await self._classify(routing, snap, req.as_chat)
-        if forced is not None:
-            task = forced
-        elif embeddings:
-            task = EMBEDDINGS
-        else:
-            task = classification.task if needed and classification is not None else NO_TASK
+        task = forced or (classification.task if classification is not None else "embeddings")
         return TaskChoice(task, forced is not None, classification)
 
     def plan(self, snap: Snapshot, routing: RoutingConfig, req: ParsedRequest, task: str, local_only: bool) -> Plan:
