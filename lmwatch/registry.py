@@ -217,6 +217,24 @@ class ModelProfile:
     def key(self) -> tuple[str, str]:
         return (self.backend, self.model)
 
+    def summary(self) -> dict[str, Any]:
+        """The headline numbers (what `/status`, `/admin/route/explain` and `lmwatch compare` show)."""
+        best = max(self.throughput, key=lambda p: p.tokens_per_second, default=None)
+        return {
+            "backend": self.backend,
+            "model": self.model,
+            "model_type": self.model_type.value,
+            "measured_at": self.measured_at,
+            "quantization": self.quantization,
+            "context_length": self.context_length,
+            "ttft_short_seconds": self.ttft_short_seconds,
+            "ttft_long_seconds": self.ttft_long_seconds,
+            "prompt_tokens_per_second": self.prompt_tokens_per_second,
+            "generation_tokens_per_second": self.generation_tokens_per_second,
+            "peak_tokens_per_second": best.tokens_per_second if best else None,
+            "peak_concurrency": best.concurrency if best else None,
+        }
+
 
 @dataclass(frozen=True)
 class Snapshot:

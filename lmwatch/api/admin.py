@@ -34,15 +34,16 @@ from pydantic import BaseModel, ValidationError
 
 from lmwatch.api import contract
 from lmwatch.api import profiles as profiles_api
-from lmwatch.api.auth import ANONYMOUS, AUDIT_NOTE, CLIENT, Handler, is_admin, is_v1
+from lmwatch.api.auth import AUDIT_NOTE, CLIENT, Handler, admit, authenticate, check_admin, is_admin, is_v1
+from lmwatch.api.connections import read_body
 from lmwatch.api.errors import ApiError, ProblemsError, api_error, shape_of
 from lmwatch.api.openai import forbids_cloud
 from lmwatch.api.request_ids import request_id
 from lmwatch.api.status import backend_document
 from lmwatch.backend_changes import unknown_backend
 from lmwatch.config import BackendConfig, validation_problems
-from lmwatch.connections import read_body
 from lmwatch.control import ControlPlane
+from lmwatch.credentials import ANONYMOUS
 from lmwatch.errors import DomainError
 from lmwatch.jsondecode import loads
 from lmwatch.lifecycle.loads import LoadError, LoadFailure
@@ -119,12 +120,12 @@ async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.monotonic()
         note = request[AUDIT_NOTE] = {}
     try:
-        key = control.access.authenticate(request)
+        key = authenticate(control.access, request)
         if key is not None:
             request[CLIENT] = key
             key_name = key.name
             cache = request.app[SERVICES].cache
-            await control.access.admit(key, cache if cache is not None and cache.redis is not None else None)
+            await admit(control.access, key, cache if cache is not None and cache.redis is not None else None)
         response = await handler(request)
         status = str(response.status)
         return response
@@ -151,7 +152,7 @@ async def _guard_admin(request: web.Request, handler: Handler) -> web.StreamResp
     if control is None:
         return ApiError(404, "the admin API is not enabled in this process", code="not_found").response()
     try:
-        request[ACTOR] = control.admin.check(request)
+        request[ACTOR] = check_admin(control.admin, request)
     except (ApiError, DomainError) as caught:
         exc = api_error(caught)
         control.metrics.admin_actions.labels("authenticate", "denied").inc()

@@ -24,7 +24,8 @@ from aiohttp import web
 
 from lmwatch.api import json_call, request_ids, sse_relay
 from lmwatch.api.attempts import Answer, Streamed, Verdict
-from lmwatch.api.auth import ANONYMOUS, ClientKey, Handler, client_of, is_v1, note_request
+from lmwatch.api.auth import Handler, client_of, is_v1, note_request
+from lmwatch.api.connections import read_body
 from lmwatch.api.dialects import Dialect, MessagesDialect, ResponsesDialect
 from lmwatch.api.errors import ApiError, api_error, shape_of
 from lmwatch.api.exchange import Exchange
@@ -42,7 +43,7 @@ from lmwatch.cache.response import BYPASS, Decision, Entry, Result
 from lmwatch.cache.semantic import Found, prompt_of
 from lmwatch.cache.service import Cache
 from lmwatch.config import Config
-from lmwatch.connections import read_body
+from lmwatch.credentials import ANONYMOUS, ClientKey
 from lmwatch.errors import DomainError
 from lmwatch.metrics.requests import NONE, RequestMetrics, cloud_price
 from lmwatch.registry import RecentRequest, Snapshot

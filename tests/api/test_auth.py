@@ -13,15 +13,11 @@ import openai
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from lmwatch.api.auth import (
-    AccessControl,
-    ClientKey,
-    _digest,
-    load_client_keys,
-)
+from lmwatch.api.auth import admit, authenticate
 from lmwatch.api.errors import ApiError, api_error
 from lmwatch.config import ClientsConfig, ConfigError, RoutingConfig, load_config, parse_config
 from lmwatch.control import secret_file_warnings
+from lmwatch.credentials import AccessControl, ClientKey, _digest, load_client_keys
 from lmwatch.daemon import Daemon
 from lmwatch.errors import DomainError
 from lmwatch.registry import Registry
@@ -162,9 +158,9 @@ async def test_the_bucket_refills_over_the_minute() -> None:
     async def identify() -> ClientKey | None:
         """What the /v1 middleware does: authenticate the request, then admit its key."""
         request = make_mocked_request("GET", "/v1/models", headers={"Authorization": f"Bearer {CLIENT_KEY}"})
-        key = access.authenticate(request)
+        key = authenticate(access, request)
         if key is not None:
-            await access.admit(key)
+            await admit(access, key)
         return key
 
     assert await identify() is not None
