@@ -13,6 +13,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lmwatch"
 
+
 def part_of(module: str) -> str | None:
     """The top-level part `lmwatch.x.y` belongs to (`x`), None outside lmwatch."""
     bits = module.split(".")

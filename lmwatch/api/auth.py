@@ -7,16 +7,29 @@ The router (`lmwatch.routing.decide`) applies a key's model and task limits, giv
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Awaitable, Callable
+import time
 from typing import Any
 
 from aiohttp import web
 
-from lmwatch.api.errors import ApiError
-from lmwatch.credentials import ADMIN_TOKEN_ENV, AccessControl, AdminAuth, ClientKey, SharedBuckets, is_loopback
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+from lmwatch.api.errors import ApiError, api_error, shape_of
+from lmwatch.api.paths import Handler, is_v1
+from lmwatch.api.request_ids import request_id
+from lmwatch.control import ControlPlane
+from lmwatch.credentials import (
+    ADMIN_TOKEN_ENV,
+    ANONYMOUS,
+    AccessControl,
+    AdminAuth,
+    ClientKey,
+    SharedBuckets,
+    is_loopback,
+)
+from lmwatch.errors import DomainError
+from lmwatch.jsondecode import loads
+from lmwatch.services import SERVICES
 
 
 def _bearer(request: web.Request) -> str | None:
@@ -141,9 +154,99 @@ def note_request(
     note.update({k: v for k, v in values.items() if v is not None})
 
 
-def is_v1(path: str) -> bool:
-    return path == "/v1" or path.startswith("/v1/")
+# --- the /v1 middleware --------------------------------------------------------------------------
 
 
-def is_admin(path: str) -> bool:
-    return path == "/admin" or path.startswith("/admin/")
+@web.middleware
+async def client_keys(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """On `/v1`: the client key (401/403/429), the per-key count and the request's audit line.
+
+    Only a count unless client keys or request lines are on: every `/v1` request passes here, so
+    without them it should cost (nearly) nothing.
+    """
+    path = request.rel_url.path_safe  # what the router matched: decoded already, so cheap
+    if not is_v1(path):
+        return await handler(request)
+    control = request.app[SERVICES].control
+    if control is None:
+        return await handler(request)
+    key_name = ANONYMOUS
+    status = "500"
+    response: web.StreamResponse | None = None
+    note: dict[str, Any] | None = None
+    started = 0.0
+    if control.audit.requests:
+        started = time.monotonic()
+        note = request[AUDIT_NOTE] = {}
+    try:
+        key = authenticate(control.access, request)
+        if key is not None:
+            request[CLIENT] = key
+            key_name = key.name
+            cache = request.app[SERVICES].cache
+            await admit(control.access, key, cache if cache is not None and cache.redis is not None else None)
+        response = await handler(request)
+        status = str(response.status)
+        return response
+    except (ApiError, DomainError) as caught:
+        exc = api_error(caught)
+        status = str(exc.status)
+        return exc.response(shape=shape_of(path), request_id=request_id(request))
+    except web.HTTPException as exc:
+        status = str(exc.status)
+        raise
+    except asyncio.CancelledError:
+        status = "499"
+        raise
+    finally:
+        control.count_request(key_name, status)
+        if note is not None:
+            _audit_request(control, request, key_name, int(status), time.monotonic() - started, response, note)
+
+
+_ROUTE_HEADERS = (("model", "X-LMWatch-Model"), ("backend", "X-LMWatch-Backend"), ("task", "X-LMWatch-Task"))
+
+
+def _audit_request(
+    control: ControlPlane,
+    request: web.Request,
+    key_name: str,
+    status: int,
+    duration: float,
+    response: web.StreamResponse | None,
+    note: dict[str, Any],
+) -> None:
+    """Queue a `/v1` request's audit line: the route headers of the handler's answer, then what the
+    router noted (tokens), then the prompt when `audit.prompts` is on and the router gave none."""
+    entry: dict[str, Any] = {
+        "key": key_name,
+        "remote": request.remote,
+        "method": request.method,
+        "path": request.path,
+        "request_id": request_id(request),
+        "status": status,
+        "duration_seconds": round(duration, 6),
+    }
+    if response is not None:
+        for field, header in _ROUTE_HEADERS:
+            value = response.headers.get(header)
+            if value and value != "none":
+                entry[field] = value
+    entry.update(note)
+    if control.audit.prompts and "prompt" not in note:
+        entry["prompt"] = _prompt_of(request)
+    control.audit.request(entry)
+
+
+def _prompt_of(request: web.Request) -> Any:
+    """The messages, prompt or input of a body the handler already read (never reads the socket)."""
+    raw = getattr(request, "_read_bytes", None)  # aiohttp caches the body read by request.read()
+    if not raw:
+        return None
+    try:
+        body = loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    return next((body[k] for k in ("messages", "prompt", "input") if k in body), None)
