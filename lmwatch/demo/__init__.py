@@ -138,7 +138,7 @@ def _run_in(args: argparse.Namespace, state: Path) -> int:
     try:
         for server, proc in zip(SERVERS, procs, strict=True):
             _wait_for_port(args.sim_port + server.port_offset, proc)
-        from lmwatch.daemon import Daemon
+        from lmwatch.daemon import CannotListen, Daemon
 
         daemon = Daemon(loaded)
 
@@ -153,7 +153,11 @@ def _run_in(args: argparse.Namespace, state: Path) -> int:
             await stop.wait()
             await daemon.stop()
 
-        event_loop.run(main())
+        try:
+            event_loop.run(main())
+        except CannotListen as exc:
+            print(f"lmwatch demo: error: {exc}; choose another --port", file=sys.stderr)
+            return 1
     finally:
         for proc in procs:
             proc.terminate()
