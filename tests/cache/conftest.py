@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+
+from tests.ports import free_port
 
 
 @dataclass
@@ -41,15 +42,9 @@ class RedisServer:
             await self.proc.wait()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 async def redis_server() -> AsyncIterator[RedisServer]:
-    server = RedisServer(_free_port())
+    server = RedisServer(free_port())
     try:
         await server.start()
         yield server
