@@ -45,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if loaded is None:
         return 1
     setup_logging(loaded.config.logging.level, loaded.config.logging.format)
-    from lmwatch.daemon import Daemon
+    from lmwatch.daemon import CannotListen, Daemon
 
     async def main() -> None:
         await Daemon(loaded).run_until_signalled()
@@ -55,7 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:  # secrets the config names cannot be read, or /admin would be unprotected
         _report(exc, "lmwatch did not start")
         return 1
-    except event_loop.EventLoopError as exc:
+    except (event_loop.EventLoopError, CannotListen) as exc:
         print(f"lmwatch: error: {exc}; lmwatch did not start", file=sys.stderr)
         return 1
     return 0

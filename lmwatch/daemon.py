@@ -24,9 +24,9 @@ from lmwatch import __version__, console
 from lmwatch.api import admin as admin_api
 from lmwatch.api import openai as openai_api
 from lmwatch.api import openapi
+from lmwatch.api.connections import CONNECTIONS, ConnectionRunner, ExceptionHandler
 from lmwatch.cache.service import Cache
 from lmwatch.config import LoadedConfig
-from lmwatch.connections import CONNECTIONS, ConnectionRunner, ExceptionHandler
 from lmwatch.control import ControlPlane
 from lmwatch.lifecycle.manager import Lifecycle
 from lmwatch.metrics.table import Metrics
@@ -41,6 +41,11 @@ from lmwatch.usage.log import UsageLog
 from lmwatch.watcher import Watcher
 
 log = logging.getLogger("lmwatch.daemon")
+
+
+class CannotListen(RuntimeError):
+    """The configured address cannot be bound: said in one line, with the keys that set it."""
+
 
 CUT_SECONDS = 1.0
 """After `shutdown_grace`: how long cut requests get to send their last bytes before they are cancelled."""
@@ -99,7 +104,13 @@ class Daemon:
         loop.set_exception_handler(connections.exception_handler)
         await self._runner.setup()
         site = web.TCPSite(self._runner, config.server.host, config.server.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # the port is taken, or the host is not an address of this machine
+            await self._runner.cleanup()
+            loop.set_exception_handler(self._exception_handler)
+            where = f"{config.server.host}:{config.server.port}"
+            raise CannotListen(f"cannot listen on {where} (server.host, server.port): {exc.strerror or exc}") from None
         self.port = self._runner.addresses[0][1]
         log.info(
             "lmwatch %s listening on %s with %d backends (event loop: %s)",

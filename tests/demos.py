@@ -4,11 +4,10 @@ README, drive the console in Chromium, run `lmwatch top` or fuzz the API against
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
-import random
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,24 +17,11 @@ from typing import Any
 
 import aiohttp
 
+from tests.ports import free_port_run
+
 REPO = Path(__file__).resolve().parent.parent
 DEMO_BACKENDS = ("studio-a", "studio-b", "engine-c")
 READY_WITHIN_SECONDS = 10.0
-
-
-def free_port_run(count: int) -> int:
-    """The first of `count` consecutive free loopback ports, from a random start (parallel runs of the
-    suite on one machine would otherwise race for the same ports)."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000)
-        try:
-            socks = [socket.create_server(("127.0.0.1", base + i)) for i in range(count)]
-        except OSError:
-            continue
-        for sock in socks:
-            sock.close()
-        return base
-    raise RuntimeError("no free port range")
 
 
 @dataclass
@@ -125,22 +111,41 @@ async def wait_kept(url: str, backend: str, model: str, timeout: float = READY_W
     raise AssertionError(f"{model} was not kept loaded on {backend} within {timeout:.0f} s: {state}")
 
 
+PORT_ATTEMPTS = 3
+"""Free ports are picked before the demo binds them: another program may take one in between."""
+
+
+async def _start_demo(extra: tuple[str, ...]) -> Demo:
+    """The demo started on free ports and printing its banner (retried when a port was taken meanwhile)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LMWATCH_")}
+    for attempt in range(PORT_ATTEMPTS):
+        sim_port = free_port_run(4)
+        port = sim_port + 3
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "lmwatch", "demo", "--port", str(port), "--sim-port", str(sim_port), *extra),
+            env=env,
+            cwd=REPO,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        demo = Demo(f"http://127.0.0.1:{port}", sim_port, proc)
+        try:
+            await demo.read_until("lmwatch demo is running")
+            return demo
+        except AssertionError:
+            with contextlib.suppress(ProcessLookupError):
+                await demo.stop()
+            if "cannot listen on" not in demo.text or attempt == PORT_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 @asynccontextmanager
 async def running_demo(*extra: str) -> AsyncIterator[Demo]:
     """The demo on free ports, every backend up; stopped with Ctrl-C (killed if that fails)."""
-    sim_port = free_port_run(4)
-    port = sim_port + 3
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LMWATCH_")}
-    proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "lmwatch", "demo", "--port", str(port), "--sim-port", str(sim_port), *extra),
-        env=env,
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    demo = Demo(f"http://127.0.0.1:{port}", sim_port, proc)
+    demo = await _start_demo(extra)
+    proc = demo.proc
     try:
-        await demo.read_until("lmwatch demo is running")
         await wait_all_up(demo.url)
         yield demo
     finally:

@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from lmwatch.daemon import Daemon
 from lmwatch.registry import ModelProfile, ModelType
 from lmwatch.simulator import RunningSimulator
 from tests.daemons import ADMIN_TOKEN, WRONG_TOKEN, backend_yaml, config_file, daemon_for, run_cli, write
+from tests.ports import free_port
 
 
 @pytest.fixture
@@ -180,13 +180,6 @@ async def test_route_explain_says_per_candidate_its_profile_its_fit_and_why_it_w
     assert gemma.startswith("  3. studio / google/gemma-3-4b: chosen for coding")
     assert lines[first + 7] == "     fits: ~10829 of 12918 tokens; speed not measured yet"
     assert lines[-1] == "chosen: studio / google/gemma-3-4b"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def test_a_clear_line_when_no_daemon_runs() -> None:

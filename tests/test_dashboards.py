@@ -9,7 +9,6 @@ import copy
 import importlib.util
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
@@ -292,12 +293,6 @@ def test_provisioning_example_points_a_file_provider_at_the_dashboards() -> None
 
 
 # --- against a running lmwatch -----------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def exported_names(text: str) -> set[str]:

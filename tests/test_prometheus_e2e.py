@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
+from tests.ports import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 SCRAPE = REPO / "prometheus" / "scrape.yml"
 ALERTS = REPO / "prometheus" / "alerts.yml"
@@ -33,12 +34,6 @@ LMWATCH = Path(sys.executable).parent / "lmwatch"
 T = TypeVar("T")
 
 pytestmark = pytest.mark.tools
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def get(url: str) -> tuple[int, bytes]:

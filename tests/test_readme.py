@@ -20,7 +20,6 @@ import asyncio
 import os
 import re
 import shlex
-import socket
 import sys
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from lmwatch.config import parse_config
 from lmwatch.daemon import running_daemon
 from lmwatch.simulator import SimSettings, start_simulator
 from tests.demos import running_demo
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
@@ -89,12 +89,6 @@ async def test_run_examples_work_as_written_after_make_demo() -> None:
                 assert out.strip(), f"no output from:\n{body}"
                 ran += 1
     assert ran >= 8
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_simulate_examples_start() -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import aiohttp
 
 from tests.daemons import run_cli
-from tests.demos import DEMO_BACKENDS, free_port_run, running_demo
+from tests.demos import DEMO_BACKENDS, running_demo
+from tests.ports import free_port_run
 
 
 async def test_top_shows_backends_models_inflight_and_gpus_of_the_demo(http: aiohttp.ClientSession) -> None:

@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING
 import yaml
 
 from lmwatch import event_loop
+from lmwatch.admin_client import DEFAULT_URL, URL_ENV
 from lmwatch.config import DEFAULT_PORT, load_config
-from lmwatch.control_cli import DEFAULT_URL, URL_ENV, usage_table
+from lmwatch.control_cli import usage_table
 from lmwatch.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -137,7 +138,7 @@ def _run_in(args: argparse.Namespace, state: Path) -> int:
     try:
         for server, proc in zip(SERVERS, procs, strict=True):
             _wait_for_port(args.sim_port + server.port_offset, proc)
-        from lmwatch.daemon import Daemon
+        from lmwatch.daemon import CannotListen, Daemon
 
         daemon = Daemon(loaded)
 
@@ -152,7 +153,11 @@ def _run_in(args: argparse.Namespace, state: Path) -> int:
             await stop.wait()
             await daemon.stop()
 
-        event_loop.run(main())
+        try:
+            event_loop.run(main())
+        except CannotListen as exc:
+            print(f"lmwatch demo: error: {exc}; choose another --port", file=sys.stderr)
+            return 1
     finally:
         for proc in procs:
             proc.terminate()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+
+from tests.ports import free_port
 
 
 @dataclass
@@ -26,17 +27,11 @@ class RedisServer:
             await self.proc.wait()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 async def redis_server() -> AsyncIterator[RedisServer]:
     binary = shutil.which("redis-server")
     assert binary, "redis-server is missing: run `make tools`"
-    port = _free_port()
+    port = free_port()
     args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "notice"]
     proc = await asyncio.create_subprocess_exec(binary, *args, stdout=asyncio.subprocess.PIPE)
     server = RedisServer(proc, port)

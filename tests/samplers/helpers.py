@@ -19,6 +19,7 @@ from lmwatch.metrics.samplers import SamplerCollector
 from lmwatch.metrics.text import Format
 from lmwatch.registry import Registry
 from lmwatch.samplers.base import Sampler
+from tests.ports import free_port
 
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -80,12 +81,6 @@ def listening_port() -> Iterator[int]:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         yield int(sock.getsockname()[1])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:

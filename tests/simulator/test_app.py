@@ -446,8 +446,9 @@ async def test_jit_load_and_auto_evict(sim_factory: Factory, http: aiohttp.Clien
     sim = await sim_factory(models=models, load_seconds=0.05)
     url = sim.url + "/v1/chat/completions"
     first, second = await asyncio.gather(
+        # both carry the ttl: which of two concurrent requests reaches the server first is not defined
         call(http, "POST", url, {"model": "jit-a", "messages": HELLO, "ttl": 300}),
-        call(http, "POST", url, {"model": "jit-a", "messages": HELLO}),
+        call(http, "POST", url, {"model": "jit-a", "messages": HELLO, "ttl": 300}),
     )
     assert first[0] == second[0] == 200 and first[1]["model"] == second[1]["model"] == "jit-a"
     catalogue = sim.state.catalogue
