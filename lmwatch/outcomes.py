@@ -131,7 +131,7 @@ class RequestOutcomes:
         self._drained: dict[tuple[str, str], list[asyncio.Future[None]]] = {}
         self._speeds: dict[tuple[str, str], Speed] = {}
         self._breakers: dict[tuple[str, str], Breaker] = {}
-        self._recent: deque[RecentRequest] = deque(maxlen=RECENT_REQUESTS)
+        self._recent: deque[tuple[float, RecentRequest]] = deque(maxlen=RECENT_REQUESTS)
         self._chars_per_token: dict[tuple[str, str], float] = {}
         self._learned_context: dict[tuple[str, str], int] = {}
 
@@ -150,7 +150,7 @@ class RequestOutcomes:
 
     def request_done(self, request: RecentRequest) -> None:
         """A `/v1` request finished; only the last RECENT_REQUESTS are kept."""
-        self._recent.appendleft(dataclasses.replace(request, time=self._clock()))
+        self._recent.appendleft((self._clock(), request))  # stamped when viewed: views are rare
 
     def queue_changed(self, backend: str, delta: int) -> None:
         self._queued[backend] = max(0, self._queued.get(backend, 0) + delta)
@@ -257,7 +257,7 @@ class RequestOutcomes:
                 BreakerView(b, m, br.current(now), br.failures, br.retry_at(), br.reason)
                 for (b, m), br in self._breakers.items()
             ),
-            recent=tuple(self._recent),
+            recent=tuple(dataclasses.replace(r, time=t) for t, r in self._recent),
         )
 
     # --- fed by the registry: what the pollers saw ---------------------------------------------

@@ -26,6 +26,9 @@ KEYWORD_CAP = 4
 """Keywords count once each and at most this many per task, so a long prompt cannot run away."""
 REASONS = 4
 """Features named in `reasons` (the header shows the first three)."""
+REMEMBERED = 1024
+"""Answers kept per classifier, by the text read and the request's shape: an agent's tool loop
+sends the same system prompt and last user turn again and again, and each is classified once."""
 SHAPE_NUDGES = {"tools": ("coding", 3.0), "response_format": ("analysis", 1.5), "temperature": ("creative", 1.0)}
 """Request shape -> (task, logit added): signals the text-trained model cannot see."""
 _WORDS = re.compile(r"[a-z0-9]+(?:[+#]+|'[a-z]+)?")
@@ -56,9 +59,20 @@ class Classifier:
         }
         self._examples = ExampleIndex(cfg.examples, self.model)
         self.example_threshold = cfg.example_threshold
+        self._answers: dict[tuple[str, tuple[bool, ...]], Classification] = {}
 
     def classify(self, body: Mapping[str, Any]) -> Classification:
+        """The task of a request: what the text read and the request's shape decide, remembered."""
         text = request_text(body, self.scan_chars)
+        key = (text, (_has_shape(body, "tools"), _has_shape(body, "response_format"), _has_shape(body, "temperature")))
+        found = self._answers.get(key)
+        if found is None:
+            if len(self._answers) >= REMEMBERED:
+                del self._answers[next(iter(self._answers))]  # the oldest
+            found = self._answers[key] = self._decide(text, body)
+        return found
+
+    def _decide(self, text: str, body: Mapping[str, Any]) -> Classification:
         decided = self.by_keywords(text)
         if decided:
             return decided
@@ -184,10 +198,18 @@ def request_text(body: Mapping[str, Any], limit: int) -> str:
     """The system prompt and the latest user turn (chat), or the prompt (completions), capped."""
     messages = body.get("messages")
     if isinstance(messages, list):
-        system = next((m for m in messages if isinstance(m, dict) and m.get("role") in ("system", "developer")), None)
-        user = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), None)
-        parts = [_content_text(m.get("content"), limit) for m in (system, user) if m is not None]
-        return "\n".join(p for p in parts if p)
+        system = user = None
+        for m in messages:  # plain loops: this runs on every request
+            if isinstance(m, dict) and m.get("role") in ("system", "developer"):
+                system = m
+                break
+        for m in reversed(messages):
+            if isinstance(m, dict) and m.get("role") == "user":
+                user = m
+                break
+        first = _content_text(system.get("content"), limit) if system is not None else ""
+        last = _content_text(user.get("content"), limit) if user is not None else ""
+        return f"{first}\n{last}" if first and last else first or last
     prompt = body.get("prompt")
     if isinstance(prompt, list):
         prompt = next((p for p in prompt if isinstance(p, str)), "")

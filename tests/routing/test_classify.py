@@ -77,6 +77,15 @@ def test_request_shape_nudges_the_task(classifier: Classifier, extra: dict[str, 
     assert reason in result.reasons
 
 
+def test_a_remembered_answer_is_per_text_and_shape(classifier: Classifier) -> None:
+    """The same text asked again gets the same answer; another shape of request is decided anew."""
+    plain = classifier.classify(chat("zqxv"))
+    assert classifier.classify(chat("zqxv")) == plain
+    with_tools = classifier.classify(chat("zqxv", tools=[{"type": "function", "function": {"name": "f"}}]))
+    assert (plain.task, with_tools.task) == ("research", "coding")
+    assert classifier.classify(chat("zqxv")).task == "research"
+
+
 def test_text_the_model_knows_nothing_of_means_the_default_task(classifier: Classifier) -> None:
     for body in (chat("zqxv wkpj"), chat(""), {"messages": []}):
         result = classifier.classify(body)
