@@ -182,9 +182,9 @@ class BackendConfig(Strict):
         seconds (rotation needs no restart, and a routed request does no file I/O on the event loop)."""
         if self.api_token_env:
             return os.environ.get(self.api_token_env) or None
-        if self._token_file is not None:
-            return self._token_file.read()
-        return None
+        if self.api_token_file is None:  # a plain field: the private one is a slow lookup (every request)
+            return None
+        return self._token_file.read() if self._token_file is not None else None
 
 
 TOKEN_FILE_TTL_SECONDS = 5.0

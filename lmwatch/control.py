@@ -29,17 +29,6 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pydantic import TypeAdapter, ValidationError
 
-from lmwatch.api.auth import (
-    ANONYMOUS,
-    AccessControl,
-    AdminAuth,
-    AdminToken,
-    ClientKey,
-    SecretProblems,
-    host_is_loopback,
-    load_admin_token,
-    load_client_keys,
-)
 from lmwatch.audit import AuditLog
 from lmwatch.backend_changes import BackendChanges
 from lmwatch.config import (
@@ -49,6 +38,17 @@ from lmwatch.config import (
     iter_backend_tokens,
     load_config,
     validation_problems,
+)
+from lmwatch.credentials import (
+    ANONYMOUS,
+    AccessControl,
+    AdminAuth,
+    AdminToken,
+    ClientKey,
+    SecretProblems,
+    host_is_loopback,
+    load_admin_token,
+    load_client_keys,
 )
 from lmwatch.discovery import BackendSources, FileDiscovery
 from lmwatch.errors import InvalidRequest

@@ -24,9 +24,9 @@ from lmwatch import __version__, console
 from lmwatch.api import admin as admin_api
 from lmwatch.api import openai as openai_api
 from lmwatch.api import openapi
+from lmwatch.api.connections import CONNECTIONS, ConnectionRunner, ExceptionHandler
 from lmwatch.cache.service import Cache
 from lmwatch.config import LoadedConfig
-from lmwatch.connections import CONNECTIONS, ConnectionRunner, ExceptionHandler
 from lmwatch.control import ControlPlane
 from lmwatch.lifecycle.manager import Lifecycle
 from lmwatch.metrics.table import Metrics

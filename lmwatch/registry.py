@@ -22,6 +22,7 @@ from typing import Any
 
 from lmwatch.breaker import Breaker, CircuitState
 from lmwatch.config import BackendConfig, BreakerConfig
+from lmwatch.failures import FailureReason
 
 log = logging.getLogger("lmwatch.registry")
 
@@ -42,18 +43,6 @@ class ModelType(StrEnum):
     LLM = "llm"
     VLM = "vlm"  # an LLM that takes images
     EMBEDDINGS = "embeddings"
-
-
-class ProbeFailure(StrEnum):
-    """Why a probe failed; a bounded set, used as a metric label."""
-
-    CONNECT = "connect"  # refused, reset, DNS: nothing answered
-    TIMEOUT = "timeout"  # no complete answer in time (includes a slow drip)
-    HTTP_STATUS = "http_status"  # an HTTP error status
-    AUTH = "auth"  # 401/403: the token is missing or wrong
-    ERROR_BODY = "error_body"  # LM Studio's HTTP 200 with an `error` body
-    BAD_RESPONSE = "bad_response"  # not JSON, not the expected shape (an HTML page, garbage)
-    TOO_LARGE = "too_large"  # a body over the size limit
 
 
 @dataclass(frozen=True)
@@ -121,10 +110,10 @@ class BackendInfo:
     last_success: float | None = None
     last_probe: float | None = None
     last_error: str | None = None
-    last_error_reason: ProbeFailure | None = None
+    last_error_reason: FailureReason | None = None
     probe_duration: float | None = None
     consecutive_failures: int = 0
-    probe_failures: Mapping[ProbeFailure, int] = field(default_factory=dict)
+    probe_failures: Mapping[FailureReason, int] = field(default_factory=dict)
     draining: bool = False
     retiring: frozenset[str] = frozenset()
     """Models lmwatch is about to unload (swap, idle unload): routing sends new requests elsewhere first."""
@@ -216,6 +205,24 @@ class ModelProfile:
     @property
     def key(self) -> tuple[str, str]:
         return (self.backend, self.model)
+
+    def summary(self) -> dict[str, Any]:
+        """The headline numbers (what `/status`, `/admin/route/explain` and `lmwatch compare` show)."""
+        best = max(self.throughput, key=lambda p: p.tokens_per_second, default=None)
+        return {
+            "backend": self.backend,
+            "model": self.model,
+            "model_type": self.model_type.value,
+            "measured_at": self.measured_at,
+            "quantization": self.quantization,
+            "context_length": self.context_length,
+            "ttft_short_seconds": self.ttft_short_seconds,
+            "ttft_long_seconds": self.ttft_long_seconds,
+            "prompt_tokens_per_second": self.prompt_tokens_per_second,
+            "generation_tokens_per_second": self.generation_tokens_per_second,
+            "peak_tokens_per_second": best.tokens_per_second if best else None,
+            "peak_concurrency": best.concurrency if best else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -343,7 +350,7 @@ class Registry:
         self._backends[name] = updated
         self._publish([*_health_events(current, updated), *_model_events(current, updated)])
 
-    def record_failure(self, name: str, reason: ProbeFailure, message: str, duration: float) -> None:
+    def record_failure(self, name: str, reason: FailureReason, message: str, duration: float) -> None:
         current = self._backends.get(name)
         if current is None:
             return
@@ -601,7 +608,7 @@ class RequestOutcomes:
         self._drained: dict[tuple[str, str], list[asyncio.Future[None]]] = {}
         self._speeds: dict[tuple[str, str], Speed] = {}
         self._breakers: dict[tuple[str, str], Breaker] = {}
-        self._recent: deque[RecentRequest] = deque(maxlen=RECENT_REQUESTS)
+        self._recent: deque[tuple[float, RecentRequest]] = deque(maxlen=RECENT_REQUESTS)
         self._chars_per_token: dict[tuple[str, str], float] = {}
         self._learned_context: dict[tuple[str, str], int] = {}
         registry.subscribe(self._on_event)
@@ -621,7 +628,7 @@ class RequestOutcomes:
 
     def request_done(self, request: RecentRequest) -> None:
         """A `/v1` request finished; only the last RECENT_REQUESTS are kept."""
-        self._recent.appendleft(dataclasses.replace(request, time=self._clock()))
+        self._recent.appendleft((self._clock(), request))  # stamped when viewed: views are rare
 
     def queue_changed(self, backend: str, delta: int) -> None:
         self._queued[backend] = max(0, self._queued.get(backend, 0) + delta)
@@ -728,7 +735,7 @@ class RequestOutcomes:
                 BreakerView(b, m, br.current(now), br.failures, br.retry_at(), br.reason)
                 for (b, m), br in self._breakers.items()
             ),
-            recent=tuple(self._recent),
+            recent=tuple(dataclasses.replace(r, time=t) for t, r in self._recent),
         )
 
     # --- fed by the watcher ----------------------------------------------------------------------

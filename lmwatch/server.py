@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterable
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
-from lmwatch.api.auth import Handler, is_admin, is_v1
+from lmwatch.api.connections import CONNECTIONS, Connections
 from lmwatch.api.errors import ApiError
+from lmwatch.api.paths import Handler, is_admin, is_v1
 from lmwatch.api.status import status_document
-from lmwatch.connections import CONNECTIONS, Connections
 from lmwatch.services import SERVICES, Services
 
 Setup = Callable[[web.Application], None]

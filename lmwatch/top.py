@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from lmwatch.control_cli import CliError, call, short, table
+from lmwatch.admin_client import CliError, call, short, table
 
 CLEAR = "\x1b[H\x1b[2J"
 BAR_WIDTH = 20

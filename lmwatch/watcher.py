@@ -24,9 +24,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from lmwatch import backends
 from lmwatch.backends import BackendClient, Flavour, ProbeError
 from lmwatch.config import BackendConfig
+from lmwatch.failures import FailureReason
 from lmwatch.flavours import AUTO
 from lmwatch.http_client import Pool
-from lmwatch.registry import Health, ModelInfo, ProbeFailure, ProbeResult, Registry
+from lmwatch.registry import Health, ModelInfo, ProbeResult, Registry
 from lmwatch.scheduling import quiet_when_cancelled
 
 log = logging.getLogger("lmwatch.watcher")
@@ -142,7 +143,7 @@ class Watcher:
             self._back_off(target)
         except Exception as exc:  # a bug in a flavour must not stop polling
             log.exception("poll of %s failed unexpectedly", name)
-            self._registry.record_failure(name, ProbeFailure.BAD_RESPONSE, repr(exc), self._clock() - started)
+            self._registry.record_failure(name, FailureReason.BAD_RESPONSE, repr(exc), self._clock() - started)
             self._back_off(target)
         else:
             backend = self._registry.snapshot().backend(name)
@@ -168,7 +169,7 @@ class Watcher:
                 flavour, models, warnings = await self._list(target, known)
                 break
             except ProbeError as exc:
-                if exc.reason is not ProbeFailure.CONNECT or attempt == attempts - 1:
+                if exc.reason is not FailureReason.CONNECT or attempt == attempts - 1:
                     raise
                 await asyncio.sleep(RETRY_DELAY_SECONDS * 2**attempt)
         version = None

@@ -22,7 +22,6 @@ config or backend adds `problems`, one `path: message` line each.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import sqlite3
 import time
@@ -34,17 +33,16 @@ from pydantic import BaseModel, ValidationError
 
 from lmwatch.api import contract
 from lmwatch.api import profiles as profiles_api
-from lmwatch.api.auth import ANONYMOUS, AUDIT_NOTE, CLIENT, Handler, is_admin, is_v1
-from lmwatch.api.errors import ApiError, ProblemsError, api_error, shape_of
+from lmwatch.api.auth import check_admin
+from lmwatch.api.connections import read_body
+from lmwatch.api.errors import ApiError, ProblemsError, api_error
 from lmwatch.api.openai import forbids_cloud
-from lmwatch.api.request_ids import request_id
+from lmwatch.api.paths import Handler, is_admin
 from lmwatch.api.status import backend_document
 from lmwatch.backend_changes import unknown_backend
 from lmwatch.config import BackendConfig, validation_problems
-from lmwatch.connections import read_body
 from lmwatch.control import ControlPlane
 from lmwatch.errors import DomainError
-from lmwatch.jsondecode import loads
 from lmwatch.lifecycle.loads import LoadError, LoadFailure
 from lmwatch.registry import BackendInfo
 from lmwatch.routing.request import json_object
@@ -59,8 +57,8 @@ Action = Callable[[web.Request, ControlPlane], Awaitable[tuple[str | None, Mappi
 
 
 def setup(app: web.Application) -> None:
-    """Install the admin routes and the access middleware (`/admin` guard, `/v1` client keys)."""
-    app.middlewares.append(access)
+    """Install the admin routes and their guard."""
+    app.middlewares.append(guard)
     services = app[SERVICES]
     if services.control is not None:
         services.status_sections.setdefault("control", services.control.status_section)
@@ -95,53 +93,12 @@ def _control(request: web.Request) -> ControlPlane:
 
 
 @web.middleware
-async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The admin guard on `/admin`; on `/v1` the client key (401/403/429), the per-key count and the
-    request's audit line.
-
-    One middleware, not two, and on `/v1` only a count unless client keys or request lines are on:
-    every `/v1` request passes here, so without them it should cost (nearly) nothing.
-    """
-    path = request.rel_url.path_safe  # what the router matched: decoded already, so cheap
-    if not is_v1(path):
-        if is_admin(path):
-            return await _guard_admin(request, handler)
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The admin guard on `/admin` (a bearer token, or loopback-only when no token is set); every
+    other path passes untouched."""
+    if not is_admin(request.rel_url.path_safe):  # what the router matched: decoded already, so cheap
         return await handler(request)
-    control = request.app[SERVICES].control
-    if control is None:
-        return await handler(request)
-    key_name = ANONYMOUS
-    status = "500"
-    response: web.StreamResponse | None = None
-    note: dict[str, Any] | None = None
-    started = 0.0
-    if control.audit.requests:
-        started = time.monotonic()
-        note = request[AUDIT_NOTE] = {}
-    try:
-        key = control.access.authenticate(request)
-        if key is not None:
-            request[CLIENT] = key
-            key_name = key.name
-            cache = request.app[SERVICES].cache
-            await control.access.admit(key, cache if cache is not None and cache.redis is not None else None)
-        response = await handler(request)
-        status = str(response.status)
-        return response
-    except (ApiError, DomainError) as caught:
-        exc = api_error(caught)
-        status = str(exc.status)
-        return exc.response(shape=shape_of(path), request_id=request_id(request))
-    except web.HTTPException as exc:
-        status = str(exc.status)
-        raise
-    except asyncio.CancelledError:
-        status = "499"
-        raise
-    finally:
-        control.count_request(key_name, status)
-        if note is not None:
-            _audit_request(control, request, key_name, int(status), time.monotonic() - started, response, note)
+    return await _guard_admin(request, handler)
 
 
 async def _guard_admin(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -151,7 +108,7 @@ async def _guard_admin(request: web.Request, handler: Handler) -> web.StreamResp
     if control is None:
         return ApiError(404, "the admin API is not enabled in this process", code="not_found").response()
     try:
-        request[ACTOR] = control.admin.check(request)
+        request[ACTOR] = check_admin(control.admin, request)
     except (ApiError, DomainError) as caught:
         exc = api_error(caught)
         control.metrics.admin_actions.labels("authenticate", "denied").inc()
@@ -162,54 +119,6 @@ async def _guard_admin(request: web.Request, handler: Handler) -> web.StreamResp
     except (ApiError, DomainError) as caught:
         exc = api_error(caught)
         return exc.response()
-
-
-_ROUTE_HEADERS = (("model", "X-LMWatch-Model"), ("backend", "X-LMWatch-Backend"), ("task", "X-LMWatch-Task"))
-
-
-def _audit_request(
-    control: ControlPlane,
-    request: web.Request,
-    key_name: str,
-    status: int,
-    duration: float,
-    response: web.StreamResponse | None,
-    note: dict[str, Any],
-) -> None:
-    """Queue a `/v1` request's audit line: the route headers of the handler's answer, then what the
-    router noted (tokens), then the prompt when `audit.prompts` is on and the router gave none."""
-    entry: dict[str, Any] = {
-        "key": key_name,
-        "remote": request.remote,
-        "method": request.method,
-        "path": request.path,
-        "request_id": request_id(request),
-        "status": status,
-        "duration_seconds": round(duration, 6),
-    }
-    if response is not None:
-        for field, header in _ROUTE_HEADERS:
-            value = response.headers.get(header)
-            if value and value != "none":
-                entry[field] = value
-    entry.update(note)
-    if control.audit.prompts and "prompt" not in note:
-        entry["prompt"] = _prompt_of(request)
-    control.audit.request(entry)
-
-
-def _prompt_of(request: web.Request) -> Any:
-    """The messages, prompt or input of a body the handler already read (never reads the socket)."""
-    raw = getattr(request, "_read_bytes", None)  # aiohttp caches the body read by request.read()
-    if not raw:
-        return None
-    try:
-        body = loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(body, dict):
-        return None
-    return next((body[k] for k in ("messages", "prompt", "input") if k in body), None)
 
 
 # --- the action wrapper --------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import time
 from lmwatch.api.attempts import Failure
 from lmwatch.api.upstream import Release, Upstream
 from lmwatch.config import RoutingConfig
+from lmwatch.failures import FailureReason
 from lmwatch.lifecycle.loads import LoadError
 from lmwatch.routing.select import Target
 
@@ -29,7 +30,7 @@ async def place(upstream: Upstream, target: Target, deadline: float) -> tuple[Fa
     try:
         return await placement.prepare(target, max(0.0, deadline - asyncio.get_running_loop().time())), _since(began)
     except LoadError as exc:
-        return Failure("load_failed", str(exc), breaker=False, attempted=False), _since(began)
+        return Failure(FailureReason.LOAD_FAILED, str(exc), breaker=False, attempted=False), _since(began)
 
 
 async def admit(
@@ -43,14 +44,14 @@ async def admit(
     if gate.try_acquire(target.backend, target.cap):
         return None, 0.0
     if gate.waiting(target.backend) >= routing.max_queue:
-        return Failure("queue_full", "its queue is full", breaker=False, attempted=False), 0.0
+        return Failure(FailureReason.QUEUE_FULL, "its queue is full", breaker=False, attempted=False), 0.0
     began = time.perf_counter()
     remaining = deadline - asyncio.get_running_loop().time()
     ok = remaining > 0 and await gate.acquire(target.backend, target.cap, remaining, routing.max_queue)
     if ok:
         return None, _since(began)
     failure = Failure(
-        "queue_timeout", f"no free slot within {routing.queue_timeout:g} s", breaker=False, attempted=False
+        FailureReason.QUEUE_TIMEOUT, f"no free slot within {routing.queue_timeout:g} s", breaker=False, attempted=False
     )
     return failure, _since(began)
 

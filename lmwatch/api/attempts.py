@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from lmwatch.failures import FailureReason
 from lmwatch.http_client import (
     AnswerTooLarge,
     ConnectError,
@@ -31,11 +32,8 @@ class Verdict(StrEnum):
 class Failure:
     """An attempt that failed before anything reached the client (so the walk goes on)."""
 
-    reason: str
-    """A bounded label: connect, timeout, http_5xx, http_429, auth, model_unavailable, error_body,
-    bad_response, bad_config, stream_cut, breaker_open, queue_timeout, queue_full, context_length,
-    unsupported_api, local_resources (this host is out of descriptors or memory), answer_too_large,
-    shutting_down."""
+    reason: FailureReason
+    """A bounded label (lmwatch/failures.py)."""
     message: str
     transient: bool = False
     breaker: bool = True
@@ -80,18 +78,20 @@ def count(value: Any) -> int:
 def connection_failure(exc: BaseException) -> Failure:
     """The failure of a connection, a timeout or an answer HTTP does not allow."""
     if isinstance(exc, LocalResources):  # this host's limits: the backend did nothing wrong
-        return Failure("local_resources", describe(exc), breaker=False, attempted=False)
+        return Failure(FailureReason.LOCAL_RESOURCES, describe(exc), breaker=False, attempted=False)
     if isinstance(exc, ShuttingDown):
-        return Failure("shutting_down", describe(exc), breaker=False, attempted=False)
+        return Failure(FailureReason.SHUTTING_DOWN, describe(exc), breaker=False, attempted=False)
     if isinstance(exc, AnswerTooLarge):
-        return Failure("answer_too_large", describe(exc), breaker=False)
+        return Failure(FailureReason.ANSWER_TOO_LARGE, describe(exc), breaker=False)
     if isinstance(exc, TimeoutError):
-        return Failure("timeout", describe(exc))
+        return Failure(FailureReason.TIMEOUT, describe(exc))
     if isinstance(exc, ConnectError):
-        return Failure("connect", describe(exc), transient=True)
+        return Failure(FailureReason.CONNECT, describe(exc), transient=True)
     if isinstance(exc, ConnectionLost):
-        return Failure("connect" if exc.before_answer else "stream_cut", describe(exc), transient=True)
-    return Failure("bad_response", describe(exc))
+        return Failure(
+            FailureReason.CONNECT if exc.before_answer else FailureReason.STREAM_CUT, describe(exc), transient=True
+        )
+    return Failure(FailureReason.BAD_RESPONSE, describe(exc))
 
 
 def describe(exc: BaseException) -> str:

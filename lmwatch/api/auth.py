@@ -1,83 +1,35 @@
-"""Who may call lmwatch: the admin token for `/admin`, client API keys for `/v1`.
+"""Who may call lmwatch, at the HTTP edge: the admin token on `/admin`, client API keys on `/v1`.
 
-Two credentials that never mix. The admin token comes from `LMWATCH_ADMIN_TOKEN` or `admin.token_file`;
-without one, `/admin` answers loopback clients only. Client keys come from environment variables or
-files (never from the config file itself); each has a name, optional allowed models and tasks, a
-local-only flag and an optional requests-per-minute limit. Secrets are compared in constant time
-(SHA-256 digests through `hmac.compare_digest`, every key checked), and are named in metrics, logs
-and the audit log by their key NAME only.
-
-The `/v1` side is a middleware on `/v1` paths (authentication, local-only, rate limit, per-key
-counts, request audit lines); the router (`lmwatch.routing.decide`) applies a key's model and task
-limits, given `client_of(request)`.
+The credentials themselves (how they are read, compared, rate-limited) are lmwatch/credentials.py;
+here a request's credential is taken from its headers and a refusal becomes its 401/403/429 answer.
+The router (`lmwatch.routing.decide`) applies a key's model and task limits, given `client_of(request)`.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import hashlib
-import hmac
-import ipaddress
+import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import yaml
 from aiohttp import web
-from pydantic import Field, ValidationError
 
-from lmwatch.api.errors import ApiError
-from lmwatch.config import (
-    MIN_SECRET_CHARS,
-    AdminConfig,
-    ClientKeyConfig,
-    ClientsConfig,
-    Name,
-    Strict,
-    validation_problems,
+from lmwatch.api.errors import ApiError, api_error, shape_of
+from lmwatch.api.paths import Handler, is_v1
+from lmwatch.api.request_ids import request_id
+from lmwatch.control import ControlPlane
+from lmwatch.credentials import (
+    ADMIN_TOKEN_ENV,
+    ANONYMOUS,
+    AccessControl,
+    AdminAuth,
+    ClientKey,
+    SharedBuckets,
+    is_loopback,
 )
-
-ADMIN_TOKEN_ENV = "LMWATCH_ADMIN_TOKEN"
-ANONYMOUS = "anonymous"
-"""The `key_name` of requests no key identifies (keys off, or a missing or wrong key)."""
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class SecretProblems(Exception):
-    """Secrets that could not be read: `path: message` lines like config problems."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
-
-
-# --- addresses -----------------------------------------------------------------------------------
-
-
-def is_loopback(address: str | None) -> bool:
-    """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback; False for anything else or unknown."""
-    if not address:
-        return False
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
-
-
-def host_is_loopback(host: str) -> bool:
-    """Is a listen address (`server.host`) reachable from this machine only?"""
-    return host.strip("[]").lower() == "localhost" or is_loopback(host.strip("[]"))
-
-
-def _digest(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()
+from lmwatch.errors import DomainError
+from lmwatch.jsondecode import loads
+from lmwatch.services import SERVICES
 
 
 def _bearer(request: web.Request) -> str | None:
@@ -97,293 +49,68 @@ def _client_secret(request: web.Request) -> str | None:
     return key or None
 
 
-def _read_secret(path: Path) -> str:
-    return path.read_text().strip()
+def check_admin(admin: AdminAuth, request: web.Request) -> str:
+    """The caller's name for the audit log (`admin-token` or `loopback`), or raises ApiError."""
+    if admin.token is None:
+        if is_loopback(request.remote):
+            return "loopback"
+        raise ApiError(
+            403,
+            "the admin API answers loopback clients only while no admin token is set "
+            f"(set {ADMIN_TOKEN_ENV} or admin.token_file on the daemon)",
+            code="admin_loopback_only",
+        )
+    presented = _bearer(request)
+    if presented is None:
+        raise ApiError(
+            401,
+            f"the admin API needs the admin token: send `Authorization: Bearer <token>` "
+            f"(the lmwatch CLI reads --token or {ADMIN_TOKEN_ENV})",
+            code="missing_admin_token",
+            headers={"WWW-Authenticate": 'Bearer realm="lmwatch-admin"'},
+        )
+    if not admin.accepts(presented):
+        raise ApiError(
+            401,
+            "the admin token is wrong",
+            code="invalid_admin_token",
+            headers={"WWW-Authenticate": 'Bearer realm="lmwatch-admin", error="invalid_token"'},
+        )
+    return "admin-token"
 
 
-def _too_short(what: str) -> str:
-    return f"{what} is shorter than {MIN_SECRET_CHARS} characters (make one with `openssl rand -hex 24`)"
+def authenticate(access: AccessControl, request: web.Request) -> ClientKey | None:
+    """Which key the request carries (None when keys are off); raises 401 for none or a wrong one."""
+    if not access.keys:
+        return None
+    presented = _client_secret(request)
+    if presented is None:
+        raise ApiError(
+            401,
+            "an API key is required: send `Authorization: Bearer <key>` (the OpenAI SDKs' api_key) "
+            "or `x-api-key: <key>` (the Anthropic SDKs')",
+            code="missing_api_key",
+        )
+    key = access.match(presented)
+    if key is None:
+        raise ApiError(401, "the API key is not valid", code="invalid_api_key")
+    return key
 
 
-# --- the admin token -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AdminToken:
-    digest: bytes
-    source: str
-    """Where it came from, for the start log (`LMWATCH_ADMIN_TOKEN` or the file path); never the token."""
-
-
-def load_admin_token(admin: AdminConfig, env: Mapping[str, str]) -> tuple[AdminToken | None, str | None]:
-    """The admin token (and the secret, to register for redaction) or (None, None) when none is set."""
-    value = env.get(ADMIN_TOKEN_ENV, "").strip()
-    if value:
-        if len(value) < MIN_SECRET_CHARS:
-            raise SecretProblems([f"{ADMIN_TOKEN_ENV}: {_too_short('the admin token')}"])
-        return AdminToken(_digest(value), ADMIN_TOKEN_ENV), value
-    if admin.token_file is None:
-        return None, None
-    try:
-        value = _read_secret(admin.token_file)
-    except OSError as exc:
-        raise SecretProblems([f"admin.token_file: cannot read {admin.token_file}: {exc.strerror or exc}"]) from None
-    if len(value) < MIN_SECRET_CHARS:
-        raise SecretProblems([f"admin.token_file: {_too_short(f'the token in {admin.token_file}')}"])
-    return AdminToken(_digest(value), str(admin.token_file)), value
-
-
-class AdminAuth:
-    """Checks `/admin` callers; `token` is swapped on reload."""
-
-    def __init__(self) -> None:
-        self.token: AdminToken | None = None
-
-    def check(self, request: web.Request) -> str:
-        """The caller's name for the audit log (`admin-token` or `loopback`), or raises ApiError."""
-        if self.token is None:
-            if is_loopback(request.remote):
-                return "loopback"
-            raise ApiError(
-                403,
-                "the admin API answers loopback clients only while no admin token is set "
-                f"(set {ADMIN_TOKEN_ENV} or admin.token_file on the daemon)",
-                code="admin_loopback_only",
-            )
-        presented = _bearer(request)
-        if presented is None:
-            raise ApiError(
-                401,
-                f"the admin API needs the admin token: send `Authorization: Bearer <token>` "
-                f"(the lmwatch CLI reads --token or {ADMIN_TOKEN_ENV})",
-                code="missing_admin_token",
-                headers={"WWW-Authenticate": 'Bearer realm="lmwatch-admin"'},
-            )
-        if not hmac.compare_digest(_digest(presented), self.token.digest):
-            raise ApiError(
-                401,
-                "the admin token is wrong",
-                code="invalid_admin_token",
-                headers={"WWW-Authenticate": 'Bearer realm="lmwatch-admin", error="invalid_token"'},
-            )
-        return "admin-token"
-
-
-# --- client keys ---------------------------------------------------------------------------------
-
-
-class ClientKeyFileEntry(Strict):
-    """One entry of `clients.keys_file`: like `clients.keys[]`, with the key itself inline."""
-
-    name: Name
-    key: str = Field(min_length=MIN_SECRET_CHARS, repr=False)
-    models: list[str] = Field(default_factory=list)
-    tasks: list[str] = Field(default_factory=list)
-    local_only: bool = False
-    requests_per_minute: int | None = Field(None, ge=1)
-    cache: bool = True
-
-
-@dataclass(frozen=True)
-class ClientKey:
-    """A client key as the request path sees it: the name, the rules, and a digest (never the key)."""
-
-    name: str
-    digest: bytes = field(repr=False)
-    models: tuple[str, ...] = ()
-    tasks: tuple[str, ...] = ()
-    local_only: bool = False
-    requests_per_minute: int | None = None
-    cache: bool = True
-
-    def allows_model(self, model_id: str) -> bool:
-        """Is `model_id` one the key may use? Matches the id, and the id without its publisher."""
-        if not self.models:
-            return True
-        model = model_id.lower()
-        ids = {model, model.split("/", 1)[-1]}
-        return any(fnmatch.fnmatchcase(i, pattern.lower()) for pattern in self.models for i in ids)
-
-    def allows_task(self, task: str) -> bool:
-        """Is `task` one the key may be used for? (No tasks listed: any.)"""
-        return not self.tasks or task in self.tasks
-
-
-def load_client_keys(clients: ClientsConfig, env: Mapping[str, str]) -> tuple[list[ClientKey], list[str]]:
-    """Read every client key (env, files, keys file): the keys and the secrets to redact."""
-    problems: list[str] = []
-    found: list[tuple[str, ClientKey, str]] = []  # (where, key, secret)
-    for i, entry in enumerate(clients.keys):
-        where = f"clients.keys[{i}]"
-        secret: str | None = None
-        if entry.key_env:
-            secret = env.get(entry.key_env, "").strip()
-            if not secret:
-                problems.append(f"{where}.key_env: environment variable {entry.key_env} is not set")
-                continue
-            source = f"{where}.key_env"
-        else:
-            assert entry.key_file is not None
-            source = f"{where}.key_file"
-            try:
-                secret = _read_secret(entry.key_file)
-            except OSError as exc:
-                problems.append(f"{source}: cannot read {entry.key_file}: {exc.strerror or exc}")
-                continue
-        if len(secret) < MIN_SECRET_CHARS:
-            problems.append(f"{source}: {_too_short(f'the key of {entry.name}')}")
-            continue
-        found.append((where, _client_key(entry, secret), secret))
-    if clients.keys_file is not None:
-        found += _keys_from_file(clients.keys_file, problems)
-    names: dict[str, str] = {}
-    digests: dict[bytes, str] = {}
-    for where, key, _ in found:
-        if key.name == ANONYMOUS:
-            problems.append(f"{where}.name: {ANONYMOUS!r} is reserved for requests without a key")
-        elif key.name in names:
-            problems.append(f"{where}.name: {key.name!r} is already the name of {names[key.name]}")
-        names.setdefault(key.name, where)
-        if key.digest in digests:
-            problems.append(f"{where}: the same key is also given to {digests[key.digest]}; each key needs its own")
-        digests.setdefault(key.digest, where)
-    if problems:
-        raise SecretProblems(problems)
-    return [key for _, key, _ in found], [secret for _, _, secret in found]
-
-
-def _client_key(entry: ClientKeyConfig | ClientKeyFileEntry, secret: str) -> ClientKey:
-    """The request path's view of a configured key: its rules and the digest of `secret`."""
-    return ClientKey(
-        entry.name,
-        _digest(secret),
-        tuple(entry.models),
-        tuple(entry.tasks),
-        entry.local_only,
-        entry.requests_per_minute,
-        entry.cache,
-    )
-
-
-def _keys_from_file(path: Path, problems: list[str]) -> list[tuple[str, ClientKey, str]]:
-    where = "clients.keys_file"
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        problems.append(f"{where}: cannot read {path}: {exc.strerror or exc}")
-        return []
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        problems.append(f"{where}: {path} is not valid YAML{at}")  # the message might quote a key
-        return []
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        problems.append(f"{where}: {path} must hold a list of keys (`- {{name: ..., key: ...}}`)")
-        return []
-    found = []
-    for i, item in enumerate(raw):
-        try:
-            entry = ClientKeyFileEntry.model_validate(item)
-        except ValidationError as exc:
-            problems += [f"{where} ({path}): {p}" for p in validation_problems(exc, (i,))]
-            continue
-        found.append((f"{where}[{i}]", _client_key(entry, entry.key), entry.key))
-    return found
-
-
-@dataclass
-class _Bucket:
-    """A token bucket: `capacity` requests at once, refilled at `capacity` per minute."""
-
-    capacity: float
-    tokens: float
-    updated: float
-
-    def take(self, now: float) -> float:
-        """0 when a request may start now (and takes its token), else seconds until one may."""
-        rate = self.capacity / 60.0
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * rate)
-        self.updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / rate
-
-
-class SharedBuckets(Protocol):
-    async def take(self, name: str, per_minute: float) -> float | None:
-        """0 when a request of key `name` may start (and takes its token), else seconds until one
-        may; None when the shared buckets cannot be reached."""
-
-
-class AccessControl:
-    """The client keys in force and their rate-limit buckets (which survive reloads, by key name)."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self.keys: tuple[ClientKey, ...] = ()
-        self._buckets: dict[str, _Bucket] = {}
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.keys)
-
-    def replace(self, keys: Iterable[ClientKey]) -> None:
-        self.keys = tuple(keys)
-        buckets: dict[str, _Bucket] = {}
-        now = self._clock()
-        for key in self.keys:
-            if key.requests_per_minute is None:
-                continue
-            old = self._buckets.get(key.name)
-            capacity = float(key.requests_per_minute)
-            tokens = min(capacity, old.tokens) if old is not None else capacity
-            buckets[key.name] = _Bucket(capacity, tokens, old.updated if old is not None else now)
-        self._buckets = buckets
-
-    def authenticate(self, request: web.Request) -> ClientKey | None:
-        """Which key the request carries (None when keys are off); raises 401 for none or a wrong one."""
-        if not self.keys:
-            return None
-        presented = _client_secret(request)
-        if presented is None:
-            raise ApiError(
-                401,
-                "an API key is required: send `Authorization: Bearer <key>` (the OpenAI SDKs' api_key) "
-                "or `x-api-key: <key>` (the Anthropic SDKs')",
-                code="missing_api_key",
-            )
-        digest = _digest(presented)
-        match: ClientKey | None = None
-        for key in self.keys:  # every key is compared, so the time says nothing about which matched
-            if hmac.compare_digest(digest, key.digest):
-                match = key
-        if match is None:
-            raise ApiError(401, "the API key is not valid", code="invalid_api_key")
-        return match
-
-    async def admit(self, key: ClientKey, shared: SharedBuckets | None = None) -> None:
-        """May this key start a request now? Raises 429 past its requests-per-minute.
-
-        With `shared` (the Redis of `cache.backend: redis`) the bucket is the one every replica uses;
-        while Redis fails, this replica's own bucket decides. Separate from `authenticate` so a refused
-        request is still counted under the key's name."""
-        bucket = self._buckets.get(key.name)
-        if bucket is not None:
-            wait = await shared.take(key.name, bucket.capacity) if shared is not None else None
-            if wait is None:
-                wait = bucket.take(self._clock())
-            if wait > 0:
-                seconds = max(1, math.ceil(wait))
-                raise ApiError(
-                    429,
-                    f"the key {key.name!r} is over its limit of {key.requests_per_minute} requests per minute; "
-                    f"retry in {seconds} s",
-                    code="rate_limit_exceeded",
-                    headers={"Retry-After": str(seconds)},
-                )
+async def admit(access: AccessControl, key: ClientKey, shared: SharedBuckets | None = None) -> None:
+    """May this key start a request now? Raises 429 past its requests-per-minute (see
+    `AccessControl.wait`). Separate from `authenticate` so a refused request is still counted under
+    the key's name."""
+    wait = await access.wait(key, shared)
+    if wait > 0:
+        seconds = max(1, math.ceil(wait))
+        raise ApiError(
+            429,
+            f"the key {key.name!r} is over its limit of {key.requests_per_minute} requests per minute; "
+            f"retry in {seconds} s",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": str(seconds)},
+        )
 
 
 # --- what the /v1 router uses --------------------------------------------------------------------
@@ -427,9 +154,99 @@ def note_request(
     note.update({k: v for k, v in values.items() if v is not None})
 
 
-def is_v1(path: str) -> bool:
-    return path == "/v1" or path.startswith("/v1/")
+# --- the /v1 middleware --------------------------------------------------------------------------
 
 
-def is_admin(path: str) -> bool:
-    return path == "/admin" or path.startswith("/admin/")
+@web.middleware
+async def client_keys(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """On `/v1`: the client key (401/403/429), the per-key count and the request's audit line.
+
+    Only a count unless client keys or request lines are on: every `/v1` request passes here, so
+    without them it should cost (nearly) nothing.
+    """
+    path = request.rel_url.path_safe  # what the router matched: decoded already, so cheap
+    if not is_v1(path):
+        return await handler(request)
+    control = request.app[SERVICES].control
+    if control is None:
+        return await handler(request)
+    key_name = ANONYMOUS
+    status = "500"
+    response: web.StreamResponse | None = None
+    note: dict[str, Any] | None = None
+    started = 0.0
+    if control.audit.requests:
+        started = time.monotonic()
+        note = request[AUDIT_NOTE] = {}
+    try:
+        key = authenticate(control.access, request)
+        if key is not None:
+            request[CLIENT] = key
+            key_name = key.name
+            cache = request.app[SERVICES].cache
+            await admit(control.access, key, cache if cache is not None and cache.redis is not None else None)
+        response = await handler(request)
+        status = str(response.status)
+        return response
+    except (ApiError, DomainError) as caught:
+        exc = api_error(caught)
+        status = str(exc.status)
+        return exc.response(shape=shape_of(path), request_id=request_id(request))
+    except web.HTTPException as exc:
+        status = str(exc.status)
+        raise
+    except asyncio.CancelledError:
+        status = "499"
+        raise
+    finally:
+        control.count_request(key_name, status)
+        if note is not None:
+            _audit_request(control, request, key_name, int(status), time.monotonic() - started, response, note)
+
+
+_ROUTE_HEADERS = (("model", "X-LMWatch-Model"), ("backend", "X-LMWatch-Backend"), ("task", "X-LMWatch-Task"))
+
+
+def _audit_request(
+    control: ControlPlane,
+    request: web.Request,
+    key_name: str,
+    status: int,
+    duration: float,
+    response: web.StreamResponse | None,
+    note: dict[str, Any],
+) -> None:
+    """Queue a `/v1` request's audit line: the route headers of the handler's answer, then what the
+    router noted (tokens), then the prompt when `audit.prompts` is on and the router gave none."""
+    entry: dict[str, Any] = {
+        "key": key_name,
+        "remote": request.remote,
+        "method": request.method,
+        "path": request.path,
+        "request_id": request_id(request),
+        "status": status,
+        "duration_seconds": round(duration, 6),
+    }
+    if response is not None:
+        for field, header in _ROUTE_HEADERS:
+            value = response.headers.get(header)
+            if value and value != "none":
+                entry[field] = value
+    entry.update(note)
+    if control.audit.prompts and "prompt" not in note:
+        entry["prompt"] = _prompt_of(request)
+    control.audit.request(entry)
+
+
+def _prompt_of(request: web.Request) -> Any:
+    """The messages, prompt or input of a body the handler already read (never reads the socket)."""
+    raw = getattr(request, "_read_bytes", None)  # aiohttp caches the body read by request.read()
+    if not raw:
+        return None
+    try:
+        body = loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    return next((body[k] for k in ("messages", "prompt", "input") if k in body), None)

@@ -27,6 +27,7 @@ from lmwatch.api.errors import ApiError
 from lmwatch.api.rewrite import Bodies
 from lmwatch.api.upstream import Upstream
 from lmwatch.config import RoutingConfig
+from lmwatch.failures import FailureReason
 from lmwatch.http_client import Response, UpstreamError
 from lmwatch.metrics.requests import RequestMetrics
 from lmwatch.routing.balance import order
@@ -102,10 +103,12 @@ class Exchange:
         if attempt_no > 1:
             await self._backoff(attempt_no)
         if self.dialect is not None and self.dialect.untranslatable and not self.dialect.native(target):
-            return Failure("unsupported_api", self.dialect.untranslatable, breaker=False, attempted=False)
+            return Failure(FailureReason.UNSUPPORTED_API, self.dialect.untranslatable, breaker=False, attempted=False)
         self._first = self._first or target
         if not outcomes.breaker_allows(target.backend, target.model):
-            return Failure("breaker_open", f"circuit open for {target.model}", breaker=False, attempted=False)
+            return Failure(
+                FailureReason.BREAKER_OPEN, f"circuit open for {target.model}", breaker=False, attempted=False
+            )
         placed, waited = await admission.place(self.upstream, target, deadline)
         self.waited += waited
         if isinstance(placed, Failure):
@@ -147,7 +150,7 @@ class Exchange:
             self.metrics.child(self.metrics.fallbacks, failed.backend, target.backend, failure.reason).inc()
 
     def _exhausted(self) -> ApiError:
-        if self.failures and all(f.reason == "unsupported_api" for _, f in self.failures):
+        if self.failures and all(f.reason is FailureReason.UNSUPPORTED_API for _, f in self.failures):
             message = f"{self.failures[0][1].message}, and no backend that does can serve this request"
             return ApiError(400, message, code="unsupported_api")
         if not self.failures:
@@ -158,7 +161,7 @@ class Exchange:
                 headers={"Retry-After": "5"},
             )
         notes = "; ".join(f"{t.backend} ({t.model}): {f.reason}: {f.message}" for t, f in self.failures[-6:])
-        if all(f.reason == "context_length" for _, f in self.failures):
+        if all(f.reason is FailureReason.CONTEXT_LENGTH for _, f in self.failures):
             return ApiError(400, self.failures[-1][1].message, param="messages", code="context_length_exceeded")
         if any(f.attempted for _, f in self.failures):
             return ApiError(502, f"every backend failed: {notes}", code="upstream_failed")
@@ -188,7 +191,9 @@ class Exchange:
         try:
             token = target.token()
         except OSError as exc:  # an unreadable `api_token_file`: a config problem, the next target may serve
-            return Failure("bad_config", f"cannot read api_token_file: {exc.strerror or exc}", breaker=False)
+            return Failure(
+                FailureReason.BAD_CONFIG, f"cannot read api_token_file: {exc.strerror or exc}", breaker=False
+            )
         headers = _HEADERS[stream] if not token else {**_HEADERS[stream], "Authorization": f"Bearer {token}"}
         if self.request_id is not None:
             headers = {**headers, "X-Request-ID": self.request_id}
@@ -202,7 +207,7 @@ class Exchange:
         except (UpstreamError, TimeoutError) as exc:
             return connection_failure(exc)
         except ValueError as exc:  # a token with a line break: never sent
-            return Failure("bad_config", str(exc), breaker=False)
+            return Failure(FailureReason.BAD_CONFIG, str(exc), breaker=False)
 
     def overhead(self) -> float:
         return max(0.0, time.perf_counter() - self.started - self.waited)

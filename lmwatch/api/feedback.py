@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from lmwatch.api.attempts import Answer, Failure, Result, Streamed, Verdict
+from lmwatch.failures import FailureReason
 from lmwatch.metrics.requests import RequestMetrics
 from lmwatch.registry import RequestOutcomes
 from lmwatch.routing.select import Target
@@ -32,7 +33,7 @@ def judge(
             outcome = FAILURE
         else:
             outcomes.breaker_abandon(target.backend, target.model)
-        if result.reason == "model_unavailable" and not target.is_cloud:
+        if result.reason is FailureReason.MODEL_UNAVAILABLE and not target.is_cloud:
             poll_now(target.backend)
         if not result.attempted:
             return  # never sent (this host is out of descriptors): not an attempt
@@ -44,7 +45,7 @@ def judge(
             outcomes.breaker_success(target.backend, target.model)
             outcome = SUCCESS
         elif verdict is Verdict.UPSTREAM_FAILED:
-            outcomes.breaker_failure(target.backend, target.model, "stream_cut")
+            outcomes.breaker_failure(target.backend, target.model, FailureReason.STREAM_CUT)
             outcome = FAILURE
         else:
             outcomes.breaker_abandon(target.backend, target.model)

@@ -9,6 +9,7 @@ from typing import Any
 from lmwatch.api.attempts import Answer, Failure
 from lmwatch.api.errors import error_body, error_type
 from lmwatch.backends import is_context_exceeded, is_model_gone, model_type_refused
+from lmwatch.failures import FailureReason
 from lmwatch.registry import RequestOutcomes
 from lmwatch.routing.context import context_in_error
 from lmwatch.routing.ids import same_model
@@ -30,7 +31,7 @@ def upstream_error(outcomes: RequestOutcomes, target: Target, status: int, messa
         context = context_in_error(message)
         if context is not None and not target.is_cloud:
             outcomes.record_context(target.backend, target.model_key, context)
-        return Failure("context_length", message, breaker=False)
+        return Failure(FailureReason.CONTEXT_LENGTH, message, breaker=False)
     return error_outcome(target, status, message, obj)
 
 
@@ -45,19 +46,19 @@ def error_outcome(target: Target, status: int, message: str, obj: Any) -> Answer
         )
         return Answer(400, json.dumps(body).encode(), body)
     if status == 404 or code == "model_not_found" or is_model_gone(target.flavour, message):
-        return Failure("model_unavailable", message, breaker=False)
+        return Failure(FailureReason.MODEL_UNAVAILABLE, message, breaker=False)
     if status in (401, 403):
-        return Failure("auth", f"the backend refused lmwatch's credentials (HTTP {status})")
+        return Failure(FailureReason.AUTH, f"the backend refused lmwatch's credentials (HTTP {status})")
     if status == 429:
-        return Failure("http_429", message, breaker=False)
+        return Failure(FailureReason.HTTP_429, message, breaker=False)
     if status == 408:
-        return Failure("timeout", message)
+        return Failure(FailureReason.TIMEOUT, message)
     if status in (502, 503, 504):
-        return Failure("http_5xx", f"HTTP {status}: {message}", transient=True)
+        return Failure(FailureReason.HTTP_5XX, f"HTTP {status}: {message}", transient=True)
     if status >= 500:
-        return Failure("http_5xx", f"HTTP {status}: {message}")
+        return Failure(FailureReason.HTTP_5XX, f"HTTP {status}: {message}")
     if status == 200:
-        return Failure("error_body", message)
+        return Failure(FailureReason.ERROR_BODY, message)
     param = _error_field(obj, "param")
     body = error_body(
         message, error_type(status), code if isinstance(code, str) else None, param if isinstance(param, str) else None

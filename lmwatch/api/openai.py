@@ -24,10 +24,12 @@ from aiohttp import web
 
 from lmwatch.api import json_call, request_ids, sse_relay
 from lmwatch.api.attempts import Answer, Streamed, Verdict
-from lmwatch.api.auth import ANONYMOUS, ClientKey, Handler, client_of, is_v1, note_request
+from lmwatch.api.auth import client_keys, client_of, note_request
+from lmwatch.api.connections import read_body
 from lmwatch.api.dialects import Dialect, MessagesDialect, ResponsesDialect
 from lmwatch.api.errors import ApiError, api_error, shape_of
 from lmwatch.api.exchange import Exchange
+from lmwatch.api.paths import Handler, is_v1
 from lmwatch.api.prompt_embedding import prompt_embedder
 from lmwatch.api.request_ids import request_id, upstream_id
 from lmwatch.api.response_store import ResponseStore
@@ -42,7 +44,7 @@ from lmwatch.cache.response import BYPASS, Decision, Entry, Result
 from lmwatch.cache.semantic import Found, prompt_of
 from lmwatch.cache.service import Cache
 from lmwatch.config import Config
-from lmwatch.connections import read_body
+from lmwatch.credentials import ANONYMOUS, ClientKey
 from lmwatch.errors import DomainError
 from lmwatch.metrics.requests import NONE, RequestMetrics, cloud_price
 from lmwatch.registry import RecentRequest, Snapshot
@@ -71,6 +73,7 @@ def setup(app: web.Application) -> None:
     app[CLASSIFIER] = EmbeddingClassifier(app[UPSTREAM].pool, services.metrics.classifier, services.router.classifier)
     services.router.use_classifier(app[CLASSIFIER].classify)
     app.on_cleanup.append(_close)
+    app.middlewares.append(client_keys)
     app.middlewares.append(_unknown_routes)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", get_model)

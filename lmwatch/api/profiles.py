@@ -18,9 +18,9 @@ from typing import Any
 
 from aiohttp import web
 
+from lmwatch.api.connections import read_body
 from lmwatch.api.errors import ApiError
 from lmwatch.api.status import model_document
-from lmwatch.connections import read_body
 from lmwatch.control import ControlPlane
 from lmwatch.profiling.measure import DEFAULT_TOKENS, Options
 from lmwatch.profiling.runner import NothingToProfile, ProfileRunner, ProfileRunning

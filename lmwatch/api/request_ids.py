@@ -19,7 +19,7 @@ import uuid
 
 from aiohttp import web
 
-from lmwatch.api.auth import is_v1
+from lmwatch.api.paths import is_v1
 
 HEADER = "X-Request-ID"
 REQUEST_ID = web.RequestKey("lmwatch_request_id", str)

@@ -23,6 +23,7 @@ from lmwatch.api.rewrite import client_model, renames
 from lmwatch.api.sse import EventSplitter, Meter, StreamMeter
 from lmwatch.api.translate.chat import ChatStream
 from lmwatch.backends.base import error_message
+from lmwatch.failures import FailureReason
 from lmwatch.http_client import Response, ShuttingDown, UpstreamError
 from lmwatch.routing.context import learn
 from lmwatch.routing.select import Target
@@ -125,7 +126,7 @@ async def _relay(
         failure = describe(exc)
         shutdown = isinstance(exc, ShuttingDown)
     if out is None:
-        return Failure("stream_cut", "the stream ended before any event", transient=True)
+        return Failure(FailureReason.STREAM_CUT, "the stream ended before any event", transient=True)
     if failure is None and not meter.done:
         failure = "the backend closed the stream before it was complete"
     _account(ex, target, meter)
@@ -155,7 +156,7 @@ def _early_failure(ex: Exchange, meter: Meter, target: Target) -> Answer | Failu
         message = error_message(meter.error) or "error event"
         return upstream_error(ex.upstream.outcomes, target, 200, message, meter.error)
     if meter.first is None and meter.first_at is not None and not meter.done:
-        return Failure("bad_response", "the stream's first event is not a JSON object")
+        return Failure(FailureReason.BAD_RESPONSE, "the stream's first event is not a JSON object")
     if target.substitutes_model and meter.first is not None and not answered_by(meter.first, target):
         return ex.upstream.substituted(target, meter.first.get("model"))
     return None

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from lmwatch.api.attempts import Failure
+from lmwatch.failures import FailureReason
 from lmwatch.http_client import Pool
 from lmwatch.registry import RequestOutcomes
 from lmwatch.routing.balance import Gate
@@ -62,4 +63,4 @@ class Upstream:
                 message,
                 extra={"event": "model_substituted", "backend": target.backend, "model": target.model},
             )
-        return Failure("model_unavailable", message)
+        return Failure(FailureReason.MODEL_UNAVAILABLE, message)

@@ -15,10 +15,11 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar, cast
 
 from lmwatch.config import BackendConfig
+from lmwatch.failures import FailureReason
 from lmwatch.http_client import AnswerTooLarge, ConnectError, ConnectionLost, Pool, UpstreamError
 from lmwatch.jsondecode import loads
 from lmwatch.logs import redact
-from lmwatch.registry import ModelInfo, ProbeFailure
+from lmwatch.registry import ModelInfo
 from lmwatch.versions import version_tuple
 
 MAX_PROBE_BODY_BYTES = 8 * 1024 * 1024
@@ -29,7 +30,7 @@ T = TypeVar("T")
 
 
 class ProbeError(Exception):
-    def __init__(self, reason: ProbeFailure, message: str) -> None:
+    def __init__(self, reason: FailureReason, message: str) -> None:
         self.reason = reason
         self.message = redact(message)[:_MESSAGE_LIMIT]  # backends echo credentials in their errors
         super().__init__(f"{reason.value}: {self.message}")
@@ -37,7 +38,7 @@ class ProbeError(Exception):
     @property
     def not_this_api(self) -> bool:
         """True when the server answered but does not speak the API asked for (try another flavour)."""
-        return self.reason in (ProbeFailure.ERROR_BODY, ProbeFailure.BAD_RESPONSE, ProbeFailure.HTTP_STATUS)
+        return self.reason in (FailureReason.ERROR_BODY, FailureReason.BAD_RESPONSE, FailureReason.HTTP_STATUS)
 
 
 def error_message(body: Any) -> str | None:
@@ -68,7 +69,7 @@ class BackendClient:
         try:
             token = self.config.api_token()
         except OSError as exc:
-            raise ProbeError(ProbeFailure.AUTH, f"the token file cannot be read: {exc.strerror or exc}") from None
+            raise ProbeError(FailureReason.AUTH, f"the token file cannot be read: {exc.strerror or exc}") from None
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def get_json(self, path: str) -> Any:
@@ -111,21 +112,21 @@ class BackendClient:
                     declared = resp.headers.get("content-length", "")
                     if declared.isdigit() and int(declared) > MAX_PROBE_BODY_BYTES:
                         raise ProbeError(
-                            ProbeFailure.TOO_LARGE, f"body of {declared} bytes is over {MAX_PROBE_BODY_BYTES}"
+                            FailureReason.TOO_LARGE, f"body of {declared} bytes is over {MAX_PROBE_BODY_BYTES}"
                         )
                     raw = await resp.read(MAX_PROBE_BODY_BYTES)
                 finally:
                     resp.close()
         except TimeoutError:
-            raise ProbeError(ProbeFailure.TIMEOUT, f"no complete answer from {path} within {total:g} s") from None
+            raise ProbeError(FailureReason.TIMEOUT, f"no complete answer from {path} within {total:g} s") from None
         except AnswerTooLarge:
-            raise ProbeError(ProbeFailure.TOO_LARGE, f"body over {MAX_PROBE_BODY_BYTES} bytes") from None
+            raise ProbeError(FailureReason.TOO_LARGE, f"body over {MAX_PROBE_BODY_BYTES} bytes") from None
         except (ConnectError, ConnectionLost) as exc:
-            raise ProbeError(ProbeFailure.CONNECT, f"{path}: {exc}") from None
+            raise ProbeError(FailureReason.CONNECT, f"{path}: {exc}") from None
         except UpstreamError as exc:
-            raise ProbeError(ProbeFailure.BAD_RESPONSE, f"{path}: {exc}") from None
+            raise ProbeError(FailureReason.BAD_RESPONSE, f"{path}: {exc}") from None
         except ValueError:  # a token with a line break: never sent
-            raise ProbeError(ProbeFailure.AUTH, "the API token cannot be sent: it holds a line break") from None
+            raise ProbeError(FailureReason.AUTH, "the API token cannot be sent: it holds a line break") from None
         return resp.status, raw
 
 
@@ -139,23 +140,23 @@ def _parse(path: str, status: int, raw: bytes) -> Any:
         parsed = True
     message = error_message(body)
     if status in (401, 403):
-        raise ProbeError(ProbeFailure.AUTH, f"{path}: HTTP {status}: {message or 'authentication required'}")
+        raise ProbeError(FailureReason.AUTH, f"{path}: HTTP {status}: {message or 'authentication required'}")
     if 300 <= status < 400:  # followed, a redirect would make lmwatch fetch (and show) any URL
-        raise ProbeError(ProbeFailure.HTTP_STATUS, f"{path}: HTTP {status}: a redirect (probes follow none)")
+        raise ProbeError(FailureReason.HTTP_STATUS, f"{path}: HTTP {status}: a redirect (probes follow none)")
     if status >= 400:
-        raise ProbeError(ProbeFailure.HTTP_STATUS, f"{path}: HTTP {status}" + (f": {message}" if message else ""))
+        raise ProbeError(FailureReason.HTTP_STATUS, f"{path}: HTTP {status}" + (f": {message}" if message else ""))
     if not parsed:
         start = raw[:40].decode("utf-8", "replace").strip().replace("\n", " ")
-        raise ProbeError(ProbeFailure.BAD_RESPONSE, f"{path}: not JSON (starts with {start!r})")
+        raise ProbeError(FailureReason.BAD_RESPONSE, f"{path}: not JSON (starts with {start!r})")
     if message is not None:
         if "api token" in message.lower() or "invalid_api_key" in json.dumps(body):
-            raise ProbeError(ProbeFailure.AUTH, f"{path}: {message}")
-        raise ProbeError(ProbeFailure.ERROR_BODY, f"{path}: HTTP {status} with an error body: {message}")
+            raise ProbeError(FailureReason.AUTH, f"{path}: {message}")
+        raise ProbeError(FailureReason.ERROR_BODY, f"{path}: HTTP {status} with an error body: {message}")
     return body
 
 
 def shape_error(path: str, what: str) -> ProbeError:
-    return ProbeError(ProbeFailure.BAD_RESPONSE, f"{path}: {what}")
+    return ProbeError(FailureReason.BAD_RESPONSE, f"{path}: {what}")
 
 
 def as_int(value: Any) -> int | None:
@@ -287,7 +288,7 @@ class Flavour(ABC):
         parallel: int | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        raise ProbeError(ProbeFailure.HTTP_STATUS, f"{self.name} servers cannot load models over HTTP")
+        raise ProbeError(FailureReason.HTTP_STATUS, f"{self.name} servers cannot load models over HTTP")
 
     async def unload(self, client: BackendClient, instance_id: str) -> dict[str, Any]:
-        raise ProbeError(ProbeFailure.HTTP_STATUS, f"{self.name} servers cannot unload models over HTTP")
+        raise ProbeError(FailureReason.HTTP_STATUS, f"{self.name} servers cannot unload models over HTTP")

@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING
 import yaml
 
 from lmwatch import event_loop
+from lmwatch.admin_client import DEFAULT_URL, URL_ENV
 from lmwatch.config import DEFAULT_PORT, load_config
-from lmwatch.control_cli import DEFAULT_URL, URL_ENV, usage_table
+from lmwatch.control_cli import usage_table
 from lmwatch.logs import setup_logging
 
 if TYPE_CHECKING:

@@ -24,8 +24,9 @@ from typing import Any
 from lmwatch import backends
 from lmwatch.audit import AuditLog
 from lmwatch.backends import BackendClient, Flavour, ProbeError
+from lmwatch.failures import FailureReason
 from lmwatch.lifecycle.memory import fit
-from lmwatch.registry import ModelType, ProbeFailure, Registry, Snapshot
+from lmwatch.registry import ModelType, Registry, Snapshot
 from lmwatch.services import Services
 from lmwatch.watcher import Watcher
 
@@ -92,9 +93,9 @@ class LoadResult:
 def classify(exc: ProbeError, snap: Snapshot, backend: str, model: str, context: int | None) -> LoadError:
     """Turn the server's answer to a load into a LoadError that says why."""
     text = exc.message
-    if exc.reason is ProbeFailure.TIMEOUT:
+    if exc.reason is FailureReason.TIMEOUT:
         return LoadError(backend, model, LoadFailure.TIMEOUT, f"the server did not finish loading in time ({text})")
-    if exc.reason is ProbeFailure.CONNECT:
+    if exc.reason is FailureReason.CONNECT:
         return LoadError(backend, model, LoadFailure.UNREACHABLE, text)
     if _OOM.search(text):
         return LoadError(backend, model, LoadFailure.OUT_OF_MEMORY, text)

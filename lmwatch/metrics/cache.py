@@ -20,7 +20,8 @@ CACHE_REQUESTS = Family(
 CACHE_ERRORS = Family(
     "lmwatch_cache_errors",
     "counter",
-    "Failed or timed-out store operations (get, put, vectors, add_vector, ratelimit); each starts a bypass period.",
+    "Failed or timed-out store operations (get, put, flush, vectors, add_vector, ratelimit); "
+    "each starts a bypass period.",
     ("store", "operation"),
 )
 CACHE_SEMANTIC_FAILURES = Family(

@@ -16,9 +16,10 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from lmwatch import __version__
+from lmwatch.failures import PROBE_REASONS
 from lmwatch.metrics.family import Family
 from lmwatch.metrics.text import Format, KeptRows, Row, collect_rows
-from lmwatch.registry import BackendInfo, Health, ModelType, ProbeFailure, Registry
+from lmwatch.registry import BackendInfo, Health, ModelType, Registry
 
 BACKEND = ("backend",)
 MODEL = ("backend", "model")
@@ -119,7 +120,7 @@ def backend_rows(b: BackendInfo) -> Iterator[Row]:
     yield BACKEND_UP, (b.name,), 1.0 if b.reachable else 0.0, None
     for h in Health:
         yield BACKEND_STATE, (b.name, h.value), 1.0 if b.health is h else 0.0, None
-    for reason in ProbeFailure:
+    for reason in PROBE_REASONS:
         yield PROBE_FAILURES, (b.name, reason.value), float(b.probe_failures.get(reason, 0)), None
     yield CONSECUTIVE_FAILURES, (b.name,), float(b.consecutive_failures), None
     yield DRAINING, (b.name,), 1.0 if b.draining else 0.0, None

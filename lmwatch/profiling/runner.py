@@ -158,24 +158,5 @@ def profiles_status(registry: Registry, runner: ProfileRunner) -> dict[str, Any]
     return {
         "file": str(runner.path),
         "save_error": runner.save_error,
-        "models": [summary(p) for p in registry.snapshot().profiles.values()],
-    }
-
-
-def summary(profile: ModelProfile) -> dict[str, Any]:
-    """A profile's headline numbers (what `/status` and `lmwatch compare` show)."""
-    best = max(profile.throughput, key=lambda p: p.tokens_per_second, default=None)
-    return {
-        "backend": profile.backend,
-        "model": profile.model,
-        "model_type": profile.model_type.value,
-        "measured_at": profile.measured_at,
-        "quantization": profile.quantization,
-        "context_length": profile.context_length,
-        "ttft_short_seconds": profile.ttft_short_seconds,
-        "ttft_long_seconds": profile.ttft_long_seconds,
-        "prompt_tokens_per_second": profile.prompt_tokens_per_second,
-        "generation_tokens_per_second": profile.generation_tokens_per_second,
-        "peak_tokens_per_second": best.tokens_per_second if best else None,
-        "peak_concurrency": best.concurrency if best else None,
+        "models": [p.summary() for p in registry.snapshot().profiles.values()],
     }

@@ -26,8 +26,13 @@ KEYWORD_CAP = 4
 """Keywords count once each and at most this many per task, so a long prompt cannot run away."""
 REASONS = 4
 """Features named in `reasons` (the header shows the first three)."""
+REMEMBERED = 1024
+"""Answers kept per classifier, by the text read and the request's shape: an agent's tool loop
+sends the same system prompt and last user turn again and again, and each is classified once."""
 SHAPE_NUDGES = {"tools": ("coding", 3.0), "response_format": ("analysis", 1.5), "temperature": ("creative", 1.0)}
 """Request shape -> (task, logit added): signals the text-trained model cannot see."""
+_SHAPE_KEYS = frozenset({*SHAPE_NUDGES, "functions"})
+"""Body keys `_has_shape` reads: a body with none of them has no nudge (the common case)."""
 _WORDS = re.compile(r"[a-z0-9]+(?:[+#]+|'[a-z]+)?")
 
 
@@ -56,9 +61,20 @@ class Classifier:
         }
         self._examples = ExampleIndex(cfg.examples, self.model)
         self.example_threshold = cfg.example_threshold
+        self._answers: dict[tuple[str, tuple[bool, ...]], Classification] = {}
 
     def classify(self, body: Mapping[str, Any]) -> Classification:
+        """The task of a request: what the text read and the request's shape decide, remembered."""
         text = request_text(body, self.scan_chars)
+        key = (text, (_has_shape(body, "tools"), _has_shape(body, "response_format"), _has_shape(body, "temperature")))
+        found = self._answers.get(key)
+        if found is None:
+            if len(self._answers) >= REMEMBERED:
+                del self._answers[next(iter(self._answers))]  # the oldest
+            found = self._answers[key] = self._decide(text, body)
+        return found
+
+    def _decide(self, text: str, body: Mapping[str, Any]) -> Classification:
         decided = self.by_keywords(text)
         if decided:
             return decided
@@ -92,7 +108,11 @@ class Classifier:
     def _by_model(self, text: str, body: Mapping[str, Any]) -> Classification:
         model = self.model
         scored = model.score(text)
-        nudges = [(name, task, points) for name, (task, points) in SHAPE_NUDGES.items() if _has_shape(body, name)]
+        nudges = (
+            []
+            if body.keys().isdisjoint(_SHAPE_KEYS)
+            else [(name, task, points) for name, (task, points) in SHAPE_NUDGES.items() if _has_shape(body, name)]
+        )
         if knows_nothing(scored):
             if not nudges:
                 return Classification(self.default_task, {}, ("default",))
@@ -100,9 +120,8 @@ class Classifier:
         logits = list(scored.logits)
         for _, task, points in nudges:
             logits[model.tasks.index(task)] += points
-        top = max(logits)
-        win = logits.index(top)
-        runner = max(range(len(logits)), key=lambda i: logits[i] if i != win else -math.inf)
+        win, runner = sorted(range(len(logits)), key=logits.__getitem__, reverse=True)[:2]
+        top = logits[win]
         exp = [math.exp(x - top) for x in logits]
         total = sum(exp)
         scores = {t: round(e / total, 3) for t, e in zip(model.tasks, exp, strict=True)}
@@ -184,10 +203,18 @@ def request_text(body: Mapping[str, Any], limit: int) -> str:
     """The system prompt and the latest user turn (chat), or the prompt (completions), capped."""
     messages = body.get("messages")
     if isinstance(messages, list):
-        system = next((m for m in messages if isinstance(m, dict) and m.get("role") in ("system", "developer")), None)
-        user = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), None)
-        parts = [_content_text(m.get("content"), limit) for m in (system, user) if m is not None]
-        return "\n".join(p for p in parts if p)
+        system = user = None
+        for m in messages:  # plain loops: this runs on every request
+            if isinstance(m, dict) and m.get("role") in ("system", "developer"):
+                system = m
+                break
+        for m in reversed(messages):
+            if isinstance(m, dict) and m.get("role") == "user":
+                user = m
+                break
+        first = _content_text(system.get("content"), limit) if system is not None else ""
+        last = _content_text(user.get("content"), limit) if user is not None else ""
+        return f"{first}\n{last}" if first and last else first or last
     prompt = body.get("prompt")
     if isinstance(prompt, list):
         prompt = next((p for p in prompt if isinstance(p, str)), "")

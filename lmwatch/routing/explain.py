@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from lmwatch.config import RoutingConfig
-from lmwatch.profiling.runner import summary
 from lmwatch.registry import RequestOutcomes, Snapshot
 from lmwatch.routing.balance import expected_seconds
 from lmwatch.routing.capabilities import Capabilities
@@ -30,7 +29,7 @@ def facts(req: ParsedRequest, target: Target, outcomes: RequestOutcomes) -> tupl
         ),
         "prompt_tokens_per_second": profile.prompt_tokens_per_second if profile else None,
     }
-    return checked, {"fit": checked.document(), "speed": speed, "profile": summary(profile) if profile else None}
+    return checked, {"fit": checked.document(), "speed": speed, "profile": profile.summary() if profile else None}
 
 
 def passed_over(

@@ -14,8 +14,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from lmwatch.api.auth import AdminAuth, AdminToken, _digest, host_is_loopback, is_loopback
+from lmwatch.api.auth import check_admin
 from lmwatch.api.errors import ApiError
+from lmwatch.credentials import AdminAuth, AdminToken, _digest, host_is_loopback, is_loopback
 from lmwatch.registry import Health, Snapshot
 from lmwatch.simulator import RunningSimulator, SimSettings, start_simulator
 from tests.daemons import (
@@ -115,12 +116,15 @@ async def test_without_a_token_only_loopback_clients_are_answered(
     guard = AdminAuth()
     remote = make_mocked_request("GET", "/admin/backends", transport=_Transport("192.0.2.7"))
     with pytest.raises(ApiError) as refused:
-        guard.check(remote)
+        check_admin(guard, remote)
     assert refused.value.status == 403 and refused.value.code == "admin_loopback_only"
-    assert guard.check(make_mocked_request("GET", "/admin/backends", transport=_Transport("127.0.0.1"))) == "loopback"
+    assert (
+        check_admin(guard, make_mocked_request("GET", "/admin/backends", transport=_Transport("127.0.0.1")))
+        == "loopback"
+    )
     guard.token = AdminToken(_digest(ADMIN_TOKEN), "test")
     with pytest.raises(ApiError) as missing:  # with a token set, loopback needs it too
-        guard.check(make_mocked_request("GET", "/admin/backends", transport=_Transport("127.0.0.1")))
+        check_admin(guard, make_mocked_request("GET", "/admin/backends", transport=_Transport("127.0.0.1")))
     assert missing.value.status == 401
 
 

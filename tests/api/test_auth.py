@@ -11,23 +11,21 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from aiohttp.test_utils import make_mocked_request
+from aiohttp.test_utils import TestServer, make_mocked_request
 
-from lmwatch.api.auth import (
-    AccessControl,
-    ClientKey,
-    _digest,
-    load_client_keys,
-)
+from lmwatch.api import openai as openai_api
+from lmwatch.api.auth import admit, authenticate
 from lmwatch.api.errors import ApiError, api_error
 from lmwatch.config import ClientsConfig, ConfigError, RoutingConfig, load_config, parse_config
 from lmwatch.control import secret_file_warnings
+from lmwatch.credentials import AccessControl, ClientKey, _digest, load_client_keys
 from lmwatch.daemon import Daemon
 from lmwatch.errors import DomainError
 from lmwatch.registry import Registry
 from lmwatch.routing.decide import Router
 from lmwatch.routing.request import Endpoint, parse_request
 from lmwatch.routing.select import Plan
+from lmwatch.server import build_app
 from lmwatch.simulator import RunningSimulator, SimSettings, start_simulator
 from tests.daemons import (
     ADMIN_TOKEN,
@@ -35,6 +33,7 @@ from tests.daemons import (
     OTHER_KEY,
     admin,
     backend_yaml,
+    bearer,
     config_file,
     daemon_for,
     metric_value,
@@ -131,6 +130,26 @@ async def test_keys_are_required_checked_and_counted_by_name(
         assert CLIENT_KEY not in str(doc) and OTHER_KEY not in str(doc)
 
 
+async def test_an_app_with_v1_but_without_the_admin_api_still_checks_keys(
+    tmp_path: Path, sim: RunningSimulator, http: aiohttp.ClientSession
+) -> None:
+    """The key middleware comes with the `/v1` routes, not with `/admin`."""
+    daemon = Daemon(load_config(keys_config(tmp_path, sim), env={}))
+    daemon.control.apply(daemon.control.prepare(daemon.holder.loaded))
+    server = TestServer(build_app(daemon.services, [openai_api.setup]))
+    await server.start_server()
+    try:
+        async with http.get(server.make_url("/v1/models")) as resp:
+            assert resp.status == 401 and (await resp.json())["error"]["code"] == "missing_api_key"
+        async with http.get(server.make_url("/v1/models"), headers=bearer(CLIENT_KEY)) as resp:
+            assert resp.status == 200
+        async with http.get(server.make_url("/admin/backends"), headers=bearer(ADMIN_TOKEN)) as resp:
+            assert resp.status == 404  # no admin API in this app
+    finally:
+        await server.close()
+        await daemon.stop()
+
+
 async def test_requests_per_minute_gives_429_with_retry_after(
     tmp_path: Path, sim: RunningSimulator, http: aiohttp.ClientSession
 ) -> None:
@@ -162,9 +181,9 @@ async def test_the_bucket_refills_over_the_minute() -> None:
     async def identify() -> ClientKey | None:
         """What the /v1 middleware does: authenticate the request, then admit its key."""
         request = make_mocked_request("GET", "/v1/models", headers={"Authorization": f"Bearer {CLIENT_KEY}"})
-        key = access.authenticate(request)
+        key = authenticate(access, request)
         if key is not None:
-            await access.admit(key)
+            await admit(access, key)
         return key
 
     assert await identify() is not None

@@ -17,7 +17,8 @@ from aiohttp import ClientSession, web
 from lmwatch.backends.base import MAX_PROBE_BODY_BYTES
 from lmwatch.config import parse_config
 from lmwatch.daemon import Daemon, running_daemon
-from lmwatch.registry import Health, ProbeFailure
+from lmwatch.failures import FailureReason
+from lmwatch.registry import Health
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -89,16 +90,16 @@ async def wrong_shape(request: web.Request) -> web.StreamResponse:
 
 
 CASES = [
-    (garbage_json, ProbeFailure.BAD_RESPONSE, "not JSON"),
-    (html_page, ProbeFailure.BAD_RESPONSE, "'<html><body>Router login</body></html>'"),
-    (lmstudio_error_body, ProbeFailure.ERROR_BODY, "Unexpected endpoint or method. (GET /v1/models)"),
-    (object_error_400, ProbeFailure.HTTP_STATUS, "HTTP 400: No models loaded."),
-    (unauthorized, ProbeFailure.AUTH, "An LM Studio API token is required"),
-    (forbidden, ProbeFailure.AUTH, "HTTP 403: Forbidden"),
-    (deeply_nested, ProbeFailure.BAD_RESPONSE, "not JSON"),
-    (huge_body, ProbeFailure.TOO_LARGE, "over"),
-    (slow_drip, ProbeFailure.TIMEOUT, "within 1 s"),
-    (wrong_shape, ProbeFailure.BAD_RESPONSE, "no `data` list"),
+    (garbage_json, FailureReason.BAD_RESPONSE, "not JSON"),
+    (html_page, FailureReason.BAD_RESPONSE, "'<html><body>Router login</body></html>'"),
+    (lmstudio_error_body, FailureReason.ERROR_BODY, "Unexpected endpoint or method. (GET /v1/models)"),
+    (object_error_400, FailureReason.HTTP_STATUS, "HTTP 400: No models loaded."),
+    (unauthorized, FailureReason.AUTH, "An LM Studio API token is required"),
+    (forbidden, FailureReason.AUTH, "HTTP 403: Forbidden"),
+    (deeply_nested, FailureReason.BAD_RESPONSE, "not JSON"),
+    (huge_body, FailureReason.TOO_LARGE, "over"),
+    (slow_drip, FailureReason.TIMEOUT, "within 1 s"),
+    (wrong_shape, FailureReason.BAD_RESPONSE, "no `data` list"),
 ]
 
 
@@ -125,7 +126,7 @@ backends: [{{name: bad, url: "{url}", probe_timeout: 1, poll_interval: 60, retry
 
 @pytest.mark.parametrize(("handler", "reason", "message"), CASES, ids=[c[0].__name__ for c in CASES])
 async def test_bad_backend_is_down_with_reason(
-    handler: Handler, reason: ProbeFailure, message: str, daemon_for: StartDaemon
+    handler: Handler, reason: FailureReason, message: str, daemon_for: StartDaemon
 ) -> None:
     runner, url = await serve(handler)
     try:
@@ -147,7 +148,7 @@ async def test_unreachable_backend_is_down_and_scrape_still_works(
         port = sock.getsockname()[1]
     daemon = await daemon_for(f"http://127.0.0.1:{port}")
     backend = daemon.registry.snapshot().backends["bad"]
-    assert backend.health is Health.DOWN and backend.last_error_reason is ProbeFailure.CONNECT
+    assert backend.health is Health.DOWN and backend.last_error_reason is FailureReason.CONNECT
     async with ClientSession() as session, session.get(f"{daemon.url}/metrics") as resp:
         text = await resp.text()
     assert resp.status == 200
@@ -196,7 +197,7 @@ async def test_a_redirect_is_not_followed(daemon_for: StartDaemon) -> None:
     try:
         daemon = await daemon_for(url)
         backend = daemon.registry.snapshot().backends["bad"]
-        assert backend.health is Health.DOWN and backend.last_error_reason is ProbeFailure.HTTP_STATUS
+        assert backend.health is Health.DOWN and backend.last_error_reason is FailureReason.HTTP_STATUS
         assert "HTTP 302" in (backend.last_error or "") and fetched == []
     finally:
         await runner.cleanup()

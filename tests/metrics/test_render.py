@@ -10,16 +10,9 @@ from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from lmwatch.config import BackendConfig
+from lmwatch.failures import FailureReason
 from lmwatch.metrics.table import Metrics
-from lmwatch.registry import (
-    ModelInfo,
-    ModelProfile,
-    ModelType,
-    ProbeFailure,
-    ProbeResult,
-    Registry,
-    ThroughputPoint,
-)
+from lmwatch.registry import ModelInfo, ModelProfile, ModelType, ProbeResult, Registry, ThroughputPoint
 
 MODELS = (
     ModelInfo(
@@ -36,7 +29,7 @@ def fleet(clock: list[float]) -> Registry:
     registry.configure_backends([BackendConfig(name=f"b{i}", url=f"http://127.0.0.1:{9000 + i}") for i in range(4)])
     for name in ("b0", "b1", "b2"):
         registry.record_success(name, ProbeResult("lmstudio-v1", MODELS, 0.004, version="0.4.1"))
-    registry.record_failure("b2", ProbeFailure.TIMEOUT, "timed out", 2.0)
+    registry.record_failure("b2", FailureReason.TIMEOUT, "timed out", 2.0)
     registry.record_profiles(
         [
             ModelProfile(
@@ -73,7 +66,7 @@ def test_render_matches_prometheus_client_as_the_fleet_changes() -> None:
     clock[0] += 1
     registry.record_success("b0", ProbeResult("lmstudio-v1", MODELS[:1], 0.007, version="0.4.2"))  # models, timings
     registry.record_success("b2", ProbeResult("lmstudio-v1", MODELS, 0.002))  # back up
-    registry.record_failure("b1", ProbeFailure.CONNECT, "refused", 0.001)  # down: its models go
+    registry.record_failure("b1", FailureReason.CONNECT, "refused", 0.001)  # down: its models go
     registry.set_draining("b3", True)
     assert_same(metrics)
     registry.configure_backends([BackendConfig(name="b0", url="http://127.0.0.1:9000")])

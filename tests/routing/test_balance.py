@@ -9,15 +9,8 @@ import pytest
 
 from lmwatch.breaker import Breaker, CircuitState
 from lmwatch.config import BreakerConfig, parse_config
-from lmwatch.registry import (
-    ModelInfo,
-    ModelProfile,
-    ModelType,
-    ProbeFailure,
-    ProbeResult,
-    Registry,
-    RequestOutcomes,
-)
+from lmwatch.failures import FailureReason
+from lmwatch.registry import ModelInfo, ModelProfile, ModelType, ProbeResult, Registry, RequestOutcomes
 from lmwatch.routing.balance import Gate, order
 from lmwatch.routing.select import Target
 
@@ -205,7 +198,7 @@ def test_watcher_health_events_feed_the_breakers() -> None:
     registry.record_success("a", ProbeResult("lmstudio-v1", (ModelInfo("m", instance_ids=("m",)),), 0.01))
     outcomes = registry.outcomes
     assert registry.outcomes is outcomes
-    registry.record_failure("a", ProbeFailure.CONNECT, "refused", 0.01)
+    registry.record_failure("a", FailureReason.CONNECT, "refused", 0.01)
     [view] = outcomes.view().breakers
     assert (view.backend, view.model, view.state, view.reason) == ("a", "m", CircuitState.OPEN, "backend down")
     assert not outcomes.breaker_allows("a", "m")

@@ -53,7 +53,8 @@ def test_reasons_name_the_strongest_features_first(classifier: Classifier) -> No
     assert result.reasons and all(REASON.match(r) for r in result.reasons), result.reasons
     points = [float(r.rsplit("+", 1)[1].rstrip(")")) for r in result.reasons]
     assert points == sorted(points, reverse=True)
-    assert any(r.startswith("word:poem(") for r in result.reasons)
+    # "poem" is a form of creative writing: its own word or the writing-form mark it sets is named
+    assert any(r.startswith(("word:poem(", "writing_form(")) for r in result.reasons)
 
 
 def test_scores_are_probabilities_with_the_task_highest(classifier: Classifier) -> None:
@@ -75,6 +76,15 @@ def test_request_shape_nudges_the_task(classifier: Classifier, extra: dict[str, 
     result = classifier.classify(chat("zqxv", **extra))
     assert result.task == task
     assert reason in result.reasons
+
+
+def test_a_remembered_answer_is_per_text_and_shape(classifier: Classifier) -> None:
+    """The same text asked again gets the same answer; another shape of request is decided anew."""
+    plain = classifier.classify(chat("zqxv"))
+    assert classifier.classify(chat("zqxv")) == plain
+    with_tools = classifier.classify(chat("zqxv", tools=[{"type": "function", "function": {"name": "f"}}]))
+    assert (plain.task, with_tools.task) == ("research", "coding")
+    assert classifier.classify(chat("zqxv")).task == "research"
 
 
 def test_text_the_model_knows_nothing_of_means_the_default_task(classifier: Classifier) -> None:

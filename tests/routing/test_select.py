@@ -10,7 +10,8 @@ import pytest
 from lmwatch.api.errors import api_error
 from lmwatch.config import RoutingConfig, parse_config
 from lmwatch.errors import DomainError
-from lmwatch.registry import ModelInfo, ModelType, ProbeFailure, ProbeResult, Registry, Snapshot
+from lmwatch.failures import FailureReason
+from lmwatch.registry import ModelInfo, ModelType, ProbeResult, Registry, Snapshot
 from lmwatch.routing.capabilities import Capabilities
 from lmwatch.routing.request import Endpoint, parse_request
 from lmwatch.routing.select import Plan, choose_task, plan_request
@@ -30,7 +31,7 @@ def fleet(backends: dict[str, list[ModelInfo]], down: tuple[str, ...] = (), drai
     for name, models in backends.items():
         registry.record_success(name, ProbeResult(flavour="lmstudio-v1", models=tuple(models), duration=0.01))
         if name in down:
-            registry.record_failure(name, ProbeFailure.CONNECT, "refused", 0.01)
+            registry.record_failure(name, FailureReason.CONNECT, "refused", 0.01)
         if name in draining:
             registry.set_draining(name, True)
     return registry.snapshot()
