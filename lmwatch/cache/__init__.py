@@ -33,8 +33,15 @@ class Store(Protocol):
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """The values of `keys` (None where missing or expired), in order."""
 
+    def may_hold(self, keys: Sequence[str]) -> bool:
+        """False when none of `keys` is stored, known without a lookup (a certain miss, answered
+        without one); True when some may be, or the store cannot tell."""
+
     async def put_many(self, items: Sequence[tuple[str, bytes]], ttl: float) -> Stored:
         """Store `items` for `ttl` seconds, evicting the least recently used past the size bound."""
+
+    async def flush(self) -> None:
+        """Write what lookups only noted (the last-use times of hits), off the request path."""
 
     async def vectors(self, scope: str) -> list[tuple[str, bytes]]:
         """The semantic cache's (answer key, prompt vector) pairs stored under `scope`, unexpired."""

@@ -4,7 +4,8 @@ Every operation is bounded by `cache.timeout` (per 100 keys: an embeddings batch
 After a failure the store is left alone for `cache.retry_interval` (requests bypass it meanwhile),
 the failure is logged once, and the `lmwatch_cache_available` gauge drops to 0 until an operation
 succeeds again. Writes run as background tasks, off the request path; answers are written in
-batches (one transaction per `WRITE_DELAY`), so a miss costs its lookup and little more.
+batches (one transaction per `WRITE_DELAY`), so a miss costs its lookup and little more, and what
+hits noted (their last-use times) goes with a batch, so a hit costs its lookup alone.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class GuardedStore:
         """Answers waiting for the next batched write, by TTL."""
         self._flusher: asyncio.Task[None] | None = None
         self._flush_now = asyncio.Event()
-        metrics.available.labels(store.name).set(1)
+        metrics.store_opened(store.name)
 
     @property
     def available(self) -> bool:
@@ -57,7 +58,12 @@ class GuardedStore:
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None] | None:
         """The values (None where missing), or None as a whole when the store must be bypassed."""
-        return await self.call("get", lambda: self.store.get_many(keys), self._limit(len(keys)))
+        if not self.store.may_hold(keys) and self.available:
+            return [None] * len(keys)  # a certain miss costs no lookup, nor its time limit
+        values = await self.call("get", lambda: self.store.get_many(keys), self._limit(len(keys)))
+        if values is not None and any(v is not None for v in values):
+            self._schedule()  # the hits' last-use times are written with the next batch
+        return values
 
     async def call(self, operation: str, work: Callable[[], Awaitable[T]], limit: float | None = None) -> T | None:
         """`work()` on the store within the time limit; None when the store is failing or fails now."""
@@ -82,6 +88,9 @@ class GuardedStore:
         pending.update(items)
         if sum(len(p) for p in self._pending.values()) >= MAX_PENDING:
             self._flush_now.set()
+        self._schedule()
+
+    def _schedule(self) -> None:
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush(), name="lmwatch cache write")
             self._writes.add(self._flusher)
@@ -96,6 +105,8 @@ class GuardedStore:
         for ttl, pending in batches.items():
             items = list(pending.items())
             await self._write("put", functools.partial(self._put, items, ttl), self._limit(len(items)) * 4)
+        if not batches:  # a batch of answers writes the noted last-use times in its transaction
+            await self._write("flush", self.store.flush, self._timeout * 4)
 
     def write(self, operation: str, work: Callable[[], Awaitable[object]], limit: float | None = None) -> None:
         """`work()` on the store as a background task, off the request path."""

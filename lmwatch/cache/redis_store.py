@@ -133,6 +133,12 @@ class RedisStore:
         evicted, size = await self._call(self._put(keys=keys, args=args))
         return Stored(int(evicted), int(size))
 
+    def may_hold(self, keys: Sequence[str]) -> bool:
+        return True  # another replica may have stored any key
+
+    async def flush(self) -> None:
+        """Nothing waits: a lookup notes its use in its own script."""
+
     async def vectors(self, scope: str) -> list[tuple[str, bytes]]:
         pairs = await self._call(self._redis.hgetall(f"{PREFIX}@vectors:{scope}"))
         return [(k.decode(), v) for k, v in cast(dict[bytes, bytes], pairs).items()]

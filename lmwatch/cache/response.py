@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
@@ -72,7 +72,9 @@ class Entry:
     body: bytes
 
     def encode(self) -> bytes:
-        meta = {k: v for k, v in asdict(self).items() if k != "body"}
+        """A JSON head line of the fields but the body, then the body (built field by field: it runs
+        on the request path, and `dataclasses.asdict` copies deeply)."""
+        meta = {f.name: getattr(self, f.name) for f in _META}
         return json.dumps(meta, separators=(",", ":")).encode() + b"\n" + self.body
 
     @classmethod
@@ -84,3 +86,6 @@ class Entry:
             return cls(**meta, body=body) if isinstance(meta, dict) else None
         except (ValueError, TypeError):
             return None
+
+
+_META = tuple(f for f in fields(Entry) if f.name != "body")

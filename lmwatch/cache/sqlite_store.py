@@ -1,11 +1,22 @@
 """The embedded store: one SQLite file (WAL), used from one worker thread so the event loop never blocks.
 
-The total size of the values is kept in memory (read once at open), so the size bound costs no
-query per write; past it the least recently used entries go. Expired entries are deleted when read
-and when a write needs room. The semantic cache's prompt vectors live in a table of their own, at
-most `limit` per scope (model and parameters), expired ones deleted at each addition. Every sqlite3
-or OS error (corrupt or locked file, full disk) becomes `CacheError`; the connection is then closed
-and reopened on the next operation.
+Two things are kept in memory (read once at open) so the request path stays cheap:
+
+- the hashes of the stored keys, so a lookup whose keys are all absent — a certain miss — is
+  answered on the event loop, without the thread hop and the SELECT. The index is changed only
+  where the table is (in the worker thread, as each write commits). It may say "present" for an
+  entry that expired: that costs the lookup, which then misses. It is one process's: a second
+  process writing the same file is not seen (replicas share Redis, not one SQLite file).
+- the last-use times lookups noted, so a hit is a read and never waits for a write transaction;
+  they are written with the next batch of answers, by `flush`, or at close (a crash loses only
+  their recency, which decides only which entry is evicted first).
+
+The total size of the values is kept in memory too, so the size bound costs no query per write;
+past it the least recently used entries go, expired ones first. An expired entry is replaced by
+the next answer to its request, or deleted when a write needs room. The semantic cache's prompt
+vectors live in a table of their own, at most `limit` per scope (model and parameters), expired
+ones deleted at each addition. Every sqlite3 or OS error (corrupt or locked file, full disk)
+becomes `CacheError`; the connection is then closed and reopened on the next operation.
 """
 
 from __future__ import annotations
@@ -45,8 +56,12 @@ class SqliteStore:
         self.max_bytes = max_bytes
         self._clock = clock
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="lmwatch-cache")
-        self._db: sqlite3.Connection | None = None  # touched only in the worker thread
+        # written only in the worker thread; `_index` is read on the event loop too (a set's `in`
+        # and `add` are atomic), and is None while the file is not open
+        self._db: sqlite3.Connection | None = None
         self._size = 0
+        self._index: set[int] | None = None
+        self._used: dict[str, float] = {}
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -68,47 +83,64 @@ class SqliteStore:
             db.execute("PRAGMA journal_mode=WAL")  # outside a transaction: nothing is open yet
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
-            self._size = int(db.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()[0])
+            index, size = set(), 0
+            for key, value_size in db.execute("SELECT key, size FROM entries"):
+                index.add(hash(key))
+                size += value_size
         except BaseException:
             db.close()
             raise
-        self._db = db
+        self._db, self._size, self._index = db, size, index
         return db
 
     def _drop(self) -> None:
+        self._index = None
         if self._db is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
             self._db = None
 
+    def may_hold(self, keys: Sequence[str]) -> bool:
+        index = self._index
+        return index is None or any(hash(k) in index for k in keys)
+
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        index = self._index
+        wanted = keys if index is None else [k for k in keys if hash(k) in index]
+        if not wanted:
+            return [None] * len(keys)  # a certain miss: no thread hop, no query
         now = self._clock()
 
-        def work(db: sqlite3.Connection) -> list[bytes | None]:
+        def work(db: sqlite3.Connection) -> dict[str, bytes]:
             found: dict[str, bytes] = {}
-            stale: list[str] = []
-            for start in range(0, len(keys), 500):
-                part = keys[start : start + 500]
+            for start in range(0, len(wanted), 500):
+                part = wanted[start : start + 500]
                 marks = ",".join("?" * len(part))
                 for key, value, expires in db.execute(
                     f"SELECT key, value, expires FROM entries WHERE key IN ({marks})", part
                 ):
                     if expires > now:
                         found[key] = value
-                    else:
-                        stale.append(key)
-            if found:
-                db.executemany("UPDATE entries SET used = ? WHERE key = ?", [(now, k) for k in found])
-            if stale:
-                self._delete(db, stale)
-            return [found.get(k) for k in keys]
+                        self._used[key] = now
+            return found
 
-        return await self._run(work)
+        found = await self._run(work)
+        return [found.get(k) for k in keys]
+
+    async def flush(self) -> None:
+        if self._used:
+            await self._run(self._write_used)
+
+    def _write_used(self, db: sqlite3.Connection) -> None:
+        if self._used:
+            used, self._used = self._used, {}
+            db.executemany("UPDATE entries SET used = ? WHERE key = ?", [(t, k) for k, t in used.items()])
 
     async def put_many(self, items: Sequence[tuple[str, bytes]], ttl: float) -> Stored:
         now = self._clock()
 
         def work(db: sqlite3.Connection) -> Stored:
+            self._write_used(db)  # recency first: eviction below goes by it
             keys = [k for k, _ in items]
             self._delete(db, keys)  # replaced entries leave the size total first
             db.executemany(
@@ -116,6 +148,8 @@ class SqliteStore:
                 [(k, v, len(v), now + ttl, now) for k, v in items],
             )
             self._size += sum(len(v) for _, v in items)
+            if self._index is not None:
+                self._index.update(hash(k) for k in keys)
             evicted = 0
             if self._size > self.max_bytes:
                 evicted += self._delete_where(db, "expires <= ?", (now,))
@@ -165,11 +199,16 @@ class SqliteStore:
         return deleted
 
     def _delete_where(self, db: sqlite3.Connection, where: str, args: Sequence[object]) -> int:
-        rows = db.execute(f"DELETE FROM entries WHERE {where} RETURNING size", args).fetchall()
-        self._size -= sum(r[0] for r in rows)
+        rows = db.execute(f"DELETE FROM entries WHERE {where} RETURNING key, size", args).fetchall()
+        for key, size in rows:
+            self._size -= size
+            if self._index is not None:
+                self._index.discard(hash(key))
         return len(rows)
 
     async def close(self) -> None:
+        with contextlib.suppress(CacheError):  # the last-use times are worth a try, not a failed close
+            await self.flush()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._drop)
         self._executor.shutdown(wait=False)

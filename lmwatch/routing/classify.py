@@ -31,6 +31,8 @@ REMEMBERED = 1024
 sends the same system prompt and last user turn again and again, and each is classified once."""
 SHAPE_NUDGES = {"tools": ("coding", 3.0), "response_format": ("analysis", 1.5), "temperature": ("creative", 1.0)}
 """Request shape -> (task, logit added): signals the text-trained model cannot see."""
+_SHAPE_KEYS = frozenset({*SHAPE_NUDGES, "functions"})
+"""Body keys `_has_shape` reads: a body with none of them has no nudge (the common case)."""
 _WORDS = re.compile(r"[a-z0-9]+(?:[+#]+|'[a-z]+)?")
 
 
@@ -106,7 +108,11 @@ class Classifier:
     def _by_model(self, text: str, body: Mapping[str, Any]) -> Classification:
         model = self.model
         scored = model.score(text)
-        nudges = [(name, task, points) for name, (task, points) in SHAPE_NUDGES.items() if _has_shape(body, name)]
+        nudges = (
+            []
+            if body.keys().isdisjoint(_SHAPE_KEYS)
+            else [(name, task, points) for name, (task, points) in SHAPE_NUDGES.items() if _has_shape(body, name)]
+        )
         if knows_nothing(scored):
             if not nudges:
                 return Classification(self.default_task, {}, ("default",))
@@ -114,9 +120,8 @@ class Classifier:
         logits = list(scored.logits)
         for _, task, points in nudges:
             logits[model.tasks.index(task)] += points
-        top = max(logits)
-        win = logits.index(top)
-        runner = max(range(len(logits)), key=lambda i: logits[i] if i != win else -math.inf)
+        win, runner = sorted(range(len(logits)), key=logits.__getitem__, reverse=True)[:2]
+        top = logits[win]
         exp = [math.exp(x - top) for x in logits]
         total = sum(exp)
         scores = {t: round(e / total, 3) for t, e in zip(model.tasks, exp, strict=True)}

@@ -3,7 +3,10 @@
 `task_model.json.gz` (written by train/classifier/train.py) holds, per feature string of
 lmwatch/routing/textfeatures.py, one integer weight per task (times `scale`) and a bias per task.
 A text's feature values are 1/sqrt(number of its features), so the score of task t is
-`bias[t] + sum(w[f][t]) / sqrt(n)`: one dict lookup per feature and no numpy.
+`bias[t] + scale * sum(w[f][t]) / sqrt(n)`: one dict lookup per feature and no numpy. The integer
+weights of a feature are also packed into one int (`PACK_BITS` bits per task, offset by
+`PACK_OFFSET` so each part is positive), so the sums over all of a text's features are one C-level
+`sum` of ints, unpacked per task afterwards.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from typing import Any
 from lmwatch.routing.textfeatures import LENGTH, features
 
 MODEL_FILE = "task_model.json.gz"
+PACK_BITS = 24
+PACK_OFFSET = 128
+"""Weights are integers in [-127, 127]; a part holds the sum of up to 2**24 / 255 (65,000) features."""
+_PACK_MASK = (1 << PACK_BITS) - 1
 
 
 class ModelFileError(ValueError):
@@ -35,17 +42,19 @@ class Scored:
     """Per task, in `LinearModel.tasks` order."""
     names: list[str]
     """The known features of the text."""
-    weights: list[tuple[float, ...]]
-    """Their per-task weights, in `names` order (each contributes weight * `value`)."""
+    weights: list[tuple[int, ...]]
+    """Their per-task integer weights, in `names` order (each contributes weight * `value`)."""
     value: float
-    """The value of every feature of this text: 1/sqrt(its number of features)."""
+    """What one unit of weight adds to a logit for this text: scale/sqrt(its number of features)."""
 
 
 @dataclass(frozen=True)
 class LinearModel:
     tasks: tuple[str, ...]
     bias: tuple[float, ...]
-    weights: dict[str, tuple[float, ...]]
+    scale: float
+    weights: dict[str, tuple[int, ...]]
+    """Per feature: the integer weight of each task, then all of them packed into one int."""
     idf: dict[str, float]
     """Inverse document frequency over the training texts (features not listed: `rare_idf`), so
     similarity to configured examples is not made of "the" and "is"."""
@@ -58,10 +67,14 @@ class LinearModel:
         names = list(compress(feats, found))
         if not names:
             return Scored(self.bias, [], [], 0.0)
-        weights: list[tuple[float, ...]] = list(filter(None, found))
-        value = 1.0 / math.sqrt(len(feats))
-        sums = map(sum, zip(*weights, strict=True))
-        return Scored(tuple(b + value * s for b, s in zip(self.bias, sums, strict=True)), names, weights, value)
+        weights: list[tuple[int, ...]] = list(filter(None, found))
+        value = self.scale / math.sqrt(len(feats))
+        total = sum(map(itemgetter(len(self.tasks)), weights))
+        offset = PACK_OFFSET * len(weights)
+        logits = tuple(
+            b + value * (((total >> (PACK_BITS * t)) & _PACK_MASK) - offset) for t, b in enumerate(self.bias)
+        )
+        return Scored(logits, names, weights, value)
 
 
 def top_features(scored: Scored, win: int, other: int, k: int) -> list[tuple[str, float]]:
@@ -85,14 +98,20 @@ def parse_model(data: dict[str, Any]) -> LinearModel:
         tasks = tuple(str(t) for t in data["tasks"])
         scale = float(data["scale"])
         bias = tuple(float(b) for b in data["bias"])
-        weights = {str(f): tuple(scale * x for x in w) for f, w in data["weights"].items()}
+        weights = {str(f): _packed([int(x) for x in w]) for f, w in data["weights"].items()}
         idf = {str(f): float(x) for f, x in data["idf"].items()}
         rare_idf = float(data["rare_idf"])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ModelFileError(f"task model file is malformed: {exc!r}") from None
-    if len(bias) != len(tasks) or any(len(w) != len(tasks) for w in weights.values()):
+    if len(bias) != len(tasks) or any(len(w) != len(tasks) + 1 for w in weights.values()):
         raise ModelFileError("task model file is malformed: weight rows do not match the task list")
-    return LinearModel(tasks, bias, weights, idf, rare_idf)
+    if any(abs(x) >= PACK_OFFSET for w in weights.values() for x in w[:-1]):
+        raise ModelFileError(f"task model file is malformed: a weight is outside ±{PACK_OFFSET - 1}")
+    return LinearModel(tasks, bias, scale, weights, idf, rare_idf)
+
+
+def _packed(row: list[int]) -> tuple[int, ...]:
+    return (*row, sum((x + PACK_OFFSET) << (PACK_BITS * t) for t, x in enumerate(row)))
 
 
 @cache

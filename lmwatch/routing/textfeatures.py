@@ -8,7 +8,7 @@ marks (code fence, stack trace, table, any programming word, any form of creativ
 and affixes come only from the head and tail of a long text, so a quoted passage costs one lookup
 per word, not three. Looking them up in the model's dict is the hashing trick with the exact string
 as its own hash: no collisions, and unknown features cost one failed lookup. Everything is pure
-Python and bounded by `MAX_WORDS`.
+Python and bounded by `HEAD_CHARS + TAIL_CHARS` characters and `MAX_WORDS` words.
 """
 
 from __future__ import annotations
@@ -16,10 +16,15 @@ from __future__ import annotations
 import itertools
 import re
 import string
+from operator import itemgetter
 
-MAX_WORDS = 160
+HEAD_CHARS = 1000
+TAIL_CHARS = 300
+"""A longer text is read as its first `HEAD_CHARS` and last `TAIL_CHARS` characters (the words
+between only count towards the length bucket), so a quoted passage costs no more than this."""
+MAX_WORDS = 120
 """Words read per text: the first `MAX_WORDS - TAIL_WORDS` and the last `TAIL_WORDS`."""
-TAIL_WORDS = 40
+TAIL_WORDS = 30
 FOCUS_HEAD = 40
 FOCUS_TAIL = 20
 """Word pairs and affixes come from the first `FOCUS_HEAD` and last `FOCUS_TAIL` words read, where
@@ -29,6 +34,10 @@ EDGE_WORDS = 6
 AFFIX_MIN = 6
 """Words at least this long add their first and last four characters (`word<`, `>word`)."""
 
+_FIRST3 = itemgetter(slice(3))
+_FIRST4 = itemgetter(slice(4))
+_LAST4 = itemgetter(slice(-4, None))
+"""Slicers as C callables, so building the features runs no Python-level loop."""
 _WORD_CHARS = string.ascii_lowercase + string.digits + "+#"
 _PROSE = " \t\n\r.,!?:;'\"-"
 _WORD_BYTES = bytes(c if c >= 128 or chr(c) in _WORD_CHARS else 32 for c in range(256))
@@ -78,10 +87,16 @@ LENGTH = "len:"
 
 
 def features(text: str) -> set[str]:
-    """The distinct features of `text` (lower-cased inside; the structural marks read the original)."""
+    """The distinct features of `text` (lower-cased inside; the structural marks read the original
+    case, of the same head and tail)."""
     out: set[str] = set()
     if not text:
         return out
+    size = len(text)
+    skipped = 0
+    if size > HEAD_CHARS + TAIL_CHARS:
+        skipped = text.count(" ", HEAD_CHARS, size - TAIL_CHARS)
+        text = text[:HEAD_CHARS] + "\n" + text[size - TAIL_CHARS :]
     if "```" in text:
         out.add(FENCE)
     if any(hint in text for hint in _TRACE_HINTS) and _TRACE.search(text):
@@ -90,8 +105,8 @@ def features(text: str) -> set[str]:
         out.add(TABLE)
     raw = text.lower().encode()
     words = raw.translate(_WORD_BYTES).decode().split()
-    n = len(words)
-    if n > MAX_WORDS:
+    n = len(words) + skipped
+    if len(words) > MAX_WORDS:
         words = words[: MAX_WORDS - TAIL_WORDS] + words[-TAIL_WORDS:]
     out.update(words)
     if not TECH.isdisjoint(words):
@@ -101,11 +116,11 @@ def features(text: str) -> set[str]:
     if len(words) > FOCUS_HEAD + FOCUS_TAIL:
         words = words[:FOCUS_HEAD] + words[len(words) - FOCUS_TAIL :]
     out.update(map(" ".join, itertools.pairwise(words)))
-    long = [w for w in words if len(w) >= AFFIX_MIN]
-    out.update(w[:4] + "<" for w in long)
-    out.update(">" + w[-4:] for w in long)
-    out.update("^" + w for w in words[:EDGE_WORDS])
-    out.update("$" + w for w in words[-EDGE_WORDS:])
-    out.update("%" + s[:3] for s in raw[:2000].translate(_SYMBOL_BYTES).decode(errors="ignore").split())
+    long = list(itertools.compress(words, map(AFFIX_MIN.__le__, map(len, words))))
+    out.update(map(str.__add__, map(_FIRST4, long), itertools.repeat("<")))
+    out.update(map(">".__add__, map(_LAST4, long)))
+    out.update(map("^".__add__, words[:EDGE_WORDS]))
+    out.update(map("$".__add__, words[-EDGE_WORDS:]))
+    out.update(map("%".__add__, map(_FIRST3, raw.translate(_SYMBOL_BYTES).decode(errors="ignore").split())))
     out.add(LENGTH + str(n.bit_length()))
     return out

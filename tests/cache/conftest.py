@@ -14,36 +14,39 @@ from tests.ports import free_port
 
 @dataclass
 class RedisServer:
-    proc: asyncio.subprocess.Process
     port: int
+    proc: asyncio.subprocess.Process | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    async def start(self) -> None:
+        """Start redis-server (empty: nothing is saved) on this port, and wait until it accepts connections."""
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is missing: run `make tools`"
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        proc = self.proc = await asyncio.create_subprocess_exec(binary, *args, stdout=asyncio.subprocess.PIPE)
+        assert proc.stdout is not None
+        stdout = proc.stdout
+
+        async def ready() -> None:
+            while b"Ready to accept connections" not in (line := await stdout.readline()):
+                assert line, "redis-server exited before it was ready"
+
+        await asyncio.wait_for(ready(), 30)
+
     async def stop(self) -> None:
-        if self.proc.returncode is None:
+        if self.proc is not None and self.proc.returncode is None:
             self.proc.terminate()
             await self.proc.wait()
 
 
 @pytest.fixture
 async def redis_server() -> AsyncIterator[RedisServer]:
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is missing: run `make tools`"
-    port = free_port()
-    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "notice"]
-    proc = await asyncio.create_subprocess_exec(binary, *args, stdout=asyncio.subprocess.PIPE)
-    server = RedisServer(proc, port)
+    server = RedisServer(free_port())
     try:
-        assert proc.stdout is not None
-
-        async def ready() -> None:
-            assert proc.stdout is not None
-            while b"Ready to accept connections" not in (line := await proc.stdout.readline()):
-                assert line, "redis-server exited before it was ready"
-
-        await asyncio.wait_for(ready(), 30)
+        await server.start()
         yield server
     finally:
         await server.stop()

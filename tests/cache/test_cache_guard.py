@@ -20,6 +20,7 @@ class FlakyStore:
         self.broken = False
         self.calls = 0
         self.data: dict[str, bytes] = {}
+        self.flushed = 0
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         self.calls += 1
@@ -27,9 +28,15 @@ class FlakyStore:
             raise CacheError("broken")
         return [self.data.get(k) for k in keys]
 
+    def may_hold(self, keys: Sequence[str]) -> bool:
+        return True
+
     async def put_many(self, items: Sequence[tuple[str, bytes]], ttl: float) -> Stored:
         self.data.update(items)
         return Stored(0, sum(len(v) for v in self.data.values()))
+
+    async def flush(self) -> None:
+        self.flushed += 1
 
     async def close(self) -> None:
         pass
@@ -53,3 +60,16 @@ async def test_a_failing_store_is_left_alone_then_tried_again() -> None:
     await guard.settled()
     assert await guard.get_many(["a"]) == [b"1"]
     assert registry.get_sample_value("lmwatch_cache_size_bytes") == 1
+
+
+async def test_a_hit_has_its_last_use_written_in_the_background() -> None:
+    store = FlakyStore()
+    guard = GuardedStore(store, CacheMetrics(CollectorRegistry()), timeout=1, retry_interval=10)
+    store.data["a"] = b"1"
+    assert await guard.get_many(["b"]) == [None]
+    await guard.settled()
+    assert store.flushed == 0  # a miss noted nothing
+    assert await guard.get_many(["a"]) == [b"1"]
+    assert store.flushed == 0  # the answer did not wait for it
+    await guard.settled()
+    assert store.flushed == 1

@@ -1,9 +1,10 @@
 """The Redis store on a real redis-server: shared between replicas (two lmwatch processes), the size
-bound, the shared client-key rate limit, and Redis going down."""
+bound, the shared client-key rate limit, and Redis going down and coming back."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import aiohttp
@@ -119,3 +120,53 @@ async def test_redis_down_mid_run_means_bypass_said_once(
         assert f.sims["studio"].state.stats.completed_total == 3
     failures = [r.getMessage() for r in caplog.records if "cache store failed" in r.getMessage()]
     assert len(failures) == 1 and "redis" in failures[0]
+
+
+async def test_after_an_outage_the_cache_and_the_shared_rate_limit_come_back(
+    tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "lmwatch.cache")
+    cache = {"enabled": True, "backend": "redis", "url": redis_server.url, "retry_interval": 0.05}
+    extra = {"state_dir": str(tmp_path), "cache": cache}
+    clients = {"keys": [{"name": "ci", "key_file": str(write(tmp_path / "ci.key", KEY)), "requests_per_minute": 50}]}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    async with (
+        fleet({"studio": SimSettings(models=models(MODEL))}, clients=clients, extra=extra) as f,
+        aiohttp.ClientSession(headers=headers) as http,
+    ):
+        cache = f.daemon.services.cache
+        assert cache is not None and cache.store is not None
+        store = cache.store
+
+        async def ask(text: str) -> tuple[int, str]:
+            async with http.post(f.url + "/v1/chat/completions", json=chat(text, model=MODEL, temperature=0)) as r:
+                await r.read()
+                return r.status, r.headers.get("X-LMWatch-Cache", "")
+
+        await redis_server.stop()
+        assert await ask("during") == (200, "bypass")  # this replica's own bucket let it in
+        assert f.metric("lmwatch_cache_available", store="redis") == 0
+        await redis_server.start()  # the same port, empty
+        replica = RedisStore(redis_server.url, 1 << 20, timeout=1)  # another replica, on the same Redis
+        try:
+            for _ in range(50):  # takes every token of the key's shared bucket
+                await replica.take("ci", 50)
+        finally:
+            await replica.close()
+        await eventually(lambda: store.available)  # cache.retry_interval passed: the store is tried again
+        assert (await ask("after"))[0] == 429  # the shared bucket decides again (this replica's had 49 left)
+        assert f.metric("lmwatch_cache_available", store="redis") == 1
+        await refill_bucket(redis_server)
+        assert await ask("back") == (200, "miss")
+        await cache.settled()
+        assert await ask("back") == (200, "hit")  # the cache works again, without a restart
+    messages = [r.getMessage() for r in caplog.records if r.name == "lmwatch.cache"]
+    assert len([m for m in messages if "cache store failed" in m]) == 1
+    assert len([m for m in messages if "works again" in m]) == 1
+
+
+async def refill_bucket(redis_server: RedisServer) -> None:
+    """Give the key's shared bucket its tokens back (as a minute's wait would)."""
+    client = aioredis.Redis.from_url(redis_server.url)
+    await client.delete("lmwatch:ratelimit:ci")
+    await client.aclose()

@@ -39,6 +39,7 @@ FASTCHAT = ("lm-sys/FastChat", "0e6d3e4beaab66f4d3f93db72541a4abab8af28d")
 TLDR = ("tldr-pages/tldr", "08e345f42639f67d99282813247ac670dc6e87cb")
 ALGORITHMS = ("TheAlgorithms/Python", "f5988cc09713315817df6a7e327e258013a94440")
 GPTEACHER = ("teknium1/GPTeacher", "481075123c29854bddb82655badeef6a438f2436")
+NATURAL_QUESTIONS = ("google-research-datasets/natural-questions", "fb26a3073b1fe636c97302890a27b491d6530130")
 
 # Super-NaturalInstructions (via FLAN's copy of its metadata): category -> task.
 NI_CATEGORIES = {
@@ -139,6 +140,7 @@ ROLEPLAY_CAP = 150
 STDLIB_CAP = 500
 ALGORITHMS_CAP = 600
 TLDR_CAP = 700
+NQ_CAP = 800
 TLDR_FRAMES = (
     "How do I {what} with {cmd}?", "{What} with {cmd}, how?", "What's the {cmd} command to {what}?",
     "How can I {what} from the command line?", "Show me how to {what} with `{cmd}`.", "What does `{code}` do?",
@@ -337,6 +339,29 @@ def tldr(src: Sources) -> Iterator[Row]:
     yield from rows[:TLDR_CAP]
 
 
+NQ_FRAMES = (
+    "I was wondering: {q}?", "Quick question, {q}?", "My kid asked me {q} and I had no idea. Do you know?",
+    "Can you tell me {q}?", "I've always wanted to know {q}.", "Settle an argument for me: {q}?",
+    "Do you know {q}? I can't remember.", "I'm curious, {q}?", "Hey, {q}?", "I need to know {q} for a quiz tonight.",
+    "{Q}? I looked it up but got confused.", "Help me out here: {q}?",
+)  # fmt: skip
+"""A third of the NQ questions are asked in one of these ways: a person in a chat says "I", "my"
+and "can you" around a plain question of fact, which stays research."""
+
+
+def natural_questions(src: Sources) -> Iterator[Row]:
+    """NQ-open: real search-engine questions (lower case, no question mark), a third as typed, a
+    third capitalised with a question mark, a third inside one of `NQ_FRAMES`."""
+    lines = src.read(NATURAL_QUESTIONS, "nq_open/NQ-open.dev.jsonl").splitlines()
+    rng = random.Random(7)
+    rng.shuffle(lines)
+    for i, line in enumerate(lines[:NQ_CAP]):
+        q = json.loads(line)["question"].strip()
+        capital = q[0].upper() + q[1:]
+        text = (q, capital + "?", rng.choice(NQ_FRAMES).format(q=q, Q=capital))[i % 3]
+        yield text, "research", "natural-questions", f"natural-questions:{i % 10}"
+
+
 SHARES = (("test", 0.25), ("val", 0.15))
 """Of each task's rows (after the caps), about this share goes to each held-out split (whole groups)."""
 CAPS = {"train": 200, "val": 40, "test": 40}
@@ -361,6 +386,7 @@ def build(src: Sources) -> dict[str, list[Row]]:
         bench(src),
         algorithms(src),
         tldr(src),
+        natural_questions(src),
     ):
         for text, task, source, group in rows:
             text = text[:MAX_CHARS]
@@ -388,16 +414,24 @@ def build(src: Sources) -> dict[str, list[Row]]:
     return splits
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def write(path: Path, rows: list[Row]) -> None:
+    """One {"text", "task", "source", "group"} per line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as out:
+        for text, task, source, group in rows:
+            out.write(json.dumps({"text": text, "task": task, "source": source, "group": group}) + "\n")
+
+
+def mirrors_argument(description: str) -> Path:
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--mirrors", type=Path, default=Path("/work/.mirror"))
-    args = parser.parse_args()
-    splits = build(Sources(args.mirrors))
-    OUT.mkdir(parents=True, exist_ok=True)
+    return Path(parser.parse_args().mirrors)
+
+
+def main() -> None:
+    splits = build(Sources(mirrors_argument(__doc__.split("\n")[0])))
     for split, rows in sorted(splits.items()):
-        with (OUT / f"{split}.jsonl").open("w") as out:
-            for text, task, source, group in rows:
-                out.write(json.dumps({"text": text, "task": task, "source": source, "group": group}) + "\n")
+        write(OUT / f"{split}.jsonl", rows)
         print(split, len(rows), dict(Counter(r[1] for r in rows)), "groups", len({r[3] for r in rows}))
 
 

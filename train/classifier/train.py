@@ -2,6 +2,7 @@
 
     .venv/bin/pip install -e '.[train]'
     .venv/bin/python train/classifier/train.py            # train, report on the dev set, write the model
+    .venv/bin/python train/classifier/train.py --test     # also the public test split and the out-of-source set
 
 Training data: the self-authored corpus of compose.py, every data/*.jsonl file except the held-out
 ones (dev*.jsonl), and the train split of the public data that public.py builds (data/public/); each
@@ -13,8 +14,9 @@ are never used: they are reserved for evaluation.
 Features are lmwatch.routing.textfeatures.features (the runtime's own function), kept when they
 occur in at least `--min-df` training texts; values are 1/sqrt(number of features of the text), as
 the runtime computes them. The model is a multinomial logistic regression (scikit-learn, only
-here); weights are rounded to integers times one scale, and features whose weights all round to
-zero are dropped.
+here); weights are rounded to integers times one scale (127 levels), and features whose weights
+are all smaller than `--min-weight` levels are dropped: two thirds of them, at no cost in accuracy
+on the val split, and a smaller dict is a faster one (fewer cache misses per lookup).
 """
 
 from __future__ import annotations
@@ -91,13 +93,13 @@ def train(rows: list[tuple[str, str]], min_df: int, c: float):
     return clf, vocab, idf, round(math.log((1 + n) / (1 + min_df - 1)) + 1, 1)
 
 
-def export(clf, vocab: dict[str, int], idf: dict[str, float], rare_idf: float) -> dict[str, object]:
+def export(clf, vocab: dict[str, int], idf: dict[str, float], rare_idf: float, min_weight: int) -> dict[str, object]:
     coef = clf.coef_
     scale = float(abs(coef).max()) / LEVELS
     weights = {}
     for feature, i in vocab.items():
         row = [round(float(w) / scale) for w in coef[:, i]]
-        if any(row):
+        if max(map(abs, row)) >= min_weight:
             weights[feature] = row
     return {
         "tasks": list(TASKS),
@@ -132,6 +134,9 @@ def main() -> None:
     parser.add_argument("--per-task", type=int, default=500, help="composed examples per task")
     parser.add_argument("--min-df", type=int, default=3)
     parser.add_argument("-C", type=float, default=10.0, help="inverse regularisation strength")
+    parser.add_argument(
+        "--min-weight", type=int, default=3, help=f"drop features whose weights are all below this (of {LEVELS})"
+    )
     parser.add_argument("--no-write", action="store_true", help="report only")
     parser.add_argument("--out", type=Path, default=OUT, help="where to write the model")
     parser.add_argument("--test", action="store_true", help="also report on the public test split (not for tuning)")
@@ -139,12 +144,14 @@ def main() -> None:
     rows = training_rows(args.per_task)
     print("training rows:", Counter(task for _, task in rows))
     clf, vocab, idf, rare_idf = train(rows, args.min_df, args.C)
-    model = export(clf, vocab, idf, rare_idf)
+    model = export(clf, vocab, idf, rare_idf, args.min_weight)
     print(f"features kept: {len(model['weights'])} of {len(vocab)}")
     report(model, rows, "train")
     report(model, load([PUBLIC / "val.jsonl"]), "public val")
     if args.test:
         report(model, load([PUBLIC / "test.jsonl"]), "public test")
+        if (PUBLIC / "outofsource.jsonl").exists():
+            report(model, load([PUBLIC / "outofsource.jsonl"]), "out-of-source (outofsource.py)")
     for dev in sorted((HERE / "data").glob("dev*.jsonl")):
         report(model, load([dev]), dev.name)
     if not args.no_write:
