@@ -13,22 +13,19 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-from lmwatch.breaker import Breaker, CircuitState
-from lmwatch.config import BackendConfig, BreakerConfig
+from lmwatch.config import BackendConfig
 from lmwatch.failures import FailureReason
+from lmwatch.outcomes import RequestOutcomes
 
 log = logging.getLogger("lmwatch.registry")
 
 SLOW_PROBE_SECONDS = 2.0
-RECENT_REQUESTS = 50
-"""How many finished `/v1` requests `/status` lists (the console's "recent requests")."""
 """A backend that takes longer than this to list its models is `degraded` (it is struggling)."""
 
 
@@ -272,8 +269,21 @@ class Registry:
         self._listeners: list[Listener] = []
         self._waiters: list[tuple[Callable[[Snapshot], bool], asyncio.Future[Snapshot]]] = []
         self._describe: Callable[[ModelInfo], ModelInfo] | None = None
-        self.outcomes = RequestOutcomes(self, clock)
+        self.outcomes = RequestOutcomes(lambda: self._snapshot.profiles, clock)
         """The request path's state (in-flight, speeds, breakers), kept beside the fleet it is about."""
+        self.subscribe(self._tell_outcomes)
+
+    def _tell_outcomes(self, event: Event) -> None:
+        """What the pollers saw that the request path's state depends on (the first listener)."""
+        if event.kind in ("model_loaded", "model_unloaded"):
+            self.outcomes.model_changed(event.backend, str(event.detail.get("model")))
+        elif event.kind == "backend_removed":
+            self.outcomes.forget(event.backend)
+        elif event.kind == "backend_health" and event.detail.get("to") == Health.DOWN.value:
+            backend = self._snapshot.backend(event.backend)
+            self.outcomes.backend_down(event.backend, [m.id for m in backend.models] if backend else [])
+        elif event.kind == "backend_health" and event.detail.get("from") == Health.DOWN.value:
+            self.outcomes.backend_back(event.backend)
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -497,273 +507,3 @@ def _model_events(old: BackendInfo, new: BackendInfo) -> Iterable[Event]:
         yield Event("model_loaded", new.name, {"model": model})
     for model in sorted(before - after):
         yield Event("model_unloaded", new.name, {"model": model})
-
-
-# =================================================================================================
-# Request outcomes: written by the router, read by routing, metrics and /status.
-# In-flight and queued requests per backend, speed averages per (backend, model), and the circuit
-# breaker per (backend, model). The watcher feeds the breakers through the registry's health events.
-# =================================================================================================
-
-SPEED_EWMA_ALPHA = 0.3
-"""Weight of the newest sample in the moving averages of time to first token and tokens/s."""
-
-
-@dataclass(frozen=True)
-class Speed:
-    ttft: float | None = None
-    """Moving average of the seconds to the first streamed token."""
-    tokens_per_second: float | None = None
-    samples: int = 0
-
-
-@dataclass(frozen=True)
-class BreakerView:
-    backend: str
-    model: str
-    state: CircuitState
-    failures: int
-    retry_at: float | None
-    reason: str
-
-
-@dataclass(frozen=True)
-class RecentRequest:
-    """One finished `/v1` request: where it went and how it ended. Never its prompt or its key."""
-
-    backend: str
-    model: str
-    task: str
-    route: str
-    code: str
-    duration_seconds: float
-    ttft_seconds: float | None
-    output_tokens: int
-    time: float = 0.0
-    """When it finished; stamped by RequestOutcomes.request_done with the registry's clock."""
-
-
-@dataclass(frozen=True)
-class OutcomesView:
-    """An immutable copy for metrics and /status."""
-
-    inflight: Mapping[str, int]
-    queued: Mapping[str, int]
-    speeds: Mapping[tuple[str, str], Speed]
-    breakers: tuple[BreakerView, ...]
-    recent: tuple[RecentRequest, ...] = ()
-    """Newest first."""
-
-    def document(self) -> dict[str, Any]:
-        """The `/status` section: per backend in-flight and queued, per model speed and breaker."""
-        return {
-            "inflight": dict(self.inflight),
-            "queued": dict(self.queued),
-            "speeds": [
-                {
-                    "backend": b,
-                    "model": m,
-                    "ttft_seconds": s.ttft,
-                    "tokens_per_second": s.tokens_per_second,
-                    "samples": s.samples,
-                }
-                for (b, m), s in self.speeds.items()
-            ],
-            "breakers": [
-                {
-                    "backend": v.backend,
-                    "model": v.model,
-                    "state": v.state.value,
-                    "failures": v.failures,
-                    "retry_at": v.retry_at,
-                    "reason": v.reason,
-                }
-                for v in self.breakers
-            ],
-            "recent": [dataclasses.asdict(r) for r in self.recent],
-        }
-
-
-class RequestOutcomes:
-    """Mutable request-path state of one registry; every method is O(1) and runs on the loop.
-
-    Its counters are written only through its methods; the mappings it shows are read-only views."""
-
-    def __init__(self, registry: Registry, clock: Callable[[], float]) -> None:
-        self._registry = registry
-        self._clock = clock
-        self._policy: Callable[[], BreakerConfig] = BreakerConfig
-        self._inflight: dict[str, int] = {}
-        self._queued: dict[str, int] = {}
-        self._model_inflight: dict[tuple[str, str], int] = {}
-        self._last_used: dict[tuple[str, str], float] = {}
-        self.inflight: Mapping[str, int] = MappingProxyType(self._inflight)
-        """backend -> requests running on it now."""
-        self.queued: Mapping[str, int] = MappingProxyType(self._queued)
-        """backend -> requests waiting for one of its slots."""
-        self.model_inflight: Mapping[tuple[str, str], int] = MappingProxyType(self._model_inflight)
-        """(backend, model) -> requests running on that model now (lifecycle: never unload under them)."""
-        self.last_used: Mapping[tuple[str, str], float] = MappingProxyType(self._last_used)
-        """(backend, model) -> when a request on it last finished (idle unload)."""
-        self._drained: dict[tuple[str, str], list[asyncio.Future[None]]] = {}
-        self._speeds: dict[tuple[str, str], Speed] = {}
-        self._breakers: dict[tuple[str, str], Breaker] = {}
-        self._recent: deque[tuple[float, RecentRequest]] = deque(maxlen=RECENT_REQUESTS)
-        self._chars_per_token: dict[tuple[str, str], float] = {}
-        self._learned_context: dict[tuple[str, str], int] = {}
-        registry.subscribe(self._on_event)
-
-    def use_policy(self, policy: Callable[[], BreakerConfig]) -> None:
-        """Where the breaker policy in force comes from (the router: the current config's); read when a
-        breaker trips, so a reload applies to the next failure."""
-        self._policy = policy
-
-    # --- in-flight and queued --------------------------------------------------------------------
-
-    def started(self, backend: str) -> None:
-        self._inflight[backend] = self._inflight.get(backend, 0) + 1
-
-    def finished(self, backend: str) -> None:
-        self._inflight[backend] = max(0, self._inflight.get(backend, 0) - 1)
-
-    def request_done(self, request: RecentRequest) -> None:
-        """A `/v1` request finished; only the last RECENT_REQUESTS are kept."""
-        self._recent.appendleft((self._clock(), request))  # stamped when viewed: views are rare
-
-    def queue_changed(self, backend: str, delta: int) -> None:
-        self._queued[backend] = max(0, self._queued.get(backend, 0) + delta)
-
-    def model_started(self, backend: str, model: str) -> None:
-        key = (backend, model)
-        self._model_inflight[key] = self._model_inflight.get(key, 0) + 1
-
-    def model_finished(self, backend: str, model: str) -> None:
-        key = (backend, model)
-        left = max(0, self._model_inflight.get(key, 0) - 1)
-        self._model_inflight[key] = left
-        self._last_used[key] = self._clock()
-        if left == 0:
-            for waiter in self._drained.pop(key, []):
-                if not waiter.done():
-                    waiter.set_result(None)
-
-    async def model_drained(self, backend: str, model: str, timeout: float) -> bool:
-        """Wait until no request runs on (backend, model); False when `timeout` passed first."""
-        key = (backend, model)
-        if not self._model_inflight.get(key):
-            return True
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._drained.setdefault(key, []).append(waiter)
-        try:
-            await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            return False
-        return True
-
-    # --- speed -----------------------------------------------------------------------------------
-
-    def speed(self, backend: str, model: str) -> Speed | None:
-        return self._speeds.get((backend, model))
-
-    def record_speed(self, backend: str, model: str, ttft: float | None, tokens_per_second: float | None) -> None:
-        old = self._speeds.get((backend, model), Speed())
-        self._speeds[(backend, model)] = Speed(
-            ttft=_ewma(old.ttft, ttft),
-            tokens_per_second=_ewma(old.tokens_per_second, tokens_per_second),
-            samples=old.samples + 1,
-        )
-
-    # --- prompt size: calibration and learned context -------------------------------------------
-
-    def chars_per_token(self, backend: str, model: str) -> float | None:
-        """Characters per prompt token of this model, learned from the usage its backend reports."""
-        return self._chars_per_token.get((backend, model))
-
-    def record_prompt(self, backend: str, model: str, chars: int, tokens: int) -> None:
-        if chars > 0 and tokens > 0:
-            key = (backend, model)
-            value = _ewma(self._chars_per_token.get(key), chars / tokens)
-            assert value is not None
-            self._chars_per_token[key] = value
-
-    def profile(self, backend: str, model: str) -> ModelProfile | None:
-        """The measured profile of a model: the balancer's prior before live averages exist."""
-        return self._registry.snapshot().profiles.get((backend, model))
-
-    def learned_context(self, backend: str, model: str) -> int | None:
-        """A context the backend itself said it has (in a context-length error), until the model reloads."""
-        return self._learned_context.get((backend, model))
-
-    def record_context(self, backend: str, model: str, tokens: int) -> None:
-        self._learned_context[(backend, model)] = tokens
-
-    # --- breakers --------------------------------------------------------------------------------
-
-    def breaker_allows(self, backend: str, model: str) -> bool:
-        breaker = self._breakers.get((backend, model))
-        return breaker is None or breaker.allow(self._clock())
-
-    def breaker_success(self, backend: str, model: str) -> None:
-        breaker = self._breakers.get((backend, model))
-        if breaker is not None:
-            breaker.success()
-
-    def breaker_failure(self, backend: str, model: str, reason: str) -> None:
-        breaker = self._breakers.setdefault((backend, model), Breaker())
-        breaker.failure(self._clock(), self._policy(), reason)
-
-    def breaker_abandon(self, backend: str, model: str) -> None:
-        breaker = self._breakers.get((backend, model))
-        if breaker is not None:
-            breaker.abandon()
-
-    def breaker_wait(self, backend: str, model: str) -> float | None:
-        """Seconds until an open breaker lets a trial through; None when it is not open."""
-        breaker = self._breakers.get((backend, model))
-        retry_at = breaker.retry_at() if breaker is not None else None
-        return None if retry_at is None else max(0.0, retry_at - self._clock())
-
-    # --- reading ---------------------------------------------------------------------------------
-
-    def view(self) -> OutcomesView:
-        now = self._clock()
-        return OutcomesView(
-            inflight=MappingProxyType(dict(self._inflight)),
-            queued=MappingProxyType(dict(self._queued)),
-            speeds=MappingProxyType(dict(self._speeds)),
-            breakers=tuple(
-                BreakerView(b, m, br.current(now), br.failures, br.retry_at(), br.reason)
-                for (b, m), br in self._breakers.items()
-            ),
-            recent=tuple(dataclasses.replace(r, time=t) for t, r in self._recent),
-        )
-
-    # --- fed by the watcher ----------------------------------------------------------------------
-
-    def _on_event(self, event: Event) -> None:
-        if event.kind in ("model_loaded", "model_unloaded"):
-            self._learned_context.pop((event.backend, str(event.detail.get("model"))), None)
-        elif event.kind == "backend_removed":
-            for table in (self._speeds, self._breakers, self._chars_per_token, self._learned_context):
-                for key in [k for k in table if k[0] == event.backend]:
-                    del table[key]
-            self._inflight.pop(event.backend, None)
-            self._queued.pop(event.backend, None)
-        elif event.kind == "backend_health":
-            backend = self._registry.snapshot().backend(event.backend)
-            models = {m.id for m in backend.models} if backend else set()
-            models |= {m for b, m in self._breakers if b == event.backend}
-            if event.detail.get("to") == Health.DOWN.value:
-                for model in models:
-                    breaker = self._breakers.setdefault((event.backend, model), Breaker())
-                    breaker.force_open(self._clock(), self._policy(), "backend down")
-            elif event.detail.get("from") == Health.DOWN.value:
-                for model in models:
-                    if (event.backend, model) in self._breakers:
-                        self._breakers[(event.backend, model)].force_half_open()
-
-
-def _ewma(old: float | None, new: float | None) -> float | None:
-    if new is None:
-        return old
-    return new if old is None else old + SPEED_EWMA_ALPHA * (new - old)

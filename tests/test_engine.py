@@ -318,8 +318,9 @@ async def test_profile_smollm2_and_refuse_what_its_context_cannot_hold(engine: E
 
 async def _profile_and_refuse(daemon: Daemon, tmp_path: Path) -> None:
     assert daemon.profiles is not None
-    # small numbers: this engine build reads prompts at tens of tokens a second on a busy 2-core VM
-    [result] = await daemon.profiles.run(options=Options(tokens=8, long_prompt_tokens=200, repeats=1))
+    # small numbers: this engine build reads prompts at tens of tokens a second on a busy 2-core VM;
+    # the best of two runs, so one run slowed by a load spike does not make the short prompt look longer
+    [result] = await daemon.profiles.run(options=Options(tokens=8, long_prompt_tokens=200, repeats=2))
     assert result.outcome == "measured", result.reason
     profile = result.profile
     assert profile is not None and profile.model == daemon.registry.snapshot().backends["engine"].models[0].id

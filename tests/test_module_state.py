@@ -37,8 +37,6 @@ process-wide by design), functions."""
 
 ALLOWED = {
     ("logs.py", "RedactingFilter.secrets"): "the redaction set is process-wide as logging's handlers are",
-    ("simulator/inference.py", "_ids"): "ids unique in the process, without a random call per request",
-    ("simulator/nvml.py", "NVMLError._valClassMapping"): "the fake keeps pynvml's own class registry",
 }
 """(file, name) -> why this one piece of process state is right where it is."""
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from lmwatch.api.attempts import Answer, Failure, Result, Streamed, Verdict
 from lmwatch.failures import FailureReason
 from lmwatch.metrics.requests import RequestMetrics
-from lmwatch.registry import RequestOutcomes
+from lmwatch.outcomes import RequestOutcomes
 from lmwatch.routing.select import Target
 
 SUCCESS, FAILURE, NO_VERDICT = "success", "failure", "no_verdict"

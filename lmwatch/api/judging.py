@@ -10,7 +10,7 @@ from lmwatch.api.attempts import Answer, Failure
 from lmwatch.api.errors import error_body, error_type
 from lmwatch.backends import is_context_exceeded, is_model_gone, model_type_refused
 from lmwatch.failures import FailureReason
-from lmwatch.registry import RequestOutcomes
+from lmwatch.outcomes import RequestOutcomes
 from lmwatch.routing.context import context_in_error
 from lmwatch.routing.ids import same_model
 from lmwatch.routing.select import Target

@@ -47,7 +47,8 @@ from lmwatch.config import Config
 from lmwatch.credentials import ANONYMOUS, ClientKey
 from lmwatch.errors import DomainError
 from lmwatch.metrics.requests import NONE, RequestMetrics, cloud_price
-from lmwatch.registry import RecentRequest, Snapshot
+from lmwatch.outcomes import RecentRequest
+from lmwatch.registry import Snapshot
 from lmwatch.routing.embedclass import EmbeddingClassifier
 from lmwatch.routing.request import Endpoint, ParsedRequest, json_object, parse_request
 from lmwatch.routing.select import AUTO, TASK_PREFIX, Route, Target, routable

@@ -22,10 +22,11 @@ from lmwatch.api.connections import read_body
 from lmwatch.api.errors import ApiError
 from lmwatch.api.status import model_document
 from lmwatch.control import ControlPlane
+from lmwatch.outcomes import RequestOutcomes
 from lmwatch.profiling.measure import DEFAULT_TOKENS, Options
 from lmwatch.profiling.runner import NothingToProfile, ProfileRunner, ProfileRunning
 from lmwatch.profiling.store import encode
-from lmwatch.registry import BackendInfo, Health, ModelInfo, RequestOutcomes, Snapshot
+from lmwatch.registry import BackendInfo, Health, ModelInfo, Snapshot
 from lmwatch.routing.balance import expected_seconds
 from lmwatch.routing.request import Endpoint, json_object, parse_request
 from lmwatch.routing.select import TASK_PREFIX

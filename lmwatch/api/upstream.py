@@ -11,7 +11,7 @@ from typing import Protocol
 from lmwatch.api.attempts import Failure
 from lmwatch.failures import FailureReason
 from lmwatch.http_client import Pool
-from lmwatch.registry import RequestOutcomes
+from lmwatch.outcomes import RequestOutcomes
 from lmwatch.routing.balance import Gate
 from lmwatch.routing.select import Target
 

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 
 from lmwatch.lifecycle.loads import Loader, LoadError, LoadFailure
 from lmwatch.lifecycle.memory import Fit, can_load, fit, gib, held
-from lmwatch.registry import BackendInfo, RequestOutcomes, Snapshot
+from lmwatch.outcomes import RequestOutcomes
+from lmwatch.registry import BackendInfo, Snapshot
 
 if TYPE_CHECKING:
     from lmwatch.routing.select import Target

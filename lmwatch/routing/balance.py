@@ -20,7 +20,7 @@ import statistics
 from collections import deque
 from collections.abc import Sequence
 
-from lmwatch.registry import RequestOutcomes
+from lmwatch.outcomes import RequestOutcomes
 from lmwatch.routing.select import Target
 
 TYPICAL_COMPLETION_TOKENS = 200

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 
 from lmwatch.errors import InvalidRequest
-from lmwatch.registry import RequestOutcomes
+from lmwatch.outcomes import RequestOutcomes
 from lmwatch.routing.request import Endpoint, ParsedRequest
 from lmwatch.routing.select import Plan, Target
 

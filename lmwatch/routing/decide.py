@@ -15,7 +15,8 @@ from typing import Any, Protocol
 
 from lmwatch.config import RoutingConfig
 from lmwatch.errors import Forbidden
-from lmwatch.registry import RequestOutcomes, Snapshot
+from lmwatch.outcomes import RequestOutcomes
+from lmwatch.registry import Snapshot
 from lmwatch.routing.capabilities import Capabilities
 from lmwatch.routing.classify import Classification, Classifier
 from lmwatch.routing.context import fit_plan

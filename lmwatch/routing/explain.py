@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from lmwatch.config import RoutingConfig
-from lmwatch.registry import RequestOutcomes, Snapshot
+from lmwatch.outcomes import RequestOutcomes
+from lmwatch.registry import Snapshot
 from lmwatch.routing.balance import expected_seconds
 from lmwatch.routing.capabilities import Capabilities
 from lmwatch.routing.context import Fit, fit

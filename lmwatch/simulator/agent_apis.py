@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lmwatch.simulator.errors import SimError
-from lmwatch.simulator.inference import Answer, new_id
+from lmwatch.simulator.inference import Answer
 from lmwatch.simulator.streaming import Frames
 
 
@@ -90,7 +90,7 @@ def _stop_reason(answer: Answer) -> str:
 
 def message_body(answer: Answer, model_id: str) -> dict[str, object]:
     return {
-        "id": new_id("msg", "_"),
+        "id": f"msg_{answer.serial}",
         "type": "message",
         "role": "assistant",
         "model": model_id,
@@ -159,9 +159,9 @@ def _output(answer: Answer) -> list[dict[str, object]]:
     call = answer.tool_call
     if call is None:
         text = {"type": "output_text", "text": answer.content, "annotations": []}
-        return [{"type": "message", "id": new_id("msg", "_"), "status": "completed", "role": "assistant",
+        return [{"type": "message", "id": f"msg_{answer.serial}", "status": "completed", "role": "assistant",
                  "content": [text]}]  # fmt: skip
-    return [{"type": "function_call", "id": new_id("fc", "_"), "call_id": call.id, "name": call.name,
+    return [{"type": "function_call", "id": f"fc_{answer.serial}", "call_id": call.id, "name": call.name,
              "arguments": call.arguments, "status": "completed"}]  # fmt: skip
 
 

@@ -12,7 +12,7 @@ import asyncio
 import hmac
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Literal
 
 from aiohttp import web
@@ -173,9 +173,7 @@ class Handlers:
             if prompt.has_images and inst.model.type != "vlm":
                 stats.errors_total += 1
                 return error_response(settings.dialect.plain(400, inference.NOT_VISION))
-            planned = inference.plan_answer(
-                prompt, body, settings.max_tokens_default, inst.context_length, settings.answer_tokens
-            )
+            planned = self._plan(prompt, body, inst)
             if prompt.stream:
                 frames = completion_frames(prompt, planned, inst.id, fingerprint=settings.dialect.lmstudio)
                 return await self._stream(request, planned, inst, frames)
@@ -184,6 +182,13 @@ class Handlers:
         # LM Studio's quirk: on /v1, with exactly one LLM loaded the requested name is ignored.
         ignore = api == "v1" or settings.dialect.serves_any_name
         return await self._serve(prompt.model, "llm", answer, ignore_name=ignore, ttl=prompt.ttl)
+
+    def _plan(self, prompt: Prompt, body: Mapping[str, object], inst: Instance) -> Answer:
+        """The answer to `prompt` on `inst`, with a serial of its own for its ids."""
+        settings = self.settings
+        return inference.plan_answer(
+            prompt, body, settings.max_tokens_default, inst.context_length, settings.answer_tokens, self.state.ids.new()
+        )
 
     async def _generation(self, answer: Answer, inst: Instance) -> SimError | None:
         """Wait as long as a non-streamed answer takes; the error when the model went away meanwhile."""
@@ -245,7 +250,6 @@ class Handlers:
     async def v1_responses(self, request: web.Request) -> web.StreamResponse:
         """OpenAI's Responses API, on the LM Studio versions that have it; stateful by `previous_response_id`."""
         previous: object = None
-        response_id = inference.new_id("resp", "_")
         conversation: list[dict[str, object]] = []
 
         def to_chat(body: dict[str, object]) -> dict[str, object]:
@@ -264,6 +268,7 @@ class Handlers:
             return chat
 
         def render(answer: Answer, inst: Instance) -> tuple[dict[str, object], Frames]:
+            response_id = f"resp_{answer.serial}"
             whole = agent_apis.response_body(answer, inst.id, response_id, previous)
             if conversation:
                 self.conversations[response_id] = [*conversation, {"role": "assistant", "content": answer.content}]
@@ -290,9 +295,7 @@ class Handlers:
             return error_response(shape_error(error))
 
         async def answer(inst: Instance) -> web.StreamResponse:
-            planned = inference.plan_answer(
-                prompt, chat, settings.max_tokens_default, inst.context_length, settings.answer_tokens
-            )
+            planned = self._plan(prompt, chat, inst)
             whole, frames = render(planned, inst)
             if prompt.stream:
                 return await self._stream(request, planned, inst, frames)
@@ -424,9 +427,7 @@ class Handlers:
         self, request: web.Request, prompt: Prompt, inst: Instance, loads_before: int, store: bool
     ) -> web.StreamResponse:
         settings = self.settings
-        answer = inference.plan_answer(
-            prompt, {}, settings.max_tokens_default, inst.context_length, settings.answer_tokens
-        )
+        answer = self._plan(prompt, {}, inst)
         started = time.perf_counter()
         delay = self._generation_delay(answer)
         if delay > 0:
@@ -447,7 +448,7 @@ class Handlers:
             "stats": stats,
         }
         if store:
-            result["response_id"] = inference.new_id("resp", "_")
+            result["response_id"] = f"resp_{answer.serial}"
         if not prompt.stream:
             self.stats.complete(answer.completion_tokens)
             return json_response(result)

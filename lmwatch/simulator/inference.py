@@ -20,8 +20,6 @@ from lmwatch.simulator.flavours.base import SimFlavour
 from lmwatch.simulator.generation import ToolCall
 
 Kind = Literal["chat", "text"]
-_ID_PREFIX = os.urandom(3).hex()
-_ids = itertools.count(1)
 
 NOT_VISION = "Model does not support images. Please use a model that does."
 NOT_BASE64 = "'url' field must be a base64 encoded image."
@@ -54,6 +52,8 @@ class Answer:
     finish_reason: str
     tool_call: ToolCall | None
     prompt_tokens: int
+    serial: str
+    """Unique to this answer (`Ids.new`): its ids are `chatcmpl-<serial>`, `msg_<serial>`, ..."""
 
     @property
     def content(self) -> str:
@@ -76,9 +76,15 @@ class Answer:
         }
 
 
-def new_id(prefix: str, sep: str = "-") -> str:
-    """Unique ids without a random call per request: a per-process prefix and a counter."""
-    return f"{prefix}{sep}{_ID_PREFIX}{next(_ids):x}"
+class Ids:
+    """Unique answer serials without a random call per request: a random prefix per simulator and a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(3).hex()
+        self._next = itertools.count(1)
+
+    def new(self) -> str:
+        return f"{self._prefix}{next(self._next):x}"
 
 
 def parse_json(raw: bytes, flavour: SimFlavour) -> dict[str, object]:
@@ -174,7 +180,7 @@ def _check_image(image_url: object, flavour: SimFlavour) -> None:
 
 
 def plan_answer(
-    prompt: Prompt, body: Mapping[str, object], default_tokens: int, context: int, natural: int = 0
+    prompt: Prompt, body: Mapping[str, object], default_tokens: int, context: int, natural: int, serial: str
 ) -> Answer:
     """Decide the output: a tool call, JSON for a schema, or `max_tokens` words of text."""
     seed = generation.seed_of(prompt.text)
@@ -182,10 +188,10 @@ def plan_answer(
     if prompt.kind == "chat" and "tools" in body:
         call = generation.plan_tool_call(body, prompt.last_user_text, seed)
         if call is not None:
-            return Answer(generation.split_pieces(call.arguments), "tool_calls", call, prompt_tokens)
+            return Answer(generation.split_pieces(call.arguments), "tool_calls", call, prompt_tokens, serial)
     if prompt.schema is not None:
         content = json.dumps(generation.schema_value(prompt.schema, seed))
-        return Answer(generation.split_pieces(content), "stop", None, prompt_tokens)
+        return Answer(generation.split_pieces(content), "stop", None, prompt_tokens, serial)
     count = min(prompt.max_tokens or default_tokens, max(context, 1))
     # Running into an explicit max_tokens is "length"; the server default stands in for the model
     # stopping on its own ("stop"), so default requests look like normal, complete answers.
@@ -193,7 +199,7 @@ def plan_answer(
     if natural and count > natural:  # the model ends its answer before the limit
         count, finish = natural, "stop"
     pieces = list(generation.text_tokens(seed, count))
-    return Answer(pieces, finish, None, prompt_tokens)
+    return Answer(pieces, finish, None, prompt_tokens, serial)
 
 
 def message(answer: Answer) -> dict[str, object]:
@@ -215,7 +221,7 @@ def completion_body(prompt: Prompt, answer: Answer, model_id: str, *, fingerprin
     created = int(time.time())
     if prompt.kind == "chat":
         body: dict[str, object] = {
-            "id": new_id("chatcmpl"),
+            "id": f"chatcmpl-{answer.serial}",
             "object": "chat.completion",
             "created": created,
             "model": model_id,
@@ -226,7 +232,7 @@ def completion_body(prompt: Prompt, answer: Answer, model_id: str, *, fingerprin
         }
     else:
         body = {
-            "id": new_id("cmpl"),
+            "id": f"cmpl-{answer.serial}",
             "object": "text_completion",
             "created": created,
             "model": model_id,

@@ -73,7 +73,8 @@ NVML_CLOCK_VIDEO = 3
 
 
 class NVMLError(Exception):
-    _valClassMapping: ClassVar[dict[int, type[NVMLError]]] = {}
+    _valClassMapping: ClassVar[Mapping[int, type[NVMLError]]] = types.MappingProxyType({})
+    """Code -> its subclass, filled once at import (below), as pynvml does."""
     _errcode_to_string: ClassVar[dict[int, str]] = {
         NVML_ERROR_UNINITIALIZED: "Uninitialized",
         NVML_ERROR_INVALID_ARGUMENT: "Invalid Argument",
@@ -139,6 +140,7 @@ NVMLError_LibRmVersionMismatch: type[_CodedError]
 
 def _extract_errors_as_classes() -> None:
     module = sys.modules[__name__]
+    classes: dict[int, type[NVMLError]] = {}
     for err_name in [n for n in dir(module) if n.startswith("NVML_ERROR_")]:
         class_name = "NVMLError_" + string.capwords(err_name.replace("NVML_ERROR_", ""), "_").replace("_", "")
         err_val = getattr(module, err_name)
@@ -152,7 +154,8 @@ def _extract_errors_as_classes() -> None:
         new_error_class = type(class_name, (NVMLError,), {"__new__": gen_new(err_val)})
         new_error_class.__module__ = __name__
         setattr(module, class_name, new_error_class)
-        NVMLError._valClassMapping[err_val] = new_error_class
+        classes[err_val] = new_error_class
+    NVMLError._valClassMapping = types.MappingProxyType(classes)
 
 
 _extract_errors_as_classes()

@@ -10,6 +10,7 @@ import random
 from collections.abc import Mapping
 
 from lmwatch.simulator.catalogue import Catalogue
+from lmwatch.simulator.inference import Ids
 from lmwatch.simulator.settings import SimSettings
 from lmwatch.simulator.stats import SimStats
 
@@ -20,6 +21,7 @@ class SimState:
         self.stats = SimStats()
         self.catalogue = Catalogue(settings, self.stats)
         self.rng = random.Random(settings.seed)
+        self.ids = Ids()
 
     def roll(self, rate: float) -> bool:
         """True with probability `rate`; draws from the seeded RNG only for 0 < rate < 1, so fault

@@ -17,7 +17,7 @@ from typing import Literal
 
 from aiohttp import web
 
-from lmwatch.simulator.inference import Answer, Prompt, new_id
+from lmwatch.simulator.inference import Answer, Prompt
 
 DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "Connection": "keep-alive"}
@@ -38,10 +38,10 @@ def named_event(event: str, payload: dict[str, object]) -> bytes:
 
 
 class _Chunks:
-    def __init__(self, prompt: Prompt, model_id: str, fingerprint: bool) -> None:
+    def __init__(self, prompt: Prompt, answer: Answer, model_id: str, fingerprint: bool) -> None:
         chat = prompt.kind == "chat"
         head: dict[str, object] = {
-            "id": new_id("chatcmpl" if chat else "cmpl"),
+            "id": f"{'chatcmpl' if chat else 'cmpl'}-{answer.serial}",
             "object": "chat.completion.chunk" if chat else "text_completion",
             "created": int(time.time()),
             "model": model_id,
@@ -67,7 +67,7 @@ class Frames:
 
 
 def completion_frames(prompt: Prompt, answer: Answer, model_id: str, fingerprint: bool) -> Frames:
-    chunks = _Chunks(prompt, model_id, fingerprint)
+    chunks = _Chunks(prompt, answer, model_id, fingerprint)
     tokens: list[bytes] = []
     if prompt.kind == "chat":
         call = answer.tool_call

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from lmwatch.api import openai as router
 from lmwatch.config import parse_config
 from lmwatch.daemon import Daemon, running_daemon
-from lmwatch.registry import RequestOutcomes
+from lmwatch.outcomes import RequestOutcomes
 from lmwatch.simulator import RunningSimulator, SimModel, SimSettings, start_simulator
 from lmwatch.simulator.settings import ModelType
 

@@ -10,7 +10,8 @@ import pytest
 from lmwatch.breaker import Breaker, CircuitState
 from lmwatch.config import BreakerConfig, parse_config
 from lmwatch.failures import FailureReason
-from lmwatch.registry import ModelInfo, ModelProfile, ModelType, ProbeResult, Registry, RequestOutcomes
+from lmwatch.outcomes import RequestOutcomes
+from lmwatch.registry import ModelInfo, ModelProfile, ModelType, ProbeResult, Registry
 from lmwatch.routing.balance import Gate, order
 from lmwatch.routing.select import Target
 
