@@ -222,6 +222,17 @@ def test_fleet_overview_shows_what_the_issue_asks() -> None:
     assert "histogram_quantile(0.5," in exprs and "histogram_quantile(0.95," in exprs
 
 
+def test_fleet_overview_shows_every_cache_family() -> None:
+    """Lookups, hit ratio, size, availability, store errors, semantic-cache embedding failures,
+    writes and evictions: what an operator asks when the cache misbehaves."""
+    from lmwatch.metrics import cache
+    from lmwatch.metrics.family import Family
+
+    families = [f for f in vars(cache).values() if isinstance(f, Family)]
+    assert len(families) == 7
+    assert {f.sample_name for f in families} <= used_metrics(FLEET)
+
+
 def panel_expr(path: Path, title: str) -> str:
     [panel] = [p for p in lint.panels(json.loads(path.read_text())) if p.get("title") == title]
     return str(lint.with_sample_values(panel["targets"][0]["expr"]))

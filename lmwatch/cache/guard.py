@@ -50,7 +50,7 @@ class GuardedStore:
         """Answers waiting for the next batched write, by TTL."""
         self._flusher: asyncio.Task[None] | None = None
         self._flush_now = asyncio.Event()
-        metrics.available.labels(store.name).set(1)
+        metrics.store_opened(store.name)
 
     @property
     def available(self) -> bool:

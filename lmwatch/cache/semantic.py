@@ -5,6 +5,11 @@ rest of the request — the resolved model, the parameters, the earlier turns, a
 must be equal: it makes the scope, a digest under which the store keeps at most `max_entries`
 prompt vectors (unit length, float32). A lookup compares the prompt's vector with every one in its
 scope (a matrix product, in a worker thread) and takes the closest at or above the threshold.
+
+A stored prompt with the same words as this one in another order is never served: embeddings,
+means of token vectors, barely see order, and "convert a string to an integer" / "an integer to a
+string" came out at 0.996 with all-MiniLM-L6-v2 (bench/SEMANTIC.md). Each stored vector carries
+a word signature for that (`words`): digests of its words in order and sorted.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import dataclasses
 import hashlib
 import logging
 import math
+import re
 import sys
 from array import array
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -30,6 +36,9 @@ from lmwatch.routing.classify import request_text
 log = logging.getLogger("lmwatch.cache")
 
 _PROMPT_ROLES = ("system", "developer")
+_WORD = re.compile(r"\w+")
+WORDS = 16
+"""Bytes of a word signature (`words`), stored before each prompt vector."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,21 @@ def unit_vector(embedding: Any) -> bytes | None:
     return vector.tobytes()
 
 
+def words(text: str) -> bytes:
+    """The word signature of a prompt: a digest of its words (case folded) in order, then one of
+    them sorted."""
+    found = _WORD.findall(text.casefold())
+    in_order = hashlib.blake2b("\0".join(found).encode(), digest_size=WORDS // 2).digest()
+    as_set = hashlib.blake2b("\0".join(sorted(found)).encode(), digest_size=WORDS // 2).digest()
+    return in_order + as_set
+
+
+def reordered(a: bytes, b: bytes) -> bool:
+    """Two word signatures of the same words in another order (which embeddings cannot tell apart)."""
+    half = WORDS // 2
+    return a[half:] == b[half:] and a[:half] != b[:half]
+
+
 def closest(query: bytes, candidates: Sequence[tuple[str, bytes]]) -> tuple[str, float] | None:
     """The candidate key most similar to `query` and its cosine similarity (vectors of another
     length, from another embedding model, are skipped). CPU-bound: run it in a worker thread."""
@@ -121,6 +145,7 @@ class Found:
 
     scope: str
     vector: bytes
+    words: bytes
     entry: Entry | None = None
     similarity: float | None = None
 
@@ -145,7 +170,7 @@ class SemanticCache:
         if vector is None:
             self._metrics.count("semantic", "bypass")
             return None
-        found: Found | None = Found(prompt.scope, vector)
+        found: Found | None = Found(prompt.scope, vector, words(prompt.text))
         if read and found is not None:
             found = await self._match(store, found, config.threshold)
         self._metrics.count("semantic", "bypass" if found is None else "miss" if found.entry is None else "hit")
@@ -175,7 +200,8 @@ class SemanticCache:
         candidates = await store.call("vectors", lambda: store.store.vectors(found.scope))
         if candidates is None:
             return None
-        best = await asyncio.to_thread(closest, found.vector, candidates) if candidates else None
+        usable = [(k, v[WORDS:]) for k, v in candidates if not reordered(found.words, v[:WORDS])]
+        best = await asyncio.to_thread(closest, found.vector, usable) if usable else None
         if best is None or best[1] < threshold:
             return found
         raw = await store.get_many([best[0]])
@@ -184,5 +210,5 @@ class SemanticCache:
 
     def keep(self, store: GuardedStore, config: SemanticCacheConfig, found: Found, key: str, ttl: float) -> None:
         """Remember the prompt's vector for the answer just stored under `key` (in the background)."""
-        vector, limit = found.vector, config.max_entries
+        vector, limit = found.words + found.vector, config.max_entries
         store.write("add_vector", lambda: store.store.add_vector(found.scope, key, vector, ttl, limit))

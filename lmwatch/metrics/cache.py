@@ -9,6 +9,8 @@ from lmwatch.metrics.family import Family
 
 KINDS = ("response", "embedding", "semantic")
 RESULTS = ("hit", "miss", "bypass")
+OPERATIONS = ("get", "put", "flush", "vectors", "add_vector", "ratelimit")
+SEMANTIC_FAILURES = ("timeout", "no_model", "error")
 
 CACHE_REQUESTS = Family(
     "lmwatch_cache_requests",
@@ -20,14 +22,13 @@ CACHE_REQUESTS = Family(
 CACHE_ERRORS = Family(
     "lmwatch_cache_errors",
     "counter",
-    "Failed or timed-out store operations (get, put, flush, vectors, add_vector, ratelimit); "
-    "each starts a bypass period.",
+    f"Failed or timed-out store operations ({', '.join(OPERATIONS)}); each starts a bypass period.",
     ("store", "operation"),
 )
 CACHE_SEMANTIC_FAILURES = Family(
     "lmwatch_cache_semantic_failures",
     "counter",
-    "Prompts the semantic cache could not embed, by reason (timeout, no_model, error); each is a bypass.",
+    f"Prompts the semantic cache could not embed, by reason ({', '.join(SEMANTIC_FAILURES)}); each is a bypass.",
     ("reason",),
 )
 CACHE_AVAILABLE = Family(
@@ -55,6 +56,14 @@ class CacheMetrics:
         self.written = CACHE_WRITTEN.counter(registry)
         self.evictions = CACHE_EVICTIONS.counter(registry)
         self._requests = {(k, r): self.requests.labels(k, r) for k in KINDS for r in RESULTS}
+        for reason in SEMANTIC_FAILURES:  # at 0 from the start: a dashboard shows "none", not "no data"
+            self.semantic_failures.labels(reason)
+
+    def store_opened(self, store: str) -> None:
+        """A store is in use: it is available, and its error series start at 0."""
+        self.available.labels(store).set(1)
+        for operation in OPERATIONS:
+            self.errors.labels(store, operation)
 
     def count(self, kind: str, result: str, n: int = 1) -> None:
         self._requests[kind, result].inc(n)

@@ -98,6 +98,17 @@ async def test_it_is_used_only_where_the_exact_cache_is(similar: Fleet) -> None:
     assert headers["X-LMWatch-Cache"] == "hit"
 
 
+async def test_the_same_words_in_another_order_are_never_served(similar: Fleet) -> None:
+    """Embeddings barely see word order (the simulator's not at all: similarity 1.0 here), and
+    swapping two words is often another question."""
+    await post(similar, chat("Convert 100 degrees Fahrenheit to Celsius.", model=MODEL, temperature=0))
+    await settled(similar)
+    _, headers, _ = await post(similar, chat("Convert 100 degrees Celsius to Fahrenheit.", model=MODEL, temperature=0))
+    assert headers["X-LMWatch-Cache"] == "miss"
+    _, headers, _ = await post(similar, chat("convert 100 degrees fahrenheit to celsius", model=MODEL, temperature=0))
+    assert headers["X-LMWatch-Cache"] == "hit"  # the same words in the same order are
+
+
 async def test_a_streamed_request_gets_a_stored_stream(similar: Fleet) -> None:
     client = similar.client()
     texts, caches = [], []
