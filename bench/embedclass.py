@@ -1,8 +1,9 @@
 """The embedding mode of the task classifier against the linear model, on the held-out prompts.
 
 Every train/classifier/data/dev*.jsonl prompt (with `--public`, also the public held-out split
-train/classifier/data/public/test.jsonl, about 1,100 prompts, when train/classifier/public.py has
-built it) is classified three ways, through the daemon's own
+train/classifier/data/public/test.jsonl and the out-of-source set data/public/outofsource.jsonl,
+about 1,900 prompts, when train/classifier/public.py and outofsource.py have built them) is
+classified three ways, through the daemon's own
 classifier object (`EmbeddingClassifier.classify`, real HTTP to the backend):
 - `linear`: the shipped learned model (what `mode: linear` answers);
 - `embedding, simulator`: the simulator's embedding model, a hashed bag of words (a toy: it shows
@@ -52,7 +53,7 @@ def chat(text: str) -> dict[str, Any]:
     return {"model": "auto", "messages": [{"role": "user", "content": text}]}
 
 
-async def run(backend_url: str, model: str | None, rows: list[tuple[str, str]]) -> dict[str, Any]:
+async def run(backend_url: str, model: str | None, rows: list[tuple[str, str, str]]) -> dict[str, Any]:
     """Classify `rows` twice (uncached, then cached) in the mode the config gives."""
     classifier_cfg: dict[str, Any] = {"mode": "embedding" if model else "linear", "embedding": {"timeout": 120}}
     if model:
@@ -74,7 +75,7 @@ async def run(backend_url: str, model: str | None, rows: list[tuple[str, str]]) 
         reasons: Counter[str] = Counter()
         for pass_no in range(2):
             times = []
-            for text, task in rows:
+            for text, task, _ in rows:
                 t0 = time.perf_counter()
                 answer = await classifier.classify(routing, snap, chat(text))
                 times.append(time.perf_counter() - t0)
@@ -123,11 +124,11 @@ async def main() -> None:
     parser.add_argument("--engine", action="store_true", help="also measure SmolLM2-135M through llama.cpp")
     parser.add_argument("--write", type=Path, help="replace the Embedding mode section of this file")
     parser.add_argument(
-        "--public", action="store_true", help="add train/classifier/data/public/test.jsonl (when built) to the prompts"
+        "--public", action="store_true", help="add the public held-out and out-of-source sets (when built)"
     )
     args = parser.parse_args()
-    public = DATA / "public" / "test.jsonl"  # the classify helper's public held-out split, when built
-    paths = ([public] if public.exists() and args.public else []) + sorted(DATA.glob("dev*.jsonl"))
+    built = [DATA / "public" / "test.jsonl", DATA / "public" / "outofsource.jsonl"]
+    paths = [p for p in built if p.exists() and args.public] + sorted(DATA.glob("dev*.jsonl"))
     rows = [row for path in paths for row in load(path)]
     names = ", ".join(str(p.relative_to(DATA)) for p in paths)
     load_avg = os.getloadavg()[0]
@@ -152,7 +153,8 @@ async def main() -> None:
         BEGIN,
         "## Embedding mode (`routing.classifier.mode: embedding`) against the linear model",
         "",
-        f"Made by `.venv/bin/python bench/embedclass.py --engine --write bench/CLASSIFY.md`; {len(rows)} held-out "
+        f"Made by `.venv/bin/python bench/embedclass.py{' --engine' if args.engine else ''}"
+        f"{' --public' if args.public else ''} --write bench/CLASSIFY.md`; {len(rows)} held-out "
         f"prompts ({names}); load average {load_avg:.1f} at the start on {os.cpu_count()} shared CPUs; "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC. The exemplars: lmwatch/routing/exemplars.py (12 per task).",
         "",
@@ -176,13 +178,18 @@ async def main() -> None:
     macro = {n: confusion_report(r["pairs"], "")[2] for n, r in results.items()}
     beats = "yes" if max(v for n, v in macro.items() if n != "linear") > macro["linear"] else "no"
     runs = ", ".join(f"{v:.3f} ({n})" for n, v in macro.items() if n != "linear")
+    measured = (
+        "Neither embedding model measured is a real sentence-embedding model (the simulator's is a toy, "
+        "SmolLM2-135M is a small chat model)"
+        if args.engine
+        else "The only embedding model measured is the simulator's toy (`--engine` adds SmolLM2-135M through "
+        "llama.cpp, at about 0.5 s a prompt)"
+    )
     report += [
         "",
         f"**Does the embedding mode beat the linear model here? {beats}**: macro-F1 {runs} against the "
-        f"linear model's {macro['linear']:.3f}. "
-        "Neither embedding model measured is a real sentence-embedding model (the simulator's is a toy, "
-        "SmolLM2-135M is a small chat model); nomic-embed or bge were not available on this machine, so "
-        "whether they would beat the linear model is not known from this run.",
+        f"linear model's {macro['linear']:.3f}. {measured}; nomic-embed or bge were not available on this "
+        "machine, so whether they would beat the linear model is not known from this run.",
         "",
         *details,
         END,
