@@ -54,7 +54,7 @@ typecheck: $(BIN)/.installed
 
 # The suite runs on uvloop (installed by the test extra, picked as the daemon picks it), then its
 # network-facing part once more on the stdlib loop, the one a plain `pip install lmwatch` runs on.
-STDLIB_LOOP_TESTS := tests/api tests/simulator tests/test_shutdown.py tests/test_reload.py tests/test_watcher.py
+STDLIB_LOOP_TESTS := tests/api tests/simulator tests/test_shutdown.py tests/test_reload.py tests/test_watcher.py tests/test_http_client.py
 unit: $(BIN)/.installed tools engine
 	$(BIN)/pytest
 	LMWATCH_EVENT_LOOP=asyncio $(BIN)/pytest -q -m 'not engine' $(STDLIB_LOOP_TESTS)

@@ -16,7 +16,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from lmwatch.api.auth import check_admin
 from lmwatch.api.errors import ApiError
-from lmwatch.credentials import AdminAuth, AdminToken, _digest, host_is_loopback, is_loopback
+from lmwatch.credentials import AdminAuth, AdminToken, _digest
 from lmwatch.registry import Health, Snapshot
 from lmwatch.simulator import RunningSimulator, SimSettings, start_simulator
 from tests.daemons import (
@@ -139,40 +139,6 @@ class _Transport:
 
     def is_closing(self) -> bool:
         return False
-
-
-@pytest.mark.parametrize(
-    ("address", "loopback"),
-    [
-        ("127.0.0.1", True),
-        ("127.8.9.1", True),
-        ("::1", True),
-        ("::ffff:127.0.0.1", True),
-        ("10.0.0.1", False),
-        ("0.0.0.0", False),
-        ("::", False),
-        ("", False),
-        (None, False),
-        ("example.org", False),
-    ],
-)
-def test_loopback_addresses(address: str | None, loopback: bool) -> None:
-    assert is_loopback(address) is loopback
-
-
-@pytest.mark.parametrize(
-    ("host", "loopback"),
-    [
-        ("127.0.0.1", True),
-        ("localhost", True),
-        ("[::1]", True),
-        ("0.0.0.0", False),
-        ("::", False),
-        ("192.168.1.2", False),
-    ],
-)
-def test_loopback_listen_hosts(host: str, loopback: bool) -> None:
-    assert host_is_loopback(host) is loopback
 
 
 async def test_list_backends_shows_health_models_breakers_inflight_and_origin(

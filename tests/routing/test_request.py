@@ -1,15 +1,13 @@
-"""Request parsing at the edge (bad input becomes OpenAI-style 400s) and SSE framing/metering."""
+"""Request parsing at the edge: bad input becomes OpenAI-style 400s."""
 
 from __future__ import annotations
 
 import base64
 import json
-from typing import Any
 
 import pytest
 
-from lmwatch.api.errors import ApiError, api_error, error_event
-from lmwatch.api.sse import EventSplitter, StreamMeter, event_data
+from lmwatch.api.errors import ApiError, api_error
 from lmwatch.errors import DomainError
 from lmwatch.routing.request import Endpoint, parse_request
 
@@ -101,65 +99,3 @@ def test_bad_images_are_400_with_a_reason(url: str, code: str, needle: str) -> N
 @pytest.mark.parametrize("url", ["data:image/png;base64," + PNG, "data:image/webp;base64," + WEBP])
 def test_good_images_mark_the_request_as_vision(url: str) -> None:
     assert parse_request(Endpoint.CHAT, image_body(url), "auto").needs_vision
-
-
-def test_error_bodies_are_openai_shaped_and_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lmwatch.logs import RedactingFilter
-
-    monkeypatch.setattr(RedactingFilter, "secrets", {"sk-secret-token-1"})
-    body = ApiError(502, "upstream said sk-secret-token-1 is bad", code="upstream_failed").body()
-    assert body == {
-        "error": {
-            "message": "upstream said *** is bad",
-            "type": "server_error",
-            "param": None,
-            "code": "upstream_failed",
-        }
-    }
-    event = error_event("cut sk-secret-token-1")
-    assert event.startswith(b"data: {") and event.endswith(b"\n\n") and b"sk-secret" not in event
-
-
-# --- SSE -----------------------------------------------------------------------------------------
-
-
-def chunk(**fields: Any) -> bytes:
-    return b"data: " + json.dumps(fields).encode() + b"\n\n"
-
-
-def test_splitter_rebuilds_events_across_reads() -> None:
-    stream = chunk(a=1) + b": keep-alive\n\n" + chunk(b=2) + b"data: [DONE]\r\n\r\n"
-    splitter = EventSplitter()
-    events: list[bytes] = []
-    for i in range(0, len(stream), 7):
-        events += splitter.feed(stream[i : i + 7])
-    assert b"".join(events) == stream and splitter.pending == b""
-    assert [event_data(e) for e in events] == [b'{"a": 1}', None, b'{"b": 2}', b"[DONE]"]
-    assert splitter.feed(b'data: {"half') == [] and splitter.pending == b'data: {"half'
-
-
-def test_meter_counts_first_event_usage_done_and_strips_the_usage_chunk() -> None:
-    meter = StreamMeter(strip_usage=True)
-    first = chunk(model="m", choices=[{"delta": {"content": "hi"}}])
-    usage_only = chunk(choices=[], usage={"prompt_tokens": 3, "completion_tokens": 2})
-    assert meter.keep(b": comment\n\n", 1.0) and meter.first_at is None
-    assert (
-        meter.keep(first, 2.0)
-        and meter.first_at == 2.0
-        and meter.first == {"model": "m", "choices": [{"delta": {"content": "hi"}}]}
-    )
-    assert meter.keep(chunk(choices=[{"delta": {"content": "usage"}}]), 3.0)  # the word, not the field
-    assert not meter.keep(usage_only, 4.0)
-    assert meter.keep(chunk(choices=[{"delta": {"content": ""}, "finish_reason": "stop"}]), 4.5)
-    assert meter.keep(b"data: [DONE]\n\n", 5.0) and meter.done
-    assert meter.usage == {"prompt_tokens": 3, "completion_tokens": 2} and meter.text_chunks == 2
-    kept = StreamMeter(strip_usage=False)
-    assert kept.keep(usage_only, 1.0) and kept.text_chunks == 0
-    assert kept.keep(chunk(choices=[{"text": "x"}]), 2.0) and kept.text_chunks == 1
-
-
-def test_meter_takes_error_events_out_of_the_stream() -> None:
-    meter = StreamMeter(strip_usage=True)
-    assert not meter.keep(chunk(error={"message": "model crashed"}), 1.0)
-    assert meter.error == {"error": {"message": "model crashed"}}
-    assert meter.keep(chunk(choices=[{"delta": {"content": '{"error": 1}'}}]), 2.0)
