@@ -56,7 +56,7 @@ class Daemon:
         self.registry = Registry()
         self.holder = ConfigHolder(loaded)
         self.scheduler = AsyncIOScheduler(timezone=UTC)
-        self.watcher = Watcher(self.registry, self.scheduler)
+        self.watcher = Watcher(self.registry)
         samplers = build_samplers(loaded.config)
         self.samplers = SamplerRunner(self.registry, samplers, self.scheduler)
         self.services = Services(

@@ -234,6 +234,10 @@ class Snapshot:
     collectors: Mapping[str, CollectorStatus] = field(default_factory=dict)
     profiles: Mapping[tuple[str, str], ModelProfile] = field(default_factory=dict)
     """Measured profiles by (backend, model), loaded from the state directory at start."""
+    routes: object = field(default_factory=object, compare=False)
+    """The same object in every snapshot whose backends route alike: what routing reads of them
+    (health, models, flavour, draining, config...) is unchanged, only probe timings and counts
+    moved. Plans made for one snapshot hold for the next with the same `routes`."""
 
     def backend(self, name: str) -> BackendInfo | None:
         return self.backends.get(name)
@@ -260,6 +264,7 @@ class Registry:
         self._backends: dict[str, BackendInfo] = {}
         self._first_round_done = False
         self._generation = 0
+        self._routes = object()
         self._host = HostPressure()
         self._pressure_parts: dict[str, dict[str, Any]] = {}
         """Each sampler's part of `_host`, by sampler name: two GPU vendors each own their GPUs."""
@@ -358,7 +363,8 @@ class Registry:
             consecutive_failures=0,
         )
         self._backends[name] = updated
-        self._publish([*_health_events(current, updated), *_model_events(current, updated)])
+        events = [*_health_events(current, updated), *_model_events(current, updated)]
+        self._publish(events, routes=_routes_differently(current, updated))
 
     def record_failure(self, name: str, reason: FailureReason, message: str, duration: float) -> None:
         current = self._backends.get(name)
@@ -379,7 +385,7 @@ class Registry:
             probe_failures=MappingProxyType(failures),
         )
         self._backends[name] = updated
-        self._publish(list(_health_events(current, updated)))
+        self._publish(list(_health_events(current, updated)), routes=_routes_differently(current, updated))
 
     def set_draining(self, name: str, draining: bool) -> bool:
         current = self._backends.get(name)
@@ -413,7 +419,7 @@ class Registry:
             error=error,
             sample=sample if success else (previous.sample if previous else None),
         )
-        self._publish([])
+        self._publish([], routes=False)
 
     def record_host_pressure(self, source: str, **changes: Any) -> None:
         """Set `source`'s part of the host summary (the host sampler CPU/memory, each GPU sampler its
@@ -432,7 +438,7 @@ class Registry:
                 else:
                     scalars[key] = value
         self._host = HostPressure(**scalars, gpus=tuple(gpus), backend_gpu_memory_bytes=per_backend)
-        self._publish([])
+        self._publish([], routes=False)
 
     def record_profiles(self, profiles: Iterable[ModelProfile]) -> None:
         """Store measured profiles (a new measurement of a model replaces the old one)."""
@@ -456,10 +462,14 @@ class Registry:
             host=self._host,
             collectors=MappingProxyType(dict(self._collectors)),
             profiles=MappingProxyType(dict(self._profiles)),
+            routes=self._routes,
         )
 
-    def _publish(self, events: Iterable[Event]) -> None:
+    def _publish(self, events: Iterable[Event], routes: bool = True) -> None:
+        """A new snapshot; `routes`: what routing reads of the backends may have changed."""
         self._generation += 1
+        if routes:
+            self._routes = object()
         self._snapshot = self._build()
         for event in events:
             log.info(
@@ -489,6 +499,13 @@ def _judge(result: ProbeResult) -> tuple[Health, str, str]:
         slow = f"slow probe ({result.duration:.1f} s)"
         return Health.DEGRADED, slow, slow
     return Health.UP, "ok", "ok"
+
+
+def _routes_differently(old: BackendInfo, new: BackendInfo) -> bool:
+    """Whether routing may treat `new` otherwise than `old` (a poll that only refreshed the
+    timings of an unchanged backend does not: its model list is the same objects)."""
+    facts = ("health", "public_reason", "flavour", "version", "models", "draining", "retiring", "config")
+    return any(getattr(old, f) != getattr(new, f) for f in facts)
 
 
 def _health_events(old: BackendInfo, new: BackendInfo) -> Iterable[Event]:

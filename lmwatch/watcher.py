@@ -1,25 +1,24 @@
 """The backend watcher: one scheduled poll per backend, turned into registry updates.
 
-Each poll detects the API flavour (richest first, and again whenever the cached one stops
-answering, since servers get upgraded), lists the models, and records the outcome. Connection
-failures are retried a few times within one poll (`retry_attempts`) so a blip does not flip a
-backend to down; a backend that stays down is probed with exponential backoff, and once it answers
-again it is re-probed promptly because a server that just started is often still loading models.
+Polls are timed by one event-loop timer for the whole fleet, set for the next backend due (each
+backend keeps its own interval and random phase): an APScheduler job per backend cost about a
+quarter of a poll in its bookkeeping. Each poll detects the API flavour (richest first, and again
+whenever the cached one stops answering, since servers get upgraded), lists the models, and
+records the outcome. Connection failures are retried a few times within one poll
+(`retry_attempts`) so a blip does not flip a backend to down; a backend that stays down is probed
+with exponential backoff, and once it answers again it is re-probed promptly because a server that
+just started is often still loading models.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import heapq
 import logging
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-
-from apscheduler.jobstores.base import JobLookupError
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from lmwatch import backends
 from lmwatch.backends import BackendClient, Flavour, ProbeError
@@ -28,13 +27,14 @@ from lmwatch.failures import FailureReason
 from lmwatch.flavours import AUTO
 from lmwatch.http_client import Pool
 from lmwatch.registry import Health, ModelInfo, ProbeResult, Registry
-from lmwatch.scheduling import quiet_when_cancelled
 
 log = logging.getLogger("lmwatch.watcher")
 
 BACKOFF_CAP_SECONDS = 30.0
 RETRY_DELAY_SECONDS = 0.1
 RECOVERY_REPROBE_SECONDS = 1.0
+BATCH_SECONDS = 0.005
+"""Polls due this close together start on one wake-up of the timer."""
 
 
 @dataclass
@@ -46,17 +46,16 @@ class _Target:
 
 
 class Watcher:
-    """Owns the probe HTTP session and one APScheduler job per backend."""
+    """Owns the probe HTTP session and the poll schedule of every backend."""
 
     def __init__(
         self,
         registry: Registry,
-        scheduler: AsyncIOScheduler,
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self._registry = registry
-        self._scheduler = scheduler
+        self._timetable = PollSchedule(self._tick)
         self._clock = clock
         self._jitter = jitter
         self._targets: dict[str, _Target] = {}
@@ -64,7 +63,7 @@ class Watcher:
         self._running: set[str] = set()
         self._polls: dict[str, asyncio.Task[None]] = {}
         """Scheduled polls in flight: run as tasks of their own, so a hung backend never makes the
-        scheduler skip (and log) a run, and stop() can cancel them without a traceback."""
+        schedule wait on it, and stop() can cancel them without a traceback."""
         self._overrunning: set[str] = set()
 
     async def start(self, backends: Sequence[BackendConfig]) -> None:
@@ -76,8 +75,7 @@ class Watcher:
             self._schedule(name)
 
     async def stop(self) -> None:
-        for name in list(self._targets):
-            self._unschedule(name)
+        self._timetable.stop()
         polls = list(self._polls.values())
         for task in polls:
             task.cancel()
@@ -108,15 +106,13 @@ class Watcher:
         for target_name in [name] if name else list(self._targets):
             if target_name in self._targets:
                 self._targets[target_name].not_before = 0.0
-                job = self._scheduler.get_job(_job_id(target_name))
-                if job is not None:
-                    job.modify(next_run_time=datetime.now().astimezone())
+                self._timetable.move(target_name, 0.0)
 
     async def poll_all(self) -> None:
         await asyncio.gather(*(self.poll(name) for name in list(self._targets)))
 
-    async def _tick(self, name: str) -> None:
-        """The scheduled job: start a poll and return. While the last one still runs (a backend that
+    def _tick(self, name: str) -> None:
+        """A backend is due: start its poll and return. While the last one still runs (a backend that
         hangs past its interval), say so once, and once more when it ends, not at every interval."""
         if name in self._running:
             if name not in self._overrunning:
@@ -213,32 +209,18 @@ class Watcher:
         target.not_before = self._clock() + delay - interval * 0.5
 
     def _reprobe_soon(self, name: str) -> None:
-        job = self._scheduler.get_job(_job_id(name))
         interval = self._targets[name].config.poll_interval
-        if job is not None and interval > RECOVERY_REPROBE_SECONDS:
-            job.modify(next_run_time=datetime.now().astimezone() + timedelta(seconds=RECOVERY_REPROBE_SECONDS))
+        if interval > RECOVERY_REPROBE_SECONDS:
+            self._timetable.move(name, RECOVERY_REPROBE_SECONDS)
 
     def _schedule(self, name: str) -> None:
         """Every `interval` seconds from a random phase: backends are not probed in lockstep, and the
         gap between two polls of one backend never exceeds its interval."""
         interval = self._targets[name].config.poll_interval
-        self._unschedule(name)
-        self._scheduler.add_job(
-            quiet_when_cancelled(self._tick),
-            "interval",
-            seconds=interval,
-            args=[name],
-            id=_job_id(name),
-            name=f"poll {name}",
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=None,
-            next_run_time=datetime.now().astimezone() + timedelta(seconds=interval * (0.5 + 0.5 * self._jitter())),
-        )
+        self._timetable.add(name, interval, interval * (0.5 + 0.5 * self._jitter()))
 
     def _unschedule(self, name: str) -> None:
-        with contextlib.suppress(JobLookupError):
-            self._scheduler.remove_job(_job_id(name))
+        self._timetable.remove(name)
 
     def client_of(self, name: str) -> BackendClient | None:
         target = self._targets.get(name)
@@ -252,5 +234,75 @@ def _candidates(config: BackendConfig, known: str | None) -> list[Flavour]:
     return sorted(order, key=lambda f: f.name != known)  # stable: the known one first, the rest in order
 
 
-def _job_id(name: str) -> str:
-    return f"poll:{name}"
+class PollSchedule:
+    """When each backend is due, and one timer on the event loop for the earliest.
+
+    A backend due at `t` with interval `i` is due next at the first `t + k*i` after the time it
+    ran: a poll that could not start on time is not repeated to catch up."""
+
+    def __init__(self, due: Callable[[str], None]) -> None:
+        self._run = due
+        self._intervals: dict[str, float] = {}
+        self._next: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+        """(time, name), the earliest first; an entry whose time is no longer `_next[name]` is stale."""
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+
+    def add(self, name: str, interval: float, first_in: float) -> None:
+        """Poll `name` every `interval` seconds, first in `first_in` seconds (replaces its schedule)."""
+        self._intervals[name] = interval
+        self.move(name, first_in)
+
+    def remove(self, name: str) -> None:
+        self._intervals.pop(name, None)
+        self._next.pop(name, None)
+
+    def move(self, name: str, seconds: float) -> None:
+        """`name` is due in `seconds` (0: now); its interval runs on from then."""
+        if name not in self._intervals:
+            return
+        loop = asyncio.get_running_loop()
+        at = loop.time() + seconds
+        self._next[name] = at
+        heapq.heappush(self._heap, (at, name))
+        if self._timer is None or at < self._timer_at:
+            self._arm(loop, at)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._intervals.clear()
+        self._next.clear()
+        self._heap.clear()
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = loop.call_at(at, self._fire), at
+
+    def _fire(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        heap, upcoming = self._heap, self._next
+        due = []
+        horizon = now + BATCH_SECONDS
+        while heap and heap[0][0] <= horizon:
+            at, name = heapq.heappop(heap)
+            if upcoming.get(name) != at:
+                continue  # moved or removed since
+            interval = self._intervals[name]
+            later = at + interval
+            if later <= horizon:  # late: the next time of its rhythm after this wake-up, not a second run now
+                later += interval * ((horizon - later) // interval + 1)
+            upcoming[name] = later
+            heapq.heappush(heap, (later, name))
+            due.append(name)
+        while heap and upcoming.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        if heap:
+            self._arm(loop, heap[0][0])
+        for name in due:
+            self._run(name)

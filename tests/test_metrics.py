@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Iterator
 
 import aiohttp
 import pytest
@@ -14,6 +15,7 @@ from prometheus_client.registry import Collector
 from lmwatch.config import parse_config
 from lmwatch.daemon import running_daemon
 from lmwatch.metrics.table import COLLECTORS, Metrics, Sources
+from lmwatch.metrics.text import Format
 from lmwatch.registry import Registry
 from lmwatch.simulator import SimSettings, start_simulator
 
@@ -75,17 +77,37 @@ class Broken(Collector):
         raise RuntimeError("boom")
 
 
+class BrokenMidway(Collector):
+    """A collector that renders in pieces and fails after the first."""
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> list[Metric]:
+        raise RuntimeError("boom")
+
+    def chunks(self, fmt: Format) -> Iterator[str]:
+        yield "lmwatch_half_written 1.0\n"
+        raise RuntimeError("boom")
+
+
 def test_a_failing_collector_costs_only_its_families(caplog: pytest.LogCaptureFixture) -> None:
     def broken(sources: Sources) -> Collector:
         return Broken()
 
-    metrics = Metrics(Registry(), collectors={**COLLECTORS, "broken": broken})
+    def midway(sources: Sources) -> Collector:
+        return BrokenMidway()
+
+    metrics = Metrics(Registry(), collectors={**COLLECTORS, "broken": broken, "midway": midway})
     for openmetrics in (False, True):
-        families = {f.name: f for f in text_string_to_metric_families(metrics.render(openmetrics).decode())}
+        body = metrics.render(openmetrics).decode()
+        assert "lmwatch_half_written" not in body
+        families = {f.name: f for f in text_string_to_metric_families(body)}
         assert "lmwatch_backend_up" in families
         success = {s.labels["collector"]: s.value for s in families["lmwatch_scrape_collector_success"].samples}
-        assert success == {**dict.fromkeys(COLLECTORS, 1.0), "control": 1.0, "broken": 0.0}
-    assert len([r for r in caplog.records if "broken" in r.getMessage()]) == 1
+        assert success == {**dict.fromkeys(COLLECTORS, 1.0), "control": 1.0, "broken": 0.0, "midway": 0.0}
+    for name in ("broken", "midway"):
+        assert len([r for r in caplog.records if f"collector {name} " in r.getMessage()]) == 1
 
 
 async def test_health_and_readiness_endpoints() -> None:

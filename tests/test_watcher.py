@@ -7,7 +7,9 @@ tested ("down within two poll intervals", "a load shows within one poll interval
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import time
 from collections.abc import Callable
 
 import aiohttp
@@ -224,14 +226,12 @@ async def test_a_password_in_a_backend_url_is_never_shown(caplog: pytest.LogCapt
 
 
 async def test_a_down_backend_is_probed_with_exponential_backoff_and_poll_now_skips_it() -> None:
-    from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
     from lmwatch.registry import Registry
     from lmwatch.watcher import Watcher
 
     now = [1000.0]
     registry = Registry()
-    watcher = Watcher(registry, AsyncIOScheduler(), clock=lambda: now[0])
+    watcher = Watcher(registry, clock=lambda: now[0])
     config = parse_config(
         'backends: [{name: x, url: "http://127.0.0.1:9", poll_interval: 1, retry_attempts: 1}]', env={}
     )
@@ -294,3 +294,47 @@ async def test_a_hung_backend_logs_its_overrun_once_and_stop_cancels_its_probe_q
         release.set()
     assert "maximum number of running instances" not in caplog.text
     assert "Traceback" not in caplog.text and "CancelledError" not in caplog.text
+
+
+async def test_the_poll_schedule_keeps_intervals_moves_removes_and_never_catches_up() -> None:
+    from lmwatch.watcher import PollSchedule
+
+    loop = asyncio.get_running_loop()
+    runs: list[tuple[str, float]] = []
+    waits: dict[str, tuple[int, asyncio.Event]] = {}
+
+    def due(name: str) -> None:
+        runs.append((name, loop.time()))
+        count, event = waits.get(name, (0, asyncio.Event()))
+        if sum(1 for n, _ in runs if n == name) >= count:
+            event.set()
+
+    async def runs_of(name: str, more: int) -> list[float]:
+        """The times of `name`'s next `more` runs."""
+        start, event = len(runs), asyncio.Event()
+        waits[name] = (sum(1 for n, _ in runs if n == name) + more, event)
+        await asyncio.wait_for(event.wait(), 10)
+        return [t for n, t in runs[start:] if n == name]
+
+    schedule = PollSchedule(due)
+    schedule.add("fast", 0.05, 0.0)
+    schedule.add("slow", 60.0, 60.0)
+    try:
+        times = await runs_of("fast", 3)
+        assert all(b - a >= 0.04 for a, b in itertools.pairwise(times)), times
+        assert "slow" not in {n for n, _ in runs}
+
+        schedule.move("slow", 0.0)  # poll now
+        assert len(await runs_of("slow", 1)) == 1
+
+        time.sleep(0.3)  # noqa: ASYNC251  # the loop blocked for six intervals: one poll follows, not six
+        late = await runs_of("fast", 2)
+        assert len(late) == 2 and late[1] - late[0] >= 0.04, late
+
+        schedule.remove("fast")
+        start = len(runs)
+        schedule.move("slow", 0.15)
+        await runs_of("slow", 1)  # three intervals of the removed backend went by
+        assert [n for n, _ in runs[start:]] == ["slow"]
+    finally:
+        schedule.stop()

@@ -196,14 +196,12 @@ class BackendCollector(Collector):
         for part in PARTS:
             yield from collect_rows(part.families, (row for b in backends for row in part.rows(b)))
 
-    def render(self, fmt: Format) -> str:
+    def chunks(self, fmt: Format) -> Iterator[str]:
+        """The text, in pieces with pause points between slices of backends (`KeptRows.chunks`)."""
         backends = self._registry.snapshot().backends.values()
-        return "".join(
-            self._kept[part.name].render(
-                fmt, part.families, ((b.name, part.key(b), partial(part.rows, b)) for b in backends)
-            )
-            for part in PARTS
-        )
+        for part in PARTS:
+            groups = ((b.name, part.key(b), partial(part.rows, b)) for b in backends)
+            yield from self._kept[part.name].chunks(fmt, part.families, groups)
 
 
 class ProfileCollector(Collector):

@@ -178,11 +178,11 @@ class OutcomesCollector(Collector):
         rows = [row for _, _, make in (*load, *circuits) for row in make()]
         return collect_rows((INFLIGHT, QUEUE_DEPTH, CIRCUIT_STATE), rows)
 
-    def render(self, fmt: Format) -> str:
+    def chunks(self, fmt: Format) -> Iterator[str]:
+        """The text, in pieces with pause points between slices of groups (`KeptRows.chunks`)."""
         load, circuits = self._groups()
-        return self._load.render(fmt, (INFLIGHT, QUEUE_DEPTH), load) + self._circuits.render(
-            fmt, (CIRCUIT_STATE,), circuits
-        )
+        yield from self._load.chunks(fmt, (INFLIGHT, QUEUE_DEPTH), load)
+        yield from self._circuits.chunks(fmt, (CIRCUIT_STATE,), circuits)
 
     def _groups(self) -> tuple[list[Group], list[Group]]:
         snap = self._registry.snapshot()

@@ -131,16 +131,21 @@ class Metrics(CollectorRegistry):
         return "".join(self.chunks(openmetrics)).encode()
 
     def chunks(self, openmetrics: bool) -> Iterator[str]:
-        """The `/metrics` body, one collector at a time: the handler lets the event loop run between
-        two, so a scrape never holds it for longer than one collector takes. Collectors that keep
-        their rows as text (`render(fmt)`) write them directly."""
+        """The `/metrics` body in pieces. An empty piece is a point where the handler may let the
+        event loop run: between two collectors, and between slices of backends inside those that
+        keep their rows as text (`chunks(fmt)`), so a scrape of hundreds of backends never holds
+        the loop for long. Such a collector's text comes whole once it is complete: one that fails
+        part-way costs its own families, never the scrape."""
         fmt = self._formats[openmetrics]
         outcome: dict[str, tuple[bool, float]] = {}
         for collector in list(self._order):
-            if hasattr(collector, "render"):
+            if hasattr(collector, "chunks"):
+                yield from self._in_pieces(collector, outcome, collector.chunks(fmt))
+            elif hasattr(collector, "render"):
                 yield self._guarded(collector, outcome, lambda c: c.render(fmt), "")  # type: ignore[attr-defined]
             else:
                 yield self._guarded(collector, outcome, lambda c: fmt.families(c.collect()), "")
+            yield ""
         yield fmt.families(self._outcome_families(outcome))
         if openmetrics:
             yield EOF_LINE
@@ -149,21 +154,56 @@ class Metrics(CollectorRegistry):
         self, collector: Collector, outcome: dict[str, tuple[bool, float]], read: Callable[[Collector], T], empty: T
     ) -> T:
         """`read(collector)`, timed and guarded when it is one of `COLLECTORS`."""
-        name = next((n for n, c in self._scraped.items() if c is collector), None)
+        name = self._name_of(collector)
         if name is None:
             return read(collector)
         started = time.perf_counter()
         try:
             found = read(collector)
         except Exception:
-            outcome[name] = (False, time.perf_counter() - started)
-            if name not in self._broken:
-                self._broken.add(name)
-                log.exception("metrics collector %s failed; its series are left out of the scrape", name)
+            self._failed(name, outcome, time.perf_counter() - started)
             return empty
-        self._broken.discard(name)
-        outcome[name] = (True, time.perf_counter() - started)
+        self._succeeded(name, outcome, time.perf_counter() - started)
         return found
+
+    def _in_pieces(
+        self, collector: Collector, outcome: dict[str, tuple[bool, float]], pieces: Iterator[str]
+    ) -> Iterator[str]:
+        """A pause point per piece of `pieces`, then their text; timed (pauses left out) and guarded
+        as `_guarded`."""
+        name = self._name_of(collector)
+        kept: list[str] = []
+        spent = 0.0
+        while True:
+            started = time.perf_counter()
+            try:
+                piece = next(pieces, None)
+            except Exception:
+                if name is None:
+                    raise
+                self._failed(name, outcome, spent + time.perf_counter() - started)
+                return
+            spent += time.perf_counter() - started
+            if piece is None:
+                break
+            kept.append(piece)
+            yield ""
+        if name is not None:
+            self._succeeded(name, outcome, spent)
+        yield "".join(kept)
+
+    def _name_of(self, collector: Collector) -> str | None:
+        return next((n for n, c in self._scraped.items() if c is collector), None)
+
+    def _failed(self, name: str, outcome: dict[str, tuple[bool, float]], seconds: float) -> None:
+        outcome[name] = (False, seconds)
+        if name not in self._broken:
+            self._broken.add(name)
+            log.exception("metrics collector %s failed; its series are left out of the scrape", name)
+
+    def _succeeded(self, name: str, outcome: dict[str, tuple[bool, float]], seconds: float) -> None:
+        self._broken.discard(name)
+        outcome[name] = (True, seconds)
 
     @staticmethod
     def _outcome_families(outcome: dict[str, tuple[bool, float]]) -> list[Metric]:

@@ -7,7 +7,7 @@ prometheus-client itself, and rows kept as text are reused in either format.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import exposition
@@ -101,6 +101,9 @@ Row = tuple[Family, tuple[str, ...], float, dict[str, str] | None]
 Group = tuple[Hashable, object, Callable[[], Iterable[Row]]]
 """Rows kept together: where they are kept (a backend's name), what they depend on, how to make them."""
 
+SLICE = 25
+"""Groups (backends) looked at between two pause points of a render (see `KeptRows.chunks`)."""
+
 
 def collect_rows(families: Sequence[Family], rows: Iterable[Row]) -> list[Metric]:
     """The families filled with `rows`, for prometheus-client."""
@@ -121,6 +124,12 @@ class KeptRows:
         (probe timings); info families' value labels are not kept here."""
 
     def render(self, fmt: Format, families: Sequence[Family], groups: Iterable[Group]) -> str:
+        return "".join(self.chunks(fmt, families, groups))
+
+    def chunks(self, fmt: Format, families: Sequence[Family], groups: Iterable[Group]) -> Iterator[str]:
+        """The families' text in pieces, with an empty piece after every `SLICE` groups: a scrape
+        of hundreds of backends can let the event loop run there. Two renders interleaved (two
+        scrapes at once) stay right: what is kept is checked against its key before it is reused."""
         kept: dict[Hashable, tuple[object, dict[str, str]]] = {}
         prefixes: dict[tuple[str, tuple[str, ...]], str] = {}
         texts = []
@@ -130,9 +139,12 @@ class KeptRows:
                 found = (key, self._lines(rows(), prefixes))
             kept[slot] = found
             texts.append(found[1])
+            if len(texts) % SLICE == 0:
+                yield ""
         self._kept = kept  # a group that is gone (a removed backend) goes with it
         self._prefixes = prefixes
-        return "".join(fmt.header_of(f) + "".join(text.get(f.name, "") for text in texts) for f in families)
+        for f in families:
+            yield fmt.header_of(f) + "".join(text.get(f.name, "") for text in texts)
 
     def _lines(self, rows: Iterable[Row], prefixes: dict[tuple[str, tuple[str, ...]], str]) -> dict[str, str]:
         """Sample lines by family name."""

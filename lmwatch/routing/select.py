@@ -102,12 +102,13 @@ def routable(backend: BackendInfo) -> bool:
 
 
 class PlanMemo:
-    """The plans made for one snapshot and config object (both immutable, compared by identity), for
-    the requests that repeat the same (model, task, shape): the hot path then skips matching ids.
-    One per router (a daemon's), never shared between daemons."""
+    """The plans made for one routing state of the fleet (`Snapshot.routes`) and config object (both
+    compared by identity), for the requests that repeat the same (model, task, shape): the hot path
+    then skips matching ids, and a fleet polled every second does not make every request plan
+    afresh. One per router (a daemon's), never shared between daemons."""
 
     def __init__(self) -> None:
-        self._snap: Snapshot | None = None
+        self._routes: object = None
         self._routing: RoutingConfig | None = None
         self._plans: dict[tuple[object, ...], Plan] = {}
 
@@ -121,8 +122,8 @@ class PlanMemo:
         local_only: bool,
     ) -> Plan:
         """The ordered tiers for `req` (raises NotFound for an id no backend or alias knows)."""
-        if self._snap is not snap or self._routing is not routing or len(self._plans) > 1024:
-            self._snap, self._routing, self._plans = snap, routing, {}
+        if self._routes is not snap.routes or self._routing is not routing or len(self._plans) > 1024:
+            self._routes, self._routing, self._plans = snap.routes, routing, {}
         key = (req.endpoint, req.model, task, req.needs_vision, req.has_tools, local_only)
         found = self._plans.get(key)
         if found is None:

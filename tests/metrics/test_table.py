@@ -12,6 +12,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from lmwatch.config import BackendConfig
 from lmwatch.failures import FailureReason
 from lmwatch.metrics.table import Metrics
+from lmwatch.metrics.text import SLICE
 from lmwatch.registry import ModelInfo, ModelProfile, ModelType, ProbeResult, Registry, ThroughputPoint
 
 MODELS = (
@@ -72,3 +73,30 @@ def test_render_matches_prometheus_client_as_the_fleet_changes() -> None:
     registry.configure_backends([BackendConfig(name="b0", url="http://127.0.0.1:9000")])
     assert_same(metrics)
     assert b'backend="b1"' not in metrics.render(False)
+
+
+def test_a_large_fleet_renders_in_slices_and_two_scrapes_at_once_agree() -> None:
+    """Past `SLICE` backends the big collectors pause between slices (where the handler lets the
+    loop run); two scrapes interleaved at those pauses give the same body as one alone."""
+    clock = [1000.0]
+    registry = Registry(clock=lambda: clock[0])
+    names = [f"b{i}" for i in range(3 * SLICE + 1)]
+    configs = [BackendConfig(name=n, url=f"http://127.0.0.1:{9000 + i}") for i, n in enumerate(names)]
+    registry.configure_backends(configs)
+    for name in names:
+        registry.record_success(name, ProbeResult("lmstudio-v1", MODELS, 0.004, version="0.4.1"))
+    metrics = Metrics(registry)
+    assert_same(metrics)
+    alone = DURATION.sub(rb"\1 D", metrics.render(False))
+    for name in names[::2]:  # a round of polls: the probe timings of half the fleet change
+        registry.record_success(name, ProbeResult("lmstudio-v1", MODELS, 0.005, version="0.4.1"))
+    pieces = list(metrics.chunks(False))
+    assert pieces.count("") > 3 * 3  # every part of every big collector paused more than three times
+    first, second = metrics.chunks(False), metrics.chunks(False)
+    bodies: tuple[list[str], list[str]] = ([], [])
+    for a, b in zip(first, second, strict=True):
+        bodies[0].append(a)
+        bodies[1].append(b)
+    one, two = (DURATION.sub(rb"\1 D", "".join(body).encode()) for body in bodies)
+    assert one == two == DURATION.sub(rb"\1 D", "".join(pieces).encode()) != alone
+    assert_same(metrics)

@@ -14,7 +14,7 @@ from lmwatch.failures import FailureReason
 from lmwatch.registry import ModelInfo, ModelType, ProbeResult, Registry, Snapshot
 from lmwatch.routing.capabilities import Capabilities
 from lmwatch.routing.request import Endpoint, parse_request
-from lmwatch.routing.select import Plan, choose_task, plan_request
+from lmwatch.routing.select import Plan, PlanMemo, choose_task, plan_request
 
 LLM, VLM, EMB = ModelType.LLM, ModelType.VLM, ModelType.EMBEDDINGS
 
@@ -243,3 +243,31 @@ def test_concurrency_cap_comes_from_config_then_server_then_default() -> None:
     snap = fleet({"a": [model("x", parallel=2)], "b": [model("x")]})
     caps = {t.backend: t.cap for t in plan(snap, chat("x")).tiers[0].targets}
     assert caps == {"a": 2, "b": 4}
+
+
+def test_a_plan_holds_across_polls_that_change_only_timings_and_not_past_a_real_change() -> None:
+    """A fleet polled every second publishes a snapshot per poll: the memo's plan survives those
+    that only refresh probe timings and counts, and is made afresh once routing facts change."""
+    text = "backends: [{name: a, url: 'http://a:1234'}, {name: b, url: 'http://b:1234'}]"
+    registry = Registry()
+    registry.configure_backends(parse_config(text, env={}).config.backends)
+    models = (model("qwen2.5-7b-instruct"),)
+    for name in ("a", "b"):
+        registry.record_success(name, ProbeResult(flavour="lmstudio-v1", models=models, duration=0.01))
+    config = routing()
+    req = parse_request(Endpoint.CHAT, json.dumps(chat("qwen2.5-7b-instruct")).encode(), config.default_model)
+    memo, caps = PlanMemo(), Capabilities(config)
+    first = memo.plan(registry.snapshot(), config, caps, req, "research", False)
+    registry.record_success("a", ProbeResult(flavour="lmstudio-v1", models=models, duration=0.02))  # timings only
+    assert memo.plan(registry.snapshot(), config, caps, req, "research", False) is first
+    registry.record_failure("b", FailureReason.TIMEOUT, "timed out", 5.0)  # b goes down: a routing fact
+    down = memo.plan(registry.snapshot(), config, caps, req, "research", False)
+    assert [t.backend for t in first.tiers[0].targets] == ["a", "b"]
+    assert [t.backend for t in down.tiers[0].targets] == ["a"]
+    registry.record_failure("b", FailureReason.TIMEOUT, "timed out", 5.0)  # still down: counts only
+    snap = registry.snapshot()
+    assert memo.plan(snap, config, caps, req, "research", False) is down
+    assert snap.routes is registry.snapshot().routes
+    registry.record_success("b", ProbeResult(flavour="lmstudio-v1", models=models, duration=0.01))
+    assert registry.snapshot().routes is not snap.routes
+    assert memo.plan(registry.snapshot(), config, caps, req, "research", False) == first
