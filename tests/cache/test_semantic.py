@@ -19,7 +19,7 @@ from lmwatch.config import ConfigError, parse_config
 from lmwatch.simulator import SimSettings
 from tests.api.fleets import Fleet, chat, eventually, fleet, models
 from tests.cache.conftest import RedisServer
-from tests.cache.test_cache_response import completed, post, settled
+from tests.cache.test_response import completed, post, settled
 
 MODEL = "meta-llama-3.1-8b-instruct"
 EMBED = "text-embedding-nomic-embed-text-v1.5"
