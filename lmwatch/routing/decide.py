@@ -28,7 +28,7 @@ Classify = Callable[[RoutingConfig, Snapshot, Mapping[str, Any]], Awaitable[Clas
 
 
 class KeyLimits(Protocol):
-    """What a client key may use (`lmwatch.api.auth.ClientKey`)."""
+    """What a client key may use (`lmwatch.credentials.ClientKey`)."""
 
     @property
     def name(self) -> str: ...
