@@ -9,7 +9,7 @@ from lmwatch.metrics.family import Family
 
 KINDS = ("response", "embedding", "semantic")
 RESULTS = ("hit", "miss", "bypass")
-OPERATIONS = ("get", "put", "flush", "vectors", "add_vector", "ratelimit")
+OPERATIONS = ("open", "get", "put", "flush", "vectors", "add_vector", "ratelimit")
 SEMANTIC_FAILURES = ("timeout", "no_model", "busy", "error")
 
 CACHE_REQUESTS = Family(
