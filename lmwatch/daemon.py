@@ -127,6 +127,8 @@ class Daemon:
         await self.samplers.run_once()  # after the first poll: the process sampler needs the backends
         self.samplers.start(immediately=False)
         await self.lifecycle.start()
+        if self.services.cache is not None:
+            await self.services.cache.opened()  # opened alongside the first poll; a first request finds it
         self.registry.mark_first_round_done()
         log.info("first poll round done: %s", _summary(self.registry))
         notify_ready(f"serving on {self.url}; {_summary(self.registry)}")

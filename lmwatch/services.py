@@ -47,9 +47,9 @@ class Services:
     """Admin token, client keys, audit log, backend sources, reload (lmwatch/control.py); None in
     apps built without a daemon (then /admin and client keys are not installed)."""
     cache: Cache | None = None
+    """The response and embedding cache (lmwatch/cache); None in apps built without a daemon."""
     usage: UsageLog | None = None
     """The usage log (lmwatch/usage); None in apps built without a daemon."""
-    """The response and embedding cache (lmwatch/cache); None in apps built without a daemon."""
     lifecycle: Lifecycle | None = None
     """keep_loaded, placement, idle unload, swap (lmwatch/lifecycle); None in apps built without a daemon."""
     profiles: ProfileRunner | None = None

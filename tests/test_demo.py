@@ -1,6 +1,7 @@
 """`lmwatch demo` (what `make demo` runs): the simulated backends are up, with their models, in
-`/status` and `/metrics` within 10 s of start; it prints the next steps; Ctrl-C stops the simulators
-with it and removes its temporary directory."""
+`/status` and `/metrics` within 10 s of start; it shows a cache miss, an exact and a semantic hit,
+and the `lmwatch usage` table; it prints the next steps; Ctrl-C stops the simulators with it and
+removes its temporary directory."""
 
 from __future__ import annotations
 
@@ -41,6 +42,12 @@ async def test_demo_is_up_within_ten_seconds_and_stops_cleanly(http: aiohttp.Cli
     assert f"export LMWATCH_URL={demo.url}" in steps  # not on the default port, so the shell needs it
     assert "lmwatch status" in steps
     assert f"lmwatch fit {KEPT}" in steps
+    # it shows the cache at work (a miss, then an exact and a semantic hit) and the usage table
+    assert re.search(r"twice, X-LMWatch-Cache: miss \(\w+\) then hit \(cache\)", demo.text), demo.text
+    assert re.search(r"in other words \(the semantic cache\): hit \(cache, similarity 0?\.?\d", demo.text), demo.text
+    usage = demo.text[demo.text.index("lmwatch usage --by model:") :]
+    assert re.search(r"MODEL +REQUESTS +TOKENS IN +TOKENS OUT +LOCAL +CACHE HITS +SAVED \$", usage), usage
+    assert re.search(r"\ntotal +3 +\d+ +\d+ +\d+% +2 ", usage), usage
     assert not await asyncio.to_thread(config.parent.exists), "the demo left its temporary directory behind"
     for offset in range(3):  # the simulators are gone: their ports are free again
         with socket.create_server(("127.0.0.1", demo.sim_port + offset)):

@@ -345,7 +345,7 @@ async def _look_up_similar(
     if cache is None or cache.store is None:
         return None
     semantic = config.cache.semantic
-    embed = prompt_embedder(request.app[UPSTREAM].pool, config.routing, snap, semantic.model)
+    embed = prompt_embedder(request.app[UPSTREAM], config.routing, snap, semantic.model)
     prompt = prompt_of(state.endpoint.value, models, req.body, req.stream, req.wants_usage)
     found = await cache.semantic.look_up(cache.store, semantic, prompt, embed, read)
     if found is not None and found.entry is not None:

@@ -33,6 +33,10 @@ class Store(Protocol):
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """The values of `keys` (None where missing or expired), in order."""
 
+    async def open(self) -> None:
+        """Make the store ready (the SQLite store opens its file and reads its keys' hashes);
+        lookups bypass the store until it is."""
+
     def may_hold(self, keys: Sequence[str]) -> bool:
         """False when none of `keys` is stored, known without a lookup (a certain miss, answered
         without one); True when some may be, or the store cannot tell."""

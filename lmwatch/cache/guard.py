@@ -1,5 +1,6 @@
 """The failure boundary around a store: a store that fails or is slow is bypassed, never fatal.
 
+The store is opened in the background (bounded by `OPEN_LIMIT`); until it is, requests bypass it.
 Every operation is bounded by `cache.timeout` (per 100 keys: an embeddings batch is many lookups).
 After a failure the store is left alone for `cache.retry_interval` (requests bypass it meanwhile),
 the failure is logged once, and the `lmwatch_cache_available` gauge drops to 0 until an operation
@@ -27,6 +28,9 @@ WRITE_DELAY = 0.05
 """Seconds an answer to store waits for others, so a busy proxy commits a few times a second."""
 MAX_PENDING = 500
 """Answers waiting past which the batch is written at once."""
+OPEN_LIMIT = 30.0
+"""Seconds a store may take to open (SQLite reads the hashes of all its keys then: about 0.3 s for
+200,000 entries); requests bypass it meanwhile, and the daemon waits for it before it is ready."""
 
 
 class GuardedStore:
@@ -51,10 +55,18 @@ class GuardedStore:
         self._flusher: asyncio.Task[None] | None = None
         self._flush_now = asyncio.Event()
         metrics.store_opened(store.name)
+        self._opening = asyncio.get_running_loop().create_task(
+            self._write("open", store.open, OPEN_LIMIT), name="lmwatch cache open"
+        )
 
     @property
     def available(self) -> bool:
-        return not self._failing or self._clock() >= self._retry_at
+        """Open, and not in a bypass period after a failure."""
+        return self._opening.done() and (not self._failing or self._clock() >= self._retry_at)
+
+    async def opened(self) -> None:
+        """Until the store has opened, or failed to (then it is tried again as after any failure)."""
+        await asyncio.shield(self._opening)
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None] | None:
         """The values (None where missing), or None as a whole when the store must be bypassed."""
@@ -171,6 +183,7 @@ class GuardedStore:
 
     async def close(self) -> None:
         """Let pending writes finish (bounded by their timeout), then close the store."""
+        await self.opened()
         await self.settled()
         try:
             await self.store.close()

@@ -133,6 +133,9 @@ class RedisStore:
         evicted, size = await self._call(self._put(keys=keys, args=args))
         return Stored(int(evicted), int(size))
 
+    async def open(self) -> None:
+        """Nothing to read first: the connection is made by the first command."""
+
     def may_hold(self, keys: Sequence[str]) -> bool:
         return True  # another replica may have stored any key
 

@@ -127,7 +127,7 @@ def closest(query: bytes, candidates: Sequence[tuple[str, bytes]]) -> tuple[str,
 
 
 class EmbeddingFailed(Exception):
-    """The prompt could not be embedded; `reason` is the metric label (no_model, error)."""
+    """The prompt could not be embedded; `reason` is the metric label (no_model, busy, error)."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)

@@ -73,6 +73,11 @@ class Cache:
         if self.store is not None:
             self.store.put_many(items, self.config.ttl)
 
+    async def opened(self) -> None:
+        """Until the store in use has opened (or failed to)."""
+        if self.store is not None:
+            await self.store.opened()
+
     async def settled(self) -> None:
         """Until the cache writes started so far are done."""
         if self.store is not None:

@@ -100,6 +100,9 @@ class SqliteStore:
                 self._db.close()
             self._db = None
 
+    async def open(self) -> None:
+        await self._run(lambda db: None)  # `_in_thread` opens the file and loads the index
+
     def may_hold(self, keys: Sequence[str]) -> bool:
         index = self._index
         return index is None or any(hash(k) in index for k in keys)

@@ -9,8 +9,8 @@ from lmwatch.metrics.family import Family
 
 KINDS = ("response", "embedding", "semantic")
 RESULTS = ("hit", "miss", "bypass")
-OPERATIONS = ("get", "put", "flush", "vectors", "add_vector", "ratelimit")
-SEMANTIC_FAILURES = ("timeout", "no_model", "error")
+OPERATIONS = ("open", "get", "put", "flush", "vectors", "add_vector", "ratelimit")
+SEMANTIC_FAILURES = ("timeout", "no_model", "busy", "error")
 
 CACHE_REQUESTS = Family(
     "lmwatch_cache_requests",

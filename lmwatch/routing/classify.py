@@ -126,8 +126,10 @@ class Classifier:
         total = sum(exp)
         scores = {t: round(e / total, 3) for t, e in zip(model.tasks, exp, strict=True)}
         task = model.tasks[win]
-        notes = [(points, f"{name}({t}+{points:g})") for name, t, points in nudges if t == task]
-        notes += [(m, f"{_label(f)}({task}+{m:.2f})") for f, m in top_features(scored, win, runner, REASONS)]
+        features = [(m, f"{_label(f)}({task}+{m:.2f})") for f, m in top_features(scored, win, runner, REASONS)]
+        if not nudges:  # top_features answers strongest first already
+            return Classification(task, scores, tuple(note for _, note in features))
+        notes = [(points, f"{name}({t}+{points:g})") for name, t, points in nudges if t == task] + features
         notes.sort(key=lambda n: -n[0])
         return Classification(task, scores, tuple(note for _, note in notes[:REASONS]))
 

@@ -12,6 +12,7 @@ weights of a feature are also packed into one int (`PACK_BITS` bits per task, of
 from __future__ import annotations
 
 import gzip
+import heapq
 import json
 import math
 from dataclasses import dataclass
@@ -80,11 +81,9 @@ class LinearModel:
 def top_features(scored: Scored, win: int, other: int, k: int) -> list[tuple[str, float]]:
     """The `k` features that most favour task index `win` over task index `other`, with that margin."""
     margins = list(map(sub, map(itemgetter(win), scored.weights), map(itemgetter(other), scored.weights)))
-    ranked = sorted(margins, reverse=True)  # a float sort (C), so only the few pairs kept are built
-    floor = max(ranked[k - 1] if len(ranked) >= k else 0.0, 1e-9)
-    big = list(map(floor.__le__, margins))
-    kept = sorted(zip(compress(margins, big), compress(scored.names, big), strict=True), reverse=True)
-    return [(f, m * scored.value) for m, f in kept[:k]]
+    best = heapq.nlargest(k, range(len(margins)), key=margins.__getitem__)  # C-level, no Python loop
+    names, value = scored.names, scored.value
+    return [(names[i], margins[i] * value) for i in best if margins[i] > 0]
 
 
 def knows_nothing(scored: Scored) -> bool:

@@ -12,11 +12,14 @@ from tests.api.fleets import fleet, models
 
 MODEL = "text-embedding-nomic-embed-text-v1.5"
 SIM = SimSettings(models=models(MODEL, kind="embeddings"))
+CACHE = {"enabled": True, "timeout": 5}
+"""A long store time limit: on a loaded machine a lookup of 1,000 keys may pass the default's 2.75 s,
+and the batch would be a bypass."""
 
 
 @pytest.mark.parametrize("batch_size", [64, 2000])
 async def test_re_embedding_mostly_unchanged_chunks_sends_only_the_changed(tmp_path: Path, batch_size: int) -> None:
-    extra = {"state_dir": str(tmp_path), "cache": {"enabled": True}}
+    extra = {"state_dir": str(tmp_path), "cache": CACHE}
     async with fleet({"studio": SIM}, routing={"embedding_batch_size": batch_size}, extra=extra) as f:
         stats = f.sims["studio"].state.stats
         client = f.client()
@@ -41,10 +44,11 @@ async def test_re_embedding_mostly_unchanged_chunks_sends_only_the_changed(tmp_p
         assert (again.headers["x-lmwatch-cache"], again.headers["x-lmwatch-route"]) == ("hit", "cache")
         assert stats.embedded_inputs_total == 1100
         assert f.metric("lmwatch_cache_requests_total", kind="embedding", result="hit") == 900 + 1000
+        assert f.metric("lmwatch_cache_errors_total") == 0
 
 
 async def test_an_input_given_twice_is_stored_once(tmp_path: Path) -> None:
-    extra = {"state_dir": str(tmp_path), "cache": {"enabled": True}}
+    extra = {"state_dir": str(tmp_path), "cache": CACHE}
     async with fleet({"studio": SIM}, extra=extra) as f:
         client = f.client()
         first = await client.embeddings.with_raw_response.create(model=MODEL, input=["same", "other", "same"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
@@ -28,6 +29,9 @@ class FlakyStore:
             raise CacheError("broken")
         return [self.data.get(k) for k in keys]
 
+    async def open(self) -> None:
+        pass
+
     def may_hold(self, keys: Sequence[str]) -> bool:
         return True
 
@@ -47,6 +51,7 @@ async def test_a_failing_store_is_left_alone_then_tried_again() -> None:
     registry = CollectorRegistry()
     store = FlakyStore()
     guard = GuardedStore(store, CacheMetrics(registry), timeout=1, retry_interval=10, clock=lambda: now[0])
+    await guard.opened()
     store.broken = True
     assert await guard.get_many(["a"]) is None
     assert await guard.get_many(["a"]) is None
@@ -65,6 +70,7 @@ async def test_a_failing_store_is_left_alone_then_tried_again() -> None:
 async def test_a_hit_has_its_last_use_written_in_the_background() -> None:
     store = FlakyStore()
     guard = GuardedStore(store, CacheMetrics(CollectorRegistry()), timeout=1, retry_interval=10)
+    await guard.opened()
     store.data["a"] = b"1"
     assert await guard.get_many(["b"]) == [None]
     await guard.settled()
@@ -73,3 +79,20 @@ async def test_a_hit_has_its_last_use_written_in_the_background() -> None:
     assert store.flushed == 0  # the answer did not wait for it
     await guard.settled()
     assert store.flushed == 1
+
+
+async def test_requests_bypass_a_store_until_it_has_opened() -> None:
+    store = FlakyStore()
+    opening = asyncio.Event()
+
+    async def slow_open() -> None:
+        await opening.wait()
+
+    store.open = slow_open  # type: ignore[method-assign]
+    guard = GuardedStore(store, CacheMetrics(CollectorRegistry()), timeout=1, retry_interval=10)
+    store.data["a"] = b"1"
+    assert await guard.get_many(["a"]) is None  # bypassed: not open yet
+    assert store.calls == 0
+    opening.set()
+    await guard.opened()
+    assert await guard.get_many(["a"]) == [b"1"]

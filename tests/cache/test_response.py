@@ -141,7 +141,7 @@ async def test_a_corrupt_cache_file_is_bypassed_and_said_once(tmp_path: Path, ca
             assert json.loads(raw)["choices"]
         assert completed(f) == 3
         assert f.metric("lmwatch_cache_available", store="sqlite") == 0
-        assert f.metric("lmwatch_cache_errors_total", store="sqlite", operation="get") == 1
+        assert f.metric("lmwatch_cache_errors_total", store="sqlite", operation="open") == 1
         assert f.metric("lmwatch_cache_requests_total", kind="response", result="bypass") == 3
     failures = [r for r in caplog.records if "cache store failed" in r.getMessage()]
     assert len(failures) == 1

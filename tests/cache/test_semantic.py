@@ -4,6 +4,7 @@ SQLite or a real redis-server, and every failure of the embedding is a bypass.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from lmwatch.cache.semantic import closest, prompt_of, unit_vector
 from lmwatch.cache.sqlite_store import SqliteStore
 from lmwatch.config import ConfigError, parse_config
 from lmwatch.simulator import SimSettings
-from tests.api.fleets import Fleet, chat, fleet, models
+from tests.api.fleets import Fleet, chat, eventually, fleet, models
 from tests.cache.conftest import RedisServer
 from tests.cache.test_response import completed, post, settled
 
@@ -138,6 +139,24 @@ async def test_a_slow_embedding_model_is_bypassed_and_said_once(
         assert f.metric("lmwatch_cache_requests_total", kind="semantic", result="bypass") == 2
     warnings = [r.getMessage() for r in caplog.records if "semantic cache" in r.getMessage()]
     assert len(warnings) == 1 and "0.2 s" in warnings[0]
+
+
+async def test_the_embedding_takes_a_slot_under_the_backends_concurrency_cap(tmp_path: Path) -> None:
+    """A one-slot embedding backend busy with a client's batch: the prompt is not sent alongside
+    (no queue here), the request goes on without the semantic cache."""
+    slow = SimSettings(models=models(EMBED, kind="embeddings"), ttft=1)
+    extra = semantic_config(tmp_path)
+    async with fleet(
+        {"studio": STUDIO, "embedder": slow}, routing={"max_queue": 0}, extra=extra, embedder={"max_concurrency": 1}
+    ) as f:
+        batch = asyncio.create_task(f.client().embeddings.create(model=EMBED, input=["a document"]))
+        await eventually(lambda: f.sims["embedder"].state.stats.inflight == 1)  # the slot is taken
+        status, headers, _ = await post(f, chat(QUESTION, model=MODEL, temperature=0))
+        assert (status, headers["X-LMWatch-Cache"]) == (200, "miss")
+        assert f.metric("lmwatch_cache_semantic_failures_total", reason="busy") == 1
+        assert embedded(f) == 0  # the prompt was never sent to the busy backend
+        await batch
+        assert embedded(f) == 1
 
 
 async def test_no_embedding_model_is_a_bypass(tmp_path: Path) -> None:
