@@ -45,7 +45,10 @@ from lmwatch.control import ControlPlane
 from lmwatch.errors import DomainError
 from lmwatch.lifecycle.loads import LoadError, LoadFailure
 from lmwatch.registry import BackendInfo
-from lmwatch.routing.request import json_object
+from lmwatch.routing.balance import order
+from lmwatch.routing.context import context_too_long
+from lmwatch.routing.explain import facts, passed_over
+from lmwatch.routing.request import Endpoint, json_object, parse_request
 from lmwatch.services import SERVICES
 from lmwatch.usage.log import GROUPS, parse_duration
 
@@ -404,11 +407,6 @@ async def explain_route(
     Uses the router's own functions (parse, classify, plan, balance order) on the current snapshot;
     nothing is sent to any backend and no breaker or counter changes.
     """
-    from lmwatch.routing.balance import order
-    from lmwatch.routing.context import context_too_long
-    from lmwatch.routing.explain import facts, passed_over
-    from lmwatch.routing.request import Endpoint, parse_request
-
     try:
         endpoint = Endpoint(endpoint_name)
     except ValueError:
