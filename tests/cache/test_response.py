@@ -131,6 +131,19 @@ async def test_a_streamed_answer_is_replayed_as_a_valid_stream(cached: Fleet) ->
     assert headers["X-LMWatch-Cache"] == "miss" and json.loads(body)["object"] == "chat.completion"
 
 
+async def test_answers_survive_a_restart_and_the_first_request_after_is_a_hit(tmp_path: Path) -> None:
+    """The next daemon on the same state directory reads the stored keys back into its index."""
+    body = chat("name three rivers", model=MODEL, temperature=0)
+    async with fleet({"studio": SIM}, extra=cache_config(tmp_path)) as f:
+        _, headers, raw = await post(f, body)
+        assert headers["X-LMWatch-Cache"] == "miss"
+    async with fleet({"studio": SIM}, extra=cache_config(tmp_path)) as f:
+        status, headers, again = await post(f, body)
+        assert (status, headers["X-LMWatch-Cache"], again) == (200, "hit", raw)
+        _, headers, _ = await post(f, chat("something new", model=MODEL, temperature=0))
+        assert headers["X-LMWatch-Cache"] == "miss"
+
+
 async def test_a_corrupt_cache_file_is_bypassed_and_said_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "cache.sqlite").write_bytes(b"this is not a database" * 100)
     async with fleet({"studio": SIM}, extra=cache_config(tmp_path)) as f:
