@@ -410,18 +410,22 @@ def build(src: Sources) -> dict[str, list[Row]]:
     has its share there, and the rest to train. Sources added later (`truthful_qa`) are dealt on their
     own, so the splits of the earlier ones stay as they were and before/after figures compare."""
     seen: set[str] = set()
-    first = _grouped(seen, (
-        natural_instructions(src),
-        p3(src),
-        self_instruct(src),
-        gpteacher(src),
-        stdlib_signatures(),
-        bench(src),
-        algorithms(src),
-        tldr(src),
-        natural_questions(src),
-    ))
-    nq = {json.loads(line)["question"].strip() for line in src.read(NATURAL_QUESTIONS, NQ_DEV).splitlines()}
+    first = _grouped(
+        seen,
+        (
+            natural_instructions(src),
+            p3(src),
+            self_instruct(src),
+            gpteacher(src),
+            stdlib_signatures(),
+            bench(src),
+            algorithms(src),
+            tldr(src),
+            natural_questions(src),
+        ),
+    )
+    nq_dev = src.read(NATURAL_QUESTIONS, NQ_DEV).splitlines()
+    nq = {json.loads(line)["question"].strip() for line in nq_dev}
     later = _grouped(seen, (truthful_qa(src, nq),))
     splits = _deal(first)
     for split, rows in _deal(later).items():
