@@ -19,10 +19,25 @@ from aiohttp.test_utils import TestServer
 
 from lmwatch.config import parse_config
 from lmwatch.daemon import Daemon, running_daemon
-from lmwatch.registry import Health, ModelType, Snapshot
+from lmwatch.registry import BackendInfo, Health, ModelType, Registry, Snapshot
 from lmwatch.simulator import SimModel, SimSettings, start_simulator
 
 INTERVAL = 1.0
+
+
+async def within_polls(registry: Registry, backend: str, holds: Callable[[BackendInfo], bool], polls: int) -> None:
+    """Wait until `holds` is true of `backend`, and assert it took at most `polls` polls (one more when
+    a poll was in flight). Counted in probes, not seconds: a busy machine slows polls down, and the
+    promise is about polls."""
+    probes: set[float | None] = set()
+
+    def check(snap: Snapshot) -> bool:
+        info = snap.backends[backend]
+        probes.add(info.last_probe)
+        return holds(info)
+
+    await registry.wait_for(check, timeout=30 * INTERVAL * polls)
+    assert len(probes) - 1 <= polls + 1, f"it took {len(probes) - 1} polls"
 
 
 def config_for(**urls: str) -> str:
@@ -95,12 +110,12 @@ async def test_stopped_backend_goes_down_within_two_intervals_and_comes_back(htt
         async with running_daemon(loaded) as daemon:
             assert daemon.registry.snapshot().backends["box"].health is Health.UP
             await sim.stop()
-            await daemon.registry.wait_for(health("box", Health.DOWN), timeout=2 * INTERVAL)
+            await within_polls(daemon.registry, "box", lambda b: b.health is Health.DOWN, polls=2)
             assert 'lmwatch_backend_up{backend="box"} 0.0' in await scrape(http, daemon)
             assert daemon.registry.snapshot().backends["other"].health is Health.UP  # only the stopped one
 
             sim = await start_simulator(SimSettings(), port=port)
-            await daemon.registry.wait_for(health("box", Health.UP), timeout=4 * INTERVAL)
+            await within_polls(daemon.registry, "box", lambda b: b.health is Health.UP, polls=4)
             assert 'lmwatch_backend_up{backend="box"} 1.0' in await scrape(http, daemon)
     finally:
         await sim.stop()
@@ -113,29 +128,22 @@ async def test_load_and_unload_show_within_one_interval(http: aiohttp.ClientSess
     try:
         async with running_daemon(parse_config(config_for(box=sim.url), env={})) as daemon:
 
-            async def shown_by_the_next_poll(want: bool) -> None:
-                """The change shows at the latest in the poll after the one that may be in flight (counted
-                in probes, not seconds: a busy machine slows polls but must not break the promise)."""
-                probes: set[float | None] = set()
-
-                def check(snap: Snapshot) -> bool:
-                    box = snap.backends["box"]
-                    probes.add(box.last_probe)
+            def loaded(want: bool) -> Callable[[BackendInfo], bool]:
+                def check(box: BackendInfo) -> bool:
                     info = box.model(model)
                     return info is not None and info.loaded is want
 
-                await daemon.registry.wait_for(check, timeout=30 * INTERVAL)
-                assert len(probes) <= 3, f"seen only after {len(probes) - 1} polls"
+                return check
 
             async with http.post(f"{sim.url}/api/v1/models/load", json={"model": model}) as resp:
                 instance = (await resp.json())["instance_id"]
-            await shown_by_the_next_poll(True)
+            await within_polls(daemon.registry, "box", loaded(True), polls=1)
             text = await scrape(http, daemon)
             assert f'lmwatch_model_loaded{{backend="box",model="{model}",model_type="llm"}} 1.0' in text
 
             async with http.post(f"{sim.url}/api/v1/models/unload", json={"instance_id": instance}) as resp:
                 assert resp.status == 200
-            await shown_by_the_next_poll(False)
+            await within_polls(daemon.registry, "box", loaded(False), polls=1)
             text = await scrape(http, daemon)
             assert f'lmwatch_model_loaded{{backend="box",model="{model}",model_type="llm"}} 0.0' in text
     finally:
@@ -153,7 +161,7 @@ async def test_no_model_loaded_is_degraded_and_events_are_emitted() -> None:
             daemon.registry.subscribe(lambda e: events.append(f"{e.kind}:{e.detail.get('model', '')}"))
             async with aiohttp.ClientSession() as http:
                 await http.post(f"{sim.url}/api/v1/models/load", json={"model": "solo-7b"})
-            await daemon.registry.wait_for(health("box", Health.UP), timeout=INTERVAL)
+            await within_polls(daemon.registry, "box", lambda b: b.health is Health.UP, polls=1)
             assert "model_loaded:solo-7b" in events and "backend_health:" in events
     finally:
         await sim.stop()
