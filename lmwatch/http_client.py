@@ -181,7 +181,7 @@ class Response:
         self._conn = conn
         self._idle = idle_timeout
         self._state = _HEAD
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._parser.set_dangerous_leniencies(lenient_headers=True)  # obsolete line folding (RFC 9112 5.2)
         self._head_bytes = 0
         """Bytes read while the head is incomplete (a head that never ends is cut at the limit)."""
@@ -237,6 +237,7 @@ class Response:
         """Done with this answer: reuse the connection if it was read to the end, else cut it."""
         if not self._released:
             self._released = True
+            self._parser = None  # it holds this answer's callbacks: no cycle left for the collector
             self._pool._active.discard(self)
             if self._state == _DONE and self._keep_alive and not self._conn.closed:
                 self._conn.finish()
@@ -268,6 +269,8 @@ class Response:
             return
         if self._state == _HEAD:
             self._head_bytes += len(data)
+        if self._parser is None:  # closed: its connection is going
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -328,7 +331,9 @@ class Response:
         if self._header_bytes > MAX_HEAD_BYTES:  # they came in one read: too large all the same
             self._fail("the answer's headers are too large")
             return
-        status = self._parser.get_status_code()
+        parser = self._parser
+        assert parser is not None  # llhttp calls back from `feed_data` only
+        status = parser.get_status_code()
         self._interim = 100 <= status < 200
         if self._interim:  # 100 Continue, 103 Early Hints...: the real answer follows
             return
@@ -336,7 +341,7 @@ class Response:
         headers = self.headers
         chunked = "chunked" in headers.get("transfer-encoding", "").lower()
         self._until_close = status not in (204, 304) and not chunked and "content-length" not in headers
-        self._keep_alive = self._parser.should_keep_alive()
+        self._keep_alive = parser.should_keep_alive()
         self._state = _BODY
         self._wake()
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import resource
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -100,6 +102,24 @@ async def test_length_chunked_and_interim_answers_on_one_kept_connection() -> No
         assert await post(pool, url) == (404, b"{}")
         assert await post(pool, url) == (204, b"")
         assert len(connections) == 1
+        pool.close()
+
+
+async def test_a_closed_answer_is_freed_at_once_not_by_the_cycle_collector() -> None:
+    """llhttp's parser holds the answer's callbacks: closing the answer lets go of it, so the answers
+    of proxied requests and polls never pile up for the garbage collector."""
+    async with server(answers(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")) as (url, _):
+        pool = Pool()
+        resp = await pool.post(url, "/chat/completions", b"{}", {}, 5.0, 5.0)
+        assert await resp.read() == b"{}"
+        gone = weakref.ref(resp)
+        gc.disable()
+        try:
+            resp.close()
+            del resp
+            assert gone() is None
+        finally:
+            gc.enable()
         pool.close()
 
 

@@ -179,6 +179,9 @@ class _Request:
         """Backend(s), model(s) and route of the answer: the cache's entry, or the targets that served."""
         if self.hit is not None and not served:
             return self.hit.backend, self.hit.model, CACHE_ROUTE
+        if len(served) == 1:  # most requests: one target answered
+            ((exchange, target),) = served
+            return target.backend, target.model, exchange.route.value if exchange.route is not None else NONE
         backends = ",".join(dict.fromkeys(t.backend for _, t in served)) or NONE
         return backends, ",".join(dict.fromkeys(t.model for _, t in served)) or NONE, _route(served)
 
