@@ -162,7 +162,9 @@ def main() -> None:
             "the issue's definitions. It first measured accuracy 0.721, macro-F1 0.692 with the model trained",
             "before it existed; for the errors it showed, NQ questions and 91 handwritten casual questions",
             "were added to the training data and function words stopped being features alone (which raised",
-            "the public val split too), so it is no longer fully blind.",
+            "the public val split too), so it is no longer fully blind. The question-form feature and the",
+            "TruthfulQA and passage questions were likewise added while its research errors were in view",
+            "(their share and the regularisation were chosen on the val split).",
             "",
         ]
     }

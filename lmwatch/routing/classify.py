@@ -173,7 +173,8 @@ class ExampleIndex:
 
 
 def _label(feature: str) -> str:
-    """A reason's name for a feature: `word:…`, `start:…`, `end:…`, `chars:…`, `symbols:…`, `code_fence`…"""
+    """A reason's name for a feature: `word:…`, `start:…`, `end:…`, `chars:…`, `symbols:…`,
+    `question:…` (the last sentence asks, opening with that word), `code_fence`…"""
     prefix = feature[0]
     if prefix == "#":
         marks = {"#fence": "code_fence", "#trace": "stack_trace", "#tech": "programming_word", "#form": "writing_form"}
@@ -184,6 +185,8 @@ def _label(feature: str) -> str:
         return "end:" + feature[1:]
     if prefix == "%":
         return "symbols:" + feature[1:]
+    if prefix == "?":
+        return "question:" + feature[1:]
     if prefix == ">" or feature.endswith("<"):
         return "chars:" + feature
     if feature.startswith(LENGTH):

@@ -91,6 +91,11 @@ TRACE = "#trace"
 TABLE = "#table"
 TECH_MARK = "#tech"
 FORM_MARK = "#form"
+QUESTION = "?"
+"""Prefix of the question-form feature: a text that ends in "?" adds `?` plus the first word of its
+last sentence (`?why`, `?what`, `?can`), so a long question about a given topic reads as a question
+rather than as work on material (its words alone look like a passage)."""
+_SENTENCE_ENDS = ".!?\n:"
 LENGTH = "len:"
 """Prefix of the length bucket (log2 of the word count); alone it means the text said nothing known."""
 
@@ -133,4 +138,19 @@ def features(text: str) -> set[str]:
     out.update(map("$".__add__, words[-EDGE_WORDS:]))
     out.update(map("%".__add__, map(_FIRST3, raw.translate(_SYMBOL_BYTES).decode(errors="ignore").split())))
     out.add(LENGTH + str(n.bit_length()))
+    ask = _question(text)
+    if ask:
+        out.add(QUESTION)
+        out.add(ask)
     return out
+
+
+def _question(text: str) -> str:
+    """`?` and the first word of the last sentence when `text` ends in a question mark, else ""."""
+    text = text.rstrip()
+    if not text.endswith("?"):
+        return ""
+    end = len(text) - 1
+    start = max(text.rfind(c, 0, end) for c in _SENTENCE_ENDS) + 1
+    head = text[start : start + 40].lower().encode().translate(_WORD_BYTES).decode().split()
+    return QUESTION + (head[0] if head else "")

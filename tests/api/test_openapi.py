@@ -69,7 +69,8 @@ async def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(tmp
         )
         out, _ = await asyncio.wait_for(proc.communicate(), SCHEMATHESIS_SECONDS + 60)
         text = out.decode()
-        assert proc.returncode == 0, text[text.find("FAILURES") :][:6000]
+        failures = text.find("FAILURES")  # absent when schemathesis itself failed: then show its last lines
+        assert proc.returncode == 0, text[failures:][:6000] if failures >= 0 else text[-6000:]
         assert "22 selected / 22 total" in text and " passed" in text
         async with aiohttp.ClientSession() as http, http.get(demo.url + "/readyz") as resp:
             assert resp.status == 200  # and the daemon is still fine afterwards

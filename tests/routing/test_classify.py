@@ -163,6 +163,13 @@ def test_features_of_a_huge_text_are_bounded() -> None:
     assert "w0" in huge and "w99999" in huge and "w50000" not in huge  # the head and the tail are read
 
 
+def test_a_closing_question_adds_its_opening_word() -> None:
+    asked = features("Our boiler is twelve years old and makes a knocking noise. Why does it knock?")
+    assert {f for f in asked if f.startswith("?")} == {"?", "?why"}
+    assert not any(f.startswith("?") for f in features("Why it knocks: a short note on boilers."))
+    assert "?" in features("?") and "?" in features("Really ?  ")
+
+
 def test_malformed_model_file_is_a_clear_error() -> None:
     with pytest.raises(ModelFileError, match="malformed"):
         parse_model({"tasks": ["a", "b"], "scale": 1, "bias": [0, 0], "weights": {"x": [1]}})

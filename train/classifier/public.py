@@ -40,6 +40,9 @@ TLDR = ("tldr-pages/tldr", "08e345f42639f67d99282813247ac670dc6e87cb")
 ALGORITHMS = ("TheAlgorithms/Python", "f5988cc09713315817df6a7e327e258013a94440")
 GPTEACHER = ("teknium1/GPTeacher", "481075123c29854bddb82655badeef6a438f2436")
 NATURAL_QUESTIONS = ("google-research-datasets/natural-questions", "fb26a3073b1fe636c97302890a27b491d6530130")
+TRUTHFUL = ("benedictflorance/truthfulqa_experiments", "6fdfd38288e86296582a584694df5cf43d1f634a")
+"""A copy of TruthfulQA (sylinrl/TruthfulQA, Apache-2.0) and of 200 Natural Questions dev
+questions with their Wikipedia long answers (CC-BY-SA-3.0); the originals are not on the mirror."""
 
 # Super-NaturalInstructions (via FLAN's copy of its metadata): category -> task.
 NI_CATEGORIES = {
@@ -141,6 +144,10 @@ STDLIB_CAP = 500
 ALGORITHMS_CAP = 600
 TLDR_CAP = 700
 NQ_CAP = 800
+NQ_DEV = "nq_open/NQ-open.dev.jsonl"
+TRUTHFUL_CAP = 400
+"""Half of TruthfulQA: all 817 short questions shifted long research prompts (passage questions)
+towards analysis on the val split; 400 raised its macro-F1 most."""
 TLDR_FRAMES = (
     "How do I {what} with {cmd}?", "{What} with {cmd}, how?", "What's the {cmd} command to {what}?",
     "How can I {what} from the command line?", "Show me how to {what} with `{cmd}`.", "What does `{code}` do?",
@@ -352,7 +359,7 @@ and "can you" around a plain question of fact, which stays research."""
 def natural_questions(src: Sources) -> Iterator[Row]:
     """NQ-open: real search-engine questions (lower case, no question mark), a third as typed, a
     third capitalised with a question mark, a third inside one of `NQ_FRAMES`."""
-    lines = src.read(NATURAL_QUESTIONS, "nq_open/NQ-open.dev.jsonl").splitlines()
+    lines = src.read(NATURAL_QUESTIONS, NQ_DEV).splitlines()
     rng = random.Random(7)
     rng.shuffle(lines)
     for i, line in enumerate(lines[:NQ_CAP]):
@@ -360,6 +367,32 @@ def natural_questions(src: Sources) -> Iterator[Row]:
         capital = q[0].upper() + q[1:]
         text = (q, capital + "?", rng.choice(NQ_FRAMES).format(q=q, Q=capital))[i % 3]
         yield text, "research", "natural-questions", f"natural-questions:{i % 10}"
+
+
+PASSAGE_FRAMES = (
+    "{p}\n\nQuestion: {Q}?", "Context: {p}\n\n{Q}?", "Read this and answer the question.\n\n{p}\n\n{Q}?",
+    "{Q}? Use this text:\n{p}", "Based on the passage below, {q}?\n\n{p}", "Here is a paragraph: {p}\n{Q}?",
+    "Answer from the text. {p} Q: {Q}?", "{p}\n\nFrom the passage, {q}?",
+)  # fmt: skip
+"""Passage questions: a Wikipedia paragraph and a question it answers, in one of these ways."""
+
+
+def truthful_qa(src: Sources, known: set[str]) -> Iterator[Row]:
+    """`TRUTHFUL_CAP` of TruthfulQA's 817 questions (open questions of fact, many on misconceptions), by
+    category; and NQ questions asked about a given Wikipedia paragraph (`PASSAGE_FRAMES`), less those
+    whose question NQ-open already holds (`known`), so no question is on both sides of a split."""
+    questions = list(csv.DictReader(io.StringIO(src.read(TRUTHFUL, "datasets/TruthfulQA.csv"))))
+    random.Random(5).shuffle(questions)
+    for row in questions[:TRUTHFUL_CAP]:
+        yield row["Question"].strip(), "research", "truthfulqa", "truthfulqa:" + row["Category"].split(":")[0]
+    rng = random.Random(11)
+    for i, row in enumerate(csv.DictReader(io.StringIO(src.read(TRUTHFUL, "datasets/nq_mini_dataset.csv")))):
+        q = row["question"].strip()
+        passages = [row[f"answer{k}"].strip() for k in range(1, 6) if row[f"answer{k}"].strip() != "NONE"]
+        if passages and q not in known:
+            p = " ".join(max(passages, key=len).split()[:150])
+            text = rng.choice(PASSAGE_FRAMES).format(p=p, q=q, Q=q[0].upper() + q[1:])
+            yield text, "research", "nq-passage", f"nq-passage:{i % 5}"
 
 
 SHARES = (("test", 0.25), ("val", 0.15))
@@ -374,26 +407,45 @@ def _rank(group: str) -> str:
 
 def build(src: Sources) -> dict[str, list[Row]]:
     """Dedupe, then deal whole groups (in a fixed pseudo-random order) to test and val until each task
-    has its share there, and the rest to train."""
+    has its share there, and the rest to train. Sources added later (`truthful_qa`) are dealt on their
+    own, so the splits of the earlier ones stay as they were and before/after figures compare."""
     seen: set[str] = set()
+    first = _grouped(
+        seen,
+        (
+            natural_instructions(src),
+            p3(src),
+            self_instruct(src),
+            gpteacher(src),
+            stdlib_signatures(),
+            bench(src),
+            algorithms(src),
+            tldr(src),
+            natural_questions(src),
+        ),
+    )
+    nq_dev = src.read(NATURAL_QUESTIONS, NQ_DEV).splitlines()
+    nq = {json.loads(line)["question"].strip() for line in nq_dev}
+    later = _grouped(seen, (truthful_qa(src, nq),))
+    splits = _deal(first)
+    for split, rows in _deal(later).items():
+        splits[split] += rows
+    return splits
+
+
+def _grouped(seen: set[str], sources: tuple[Iterator[Row], ...]) -> dict[str, list[Row]]:
     groups: dict[str, list[Row]] = defaultdict(list)
-    for rows in (
-        natural_instructions(src),
-        p3(src),
-        self_instruct(src),
-        gpteacher(src),
-        stdlib_signatures(),
-        bench(src),
-        algorithms(src),
-        tldr(src),
-        natural_questions(src),
-    ):
+    for rows in sources:
         for text, task, source, group in rows:
             text = text[:MAX_CHARS]
             key = " ".join(text.lower().split())
             if key not in seen:
                 seen.add(key)
                 groups[group].append((text, task, source, group))
+    return groups
+
+
+def _deal(groups: dict[str, list[Row]]) -> dict[str, list[Row]]:
     totals = Counter(task for rows in groups.values() for _, task, _, _ in rows[: CAPS["test"]])
     filled: Counter[tuple[str, str]] = Counter()
     splits: dict[str, list[Row]] = defaultdict(list)
