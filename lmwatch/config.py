@@ -42,6 +42,9 @@ ENV_PREFIX = "LMWATCH_"
 MAX_SECONDS = 366 * 86400.0
 """A year: longer durations are typos (and overflow the scheduler's and the event loop's timers)."""
 Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
+MIN_POLL_INTERVAL = 0.01
+PollInterval = Annotated[float, Field(ge=MIN_POLL_INTERVAL, le=MAX_SECONDS)]
+"""Polling a backend more often than 100 times a second measures nothing more and only burns CPU."""
 
 
 def _switch_word(value: Any) -> Any:
@@ -115,7 +118,7 @@ class BackendConfig(Strict):
     api_token_file: Path | None = None
     timeout: Seconds = 30.0
     probe_timeout: Seconds = 5.0
-    poll_interval: Seconds = 5.0
+    poll_interval: PollInterval = 5.0
     retry_attempts: int = Field(3, ge=1, le=10)
     labels: dict[str, str] = Field(default_factory=dict)
     weight: float = Field(1.0, gt=0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -297,6 +298,7 @@ class PollSchedule:
             later = at + interval
             if later <= horizon:  # late: the next time of its rhythm after this wake-up, not a second run now
                 later += interval * ((horizon - later) // interval + 1)
+                later = max(later, math.nextafter(horizon, math.inf))  # rounding must not leave it due again
             upcoming[name] = later
             heapq.heappush(heap, (later, name))
             due.append(name)

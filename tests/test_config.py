@@ -230,3 +230,8 @@ def test_an_off_enum_is_accepted_bare(word: str) -> None:
     assert parse_config(f"sampling: {{gpu: {word}}}\n", env={}).config.sampling.gpu == "off"
     with pytest.raises(ConfigError, match=r"sampling\.gpu"):
         parse_config("sampling: {gpu: on}\n", env={})  # `on` is not one of its values
+
+
+def test_a_poll_interval_under_ten_milliseconds_is_refused_by_name() -> None:
+    found = problems('backends: [{name: a, url: "http://h:1", poll_interval: 1.0e-300}]')
+    assert any(p.startswith("backends[0].poll_interval: ") and "0.01" in p for p in found), found

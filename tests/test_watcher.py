@@ -346,3 +346,19 @@ async def test_the_poll_schedule_keeps_intervals_moves_removes_and_never_catches
         assert [n for n, _ in runs[start:]] == ["slow"]
     finally:
         schedule.stop()
+
+
+async def test_an_interval_below_float_resolution_cannot_stall_the_loop() -> None:
+    """1e-300 s added to the loop's clock is no time at all: the schedule must still move on (before,
+    its timer callback looped forever and the daemon stopped answering)."""
+    from lmwatch.watcher import PollSchedule
+
+    polled = asyncio.Event()
+    schedule = PollSchedule(lambda name: polled.set())
+    schedule.add("tiny", 1e-300, 0.0)
+    try:
+        await asyncio.wait_for(polled.wait(), 10)
+        polled.clear()
+        await asyncio.wait_for(polled.wait(), 10)  # and again: the loop is still turning
+    finally:
+        schedule.stop()
