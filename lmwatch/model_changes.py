@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from lmwatch import backends
 from lmwatch.backend_changes import unknown_backend
 from lmwatch.backends import BackendClient, Flavour
-from lmwatch.errors import Conflict, DomainError, NotFound, Unavailable, UpstreamFailed
+from lmwatch.errors import Conflict, DomainError, InvalidRequest, NotFound, Unavailable, UpstreamFailed
 from lmwatch.lifecycle.loads import LoadError, LoadFailure
 from lmwatch.services import Services
 from lmwatch.watcher import Watcher
@@ -25,6 +25,7 @@ class ModelChanges:
     async def load(self, name: str, model: str, context_length: int | None) -> dict[str, Any]:
         """Load through the lifecycle's loader: the backend's one load slot, failure reasons, warm-up."""
         self._loader(name, "load")
+        self.check_context(name, model, context_length)
         loader = self.lifecycle().loader
         try:
             async with loader.slot(name, model, loader.config.load_timeout):
@@ -37,6 +38,19 @@ class ModelChanges:
             "warm_up_seconds": None if result.warm_up_seconds is None else round(result.warm_up_seconds, 3),
             "warm_up_error": result.warm_up_error,
         }
+
+    def check_context(self, name: str, model: str, context_length: int | None) -> None:
+        """A context the model cannot hold is the request's mistake (400), said before the backend
+        refuses it in its own words (LM Studio answers HTTP 400, which would read as a backend failure)."""
+        backend = self._services.registry.snapshot().backends.get(name)
+        known = backend.model(model) if backend is not None else None
+        most = known.max_context_length if known is not None else None
+        if context_length is not None and most and context_length > most:
+            raise InvalidRequest(
+                f"context_length {context_length} is more than {model!r} can hold on backend {name!r} ({most} tokens)",
+                param="context_length",
+                code="context_length_exceeded",
+            )
 
     async def unload(self, name: str, model: str) -> list[str]:
         self._loader(name, "unload")

@@ -330,6 +330,7 @@ async def swap(request: web.Request, control: ControlPlane) -> tuple[str | None,
     body = await _parsed(request, contract.Swap)
     old, new = body.old.strip(), body.new.strip()
     _backend(control, name)
+    control.models.check_context(name, new, body.context_length)
     try:
         result = await control.models.lifecycle().swapper.swap(name, old, new, body.context_length)
     except LoadError as exc:

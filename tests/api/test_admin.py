@@ -303,6 +303,15 @@ async def test_load_and_unload_models(tmp_path: Path, sim: RunningSimulator, htt
             status, answer = await admin(http, daemon, "POST", "/admin/backends/a/models/load", {"model": "nope"})
             assert status == 404 and "nope" in answer["error"]["message"]
             assert answer["error"]["code"] == "model_not_found"
+            status, answer = await admin(
+                http,
+                daemon,
+                "POST",
+                "/admin/backends/a/models/load",
+                {"model": "mistral-7b-instruct-v0.3", "context_length": 299887},
+            )
+            assert status == 400 and answer["error"]["code"] == "context_length_exceeded", answer
+            assert "32768" in answer["error"]["message"] and answer["error"]["param"] == "context_length"
             status, answer = await admin(http, daemon, "POST", "/admin/backends/a/models/load", {})
             assert status == 400 and answer["error"]["param"] == "model"
             status, answer = await admin(http, daemon, "POST", "/admin/backends/a/models/load", [1])
