@@ -127,6 +127,7 @@ async def _start_demo(extra: tuple[str, ...]) -> Demo:
             cwd=REPO,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # its own process group: a kill takes its simulators with it
         )
         demo = Demo(f"http://127.0.0.1:{port}", sim_port, proc)
         try:
@@ -153,5 +154,5 @@ async def running_demo(*extra: str) -> AsyncIterator[Demo]:
             try:
                 await demo.stop()
             except TimeoutError:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)  # the demo hung: it and its simulators
                 await proc.wait()
