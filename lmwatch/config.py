@@ -32,7 +32,7 @@ from pydantic import (
 )
 
 from lmwatch.flavours import AUTO, FLAVOURS
-from lmwatch.logs import basic_credentials, redact, register_secrets
+from lmwatch.redaction import Redactor, basic_credentials, strip_userinfo
 
 DEFAULT_PORT = 9234
 """lmwatch's listen port: not LM Studio's 1234, and free in the usual exporter range."""
@@ -143,6 +143,12 @@ class BackendConfig(Strict):
         if self.api_token_file is not None:
             self._token_file = TokenFile(self.api_token_file)
 
+    def redact_tokens_with(self, redactor: Redactor) -> None:
+        """Have `redactor` learn every token the token file holds, a rotated one from the first
+        request that sends it (the daemon does this for each backend it watches)."""
+        if self._token_file is not None:
+            self._token_file.redactor = redactor
+
     @field_validator("url")
     @classmethod
     def _no_path_or_query(cls, url: AnyHttpUrl) -> AnyHttpUrl:
@@ -202,6 +208,8 @@ class TokenFile:
     path: Path
     clock: Callable[[], float] = field(default=time.monotonic, compare=False)
     ttl: float = field(default_factory=lambda: TOKEN_FILE_TTL_SECONDS, compare=False)
+    redactor: Redactor | None = field(default=None, compare=False)
+    """Learns each token read (set by the config's owner, `BackendConfig.redact_tokens_with`)."""
     _read_at: float | None = field(default=None, compare=False)
     _token: str | None = field(default=None, compare=False)
 
@@ -213,8 +221,8 @@ class TokenFile:
             token = self.path.read_text().strip() or None
         except ValueError as exc:  # a NUL byte in the path, undecodable content: unreadable all the same
             raise OSError(f"{self.path}: {exc}") from None
-        if token:  # a rotated token is redacted from the first request that sends it
-            register_secrets([token])
+        if token and self.redactor is not None:  # a rotated token is redacted from the first request sending it
+            self.redactor.add([token])
         self._read_at, self._token = now, token
         return token
 
@@ -735,7 +743,7 @@ class ConfigError(Exception):
 
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source
-        self.problems = [redact(p) for p in problems]  # a YAML snippet or a bad URL may carry a password
+        self.problems = [strip_userinfo(p) for p in problems]  # a YAML snippet or a bad URL may carry a password
         super().__init__("\n".join(f"{source}: {p}" for p in self.problems))
 
 
@@ -839,7 +847,7 @@ def _describe(error: Mapping[str, Any]) -> str:
 
 def validation_problems(error: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[str]:
     """Turn a pydantic error into `path: message` lines (also used for runtime-added backends)."""
-    return [redact(f"{format_path((*prefix, *e['loc']))}: {_describe(e)}") for e in error.errors()]
+    return [strip_userinfo(f"{format_path((*prefix, *e['loc']))}: {_describe(e)}") for e in error.errors()]
 
 
 def parse_config(text: str, source: str = "<config>", env: Mapping[str, str] | None = None) -> LoadedConfig:
