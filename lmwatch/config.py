@@ -93,6 +93,11 @@ class ServerConfig(Strict):
     """An idle client connection (no request under way) is closed after this."""
 
 
+def repeated(names: list[str]) -> list[str]:
+    """The names listed more than once, sorted (for a validator's "listed twice" message)."""
+    return sorted({n for n in names if names.count(n) > 1})
+
+
 class KeepLoaded(Strict):
     """A model lmwatch keeps loaded on a backend; a plain string is just the model id."""
 
@@ -159,8 +164,7 @@ class BackendConfig(Strict):
     @field_validator("keep_loaded")
     @classmethod
     def _once_each(cls, items: list[KeepLoaded]) -> list[KeepLoaded]:
-        ids = [item.model for item in items]
-        twice = sorted({i for i in ids if ids.count(i) > 1})
+        twice = repeated([item.model for item in items])
         if twice:
             raise ValueError(f"lists {', '.join(twice)} more than once")
         return items
@@ -503,8 +507,7 @@ class ClientsConfig(Strict):
     @field_validator("keys")
     @classmethod
     def _unique_names(cls, keys: list[ClientKeyConfig]) -> list[ClientKeyConfig]:
-        names = [k.name for k in keys]
-        twice = sorted({n for n in names if names.count(n) > 1})
+        twice = repeated([k.name for k in keys])
         if twice:
             raise ValueError(f"client key name(s) used twice: {', '.join(twice)}")
         return keys
@@ -686,11 +689,9 @@ class Config(Strict):
     @field_validator("backends")
     @classmethod
     def _unique_names(cls, backends: list[BackendConfig]) -> list[BackendConfig]:
-        seen: set[str] = set()
-        for backend in backends:
-            if backend.name in seen:
-                raise ValueError(f"backend name {backend.name!r} is used twice")
-            seen.add(backend.name)
+        twice = repeated([b.name for b in backends])
+        if twice:
+            raise ValueError(f"backend name {twice[0]!r} is used twice")
         return backends
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from urllib.parse import quote
 
 REDACTED = "***"
-MIN_SECRET_CHARS = 6
+MIN_REDACTED_CHARS = 6
 """Shorter strings would redact ordinary words."""
 
 _USERINFO = re.compile(r"(?<=://)[^@\s'\"<>]+@")
@@ -42,9 +42,8 @@ def basic_credentials(user: str, password: str) -> str:
 
 
 def _forms(secrets: Iterable[str]) -> frozenset[str]:
-    return frozenset(
-        form for s in secrets if len(s) >= MIN_SECRET_CHARS for form in secret_forms(s) if len(form) >= MIN_SECRET_CHARS
-    )
+    long_enough = (s for s in secrets if len(s) >= MIN_REDACTED_CHARS)
+    return frozenset(form for s in long_enough for form in secret_forms(s) if len(form) >= MIN_REDACTED_CHARS)
 
 
 class Redactor:
@@ -79,9 +78,6 @@ class Redactor:
 
     def __contains__(self, text: object) -> bool:
         return text in self._current or text in self._previous
-
-    def __bool__(self) -> bool:
-        return bool(self._longest_first)
 
     def redact(self, text: str) -> str:
         """`text` without any known secret and without URL userinfo."""
