@@ -191,7 +191,7 @@ async def client_keys(request: web.Request, handler: Handler) -> web.StreamRespo
     except (ApiError, DomainError) as caught:
         exc = api_error(caught)
         status = str(exc.status)
-        return exc.response(shape=shape_of(path), request_id=request_id(request))
+        return exc.response(control.redactor, shape=shape_of(path), request_id=request_id(request))
     except web.HTTPException as exc:
         status = str(exc.status)
         raise

@@ -265,7 +265,16 @@ async def _serve(
 
     def exchange(for_req: ParsedRequest) -> Exchange:
         made = Exchange(
-            upstream, routing, metrics, for_req, plan, state.started, services.poll_now, dialect=dialect, request_id=rid
+            upstream,
+            routing,
+            metrics,
+            for_req,
+            plan,
+            state.started,
+            services.poll_now,
+            services.config.redactor,
+            dialect=dialect,
+            request_id=rid,
         )
         state.exchanges.append(made)
         return made
@@ -384,14 +393,16 @@ def _json(answer: Answer, headers: dict[str, str], request: web.Request | None =
         error = answer.obj.get("error")
         code, param = (error.get("code"), error.get("param")) if isinstance(error, dict) else (None, None)
         raw = json.dumps(
-            ApiError(answer.status, message, code=code, param=param).body(shape_of(request.path), request_id(request))
+            ApiError(answer.status, message, code=code, param=param).body(
+                request.app[SERVICES].config.redactor, shape_of(request.path), request_id(request)
+            )
         ).encode()
     return web.Response(body=raw, status=answer.status, content_type="application/json", headers=headers)
 
 
 def error_response(request: web.Request, error: ApiError, headers: dict[str, str] | None = None) -> web.Response:
     """`error` in the shape of the request's API (OpenAI, or Anthropic on /v1/messages), with its id."""
-    return error.response(headers, shape_of(request.path), request_id(request))
+    return error.response(request.app[SERVICES].config.redactor, headers, shape_of(request.path), request_id(request))
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
