@@ -215,6 +215,7 @@ async def client_keys(request: web.Request, handler: Handler) -> web.StreamRespo
     if not is_v1(path):
         return await handler(request)
     call = call_of(request)
+    redactor = request.app[SERVICES].config.redactor
 
     def status_of(response: web.StreamResponse) -> tuple[int, Mapping[str, str]]:
         if call.raw is None:  # a route that read the body itself: aiohttp keeps what request.read() got
@@ -226,7 +227,7 @@ async def client_keys(request: web.Request, handler: Handler) -> web.StreamRespo
         call,
         lambda: handler(request),
         status_of,
-        lambda exc: exc.response(shape=shape_of(path), request_id=call.request_id),
+        lambda exc: exc.response(redactor, shape=shape_of(path), request_id=call.request_id),
     )
 
 

@@ -48,6 +48,7 @@ from lmwatch.credentials import ANONYMOUS, ClientKey
 from lmwatch.errors import DomainError
 from lmwatch.metrics.requests import NONE, cloud_price
 from lmwatch.outcomes import RecentRequest
+from lmwatch.redaction import Redactor
 from lmwatch.registry import Snapshot
 from lmwatch.routing.embedclass import EmbeddingClassifier
 from lmwatch.routing.request import Endpoint, ParsedRequest, json_object, parse_request
@@ -148,7 +149,9 @@ async def count_tokens(request: web.Request) -> web.Response:
         return web.json_response({"input_tokens": anthropic.count_tokens(body)})
     except (ApiError, DomainError) as caught:
         err = api_error(caught)
-        return err.response(shape=shape_of(call.path), request_id=call.request_id)
+        return err.response(
+            request.app[SERVICES].config.redactor, shape=shape_of(call.path), request_id=call.request_id
+        )
 
 
 # --- one routed request --------------------------------------------------------------------------
@@ -240,7 +243,7 @@ async def _handle(api: V1, call: Call, reply: Reply, endpoint: Endpoint, dialect
     except (ApiError, DomainError) as caught:
         err = api_error(caught)
         code = str(err.status)
-        error_response(call, reply, err, state.headers())
+        error_response(call, reply, services.config.redactor, err, state.headers())
     except asyncio.CancelledError:
         code = "499"
         raise
@@ -248,7 +251,7 @@ async def _handle(api: V1, call: Call, reply: Reply, endpoint: Endpoint, dialect
         rid = call.request_id
         log.exception("unexpected error on %s (request %s)", call.path, rid, extra={"request_id": rid})
         failed = ApiError(500, "lmwatch failed to handle this request; see its log")
-        error_response(call, reply, failed, state.headers())
+        error_response(call, reply, services.config.redactor, failed, state.headers())
     finally:
         _record(services, call, config, state, code)
 
@@ -279,7 +282,16 @@ async def _serve(api: V1, call: Call, reply: Reply, config: Config, state: _Requ
 
     def exchange(for_req: ParsedRequest) -> Exchange:
         made = Exchange(
-            upstream, routing, metrics, for_req, plan, state.started, services.poll_now, dialect=dialect, request_id=rid
+            upstream,
+            routing,
+            metrics,
+            for_req,
+            plan,
+            state.started,
+            services.poll_now,
+            services.config.redactor,
+            dialect=dialect,
+            request_id=rid,
         )
         state.exchanges.append(made)
         return made
@@ -293,7 +305,7 @@ async def _serve(api: V1, call: Call, reply: Reply, config: Config, state: _Requ
     if endpoint is Endpoint.EMBEDDINGS:
         vectors = cache if decision.write and config.cache.embeddings else None
         answer = await _embeddings(req, routing.embedding_batch_size, exchange, state, vectors, models)
-        _json(call, reply, answer, state.headers())
+        _json(call, reply, services.config.redactor, answer, state.headers())
         return str(answer.status)
     key = await _look_up(
         cache, decision, state, lambda: response_key(endpoint, models, req.body, req.stream, req.wants_usage)
@@ -320,7 +332,7 @@ async def _serve(api: V1, call: Call, reply: Reply, config: Config, state: _Requ
         result = await json_call.answer(ex)
         if key is not None and result.status == 200:
             _keep(cache, key, ex, state, result.raw, sse=False, similar=similar)
-    _json(call, reply, result, state.headers(ex))
+    _json(call, reply, services.config.redactor, result, state.headers(ex))
     return str(result.status)
 
 
@@ -392,7 +404,7 @@ async def _replay(reply: Reply, entry: Entry, headers: dict[str, str]) -> None:
     await out.write_eof()
 
 
-def _json(call: Call, reply: Reply, answer: Answer, headers: dict[str, str]) -> None:
+def _json(call: Call, reply: Reply, redactor: Redactor, answer: Answer, headers: dict[str, str]) -> None:
     """An answer as it is; an error in the request's API shape, with the request id."""
     raw = answer.raw
     if answer.status != 200:
@@ -400,14 +412,18 @@ def _json(call: Call, reply: Reply, answer: Answer, headers: dict[str, str]) -> 
         error = answer.obj.get("error")
         code, param = (error.get("code"), error.get("param")) if isinstance(error, dict) else (None, None)
         raw = json.dumps(
-            ApiError(answer.status, message, code=code, param=param).body(shape_of(call.path), call.request_id)
+            ApiError(answer.status, message, code=code, param=param).body(
+                redactor, shape_of(call.path), call.request_id
+            )
         ).encode()
     reply.answer(answer.status, headers, raw, JSON)
 
 
-def error_response(call: Call, reply: Reply, error: ApiError, headers: dict[str, str] | None = None) -> None:
+def error_response(
+    call: Call, reply: Reply, redactor: Redactor, error: ApiError, headers: dict[str, str] | None = None
+) -> None:
     """`error` in the shape of the request's API (OpenAI, or Anthropic on /v1/messages), with its id."""
-    body = json.dumps(error.body(shape_of(call.path), call.request_id)).encode()
+    body = json.dumps(error.body(redactor, shape_of(call.path), call.request_id)).encode()
     reply.answer(error.status, {**error.headers, **(headers or {})}, body, JSON_UTF8)
 
 
@@ -588,14 +604,17 @@ async def _unknown_routes(request: web.Request, handler: Handler) -> web.StreamR
     missing = request.match_info.http_exception
     if missing is None or not is_v1(request.path):
         return await handler(request)
+    redactor = request.app[SERVICES].config.redactor
     if isinstance(missing, web.HTTPMethodNotAllowed):
         allowed = ", ".join(sorted(missing.allowed_methods))
         error = ApiError(
             405, f"{request.method} is not allowed on {request.path}; use {allowed}", code="method_not_allowed"
         )
-        return error.response({"Allow": allowed}, shape_of(request.path), request_id(request))
+        return error.response(redactor, {"Allow": allowed}, shape_of(request.path), request_id(request))
     message = f"lmwatch serves no {request.method} {request.path}; see its README for the /v1 endpoints"
-    return ApiError(404, message, code="unknown_url").response(None, shape_of(request.path), request_id(request))
+    return ApiError(404, message, code="unknown_url").response(
+        redactor, None, shape_of(request.path), request_id(request)
+    )
 
 
 # --- /v1/models ----------------------------------------------------------------------------------
@@ -622,7 +641,7 @@ async def get_model(request: web.Request) -> web.Response:
             return web.json_response(entry)
     message = f"the model {model_id!r} does not exist on any backend; GET /v1/models lists them"
     error = ApiError(404, message, param="model", code="model_not_found")
-    return error.response(None, shape_of(request.path), request_id(request))
+    return error.response(request.app[SERVICES].config.redactor, None, shape_of(request.path), request_id(request))
 
 
 def models_document(snap: Snapshot, config: Config) -> dict[str, Any]:

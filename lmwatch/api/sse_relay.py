@@ -129,11 +129,11 @@ async def _relay(
         if shutdown:
             message, code = failure, "shutting_down"
         if translator is not None:
-            await _write(out, translator.error(message, code))
+            await _write(out, translator.error(ex.redactor.redact(message), code))
         elif dialect is not None:
-            await _write(out, dialect.stream_error(message, code))
+            await _write(out, dialect.stream_error(ex.redactor.redact(message), code))
         else:
-            await _write(out, error_event(message, code))
+            await _write(out, error_event(message, ex.redactor, code))
         return Streamed(out, Verdict.UPSTREAM_FAILED)
     if dialect is not None:
         dialect.served(target, str((meter.first or {}).get("id") or "") or None)
@@ -147,7 +147,7 @@ async def _relay(
 def _early_failure(ex: Exchange, meter: Meter, target: Target) -> Answer | Failure | None:
     """A stream whose first event is an error, or comes from another model, can still fail over."""
     if meter.error is not None:
-        message = error_message(meter.error) or "error event"
+        message = ex.redactor.redact(error_message(meter.error) or "error event")
         return upstream_error(ex.upstream.outcomes, target, 200, message, meter.error)
     if meter.first is None and meter.first_at is not None and not meter.done:
         return Failure(FailureReason.BAD_RESPONSE, "the stream's first event is not a JSON object")
