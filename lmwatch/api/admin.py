@@ -392,7 +392,7 @@ async def route_explain(request: web.Request) -> web.Response:
             raw,
             endpoint_name,
             request.headers.get("X-LMWatch-Task"),
-            forbids_cloud(request),
+            forbids_cloud(request.headers, None),
         )
     )
 
