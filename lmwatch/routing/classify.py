@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmwatch.config import RoutingConfig
-from lmwatch.routing.taskmodel import LinearModel, Scored, knows_nothing, shipped_model
+from lmwatch.routing.taskmodel import LinearModel, Scored, shipped_model
 from lmwatch.routing.textfeatures import LENGTH, features
 
 KEYWORD_CAP = 4
@@ -138,7 +138,7 @@ class Classifier:
     def _by_model(self, text: str, shape: tuple[str, ...]) -> Classification:
         model = self.model
         scored = model.score(text)
-        if knows_nothing(scored):
+        if model.knows_nothing(scored):
             if not shape:
                 return Classification(self.default_task, {}, ("default",))
             scored = Scored((0.0,) * len(model.tasks), [], 0.0)  # no prior: the shape alone decides
@@ -149,9 +149,10 @@ class Classifier:
         win, runner = sorted(range(len(logits)), key=logits.__getitem__, reverse=True)[:2]
         scores = Probabilities(model.tasks, logits, logits[win])
         task = model.tasks[win]
-        features = [(m, f"{label}({task}+{m:.2f})") for label, m in model.top_features(scored, win, runner, REASONS)]
+        top = model.top_features(scored, win, runner, REASONS)
         if not shape:  # top_features answers strongest first already
-            return Classification(task, scores, tuple(note for _, note in features))
+            return Classification(task, scores, tuple([f"{label}({task}+{m:.2f})" for label, m in top]))
+        features = [(m, f"{label}({task}+{m:.2f})") for label, m in top]
         notes = [(p, f"{n}({t}+{p:g})") for n, (t, p) in SHAPE_NUDGES.items() if n in shape and t == task] + features
         notes.sort(key=lambda n: -n[0])
         return Classification(task, scores, tuple(note for _, note in notes[:REASONS]))
