@@ -5,6 +5,11 @@ The body is normalised (keys sorted, compact JSON) without the fields that do no
 into the key as two flags, since a streamed and a JSON answer are stored apart). The model is the
 resolved one, not what the client wrote: `auto` today and `auto` after a model swap are different
 requests.
+
+A body without the fields the answer ignores is keyed on its bytes as sent instead: hashing them
+costs a fraction of re-serialising it (this runs on every cacheable request, a miss included). The
+same bytes meet; the same request spelled otherwise (key order, spaces) merely misses. The two forms
+never mix up two requests: one body's bytes equal another's canonical form only when both ask the same.
 """
 
 from __future__ import annotations
@@ -14,16 +19,31 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-FRAMING = frozenset({"model", "stream", "stream_options", "user", "metadata", "store"})
+IGNORED = frozenset({"user", "metadata", "store"})
+"""Fields that do not change the answer."""
+FRAMING = frozenset({"model", "stream", "stream_options"}) | IGNORED
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+"""Made once: `json.dumps` with options builds an encoder per call."""
 
 
 def canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _CANONICAL.encode(value).encode()
 
 
-def response_key(endpoint: str, models: Iterable[str], body: dict[str, Any], stream: bool, usage: bool) -> str:
-    digest = hashlib.sha256(f"{endpoint}\0{','.join(models)}\0{int(stream)}{int(usage)}\0".encode())
-    digest.update(canonical({k: v for k, v in body.items() if k not in FRAMING}))
+def request_digest(endpoint: str, models: Iterable[str], stream: bool, usage: bool) -> hashlib.blake2b:
+    """A digest begun with what the key takes from outside the body (the semantic cache's scopes too)."""
+    return hashlib.blake2b(f"{endpoint}\0{','.join(models)}\0{int(stream)}{int(usage)}\0".encode(), digest_size=16)
+
+
+def response_key(
+    endpoint: str, models: Iterable[str], body: dict[str, Any], raw: bytes, stream: bool, usage: bool
+) -> str:
+    """`raw`: the body's bytes as the client sent them (keyed on directly when `body` has no ignored field)."""
+    digest = request_digest(endpoint, models, stream, usage)
+    if raw and IGNORED.isdisjoint(body):
+        digest.update(raw)
+    else:
+        digest.update(canonical({k: v for k, v in body.items() if k not in FRAMING}))
     return "r:" + digest.hexdigest()
 
 
