@@ -23,6 +23,7 @@ import platform
 import statistics
 import time
 from collections import Counter
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -43,9 +44,11 @@ def load(path: Path) -> list[tuple[str, str, str]]:
 
 def accuracy_table(
     classifier: Classifier, rows: list[tuple[str, str, str]], title: str
-) -> tuple[list[str], float, float]:
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """The report of `rows` (with per-source accuracy) and its (true, guess) pairs."""
     guesses = [classifier.classify({"messages": [{"role": "user", "content": text}]}).task for text, _, _ in rows]
-    lines, accuracy, macro = confusion_report([(r[1], guess) for r, guess in zip(rows, guesses, strict=True)], title)
+    pairs = [(r[1], guess) for r, guess in zip(rows, guesses, strict=True)]
+    lines, _, _ = confusion_report(pairs, title)
     sources = sorted({r[2] for r in rows})
     if len(sources) > 1:
         lines += ["| source | n | accuracy |", "|---|---|---|"]
@@ -53,37 +56,81 @@ def accuracy_table(
             right = [r[1] == g for r, g in zip(rows, guesses, strict=True) if r[2] == source]
             lines.append(f"| {source} | {len(right)} | {sum(right) / len(right):.3f} |")
         lines.append("")
-    return lines, accuracy, macro
+    return lines, pairs
 
 
 def confusion_report(pairs: list[tuple[str, str]], title: str) -> tuple[list[str], float, float]:
-    """Per-class precision, recall and F1, accuracy, macro-F1 and the confusion matrix of (true, guess) pairs."""
+    """Per-class precision, recall and F1, accuracy, macro-F1 and the confusion matrix of (true, guess)
+    pairs; for a set whose classes differ in size, also the class-balanced figures (`balanced`)."""
     confusion: Counter[tuple[str, str]] = Counter(pairs)
-    right = sum(confusion[(t, t)] for t in TASKS)
+    rows = metrics(confusion)
+    accuracy, macro = sum(confusion[(t, t)] for t in TASKS) / len(pairs), statistics.mean(r[2] for r in rows)
+    counts = Counter(t for t, _ in pairs)
     lines = [
         f"### {title}: {len(pairs)} prompts",
         "",
         "| task | precision | recall | F1 | n |",
         "|---|---|---|---|---|",
     ]
-    f1s = []
-    for task in TASKS:
-        predicted = sum(n for (_, g), n in confusion.items() if g == task)
-        actual = sum(n for (t, _), n in confusion.items() if t == task)
-        p = confusion[(task, task)] / predicted if predicted else 0.0
-        r = confusion[(task, task)] / actual if actual else 0.0
-        f1 = 2 * p * r / (p + r) if p + r else 0.0
-        f1s.append(f1)
-        lines.append(f"| {task} | {p:.3f} | {r:.3f} | {f1:.3f} | {actual} |")
-    accuracy, macro = right / len(pairs), statistics.mean(f1s)
-    balanced = statistics.mean(
-        confusion[(t, t)] / n for t in TASKS if (n := sum(v for (a, _), v in confusion.items() if a == t))
-    )
-    lines += ["", f"accuracy **{accuracy:.3f}**, macro-F1 **{macro:.3f}**, mean recall {balanced:.3f}", ""]
+    lines += [
+        f"| {t} | {p:.3f} | {r:.3f} | {f1:.3f} | {counts[t]} |" for t, (p, r, f1) in zip(TASKS, rows, strict=True)
+    ]
+    mean_recall, even_macro = balanced_scores(pairs)
+    lines += ["", f"accuracy **{accuracy:.3f}**, macro-F1 **{macro:.3f}**, mean recall {mean_recall:.3f}", ""]
+    if len({counts[t] for t in TASKS}) > 1:
+        even_rows = metrics(balanced(confusion))
+        lines += [
+            "Class-balanced (each true class's row of the matrix scaled to the same count, as on a hidden set",
+            "of about 150 prompts per task): precision and F1 from the scaled matrix; recall is unchanged.",
+            "",
+            "| task | precision | F1 | balanced precision | balanced F1 |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {t} | {p:.3f} | {f1:.3f} | {bp:.3f} | {bf1:.3f} |"
+            for t, (p, _, f1), (bp, _, bf1) in zip(TASKS, rows, even_rows, strict=True)
+        ]
+        lines += [
+            "",
+            f"balanced accuracy (= mean recall) **{mean_recall:.3f}**, balanced macro-F1 **{even_macro:.3f}**"
+            f" (raw: {accuracy:.3f}, {macro:.3f})",
+            "",
+        ]
     guesses = [*TASKS, *sorted({g for _, g in confusion} - set(TASKS))]
     lines += ["| true \\ predicted | " + " | ".join(guesses) + " |", "|---" * (len(guesses) + 1) + "|"]
     lines += [f"| {t} | " + " | ".join(str(confusion[(t, g)]) for g in guesses) + " |" for t in TASKS]
     return [*lines, ""], accuracy, macro
+
+
+def metrics(confusion: Mapping[tuple[str, str], float]) -> list[tuple[float, float, float]]:
+    """Per task, in `TASKS` order: precision, recall and F1 of a (true, guess) -> count matrix."""
+    out = []
+    for task in TASKS:
+        predicted = sum(n for (_, g), n in confusion.items() if g == task)
+        actual = sum(n for (t, _), n in confusion.items() if t == task)
+        right = confusion.get((task, task), 0)
+        p = right / predicted if predicted else 0.0
+        r = right / actual if actual else 0.0
+        out.append((p, r, 2 * p * r / (p + r) if p + r else 0.0))
+    return out
+
+
+def balanced_scores(pairs: list[tuple[str, str]]) -> tuple[float, float]:
+    """Balanced accuracy (the mean recall over the classes present) and the macro-F1 of `balanced`."""
+    confusion = Counter(pairs)
+    present = {t for t, _ in pairs}
+    recalls = [r for t, (_, r, _) in zip(TASKS, metrics(confusion), strict=True) if t in present]
+    return statistics.mean(recalls), statistics.mean(f1 for _, _, f1 in metrics(balanced(confusion)))
+
+
+def balanced(confusion: Mapping[tuple[str, str], float]) -> dict[tuple[str, str], float]:
+    """The matrix with each true class's row scaled to the same total (the mean row count): what a set
+    with as many prompts of each task would see, if each class's errors stayed in proportion."""
+    totals: dict[str, float] = {}
+    for (t, _), n in confusion.items():
+        totals[t] = totals.get(t, 0.0) + n
+    mean = statistics.mean(totals.values())
+    return {(t, g): n * mean / totals[t] for (t, g), n in confusion.items()}
 
 
 def latency(routing: RoutingConfig, rows: list[tuple[str, str, str]], repeat: int) -> dict[str, float]:
@@ -175,9 +222,9 @@ def main() -> None:
         rows = load(path)
         everything += rows
         title = titles.get(path, path.name)
-        lines, accuracy, macro = accuracy_table(classifier, rows, title)
+        lines, pairs = accuracy_table(classifier, rows, title)
         report += [*lines[:1], "", *notes.get(path, []), *lines[2:]]
-        summary.append((title, len(rows), accuracy, macro))
+        summary.append((title, pairs))
         timings.append((title, len(rows), latency(routing, rows, args.repeat)))
     timings.append(("all of them", len(everything), latency(routing, everything, args.repeat)))
     report += [
@@ -203,10 +250,17 @@ def main() -> None:
     timing = timings[-1][2]
     text = "\n".join(report)
     print(text)
-    print("README table:\n\n| held-out set | prompts | accuracy | macro-F1 |\n|---|---|---|---|")
-    for name, n, accuracy, macro in summary:
-        print(f"| {name} | {n} | {accuracy:.3f} | {macro:.3f} |")
-    print(f"| time per request (median / p99) | | {timing['wall_p50']:.0f} µs / {timing['wall_p99']:.0f} µs | |")
+    print("README table:\n")
+    print("| held-out set | prompts | accuracy | macro-F1 | balanced accuracy | balanced macro-F1 |")
+    print("|---|---|---|---|---|---|")
+    for name, pairs in summary:
+        _, accuracy, macro = confusion_report(pairs, name)
+        print(
+            f"| {name} | {len(pairs)} | {accuracy:.3f} | {macro:.3f} | "
+            + " | ".join(f"{x:.3f}" for x in balanced_scores(pairs))
+            + " |"
+        )
+    print(f"| time per request (median / p99) | | {timing['wall_p50']:.0f} µs / {timing['wall_p99']:.0f} µs | | | |")
     if args.write:
         old = args.write.read_text() if args.write.exists() else ""
         begin = old.find("<!-- embedding mode: bench/embedclass.py -->")
