@@ -22,12 +22,16 @@ from typing import Any
 IGNORED = frozenset({"user", "metadata", "store"})
 """Fields that do not change the answer."""
 FRAMING = frozenset({"model", "stream", "stream_options"}) | IGNORED
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-"""Made once: `json.dumps` with options builds an encoder per call."""
+
+
+def canonical_encoder() -> json.JSONEncoder:
+    """One per call site that encodes many values: `json.dumps` with options builds an encoder each time."""
+    return json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def canonical(value: Any) -> bytes:
-    return _CANONICAL.encode(value).encode()
+    """Only for bodies with fields the key ignores; the common case keys the bytes as sent."""
+    return canonical_encoder().encode(value).encode()
 
 
 def request_digest(endpoint: str, models: Iterable[str], stream: bool, usage: bool) -> hashlib.blake2b:
@@ -51,9 +55,10 @@ def embedding_keys(model: str, body: dict[str, Any], inputs: list[Any]) -> list[
     """One key per input text (or token list): the model, the parameters (dimensions, encoding) and it."""
     params = canonical({k: v for k, v in body.items() if k not in FRAMING and k != "input"})
     prefix = hashlib.sha256(f"{model}\0".encode() + params + b"\0")
+    encode = canonical_encoder().encode
     keys = []
     for item in inputs:
         digest = prefix.copy()
-        digest.update(canonical(item))
+        digest.update(encode(item).encode())
         keys.append("e:" + digest.hexdigest())
     return keys
