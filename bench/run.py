@@ -142,29 +142,37 @@ def daemon_config(path: Path, port: int, sim_port: int, extra: str = "") -> None
 
 
 @contextmanager
-def cached_daemon(sim_port: int) -> Iterator[str]:
-    """A second daemon on the same simulator, with the response cache on (SQLite in a scratch state dir)."""
+def cached_daemon(sim_port: int) -> Iterator[tuple[str, int]]:
+    """A second daemon on the same simulator, with the response cache on (SQLite in a scratch state dir):
+    its URL and process id."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="lmwatch-bench-cache-") as state:
         config = Path(state) / "config.yaml"
         daemon_config(config, port, sim_port, f"state_dir: {state}\ncache: {{enabled: true}}\n")
         url = f"http://127.0.0.1:{port}"
-        with process([sys.executable, "-m", "lmwatch", "run", "--config", str(config)], url + "/readyz"):
-            yield url
+        with process([sys.executable, "-m", "lmwatch", "run", "--config", str(config)], url + "/readyz") as daemon:
+            yield url, daemon.pid
 
 
-def cache_figures(direct: str, through: str, cached: str, rounds: int, seconds: int) -> tuple[list[Check], Rows]:
+def cache_figures(
+    direct: str, daemons: tuple[tuple[str, int], tuple[str, int]], rounds: int, seconds: int
+) -> tuple[list[Check], Rows]:
     """A miss's added latency (new deterministic requests, through the cached daemon vs through the
     one without a cache: the median of each round's difference) and a hit's latency (one request
-    repeated), at concurrency 1, alternating."""
+    repeated), at concurrency 1, alternating; beside the latency, each daemon's CPU per miss request
+    (from /proc: the figure a busy machine disturbs least)."""
     path = "/v1/chat/completions"
+    (through, through_pid), (cached, cached_pid) = daemons  # (URL, process id) without and with the cache
     wrk(cached + path, "cache_hit.lua", 1, 1)  # stores the answer the hit runs get
-    runs = []
+    runs, cpu = [], []
     for _ in range(rounds):
+        plain_run, (plain_cpu,) = wrk_cpu(through + path, "cache_miss.lua", 1, seconds, [through_pid])
+        miss_run, (miss_cpu,) = wrk_cpu(cached + path, "cache_miss.lua", 1, seconds, [cached_pid])
+        cpu.append((plain_cpu, miss_cpu))
         runs.append(
             (
-                wrk(through + path, "cache_miss.lua", 1, seconds).p50,
-                wrk(cached + path, "cache_miss.lua", 1, seconds).p50,
+                plain_run.p50,
+                miss_run.p50,
                 wrk(direct + path, "cache_hit.lua", 1, seconds).p50,
                 wrk(through + path, "cache_hit.lua", 1, seconds).p50,
                 wrk(cached + path, "cache_hit.lua", 1, seconds).p50,
@@ -190,6 +198,10 @@ def cache_figures(direct: str, through: str, cached: str, rounds: int, seconds: 
         "p50, new temperature-0 requests, no cache / cache miss (ms)": (plain, miss),
         "p50, one temperature-0 request repeated, direct / cache hit (ms)": (alone, hit),
         "p50, one temperature-0 request repeated, through lmwatch without a cache (ms)": (proxied, proxied),
+        "CPU per new temperature-0 request, no cache / cache miss (us)": (
+            statistics.median(c[0] for c in cpu) * 1e6,
+            statistics.median(c[1] for c in cpu) * 1e6,
+        ),
     }
     return checks, rows
 
@@ -505,11 +517,13 @@ def main() -> None:
     with (
         process(sim_args, direct + "/v1/models") as simulator,
         process([sys.executable, "-m", "lmwatch", "run", "--config", cfg.name], through + "/readyz") as daemon,
-        cached_daemon(sim_port) as cached,
+        cached_daemon(sim_port) as (cached, cached_pid),
     ):
         for url in (direct, through, cached):  # warm up: connections, caches, the first poll
             wrk(url + path, "chat.lua", 4, 2)
-        cache_checks, cache_rows = cache_figures(direct, through, cached, args.rounds, args.seconds)
+        cache_checks, cache_rows = cache_figures(
+            direct, ((through, daemon.pid), (cached, cached_pid)), args.rounds, args.seconds
+        )
         if args.cache_only:
             os.unlink(cfg.name)
             print(f"Machine: {machine()}; load average {os.getloadavg()[0]:.2f} at the end.")

@@ -2,8 +2,8 @@
 
 Lines are written by one background thread, in order, so the event loop never waits on the disk;
 a control action awaits its line before answering, so what an operator was told happened is on
-disk. Every string passes through the log redaction first, so a registered secret (admin token,
-client key, backend token) never reaches the file. `reopen()` (on SIGHUP) starts a new file at the
+disk. Every string passes through the owning daemon's Redactor first, so a secret of its config
+(admin token, client key, backend token) never reaches the file. `reopen()` (on SIGHUP) starts a new file at the
 same path after logrotate moved the old one. Nothing is sent anywhere: the file stays on the host.
 Request lines wait in a bounded queue: past `MAX_QUEUED` lines not yet written (a disk that cannot
 keep up) new request lines are dropped and counted as failures, so memory stays bounded; control
@@ -20,13 +20,13 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from lmwatch.logs import redact
+from lmwatch.redaction import Redactor
 
 log = logging.getLogger("lmwatch.audit")
 
@@ -35,6 +35,8 @@ MAX_QUEUED = 10_000
 """Request lines queued but not written yet, past which new request lines are dropped."""
 MAX_STRING_CHARS = 4096
 """Longest string a line carries (a caller-chosen path, a prompt message); the rest is cut."""
+_SECRET_MARGIN = 512
+"""Characters past the cut that are redacted with the rest: no secret is this long."""
 REFUSAL_INTERVAL = 60.0
 """Refused `/admin` calls from one source: the first is written at once, the others of the interval
 as one line with their count when it ends."""
@@ -42,18 +44,19 @@ MAX_REFUSAL_SOURCES = 1024
 """Sources counted apart per interval; past it the others share one `remote: "(other)"` line."""
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, str):
-        if len(value) > MAX_STRING_CHARS:
-            value = f"{value[:MAX_STRING_CHARS]}...({len(value) - MAX_STRING_CHARS} more characters)"
-        return redact(value)
+def _clean(value: Any, redact: Callable[[str], str]) -> Any:
+    """JSON-able `value` with every string redacted and cut (redacted first: no cut leaves half a secret)."""
     if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): _clean(v, redact) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return [_clean(v, redact) for v in value]
     if value is None or isinstance(value, bool | int | float):
         return value
-    return redact(str(value))
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= MAX_STRING_CHARS:
+        return redact(text)
+    kept = redact(text[: MAX_STRING_CHARS + _SECRET_MARGIN])[:MAX_STRING_CHARS]  # a secret across the cut goes whole
+    return f"{kept}...({len(text) - MAX_STRING_CHARS} more characters)"
 
 
 def now_iso() -> str:
@@ -63,7 +66,9 @@ def now_iso() -> str:
 class AuditLog:
     """Append-only JSON lines. Disabled (every call a no-op) until `configure()` gives it a path."""
 
-    def __init__(self) -> None:
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
+        """The secrets of the daemon that owns this log."""
         self.path: Path | None = None
         self.requests = False
         """Write request lines (`audit.requests`)."""
@@ -126,7 +131,9 @@ class AuditLog:
         """Queue one line (with `time` added); returns the future of its write, None when disabled."""
         if self._executor is None or self.path is None:
             return None
-        line = json.dumps(_clean({"time": now_iso(), **entry}), separators=(",", ":"), default=str)
+        line = json.dumps(
+            _clean({"time": now_iso(), **entry}, self.redactor.redact), separators=(",", ":"), default=str
+        )
         self._queued += 1
         return self._executor.submit(self._write, self.path, line)
 

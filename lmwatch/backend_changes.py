@@ -9,24 +9,27 @@ from __future__ import annotations
 from lmwatch.config import BackendConfig, backend_secrets
 from lmwatch.discovery import BackendSources
 from lmwatch.errors import Conflict, NotFound
-from lmwatch.logs import register_secrets
+from lmwatch.redaction import Redactor
 from lmwatch.registry import Registry
 from lmwatch.watcher import Watcher
 
 
 class BackendChanges:
-    def __init__(self, sources: BackendSources, registry: Registry, watcher: Watcher) -> None:
+    def __init__(self, sources: BackendSources, registry: Registry, watcher: Watcher, redactor: Redactor) -> None:
         self.sources = sources
+        self._redactor = redactor
         self._registry = registry
         self._watcher = watcher
         self.live = False
         """Set by the control plane once the watcher runs (and cleared when it stops)."""
 
     def backends(self) -> list[BackendConfig]:
-        """The merged backends, their URL passwords and tokens registered for redaction first (those
-        of backend files and the admin API too, not only the config's)."""
+        """The merged backends, their URL passwords and tokens known to the redactor first (those of
+        backend files and the admin API too, not only the config's; a token file's next token too)."""
         backends = self.sources.effective()
-        register_secrets(backend_secrets(backends))
+        for backend in backends:
+            backend.redact_tokens_with(self._redactor)
+        self._redactor.add(backend_secrets(backends))
         return backends
 
     def sync(self) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from lmwatch import __version__, event_loop
 from lmwatch.config import ConfigError, LoadedConfig, load_config
 from lmwatch.logs import setup_logging
+from lmwatch.redaction import Redactor
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -44,11 +45,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     loaded = _load_or_report(args.config)
     if loaded is None:
         return 1
-    setup_logging(loaded.config.logging.level, loaded.config.logging.format)
+    redactor = Redactor()  # the daemon's, given to the log handler too
+    setup_logging(redactor, loaded.config.logging.level, loaded.config.logging.format)
     from lmwatch.daemon import CannotListen, Daemon
 
     async def main() -> None:
-        await Daemon(loaded).run_until_signalled()
+        await Daemon(loaded, redactor=redactor).run_until_signalled()
 
     try:
         event_loop.run(main())

@@ -32,7 +32,7 @@ from pydantic import (
 )
 
 from lmwatch.flavours import AUTO, FLAVOURS
-from lmwatch.logs import basic_credentials, redact, register_secrets
+from lmwatch.redaction import Redactor, basic_credentials, strip_userinfo
 
 DEFAULT_PORT = 9234
 """lmwatch's listen port: not LM Studio's 1234, and free in the usual exporter range."""
@@ -93,6 +93,11 @@ class ServerConfig(Strict):
     """An idle client connection (no request under way) is closed after this."""
 
 
+def repeated(names: list[str]) -> list[str]:
+    """The names listed more than once, sorted (for a validator's "listed twice" message)."""
+    return sorted({n for n in names if names.count(n) > 1})
+
+
 class KeepLoaded(Strict):
     """A model lmwatch keeps loaded on a backend; a plain string is just the model id."""
 
@@ -143,6 +148,12 @@ class BackendConfig(Strict):
         if self.api_token_file is not None:
             self._token_file = TokenFile(self.api_token_file)
 
+    def redact_tokens_with(self, redactor: Redactor) -> None:
+        """Have `redactor` learn every token the token file holds, a rotated one from the first
+        request that sends it (the daemon does this for each backend it watches)."""
+        if self._token_file is not None:
+            self._token_file.redactor = redactor
+
     @field_validator("url")
     @classmethod
     def _no_path_or_query(cls, url: AnyHttpUrl) -> AnyHttpUrl:
@@ -153,8 +164,7 @@ class BackendConfig(Strict):
     @field_validator("keep_loaded")
     @classmethod
     def _once_each(cls, items: list[KeepLoaded]) -> list[KeepLoaded]:
-        ids = [item.model for item in items]
-        twice = sorted({i for i in ids if ids.count(i) > 1})
+        twice = repeated([item.model for item in items])
         if twice:
             raise ValueError(f"lists {', '.join(twice)} more than once")
         return items
@@ -202,6 +212,8 @@ class TokenFile:
     path: Path
     clock: Callable[[], float] = field(default=time.monotonic, compare=False)
     ttl: float = field(default_factory=lambda: TOKEN_FILE_TTL_SECONDS, compare=False)
+    redactor: Redactor | None = field(default=None, compare=False)
+    """Learns each token read (set by the config's owner, `BackendConfig.redact_tokens_with`)."""
     _read_at: float | None = field(default=None, compare=False)
     _token: str | None = field(default=None, compare=False)
 
@@ -213,8 +225,8 @@ class TokenFile:
             token = self.path.read_text().strip() or None
         except ValueError as exc:  # a NUL byte in the path, undecodable content: unreadable all the same
             raise OSError(f"{self.path}: {exc}") from None
-        if token:  # a rotated token is redacted from the first request that sends it
-            register_secrets([token])
+        if token and self.redactor is not None:  # a rotated token is redacted from the first request sending it
+            self.redactor.add([token])
         self._read_at, self._token = now, token
         return token
 
@@ -495,8 +507,7 @@ class ClientsConfig(Strict):
     @field_validator("keys")
     @classmethod
     def _unique_names(cls, keys: list[ClientKeyConfig]) -> list[ClientKeyConfig]:
-        names = [k.name for k in keys]
-        twice = sorted({n for n in names if names.count(n) > 1})
+        twice = repeated([k.name for k in keys])
         if twice:
             raise ValueError(f"client key name(s) used twice: {', '.join(twice)}")
         return keys
@@ -678,11 +689,9 @@ class Config(Strict):
     @field_validator("backends")
     @classmethod
     def _unique_names(cls, backends: list[BackendConfig]) -> list[BackendConfig]:
-        seen: set[str] = set()
-        for backend in backends:
-            if backend.name in seen:
-                raise ValueError(f"backend name {backend.name!r} is used twice")
-            seen.add(backend.name)
+        twice = repeated([b.name for b in backends])
+        if twice:
+            raise ValueError(f"backend name {twice[0]!r} is used twice")
         return backends
 
 
@@ -735,7 +744,7 @@ class ConfigError(Exception):
 
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source
-        self.problems = [redact(p) for p in problems]  # a YAML snippet or a bad URL may carry a password
+        self.problems = [strip_userinfo(p) for p in problems]  # a YAML snippet or a bad URL may carry a password
         super().__init__("\n".join(f"{source}: {p}" for p in self.problems))
 
 
@@ -839,7 +848,7 @@ def _describe(error: Mapping[str, Any]) -> str:
 
 def validation_problems(error: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[str]:
     """Turn a pydantic error into `path: message` lines (also used for runtime-added backends)."""
-    return [redact(f"{format_path((*prefix, *e['loc']))}: {_describe(e)}") for e in error.errors()]
+    return [strip_userinfo(f"{format_path((*prefix, *e['loc']))}: {_describe(e)}") for e in error.errors()]
 
 
 def parse_config(text: str, source: str = "<config>", env: Mapping[str, str] | None = None) -> LoadedConfig:

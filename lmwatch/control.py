@@ -52,7 +52,6 @@ from lmwatch.credentials import (
 )
 from lmwatch.discovery import BackendSources, FileDiscovery
 from lmwatch.errors import InvalidRequest
-from lmwatch.logs import register_secrets
 from lmwatch.model_changes import ModelChanges
 from lmwatch.services import Services
 from lmwatch.watcher import Watcher
@@ -89,9 +88,10 @@ class ControlPlane:
         self._env = env
         self.admin = AdminAuth()
         self.access = AccessControl()
-        self.audit = AuditLog()
+        self.redactor = services.config.redactor
+        self.audit = AuditLog(self.redactor)
         self.sources = BackendSources()
-        self.fleet = BackendChanges(self.sources, services.registry, watcher)
+        self.fleet = BackendChanges(self.sources, services.registry, watcher, self.redactor)
         """The backend set: merged sources, runtime additions and removals, polls."""
         self.models = ModelChanges(services, watcher)
         """Loads and unloads the admin API asks for, through the lifecycle."""
@@ -153,8 +153,7 @@ class ControlPlane:
     def apply(self, prepared: Prepared) -> None:
         """Swap in a prepared config. Never fails; synchronous, so no request sees a mix."""
         config = prepared.loaded.config
-        register_secrets(iter_backend_tokens(config))
-        register_secrets(prepared.secrets)
+        self.redactor.replace([*iter_backend_tokens(config), *prepared.secrets])  # a removed key is forgotten
         self.services.config.loaded = prepared.loaded
         self.services.registry.describe_models(self.services.router.capabilities(config.routing).describe)
         self.admin.token = prepared.admin_token
@@ -188,8 +187,8 @@ class ControlPlane:
         else:
             try:  # in a thread: the config, token and key files are read from disk
                 prepared = await asyncio.to_thread(lambda: self.prepare(load_config(path)))
-            except ConfigError as exc:
-                problems = exc.problems
+            except ConfigError as exc:  # the problems reach /status and the API answer: redacted here
+                problems = [self.redactor.redact(p) for p in exc.problems]
                 for problem in problems:
                     log.error("reload refused: %s: %s", exc.source, problem)
                 log.error("reload refused: %d problem(s); the running config stays in force", len(problems))

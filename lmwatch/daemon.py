@@ -31,6 +31,7 @@ from lmwatch.control import ControlPlane
 from lmwatch.lifecycle.manager import Lifecycle
 from lmwatch.metrics.table import Metrics
 from lmwatch.profiling.runner import ProfileRunner, profiles_status
+from lmwatch.redaction import Redactor
 from lmwatch.registry import Registry
 from lmwatch.samplers import build_samplers
 from lmwatch.samplers.runner import SamplerRunner
@@ -52,9 +53,12 @@ CUT_SECONDS = 1.0
 
 
 class Daemon:
-    def __init__(self, loaded: LoadedConfig, extensions: Sequence[Setup] = ()) -> None:
+    def __init__(
+        self, loaded: LoadedConfig, extensions: Sequence[Setup] = (), redactor: Redactor | None = None
+    ) -> None:
+        """`redactor`: the one the log handler redacts with (`setup_logging`); a daemon of its own otherwise."""
         self.registry = Registry()
-        self.holder = ConfigHolder(loaded)
+        self.holder = ConfigHolder(loaded, redactor or Redactor())
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.watcher = Watcher(self.registry)
         samplers = build_samplers(loaded.config)
@@ -73,7 +77,10 @@ class Daemon:
         self.services.lifecycle = self.lifecycle
         self.services.status_sections["lifecycle"] = self.lifecycle.status_section
         self.profiles = ProfileRunner(
-            self.registry, lambda: self.holder.config.resolved_state_dir(self.control.env), self.watcher.poll_now
+            self.registry,
+            lambda: self.holder.config.resolved_state_dir(self.control.env),
+            self.holder.redactor,
+            self.watcher.poll_now,
         )
         self.services.profiles = self.profiles
         self.services.status_sections["profiles"] = lambda: profiles_status(self.registry, self.profiles)
@@ -238,9 +245,11 @@ def _summary(registry: Registry) -> str:
 
 
 @asynccontextmanager
-async def running_daemon(loaded: LoadedConfig, extensions: Sequence[Setup] = ()) -> AsyncIterator[Daemon]:
+async def running_daemon(
+    loaded: LoadedConfig, extensions: Sequence[Setup] = (), redactor: Redactor | None = None
+) -> AsyncIterator[Daemon]:
     """A started daemon for tests and embedding; stopped on exit."""
-    daemon = Daemon(loaded, extensions)
+    daemon = Daemon(loaded, extensions, redactor)
     await daemon.start()
     try:
         yield daemon

@@ -1,23 +1,21 @@
 """Logging: human-readable lines by default, JSON lines on request, secrets always redacted.
 
 Structured context goes in `extra={...}` (event, backend, model, ...); the JSON format writes it as
-fields, the text format relies on the message saying it. The redaction filter replaces every known secret (backend
-tokens, cloud keys, admin token) wherever it appears in a message, an argument or a traceback.
+fields, the text format relies on the message saying it. The redaction filter replaces every secret its Redactor
+knows (backend tokens, cloud keys, admin token, client keys) wherever it appears in a message, an argument or a
+traceback.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
-import re
 import sys
-from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any, ClassVar
-from urllib.parse import quote
+from typing import Any
 
-REDACTED = "***"
+from lmwatch.redaction import Redactor
+
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -41,13 +39,15 @@ class JSONFormatter(logging.Formatter):
 
 
 class RedactingFilter(logging.Filter):
-    """Replaces secrets in the final message; attached to the handler so every logger is covered."""
+    """Replaces the secrets its Redactor knows in the final message; attached to the handler so
+    every logger is covered."""
 
-    secrets: ClassVar[set[str]] = set()
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
+        redact = self.redactor.redact
         message = record.getMessage()
         if record.exc_info:
             message += "\n" + logging.Formatter().formatException(record.exc_info)
@@ -61,43 +61,11 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-_USERINFO = re.compile(r"(?<=://)[^@\s'\"<>]+@")
-"""`user:password@` after a scheme: a URL that was never accepted has no registered password."""
-
-
-def redact(text: str) -> str:
-    """`text` without any registered secret and without URL userinfo."""
-    for secret in RedactingFilter.secrets:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    if "@" in text:
-        text = _USERINFO.sub(REDACTED + "@", text)
-    return text
-
-
-def secret_forms(secret: str) -> Iterator[str]:
-    """The ways a secret can be echoed: as read, percent-encoded (in a URL) and base64-encoded
-    (inside `Basic ...`), the last without its `=` padding so a trimmed echo matches too."""
-    yield secret
-    yield quote(secret, safe="")
-    yield base64.b64encode(secret.encode()).decode("ascii").rstrip("=")
-
-
-def basic_credentials(user: str, password: str) -> str:
-    """The base64 part of the `Basic` header lmwatch sends for `user:password@` in a URL."""
-    return base64.b64encode(f"{user}:{password}".encode("latin-1", "replace")).decode("ascii").rstrip("=")
-
-
-def register_secrets(secrets: Iterable[str]) -> None:
-    """Add secrets to redact, in every form they can be echoed (called the moment a secret is read;
-    strings under 6 characters are ignored: they would redact ordinary words)."""
-    RedactingFilter.secrets.update(form for s in secrets if len(s) >= 6 for form in secret_forms(s) if len(form) >= 6)
-
-
-def setup_logging(level: str = "info", fmt: str = "text") -> None:
+def setup_logging(redactor: Redactor, level: str = "info", fmt: str = "text") -> None:
+    """Log to stderr through `redactor`: the one of the daemon (or command) that owns the config."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
-    handler.addFilter(RedactingFilter())
+    handler.addFilter(RedactingFilter(redactor))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

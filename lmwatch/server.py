@@ -118,7 +118,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             message = f"no route {request.method} {request.path}"
         else:
             message = exc.reason
-        answer = ApiError(exc.status, message, code=_CODES.get(exc.status)).response()
+        error = ApiError(exc.status, message, code=_CODES.get(exc.status))
+        answer = error.response(request.app[SERVICES].config.redactor)
         if allow := exc.headers.get("Allow"):
             answer.headers["Allow"] = allow
         return answer

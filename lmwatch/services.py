@@ -1,7 +1,8 @@
 """The long-lived objects a running daemon shares with its HTTP handlers.
 
 Handlers get them from `request.app[SERVICES]`; nothing else is global. The config is held behind
-`ConfigHolder` so a reload swaps it in one assignment and a request keeps the config it started with.
+`ConfigHolder` so a reload swaps it in one assignment and a request keeps the config it started with;
+the holder also keeps the secrets that config reaches, to redact them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from lmwatch.config import Config, LoadedConfig
 from lmwatch.metrics.table import Metrics
+from lmwatch.redaction import Redactor
 from lmwatch.registry import Registry
 from lmwatch.routing.decide import Router
 
@@ -28,6 +30,9 @@ if TYPE_CHECKING:
 @dataclass
 class ConfigHolder:
     loaded: LoadedConfig
+    redactor: Redactor = field(default_factory=Redactor)
+    """The secrets of the config in force (and of what was added since): every log line, error
+    answer and audit line of this daemon passes through it."""
 
     @property
     def config(self) -> Config:

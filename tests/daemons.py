@@ -16,6 +16,7 @@ import aiohttp
 
 from lmwatch.config import LoadedConfig, load_config
 from lmwatch.daemon import Daemon, running_daemon
+from lmwatch.redaction import Redactor
 
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
 WRONG_TOKEN = "admin-token-wrong-000000000000"
@@ -48,9 +49,10 @@ def config_file(tmp_path: Path, body: str, *, token: bool = True, name: str = "l
 
 
 @asynccontextmanager
-async def daemon_for(path: Path) -> AsyncIterator[Daemon]:
+async def daemon_for(path: Path, redactor: Redactor | None = None) -> AsyncIterator[Daemon]:
+    """A daemon on the config at `path`; `redactor`: the one the test's log handlers use."""
     loaded: LoadedConfig = load_config(path, env={})
-    async with running_daemon(loaded) as daemon:
+    async with running_daemon(loaded, redactor=redactor) as daemon:
         yield daemon
 
 

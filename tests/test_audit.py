@@ -18,7 +18,7 @@ from lmwatch.api.auth import note_request
 from lmwatch.audit import AuditLog
 from lmwatch.config import load_config
 from lmwatch.daemon import running_daemon
-from lmwatch.logs import register_secrets
+from lmwatch.redaction import Redactor
 from lmwatch.simulator import RunningSimulator, SimSettings, start_simulator
 from tests.daemons import (
     ADMIN_TOKEN,
@@ -144,8 +144,7 @@ async def test_request_lines_only_when_enabled_and_prompts_only_when_asked(
 
 
 async def test_registered_secrets_are_redacted_everywhere_in_a_line(tmp_path: Path) -> None:
-    register_secrets(["audit-secret-value-123456"])
-    log = AuditLog()
+    log = AuditLog(Redactor(["audit-secret-value-123456"]))
     log.configure(tmp_path / "deep" / "dir" / "audit.jsonl")
     await log.control(
         actor="x",
@@ -211,7 +210,7 @@ async def test_request_lines_past_the_queue_bound_are_dropped_and_counted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("lmwatch.audit.MAX_QUEUED", 3)
-    log = AuditLog()
+    log = AuditLog(Redactor())
     log.configure(tmp_path / "audit.jsonl", requests=True)
     assert log._executor is not None
     gate = threading.Event()

@@ -12,7 +12,6 @@ import pytest
 
 from lmwatch.daemon import Daemon
 from lmwatch.discovery import parse_backend_file
-from lmwatch.logs import redact
 from lmwatch.registry import Health, Snapshot
 from lmwatch.simulator import RunningSimulator, SimSettings, start_simulator
 from tests.daemons import admin, backend_yaml, config_file, daemon_for, metric_value, write
@@ -227,4 +226,4 @@ async def test_secrets_of_file_and_runtime_backends_are_redacted(
         status, _ = await admin(http, daemon, "POST", "/admin/backends", {"name": "r1", "url": url})
         assert status == 201
         for secret in (file_password, file_token, runtime_password):
-            assert redact(f"a {secret} b") == "a *** b"
+            assert daemon.holder.redactor.redact(f"a {secret} b") == "a *** b"

@@ -1,4 +1,5 @@
-"""No import cycle between lmwatch's top-level parts (`api`, `routing`, `registry.py`, ...).
+"""No import cycle between lmwatch's top-level parts (`api`, `routing`, `registry.py`, ...), and no
+domain part that reaches the HTTP layer.
 
 Every import counts, at module level or inside a function (a local import hides a cycle, it does not
 remove it); only `if TYPE_CHECKING:` imports, which never run, are left out. No edge is excused:
@@ -92,6 +93,36 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_cycle_between_top_level_parts() -> None:
     assert cycles(graph()) == []
+
+
+HTTP_LAYER = ("lmwatch.api", "lmwatch.server", "aiohttp.web")
+"""What turns domain errors into statuses and error shapes (and aiohttp's server side)."""
+SPEAKS_HTTP = frozenset({"api", "server", "daemon", "services", "console", "simulator"})
+"""The surfaces, the wiring (`services.py` holds the app keys) and the simulator (a server of its own)."""
+
+
+def reaches_http(path: Path, me: str) -> list[str]:
+    """The HTTP-layer modules `path` (in part `me`) imports, when `me` is a domain part."""
+    if me in SPEAKS_HTTP:
+        return []
+    layer = tuple(m + "." for m in HTTP_LAYER)
+    return sorted(m for m in imports_of(path) if m in HTTP_LAYER or m.startswith(layer))
+
+
+def test_domain_code_never_reaches_the_http_layer() -> None:
+    """Domain code raises `lmwatch/errors.py`'s errors; only `api/` maps them to statuses and shapes."""
+    found = [
+        f"{path.relative_to(PACKAGE)}: {module}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for module in reaches_http(path, path.relative_to(PACKAGE).parts[0].removesuffix(".py"))
+    ]
+    assert found == []
+
+
+def test_the_http_check_sees_a_domain_import(tmp_path: Path) -> None:
+    (tmp_path / "select.py").write_text("def f():\n    from lmwatch.api.errors import ApiError\n")
+    assert reaches_http(tmp_path / "select.py", "routing") == ["lmwatch.api.errors", "lmwatch.api.errors.ApiError"]
+    assert reaches_http(tmp_path / "select.py", "api") == []
 
 
 def test_the_check_sees_a_cycle_and_a_local_import(tmp_path: Path) -> None:

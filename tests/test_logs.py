@@ -16,23 +16,21 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from lmwatch.logs import REDACTED, TEXT_FORMAT, RedactingFilter, register_secrets, setup_logging
+from lmwatch.logs import TEXT_FORMAT, RedactingFilter, setup_logging
+from lmwatch.redaction import REDACTED, Redactor
 from tests.daemons import daemon_for, write
 
 SECRET = "sk-lm-Zz9Yy8Xx:Ww7Vv6Uu5Tt4Ss3Rr2Qq1"
 
 
 @pytest.fixture(autouse=True)
-def clean_secrets() -> Iterator[None]:
-    saved = set(RedactingFilter.secrets)
+def clean_handlers() -> Iterator[None]:
     yield
-    RedactingFilter.secrets.clear()
-    RedactingFilter.secrets.update(saved)
     logging.getLogger().handlers.clear()
 
 
 def test_json_lines_carry_context(capsys: pytest.CaptureFixture[str]) -> None:
-    setup_logging("info", "json")
+    setup_logging(Redactor(), "info", "json")
     logging.getLogger("lmwatch.test").info(
         "backend %s down", "box", extra={"event": "backend_health", "backend": "box"}
     )
@@ -43,8 +41,7 @@ def test_json_lines_carry_context(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_secrets_are_redacted_in_messages_args_context_and_tracebacks(capsys: pytest.CaptureFixture[str]) -> None:
-    setup_logging("debug", "text")
-    register_secrets([SECRET])
+    setup_logging(Redactor([SECRET]), "debug", "text")
     log = logging.getLogger("lmwatch.test")
     log.warning("token was %s", SECRET, extra={"header": f"Bearer {SECRET}"})
     try:
@@ -57,8 +54,7 @@ def test_secrets_are_redacted_in_messages_args_context_and_tracebacks(capsys: py
 
 
 def test_short_strings_are_not_treated_as_secrets() -> None:
-    register_secrets(["abc"])
-    assert "abc" not in RedactingFilter.secrets
+    assert "abc" not in Redactor(["abc"])
 
 
 # --- the canary: every secret source, every encoding, every output surface -----------------------
@@ -115,11 +111,12 @@ async def test_a_canary_secret_from_every_source_never_reaches_any_output(
 ) -> None:
     monkeypatch.setattr("lmwatch.config.TOKEN_FILE_TTL_SECONDS", 0.0)  # every request re-reads the file
     monkeypatch.setenv("CANARY_BACKEND_TOKEN", ENV_TOKEN)
-    setup_logging("debug", "json")
+    redactor = Redactor()  # the daemon's: its log handlers redact with it
+    setup_logging(redactor, "debug", "json")
     text_log = io.StringIO()
     text_handler = logging.StreamHandler(text_log)
     text_handler.setFormatter(logging.Formatter(TEXT_FORMAT))
-    text_handler.addFilter(RedactingFilter())
+    text_handler.addFilter(RedactingFilter(redactor))
     logging.getLogger().addHandler(text_handler)
     token_file = write(tmp_path / "backend.token", FILE_TOKEN)
     write(tmp_path / "client.key", CLIENT)
@@ -145,7 +142,7 @@ backends:
   - {{name: refusing, url: "{refusing}", retry_attempts: 1, poll_interval: 60}}
 """
         config = write(tmp_path / "lmwatch.yaml", body)
-        daemon = await stack.enter_async_context(daemon_for(config))
+        daemon = await stack.enter_async_context(daemon_for(config, redactor))
         http = await stack.enter_async_context(aiohttp.ClientSession())
         seen: list[str] = []
         client = {"Authorization": f"Bearer {CLIENT}"}

@@ -109,19 +109,20 @@ async def _guard_admin(request: web.Request, handler: Handler) -> web.StreamResp
     a refusal is counted and audited. ApiErrors of the handlers become their JSON answers."""
     control = request.app[SERVICES].control
     if control is None:
-        return ApiError(404, "the admin API is not enabled in this process", code="not_found").response()
+        answer = ApiError(404, "the admin API is not enabled in this process", code="not_found")
+        return answer.response(request.app[SERVICES].config.redactor)
     try:
         request[ACTOR] = check_admin(control.admin, request)
     except (ApiError, DomainError) as caught:
         exc = api_error(caught)
         control.metrics.admin_actions.labels("authenticate", "denied").inc()
         control.audit.refusal(request.remote, f"{request.method} {request.path}", exc.code)
-        return exc.response()
+        return exc.response(control.redactor)
     try:
         return await handler(request)
     except (ApiError, DomainError) as caught:
         exc = api_error(caught)
-        return exc.response()
+        return exc.response(control.redactor)
 
 
 # --- the action wrapper --------------------------------------------------------------------------
@@ -148,7 +149,7 @@ def _action(name: str, action: Action, status: int = 200) -> Callable[[web.Reque
                 status=exc.status,
                 error=exc.message,
             )
-            return exc.response()
+            return exc.response(control.redactor)
         control.metrics.admin_actions.labels(name, "ok").inc()
         await control.audit.control(actor=actor, remote=request.remote, action=name, target=target, result="ok")
         return web.json_response(body, status=status)
@@ -391,7 +392,7 @@ async def route_explain(request: web.Request) -> web.Response:
             raw,
             endpoint_name,
             request.headers.get("X-LMWatch-Task"),
-            forbids_cloud(request),
+            forbids_cloud(request.headers, None),
         )
     )
 

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from aiohttp import web
-
+from lmwatch.api.calls import Stream
 from lmwatch.failures import FailureReason
 from lmwatch.http_client import (
     AnswerTooLarge,
@@ -51,7 +50,7 @@ class Answer:
 
 @dataclass
 class Streamed:
-    response: web.StreamResponse
+    response: Stream
     verdict: Verdict
 
 

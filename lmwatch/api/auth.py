@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from aiohttp import web
 
+from lmwatch.api.calls import CALL, Call, call_of
 from lmwatch.api.errors import ApiError, api_error, shape_of
 from lmwatch.api.paths import Handler, is_v1
-from lmwatch.api.request_ids import request_id
 from lmwatch.control import ControlPlane
 from lmwatch.credentials import (
     ADMIN_TOKEN_ENV,
@@ -29,23 +30,23 @@ from lmwatch.credentials import (
 )
 from lmwatch.errors import DomainError
 from lmwatch.jsondecode import loads
-from lmwatch.services import SERVICES
+from lmwatch.services import SERVICES, Services
 
 
-def _bearer(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
+def _bearer(headers: Mapping[str, str]) -> str | None:
+    header = headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()
 
 
-def _client_secret(request: web.Request) -> str | None:
+def _client_secret(headers: Mapping[str, str]) -> str | None:
     """A client key: `Authorization: Bearer` (OpenAI SDKs), else `x-api-key` (Anthropic SDKs, Claude Code)."""
-    bearer = _bearer(request)
+    bearer = _bearer(headers)
     if bearer is not None:
         return bearer
-    key = request.headers.get("x-api-key", "").strip()
+    key = headers.get("x-api-key", "").strip()
     return key or None
 
 
@@ -60,7 +61,7 @@ def check_admin(admin: AdminAuth, request: web.Request) -> str:
             f"(set {ADMIN_TOKEN_ENV} or admin.token_file on the daemon)",
             code="admin_loopback_only",
         )
-    presented = _bearer(request)
+    presented = _bearer(request.headers)
     if presented is None:
         raise ApiError(
             401,
@@ -79,11 +80,11 @@ def check_admin(admin: AdminAuth, request: web.Request) -> str:
     return "admin-token"
 
 
-def authenticate(access: AccessControl, request: web.Request) -> ClientKey | None:
+def authenticate(access: AccessControl, headers: Mapping[str, str]) -> ClientKey | None:
     """Which key the request carries (None when keys are off); raises 401 for none or a wrong one."""
     if not access.keys:
         return None
-    presented = _client_secret(request)
+    presented = _client_secret(headers)
     if presented is None:
         raise ApiError(
             401,
@@ -115,19 +116,15 @@ async def admit(access: AccessControl, key: ClientKey, shared: SharedBuckets | N
 
 # --- what the /v1 router uses --------------------------------------------------------------------
 
-CLIENT = web.RequestKey("lmwatch_client_key", ClientKey)
-"""The key a `/v1` request was authenticated with (absent when client keys are off)."""
-AUDIT_NOTE: web.RequestKey[dict[str, Any]] = web.RequestKey("lmwatch_audit_note", dict)
-"""What the router learned about a request (model, backend, tokens), for its audit line."""
-
 
 def client_of(request: web.Request) -> ClientKey | None:
     """The client key of a `/v1` request, or None when client keys are off."""
-    return request.get(CLIENT)
+    call = request.get(CALL)
+    return call.client if call is not None else None
 
 
 def note_request(
-    request: web.Request,
+    request: web.Request | Call,
     *,
     model: str | None = None,
     backend: str | None = None,
@@ -140,7 +137,8 @@ def note_request(
 
     `prompt` (the messages, prompt or input) is only written when `audit.prompts` is on.
     """
-    note = request.get(AUDIT_NOTE)
+    call = request if isinstance(request, Call) else request.get(CALL)
+    note = call.note if call is not None else None
     if note is None:
         return
     values = {
@@ -154,44 +152,50 @@ def note_request(
     note.update({k: v for k, v in values.items() if v is not None})
 
 
-# --- the /v1 middleware --------------------------------------------------------------------------
+# --- the /v1 gate --------------------------------------------------------------------------------
+
+Answered = TypeVar("Answered")
 
 
-@web.middleware
-async def client_keys(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """On `/v1`: the client key (401/403/429), the per-key count and the request's audit line.
+async def gate(
+    services: Services,
+    call: Call,
+    serve: Callable[[], Awaitable[Answered]],
+    status_of: Callable[[Answered], tuple[int, Mapping[str, str]]],
+    refuse: Callable[[ApiError], Answered],
+) -> Answered:
+    """On `/v1`: the client key (401/403/429), the per-key count and the request's audit line, around
+    `serve`, for either server (`status_of` reads an answer's status and headers, `refuse` answers
+    a refusal).
 
     Only a count unless client keys or request lines are on: every `/v1` request passes here, so
     without them it should cost (nearly) nothing.
     """
-    path = request.rel_url.path_safe  # what the router matched: decoded already, so cheap
-    if not is_v1(path):
-        return await handler(request)
-    control = request.app[SERVICES].control
+    control = services.control
     if control is None:
-        return await handler(request)
+        return await serve()
     key_name = ANONYMOUS
     status = "500"
-    response: web.StreamResponse | None = None
-    note: dict[str, Any] | None = None
+    headers: Mapping[str, str] | None = None
     started = 0.0
     if control.audit.requests:
         started = time.monotonic()
-        note = request[AUDIT_NOTE] = {}
+        call.note = {}
     try:
-        key = authenticate(control.access, request)
+        key = authenticate(control.access, call.headers)
         if key is not None:
-            request[CLIENT] = key
+            call.client = key
             key_name = key.name
-            cache = request.app[SERVICES].cache
+            cache = services.cache
             await admit(control.access, key, cache if cache is not None and cache.redis is not None else None)
-        response = await handler(request)
-        status = str(response.status)
-        return response
+        answered = await serve()
+        code, headers = status_of(answered)
+        status = str(code)
+        return answered
     except (ApiError, DomainError) as caught:
         exc = api_error(caught)
         status = str(exc.status)
-        return exc.response(shape=shape_of(path), request_id=request_id(request))
+        return refuse(exc)
     except web.HTTPException as exc:
         status = str(exc.status)
         raise
@@ -200,8 +204,31 @@ async def client_keys(request: web.Request, handler: Handler) -> web.StreamRespo
         raise
     finally:
         control.count_request(key_name, status)
-        if note is not None:
-            _audit_request(control, request, key_name, int(status), time.monotonic() - started, response, note)
+        if call.note is not None:
+            _audit_request(control, call, key_name, int(status), time.monotonic() - started, headers)
+
+
+@web.middleware
+async def client_keys(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The gate on aiohttp's `/v1` routes."""
+    path = request.rel_url.path_safe  # what the router matched: decoded already, so cheap
+    if not is_v1(path):
+        return await handler(request)
+    call = call_of(request)
+    redactor = request.app[SERVICES].config.redactor
+
+    def status_of(response: web.StreamResponse) -> tuple[int, Mapping[str, str]]:
+        if call.raw is None:  # a route that read the body itself: aiohttp keeps what request.read() got
+            call.raw = getattr(request, "_read_bytes", None)
+        return response.status, response.headers
+
+    return await gate(
+        request.app[SERVICES],
+        call,
+        lambda: handler(request),
+        status_of,
+        lambda exc: exc.response(redactor, shape=shape_of(path), request_id=call.request_id),
+    )
 
 
 _ROUTE_HEADERS = (("model", "X-LMWatch-Model"), ("backend", "X-LMWatch-Backend"), ("task", "X-LMWatch-Task"))
@@ -209,38 +236,37 @@ _ROUTE_HEADERS = (("model", "X-LMWatch-Model"), ("backend", "X-LMWatch-Backend")
 
 def _audit_request(
     control: ControlPlane,
-    request: web.Request,
+    call: Call,
     key_name: str,
     status: int,
     duration: float,
-    response: web.StreamResponse | None,
-    note: dict[str, Any],
+    headers: Mapping[str, str] | None,
 ) -> None:
     """Queue a `/v1` request's audit line: the route headers of the handler's answer, then what the
     router noted (tokens), then the prompt when `audit.prompts` is on and the router gave none."""
+    note = call.note or {}
     entry: dict[str, Any] = {
         "key": key_name,
-        "remote": request.remote,
-        "method": request.method,
-        "path": request.path,
-        "request_id": request_id(request),
+        "remote": call.remote,
+        "method": call.method,
+        "path": call.path,
+        "request_id": call.request_id,
         "status": status,
         "duration_seconds": round(duration, 6),
     }
-    if response is not None:
+    if headers is not None:
         for field, header in _ROUTE_HEADERS:
-            value = response.headers.get(header)
+            value = headers.get(header)
             if value and value != "none":
                 entry[field] = value
     entry.update(note)
     if control.audit.prompts and "prompt" not in note:
-        entry["prompt"] = _prompt_of(request)
+        entry["prompt"] = _prompt_of(call.raw)
     control.audit.request(entry)
 
 
-def _prompt_of(request: web.Request) -> Any:
+def _prompt_of(raw: bytes | None) -> Any:
     """The messages, prompt or input of a body the handler already read (never reads the socket)."""
-    raw = getattr(request, "_read_bytes", None)  # aiohttp caches the body read by request.read()
     if not raw:
         return None
     try:

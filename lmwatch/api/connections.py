@@ -164,7 +164,7 @@ class ClientConnection(RequestHandler):
             if request.writer.output_size > 0:
                 raise ConnectionResetError("the answer had started; the connection is broken")
             error = ApiError(status, _malformed(exc), code="malformed_request")
-        response = error.response()
+        response = error.response(self._shared.holder.redactor)
         response.force_close()
         return response
 

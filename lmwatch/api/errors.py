@@ -4,7 +4,8 @@ OpenAI clients (the openai SDKs, editors, agents) parse `{"error": {"message", "
 "code"}}`; streams end with the same object as an SSE `data:` event. Anthropic clients (the
 anthropic SDKs, Claude Code) on `/v1/messages` parse `{"type": "error", "error": {"type",
 "message"}}` and an `error` event. Both carry the request's id as `request_id`. Every message
-passes through the log redaction, so a backend token or cloud key never reaches a client.
+passes through the daemon's Redactor (an ApiError's at `body()`, an upstream's where lmwatch reads
+it), so a backend token or cloud key never reaches a client.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from lmwatch.errors import Conflict, DomainError, Forbidden, InvalidRequest, NotFound, Unavailable, UpstreamFailed
-from lmwatch.logs import redact
+from lmwatch.redaction import Redactor
 
 MESSAGE_LIMIT = 1000
 
@@ -72,18 +73,24 @@ class ApiError(Exception):
         self.type = type or error_type(status)
         self.headers = dict(headers or {})
 
-    def body(self, shape: Shape = Shape.OPENAI, request_id: str | None = None) -> dict[str, Any]:
+    def body(self, redactor: Redactor, shape: Shape = Shape.OPENAI, request_id: str | None = None) -> dict[str, Any]:
+        """The answer's body, its message without any secret `redactor` (the daemon's) knows."""
+        message = redactor.redact(self.message)
         if shape is Shape.ANTHROPIC:
-            return anthropic_body(self.status, self.message, request_id)
-        body = error_body(self.message, self.type, self.code, self.param)
+            return anthropic_body(self.status, message, request_id)
+        body = error_body(message, self.type, self.code, self.param)
         if request_id is not None:
             body["request_id"] = request_id
         return body
 
     def response(
-        self, headers: Mapping[str, str] | None = None, shape: Shape = Shape.OPENAI, request_id: str | None = None
+        self,
+        redactor: Redactor,
+        headers: Mapping[str, str] | None = None,
+        shape: Shape = Shape.OPENAI,
+        request_id: str | None = None,
     ) -> web.Response:
-        response = web.json_response(self.body(shape, request_id), status=self.status)
+        response = web.json_response(self.body(redactor, shape, request_id), status=self.status)
         response.headers.update(self.headers)
         if headers:
             response.headers.update(headers)
@@ -97,8 +104,8 @@ class ProblemsError(ApiError):
         super().__init__(status, f"{message}: {'; '.join(problems)}", code=code)
         self.problems = problems
 
-    def body(self, shape: Shape = Shape.OPENAI, request_id: str | None = None) -> dict[str, Any]:
-        return {**super().body(shape, request_id), "problems": self.problems}
+    def body(self, redactor: Redactor, shape: Shape = Shape.OPENAI, request_id: str | None = None) -> dict[str, Any]:
+        return {**super().body(redactor, shape, request_id), "problems": [redactor.redact(p) for p in self.problems]}
 
 
 STATUSES: Final = (
@@ -123,19 +130,21 @@ def api_error(error: ApiError | DomainError) -> ApiError:
 
 
 def error_body(message: str, type: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": redact(message)[:MESSAGE_LIMIT], "type": type, "param": param, "code": code}}
+    """OpenAI's error body; `message` was redacted by the caller (`Redactor.redact`)."""
+    return {"error": {"message": message[:MESSAGE_LIMIT], "type": type, "param": param, "code": code}}
 
 
-def error_event(message: str, code: str | None = None) -> bytes:
+def error_event(message: str, redactor: Redactor, code: str | None = None) -> bytes:
     """The SSE event that ends a stream which failed after it started (never a silent clean end)."""
-    body = error_body(message, "server_error", code)
+    body = error_body(redactor.redact(message), "server_error", code)
     return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
 
 
 def anthropic_body(status: int, message: str, request_id: str | None = None) -> dict[str, Any]:
+    """Anthropic's error body; `message` was redacted by the caller."""
     body: dict[str, Any] = {
         "type": "error",
-        "error": {"type": anthropic_type(status), "message": redact(message)[:MESSAGE_LIMIT]},
+        "error": {"type": anthropic_type(status), "message": message[:MESSAGE_LIMIT]},
     }
     if request_id is not None:
         body["request_id"] = request_id

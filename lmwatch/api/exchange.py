@@ -30,6 +30,7 @@ from lmwatch.config import RoutingConfig
 from lmwatch.failures import FailureReason
 from lmwatch.http_client import Response, UpstreamError
 from lmwatch.metrics.requests import RequestMetrics
+from lmwatch.redaction import Redactor
 from lmwatch.routing.balance import order
 from lmwatch.routing.request import Endpoint, ParsedRequest
 from lmwatch.routing.select import Plan, Route, Target, Tier
@@ -54,6 +55,8 @@ class Exchange:
     plan: Plan
     started: float
     poll_now: Callable[[str | None], None]
+    redactor: Redactor
+    """The daemon's secrets: what an upstream wrote is redacted with it where lmwatch reads it."""
     waited: float = 0.0
     """Seconds spent waiting on upstreams, queues and backoffs (not lmwatch's own time)."""
     route: Route | None = None

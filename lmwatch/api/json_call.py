@@ -75,6 +75,8 @@ def judge_json(ex: Exchange, target: Target, status: int, raw: bytes) -> Answer 
         if changed:
             raw = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
         return Answer(status, raw, obj)
-    if message is None:
-        message = raw[:300].decode("utf-8", "replace") or f"HTTP {status}"
+    if message is None:  # redacted before the cut: no secret is cut in half
+        message = ex.redactor.redact(raw[:1000].decode("utf-8", "replace"))[:300] or f"HTTP {status}"
+    else:
+        message = ex.redactor.redact(message)
     return upstream_error(ex.upstream.outcomes, target, status, message, obj)

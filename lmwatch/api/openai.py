@@ -16,7 +16,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,13 +25,13 @@ from aiohttp import web
 from lmwatch.api import json_call, request_ids, sse_relay
 from lmwatch.api.attempts import Answer, Streamed, Verdict
 from lmwatch.api.auth import client_keys, client_of, note_request
-from lmwatch.api.connections import read_body
+from lmwatch.api.calls import JSON, JSON_UTF8, AiohttpReply, Call, Reply, call_of
 from lmwatch.api.dialects import Dialect, MessagesDialect, ResponsesDialect
 from lmwatch.api.errors import ApiError, api_error, shape_of
 from lmwatch.api.exchange import Exchange
 from lmwatch.api.paths import Handler, is_v1
 from lmwatch.api.prompt_embedding import prompt_embedder
-from lmwatch.api.request_ids import request_id, upstream_id
+from lmwatch.api.request_ids import IDS, RequestIds, request_id, upstream_id
 from lmwatch.api.response_store import ResponseStore
 from lmwatch.api.sse_relay import open_stream
 from lmwatch.api.translate import messages as anthropic
@@ -46,8 +46,9 @@ from lmwatch.cache.service import Cache
 from lmwatch.config import Config
 from lmwatch.credentials import ANONYMOUS, ClientKey
 from lmwatch.errors import DomainError
-from lmwatch.metrics.requests import NONE, RequestMetrics, cloud_price
+from lmwatch.metrics.requests import NONE, cloud_price
 from lmwatch.outcomes import RecentRequest
+from lmwatch.redaction import Redactor
 from lmwatch.registry import Snapshot
 from lmwatch.routing.embedclass import EmbeddingClassifier
 from lmwatch.routing.request import Endpoint, ParsedRequest, json_object, parse_request
@@ -65,6 +66,38 @@ CACHE_ROUTE = "cache"
 """The route of an answer the cache gave (header and metric label)."""
 
 
+ROUTES = {
+    "/v1/chat/completions": Endpoint.CHAT,
+    "/v1/completions": Endpoint.COMPLETIONS,
+    "/v1/embeddings": Endpoint.EMBEDDINGS,
+    "/v1/responses": Endpoint.RESPONSES,
+    "/v1/messages": Endpoint.MESSAGES,
+}
+"""The routed `POST` endpoints."""
+
+
+@dataclass(frozen=True, slots=True)
+class V1:
+    """The `/v1` core: what a routed request needs, for either server (aiohttp's routes or lmwatch/api/lean.py)."""
+
+    services: Services
+    upstream: Upstream
+    responses: ResponseStore
+    ids: RequestIds
+
+    async def serve(self, call: Call, reply: Reply, endpoint: Endpoint) -> None:
+        """Answer one routed request through `reply`."""
+        dialect: Dialect | None = None
+        if endpoint is Endpoint.RESPONSES:
+            dialect = ResponsesDialect(self.responses)
+        elif endpoint is Endpoint.MESSAGES:
+            dialect = MessagesDialect()
+        await _handle(self, call, reply, endpoint, dialect)
+
+
+CORE = web.AppKey("lmwatch_v1", V1)
+
+
 def setup(app: web.Application) -> None:
     services = app[SERVICES]
     placement = services.lifecycle.placer if services.lifecycle is not None else None
@@ -78,13 +111,11 @@ def setup(app: web.Application) -> None:
     app.middlewares.append(_unknown_routes)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", get_model)
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/v1/completions", completions)
-    app.router.add_post("/v1/embeddings", embeddings)
-    app.router.add_post("/v1/responses", responses)
-    app.router.add_post("/v1/messages", messages)
+    for path, endpoint in ROUTES.items():
+        app.router.add_post(path, _routed(endpoint))
     app.router.add_post("/v1/messages/count_tokens", count_tokens)
     request_ids.setup(app)
+    app[CORE] = V1(services, app[UPSTREAM], app[RESPONSES], app[IDS])
 
 
 def cut_answers(app: web.Application, message: str) -> None:
@@ -99,34 +130,28 @@ async def _close(app: web.Application) -> None:
     app[UPSTREAM].close()
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    return await _handle(request, Endpoint.CHAT)
+def _routed(endpoint: Endpoint) -> Handler:
+    """The aiohttp route of a routed endpoint: the core, answering through the route's response."""
 
+    async def route(request: web.Request) -> web.StreamResponse:
+        reply = AiohttpReply(request)
+        await request.app[CORE].serve(call_of(request), reply, endpoint)
+        return reply.returned()
 
-async def completions(request: web.Request) -> web.StreamResponse:
-    return await _handle(request, Endpoint.COMPLETIONS)
-
-
-async def embeddings(request: web.Request) -> web.StreamResponse:
-    return await _handle(request, Endpoint.EMBEDDINGS)
-
-
-async def responses(request: web.Request) -> web.StreamResponse:
-    return await _handle(request, Endpoint.RESPONSES, ResponsesDialect(request.app[RESPONSES]))
-
-
-async def messages(request: web.Request) -> web.StreamResponse:
-    return await _handle(request, Endpoint.MESSAGES, MessagesDialect())
+    return route
 
 
 async def count_tokens(request: web.Request) -> web.Response:
     """`/v1/messages/count_tokens`, answered by lmwatch (LM Studio has no such route): an estimate."""
+    call = call_of(request)
     try:
-        body = json_object(await _read_body(request, request.app[SERVICES].config.config.server.max_body_bytes))
+        body = json_object(await _read_body(call, request.app[SERVICES].config.config.server.max_body_bytes))
         return web.json_response({"input_tokens": anthropic.count_tokens(body)})
     except (ApiError, DomainError) as caught:
         err = api_error(caught)
-        return error_response(request, err)
+        return err.response(
+            request.app[SERVICES].config.redactor, shape=shape_of(call.path), request_id=call.request_id
+        )
 
 
 # --- one routed request --------------------------------------------------------------------------
@@ -186,12 +211,11 @@ class _Request:
         return backends, ",".join(dict.fromkeys(t.model for _, t in served)) or NONE, _route(served)
 
 
-def forbids_cloud(request: web.Request, client: ClientKey | None = None) -> bool:
+def forbids_cloud(headers: Mapping[str, str], client: ClientKey | None) -> bool:
     """No cloud fallback for this request: `X-LMWatch-Local-Only: true`, or a key marked local_only."""
-    local = request.headers.get("X-LMWatch-Local-Only")
+    local = headers.get("X-LMWatch-Local-Only")
     if local is not None and local.strip().lower() in TRUE:
         return True
-    client = client or client_of(request)
     return client is not None and client.local_only
 
 
@@ -209,50 +233,43 @@ def _route(served: list[tuple[Exchange, Target]]) -> str:
     return routes[0].value if routes else NONE
 
 
-async def _handle(request: web.Request, endpoint: Endpoint, dialect: Dialect | None = None) -> web.StreamResponse:
+async def _handle(api: V1, call: Call, reply: Reply, endpoint: Endpoint, dialect: Dialect | None) -> None:
     state = _Request(started=time.perf_counter(), endpoint=endpoint, dialect=dialect)
-    services = request.app[SERVICES]
+    services = api.services
     config = services.config.config
-    metrics = services.metrics.requests
     code = "500"
     try:
-        response, code = await _serve(request, endpoint, services, config, metrics, state, dialect)
-        return response
+        code = await _serve(api, call, reply, config, state, dialect)
     except (ApiError, DomainError) as caught:
         err = api_error(caught)
         code = str(err.status)
-        return error_response(request, err, state.headers())
+        error_response(call, reply, services.config.redactor, err, state.headers())
     except asyncio.CancelledError:
         code = "499"
         raise
     except Exception:
-        rid = request_id(request)
-        log.exception("unexpected error on %s (request %s)", request.path, rid, extra={"request_id": rid})
+        rid = call.request_id
+        log.exception("unexpected error on %s (request %s)", call.path, rid, extra={"request_id": rid})
         failed = ApiError(500, "lmwatch failed to handle this request; see its log")
-        return error_response(request, failed, state.headers())
+        error_response(call, reply, services.config.redactor, failed, state.headers())
     finally:
-        _record(services, request, config, state, code)
+        _record(services, call, config, state, code)
 
 
-async def _serve(
-    request: web.Request,
-    endpoint: Endpoint,
-    services: Services,
-    config: Config,
-    metrics: RequestMetrics,
-    state: _Request,
-    dialect: Dialect | None,
-) -> tuple[web.StreamResponse, str]:
-    """The response and the `code` label of its metrics."""
+async def _serve(api: V1, call: Call, reply: Reply, config: Config, state: _Request, dialect: Dialect | None) -> str:
+    """Answers through `reply`; returns the `code` label of its metrics."""
+    services = api.services
+    endpoint = state.endpoint
+    metrics = services.metrics.requests
     routing = config.routing
-    raw = await _read_body(request, config.server.max_body_bytes)
+    raw = await _read_body(call, config.server.max_body_bytes)
     req = parse_request(endpoint, raw, routing.default_model, dialect.translate if dialect is not None else None)
     snap = services.registry.snapshot()
-    upstream = request.app[UPSTREAM]
+    upstream = api.upstream
     router = services.router
-    client = client_of(request)
-    local_only = forbids_cloud(request, client)
-    task_header = request.headers.get("X-LMWatch-Task")
+    client = call.client
+    local_only = forbids_cloud(call.headers, client)
+    task_header = call.headers.get("X-LMWatch-Task")
     choice = await router.choose_task(snap, routing, req, task_header)
     if choice.classification is not None:
         state.reasons = choice.classification.reasons
@@ -261,11 +278,20 @@ async def _serve(
     if dialect is not None:
         plan = dialect.restrict(plan)
 
-    rid = upstream_id(request)
+    rid = upstream_id(call.headers, call.request_id)
 
     def exchange(for_req: ParsedRequest) -> Exchange:
         made = Exchange(
-            upstream, routing, metrics, for_req, plan, state.started, services.poll_now, dialect=dialect, request_id=rid
+            upstream,
+            routing,
+            metrics,
+            for_req,
+            plan,
+            state.started,
+            services.poll_now,
+            services.config.redactor,
+            dialect=dialect,
+            request_id=rid,
         )
         state.exchanges.append(made)
         return made
@@ -274,37 +300,40 @@ async def _serve(
     decision = BYPASS
     if cache is not None and plan.tiers and dialect is None:  # the agent APIs keep state: never cached
         repeatable = endpoint is Endpoint.EMBEDDINGS or response_cache.deterministic(req.body)
-        decision = response_cache.decide(config.cache, request.headers, client is None or client.cache, repeatable)
+        decision = response_cache.decide(config.cache, call.headers, client is None or client.cache, repeatable)
     models = sorted({t.model for t in plan.tiers[0].targets}) if plan.tiers else []
     if endpoint is Endpoint.EMBEDDINGS:
         vectors = cache if decision.write and config.cache.embeddings else None
         answer = await _embeddings(req, routing.embedding_batch_size, exchange, state, vectors, models)
-        return _json(answer, state.headers(), request), str(answer.status)
+        _json(call, reply, services.config.redactor, answer, state.headers())
+        return str(answer.status)
     key = await _look_up(
-        cache, decision, state, lambda: response_key(endpoint, models, req.body, req.stream, req.wants_usage)
+        cache, decision, state, lambda: response_key(endpoint, models, req.body, req.raw, req.stream, req.wants_usage)
     )
     similar = None
     if key is not None and config.cache.semantic.enabled:
-        similar = await _look_up_similar(request, services, snap, state, req, models, decision.read)
+        similar = await _look_up_similar(api, snap, state, req, models, decision.read)
         if state.hit is not None:
             key = None
     if state.hit is not None:
-        return await _replay(request, state.hit, state.headers()), "200"
+        await _replay(reply, state.hit, state.headers())
+        return "200"
     ex = exchange(req)
     if req.stream:
         if key is not None:
             ex.capture = bytearray()
-        streamed = await sse_relay.stream(ex, request, state.headers)
+        streamed = await sse_relay.stream(ex, reply, state.headers)
         if isinstance(streamed, Streamed):
             if key is not None and ex.capture and streamed.verdict is Verdict.SUCCESS:
                 _keep(cache, key, ex, state, bytes(ex.capture), sse=True, similar=similar)
-            return streamed.response, _STREAM_CODES[streamed.verdict]
+            return _STREAM_CODES[streamed.verdict]
         result = streamed
     else:
         result = await json_call.answer(ex)
         if key is not None and result.status == 200:
             _keep(cache, key, ex, state, result.raw, sse=False, similar=similar)
-    return _json(result, state.headers(ex), request), str(result.status)
+    _json(call, reply, services.config.redactor, result, state.headers(ex))
+    return str(result.status)
 
 
 _STREAM_CODES = {Verdict.SUCCESS: "200", Verdict.UPSTREAM_FAILED: "stream_error", Verdict.CLIENT_GONE: "499"}
@@ -334,8 +363,7 @@ async def _look_up(cache: Cache | None, decision: Decision, state: _Request, mak
 
 
 async def _look_up_similar(
-    request: web.Request,
-    services: Services,
+    api: V1,
     snap: Snapshot,
     state: _Request,
     req: ParsedRequest,
@@ -344,11 +372,11 @@ async def _look_up_similar(
 ) -> Found | None:
     """After an exact miss: the prompt's vector, and `state.hit` when a stored prompt means the same
     (looked for only when `read`: `Cache-Control: no-cache` stores, but does not read)."""
-    cache, config = services.cache, services.config.config
+    cache, config = api.services.cache, api.services.config.config
     if cache is None or cache.store is None:
         return None
     semantic = config.cache.semantic
-    embed = prompt_embedder(request.app[UPSTREAM], config.routing, snap, semantic.model)
+    embed = prompt_embedder(api.upstream, config.routing, snap, semantic.model)
     prompt = prompt_of(state.endpoint.value, models, req.body, req.stream, req.wants_usage)
     found = await cache.semantic.look_up(cache.store, semantic, prompt, embed, read)
     if found is not None and found.entry is not None:
@@ -361,49 +389,55 @@ def _keep(
 ) -> None:
     if cache is not None and ex.target is not None:
         entry = Entry(ex.target.backend, ex.target.model, state.task, sse, ex.usage.prompt, ex.usage.completion, body)
-        cache.put_many([(key, entry.encode())])
+        cache.put_many([(key, entry)])
         if similar is not None and cache.store is not None:
             cache.semantic.keep(cache.store, cache.config.semantic, similar, key, cache.config.ttl)
 
 
-async def _replay(request: web.Request, entry: Entry, headers: dict[str, str]) -> web.StreamResponse:
+async def _replay(reply: Reply, entry: Entry, headers: dict[str, str]) -> None:
     """A stored answer: the JSON body, or the SSE bytes again as a stream."""
     if not entry.sse:
-        return web.Response(body=entry.body, content_type="application/json", headers=headers)
-    out = await open_stream(request, headers)
+        reply.answer(200, headers, entry.body, JSON)
+        return
+    out = await open_stream(reply, headers)
     await out.write(entry.body)
     await out.write_eof()
-    return out
 
 
-def _json(answer: Answer, headers: dict[str, str], request: web.Request | None = None) -> web.Response:
+def _json(call: Call, reply: Reply, redactor: Redactor, answer: Answer, headers: dict[str, str]) -> None:
     """An answer as it is; an error in the request's API shape, with the request id."""
     raw = answer.raw
-    if answer.status != 200 and request is not None:
+    if answer.status != 200:
         message = error_message(answer.obj) or f"HTTP {answer.status}"
         error = answer.obj.get("error")
         code, param = (error.get("code"), error.get("param")) if isinstance(error, dict) else (None, None)
         raw = json.dumps(
-            ApiError(answer.status, message, code=code, param=param).body(shape_of(request.path), request_id(request))
+            ApiError(answer.status, message, code=code, param=param).body(
+                redactor, shape_of(call.path), call.request_id
+            )
         ).encode()
-    return web.Response(body=raw, status=answer.status, content_type="application/json", headers=headers)
+    reply.answer(answer.status, headers, raw, JSON)
 
 
-def error_response(request: web.Request, error: ApiError, headers: dict[str, str] | None = None) -> web.Response:
+def error_response(
+    call: Call, reply: Reply, redactor: Redactor, error: ApiError, headers: dict[str, str] | None = None
+) -> None:
     """`error` in the shape of the request's API (OpenAI, or Anthropic on /v1/messages), with its id."""
-    return error.response(headers, shape_of(request.path), request_id(request))
+    body = json.dumps(error.body(redactor, shape_of(call.path), call.request_id)).encode()
+    reply.answer(error.status, {**error.headers, **(headers or {})}, body, JSON_UTF8)
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+async def _read_body(call: Call, limit: int) -> bytes:
     """The body, refused with 413 past `server.max_body_bytes` (by its length when it says one)."""
-    if request.content_length is not None and request.content_length > limit:
+    if call.content_length is not None and call.content_length > limit:
         raise _too_large(limit)
     try:
-        raw = await read_body(request)
+        raw = await call.read()
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(limit) from None
     if len(raw) > limit:
         raise _too_large(limit)
+    call.raw = raw
     return raw
 
 
@@ -412,7 +446,7 @@ def _too_large(limit: int) -> ApiError:
     return ApiError(413, message, code="request_too_large")
 
 
-def _record(services: Services, request: web.Request, config: Config, state: _Request, code: str) -> None:
+def _record(services: Services, call: Call, config: Config, state: _Request, code: str) -> None:
     """A finished request's metrics, recent-request entry, usage row and audit tokens."""
     metrics = services.metrics.requests
     served = _served(state.exchanges)
@@ -447,7 +481,7 @@ def _record(services: Services, request: web.Request, config: Config, state: _Re
         if hit is not None:
             prompt, completion = hit.prompt_tokens, hit.completion_tokens
         local = not any(t.is_cloud for _, t in served)
-        client = client_of(request)
+        client = call.client
         services.usage.record(
             UsageRow(
                 time.time(),
@@ -468,7 +502,7 @@ def _record(services: Services, request: web.Request, config: Config, state: _Re
             )
         )
     if served:  # the token counts for the request's audit line (model, backend and task: its headers)
-        note_request(request, prompt_tokens=prompt, completion_tokens=completion)
+        note_request(call, prompt_tokens=prompt, completion_tokens=completion)
 
 
 # --- embeddings: the cache per input, then batches ---------------------------------------------
@@ -570,14 +604,17 @@ async def _unknown_routes(request: web.Request, handler: Handler) -> web.StreamR
     missing = request.match_info.http_exception
     if missing is None or not is_v1(request.path):
         return await handler(request)
+    redactor = request.app[SERVICES].config.redactor
     if isinstance(missing, web.HTTPMethodNotAllowed):
         allowed = ", ".join(sorted(missing.allowed_methods))
         error = ApiError(
             405, f"{request.method} is not allowed on {request.path}; use {allowed}", code="method_not_allowed"
         )
-        return error_response(request, error, {"Allow": allowed})
+        return error.response(redactor, {"Allow": allowed}, shape_of(request.path), request_id(request))
     message = f"lmwatch serves no {request.method} {request.path}; see its README for the /v1 endpoints"
-    return error_response(request, ApiError(404, message, code="unknown_url"))
+    return ApiError(404, message, code="unknown_url").response(
+        redactor, None, shape_of(request.path), request_id(request)
+    )
 
 
 # --- /v1/models ----------------------------------------------------------------------------------
@@ -603,7 +640,8 @@ async def get_model(request: web.Request) -> web.Response:
         if entry["id"] == model_id:
             return web.json_response(entry)
     message = f"the model {model_id!r} does not exist on any backend; GET /v1/models lists them"
-    return error_response(request, ApiError(404, message, param="model", code="model_not_found"))
+    error = ApiError(404, message, param="model", code="model_not_found")
+    return error.response(request.app[SERVICES].config.redactor, None, shape_of(request.path), request_id(request))
 
 
 def models_document(snap: Snapshot, config: Config) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import re
 import uuid
+from collections.abc import Mapping
 
 from aiohttp import web
 
@@ -44,21 +45,22 @@ IDS = web.AppKey("lmwatch_request_ids", RequestIds)
 def request_id(request: web.Request) -> str:
     found = request.get(REQUEST_ID)
     if found is None:
-        given = request.headers.get(HEADER)
-        if given is not None and _USABLE.fullmatch(given):
-            found = given
-        else:
-            ids = request.app.get(IDS)
-            found = ids.new() if ids is not None else str(uuid.uuid4())
-        request[REQUEST_ID] = found
+        found = request[REQUEST_ID] = chosen(request.headers, request.app.get(IDS))
     return found
 
 
-def upstream_id(request: web.Request) -> str | None:
+def chosen(headers: Mapping[str, str], ids: RequestIds | None) -> str:
+    """The client's id when it is usable, else a new one."""
+    given = headers.get(HEADER)
+    if given is not None and _USABLE.fullmatch(given):
+        return given
+    return ids.new() if ids is not None else str(uuid.uuid4())
+
+
+def upstream_id(headers: Mapping[str, str], rid: str) -> str | None:
     """The id to send upstream: the request's id when it is a UUID (what every engine accepts).
     An id lmwatch made is one; a client's is checked."""
-    rid = request_id(request)
-    return rid if HEADER not in request.headers or _UUID.fullmatch(rid) else None
+    return rid if HEADER not in headers or _UUID.fullmatch(rid) else None
 
 
 async def _returned(request: web.Request, response: web.StreamResponse) -> None:

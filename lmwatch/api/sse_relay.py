@@ -12,9 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from aiohttp import web
-
 from lmwatch.api.attempts import Answer, Failure, Result, Streamed, Verdict, connection_failure, count, describe
+from lmwatch.api.calls import Reply, Stream
 from lmwatch.api.errors import error_event
 from lmwatch.api.exchange import Exchange
 from lmwatch.api.json_call import judge_json
@@ -33,24 +32,19 @@ _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 RouteHeaders = Callable[[Exchange], dict[str, str]]
 
 
-async def stream(ex: Exchange, request: web.Request, headers: RouteHeaders) -> Streamed | Answer:
+async def stream(ex: Exchange, reply: Reply, headers: RouteHeaders) -> Streamed | Answer:
     """Walk the plan relaying a stream (or the JSON error a backend answered instead)."""
-    result = await ex.walk(lambda target: call_stream(ex, target, request, headers))
+    result = await ex.walk(lambda target: call_stream(ex, target, reply, headers))
     assert not isinstance(result, Failure)  # the walk returns no failure
     return result
 
 
-async def open_stream(request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
+async def open_stream(reply: Reply, headers: dict[str, str]) -> Stream:
     """Start an SSE answer to the client (a relayed stream, or one replayed from the cache)."""
-    out = web.StreamResponse(status=200)
-    out.content_type = "text/event-stream"
-    out.headers.update(_STREAM_HEADERS)
-    out.headers.update(headers)
-    await out.prepare(request)
-    return out
+    return await reply.open({**_STREAM_HEADERS, **headers})
 
 
-async def call_stream(ex: Exchange, target: Target, request: web.Request, headers: RouteHeaders) -> Result:
+async def call_stream(ex: Exchange, target: Target, reply: Reply, headers: RouteHeaders) -> Result:
     """A streamed attempt: relay events as they come; fail over only while nothing was sent."""
     sent = time.perf_counter()
     resp = await ex.post(target, stream=True)
@@ -67,13 +61,13 @@ async def call_stream(ex: Exchange, target: Target, request: web.Request, header
             resp.close()
         return judge_json(ex, target, resp.status, raw)
     try:
-        return await _relay(ex, target, resp, sent, request, headers)
+        return await _relay(ex, target, resp, sent, reply, headers)
     finally:
         resp.close()  # read to the end it goes back to the pool; otherwise it is cut (LM Studio stops)
 
 
 async def _relay(
-    ex: Exchange, target: Target, resp: Response, sent: float, request: web.Request, headers: RouteHeaders
+    ex: Exchange, target: Target, resp: Response, sent: float, reply: Reply, headers: RouteHeaders
 ) -> Result:
     splitter = EventSplitter()
     native = ex.native(target)
@@ -89,7 +83,7 @@ async def _relay(
         if not native:
             translator = dialect.stream(target.model, lambda: _stream_tokens(meter))
     rename: list[tuple[bytes, bytes]] | None = None
-    out: web.StreamResponse | None = None
+    out: Stream | None = None
     failure: str | None = None
     shutdown = False
     try:
@@ -106,7 +100,7 @@ async def _relay(
                     return early
                 rename = renames(meter.first, client_model(ex.req, target))
                 ex.ttft = now - sent
-                out = await open_stream(request, headers(ex))
+                out = await open_stream(reply, headers(ex))
             if translator is not None:
                 data = translator.translate(kept)
             else:
@@ -135,11 +129,11 @@ async def _relay(
         if shutdown:
             message, code = failure, "shutting_down"
         if translator is not None:
-            await _write(out, translator.error(message, code))
+            await _write(out, translator.error(ex.redactor.redact(message), code))
         elif dialect is not None:
-            await _write(out, dialect.stream_error(message, code))
+            await _write(out, dialect.stream_error(ex.redactor.redact(message), code))
         else:
-            await _write(out, error_event(message, code))
+            await _write(out, error_event(message, ex.redactor, code))
         return Streamed(out, Verdict.UPSTREAM_FAILED)
     if dialect is not None:
         dialect.served(target, str((meter.first or {}).get("id") or "") or None)
@@ -153,7 +147,7 @@ async def _relay(
 def _early_failure(ex: Exchange, meter: Meter, target: Target) -> Answer | Failure | None:
     """A stream whose first event is an error, or comes from another model, can still fail over."""
     if meter.error is not None:
-        message = error_message(meter.error) or "error event"
+        message = ex.redactor.redact(error_message(meter.error) or "error event")
         return upstream_error(ex.upstream.outcomes, target, 200, message, meter.error)
     if meter.first is None and meter.first_at is not None and not meter.done:
         return Failure(FailureReason.BAD_RESPONSE, "the stream's first event is not a JSON object")
@@ -183,7 +177,7 @@ def _stream_tokens(meter: Meter) -> tuple[int, int]:
     return count(usage.get("prompt_tokens")), count(usage.get("completion_tokens")) or meter.text_chunks
 
 
-async def _write(out: web.StreamResponse, data: bytes) -> bool:
+async def _write(out: Stream, data: bytes) -> bool:
     """Write to the client; False when it has gone away."""
     try:
         await out.write(data)

@@ -8,17 +8,18 @@ bodies, and LM Studio's HTTP 200 carrying an `error` body (its answer to unknown
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, TypeVar, cast
 
-from lmwatch.config import BackendConfig
+from lmwatch.config import BackendConfig, backend_secrets
 from lmwatch.failures import FailureReason
 from lmwatch.http_client import AnswerTooLarge, ConnectError, ConnectionLost, Pool, UpstreamError
 from lmwatch.jsondecode import loads
-from lmwatch.logs import redact
+from lmwatch.redaction import Redactor, strip_userinfo
 from lmwatch.registry import ModelInfo
 from lmwatch.versions import version_tuple
 
@@ -30,9 +31,14 @@ T = TypeVar("T")
 
 
 class ProbeError(Exception):
+    """A probe that failed. Backends echo credentials in their errors: `BackendClient` redacts its
+    own (URL password, token) from `text` before the error leaves it."""
+
     def __init__(self, reason: FailureReason, message: str) -> None:
         self.reason = reason
-        self.message = redact(message)[:_MESSAGE_LIMIT]  # backends echo credentials in their errors
+        self.text = strip_userinfo(message)
+        """The whole message (redacted before it is cut, so no secret is cut in half)."""
+        self.message = self.text[:_MESSAGE_LIMIT]
         super().__init__(f"{reason.value}: {self.message}")
 
     @property
@@ -61,6 +67,9 @@ class BackendClient:
         self.pool = pool
         self.config = config
         self.base_url = config.base_url
+        self._token: str | None = None
+        self._redactor = Redactor(backend_secrets([config]))
+        """This backend's own secrets (its URL password, the token sent last and the one before)."""
         self._last: dict[str, tuple[bytes, object]] = {}
         """Per path: the last answer's bytes and what `get_parsed` made of them."""
 
@@ -70,7 +79,18 @@ class BackendClient:
             token = self.config.api_token()
         except OSError as exc:
             raise ProbeError(FailureReason.AUTH, f"the token file cannot be read: {exc.strerror or exc}") from None
+        if token != self._token and token:  # rotated: the old one stays redacted one more generation
+            self._token = token
+            self._redactor.replace(backend_secrets([self.config]))
         return {"Authorization": f"Bearer {token}"} if token else {}
+
+    @contextlib.contextmanager
+    def _redacted(self) -> Iterator[None]:
+        """A ProbeError raised inside without this backend's secrets in its message."""
+        try:
+            yield
+        except ProbeError as exc:
+            raise ProbeError(exc.reason, self._redactor.redact(exc.text)) from None
 
     async def get_json(self, path: str) -> Any:
         return await self.request_json("GET", path)
@@ -78,11 +98,12 @@ class BackendClient:
     async def get_parsed(self, path: str, parse: Callable[[Any], T]) -> T:
         """`parse(await get_json(path))`, or its last result again when the answer's bytes are the
         same as last time: an unchanged model list costs a byte compare, not a decode and a rebuild."""
-        status, raw = await self._fetch("GET", path)
-        last = self._last.get(path)
-        if last is not None and status == 200 and last[0] == raw:
-            return cast(T, last[1])
-        result = parse(_parse(path, status, raw))
+        with self._redacted():
+            status, raw = await self._fetch("GET", path)
+            last = self._last.get(path)
+            if last is not None and status == 200 and last[0] == raw:
+                return cast(T, last[1])
+            result = parse(_parse(path, status, raw))
         self._last[path] = (raw, result)
         return result
 
@@ -92,8 +113,9 @@ class BackendClient:
     async def request_json(
         self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float | None = None
     ) -> Any:
-        status, raw = await self._fetch(method, path, body, timeout)
-        return _parse(path, status, raw)
+        with self._redacted():
+            status, raw = await self._fetch(method, path, body, timeout)
+            return _parse(path, status, raw)
 
     async def _fetch(
         self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float | None = None

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from lmwatch.cache import Store
+from lmwatch.cache import Store, Value
 from lmwatch.cache.guard import GuardedStore
 from lmwatch.cache.semantic import SemanticCache
 from lmwatch.cache.sqlite_store import SqliteStore
@@ -82,7 +82,7 @@ class Cache:
             return None
         return await self.store.call("ratelimit", lambda: redis.take(name, per_minute))
 
-    def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+    def put_many(self, items: Sequence[tuple[str, Value]]) -> None:
         if self.store is not None:
             self.store.put_many(items, self.config.ttl)
 

@@ -30,6 +30,7 @@ from lmwatch.admin_client import DEFAULT_URL, URL_ENV
 from lmwatch.config import DEFAULT_PORT, load_config
 from lmwatch.control_cli import usage_table
 from lmwatch.logs import setup_logging
+from lmwatch.redaction import Redactor
 
 if TYPE_CHECKING:
     from lmwatch.daemon import Daemon
@@ -133,14 +134,15 @@ def _run_in(args: argparse.Namespace, state: Path) -> int:
     config_path = state / "config.yaml"
     config_path.write_text(yaml.safe_dump(demo_config(args, state), sort_keys=False))
     loaded = load_config(config_path)
-    setup_logging(loaded.config.logging.level, loaded.config.logging.format)
+    redactor = Redactor()  # the daemon's, given to the log handler too
+    setup_logging(redactor, loaded.config.logging.level, loaded.config.logging.format)
     procs = _start_simulators(args)
     try:
         for server, proc in zip(SERVERS, procs, strict=True):
             _wait_for_port(args.sim_port + server.port_offset, proc)
         from lmwatch.daemon import CannotListen, Daemon
 
-        daemon = Daemon(loaded)
+        daemon = Daemon(loaded, redactor=redactor)
 
         async def main() -> None:
             loop = asyncio.get_running_loop()

@@ -18,9 +18,9 @@ from typing import Any
 
 import aiohttp
 
-from lmwatch.logs import redact
 from lmwatch.profiling.measure import MeasureError, Options, Profiler
 from lmwatch.profiling.store import ProfileStore, StoreError, encode
+from lmwatch.redaction import Redactor
 from lmwatch.registry import BackendInfo, ModelInfo, ModelProfile, Registry
 from lmwatch.routing.ids import same_model
 
@@ -59,10 +59,13 @@ class ProfileRunner:
         self,
         registry: Registry,
         state_dir: Callable[[], Path],
+        redactor: Redactor,
         poll_now: Callable[[str | None], None] = lambda name: None,
         profiler: Callable[[aiohttp.ClientSession], Profiler] = Profiler,
     ) -> None:
         self._registry = registry
+        self._redactor = redactor
+        """The daemon's secrets: a failed measurement's reason may quote what a backend echoed."""
         self._state_dir = state_dir
         self._poll_now = poll_now
         self._profiler = profiler
@@ -135,7 +138,7 @@ class ProfileRunner:
         try:
             profile = await profiler.measure(backend, model, options)
         except MeasureError as exc:
-            reason = redact(str(exc))
+            reason = self._redactor.redact(str(exc))
             log.warning("profiling %s on %s failed: %s", model.id, backend.name, reason)
             return Result(backend.name, model.id, "failed", reason)
         self._registry.record_profiles([profile])

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
-
 from lmwatch.api.errors import ApiError, error_event
+from lmwatch.redaction import Redactor
 
 
-def test_error_bodies_are_openai_shaped_and_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lmwatch.logs import RedactingFilter
-
-    monkeypatch.setattr(RedactingFilter, "secrets", {"sk-secret-token-1"})
-    body = ApiError(502, "upstream said sk-secret-token-1 is bad", code="upstream_failed").body()
+def test_error_bodies_are_openai_shaped_and_redacted() -> None:
+    redactor = Redactor(["sk-secret-token-1"])
+    body = ApiError(502, "upstream said sk-secret-token-1 is bad", code="upstream_failed").body(redactor)
     assert body == {
         "error": {
             "message": "upstream said *** is bad",
@@ -20,5 +17,5 @@ def test_error_bodies_are_openai_shaped_and_redacted(monkeypatch: pytest.MonkeyP
             "code": "upstream_failed",
         }
     }
-    event = error_event("cut sk-secret-token-1")
+    event = error_event("cut sk-secret-token-1", redactor)
     assert event.startswith(b"data: {") and event.endswith(b"\n\n") and b"sk-secret" not in event

@@ -309,10 +309,7 @@ async def test_explicit_unloaded_model_needs_allow_jit(http: aiohttp.ClientSessi
 
 
 async def test_backend_token_is_sent_and_never_leaks(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lmwatch.logs import register_secrets
-
     monkeypatch.setenv("LMWATCH_TEST_BACKEND_TOKEN", "sk-lm-abcdefgh:correcttoken0123456")
-    register_secrets(["sk-lm-abcdefgh:correcttoken0123456"])
     protected = sim(CODER, api_token="sk-lm-abcdefgh:correcttoken0123456")
     async with fleet({"a": protected}, a={"api_token_env": "LMWATCH_TEST_BACKEND_TOKEN"}) as f:
         headers, _ = await ask(f)

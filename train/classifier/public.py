@@ -43,6 +43,10 @@ NATURAL_QUESTIONS = ("google-research-datasets/natural-questions", "fb26a3073b1f
 TRUTHFUL = ("benedictflorance/truthfulqa_experiments", "6fdfd38288e86296582a584694df5cf43d1f634a")
 """A copy of TruthfulQA (sylinrl/TruthfulQA, Apache-2.0) and of 200 Natural Questions dev
 questions with their Wikipedia long answers (CC-BY-SA-3.0); the originals are not on the mirror."""
+NL2BASH = ("TellinaTool/nl2bash", "466c5fe873ab08c7cc0112ea1521cc6ad9c20992")
+"""`data/bash` is MIT (the rest of the repository is GPL-3.0 and is not read)."""
+DEEP_REGEX = ("nicholaslocascio/deep-regex", "096490db7f4b0394fbb46b914cb35a0aa1cba29c")
+EXERCISM = ("exercism/problem-specifications", "03f83310ed0547b902d211a05d23b3d74661df02")
 
 # Super-NaturalInstructions (via FLAN's copy of its metadata): category -> task.
 NI_CATEGORIES = {
@@ -163,9 +167,14 @@ class Sources:
     def __init__(self, mirrors: Path) -> None:
         self.mirrors = mirrors
 
+    def git_dir(self, repo: str) -> Path:
+        """The copy of `repo`: a bare repository, or the `.git` of a normal one."""
+        path = self.mirrors / repo.replace("/", "+") / "repo"
+        return path / ".git" if (path / ".git").is_dir() else path
+
     def read(self, source: tuple[str, str], path: str) -> str:
         repo, commit = source
-        git_dir = self.mirrors / repo.replace("/", "+") / "repo"
+        git_dir = self.git_dir(repo)
         if not git_dir.exists():
             sys.exit(f"missing {git_dir}: git clone https://github.com/{repo} {git_dir} (needs commit {commit})")
         done = subprocess.run(
@@ -177,7 +186,7 @@ class Sources:
 
     def listing(self, source: tuple[str, str], folder: str) -> list[str]:
         repo, commit = source
-        git_dir = self.mirrors / repo.replace("/", "+") / "repo"
+        git_dir = self.git_dir(repo)
         out = subprocess.run(
             ["git", "--git-dir", str(git_dir), "ls-tree", "--name-only", f"{commit}:{folder}"],
             capture_output=True,
@@ -309,7 +318,7 @@ def stdlib_signatures() -> Iterator[Row]:
 def algorithms(src: Sources) -> Iterator[Row]:
     """TheAlgorithms/Python: documented functions (with doctests), grouped by folder."""
     repo, commit = ALGORITHMS
-    git_dir = src.mirrors / repo.replace("/", "+") / "repo"
+    git_dir = src.git_dir(repo)
     names = subprocess.run(
         ["git", "--git-dir", str(git_dir), "ls-tree", "-r", "--name-only", commit], capture_output=True, check=True
     ).stdout.decode()
@@ -395,6 +404,81 @@ def truthful_qa(src: Sources, known: set[str]) -> Iterator[Row]:
             yield text, "research", "nq-passage", f"nq-passage:{i % 5}"
 
 
+NL2BASH_CAP = 600
+BASH_FRAMES = (
+    "Write a bash command to {d}", "Shell one-liner: {d}", "Give me a Linux command that will {d}",
+    "{D}. What's the command for that in bash?", "Write a shell script that does this: {D}.",
+    "I need a terminal command to {d}", "bash: {d}", "Using find, grep, sed or awk, {d}",
+    "Can you write the command line to {d}?", "{D} (Unix shell, one line please)",
+)  # fmt: skip
+"""NL2Bash's descriptions are what a command does ("Find all .txt files under the current directory");
+a person asks for the command in one of these ways, or pastes the description with "bash:"."""
+REGEX_CAP = 300
+REGEX_FRAMES = (
+    "Write a regular expression that matches {d}", "Regex for {d}", "I need a regex to match {d}",
+    "Give me a pattern (regex) that finds {d}", "What regular expression would match {d}?",
+    "grep pattern for {d}", "Write a Python re pattern matching {d}", "JavaScript regex: {d}",
+)  # fmt: skip
+EXERCISM_FRAMES = (
+    "{t}", "Solve this in {lang}:\n\n{t}", "{t}\n\nWrite it in {lang}.", "Exercise: {t}",
+    "Can you help me implement this in {lang}? {t}", "{t}\n\nPlease include tests.",
+)  # fmt: skip
+"""Exercism's problem descriptions (what to compute, with examples), as typed or with a language;
+no language from compose.py is needed, so the description itself has to read as a coding task."""
+EXERCISM_LANGS = ("Python", "Rust", "Go", "JavaScript", "Java", "C#", "Haskell", "Elixir", "Ruby", "C++", "Kotlin")
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:] if text[1:2].islower() else text
+
+
+def nl2bash(src: Sources) -> Iterator[Row]:
+    """NL2Bash: English descriptions of one-line shell commands (from Stack Overflow and tutorials)."""
+    lines = sorted({line.strip() for line in src.read(NL2BASH, "data/bash/all.nl").splitlines() if line.strip()})
+    rng = random.Random(12)
+    rng.shuffle(lines)
+    for i, line in enumerate(lines[:NL2BASH_CAP]):
+        line = re.sub(r"^\((GNU|BSD|Mac OSX?) specific\) ", "", line).rstrip(".")
+        text = rng.choice(BASH_FRAMES).format(d=_lower_first(line), D=line)
+        yield text, "coding", "nl2bash", f"nl2bash:{i % 10}"
+
+
+def regexes(src: Sources) -> Iterator[Row]:
+    """NL-RX-Turk (deep-regex): crowd-written descriptions of regular expressions ("lines with the
+    string 'dog' at least 2 times"), asked for as a regex."""
+    lines = sorted({line.strip() for line in src.read(DEEP_REGEX, "datasets/NL-RX-Turk/src.txt").splitlines()})
+    rng = random.Random(13)
+    rng.shuffle(lines)
+    for i, line in enumerate(x for x in lines[: REGEX_CAP + 1] if x):
+        text = rng.choice(REGEX_FRAMES).format(d=_lower_first(line).rstrip("."))
+        yield text, "coding", "nl-rx", f"nl-rx:{i % 5}"
+
+
+def exercism(src: Sources) -> Iterator[Row]:
+    """Exercism's problem specifications: each exercise's description or instructions, its first
+    paragraphs (headings, notes and links dropped), grouped by exercise name's first letter."""
+    repo, commit = EXERCISM
+    git_dir = src.git_dir(repo)
+    names = subprocess.run(
+        ["git", "--git-dir", str(git_dir), "ls-tree", "-r", "--name-only", commit, "exercises"],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    docs = {}
+    for path in sorted(names.split()):
+        parts = path.split("/")
+        if len(parts) == 3 and parts[2] in ("description.md", "instructions.md"):
+            docs.setdefault(parts[1], path)  # description.md sorts first
+    rng = random.Random(14)
+    for name, path in sorted(docs.items()):
+        body = re.sub(r"~~~~.*?~~~~", "", src.read(EXERCISM, path), flags=re.DOTALL)
+        paragraphs = [p.strip() for p in body.split("\n\n") if p.strip() and not p.lstrip().startswith(("#", "["))]
+        text = re.sub(r"\[([^\]]+)\]\[[^\]]*\]", r"\1", "\n\n".join(paragraphs[:4]))
+        if len(text) > 40:
+            frame = rng.choice(EXERCISM_FRAMES)
+            yield frame.format(t=text, lang=rng.choice(EXERCISM_LANGS)), "coding", "exercism", f"exercism:{name[0]}"
+
+
 SHARES = (("test", 0.25), ("val", 0.15))
 """Of each task's rows (after the caps), about this share goes to each held-out split (whole groups)."""
 CAPS = {"train": 200, "val": 40, "test": 40}
@@ -407,8 +491,9 @@ def _rank(group: str) -> str:
 
 def build(src: Sources) -> dict[str, list[Row]]:
     """Dedupe, then deal whole groups (in a fixed pseudo-random order) to test and val until each task
-    has its share there, and the rest to train. Sources added later (`truthful_qa`) are dealt on their
-    own, so the splits of the earlier ones stay as they were and before/after figures compare."""
+        has its share there, and the rest to train. Sources added later (`truthful_qa`) are dealt on their
+        own, in the order they were added, so the splits of the earlier ones stay as they were and
+    before/after figures compare."""
     seen: set[str] = set()
     first = _grouped(
         seen,
@@ -426,10 +511,10 @@ def build(src: Sources) -> dict[str, list[Row]]:
     )
     nq_dev = src.read(NATURAL_QUESTIONS, NQ_DEV).splitlines()
     nq = {json.loads(line)["question"].strip() for line in nq_dev}
-    later = _grouped(seen, (truthful_qa(src, nq),))
     splits = _deal(first)
-    for split, rows in _deal(later).items():
-        splits[split] += rows
+    for later in ((truthful_qa(src, nq),), (nl2bash(src), regexes(src), exercism(src))):
+        for split, rows in _deal(_grouped(seen, later)).items():
+            splits[split] += rows
     return splits
 
 

@@ -35,6 +35,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 from compose import composed  # noqa: E402
 
+from bench.classify import balanced_scores, metrics  # noqa: E402
 from lmwatch.routing.taskmodel import MODEL_FILE  # noqa: E402
 from lmwatch.routing.textfeatures import features  # noqa: E402
 
@@ -112,21 +113,38 @@ def export(clf, vocab: dict[str, int], idf: dict[str, float], rare_idf: float, m
 
 
 def report(model: dict[str, object], rows: list[tuple[str, str]], title: str) -> float:
+    """Prints accuracy, macro-F1, the class-balanced figures (bench/classify.py's) and the confusion
+    matrix; returns the balanced macro-F1, which is what the choices on the val split go by (the
+    hidden set has as many prompts of each task)."""
     from lmwatch.routing.taskmodel import parse_model
 
     linear = parse_model(model)
-    right = 0
-    confusion: Counter[tuple[str, str]] = Counter()
+    pairs = []
     for text, task in rows:
         logits = linear.score(text).logits
-        guess = linear.tasks[max(range(len(logits)), key=logits.__getitem__)]
-        right += guess == task
-        confusion[(task, guess)] += 1
-    accuracy = right / len(rows)
-    print(f"{title}: accuracy {accuracy:.3f} on {len(rows)}")
+        pairs.append((task, linear.tasks[max(range(len(logits)), key=logits.__getitem__)]))
+    confusion = Counter(pairs)
+    accuracy = sum(t == g for t, g in pairs) / len(pairs)
+    macro = sum(f1 for _, _, f1 in metrics(confusion)) / len(TASKS)
+    mean_recall, even_macro = balanced_scores(pairs)
+    print(
+        f"{title}: accuracy {accuracy:.3f}, macro-F1 {macro:.3f}; balanced accuracy {mean_recall:.3f},"
+        f" balanced macro-F1 {even_macro:.3f} on {len(rows)}"
+    )
     for task in TASKS:
         print(f"  {task:9s}", " ".join(f"{confusion[(task, g)]:4d}" for g in TASKS))
-    return accuracy
+    return even_macro
+
+
+def evaluate(model: dict[str, object], test: bool) -> None:
+    """The val split (what choices go by), then, with `test`, the held-out sets (reported only)."""
+    report(model, load([PUBLIC / "val.jsonl"]), "public val")
+    if test:
+        report(model, load([PUBLIC / "test.jsonl"]), "public test")
+        if (PUBLIC / "outofsource.jsonl").exists():
+            report(model, load([PUBLIC / "outofsource.jsonl"]), "out-of-source (outofsource.py)")
+    for dev in sorted((HERE / "data").glob("dev*.jsonl")):
+        report(model, load([dev]), dev.name)
 
 
 def main() -> None:
@@ -138,22 +156,21 @@ def main() -> None:
         "--min-weight", type=int, default=3, help=f"drop features whose weights are all below this (of {LEVELS})"
     )
     parser.add_argument("--no-write", action="store_true", help="report only")
+    parser.add_argument("--evaluate", type=Path, help="report on this model file (e.g. the shipped one) and stop")
     parser.add_argument("--out", type=Path, default=OUT, help="where to write the model")
     parser.add_argument("--test", action="store_true", help="also report on the public test split (not for tuning)")
     args = parser.parse_args()
+    if args.evaluate:
+        model = json.loads(gzip.decompress(args.evaluate.read_bytes()))
+        evaluate(model, args.test)
+        return
     rows = training_rows(args.per_task)
     print("training rows:", Counter(task for _, task in rows))
     clf, vocab, idf, rare_idf = train(rows, args.min_df, args.C)
     model = export(clf, vocab, idf, rare_idf, args.min_weight)
     print(f"features kept: {len(model['weights'])} of {len(vocab)}")
     report(model, rows, "train")
-    report(model, load([PUBLIC / "val.jsonl"]), "public val")
-    if args.test:
-        report(model, load([PUBLIC / "test.jsonl"]), "public test")
-        if (PUBLIC / "outofsource.jsonl").exists():
-            report(model, load([PUBLIC / "outofsource.jsonl"]), "out-of-source (outofsource.py)")
-    for dev in sorted((HERE / "data").glob("dev*.jsonl")):
-        report(model, load([dev]), dev.name)
+    evaluate(model, args.test)
     if not args.no_write:
         args.out.write_bytes(gzip.compress(json.dumps(model, separators=(",", ":")).encode(), mtime=0))
         print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
