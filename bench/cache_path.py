@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import tempfile
 import time
@@ -31,24 +32,27 @@ from lmwatch.metrics.cache import CacheMetrics
 ANSWER = Entry("sim", "bench-llm", "chat", False, 12, 40, b'{"choices": []}' + b" " * 400)
 
 
-def body(n: int) -> dict[str, object]:
-    return {"model": "bench-llm", "temperature": 0, "messages": [{"role": "user", "content": f"hello {n}"}]}
+def request(n: int) -> tuple[bytes, dict[str, object]]:
+    """A body as bench/cache_miss.lua sends it, and as parsed (the parse is not the cache's)."""
+    raw = b'{"model":"bench-llm","temperature":0,"messages":[{"role":"user","content":"hello %d"}]}' % n
+    return raw, json.loads(raw)
 
 
 async def run(requests: int) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory(prefix="lmwatch-bench-cache-path-") as state:
         cache = Cache(CacheMetrics(CollectorRegistry()))
         cache.configure(CacheConfig(enabled=True), Path(state) / "cache.sqlite")
-        await cache.get_many(["warm-up"])  # opens the file
+        await cache.opened()
         times: dict[str, list[float]] = {"miss": [], "hit": []}
         for kind in ("miss", "hit"):
             for n in range(requests):
+                raw, body = request(n)
                 started = time.perf_counter()
-                key = response_key("chat", ["bench-llm"], body(n), False, False)
+                key = response_key("chat", ["bench-llm"], body, raw, False, False)
                 found = await cache.get_many([key])
                 assert found is not None and (found[0] is None) == (kind == "miss"), kind
                 if kind == "miss":
-                    cache.put_many([(key, ANSWER.encode())])
+                    cache.put_many([(key, ANSWER)])  # encoded with its batch
                 times[kind].append(time.perf_counter() - started)
                 await asyncio.sleep(0.0005)
             await cache.settled()

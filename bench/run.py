@@ -43,6 +43,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import gcpauses
+
 HERE = Path(__file__).resolve().parent
 MODEL = "bench-llm"
 STREAM_BODY = json.dumps({"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "hello"}]})
@@ -140,29 +142,37 @@ def daemon_config(path: Path, port: int, sim_port: int, extra: str = "") -> None
 
 
 @contextmanager
-def cached_daemon(sim_port: int) -> Iterator[str]:
-    """A second daemon on the same simulator, with the response cache on (SQLite in a scratch state dir)."""
+def cached_daemon(sim_port: int) -> Iterator[tuple[str, int]]:
+    """A second daemon on the same simulator, with the response cache on (SQLite in a scratch state dir):
+    its URL and process id."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="lmwatch-bench-cache-") as state:
         config = Path(state) / "config.yaml"
         daemon_config(config, port, sim_port, f"state_dir: {state}\ncache: {{enabled: true}}\n")
         url = f"http://127.0.0.1:{port}"
-        with process([sys.executable, "-m", "lmwatch", "run", "--config", str(config)], url + "/readyz"):
-            yield url
+        with process([sys.executable, "-m", "lmwatch", "run", "--config", str(config)], url + "/readyz") as daemon:
+            yield url, daemon.pid
 
 
-def cache_figures(direct: str, through: str, cached: str, rounds: int, seconds: int) -> tuple[list[Check], Rows]:
+def cache_figures(
+    direct: str, daemons: tuple[tuple[str, int], tuple[str, int]], rounds: int, seconds: int
+) -> tuple[list[Check], Rows]:
     """A miss's added latency (new deterministic requests, through the cached daemon vs through the
     one without a cache: the median of each round's difference) and a hit's latency (one request
-    repeated), at concurrency 1, alternating."""
+    repeated), at concurrency 1, alternating; beside the latency, each daemon's CPU per miss request
+    (from /proc: the figure a busy machine disturbs least)."""
     path = "/v1/chat/completions"
+    (through, through_pid), (cached, cached_pid) = daemons  # (URL, process id) without and with the cache
     wrk(cached + path, "cache_hit.lua", 1, 1)  # stores the answer the hit runs get
-    runs = []
+    runs, cpu = [], []
     for _ in range(rounds):
+        plain_run, (plain_cpu,) = wrk_cpu(through + path, "cache_miss.lua", 1, seconds, [through_pid])
+        miss_run, (miss_cpu,) = wrk_cpu(cached + path, "cache_miss.lua", 1, seconds, [cached_pid])
+        cpu.append((plain_cpu, miss_cpu))
         runs.append(
             (
-                wrk(through + path, "cache_miss.lua", 1, seconds).p50,
-                wrk(cached + path, "cache_miss.lua", 1, seconds).p50,
+                plain_run.p50,
+                miss_run.p50,
                 wrk(direct + path, "cache_hit.lua", 1, seconds).p50,
                 wrk(through + path, "cache_hit.lua", 1, seconds).p50,
                 wrk(cached + path, "cache_hit.lua", 1, seconds).p50,
@@ -188,6 +198,10 @@ def cache_figures(direct: str, through: str, cached: str, rounds: int, seconds: 
         "p50, new temperature-0 requests, no cache / cache miss (ms)": (plain, miss),
         "p50, one temperature-0 request repeated, direct / cache hit (ms)": (alone, hit),
         "p50, one temperature-0 request repeated, through lmwatch without a cache (ms)": (proxied, proxied),
+        "CPU per new temperature-0 request, no cache / cache miss (us)": (
+            statistics.median(c[0] for c in cpu) * 1e6,
+            statistics.median(c[1] for c in cpu) * 1e6,
+        ),
     }
     return checks, rows
 
@@ -299,8 +313,15 @@ class StallResult:
     size_bytes: int
     series: int
     poll_cpu_ms: float
+    """The daemon's CPU per poll, idle, with the samplers off (`poll_cost`)."""
+    sampler_cpu_ms: float
+    """The host and process samplers' CPU per second: the idle daemon with them less without."""
     scrape_cpu_ms: float
     """The daemon's CPU per scrape (`scrape_cost`)."""
+    gc_pauses_ms: list[float]
+    """Every full (generation-2) collection's pause once the daemon was ready, longest first (bench/gcpauses.py)."""
+    gc_young_max_ms: float
+    """The longest generation-0 or -1 collection."""
 
 
 class Scraper:
@@ -344,41 +365,75 @@ class Scraper:
             raise RuntimeError(f"no scrape of {self.url} finished")
 
 
-def scrape_stall(count: int, seconds: int, rounds: int) -> StallResult:
-    """p99 at concurrency 1 with and without scrapes, `count` backends polled every second."""
+SAMPLERS_OFF = "sampling: {host_interval: 3600, process_interval: 3600, gpu: off}\n"
+"""The samplers once an hour after their first round at start-up: what an idle daemon then spends is its polls."""
+
+
+@contextmanager
+def fleet(count: int) -> Iterator[list[str]]:
+    """`count` simulated backends in one process (bench/fleet.py); yields their ports."""
     with tempfile.TemporaryDirectory() as tmp:
-        port_file, lm_port = Path(tmp) / "ports", free_port()
-        fleet = subprocess.Popen([sys.executable, str(HERE / "fleet.py"), str(count), str(port_file)])
+        port_file = Path(tmp) / "ports"
+        proc = subprocess.Popen([sys.executable, str(HERE / "fleet.py"), str(count), str(port_file)])
         try:
             end = time.monotonic() + 120
-            while not port_file.exists() and time.monotonic() < end and fleet.poll() is None:
+            while not port_file.exists() and time.monotonic() < end and proc.poll() is None:
                 time.sleep(0.1)
-            ports = port_file.read_text().split()
-            config = Path(tmp) / "config.yaml"
-            config.write_text(
-                f"server: {{port: {lm_port}}}\nlogging: {{level: warning}}\nbackends:\n"
-                + "".join(
-                    f"  - {{name: b{i}, url: 'http://127.0.0.1:{port}', poll_interval: 1}}\n"
-                    for i, port in enumerate(ports)
-                )
-            )
-            through = f"http://127.0.0.1:{lm_port}"
-            daemon_args = [sys.executable, "-m", "lmwatch", "run", "--config", str(config)]
-            with process(daemon_args, through + "/readyz") as daemon:
-                idle = cpu_seconds(daemon.pid)
-                time.sleep(seconds)  # no traffic: what the polls (and samplers) cost
-                poll_cpu = (cpu_seconds(daemon.pid) - idle) / (count * seconds)
-                wrk(through + "/v1/chat/completions", "chat.lua", 1, 2)
-                quiet, scraped, render = [], [], []
-                for _ in range(rounds):
-                    quiet.append(wrk(through + "/v1/chat/completions", "chat.lua", 1, seconds).p99)
-                    with Scraper(through + "/metrics", min_series=40 * count) as scraper:
-                        scraped.append(wrk(through + "/v1/chat/completions", "chat.lua", 1, seconds).p99)
-                    render.extend(scraper.times)
-                scrape_cpu = scrape_cost(through + "/metrics", daemon.pid, seconds)
+            yield port_file.read_text().split()
         finally:
-            fleet.terminate()
-            fleet.wait(timeout=30)
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+@contextmanager
+def fleet_daemon(ports: list[str], extra: str = "", gc_log: Path | None = None) -> Iterator[tuple[str, int]]:
+    """A daemon polling every port of the fleet each second; yields its URL and PID. With `gc_log`,
+    every garbage collection is timed into that file when the daemon exits."""
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        config = Path(tmp) / "config.yaml"
+        rows = (f"  - {{name: b{i}, url: 'http://127.0.0.1:{n}', poll_interval: 1}}\n" for i, n in enumerate(ports))
+        config.write_text(f"server: {{port: {port}}}\nlogging: {{level: warning}}\n{extra}backends:\n" + "".join(rows))
+        timed = [str(HERE / "gcpauses.py"), str(gc_log)] if gc_log is not None else []
+        url = f"http://127.0.0.1:{port}"
+        args = [sys.executable, *timed, "-m", "lmwatch", "run", "--config", str(config)]
+        with process(args, url + "/readyz") as daemon:
+            yield url, daemon.pid
+
+
+def idle_cpu(pid: int, seconds: float) -> float:
+    """A process's CPU seconds per second over `seconds` of no traffic."""
+    began = cpu_seconds(pid)
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - began) / seconds
+
+
+def poll_cost(ports: list[str], seconds: float) -> float:
+    """CPU seconds per poll: an idle daemon polling each backend every second, samplers off."""
+    with fleet_daemon(ports, SAMPLERS_OFF) as (_, pid):
+        time.sleep(2)  # the first scheduled polls after the start-up round
+        return idle_cpu(pid, seconds) / len(ports)
+
+
+def scrape_stall(count: int, seconds: int, rounds: int) -> StallResult:
+    """p99 at concurrency 1 with and without scrapes, `count` backends polled every second; the
+    poll's own CPU (samplers off), the samplers' CPU, and the daemon's garbage-collection pauses."""
+    with fleet(count) as ports, tempfile.TemporaryDirectory() as tmp:
+        poll_cpu = poll_cost(ports, max(seconds, 10))
+        gc_log = Path(tmp) / "gc.jsonl"
+        with fleet_daemon(ports, gc_log=gc_log) as (through, pid):
+            ready = time.monotonic()  # the same clock as the log's: start-up's collections left out
+            time.sleep(2)
+            sampler_cpu = idle_cpu(pid, max(seconds, 10)) - poll_cpu * count
+            wrk(through + "/v1/chat/completions", "chat.lua", 1, 2)
+            quiet, scraped, render = [], [], []
+            for _ in range(rounds):
+                quiet.append(wrk(through + "/v1/chat/completions", "chat.lua", 1, seconds).p99)
+                with Scraper(through + "/metrics", min_series=40 * count) as scraper:
+                    scraped.append(wrk(through + "/v1/chat/completions", "chat.lua", 1, seconds).p99)
+                render.extend(scraper.times)
+            scrape_cpu = scrape_cost(through + "/metrics", pid, seconds)
+        pauses = [p for p in gcpauses.read(gc_log) if p["at"] >= ready]
     return StallResult(
         count,
         statistics.median(quiet),
@@ -387,7 +442,10 @@ def scrape_stall(count: int, seconds: int, rounds: int) -> StallResult:
         scraper.size,
         scraper.series,
         poll_cpu * 1e3,
+        sampler_cpu * 1e3,
         scrape_cpu * 1e3,
+        sorted((p["seconds"] * 1e3 for p in pauses if p["generation"] == 2), reverse=True),
+        max((p["seconds"] * 1e3 for p in pauses if p["generation"] < 2), default=0.0),
     )
 
 
@@ -459,11 +517,13 @@ def main() -> None:
     with (
         process(sim_args, direct + "/v1/models") as simulator,
         process([sys.executable, "-m", "lmwatch", "run", "--config", cfg.name], through + "/readyz") as daemon,
-        cached_daemon(sim_port) as cached,
+        cached_daemon(sim_port) as (cached, cached_pid),
     ):
         for url in (direct, through, cached):  # warm up: connections, caches, the first poll
             wrk(url + path, "chat.lua", 4, 2)
-        cache_checks, cache_rows = cache_figures(direct, through, cached, args.rounds, args.seconds)
+        cache_checks, cache_rows = cache_figures(
+            direct, ((through, daemon.pid), (cached, cached_pid)), args.rounds, args.seconds
+        )
         if args.cache_only:
             os.unlink(cfg.name)
             print(f"Machine: {machine()}; load average {os.getloadavg()[0]:.2f} at the end.")
@@ -588,8 +648,10 @@ def main() -> None:
             f"Scrape with {stall.backends} backends (3 LLMs and an embedding model each, polled every second):"
             f" {stall.render_ms:.0f} ms per /metrics scrape (median; {stall.scrape_cpu_ms:.0f} ms of the daemon's CPU),"
             f" {stall.size_bytes / 1e6:.1f} MB,"
-            f" {stall.series:,} series. Idle, the daemon spends {stall.poll_cpu_ms:.2f} ms of CPU per backend"
-            " per second (one poll each, with the host and process samplers).",
+            f" {stall.series:,} series. Idle, a poll costs the daemon {stall.poll_cpu_ms:.2f} ms of CPU"
+            f" (samplers off), and the host and process samplers {stall.sampler_cpu_ms:.1f} ms per second."
+            f" Full garbage collections during the run: {len(stall.gc_pauses_ms)}, the longest"
+            f" {max(stall.gc_pauses_ms, default=0):.0f} ms; the longest young one {stall.gc_young_max_ms:.1f} ms.",
         ]
     print("\n".join(run))
     if args.write:

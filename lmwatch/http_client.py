@@ -90,8 +90,11 @@ class Origin:
         return host if self.port == default else f"{host}:{self.port}"
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=4096)
 def origin(base_url: str) -> Origin:
+    """Memoised: every poll and proxied request asks, and a miss (urlsplit) costs about 10 us. The
+    cache holds more origins than any fleet has backends: at 256, 300 backends polled in turn
+    missed every time."""
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {base_url}")

@@ -347,6 +347,11 @@ class Registry:
         if describe is not None and not all(m.capabilities_reported for m in models):
             models = tuple(m if m.capabilities_reported else describe(m) for m in models)
         health, reason, public = _judge(result)
+        now = self._clock()
+        if _same_answer(current, result, models, health, reason, public):
+            self._backends[name] = _probed_again(current, now, result.duration)
+            self._publish((), routes=False)
+            return
         updated = dataclasses.replace(
             current,
             health=health,
@@ -355,8 +360,8 @@ class Registry:
             flavour=result.flavour,
             version=result.version or current.version,
             models=models,
-            last_success=self._clock(),
-            last_probe=self._clock(),
+            last_success=now,
+            last_probe=now,
             last_error=None if health is Health.UP else reason,
             last_error_reason=None,
             probe_duration=result.duration,
@@ -499,6 +504,35 @@ def _judge(result: ProbeResult) -> tuple[Health, str, str]:
         slow = f"slow probe ({result.duration:.1f} s)"
         return Health.DEGRADED, slow, slow
     return Health.UP, "ok", "ok"
+
+
+def _same_answer(
+    current: BackendInfo, result: ProbeResult, models: tuple[ModelInfo, ...], health: Health, reason: str, public: str
+) -> bool:
+    """Whether a successful poll told what the last one did: the same models (the very objects when
+    the answer's bytes were the same, so the compare is one identity check each), health, flavour."""
+    return (
+        health is current.health
+        and current.consecutive_failures == 0
+        and current.last_error_reason is None
+        and reason == current.health_reason
+        and public == current.public_reason
+        and result.flavour == current.flavour
+        and (result.version is None or result.version == current.version)
+        and models == current.models
+    )
+
+
+def _probed_again(info: BackendInfo, at: float, duration: float) -> BackendInfo:
+    """`info` polled again with the same answer: new probe times, every other field as it was.
+    A copy of its fields, since `dataclasses.replace` runs the whole constructor again (a third of
+    the registry's part of an unchanged poll)."""
+    probed = object.__new__(BackendInfo)
+    fields = probed.__dict__
+    fields.update(info.__dict__)
+    fields["last_success"] = fields["last_probe"] = at
+    fields["probe_duration"] = duration
+    return probed
 
 
 def _routes_differently(old: BackendInfo, new: BackendInfo) -> bool:

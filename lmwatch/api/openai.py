@@ -308,7 +308,7 @@ async def _serve(api: V1, call: Call, reply: Reply, config: Config, state: _Requ
         _json(call, reply, services.config.redactor, answer, state.headers())
         return str(answer.status)
     key = await _look_up(
-        cache, decision, state, lambda: response_key(endpoint, models, req.body, req.stream, req.wants_usage)
+        cache, decision, state, lambda: response_key(endpoint, models, req.body, req.raw, req.stream, req.wants_usage)
     )
     similar = None
     if key is not None and config.cache.semantic.enabled:
@@ -389,7 +389,7 @@ def _keep(
 ) -> None:
     if cache is not None and ex.target is not None:
         entry = Entry(ex.target.backend, ex.target.model, state.task, sse, ex.usage.prompt, ex.usage.completion, body)
-        cache.put_many([(key, entry.encode())])
+        cache.put_many([(key, entry)])
         if similar is not None and cache.store is not None:
             cache.semantic.keep(cache.store, cache.config.semantic, similar, key, cache.config.ttl)
 

@@ -8,11 +8,10 @@ bodies, and LM Studio's HTTP 200 carrying an `error` body (its answer to unknown
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar, cast
 
 from lmwatch.config import BackendConfig, backend_secrets
@@ -84,13 +83,9 @@ class BackendClient:
             self._redactor.replace(backend_secrets([self.config]))
         return {"Authorization": f"Bearer {token}"} if token else {}
 
-    @contextlib.contextmanager
-    def _redacted(self) -> Iterator[None]:
-        """A ProbeError raised inside without this backend's secrets in its message."""
-        try:
-            yield
-        except ProbeError as exc:
-            raise ProbeError(exc.reason, self._redactor.redact(exc.text)) from None
+    def _redacted(self, exc: ProbeError) -> ProbeError:
+        """`exc` without this backend's secrets in its message (raised in its place)."""
+        return ProbeError(exc.reason, self._redactor.redact(exc.text))
 
     async def get_json(self, path: str) -> Any:
         return await self.request_json("GET", path)
@@ -98,12 +93,14 @@ class BackendClient:
     async def get_parsed(self, path: str, parse: Callable[[Any], T]) -> T:
         """`parse(await get_json(path))`, or its last result again when the answer's bytes are the
         same as last time: an unchanged model list costs a byte compare, not a decode and a rebuild."""
-        with self._redacted():
+        try:
             status, raw = await self._fetch("GET", path)
             last = self._last.get(path)
             if last is not None and status == 200 and last[0] == raw:
                 return cast(T, last[1])
             result = parse(_parse(path, status, raw))
+        except ProbeError as exc:
+            raise self._redacted(exc) from None
         self._last[path] = (raw, result)
         return result
 
@@ -113,9 +110,11 @@ class BackendClient:
     async def request_json(
         self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float | None = None
     ) -> Any:
-        with self._redacted():
+        try:
             status, raw = await self._fetch(method, path, body, timeout)
             return _parse(path, status, raw)
+        except ProbeError as exc:
+            raise self._redacted(exc) from None
 
     async def _fetch(
         self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float | None = None

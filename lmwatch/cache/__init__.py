@@ -27,6 +27,15 @@ class Stored:
     """None when the store cannot tell cheaply."""
 
 
+class Encodable(Protocol):
+    def encode(self) -> bytes: ...
+
+
+Value = bytes | Encodable
+"""What is handed to the cache to keep: the stored bytes, or what makes them (encoded with the
+batch it is written in, not on the request path)."""
+
+
 class Store(Protocol):
     name: str
 

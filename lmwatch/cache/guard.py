@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from lmwatch.cache import CacheError, Store
+from lmwatch.cache import CacheError, Store, Value
 from lmwatch.metrics.cache import CacheMetrics
 
 log = logging.getLogger("lmwatch.cache")
@@ -50,7 +50,7 @@ class GuardedStore:
         self._retry_at = 0.0
         self._failing = False
         self._writes: set[asyncio.Task[None]] = set()
-        self._pending: dict[float, dict[str, bytes]] = {}
+        self._pending: dict[float, dict[str, Value]] = {}
         """Answers waiting for the next batched write, by TTL."""
         self._flusher: asyncio.Task[None] | None = None
         self._flush_now = asyncio.Event()
@@ -90,10 +90,10 @@ class GuardedStore:
         self._recovered()
         return result
 
-    def put_many(self, items: Sequence[tuple[str, bytes]], ttl: float) -> None:
+    def put_many(self, items: Sequence[tuple[str, Value]], ttl: float) -> None:
         """Store in the background, batched with the other answers of the next `WRITE_DELAY` seconds
-        (one transaction, not one per miss; a key given twice is stored once); a failure is counted
-        and logged, the request already answered."""
+        (one transaction, not one per miss; a key given twice is stored once; values encoded then);
+        a failure is counted and logged, the request already answered."""
         if not items or not self.available:
             return
         pending = self._pending.setdefault(ttl, {})
@@ -140,7 +140,8 @@ class GuardedStore:
             return
         self._recovered()
 
-    async def _put(self, items: Sequence[tuple[str, bytes]], ttl: float) -> None:
+    async def _put(self, values: Sequence[tuple[str, Value]], ttl: float) -> None:
+        items = [(k, v if isinstance(v, bytes) else v.encode()) for k, v in values]
         stored = await self.store.put_many(items, ttl)
         self._metrics.written.inc(sum(len(v) for _, v in items))
         if stored.evicted:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from lmwatch.config import CacheConfig
 
@@ -36,6 +36,9 @@ class Decision:
 
 
 BYPASS = Decision(read=False, write=False)
+READ_WRITE = Decision(read=True, write=True)
+WRITE_ONLY = Decision(read=False, write=True)
+_NONE: frozenset[str] = frozenset()
 
 
 def decide(config: CacheConfig, headers: Mapping[str, str], key_allows: bool, repeatable: bool) -> Decision:
@@ -43,13 +46,15 @@ def decide(config: CacheConfig, headers: Mapping[str, str], key_allows: bool, re
     request asks for a repeatable answer (see `deterministic`; embeddings always are)."""
     if not config.enabled or not key_allows:
         return BYPASS
-    asked = headers.get(HEADER, "").strip().lower()
-    control = {d.strip().lower() for d in headers.get("Cache-Control", "").split(",")}
-    if asked in OFF or "no-store" in control:
+    asked = headers.get(HEADER)
+    asked = asked.strip().lower() if asked is not None else ""
+    control = headers.get("Cache-Control")  # most requests have neither header
+    directives = {d.strip().lower() for d in control.split(",")} if control is not None else _NONE
+    if asked in OFF or "no-store" in directives:
         return BYPASS
     if not (asked in ON or config.all_requests or repeatable):
         return BYPASS
-    return Decision(read="no-cache" not in control, write=True)
+    return READ_WRITE if "no-cache" not in directives else WRITE_ONLY
 
 
 def deterministic(body: Mapping[str, Any]) -> bool:
@@ -59,9 +64,9 @@ def deterministic(body: Mapping[str, Any]) -> bool:
     return greedy or (isinstance(seed, int) and not isinstance(seed, bool))
 
 
-@dataclass(frozen=True)
-class Entry:
-    """A stored answer: the JSON body or the SSE bytes the client received, and who produced it."""
+class Entry(NamedTuple):
+    """A stored answer: the JSON body or the SSE bytes the client received, and who produced it (a
+    named tuple: one is made for every answer the cache keeps)."""
 
     backend: str
     model: str
@@ -72,10 +77,9 @@ class Entry:
     body: bytes
 
     def encode(self) -> bytes:
-        """A JSON head line of the fields but the body, then the body (built field by field: it runs
-        on the request path, and `dataclasses.asdict` copies deeply)."""
-        meta = {f.name: getattr(self, f.name) for f in _META}
-        return json.dumps(meta, separators=(",", ":")).encode() + b"\n" + self.body
+        """A JSON list of the fields but the body on the first line, then the body (the list, not an
+        object: `json.dumps` without options takes its fast path)."""
+        return json.dumps(self[:-1]).encode() + b"\n" + self.body
 
     @classmethod
     def decode(cls, raw: bytes) -> Entry | None:
@@ -83,9 +87,9 @@ class Entry:
         head, sep, body = raw.partition(b"\n")
         try:
             meta = json.loads(head) if sep else None
-            return cls(**meta, body=body) if isinstance(meta, dict) else None
-        except (ValueError, TypeError):
+        except ValueError:
             return None
-
-
-_META = tuple(f for f in fields(Entry) if f.name != "body")
+        if not (isinstance(meta, list) and len(meta) == 6):  # the head of an older entry is an object
+            return None
+        backend, model, task, sse, prompt_tokens, completion_tokens = meta
+        return cls(backend, model, task, sse, prompt_tokens, completion_tokens, body)

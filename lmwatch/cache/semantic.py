@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmwatch.cache.guard import GuardedStore
-from lmwatch.cache.keys import FRAMING, canonical
+from lmwatch.cache.keys import FRAMING, canonical, request_digest
 from lmwatch.cache.response import Entry
 from lmwatch.config import SemanticCacheConfig
 from lmwatch.metrics.cache import CacheMetrics
@@ -66,7 +66,7 @@ def prompt_of(endpoint: str, models: Iterable[str], body: dict[str, Any], stream
     text = request_text(body, 1 << 30)
     if not text.strip():
         return None
-    digest = hashlib.sha256(f"{endpoint}\0{','.join(models)}\0{int(stream)}{int(usage)}\0".encode())
+    digest = request_digest(endpoint, models, stream, usage)
     digest.update(canonical(rest))
     return Prompt("s:" + digest.hexdigest(), text)
 

@@ -6,20 +6,32 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
-from lmwatch.cache import Store
+from lmwatch.cache import Store, Value
 from lmwatch.cache.guard import GuardedStore
-from lmwatch.cache.redis_store import RedisStore
 from lmwatch.cache.semantic import SemanticCache
 from lmwatch.cache.sqlite_store import SqliteStore
 from lmwatch.config import CacheConfig
 from lmwatch.metrics.cache import CacheMetrics
 
+if TYPE_CHECKING:
+    from lmwatch.cache.redis_store import RedisStore
+
 log = logging.getLogger("lmwatch.cache")
+
+
+def _redis(config: CacheConfig, path: Path) -> Store:
+    """Imported here, when a config asks for it (at start-up or a reload): the Redis client is
+    about 6 MB of modules the daemon otherwise never needs."""
+    from lmwatch.cache.redis_store import RedisStore
+
+    return RedisStore(str(config.url), config.max_bytes, config.timeout)
+
 
 STORES: dict[str, Callable[[CacheConfig, Path], Store]] = {
     "sqlite": lambda config, path: SqliteStore(path, config.max_bytes),
-    "redis": lambda config, path: RedisStore(str(config.url), config.max_bytes, config.timeout),
+    "redis": _redis,
 }
 """`cache.backend` -> how to make its store (a new store is one module and one line here)."""
 
@@ -55,8 +67,9 @@ class Cache:
     @property
     def redis(self) -> RedisStore | None:
         """The Redis store when the cache uses one (the client-key buckets live there too)."""
-        inner = self.store.store if self.store is not None else None
-        return inner if isinstance(inner, RedisStore) else None
+        if self.store is None or self.config.backend != "redis":
+            return None
+        return cast("RedisStore", self.store.store)
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None] | None:
         return await self.store.get_many(keys) if self.store is not None else None
@@ -69,7 +82,7 @@ class Cache:
             return None
         return await self.store.call("ratelimit", lambda: redis.take(name, per_minute))
 
-    def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+    def put_many(self, items: Sequence[tuple[str, Value]]) -> None:
         if self.store is not None:
             self.store.put_many(items, self.config.ttl)
 

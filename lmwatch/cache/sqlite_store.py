@@ -145,9 +145,12 @@ class SqliteStore:
         def work(db: sqlite3.Connection) -> Stored:
             self._write_used(db)  # recency first: eviction below goes by it
             keys = [k for k, _ in items]
-            self._delete(db, keys)  # replaced entries leave the size total first
+            # replaced entries leave the size total first; a key the index lacks is new and needs no
+            # DELETE (REPLACE still keeps a row another process wrote meanwhile from failing the batch)
+            index = self._index
+            self._delete(db, keys if index is None else [k for k in keys if hash(k) in index])
             db.executemany(
-                "INSERT INTO entries (key, value, size, expires, used) VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO entries (key, value, size, expires, used) VALUES (?, ?, ?, ?, ?)",
                 [(k, v, len(v), now + ttl, now) for k, v in items],
             )
             self._size += sum(len(v) for _, v in items)

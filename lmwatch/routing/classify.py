@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from lmwatch.config import RoutingConfig
-from lmwatch.routing.taskmodel import LinearModel, Scored, knows_nothing, shipped_model, top_features
+from lmwatch.routing.taskmodel import LinearModel, Scored, shipped_model
 from lmwatch.routing.textfeatures import LENGTH, features
 
 KEYWORD_CAP = 4
@@ -46,6 +47,34 @@ class Classification:
     """Notes such as `keyword:poem(creative+0.41)`, strongest first."""
 
 
+class Probabilities(Mapping[str, float]):
+    """The softmax of the model's logits (rounded), worked out when first read: the `/v1` path reads
+    only the task and the reasons, `/admin/route/explain` the scores too."""
+
+    def __init__(self, tasks: tuple[str, ...], logits: list[float], top: float) -> None:
+        self._tasks, self._logits, self._top = tasks, logits, top
+        self._values: dict[str, float] | None = None
+
+    def _dict(self) -> dict[str, float]:
+        if self._values is None:
+            exp = [math.exp(x - self._top) for x in self._logits]
+            total = sum(exp)
+            self._values = {t: round(e / total, 3) for t, e in zip(self._tasks, exp, strict=True)}
+        return self._values
+
+    def __getitem__(self, task: str) -> float:
+        return self._dict()[task]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict())
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __repr__(self) -> str:
+        return repr(self._dict())
+
+
 class Classifier:
     """The compiled classifier for one config."""
 
@@ -61,20 +90,21 @@ class Classifier:
         }
         self._examples = ExampleIndex(cfg.examples, self.model)
         self.example_threshold = cfg.example_threshold
-        self._answers: dict[tuple[str, tuple[bool, ...]], Classification] = {}
+        self._answers: OrderedDict[tuple[str, tuple[str, ...]], Classification] = OrderedDict()
 
     def classify(self, body: Mapping[str, Any]) -> Classification:
         """The task of a request: what the text read and the request's shape decide, remembered."""
         text = request_text(body, self.scan_chars)
-        key = (text, (_has_shape(body, "tools"), _has_shape(body, "response_format"), _has_shape(body, "temperature")))
+        shape = () if body.keys().isdisjoint(_SHAPE_KEYS) else tuple(n for n in SHAPE_NUDGES if _has_shape(body, n))
+        key = (text, shape)
         found = self._answers.get(key)
         if found is None:
             if len(self._answers) >= REMEMBERED:
-                del self._answers[next(iter(self._answers))]  # the oldest
-            found = self._answers[key] = self._decide(text, body)
+                self._answers.popitem(last=False)  # the oldest (a dict would scan its holes)
+            found = self._answers[key] = self._decide(text, shape)
         return found
 
-    def _decide(self, text: str, body: Mapping[str, Any]) -> Classification:
+    def _decide(self, text: str, shape: tuple[str, ...]) -> Classification:
         decided = self.by_keywords(text)
         if decided:
             return decided
@@ -82,7 +112,7 @@ class Classifier:
             decided = self._by_examples(text)
             if decided:
                 return decided
-        return self._by_model(text, body)
+        return self._by_model(text, shape)
 
     def by_keywords(self, text: str) -> Classification | None:
         """The task configured keywords decide (most whole-word hits), or None when none hits."""
@@ -105,31 +135,25 @@ class Classifier:
         scores = {t: round(s, 3) for t, s in sims.items()}
         return Classification(best, scores, (f"examples:{best}({best}+{sims[best]:.2f})",))
 
-    def _by_model(self, text: str, body: Mapping[str, Any]) -> Classification:
+    def _by_model(self, text: str, shape: tuple[str, ...]) -> Classification:
         model = self.model
         scored = model.score(text)
-        nudges = (
-            []
-            if body.keys().isdisjoint(_SHAPE_KEYS)
-            else [(name, task, points) for name, (task, points) in SHAPE_NUDGES.items() if _has_shape(body, name)]
-        )
-        if knows_nothing(scored):
-            if not nudges:
+        if model.knows_nothing(scored):
+            if not shape:
                 return Classification(self.default_task, {}, ("default",))
-            scored = Scored((0.0,) * len(model.tasks), [], [], 0.0)  # no prior: the shape alone decides
+            scored = Scored((0.0,) * len(model.tasks), [], 0.0)  # no prior: the shape alone decides
         logits = list(scored.logits)
-        for _, task, points in nudges:
+        for name in shape:
+            task, points = SHAPE_NUDGES[name]
             logits[model.tasks.index(task)] += points
         win, runner = sorted(range(len(logits)), key=logits.__getitem__, reverse=True)[:2]
-        top = logits[win]
-        exp = [math.exp(x - top) for x in logits]
-        total = sum(exp)
-        scores = {t: round(e / total, 3) for t, e in zip(model.tasks, exp, strict=True)}
+        scores = Probabilities(model.tasks, logits, logits[win])
         task = model.tasks[win]
-        features = [(m, f"{_label(f)}({task}+{m:.2f})") for f, m in top_features(scored, win, runner, REASONS)]
-        if not nudges:  # top_features answers strongest first already
-            return Classification(task, scores, tuple(note for _, note in features))
-        notes = [(points, f"{name}({t}+{points:g})") for name, t, points in nudges if t == task] + features
+        top = model.top_features(scored, win, runner, REASONS)
+        if not shape:  # top_features answers strongest first already
+            return Classification(task, scores, tuple([f"{label}({task}+{m:.2f})" for label, m in top]))
+        features = [(m, f"{label}({task}+{m:.2f})") for label, m in top]
+        notes = [(p, f"{n}({t}+{p:g})") for n, (t, p) in SHAPE_NUDGES.items() if n in shape and t == task] + features
         notes.sort(key=lambda n: -n[0])
         return Classification(task, scores, tuple(note for _, note in notes[:REASONS]))
 
@@ -170,28 +194,6 @@ class ExampleIndex:
                 for i, w in enumerate(row):
                     sims[i] += x * w
         return dict(zip(self.tasks, sims, strict=True))
-
-
-def _label(feature: str) -> str:
-    """A reason's name for a feature: `word:…`, `start:…`, `end:…`, `chars:…`, `symbols:…`,
-    `question:…` (the last sentence asks, opening with that word), `code_fence`…"""
-    prefix = feature[0]
-    if prefix == "#":
-        marks = {"#fence": "code_fence", "#trace": "stack_trace", "#tech": "programming_word", "#form": "writing_form"}
-        return marks.get(feature, feature[1:])
-    if prefix == "^":
-        return "start:" + feature[1:]
-    if prefix == "$":
-        return "end:" + feature[1:]
-    if prefix == "%":
-        return "symbols:" + feature[1:]
-    if prefix == "?":
-        return "question:" + feature[1:]
-    if prefix == ">" or feature.endswith("<"):
-        return "chars:" + feature
-    if feature.startswith(LENGTH):
-        return "length:" + feature[len(LENGTH) :]
-    return "word:" + feature
 
 
 def _has_shape(body: Mapping[str, Any], name: str) -> bool:

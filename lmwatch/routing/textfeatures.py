@@ -16,7 +16,9 @@ from __future__ import annotations
 import itertools
 import re
 import string
+from collections.abc import Callable
 from operator import itemgetter
+from typing import Any, NamedTuple
 
 HEAD_CHARS = 1000
 TAIL_CHARS = 300
@@ -40,8 +42,12 @@ _LAST4 = itemgetter(slice(-4, None))
 """Slicers as C callables, so building the features runs no Python-level loop."""
 _WORD_CHARS = string.ascii_lowercase + string.digits + "+#"
 _PROSE = " \t\n\r.,!?:;'\"-"
-_WORD_BYTES = bytes(c if c >= 128 or chr(c) in _WORD_CHARS else 32 for c in range(256))
-"""bytes.translate table: word characters (and UTF-8 bytes) stay, the rest becomes a space (fast C)."""
+_WORD_BYTES = bytes(
+    c + 32 if chr(c).isascii() and chr(c).isupper() else c if c >= 128 or chr(c) in _WORD_CHARS else 32
+    for c in range(256)
+)
+"""bytes.translate table: word characters (and UTF-8 bytes) stay, A-Z become a-z, the rest a space
+(fast C): an ASCII text is lower-cased by it, without a pass of str.lower()."""
 _SYMBOL_BYTES = bytes(32 if c >= 128 or chr(c).isalnum() or chr(c) in _PROSE else c for c in range(256))
 """The complement: symbol runs such as `();` or `=>` stay (code), letters and prose punctuation go."""
 _TRACE = re.compile(
@@ -49,8 +55,6 @@ _TRACE = re.compile(
     r"error\[E\d{4}\]|File \"[^\"]+\", line \d+|Segmentation fault|^\s*\w*(?:Error|Exception): ",
     re.MULTILINE,
 )
-_TRACE_HINTS = ("Traceback", "Error", "Exception", "panic: ", "Segmentation", "    at ")
-"""Cheap substring checks that gate the trace regex (most prompts have none of them)."""
 _TABLE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*\|", re.MULTILINE)
 
 _TECH_WORDS = (
@@ -100,49 +104,142 @@ LENGTH = "len:"
 """Prefix of the length bucket (log2 of the word count); alone it means the text said nothing known."""
 
 
-def features(text: str) -> set[str]:
-    """The distinct features of `text` (lower-cased inside; the structural marks read the original
-    case, of the same head and tail)."""
-    out: set[str] = set()
+class Parts(NamedTuple):
+    """A text's features in groups that cannot share a member, each keyed without its mark, so the
+    request path builds no feature string: the count of distinct features is the sum of the sizes,
+    and the model looks each group up in a dict of its own (`Parts` order, `render` spells a member)."""
+
+    words: set[str]
+    """Words (but function words), the marks, the length bucket and the question form."""
+    pairs: set[tuple[str, str]]
+    prefixes: set[str]
+    suffixes: set[str]
+    starts: set[str]
+    ends: set[str]
+    symbols: set[str]
+
+
+def parts(text: str) -> Parts:
+    """The distinct features of `text` by group (lower-cased inside; the structural marks read the
+    original case, of the same head and tail)."""
     if not text:
-        return out
+        return Parts(set(), set(), set(), set(), set(), set(), set())
     size = len(text)
     skipped = 0
     if size > HEAD_CHARS + TAIL_CHARS:
         skipped = text.count(" ", HEAD_CHARS, size - TAIL_CHARS)
         text = text[:HEAD_CHARS] + "\n" + text[size - TAIL_CHARS :]
-    if "```" in text:
-        out.add(FENCE)
-    if any(hint in text for hint in _TRACE_HINTS) and _TRACE.search(text):
-        out.add(TRACE)
-    if "--" in text and "|" in text and _TABLE.search(text):
-        out.add(TABLE)
-    raw = text.lower().encode()
+    raw = text.encode() if text.isascii() else text.lower().encode()  # isascii() is O(1)
     words = raw.translate(_WORD_BYTES).decode().split()
     n = len(words) + skipped
     if len(words) > MAX_WORDS:
         words = words[: MAX_WORDS - TAIL_WORDS] + words[-TAIL_WORDS:]
-    out.update(words)
-    out -= FUNCTION_WORDS
-    if not TECH.isdisjoint(words):
-        out.add(TECH_MARK)
-    if not FORMS.isdisjoint(words):
-        out.add(FORM_MARK)
-    if len(words) > FOCUS_HEAD + FOCUS_TAIL:
-        words = words[:FOCUS_HEAD] + words[len(words) - FOCUS_TAIL :]
-    out.update(map(" ".join, itertools.pairwise(words)))
-    long = list(itertools.compress(words, map(AFFIX_MIN.__le__, map(len, words))))
-    out.update(map(str.__add__, map(_FIRST4, long), itertools.repeat("<")))
-    out.update(map(">".__add__, map(_LAST4, long)))
-    out.update(map("^".__add__, words[:EDGE_WORDS]))
-    out.update(map("$".__add__, words[-EDGE_WORDS:]))
-    out.update(map("%".__add__, map(_FIRST3, raw.translate(_SYMBOL_BYTES).decode(errors="ignore").split())))
-    out.add(LENGTH + str(n.bit_length()))
+    alone = set(words)
+    alone -= FUNCTION_WORDS
+    if "```" in text:
+        alone.add(FENCE)
+    if _may_trace(text) and _TRACE.search(text):
+        alone.add(TRACE)
+    if "--" in text and "|" in text and _TABLE.search(text):
+        alone.add(TABLE)
+    if not TECH.isdisjoint(alone):  # the distinct words: no programming word is a function word
+        alone.add(TECH_MARK)
+    if not FORMS.isdisjoint(alone):
+        alone.add(FORM_MARK)
+    alone.add(LENGTH + str(n.bit_length()))
     ask = _question(text)
     if ask:
-        out.add(QUESTION)
-        out.add(ask)
-    return out
+        alone.add(QUESTION)
+        alone.add(ask)
+    if len(words) > FOCUS_HEAD + FOCUS_TAIL:
+        words = words[:FOCUS_HEAD] + words[len(words) - FOCUS_TAIL :]
+    long = [w for w in words if len(w) >= AFFIX_MIN]  # faster than compress() of maps here
+    return Parts(
+        alone,
+        set(itertools.pairwise(words)),
+        set(map(_FIRST4, long)),
+        set(map(_LAST4, long)),
+        set(words[:EDGE_WORDS]),
+        set(words[-EDGE_WORDS:]),
+        set(map(_FIRST3, raw.translate(_SYMBOL_BYTES).decode(errors="ignore").split())),
+    )
+
+
+_SPELLINGS: tuple[Callable[[Any], str], ...] = (
+    str,
+    " ".join,
+    "{}<".format,
+    ">".__add__,
+    "^".__add__,
+    "$".__add__,
+    "%".__add__,
+)
+"""How each group of `Parts` spells a member as a feature string."""
+
+
+def render(group: int, member: Any) -> str:
+    """The feature string of `member` of `Parts` group `group`."""
+    return _SPELLINGS[group](member)
+
+
+def features(text: str) -> set[str]:
+    """The distinct features of `text` as strings (what training and the model file use)."""
+    groups: tuple[set[Any], ...] = parts(text)
+    return set(itertools.chain.from_iterable(map(map, _SPELLINGS, groups)))
+
+
+def part_of(feature: str) -> tuple[int, Any]:
+    """The `Parts` group of a feature string and its member there (the inverse of `render`)."""
+    mark = feature[0]
+    if mark == "^":
+        return 4, feature[1:]
+    if mark == "$":
+        return 5, feature[1:]
+    if mark == "%":
+        return 6, feature[1:]
+    if mark == ">":
+        return 3, feature[1:]
+    if feature.endswith("<"):
+        return 2, feature[:-1]
+    if " " in feature:
+        first, _, second = feature.partition(" ")
+        return 1, (first, second)
+    return 0, feature
+
+
+def label(feature: str) -> str:
+    """A reason's name for a feature: `word:…`, `start:…`, `end:…`, `chars:…`, `symbols:…`,
+    `question:…` (the last sentence asks, opening with that word), `code_fence`…"""
+    prefix = feature[0]
+    if prefix == "#":
+        marks = {FENCE: "code_fence", TRACE: "stack_trace", TECH_MARK: "programming_word", FORM_MARK: "writing_form"}
+        return marks.get(feature, feature[1:])
+    if prefix == "^":
+        return "start:" + feature[1:]
+    if prefix == "$":
+        return "end:" + feature[1:]
+    if prefix == "%":
+        return "symbols:" + feature[1:]
+    if prefix == "?":
+        return "question:" + feature[1:]
+    if prefix == ">" or feature.endswith("<"):
+        return "chars:" + feature
+    if feature.startswith(LENGTH):
+        return "length:" + feature[len(LENGTH) :]
+    return "word:" + feature
+
+
+def _may_trace(text: str) -> bool:
+    """Cheap substring checks that gate the trace regex (most prompts have none of them); an `or`
+    of `in`s, which costs less than any() over a tuple."""
+    return (
+        "Error" in text
+        or "Exception" in text
+        or "Traceback" in text
+        or "panic: " in text
+        or "Segmentation" in text
+        or "    at " in text
+    )
 
 
 def _question(text: str) -> str:

@@ -15,13 +15,14 @@ from lmwatch.samplers.base import Sampler, SamplerUnavailable
 from lmwatch.samplers.host import HostSampler
 from lmwatch.samplers.nvidia import NvidiaSampler
 from lmwatch.samplers.process import ProcessSampler
-from lmwatch.samplers.simulated import SimulatedNvidiaSampler
 
 __all__ = ["GPU_VENDORS", "Sampler", "SamplerUnavailable", "build_samplers"]
 
 
 def _nvidia(sampling: SamplingConfig) -> Sampler:
-    if sampling.gpu == "simulated":
+    if sampling.gpu == "simulated":  # the simulator's fake NVML, imported only for it
+        from lmwatch.samplers.simulated import SimulatedNvidiaSampler
+
         return SimulatedNvidiaSampler(sampling.gpu_interval, retry_interval=sampling.gpu_retry_interval)
     return NvidiaSampler(sampling.gpu_interval, retry_interval=sampling.gpu_retry_interval)
 

@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from lmwatch.cache.response import Entry
 from lmwatch.cache.sqlite_store import SqliteStore
 from lmwatch.simulator import SimSettings
 from tests.api.fleets import Fleet, chat, fleet, models
@@ -74,8 +75,21 @@ async def test_what_changes_the_answer_changes_the_key(cached: Fleet) -> None:
     ):
         _, headers, _ = await post(cached, body)
         assert headers["X-LMWatch-Cache"] == "miss", body
-    _, headers, _ = await post(cached, chat("hi", model=MODEL, temperature=0, user="someone-else"))
-    assert headers["X-LMWatch-Cache"] == "hit"  # `user` does not change the answer
+    _, headers, _ = await post(cached, chat("hi", model=MODEL, temperature=0))
+    assert headers["X-LMWatch-Cache"] == "hit"
+
+
+async def test_user_and_metadata_do_not_change_the_key_however_the_body_is_spelled(cached: Fleet) -> None:
+    await post(cached, chat("hi", model=MODEL, temperature=0, user="someone"))
+    await settled(cached)
+    other = chat("hi", model=MODEL, temperature=0, user="someone-else", metadata={"run": "2"})
+    spelled = json.dumps(dict(reversed(other.items())), indent=1)  # another key order, other spaces
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(cached.url + "/v1/chat/completions", data=spelled, headers={"Content-Type": "application/json"}) as r,
+    ):
+        assert (r.status, r.headers["X-LMWatch-Cache"]) == (200, "hit")
+    assert completed(cached) == 1
 
 
 async def test_only_requests_meant_to_repeat_are_cached_unless_the_client_opts_in(cached: Fleet) -> None:
@@ -229,3 +243,11 @@ async def test_a_client_key_with_cache_false_always_bypasses(tmp_path: Path) -> 
         assert seen == ["bypass", "bypass", "miss", "hit"]  # the private key's answers were never stored
         _, headers, _ = await post(f, body, Authorization="Bearer sk-private-key-0123456789abcdef")
         assert headers["X-LMWatch-Cache"] == "bypass"  # nor is it served what another key stored
+
+
+def test_an_entry_of_another_version_or_damaged_is_a_miss_not_an_error() -> None:
+    entry = Entry("studio", MODEL, "chat", True, 3, 5, b'data: {"x": 1}\n\ndata: [DONE]\n\n')
+    assert Entry.decode(entry.encode()) == entry
+    older = b'{"backend":"studio","model":"m","task":"chat","sse":false,"prompt_tokens":3,"completion_tokens":5}\n{}'
+    for raw in (older, b"[1, 2]\n{}", b"not json\n{}", b"no head line"):
+        assert Entry.decode(raw) is None, raw

@@ -13,7 +13,7 @@ import pytest
 from lmwatch.config import ClassifierConfig, RoutingConfig
 from lmwatch.routing.classify import Classifier, request_text
 from lmwatch.routing.taskmodel import ModelFileError, parse_model, shipped_model
-from lmwatch.routing.textfeatures import MAX_WORDS, features
+from lmwatch.routing.textfeatures import MAX_WORDS, features, part_of, parts, render
 
 DEV = Path(__file__).resolve().parents[2] / "train" / "classifier" / "data" / "dev.jsonl"
 REASON = re.compile(r"^[^()]+\((coding|research|creative|analysis)\+\d+(\.\d+)?\)$")
@@ -168,6 +168,31 @@ def test_a_closing_question_adds_its_opening_word() -> None:
     assert {f for f in asked if f.startswith("?")} == {"?", "?why"}
     assert not any(f.startswith("?") for f in features("Why it knocks: a short note on boilers."))
     assert "?" in features("?") and "?" in features("Really ?  ")
+
+
+def test_feature_groups_share_no_feature_so_their_sizes_count_the_features() -> None:
+    """The model counts a text's features as the sum of its groups' sizes and looks each group up in
+    its own dict: that is the count and the lookup of the feature strings training used only if no
+    two groups (nor two members of one) spell the same string."""
+    texts = [json.loads(line)["text"] for line in DEV.read_text().splitlines() if line.strip()]
+    texts += ["#tech #fence: a ```b``` | --- | c", "Error: x\n    at f (a.js:1:2)\nwhy?", "naïve café " * 50 + "and?"]
+    for text in texts:
+        groups = parts(text)
+        spelled = [render(g, member) for g, members in enumerate(groups) for member in members]
+        assert len(spelled) == len(set(spelled)) == len(features(text)), text
+        assert set(spelled) == features(text)
+        assert all(part_of(render(g, m)) == (g, m) for g, members in enumerate(groups) for m in members)
+
+
+def test_reasons_break_ties_by_name() -> None:
+    """Equal margins name the feature first by name, whatever order the text's sets iterate in."""
+    weights = {"zebra": [5, 0], "apple": [5, 0], "mango": [5, 0], "kiwi": [1, 0]}
+    model = parse_model({"tasks": ["a", "b"], "scale": 1, "bias": [0, 0], "weights": weights, "idf": {}, "rare_idf": 1})
+    text = "zebra mango apple kiwi"
+    scored = model.score(text)
+    assert scored.logits == pytest.approx((16 / len(features(text)) ** 0.5, 0))  # 4 of its features known
+    assert [name for name, _ in model.top_features(scored, 0, 1, 2)] == ["word:apple", "word:mango"]
+    assert [name for name, _ in model.top_features(scored, 1, 0, 2)] == []  # nothing favours b
 
 
 def test_malformed_model_file_is_a_clear_error() -> None:
