@@ -159,6 +159,42 @@ class _Family:
         return found
 
 
+@dataclass(frozen=True)
+class _Tree:
+    """One reading of a process and its descendants."""
+
+    rss: int
+    threads: int
+    start: float | None
+    readings: dict[tuple[int, float], tuple[float, float]]
+    """(pid, create time) -> (user, system) CPU seconds, for `_CpuAccount`."""
+    pids: tuple[int, ...]
+
+
+def _read_tree(main: psutil.Process, family: _Family) -> _Tree | None:
+    """Memory, CPU and threads of `main` and its descendants; None when `main` is gone."""
+    rss = threads = 0
+    start: float | None = None
+    readings: dict[tuple[int, float], tuple[float, float]] = {}
+    pids: list[int] = []
+    for proc in [main, *family.descendants(main.pid)]:
+        try:
+            with proc.oneshot():
+                rss += proc.memory_info().rss
+                threads += proc.num_threads()
+                cpu = proc.cpu_times()
+                created = proc.create_time()
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            if proc is main:
+                return None
+            continue
+        readings[(proc.pid, created)] = (cpu.user, cpu.system)
+        pids.append(proc.pid)
+        if proc is main:
+            start = created
+    return _Tree(rss, threads, start, readings, tuple(pids))
+
+
 class ProcessSampler(Sampler):
     name = "process"
     declared = PROCESS
@@ -182,6 +218,8 @@ class ProcessSampler(Sampler):
         self._last_scan: float | None = None
         self._cpu: dict[str, _CpuAccount] = {}
         self._resolved: dict[str, tuple[float, frozenset[str]]] = {}
+        self._targets: dict[str, tuple[float, tuple[int, frozenset[str]] | None]] = {}
+        """Backend URL -> (when, `_local_target`'s answer)."""
         self._interfaces: tuple[float, frozenset[str]] | None = None
         self._gaps = OnceLog(log)
 
@@ -189,6 +227,9 @@ class ProcessSampler(Sampler):
 
     def sample(self, snapshot: Snapshot) -> ProcessSample:
         targets: dict[str, tuple[int, frozenset[str]]] = {}
+        urls = {info.url for info in snapshot.backends.values()}
+        for url in set(self._targets) - urls:  # a backend removed or moved
+            del self._targets[url]
         for info in snapshot.backends.values():
             target = self._local_target(info.url)
             if target is not None:
@@ -197,8 +238,9 @@ class ProcessSampler(Sampler):
         results: list[BackendProcess] = []
         pids: dict[int, str] = {}
         family = _Family() if self._owners else None
+        trees: dict[int, _Tree | None] = {}
         for name, (port, _) in sorted(targets.items()):
-            result = self._measure(name, port, family)
+            result = self._measure(name, port, family, trees)
             results.append(result)
             for pid in result.pids:
                 pids.setdefault(pid, name)
@@ -213,8 +255,12 @@ class ProcessSampler(Sampler):
         ports: dict[int, frozenset[str]] = {}
         for port, addresses in targets.values():
             ports[port] = ports.get(port, frozenset()) | addresses
-        for port in list(self._owners):
-            if port not in ports or not self._owners[port].process.is_running():
+        running: dict[int, bool] = {}  # several backends served by one process: asked once
+        for port, owner in list(self._owners.items()):
+            pid = owner.process.pid
+            if pid not in running:
+                running[pid] = owner.process.is_running()
+            if port not in ports or not running[pid]:
                 self._forget_owner(port)  # its process died: look again now
         for port in list(self._port_state):
             if port not in ports:
@@ -257,46 +303,34 @@ class ProcessSampler(Sampler):
         del self._owners[port]
         self._scanned.discard(port)
 
-    def _measure(self, backend: str, port: int, family: _Family | None) -> BackendProcess:
-        """Memory, CPU and threads of the process tree listening on `port`, as of now."""
+    def _measure(
+        self, backend: str, port: int, family: _Family | None, trees: dict[int, _Tree | None]
+    ) -> BackendProcess:
+        """Memory, CPU and threads of the process tree listening on `port`, as of now; a tree that
+        serves several backends is read once per sample (`trees`, by its main PID)."""
         owner = self._owners.get(port)
         if owner is None or family is None:
             return BackendProcess(backend, port, self._port_state.get(port, Visibility.NOT_LISTENING))
         main = owner.process
-        tree = [main, *family.descendants(main.pid)]
-        rss = threads = 0
-        start: float | None = None
-        readings: dict[tuple[int, float], tuple[float, float]] = {}
-        pids: list[int] = []
-        for proc in tree:
-            try:
-                with proc.oneshot():
-                    rss += proc.memory_info().rss
-                    threads += proc.num_threads()
-                    cpu = proc.cpu_times()
-                    created = proc.create_time()
-            except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
-                if proc is main:
-                    self._forget_owner(port)
-                    return BackendProcess(backend, port, Visibility.NOT_LISTENING)
-                continue
-            readings[(proc.pid, created)] = (cpu.user, cpu.system)
-            pids.append(proc.pid)
-            if proc is main:
-                start = created
+        if main.pid not in trees:
+            trees[main.pid] = _read_tree(main, family)
+        tree = trees[main.pid]
+        if tree is None:
+            self._forget_owner(port)
+            return BackendProcess(backend, port, Visibility.NOT_LISTENING)
         account = self._cpu.setdefault(backend, _CpuAccount())
-        account.update(readings)
+        account.update(tree.readings)
         return BackendProcess(
             backend=backend,
             port=port,
             visibility=Visibility.VISIBLE,
             pid=main.pid,
-            pids=tuple(pids),
+            pids=tree.pids,
             name=owner.name,
-            resident_memory_bytes=rss,
+            resident_memory_bytes=tree.rss,
             cpu_seconds=MappingProxyType({"user": account.user, "system": account.system}),
-            threads=threads,
-            start_time_seconds=start,
+            threads=tree.threads,
+            start_time_seconds=tree.start,
         )
 
     def _report(self, result: BackendProcess) -> None:
@@ -348,7 +382,16 @@ class ProcessSampler(Sampler):
     # --- which backends are local ----------------------------------------------------------------
 
     def _local_target(self, url: str) -> tuple[int, frozenset[str]] | None:
-        """(port, addresses) when `url` points at this host; None for a remote backend (nothing to measure)."""
+        """(port, addresses) when `url` points at this host; None for a remote backend (nothing to
+        measure). Worked out again every `rescan_interval` seconds (addresses and interfaces change
+        that slowly), not at every sample: for hundreds of backends it was a third of a sample."""
+        now = self._clock()
+        kept = self._targets.get(url)
+        if kept is None or now - kept[0] >= self.rescan_interval:
+            kept = self._targets[url] = (now, self._find_local_target(url))
+        return kept[1]
+
+    def _find_local_target(self, url: str) -> tuple[int, frozenset[str]] | None:
         try:
             parts = urlsplit(url)
             port = parts.port or (443 if parts.scheme == "https" else 80)
