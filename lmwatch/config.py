@@ -91,6 +91,9 @@ class ServerConfig(Strict):
     """A request body that did not come with its head must arrive in full within this (408 past it)."""
     keepalive_timeout: Seconds = 75.0
     """An idle client connection (no request under way) is closed after this."""
+    lean_v1: bool = True
+    """Routed `/v1` POSTs answered by lmwatch's own HTTP/1.1 protocol (lmwatch/api/lean.py), every
+    other request by aiohttp; false: aiohttp serves everything (read when a connection opens)."""
 
 
 def repeated(names: list[str]) -> list[str]:

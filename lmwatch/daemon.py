@@ -25,6 +25,8 @@ from lmwatch.api import admin as admin_api
 from lmwatch.api import openai as openai_api
 from lmwatch.api import openapi
 from lmwatch.api.connections import CONNECTIONS, ConnectionRunner, ExceptionHandler
+from lmwatch.api.lean import LeanServer
+from lmwatch.api.openai import CORE
 from lmwatch.cache.service import Cache
 from lmwatch.config import LoadedConfig
 from lmwatch.control import ControlPlane
@@ -103,8 +105,9 @@ class Daemon:
         # handler_cancellation: a client that leaves cancels its handler, which closes the upstream
         # request, and LM Studio stops generating when its socket closes.
         connections = self.app[CONNECTIONS]
+        lean = LeanServer(self.app, connections, self.app[INFLIGHT]) if CORE in self.app else None
         self._runner = ConnectionRunner(
-            self.app, connections, access_log=None, shutdown_timeout=CUT_SECONDS, handler_cancellation=True
+            self.app, connections, lean, access_log=None, shutdown_timeout=CUT_SECONDS, handler_cancellation=True
         )
         loop = asyncio.get_running_loop()
         self._exception_handler = loop.get_exception_handler()

@@ -52,16 +52,17 @@ def test_top_level_must_be_a_mapping() -> None:
 def test_wrong_types_and_bad_url_name_their_paths() -> None:
     found = problems(
         """
-server: {port: many}
+server: {port: many, lean_v1: maybe}
 backends:
   - {name: a, url: "http://127.0.0.1:1234"}
   - {name: b, url: "not a url", timeout: -1}
 """
     )
     assert any(p.startswith("server.port: ") and "'many'" in p for p in found)
+    assert any(p.startswith("server.lean_v1: ") and "'maybe'" in p for p in found)
     assert any(p.startswith("backends[1].url: ") and "URL" in p for p in found)
     assert any(p.startswith("backends[1].timeout: ") and "greater than 0" in p for p in found)
-    assert len(found) == 3  # all problems at once, not just the first
+    assert len(found) == 4  # all problems at once, not just the first
 
 
 def test_unknown_keys_are_errors_at_every_level() -> None:

@@ -23,7 +23,7 @@ import json
 import logging
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadStatusLine, HttpProcessingError, LineTooLong
@@ -131,14 +131,8 @@ class ClientConnection(RequestHandler):
         if self._request_count != self._head_count or not waiting or self._force_close:
             return  # the head came in time, or these bytes were the rest of a body aiohttp reads and drops
         self._shared.count(Refusal.HEADER_TIMEOUT)
-        timeout = self._header_timeout
-        message = f"the request head did not arrive within {timeout:g} s (server.header_timeout)"
-        body = json.dumps(error_body(message, "invalid_request_error", "request_timeout")).encode()
         if self.transport is not None:
-            self.transport.write(
-                b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json; charset=utf-8\r\n"
-                b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-            )
+            self.transport.write(head_overdue(self._header_timeout))
         self.force_close()
 
     def abandon_body(self) -> None:
@@ -169,6 +163,16 @@ class ClientConnection(RequestHandler):
         return response
 
 
+def head_overdue(timeout: float) -> bytes:
+    """The 408 answer (then the connection closes) to a head not complete within `server.header_timeout`."""
+    message = f"the request head did not arrive within {timeout:g} s (server.header_timeout)"
+    body = json.dumps(error_body(message, "invalid_request_error", "request_timeout")).encode()
+    return (
+        b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json; charset=utf-8\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
+
 def _malformed(exc: HttpProcessingError) -> str:
     if isinstance(exc, LineTooLong):
         return "malformed HTTP request: the request line or a header is too long"
@@ -177,10 +181,23 @@ def _malformed(exc: HttpProcessingError) -> str:
     return "malformed HTTP request: a header or the framing of the body cannot be parsed"
 
 
-class ConnectionServer(web.Server):
-    """aiohttp's low-level server making `ClientConnection`s."""
+class Stoppable(Protocol):
+    """What the server asks of a lean connection (lmwatch/api/lean.py) when it stops."""
 
-    def __init__(self, server: web.Server, connections: Connections) -> None:
+    def close(self) -> None: ...
+
+    async def shutdown(self, timeout: float | None) -> None: ...
+
+
+LeanFactory = Callable[["ConnectionServer"], asyncio.Protocol]
+"""Makes a connection's protocol when the lean `/v1` path is on (`server.lean_v1`)."""
+
+
+class ConnectionServer(web.Server):
+    """aiohttp's low-level server making `ClientConnection`s, or lean ones (`server.lean_v1`) that
+    hand a connection to a `ClientConnection` at its first request they do not serve."""
+
+    def __init__(self, server: web.Server, connections: Connections, lean: LeanFactory | None = None) -> None:
         super().__init__(
             server.request_handler,
             request_factory=server.request_factory,
@@ -188,23 +205,42 @@ class ConnectionServer(web.Server):
             **server._kwargs,
         )
         self._shared = connections
+        self._lean = lean
+        self.lean_connections: set[Stoppable] = set()
+        """Open lean connections, so a stop drains them with aiohttp's."""
 
-    def __call__(self) -> RequestHandler:
+    def __call__(self) -> asyncio.Protocol:  # type: ignore[override]  # asyncio takes any protocol
+        if self._lean is not None and self._shared.settings.lean_v1:
+            return self._lean(self)
+        return self.aiohttp_connection()
+
+    def aiohttp_connection(self) -> ClientConnection:
         settings = self._shared.settings
         return ClientConnection(
             self, self._shared, loop=self._loop, keepalive_timeout=settings.keepalive_timeout, **self._kwargs
         )
 
+    def pre_shutdown(self) -> None:
+        super().pre_shutdown()
+        for conn in list(self.lean_connections):
+            conn.close()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        await asyncio.gather(super().shutdown(timeout), *(c.shutdown(timeout) for c in list(self.lean_connections)))
+
 
 class ConnectionRunner(web.AppRunner):
-    """An `AppRunner` whose connections are `ClientConnection`s."""
+    """An `AppRunner` whose connections are `ClientConnection`s (or lean ones)."""
 
-    def __init__(self, app: web.Application, connections: Connections, **kwargs: Any) -> None:
+    def __init__(
+        self, app: web.Application, connections: Connections, lean: LeanFactory | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(app, **kwargs)
         self._shared = connections
+        self._lean = lean
 
     async def _make_server(self) -> web.Server:
-        return ConnectionServer(await super()._make_server(), self._shared)
+        return ConnectionServer(await super()._make_server(), self._shared, self._lean)
 
 
 async def read_body(request: web.Request) -> bytes:

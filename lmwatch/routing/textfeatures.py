@@ -42,8 +42,12 @@ _LAST4 = itemgetter(slice(-4, None))
 """Slicers as C callables, so building the features runs no Python-level loop."""
 _WORD_CHARS = string.ascii_lowercase + string.digits + "+#"
 _PROSE = " \t\n\r.,!?:;'\"-"
-_WORD_BYTES = bytes(c if c >= 128 or chr(c) in _WORD_CHARS else 32 for c in range(256))
-"""bytes.translate table: word characters (and UTF-8 bytes) stay, the rest becomes a space (fast C)."""
+_WORD_BYTES = bytes(
+    c + 32 if chr(c).isascii() and chr(c).isupper() else c if c >= 128 or chr(c) in _WORD_CHARS else 32
+    for c in range(256)
+)
+"""bytes.translate table: word characters (and UTF-8 bytes) stay, A-Z become a-z, the rest a space
+(fast C): an ASCII text is lower-cased by it, without a pass of str.lower()."""
 _SYMBOL_BYTES = bytes(32 if c >= 128 or chr(c).isalnum() or chr(c) in _PROSE else c for c in range(256))
 """The complement: symbol runs such as `();` or `=>` stay (code), letters and prose punctuation go."""
 _TRACE = re.compile(
@@ -125,7 +129,7 @@ def parts(text: str) -> Parts:
     if size > HEAD_CHARS + TAIL_CHARS:
         skipped = text.count(" ", HEAD_CHARS, size - TAIL_CHARS)
         text = text[:HEAD_CHARS] + "\n" + text[size - TAIL_CHARS :]
-    raw = text.lower().encode()
+    raw = text.encode() if text.isascii() else text.lower().encode()  # isascii() is O(1)
     words = raw.translate(_WORD_BYTES).decode().split()
     n = len(words) + skipped
     if len(words) > MAX_WORDS:
