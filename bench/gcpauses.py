@@ -2,7 +2,9 @@
 
 A collection stops the event loop for as long as it runs, so its pauses are loop stalls that no
 profile of the code shows. At exit (the daemon stops on SIGTERM) LOG gets one JSON line per
-collection: generation, seconds, objects collected, and the monotonic time it began.
+collection: generation, seconds (wall), cpu_seconds (the thread's CPU: on a shared machine the
+wall time also holds the time other processes had the CPU), objects collected, and the monotonic
+time it began.
 """
 
 from __future__ import annotations
@@ -21,19 +23,20 @@ class PauseLog:
     """`gc.callbacks` hook: times each collection from its start to its stop."""
 
     def __init__(self) -> None:
-        self.pauses: list[tuple[int, float, int, float]] = []
-        self.began = 0.0
+        self.pauses: list[tuple[int, float, float, int, float]] = []
+        self.began = self.began_cpu = 0.0
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
-            self.began = time.perf_counter()
+            self.began, self.began_cpu = time.perf_counter(), time.thread_time()
         else:
+            cpu = time.thread_time() - self.began_cpu
             seconds = time.perf_counter() - self.began
-            self.pauses.append((info["generation"], seconds, info["collected"], time.monotonic() - seconds))
+            self.pauses.append((info["generation"], seconds, cpu, info["collected"], time.monotonic() - seconds))
 
     def write(self, path: Path) -> None:
-        rows = ({"generation": g, "seconds": s, "collected": c, "at": t} for g, s, c, t in self.pauses)
-        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        keys = ("generation", "seconds", "cpu_seconds", "collected", "at")
+        path.write_text("".join(json.dumps(dict(zip(keys, pause, strict=True))) + "\n" for pause in self.pauses))
 
 
 def read(path: Path) -> list[dict[str, Any]]:

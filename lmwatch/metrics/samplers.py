@@ -8,7 +8,7 @@ the last success for every collector. Nothing here raises out of a scrape.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from prometheus_client.metrics_core import Metric
@@ -53,6 +53,8 @@ class Sampler(Protocol):
     keep_last_sample: bool
 
     def families(self, sample: Any) -> Iterable[Metric]: ...
+
+    def lines(self, sample: Any) -> Mapping[str, str] | None: ...
 
     def reads_gpus(self, sample: Any) -> bool: ...
 
@@ -100,8 +102,15 @@ class SamplerCollector(Collector):
         slot = (sampler.name, fmt.openmetrics)
         found = self._texts.get(slot)
         if found is None or found[0] is not sample:
-            families = list(_merged(sampler.families(sample)))
-            found = self._texts[slot] = (sample, fmt.families(families), [f.name for f in families])
+            lines = sampler.lines(sample)
+            if lines is None:
+                families = list(_merged(sampler.families(sample)))
+                found = (sample, fmt.families(families), [f.name for f in families])
+            else:
+                names = [f.name for f in sampler.declared if lines.get(f.name)]
+                text = "".join(fmt.header_of(f) + lines[f.name] for f in sampler.declared if lines.get(f.name))
+                found = (sample, text, names)
+            self._texts[slot] = found
         return found[1], found[2]
 
     def _read(self, render: Callable[[Sampler, Any], T]) -> tuple[list[Metric], list[T]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from prometheus_client.metrics_core import Metric
@@ -48,6 +48,11 @@ class Sampler(ABC):
     @abstractmethod
     def families(self, sample: Any) -> Iterable[Metric]:
         """The metric families for one stored sample; cheap, called at scrape time."""
+
+    def lines(self, sample: Any) -> Mapping[str, str] | None:
+        """Family name -> the sample lines of `families`, rendered beforehand (with the sample, off
+        the event loop), for a sampler with many series; None: a scrape renders `families`."""
+        return None
 
     def reads_gpus(self, sample: Any) -> bool:
         """Whether this sample shows at least one GPU being read (`lmwatch_gpu_available`)."""

@@ -166,6 +166,22 @@ def test_the_socket_table_is_scanned_only_when_needed(listener: int) -> None:
     }
 
 
+def test_backends_served_by_one_process_share_its_one_reading(listener: int) -> None:
+    """One process listening for two backends (an LM Studio twice in the config, the bench's fleet)
+    is read once per sample, and each backend reports it whole."""
+    with listening_port() as other:
+        registry = _registry(("a", f"http://127.0.0.1:{listener}"), ("b", f"http://localhost:{other}"))
+        sampler = ProcessSampler()
+        a, b = sampler.sample(registry.snapshot()).backends
+    assert a.visible and b.visible and a.pid == b.pid == os.getpid() and a.pids == b.pids
+    assert (a.resident_memory_bytes, a.threads, a.start_time_seconds) == (
+        b.resident_memory_bytes,
+        b.threads,
+        b.start_time_seconds,
+    )
+    assert a.cpu_seconds == b.cpu_seconds and a.cpu_seconds["user"] > 0
+
+
 def test_which_backends_are_local() -> None:
     sampler = ProcessSampler()
     local_ip = next((a for a in sampler._interface_addresses() if not a.startswith(("127.", "::1", "fe80"))), None)
