@@ -20,7 +20,7 @@ import errno
 import functools
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import cast
 from urllib.parse import unquote, urlsplit
@@ -118,6 +118,10 @@ class _Connection(asyncio.Protocol):
         self.idle_since = time.monotonic()
         self._response: Response | None = None
         self._paused = False
+        self._expired: Callable[[], None] | None = None
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport: asyncio's own or uvloop's (which is not an asyncio.Transport subclass).
@@ -140,6 +144,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._stop_timer()
         if self._response is not None:
             self._response._eof()
 
@@ -150,8 +155,42 @@ class _Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         self.closed = True
+        self._stop_timer()
         if self.transport is not None:
             self.transport.abort()
+
+    def expire_at(self, at: float, expired: Callable[[], None]) -> None:
+        """Call `expired` at loop time `at` unless `keep` or another deadline comes first (an answer's
+        silence, an idle connection's keep-alive). One timer per connection, moved only for an
+        earlier deadline and re-checked when it fires, so a request costs no timer of its own."""
+        self._deadline, self._expired = at, expired
+        if self._timer is None or at < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = at
+            self._timer = asyncio.get_running_loop().call_at(at, self._due)
+
+    def keep(self) -> None:
+        """No deadline now (the timer stays armed; it finds nothing to do)."""
+        self._expired = None
+
+    def _due(self) -> None:
+        self._timer = None
+        if self._expired is None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:
+            self._timer_at = self._deadline
+            self._timer = loop.call_at(self._deadline, self._due)
+            return
+        expired, self._expired = self._expired, None
+        expired()
+
+    def _stop_timer(self) -> None:
+        self._expired = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def start(self, response: Response, request: bytes) -> None:
         self._response = response
@@ -252,12 +291,16 @@ class Response:
         """Until the protocol has news, or TimeoutError after `idle_timeout` seconds of silence."""
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
-        timer = loop.call_later(self._idle, _expire, waiter)
+        self._conn.expire_at(loop.time() + self._idle, self._silent)
         try:
             await waiter
         finally:
-            timer.cancel()
+            self._conn.keep()
             self._waiter = None
+
+    def _silent(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(TimeoutError())
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -363,11 +406,6 @@ class Response:
             self._wake()
 
 
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
-
-
 # --- the pool ------------------------------------------------------------------------------------
 
 
@@ -377,7 +415,6 @@ class Pool:
     def __init__(self, keepalive: float = 30.0) -> None:
         self._keepalive = keepalive
         self._idle: dict[Origin, list[_Connection]] = {}
-        self._expiry: dict[_Connection, asyncio.TimerHandle] = {}
         self._active: set[Response] = set()
         self._cut: str | None = None
         self._ssl: ssl.SSLContext | None = None
@@ -427,10 +464,9 @@ class Pool:
         """Keep `conn` for reuse until its keep-alive time is up, then close it (an idle socket held
         open costs a descriptor here and a slot on the backend)."""
         self._idle.setdefault(key, []).append(conn)
-        self._expiry[conn] = asyncio.get_running_loop().call_later(self._keepalive, self._expire, key, conn)
+        conn.expire_at(asyncio.get_running_loop().time() + self._keepalive, functools.partial(self._expire, key, conn))
 
     def _expire(self, key: Origin, conn: _Connection) -> None:
-        self._expiry.pop(conn, None)
         idle = self._idle.get(key)
         if idle is not None and conn in idle:
             idle.remove(conn)
@@ -443,9 +479,7 @@ class Pool:
         now = time.monotonic()
         while idle:
             conn = idle.pop()
-            expiry = self._expiry.pop(conn, None)
-            if expiry is not None:
-                expiry.cancel()
+            conn.keep()
             if not conn.closed and now - conn.idle_since < self._keepalive:
                 return conn, True
             conn.abort()
@@ -474,9 +508,6 @@ class Pool:
             for conn in conns:
                 conn.abort()
         self._idle.clear()
-        for expiry in self._expiry.values():
-            expiry.cancel()
-        self._expiry.clear()
 
 
 def _request_bytes(method: str, key: Origin, path: str, body: bytes, headers: Mapping[str, str]) -> bytes:
