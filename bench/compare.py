@@ -7,7 +7,9 @@ OLD and NEW are directories holding an `lmwatch` package (`git archive <commit> 
 at once and wrk alternates between them, so a machine whose load drifts (other work on its CPUs)
 weighs on both alike. Per script (bench/chat.lua: an explicit model id; bench/auto.lua: `auto`),
 the medians over the rounds of: the daemon's CPU per request (utime + stime from /proc), the
-simulator's, their ratio and requests/s.
+simulator's, their ratio and the share of the simulator's own throughput (wrk on it directly in
+the same round); then the added p50 at concurrency 1 (through minus direct, in turns). Run it from
+bench/: from the repository's root `-m lmwatch` would find the working tree's package first.
 """
 
 from __future__ import annotations
@@ -65,22 +67,34 @@ def main() -> None:
     ):
         for url, _ in (old, new):
             run.wrk(url + path, "chat.lua", 4, 2)  # warm up: connections, caches, the first poll
+        direct = f"http://127.0.0.1:{sim_port}"
         for script in args.scripts:
             runs: dict[str, list[tuple[float, float, float]]] = {"old": [], "new": []}
             for _ in range(args.rounds):
+                alone = run.wrk(direct + path, script, args.connections, args.seconds).rps
                 for name, (url, pid) in (("old", old), ("new", new)):
                     result, (sim_cpu, lm_cpu) = run.wrk_cpu(
                         url + path, script, args.connections, args.seconds, [sim.pid, pid]
                     )
-                    runs[name].append((lm_cpu * 1e6, sim_cpu * 1e6, result.rps))
+                    runs[name].append((lm_cpu * 1e6, sim_cpu * 1e6, result.rps / alone))
             line = [script]
             for name, figures in runs.items():
-                lm, upstream, rps = (statistics.median(f[i] for f in figures) for i in range(3))
+                lm, upstream, share = (statistics.median(f[i] for f in figures) for i in range(3))
                 line.append(
                     f"{name}: {lm:.0f} us vs the simulator's {upstream:.0f} us ({lm / upstream:.2f}x),"
-                    f" {rps:,.0f} requests/s"
+                    f" {share:.0%} of direct throughput"
                 )
             print(" | ".join(line), flush=True)
+        added: dict[str, list[float]] = {"old": [], "new": []}
+        for _ in range(args.rounds):  # added p50 at concurrency 1: through minus direct, measured in turn
+            alone = run.wrk(direct + path, "chat.lua", 1, args.seconds).p50
+            for name, (url, _) in (("old", old), ("new", new)):
+                added[name].append(run.wrk(url + path, "chat.lua", 1, args.seconds).p50 - alone)
+        print(
+            " | ".join(
+                ["added p50 at concurrency 1", *(f"{n}: {statistics.median(a) * 1e3:.3f} ms" for n, a in added.items())]
+            )
+        )
     print(f"load average {load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
 
 

@@ -90,7 +90,11 @@ class LeanConnection(asyncio.Protocol):
         self._buf: bytes | bytearray = b""
         """This request's bytes from its first on (and any after it)."""
         self._timer: asyncio.TimerHandle | None = None
-        """The keep-alive, header or drain deadline, whichever applies now."""
+        """The header or drain deadline, when one applies."""
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_at = 0.0
+        """When an idle connection closes: moved on after each answer, checked when its timer fires
+        (so a kept-alive request costs no timer of its own, as in aiohttp)."""
         self._task: asyncio.Task[None] | None = None
         """The request being served."""
         self._draining = 0
@@ -116,11 +120,11 @@ class LeanConnection(asyncio.Protocol):
         tcp_keepalive(self.transport)
         self._shared.accepted()
         self._server.lean_connections.add(self)
-        self._arm(self._keepalive_timeout, self._idle_overdue)
+        self._idle()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._server.lean_connections.discard(self)
-        self._disarm()
+        self._stop_timers()
         self.transport = None
         if self._task is not None and not self._task.done():
             self._task.cancel()  # a client that left cancels its request (and the upstream call)
@@ -330,7 +334,7 @@ class LeanConnection(asyncio.Protocol):
         if self._buf:
             self._next()
         else:
-            self._arm(self._keepalive_timeout, self._idle_overdue)
+            self._idle()
 
     def _drain(self) -> None:
         dropped = min(len(self._buf), self._draining)
@@ -341,7 +345,7 @@ class LeanConnection(asyncio.Protocol):
             if self._buf:
                 self._next()
             else:
-                self._arm(self._keepalive_timeout, self._idle_overdue)
+                self._idle()
 
     # --- handing off -----------------------------------------------------------------------------
 
@@ -349,7 +353,7 @@ class LeanConnection(asyncio.Protocol):
         """aiohttp serves this connection from this request on."""
         transport = self.transport
         assert transport is not None and self._task is None
-        self._disarm()
+        self._stop_timers()
         self._server.lean_connections.discard(self)
         self.transport = None
         handler = self._server.aiohttp_connection()
@@ -371,9 +375,25 @@ class LeanConnection(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
 
+    def _stop_timers(self) -> None:
+        self._disarm()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _idle(self) -> None:
+        """Nothing under way: the connection closes after `server.keepalive_timeout` unless a request comes."""
+        self._idle_at = self._loop.time() + self._keepalive_timeout
+        if self._idle_timer is None:
+            self._idle_timer = self._loop.call_at(self._idle_at, self._idle_overdue)
+
     def _idle_overdue(self) -> None:
-        self._timer = None
-        if self._task is None and not self._buf:
+        self._idle_timer = None
+        if self._task is not None or self._buf or self._draining or self.transport is None:
+            return  # busy: the answer starts the wait again
+        if self._loop.time() < self._idle_at:
+            self._idle_timer = self._loop.call_at(self._idle_at, self._idle_overdue)
+        else:
             self._close()
 
     def _head_overdue(self) -> None:
