@@ -348,6 +348,29 @@ async def test_the_poll_schedule_keeps_intervals_moves_removes_and_never_catches
         schedule.stop()
 
 
+async def test_a_short_interval_keeps_its_rhythm_beside_the_batching_window() -> None:
+    """Polls due within `BATCH_SECONDS` start together, but a backend polled more often than that
+    window is not pushed to the window's end: its next poll is one interval after this one."""
+    from lmwatch.watcher import BATCH_SECONDS, PollSchedule
+
+    loop = asyncio.get_running_loop()
+    fired: list[float] = []
+    polled = asyncio.Event()
+
+    def due(name: str) -> None:
+        fired.append(loop.time())
+        polled.set()
+
+    schedule = PollSchedule(due)
+    interval = BATCH_SECONDS / 2
+    schedule.add("quick", interval, 0.0)
+    try:
+        await asyncio.wait_for(polled.wait(), 10)
+        assert schedule._next["quick"] <= fired[0] + interval  # not past the window (a 2x slower poll)
+    finally:
+        schedule.stop()
+
+
 async def test_an_interval_below_float_resolution_cannot_stall_the_loop() -> None:
     """1e-300 s added to the loop's clock is no time at all: the schedule must still move on (before,
     its timer callback looped forever and the daemon stopped answering)."""
