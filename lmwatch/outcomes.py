@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -105,6 +106,18 @@ class OutcomesView:
         }
 
 
+@dataclass
+class _Floors:
+    """Lower bounds of what the context check reads per target, kept as values are recorded, so a
+    request that fits even the tightest of them skips the check of every target (300 backends)."""
+
+    chars_per_token: float = math.inf
+    context: int | None = None
+    profiles: object = None
+    """The profiles mapping `profiled` was computed from (the snapshot's, compared by identity)."""
+    profiled: float = math.inf
+
+
 class RequestOutcomes:
     """Mutable request-path state of one registry; every method is O(1) and runs on the loop.
 
@@ -134,6 +147,7 @@ class RequestOutcomes:
         self._recent: deque[tuple[float, RecentRequest]] = deque(maxlen=RECENT_REQUESTS)
         self._chars_per_token: dict[tuple[str, str], float] = {}
         self._learned_context: dict[tuple[str, str], int] = {}
+        self._floors = _Floors()
 
     def use_policy(self, policy: Callable[[], BreakerConfig]) -> None:
         """Where the breaker policy in force comes from (the router: the current config's); read when a
@@ -207,6 +221,7 @@ class RequestOutcomes:
             value = _ewma(self._chars_per_token.get(key), chars / tokens)
             assert value is not None
             self._chars_per_token[key] = value
+            self._floors.chars_per_token = min(self._floors.chars_per_token, value)
 
     def profile(self, backend: str, model: str) -> ModelProfile | None:
         """The measured profile of a model: the balancer's prior before live averages exist."""
@@ -218,6 +233,23 @@ class RequestOutcomes:
 
     def record_context(self, backend: str, model: str, tokens: int) -> None:
         self._learned_context[(backend, model)] = tokens
+        floor = self._floors.context
+        self._floors.context = tokens if floor is None else min(floor, tokens)
+
+    def chars_per_token_floor(self) -> float | None:
+        """No (backend, model) has fewer characters per token than this, learned or profiled (None:
+        nothing known). A bound, not an exact minimum: it never rises, so the context check can trust it."""
+        profiles = self._profiles()
+        floors = self._floors
+        if floors.profiles is not profiles:
+            measured = [p.chars_per_token for p in profiles.values() if p.chars_per_token]
+            floors.profiles, floors.profiled = profiles, min(measured, default=math.inf)
+        floor = min(floors.chars_per_token, floors.profiled)
+        return None if floor == math.inf else floor
+
+    def learned_context_floor(self) -> int | None:
+        """No context learned from a backend's error is smaller than this (None: none learned); it never rises."""
+        return self._floors.context
 
     # --- breakers --------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from lmwatch.api import admission, feedback
@@ -79,20 +79,20 @@ class Exchange:
         """The first attempt that is not a failure; ApiError when every target failed."""
         deadline = asyncio.get_running_loop().time() + self.routing.queue_timeout
         for tier in self.plan.tiers:
-            pending = deque(self._ordered(tier))
+            ranked = iter(self._ordered(tier))  # lazy: failover ranks the rest only when it gets there
+            retries: deque[Target] = deque()
             tries: dict[Target, int] = {}
-            while pending:
-                target = pending.popleft()
+            while (target := next(ranked, None) or (retries.popleft() if retries else None)) is not None:
                 tries[target] = tries.get(target, 0) + 1
                 result = await self._try(tier, target, tries[target], deadline, attempt)
                 if not isinstance(result, Failure):
                     return result
                 self.failures.append((target, result))
                 if result.transient and tries[target] < _attempts(target):
-                    pending.append(target)
+                    retries.append(target)
         raise self._exhausted()
 
-    def _ordered(self, tier: Tier) -> Sequence[Target]:
+    def _ordered(self, tier: Tier) -> Iterable[Target]:
         """Cloud providers in their configured order; unloaded models by placement; else balanced."""
         placement = self.upstream.placement
         if tier.route is Route.CLOUD:

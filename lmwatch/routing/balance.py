@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import random
 import statistics
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from lmwatch.outcomes import RequestOutcomes
 from lmwatch.routing.select import Target
@@ -43,22 +44,31 @@ def expected_seconds(outcomes: RequestOutcomes, target: Target) -> float | None:
     return seconds or None
 
 
-def order(targets: Sequence[Target], outcomes: RequestOutcomes, rng: random.Random) -> list[Target]:
-    """Best first: a free slot beats a queue, then least outstanding work weighted by speed."""
+def order(targets: Sequence[Target], outcomes: RequestOutcomes, rng: random.Random) -> Iterator[Target]:
+    """Best first: a free slot beats a queue, then least outstanding work weighted by speed.
+
+    Lazy: every target gets its cost (one pass, the same random draws in the same order), but only
+    the ones taken are ranked, so a request served by its first choice among 300 sorts nothing;
+    the order taken is the one sorting them all would give (ties keep the given order)."""
     if len(targets) == 1:
-        return list(targets)
-    estimates = {t: expected_seconds(outcomes, t) for t in targets}
-    known = [e for e in estimates.values() if e is not None]
-    fallback = statistics.median(known) if known else 1.0
-
-    def key(t: Target) -> tuple[bool, float, float]:
-        busy = outcomes.inflight.get(t.backend, 0)
-        queued = outcomes.queued.get(t.backend, 0)
-        full = t.cap is not None and (busy >= t.cap or queued > 0)
-        cost = (busy + queued + 1) * (estimates[t] or fallback) / t.weight
-        return (full, cost, rng.random())
-
-    return sorted(targets, key=key)
+        yield targets[0]
+        return
+    estimates = [expected_seconds(outcomes, t) for t in targets]
+    fallback = 1.0
+    if None in estimates:
+        known = [e for e in estimates if e is not None]
+        fallback = statistics.median(known) if known else 1.0
+    inflight, queued = outcomes.inflight, outcomes.queued
+    heap = []
+    for index, (t, estimate) in enumerate(zip(targets, estimates, strict=True)):
+        busy = inflight.get(t.backend, 0)
+        waiting = queued.get(t.backend, 0)
+        full = t.cap is not None and (busy >= t.cap or waiting > 0)
+        cost = (busy + waiting + 1) * (estimate or fallback) / t.weight
+        heap.append((full, cost, rng.random(), index, t))
+    heapq.heapify(heap)
+    while heap:
+        yield heapq.heappop(heap)[-1]
 
 
 class Gate:

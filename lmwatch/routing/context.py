@@ -67,7 +67,7 @@ def fit(req: ParsedRequest, target: Target, outcomes: RequestOutcomes) -> Fit:
     ratio = learned or DEFAULT_CHARS_PER_TOKEN
     overhead = TEMPLATE_TOKENS if req.endpoint is Endpoint.CHAT else 0
     prompt = math.ceil(req.prompt_chars / ratio) + overhead
-    context = None if target.is_cloud or target.info is None else target.info.context_of(target.model)
+    context = target.loaded_context
     known = outcomes.learned_context(target.backend, model)
     if known is not None:
         context = min(context, known) if context else known
@@ -76,6 +76,8 @@ def fit(req: ParsedRequest, target: Target, outcomes: RequestOutcomes) -> Fit:
 
 def fit_plan(plan: Plan, req: ParsedRequest, outcomes: RequestOutcomes) -> Plan:
     """The plan without the targets the request cannot fit; raises 400 when no local target fits."""
+    if _fits_everywhere(plan, req, outcomes):
+        return plan
     tiers = []
     too_small: list[tuple[Target, Fit]] = []
     local_fits = False
@@ -95,6 +97,17 @@ def fit_plan(plan: Plan, req: ParsedRequest, outcomes: RequestOutcomes) -> Plan:
     if not local_fits:
         raise context_too_long(req, too_small)
     return dataclasses.replace(plan, tiers=tuple(tiers))
+
+
+def _fits_everywhere(plan: Plan, req: ParsedRequest, outcomes: RequestOutcomes) -> bool:
+    """Whether the request fits even the smallest context with the densest tokenizer known: then
+    every target fits, and checking them one by one (`fit`) would only cost time per target."""
+    smallest = [c for c in (plan.smallest_context, outcomes.learned_context_floor()) if c is not None]
+    if not smallest:
+        return True
+    ratio = min(outcomes.chars_per_token_floor() or DEFAULT_CHARS_PER_TOKEN, DEFAULT_CHARS_PER_TOKEN)
+    overhead = TEMPLATE_TOKENS if req.endpoint is Endpoint.CHAT else 0
+    return math.ceil(req.prompt_chars / ratio) + overhead + req.max_tokens <= min(smallest)
 
 
 _PARAMS = {Endpoint.CHAT: "messages", Endpoint.COMPLETIONS: "prompt", Endpoint.EMBEDDINGS: "input"}

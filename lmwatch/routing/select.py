@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -71,6 +72,11 @@ class Target:
         return self.provider is not None
 
     @property
+    def loaded_context(self) -> int | None:
+        """Tokens the target instance holds as its server lists it (None: cloud, or nobody says)."""
+        return None if self.is_cloud or self.info is None else self.info.context_of(self.model)
+
+    @property
     def model_key(self) -> str:
         """The model its numbers are kept under (profile, calibration): `name`, not its instance `name:2`."""
         return self.info.id if self.info is not None else self.model
@@ -95,6 +101,13 @@ class Plan:
     tiers: tuple[Tier, ...]
     unavailable: str = ""
     """Why no local target exists, for the 503 message (empty when there are targets)."""
+
+    @functools.cached_property
+    def smallest_context(self) -> int | None:
+        """The smallest loaded context any of its targets says it has (None: none says); computed once
+        per plan, and plans are kept per snapshot, so a request need not look at every target's."""
+        contexts = [c for tier in self.tiers for t in tier.targets if (c := t.loaded_context) is not None]
+        return min(contexts, default=None)
 
 
 def routable(backend: BackendInfo) -> bool:

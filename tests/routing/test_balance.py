@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import statistics
+from collections.abc import Iterable
 
 import pytest
 
@@ -12,7 +14,7 @@ from lmwatch.config import BreakerConfig, parse_config
 from lmwatch.failures import FailureReason
 from lmwatch.outcomes import RequestOutcomes
 from lmwatch.registry import ModelInfo, ModelProfile, ModelType, ProbeResult, Registry
-from lmwatch.routing.balance import Gate, order
+from lmwatch.routing.balance import Gate, expected_seconds, order
 from lmwatch.routing.select import Target
 
 
@@ -34,7 +36,7 @@ def busy(outcomes: RequestOutcomes, **inflight: int) -> None:
             outcomes.finished(backend)
 
 
-def names(targets: list[Target]) -> list[str]:
+def names(targets: Iterable[Target]) -> list[str]:
     return [t.backend for t in targets]
 
 
@@ -86,8 +88,40 @@ def test_unmeasured_targets_are_tried_and_weight_counts(outcomes: RequestOutcome
 
 def test_ties_are_shared_at_random(outcomes: RequestOutcomes) -> None:
     rng = random.Random(7)
-    firsts = {order([target("a"), target("b")], outcomes, rng)[0].backend for _ in range(50)}
+    firsts = {next(order([target("a"), target("b")], outcomes, rng)).backend for _ in range(50)}
     assert firsts == {"a", "b"}
+
+
+def test_the_lazy_order_is_the_full_sort_of_every_target() -> None:
+    """300 targets, busy, queued, capped, weighted, measured or not: taking them one by one gives the
+    order (and the random draws) of sorting them all by (full, cost, random)."""
+    registry = Registry()
+    outcomes, fleet = registry.outcomes, random.Random(3)
+    targets = [target(f"b{i}", cap=fleet.choice([None, 1, 2, 4]), weight=fleet.choice([1.0, 2.0])) for i in range(300)]
+    for t in targets:
+        busy(outcomes, **{t.backend: fleet.randrange(4)})
+        if fleet.random() < 0.2:
+            outcomes.queue_changed(t.backend, +1)
+        if fleet.random() < 0.7:
+            outcomes.record_speed(t.backend, t.model, fleet.choice([0.1, 0.2, 0.3]), fleet.choice([50.0, 100.0]))
+
+    def sort_all(rng: random.Random) -> list[str]:
+        estimates = {t: expected_seconds(outcomes, t) for t in targets}
+        fallback = statistics.median([e for e in estimates.values() if e is not None])
+
+        def key(t: Target) -> tuple[bool, float, float]:
+            work = outcomes.inflight.get(t.backend, 0) + outcomes.queued.get(t.backend, 0)
+            full = t.cap is not None and (
+                outcomes.inflight.get(t.backend, 0) >= t.cap or outcomes.queued.get(t.backend, 0) > 0
+            )
+            return (full, (work + 1) * (estimates[t] or fallback) / t.weight, rng.random())
+
+        return names(sorted(targets, key=key))
+
+    for seed in range(5):
+        lazy, full = random.Random(seed), random.Random(seed)
+        assert names(order(targets, outcomes, lazy)) == sort_all(full)
+        assert lazy.random() == full.random()  # the same draws: what comes after is unchanged too
 
 
 async def test_gate_holds_the_cap_and_serves_in_order(outcomes: RequestOutcomes) -> None:

@@ -10,8 +10,8 @@ import pytest
 
 from lmwatch.api.errors import api_error
 from lmwatch.errors import DomainError
-from lmwatch.registry import Registry
-from lmwatch.routing.context import DEFAULT_CHARS_PER_TOKEN, context_in_error, fit_plan
+from lmwatch.registry import ModelProfile, ModelType, Registry
+from lmwatch.routing.context import DEFAULT_CHARS_PER_TOKEN, context_in_error, fit, fit_plan
 from lmwatch.routing.request import Endpoint, ParsedRequest, parse_request
 from lmwatch.simulator import SimModel, SimSettings
 from tests.api.fleets import Fleet, fleet
@@ -131,3 +131,26 @@ async def test_calibration_from_usage_lets_a_sparse_tokenizer_use_its_real_conte
             model="meta-llama-3.1-8b-instruct", messages=[{"role": "user", "content": text}]
         )
         assert answer.usage is not None and answer.usage.prompt_tokens == 3_400
+
+
+def test_the_plan_kept_is_exactly_the_targets_whose_own_check_fits() -> None:
+    """Whether or not the request fits everywhere (when no target is checked one by one), the plan
+    keeps exactly the targets `fit` keeps, around every context, with a denser tokenizer learned on
+    one backend, a context learned from another's error and a profile's ratio on a third."""
+    contexts = {f"b{i}": 2048 * (1 + i % 4) for i in range(12)}
+    snap = snapshot({b: [model("llama-3.1-8b", loaded_context_length=c)] for b, c in contexts.items()})
+    registry = Registry()
+    outcomes = registry.outcomes
+    outcomes.record_prompt("b4", "llama-3.1-8b", 6_000, 2_000)  # 3 characters per token
+    outcomes.record_context("b5", "llama-3.1-8b", 800)
+    registry.record_profiles([ModelProfile("b8", "llama-3.1-8b", ModelType.LLM, 0.0, chars_per_token=2.5)])
+    for chars in range(0, 40_000, 100):
+        req = request(chars, max_tokens=500)
+        p = plan(snap, json.loads(req.raw))
+        targets = [t for tier in p.tiers for t in tier.targets]
+        expected = [(t.backend, t.model) for t in targets if fit(req, t, registry.outcomes).fits]
+        try:
+            kept = [t for _, _, ts in tiers(fit_plan(p, req, registry.outcomes)) for t in ts]
+        except DomainError:
+            kept = []
+        assert kept == expected, chars
