@@ -141,7 +141,8 @@ class LeanConnection(asyncio.Protocol):
             self._buf = data
         if self._task is not None:
             if self._body_waiter is not None and len(self._buf) >= self._head_len + self._length:
-                self._body_waiter.set_result(None)
+                if not self._body_waiter.done():
+                    self._body_waiter.set_result(None)
                 self._body_waiter = None
             elif (
                 len(self._buf) > self._head_len + self._length + PIPELINE_LIMIT
