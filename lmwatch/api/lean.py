@@ -141,7 +141,8 @@ class LeanConnection(asyncio.Protocol):
             self._buf = data
         if self._task is not None:
             if self._body_waiter is not None and len(self._buf) >= self._head_len + self._length:
-                self._body_waiter.set_result(None)
+                if not self._body_waiter.done():
+                    self._body_waiter.set_result(None)
                 self._body_waiter = None
             elif (
                 len(self._buf) > self._head_len + self._length + PIPELINE_LIMIT
@@ -193,7 +194,6 @@ class LeanConnection(asyncio.Protocol):
         buf = self._buf
         if not buf:
             return
-        self._disarm()
         if not buf.startswith(b"POST ") and (len(buf) >= 5 or b"POST "[: len(buf)] != buf):
             self._hand_off()
             return
@@ -202,8 +202,10 @@ class LeanConnection(asyncio.Protocol):
             if end != -1 or len(buf) > HEAD_LIMIT or b"\n\n" in buf:
                 self._hand_off()  # bare line feeds, or a long head: aiohttp's parser decides
                 return
-            self._arm(self._header_timeout, self._head_overdue)
+            if self._timer is None:  # from the head's first byte: a trickle does not move the deadline
+                self._arm(self._header_timeout, self._head_overdue)
             return
+        self._disarm()
         self._head_len = end + 4
         self._url = b""
         self._headers = []

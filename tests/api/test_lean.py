@@ -141,6 +141,27 @@ async def test_a_body_over_the_limit_is_refused_413_and_drained(one: Fleet, path
     client.close()
 
 
+async def test_a_head_trickled_in_is_still_due_within_the_header_timeout() -> None:
+    async with fleet({"studio": FLEET}, server={**SHORT, "header_timeout": 0.5}) as f:
+        client = await connect(f)
+        data = post()
+        sent = 0
+
+        async def trickle() -> None:  # a byte every 0.1 s: the head would take minutes
+            nonlocal sent
+            for byte in data:
+                await client.send(bytes([byte]))
+                sent += 1
+                await asyncio.sleep(0.1)
+
+        trickling = asyncio.create_task(trickle())
+        status, _, body = await client.answer()
+        trickling.cancel()
+        assert status == "HTTP/1.1 408 Request Timeout" and json.loads(body)["error"]["code"] == "request_timeout"
+        assert sent < 20  # due half a second after the first byte, not after the last
+        assert f.metric("lmwatch_client_connection_errors_total", reason="header_timeout") == 1
+
+
 async def test_idle_connections_close_at_the_keepalive_timeout(one: Fleet) -> None:
     client = await connect(one)
     assert await client.closed()  # no request at all
