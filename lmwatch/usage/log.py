@@ -1,5 +1,5 @@
-"""The usage log: rows queued on the request path (no I/O there), written in batches by one worker
-thread, and read back for reports (`lmwatch usage`, `GET /admin/usage`).
+"""The usage log: rows kept in a list on the request path (no I/O there), written in batches by one
+worker thread, and read back for reports (`lmwatch usage`, `GET /admin/usage`).
 
 Never the prompt: a row holds the time, the client key name, backend, model, task, route, API, status,
 tokens in and out, latency, time to first token, the cache result and the cloud cost avoided. Rows
@@ -102,6 +102,9 @@ class TaskUsage:
 
 
 _COLUMNS = UsageRow._fields
+_CHUNKS = tuple(2**i for i in range(9, -1, -1))
+"""Rows per INSERT statement: 512 (7,680 parameters, under SQLite's 32,766), then the rest by halves."""
+_INSERT = {n: "INSERT INTO requests VALUES " + ",".join([f"({','.join('?' * len(_COLUMNS))})"] * n) for n in _CHUNKS}
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS requests ({", ".join(_COLUMNS)});
 CREATE INDEX IF NOT EXISTS requests_time ON requests (time);
@@ -115,7 +118,13 @@ class UsageLog:
         self._db: sqlite3.Connection | None = None  # only in the worker thread
         self._path: Path | None = None
         self._retention = 0.0
-        self._queue: asyncio.Queue[UsageRow] | None = None
+        self._rows: list[UsageRow] = []
+        """Rows waiting for the writer (appended on the loop, taken whole by the writer)."""
+        self._recorded = 0
+        self._settled = 0
+        """Rows recorded, and rows written or failed, so far: `flush` waits for the one to reach the other."""
+        self._flushes: list[tuple[int, asyncio.Future[None]]] = []
+        self._pending: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._pruned = 0.0
         self._failing = False
@@ -133,26 +142,30 @@ class UsageLog:
             self._path = path
             self._executor.submit(self._close_db)
         if path is not None and self._writer is None:
-            self._queue = asyncio.Queue(QUEUE_ROWS)
+            self._pending = asyncio.Event()
             self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="lmwatch usage writer")
 
     def record(self, row: UsageRow) -> None:
-        """Queue one row; cheap, never blocks, never raises."""
-        if self._queue is None or self._path is None:
+        """Keep one row for the writer; cheap (a list append), never blocks, never raises."""
+        if self._pending is None or self._path is None:
             return
-        try:
-            self._queue.put_nowait(row)
-        except asyncio.QueueFull:
+        rows = self._rows
+        if len(rows) >= QUEUE_ROWS:
             self.failures.inc()
+            return
+        rows.append(row)
+        self._recorded += 1
+        if len(rows) == 1:
+            self._pending.set()
 
     async def _write_loop(self) -> None:
-        assert self._queue is not None
+        assert self._pending is not None
         loop = asyncio.get_running_loop()
         while True:
-            rows = [await self._queue.get()]
+            await self._pending.wait()
             await asyncio.sleep(BATCH_SECONDS)  # gather what comes meanwhile: one commit, not one per request
-            while not self._queue.empty() and len(rows) < 500:
-                rows.append(self._queue.get_nowait())
+            self._pending.clear()
+            rows, self._rows = self._rows, []
             try:
                 await loop.run_in_executor(self._executor, self._write, rows)
             except (sqlite3.Error, OSError) as exc:
@@ -163,13 +176,26 @@ class UsageLog:
             else:
                 self._failing = False
             finally:
-                for _ in rows:
-                    self._queue.task_done()
+                self._settle(len(rows))
+
+    def _settle(self, count: int) -> None:
+        """`count` more rows are written or failed: the flushes waiting for them return."""
+        self._settled += count
+        waiting = []
+        for upto, done in self._flushes:
+            if upto > self._settled:
+                waiting.append((upto, done))
+            elif not done.done():
+                done.set_result(None)
+        self._flushes = waiting
 
     async def flush(self) -> None:
-        """Until every row queued so far is written (or failed)."""
-        if self._queue is not None:
-            await self._queue.join()
+        """Until every row recorded so far is written (or failed)."""
+        if self._writer is None or self._settled >= self._recorded:
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._flushes.append((self._recorded, done))
+        await done
 
     # --- the worker thread ------------------------------------------------------------------------
 
@@ -197,11 +223,12 @@ class UsageLog:
             self._db = None
 
     def _write(self, rows: list[UsageRow]) -> None:
+        if self._path is None:  # recording was turned off (a reload): what was kept is dropped
+            return
         try:
             db = self._connection()
             with db:
-                marks = ",".join("?" * len(_COLUMNS))
-                db.executemany(f"INSERT INTO requests VALUES ({marks})", rows)
+                _insert(db, rows)
                 now = self._clock()
                 if now - self._pruned > PRUNE_EVERY:
                     db.execute("DELETE FROM requests WHERE time < ?", (now - self._retention,))
@@ -261,12 +288,26 @@ class UsageLog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
             self._writer = None
+            self._settle(self._recorded - self._settled)  # rows not written by now never will be
         if self._closed:  # the daemon may be stopped twice
             return
         self._closed = True
         self._path = None
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close_db)
         self._executor.shutdown(wait=False)
+
+
+def _insert(db: sqlite3.Connection, rows: list[UsageRow]) -> None:
+    """Many rows per statement, in chunks of powers of two (so a handful of statements, each
+    prepared once and cached). One statement is one SQLite step, one release of the GIL: with
+    `executemany` the worker released and retook it for every row, and each retake waited for the
+    event loop's thread to give it up; under load the writer fell behind and dropped rows."""
+    done = 0
+    for size in _CHUNKS:
+        while len(rows) - done >= size:
+            chunk = rows[done : done + size]
+            db.execute(_INSERT[size], [value for row in chunk for value in row])
+            done += size
 
 
 def _row(by: str, values: tuple[Any, ...]) -> dict[str, Any]:

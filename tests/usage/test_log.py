@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 
 from lmwatch.simulator import SimSettings
+from lmwatch.usage import log
 from lmwatch.usage.log import UsageLog, UsageRow
 from tests.api.fleets import Fleet, chat, fleet, models
 from tests.daemons import run_cli
@@ -111,5 +113,43 @@ async def test_rows_older_than_the_retention_are_deleted(tmp_path: Path) -> None
         await usage.flush()
         report = await usage.report(0.0, "model")
         assert report["totals"]["requests"] == 2  # the row two days old is gone
+    finally:
+        await usage.close()
+
+
+async def test_a_batch_comes_back_as_it_was_recorded(tmp_path: Path) -> None:
+    """Every column keeps its value and type, an infinite cost included, batch after batch."""
+    usage = UsageLog(Counter("t_usage_failures", "", registry=CollectorRegistry()))
+    rows = [
+        ROW,
+        ROW._replace(key_name="clé ✓", ttft_seconds=0.012345678901, local=False, cost_avoided_dollars=0.25),
+    ]
+    try:
+        usage.configure(tmp_path / "usage.sqlite", retention_days=1e6)
+        for row in rows:
+            usage.record(row)
+        await usage.flush()
+        usage.record(ROW._replace(cost_avoided_dollars=float("inf")))
+        await usage.flush()
+    finally:
+        await usage.close()
+    with sqlite3.connect(tmp_path / "usage.sqlite") as db:
+        stored = db.execute("SELECT * FROM requests ORDER BY rowid").fetchall()
+        types = db.execute("SELECT typeof(local), typeof(ttft_seconds), typeof(prompt_tokens) FROM requests").fetchall()
+    assert stored == [tuple(r) for r in rows] + [tuple(ROW._replace(cost_avoided_dollars=float("inf")))]
+    assert types[:2] == [("integer", "null", "integer"), ("integer", "real", "integer")]
+
+
+async def test_rows_past_the_bound_are_dropped_and_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(log, "QUEUE_ROWS", 5)
+    registry = CollectorRegistry()
+    usage = UsageLog(Counter("t_usage_failures", "", registry=registry))
+    try:
+        usage.configure(tmp_path / "usage.sqlite", retention_days=1)
+        for _ in range(8):
+            usage.record(ROW._replace(time=time.time()))
+        assert registry.get_sample_value("t_usage_failures_total") == 3
+        await usage.flush()
+        assert (await usage.report(0.0, "model"))["totals"]["requests"] == 5
     finally:
         await usage.close()
