@@ -150,7 +150,7 @@ class Exchange:
     def _count_fallback(self, target: Target) -> None:
         if self.failures and self.failures[-1][0] != target:
             failed, failure = self.failures[-1]
-            self.metrics.child(self.metrics.fallbacks, failed.backend, target.backend, failure.reason).inc()
+            self.metrics.fallbacks.inc((failed.backend, target.backend, failure.reason))
 
     def _exhausted(self) -> ApiError:
         if self.failures and all(f.reason is FailureReason.UNSUPPORTED_API for _, f in self.failures):

@@ -49,4 +49,4 @@ def judge(
             outcome = FAILURE
         else:
             outcomes.breaker_abandon(target.backend, target.model)
-    metrics.child(metrics.attempts, target.backend, target.model, outcome).inc()
+    metrics.attempts.inc((target.backend, target.model, outcome))

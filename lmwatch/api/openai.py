@@ -464,10 +464,10 @@ def _record(services: Services, call: Call, config: Config, state: _Request, cod
         RecentRequest(backend, model, state.task, route, code, round(duration, 6), ttft, completion)
     )
     if state.overhead is not None:
-        metrics.overhead.observe(state.overhead)
+        metrics.overhead.observe((), state.overhead)
     for ex, target in served:
         if ex.ttft is not None:
-            metrics.child(metrics.ttft, target.backend, target.model).observe(ex.ttft)
+            metrics.ttft.observe((target.backend, target.model), ex.ttft)
         metrics.tokens_used(
             config.routing,
             target.backend,

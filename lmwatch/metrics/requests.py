@@ -13,16 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from functools import partial
-from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from lmwatch.breaker import CircuitState
 from lmwatch.config import RoutingConfig
 from lmwatch.metrics.family import Family
+from lmwatch.metrics.tally import CounterTally, HistogramTally
 from lmwatch.metrics.text import Format, Group, KeptRows, Row, collect_rows
 from lmwatch.registry import Registry
 
@@ -101,37 +100,40 @@ CIRCUIT_STATE = Family(
 
 
 class RequestMetrics:
+    """The request path's counters and histograms (lmwatch/metrics/tally.py: an update is a dict add)."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = REQUESTS.counter(registry)
-        self.duration = REQUEST_DURATION.histogram(registry)
-        self.ttft = TTFT.histogram(registry)
-        self.tokens = TOKENS.counter(registry)
-        self.fallbacks = FALLBACKS.counter(registry)
-        self.attempts = ATTEMPTS.counter(registry)
-        self.overhead = OVERHEAD.histogram(registry)
-        self.cost_avoided = COST_AVOIDED.counter(registry)
-
-        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
-
-    def child(self, metric: MetricWrapperBase, *labels: str) -> Any:
-        """`metric.labels(*labels)`, remembered: label sets repeat on every request (and are bounded)."""
-        key = (metric, labels)
-        found = self._children.get(key)
-        if found is None:
-            found = self._children[key] = metric.labels(*labels)
-        return found
+        self.requests = CounterTally(REQUESTS)
+        self.duration = HistogramTally(REQUEST_DURATION)
+        self.ttft = HistogramTally(TTFT)
+        self.tokens = CounterTally(TOKENS)
+        self.fallbacks = CounterTally(FALLBACKS)
+        self.attempts = CounterTally(ATTEMPTS)
+        self.overhead = HistogramTally(OVERHEAD)
+        self.cost_avoided = CounterTally(COST_AVOIDED)
+        for tally in (
+            self.requests,
+            self.duration,
+            self.ttft,
+            self.tokens,
+            self.fallbacks,
+            self.attempts,
+            self.overhead,
+            self.cost_avoided,
+        ):
+            registry.register(tally)
 
     def finished(self, api: str, backend: str, model: str, task: str, route: str, code: str, duration: float) -> None:
-        self.child(self.requests, api, backend, model, task, route, code).inc()
-        self.child(self.duration, backend, model, task).observe(duration)
+        self.requests.inc((api, backend, model, task, route, code))
+        self.duration.observe((backend, model, task), duration)
 
     def tokens_used(
         self, routing: RoutingConfig, backend: str, model: str, task: str, prompt: int, completion: int, local: bool
     ) -> None:
         if prompt:
-            self.child(self.tokens, backend, model, "input").inc(prompt)
+            self.tokens.inc((backend, model, "input"), prompt)
         if completion:
-            self.child(self.tokens, backend, model, "output").inc(completion)
+            self.tokens.inc((backend, model, "output"), completion)
         if local:
             self.avoided(routing, backend, task, prompt, completion)
 
@@ -139,7 +141,7 @@ class RequestMetrics:
         """Count what `routing.prices` would have charged for tokens served locally (or from the cache)."""
         dollars = cloud_price(routing, task, prompt, completion)
         if dollars:
-            self.child(self.cost_avoided, backend, task).inc(dollars)
+            self.cost_avoided.inc((backend, task), dollars)
 
 
 def cloud_price(routing: RoutingConfig, task: str, prompt: int, completion: int) -> float:
