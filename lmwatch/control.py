@@ -104,7 +104,6 @@ class ControlPlane:
         self.metrics = services.metrics.control
         self.metrics.files = lambda: self.sources.files
         self.metrics.audit_failures = lambda: self.audit.failures
-        self._client_counts: dict[tuple[str, str], Any] = {}
 
     @property
     def env(self) -> Mapping[str, str]:
@@ -115,12 +114,8 @@ class ControlPlane:
         return self.services.config.config
 
     def count_request(self, key_name: str, code: str) -> None:
-        """Count one `/v1` request in `lmwatch_client_requests_total`. The labelled child is kept:
-        `labels()` costs more than the increment, and every `/v1` request comes through here."""
-        child = self._client_counts.get((key_name, code))
-        if child is None:
-            child = self._client_counts[key_name, code] = self.metrics.client_requests.labels(key_name, code)
-        child.inc()
+        """Count one `/v1` request in `lmwatch_client_requests_total`."""
+        self.metrics.client_requests.inc((key_name, code))
 
     # --- config: prepare, apply, reload ----------------------------------------------------------
 

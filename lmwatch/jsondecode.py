@@ -9,14 +9,30 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+_SPACE = json.decoder.WHITESPACE.match  # type: ignore[attr-defined]
 
 
 def loads(raw: bytes | str) -> Any:
-    """Decode JSON; ValueError (UnicodeDecodeError included) for anything that is not usable JSON."""
+    """Decode JSON; ValueError (UnicodeDecodeError included) for anything that is not usable JSON.
+
+    An object in UTF-8 (every request and answer body) goes straight to the decoder's C scanner,
+    skipping `json.loads`' encoding detection and the three Python frames around the scan; anything
+    else, and any body the scanner does not take whole, is `json.loads`' (its errors included)."""
     try:
+        if isinstance(raw, bytes) and raw[:1] == b"{" and raw[1:2] != b"\x00":  # UTF-16 would have NULs
+            text = raw.decode()
+            try:
+                value, end = _SCAN(text, 0)
+            except (ValueError, StopIteration):
+                pass
+            else:
+                if end == len(text) or _SPACE(text, end).end() == len(text):
+                    return value
         return json.loads(raw)
     except RecursionError:
         raise ValueError("nested too deeply") from None

@@ -10,13 +10,12 @@ reloaded, a backend removed.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lmwatch.breaker import Breaker, CircuitState
 from lmwatch.config import BreakerConfig
@@ -31,8 +30,9 @@ SPEED_EWMA_ALPHA = 0.3
 """Weight of the newest sample in the moving averages of time to first token and tokens/s."""
 
 
-@dataclass(frozen=True)
-class Speed:
+class Speed(NamedTuple):
+    """Replaced on every answer: a tuple is the cheapest immutable value to make."""
+
     ttft: float | None = None
     """Moving average of the seconds to the first streamed token."""
     tokens_per_second: float | None = None
@@ -49,9 +49,9 @@ class BreakerView:
     reason: str
 
 
-@dataclass(frozen=True)
-class RecentRequest:
-    """One finished `/v1` request: where it went and how it ended. Never its prompt or its key."""
+class RecentRequest(NamedTuple):
+    """One finished `/v1` request: where it went and how it ended. Never its prompt or its key.
+    A tuple: one is made per request, and a frozen dataclass costs a `__setattr__` per field."""
 
     backend: str
     model: str
@@ -102,7 +102,7 @@ class OutcomesView:
                 }
                 for v in self.breakers
             ],
-            "recent": [dataclasses.asdict(r) for r in self.recent],
+            "recent": [r._asdict() for r in self.recent],
         }
 
 
@@ -289,7 +289,7 @@ class RequestOutcomes:
                 BreakerView(b, m, br.current(now), br.failures, br.retry_at(), br.reason)
                 for (b, m), br in self._breakers.items()
             ),
-            recent=tuple(dataclasses.replace(r, time=t) for t, r in self._recent),
+            recent=tuple(r._replace(time=t) for t, r in self._recent),
         )
 
     # --- fed by the registry: what the pollers saw ---------------------------------------------

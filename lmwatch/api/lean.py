@@ -257,7 +257,7 @@ class LeanConnection(asyncio.Protocol):
 
     def _call(self, endpoint: Endpoint) -> Call:
         headers = CIMultiDict(
-            (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for n, v in self._headers
+            [(n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for n, v in self._headers]
         )
         path = self._url.partition(b"?")[0].decode("latin-1")
         rid = chosen(headers, self._lean.core.ids)

@@ -453,34 +453,39 @@ def _record(services: Services, call: Call, config: Config, state: _Request, cod
     backend, model, route = state.source(served)
     backend, model = backend.split(",", 1)[0], model.split(",", 1)[0]
     duration = time.perf_counter() - state.started
+    latency = round(duration, 6)
     hit = state.hit if not served else None
     if hit is not None:
         metrics.avoided(config.routing, backend, state.task, hit.prompt_tokens, hit.completion_tokens)
     metrics.finished(state.endpoint.value, backend, model, state.task, route, code, duration)
-    ttft = next((e.ttft for e, _ in served if e.ttft is not None), None)
-    prompt = sum(e.usage.prompt for e, _ in served)
-    completion = sum(e.usage.completion for e, _ in served)
-    services.registry.outcomes.request_done(
-        RecentRequest(backend, model, state.task, route, code, round(duration, 6), ttft, completion)
-    )
-    if state.overhead is not None:
-        metrics.overhead.observe((), state.overhead)
-    for ex, target in served:
+    ttft: float | None = None
+    prompt = completion = 0
+    local = True
+    for ex, target in served:  # one pass: usually one exchange
+        usage = ex.usage
+        prompt += usage.prompt
+        completion += usage.completion
         if ex.ttft is not None:
+            ttft = ex.ttft if ttft is None else ttft
             metrics.ttft.observe((target.backend, target.model), ex.ttft)
+        local = local and not target.is_cloud
         metrics.tokens_used(
             config.routing,
             target.backend,
             target.model,
             state.task,
-            ex.usage.prompt,
-            ex.usage.completion,
+            usage.prompt,
+            usage.completion,
             local=not target.is_cloud,
         )
+    services.registry.outcomes.request_done(
+        RecentRequest(backend, model, state.task, route, code, latency, ttft, completion)
+    )
+    if state.overhead is not None:
+        metrics.overhead.observe((), state.overhead)
     if services.usage is not None:  # queued, written off the request path; never the prompt
         if hit is not None:
             prompt, completion = hit.prompt_tokens, hit.completion_tokens
-        local = not any(t.is_cloud for _, t in served)
         client = call.client
         services.usage.record(
             UsageRow(
@@ -494,7 +499,7 @@ def _record(services: Services, call: Call, config: Config, state: _Request, cod
                 code,
                 prompt,
                 completion,
-                round(time.perf_counter() - state.started, 6),
+                latency,
                 ttft,
                 state.cache.value,
                 local,

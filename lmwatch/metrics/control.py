@@ -10,6 +10,7 @@ from prometheus_client.registry import Collector
 
 from lmwatch.discovery import BackendFile
 from lmwatch.metrics.family import Family
+from lmwatch.metrics.tally import CounterTally
 
 CLIENT_REQUESTS = Family(
     "lmwatch_client_requests",
@@ -50,7 +51,8 @@ class ControlMetrics(Collector):
     """The instruments, and the backend-file and audit families read at scrape time."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.client_requests = CLIENT_REQUESTS.counter(registry)
+        self.client_requests = CounterTally(CLIENT_REQUESTS)  # every /v1 request: a dict add
+        registry.register(self.client_requests)
         self.admin_actions = ADMIN_ACTIONS.counter(registry)
         self.reloads = RELOADS.counter(registry)
         self.reload_ok = RELOAD_OK.gauge(registry)

@@ -47,8 +47,11 @@ IMAGE_TYPES = frozenset(("image/png", "image/jpeg", "image/jpg", "image/gif", "i
 _MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ParsedRequest:
+    """What routing reads of a request (treat it as immutable: `dataclasses.replace` makes another).
+    Not a frozen dataclass: one is made per request, and freezing costs a `__setattr__` per field."""
+
     endpoint: Endpoint
     raw: bytes
     body: dict[str, Any]
