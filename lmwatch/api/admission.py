@@ -20,6 +20,11 @@ def unloaded(target: Target) -> bool:
     return not target.is_cloud and target.info is not None and not target.info.loaded
 
 
+def needs_loading(upstream: Upstream, target: Target) -> bool:
+    """`place` has work to do: demand placement is on and the target's model is not loaded."""
+    return upstream.placement is not None and unloaded(target)
+
+
 async def place(upstream: Upstream, target: Target, deadline: float) -> tuple[Failure | Release | None, float]:
     """Load the model of a target that is not loaded; (a failure, or a Release to await after the
     request, or None; seconds waited)."""
@@ -33,21 +38,28 @@ async def place(upstream: Upstream, target: Target, deadline: float) -> tuple[Fa
         return Failure(FailureReason.LOAD_FAILED, str(exc), breaker=False, attempted=False), _since(began)
 
 
+def admit_now(upstream: Upstream, target: Target) -> bool:
+    """A slot for `target` at once when it has no cap or one is free (most requests: no await)."""
+    if target.cap is None:
+        upstream.outcomes.started(target.backend)
+        return True
+    return upstream.gate.try_acquire(target.backend, target.cap)
+
+
 async def admit(
     upstream: Upstream, routing: RoutingConfig, target: Target, deadline: float
 ) -> tuple[Failure | None, float]:
-    """A slot for `target` (None) or why not; and the seconds spent waiting for it."""
-    if target.cap is None:
-        upstream.outcomes.started(target.backend)
+    """A slot for `target` (None) or why not; and the seconds spent waiting for it in its bounded
+    queue. The hot path tries `admit_now` first and comes here only when that found none."""
+    if admit_now(upstream, target):
         return None, 0.0
-    gate = upstream.gate
-    if gate.try_acquire(target.backend, target.cap):
-        return None, 0.0
+    gate, cap = upstream.gate, target.cap
+    assert cap is not None  # admit_now admits every target without a cap
     if gate.waiting(target.backend) >= routing.max_queue:
         return Failure(FailureReason.QUEUE_FULL, "its queue is full", breaker=False, attempted=False), 0.0
     began = time.perf_counter()
     remaining = deadline - asyncio.get_running_loop().time()
-    ok = remaining > 0 and await gate.acquire(target.backend, target.cap, remaining, routing.max_queue)
+    ok = remaining > 0 and await gate.acquire(target.backend, cap, remaining, routing.max_queue)
     if ok:
         return None, _since(began)
     failure = Failure(

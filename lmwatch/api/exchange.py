@@ -25,7 +25,7 @@ from lmwatch.api.attempts import Failure, Result, Usage, connection_failure
 from lmwatch.api.dialects import Dialect
 from lmwatch.api.errors import ApiError
 from lmwatch.api.rewrite import Bodies
-from lmwatch.api.upstream import Upstream
+from lmwatch.api.upstream import Release, Upstream
 from lmwatch.config import RoutingConfig
 from lmwatch.failures import FailureReason
 from lmwatch.http_client import Response, UpstreamError
@@ -112,16 +112,20 @@ class Exchange:
             return Failure(
                 FailureReason.BREAKER_OPEN, f"circuit open for {target.model}", breaker=False, attempted=False
             )
-        placed, waited = await admission.place(self.upstream, target, deadline)
-        self.waited += waited
-        if isinstance(placed, Failure):
-            return placed
-        try:
-            refused, waited = await admission.admit(self.upstream, self.routing, target, deadline)
+        placed: Release | None = None
+        if admission.needs_loading(self.upstream, target):
+            placing, waited = await admission.place(self.upstream, target, deadline)
             self.waited += waited
-            if refused is not None:
-                outcomes.breaker_abandon(target.backend, target.model)
-                return refused
+            if isinstance(placing, Failure):
+                return placing
+            placed = placing
+        try:
+            if not admission.admit_now(self.upstream, target):
+                refused, waited = await admission.admit(self.upstream, self.routing, target, deadline)
+                self.waited += waited
+                if refused is not None:
+                    outcomes.breaker_abandon(target.backend, target.model)
+                    return refused
             self.route = (
                 Route.CLOUD if tier.route is Route.CLOUD else (tier.route if target == self._first else Route.FAILOVER)
             )

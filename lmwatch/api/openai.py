@@ -92,7 +92,26 @@ class V1:
             dialect = ResponsesDialect(self.responses)
         elif endpoint is Endpoint.MESSAGES:
             dialect = MessagesDialect()
-        await _handle(self, call, reply, endpoint, dialect)
+        state = _Request(started=time.perf_counter(), endpoint=endpoint, dialect=dialect)
+        services = self.services
+        config = services.config.config
+        code = "500"
+        try:
+            code = await _serve(self, call, reply, config, state, dialect)
+        except (ApiError, DomainError) as caught:
+            err = api_error(caught)
+            code = str(err.status)
+            error_response(call, reply, services.config.redactor, err, state.headers())
+        except asyncio.CancelledError:
+            code = "499"
+            raise
+        except Exception:
+            rid = call.request_id
+            log.exception("unexpected error on %s (request %s)", call.path, rid, extra={"request_id": rid})
+            failed = ApiError(500, "lmwatch failed to handle this request; see its log")
+            error_response(call, reply, services.config.redactor, failed, state.headers())
+        finally:
+            _record(services, call, config, state, code)
 
 
 CORE = web.AppKey("lmwatch_v1", V1)
@@ -233,29 +252,6 @@ def _route(served: list[tuple[Exchange, Target]]) -> str:
     return routes[0].value if routes else NONE
 
 
-async def _handle(api: V1, call: Call, reply: Reply, endpoint: Endpoint, dialect: Dialect | None) -> None:
-    state = _Request(started=time.perf_counter(), endpoint=endpoint, dialect=dialect)
-    services = api.services
-    config = services.config.config
-    code = "500"
-    try:
-        code = await _serve(api, call, reply, config, state, dialect)
-    except (ApiError, DomainError) as caught:
-        err = api_error(caught)
-        code = str(err.status)
-        error_response(call, reply, services.config.redactor, err, state.headers())
-    except asyncio.CancelledError:
-        code = "499"
-        raise
-    except Exception:
-        rid = call.request_id
-        log.exception("unexpected error on %s (request %s)", call.path, rid, extra={"request_id": rid})
-        failed = ApiError(500, "lmwatch failed to handle this request; see its log")
-        error_response(call, reply, services.config.redactor, failed, state.headers())
-    finally:
-        _record(services, call, config, state, code)
-
-
 async def _serve(api: V1, call: Call, reply: Reply, config: Config, state: _Request, dialect: Dialect | None) -> str:
     """Answers through `reply`; returns the `code` label of its metrics."""
     services = api.services
@@ -301,15 +297,21 @@ async def _serve(api: V1, call: Call, reply: Reply, config: Config, state: _Requ
     if cache is not None and plan.tiers and dialect is None:  # the agent APIs keep state: never cached
         repeatable = endpoint is Endpoint.EMBEDDINGS or response_cache.deterministic(req.body)
         decision = response_cache.decide(config.cache, call.headers, client is None or client.cache, repeatable)
-    models = sorted({t.model for t in plan.tiers[0].targets}) if plan.tiers else []
+    # the first tier's models: what cache keys hold (only the cache reads them)
+    models = sorted({t.model for t in plan.tiers[0].targets}) if cache is not None and plan.tiers else []
     if endpoint is Endpoint.EMBEDDINGS:
         vectors = cache if decision.write and config.cache.embeddings else None
         answer = await _embeddings(req, routing.embedding_batch_size, exchange, state, vectors, models)
         _json(call, reply, services.config.redactor, answer, state.headers())
         return str(answer.status)
-    key = await _look_up(
-        cache, decision, state, lambda: response_key(endpoint, models, req.body, req.raw, req.stream, req.wants_usage)
-    )
+    key = None
+    if cache is not None:
+        key = await _look_up(
+            cache,
+            decision,
+            state,
+            lambda: response_key(endpoint, models, req.body, req.raw, req.stream, req.wants_usage),
+        )
     similar = None
     if key is not None and config.cache.semantic.enabled:
         similar = await _look_up_similar(api, snap, state, req, models, decision.read)
@@ -343,12 +345,11 @@ _STREAM_CODES = {Verdict.SUCCESS: "200", Verdict.UPSTREAM_FAILED: "stream_error"
 # --- the response cache --------------------------------------------------------------------------
 
 
-async def _look_up(cache: Cache | None, decision: Decision, state: _Request, make_key: Callable[[], str]) -> str | None:
+async def _look_up(cache: Cache, decision: Decision, state: _Request, make_key: Callable[[], str]) -> str | None:
     """The key to store the answer under (None: not cached), and `state.hit` when one is stored.
     The key (a hash of the body) is made only when the cache may be used."""
-    if cache is None or not decision.write:
-        if cache is not None:
-            cache.metrics.count("response", Result.BYPASS)
+    if not decision.write:
+        cache.metrics.count("response", Result.BYPASS)
         return None
     key = make_key()
     if decision.read:

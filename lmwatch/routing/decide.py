@@ -87,7 +87,10 @@ class Router:
         forced = choose_task(routing, snap, req, header)
         classification = None
         if (forced is None or scores) and req.endpoint is not Endpoint.EMBEDDINGS:
-            classification = await self._classify(routing, snap, req.as_chat)
+            if routing.classifier.mode == "embedding":
+                classification = await self._classify(routing, snap, req.as_chat)
+            else:  # the linear model: no await per request for what never waits
+                classification = self._classifier(routing).classify(req.as_chat)
         task = forced or (classification.task if classification is not None else "embeddings")
         return TaskChoice(task, forced is not None, classification)
 
