@@ -199,7 +199,10 @@ class _Request:
         """The route headers, computed when the response starts (so the overhead is known)."""
         exchanges = [exchange] if exchange is not None else self.exchanges
         served = _served(exchanges)
-        self.overhead = max((e.overhead() for e in exchanges), default=time.perf_counter() - self.started)
+        if len(exchanges) == 1:  # most requests
+            self.overhead = exchanges[0].overhead()
+        else:
+            self.overhead = max((e.overhead() for e in exchanges), default=time.perf_counter() - self.started)
         backend, model, route = self.source(served)
         headers = {
             "X-LMWatch-Backend": backend,
@@ -207,7 +210,7 @@ class _Request:
             "X-LMWatch-Task": self.task,
             "X-LMWatch-Route": route,
             "X-LMWatch-Overhead-Ms": f"{self.overhead * 1000:.3f}",
-            response_cache.HEADER: self.cache.value,
+            response_cache.HEADER: self.cache,
         }
         if self.reasons:
             headers["X-LMWatch-Task-Reason"] = ", ".join(self.reasons[:3])
@@ -225,7 +228,7 @@ class _Request:
             return self.hit.backend, self.hit.model, CACHE_ROUTE
         if len(served) == 1:  # most requests: one target answered
             ((exchange, target),) = served
-            return target.backend, target.model, exchange.route.value if exchange.route is not None else NONE
+            return target.backend, target.model, exchange.route if exchange.route is not None else NONE
         backends = ",".join(dict.fromkeys(t.backend for _, t in served)) or NONE
         return backends, ",".join(dict.fromkeys(t.model for _, t in served)) or NONE, _route(served)
 
@@ -448,7 +451,8 @@ def _too_large(limit: int) -> ApiError:
 
 
 def _record(services: Services, call: Call, config: Config, state: _Request, code: str) -> None:
-    """A finished request's metrics, recent-request entry, usage row and audit tokens."""
+    """A finished request's metrics, recent-request entry, usage row and audit tokens. The endpoint,
+    route and cache result are StrEnums, used as they are (their members are the label strings)."""
     metrics = services.metrics.requests
     served = _served(state.exchanges)
     backend, model, route = state.source(served)
@@ -458,7 +462,7 @@ def _record(services: Services, call: Call, config: Config, state: _Request, cod
     hit = state.hit if not served else None
     if hit is not None:
         metrics.avoided(config.routing, backend, state.task, hit.prompt_tokens, hit.completion_tokens)
-    metrics.finished(state.endpoint.value, backend, model, state.task, route, code, duration)
+    metrics.finished(state.endpoint, backend, model, state.task, route, code, duration)
     ttft: float | None = None
     prompt = completion = 0
     local = True
@@ -496,13 +500,13 @@ def _record(services: Services, call: Call, config: Config, state: _Request, cod
                 model,
                 state.task,
                 route,
-                state.endpoint.value,
+                state.endpoint,
                 code,
                 prompt,
                 completion,
                 latency,
                 ttft,
-                state.cache.value,
+                state.cache,
                 local,
                 cloud_price(config.routing, state.task, prompt, completion) if local else 0.0,
             )

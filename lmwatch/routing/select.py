@@ -44,6 +44,7 @@ class Target:
     """One place a request can go: a backend (or cloud provider) and the model id to send it.
 
     Two targets are the same when backend and model are (that is what the breaker and retries key on).
+    Plans are memoised, so a target serves many requests: what it derives is cached on it.
     """
 
     backend: str
@@ -62,12 +63,12 @@ class Target:
     apis: frozenset[str] = field(default=frozenset(), compare=False)
     """The client APIs beyond chat completions the backend speaks itself (the others are translated)."""
 
-    @property
+    @functools.cached_property
     def substitutes_model(self) -> bool:
         """Whether the backend may answer with another model than the one asked (the proxy checks)."""
         return self.flavour is not None and self.flavour.substitutes_model
 
-    @property
+    @functools.cached_property
     def is_cloud(self) -> bool:
         return self.provider is not None
 
@@ -76,7 +77,7 @@ class Target:
         """Tokens the target instance holds as its server lists it (None: cloud, or nobody says)."""
         return None if self.is_cloud or self.info is None else self.info.context_of(self.model)
 
-    @property
+    @functools.cached_property
     def model_key(self) -> str:
         """The model its numbers are kept under (profile, calibration): `name`, not its instance `name:2`."""
         return self.info.id if self.info is not None else self.model
