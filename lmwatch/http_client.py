@@ -113,6 +113,8 @@ class _Connection(asyncio.Protocol):
     """One keep-alive connection; parses the answer to the request in flight."""
 
     def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        """Kept: `asyncio.get_running_loop()` makes a getpid system call each time (fork safety)."""
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = time.monotonic()
@@ -168,7 +170,7 @@ class _Connection(asyncio.Protocol):
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_at = at
-            self._timer = asyncio.get_running_loop().call_at(at, self._due)
+            self._timer = self.loop.call_at(at, self._due)
 
     def keep(self) -> None:
         """No deadline now (the timer stays armed; it finds nothing to do)."""
@@ -178,7 +180,7 @@ class _Connection(asyncio.Protocol):
         self._timer = None
         if self._expired is None:
             return
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         if loop.time() < self._deadline:
             self._timer_at = self._deadline
             self._timer = loop.call_at(self._deadline, self._due)
@@ -289,7 +291,7 @@ class Response:
 
     async def _wait(self) -> None:
         """Until the protocol has news, or TimeoutError after `idle_timeout` seconds of silence."""
-        loop = asyncio.get_running_loop()
+        loop = self._conn.loop
         waiter = self._waiter = loop.create_future()
         self._conn.expire_at(loop.time() + self._idle, self._silent)
         try:
@@ -464,7 +466,7 @@ class Pool:
         """Keep `conn` for reuse until its keep-alive time is up, then close it (an idle socket held
         open costs a descriptor here and a slot on the backend)."""
         self._idle.setdefault(key, []).append(conn)
-        conn.expire_at(asyncio.get_running_loop().time() + self._keepalive, functools.partial(self._expire, key, conn))
+        conn.expire_at(conn.loop.time() + self._keepalive, functools.partial(self._expire, key, conn))
 
     def _expire(self, key: Origin, conn: _Connection) -> None:
         idle = self._idle.get(key)
