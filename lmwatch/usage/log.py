@@ -168,7 +168,7 @@ class UsageLog:
             rows, self._rows = self._rows, []
             try:
                 await loop.run_in_executor(self._executor, self._write, rows)
-            except (sqlite3.Error, OSError) as exc:
+            except Exception as exc:  # disk, lock, or a bug: the rows are lost, never the writer
                 self.failures.inc(len(rows))
                 if not self._failing:
                     log.warning("usage rows cannot be written to %s (%s); requests go on", self._path, exc)

@@ -153,3 +153,27 @@ async def test_rows_past_the_bound_are_dropped_and_counted(tmp_path: Path, monke
         assert (await usage.report(0.0, "model"))["totals"]["requests"] == 5
     finally:
         await usage.close()
+
+
+async def test_a_batch_that_fails_in_any_way_leaves_the_writer_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = CollectorRegistry()
+    usage = UsageLog(Counter("t_usage_failures", "", registry=registry))
+    original = log._insert
+
+    def broken_once(db: sqlite3.Connection, rows: list[UsageRow]) -> None:
+        monkeypatch.setattr(log, "_insert", original)
+        raise ValueError("a value SQLite cannot take")
+
+    monkeypatch.setattr(log, "_insert", broken_once)
+    try:
+        usage.configure(tmp_path / "usage.sqlite", retention_days=1)
+        usage.record(ROW._replace(time=time.time()))
+        await usage.flush()
+        assert registry.get_sample_value("t_usage_failures_total") == 1
+        usage.record(ROW._replace(time=time.time()))
+        await usage.flush()
+        assert (await usage.report(0.0, "model"))["totals"]["requests"] == 1
+    finally:
+        await usage.close()
