@@ -54,7 +54,6 @@ from lmwatch.routing.embedclass import EmbeddingClassifier
 from lmwatch.routing.request import Endpoint, ParsedRequest, json_object, parse_request
 from lmwatch.routing.select import AUTO, TASK_PREFIX, Route, Target, routable
 from lmwatch.services import SERVICES, Services
-from lmwatch.usage.log import UsageRow
 
 log = logging.getLogger("lmwatch.api.openai")
 
@@ -488,13 +487,12 @@ def _record(services: Services, call: Call, config: Config, state: _Request, cod
     )
     if state.overhead is not None:
         metrics.overhead.observe((), state.overhead)
-    if services.usage is not None:  # queued, written off the request path; never the prompt
+    if services.usage is not None:  # added up, written off the request path; never the prompt
         if hit is not None:
             prompt, completion = hit.prompt_tokens, hit.completion_tokens
         client = call.client
         services.usage.record(
-            UsageRow(
-                time.time(),
+            (
                 client.name if client is not None else ANONYMOUS,
                 backend,
                 model,
@@ -502,14 +500,14 @@ def _record(services: Services, call: Call, config: Config, state: _Request, cod
                 route,
                 state.endpoint,
                 code,
-                prompt,
-                completion,
-                latency,
-                ttft,
                 state.cache,
                 local,
-                cloud_price(config.routing, state.task, prompt, completion) if local else 0.0,
-            )
+            ),
+            prompt,
+            completion,
+            latency,
+            ttft,
+            cloud_price(config.routing, state.task, prompt, completion) if local else 0.0,
         )
     if served:  # the token counts for the request's audit line (model, backend and task: its headers)
         note_request(call, prompt_tokens=prompt, completion_tokens=completion)

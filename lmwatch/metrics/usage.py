@@ -7,5 +7,5 @@ from lmwatch.metrics.family import Family
 USAGE_WRITE_FAILURES = Family(
     "lmwatch_usage_write_failures",
     "counter",
-    "Usage rows that could not be written (disk, lock) or were dropped because the writer fell behind.",
+    "Requests whose usage could not be written (disk, lock) or was dropped because the writer fell behind.",
 )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +14,23 @@ from prometheus_client import CollectorRegistry, Counter
 
 from lmwatch.simulator import SimSettings
 from lmwatch.usage import log
-from lmwatch.usage.log import UsageLog, UsageRow
+from lmwatch.usage.log import Group, Row, UsageLog
 from tests.api.fleets import Fleet, chat, fleet, models
 from tests.daemons import run_cli
 
 MODEL = "meta-llama-3.1-8b-instruct"
 SIM = SimSettings(models=models(MODEL))
-ROW = UsageRow(
-    0.0, "anonymous", "studio", MODEL, "chat", "explicit", "chat", "200", 10, 20, 0.1, None, "bypass", True, 0.0
-)
+GROUP: Group = ("anonymous", "studio", MODEL, "chat", "explicit", "chat", "200", "bypass", True)
+
+
+def record(usage: UsageLog, group: Group = GROUP, ttft: float | None = None, cost: float = 0.0) -> None:
+    """One request of 10 tokens in, 20 out, in 0.1 s."""
+    usage.record(group, 10, 20, 0.1, ttft, cost)
+
+
+def keyed(name: str) -> Group:
+    """GROUP with another key name: a group of its own."""
+    return (name, *GROUP[1:])
 
 
 async def ask(f: Fleet, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
@@ -86,8 +93,8 @@ async def test_a_full_disk_loses_rows_not_requests(tmp_path: Path, caplog: pytes
         await asyncio.get_running_loop().run_in_executor(
             usage._executor, lambda: usage._connection().execute("PRAGMA max_page_count = 1")
         )
-        for _ in range(200):  # more rows than the pages left
-            usage.record(ROW._replace(time=time.time()))
+        for n in range(200):  # more rows (one per group) than the pages left
+            record(usage, keyed(f"key {n}"))
         status, _ = await ask(f, "/v1/chat/completions", chat("while the disk is full", model=MODEL))
         assert status == 200
         await usage.flush()
@@ -105,11 +112,15 @@ async def test_a_full_disk_loses_rows_not_requests(tmp_path: Path, caplog: pytes
 
 async def test_rows_older_than_the_retention_are_deleted(tmp_path: Path) -> None:
     now = 1_000_000_000.0
-    usage = UsageLog(CollectorRegistry(), clock=lambda: now)
+    clock = [now]
+    usage = UsageLog(Counter("t_usage_failures", "", registry=CollectorRegistry()), clock=lambda: clock[0])
     try:
         usage.configure(tmp_path / "usage.sqlite", retention_days=1)
-        for age_days in (2, 0.5, 0):
-            usage.record(ROW._replace(time=now - age_days * 86400))
+        for age_days in (2, 0.5):
+            clock[0] = now - age_days * 86400
+            record(usage)
+        clock[0] = now
+        record(usage)
         await usage.flush()
         report = await usage.report(0.0, "model")
         assert report["totals"]["requests"] == 2  # the row two days old is gone
@@ -117,27 +128,97 @@ async def test_rows_older_than_the_retention_are_deleted(tmp_path: Path) -> None
         await usage.close()
 
 
-async def test_a_batch_comes_back_as_it_was_recorded(tmp_path: Path) -> None:
-    """Every column keeps its value and type, an infinite cost included, batch after batch."""
-    usage = UsageLog(Counter("t_usage_failures", "", registry=CollectorRegistry()))
-    rows = [
-        ROW,
-        ROW._replace(key_name="clé ✓", ttft_seconds=0.012345678901, local=False, cost_avoided_dollars=0.25),
-    ]
+async def test_requests_add_up_per_second_and_group(tmp_path: Path) -> None:
+    """One row per second and group, with the sums of its requests; every column keeps its type,
+    an infinite cost included, batch after batch."""
+    clock = [1_000_000_000.25]
+    usage = UsageLog(Counter("t_usage_failures", "", registry=CollectorRegistry()), clock=lambda: clock[0])
+    other = keyed("clé ✓")
     try:
         usage.configure(tmp_path / "usage.sqlite", retention_days=1e6)
-        for row in rows:
-            usage.record(row)
+        record(usage)
+        record(usage, ttft=0.012345678901, cost=0.25)
+        record(usage, other)
+        clock[0] += 0.5  # the same second
+        record(usage, ttft=0.5)
+        clock[0] += 0.5  # the next one
+        record(usage)
         await usage.flush()
-        usage.record(ROW._replace(cost_avoided_dollars=float("inf")))
+        record(usage, cost=float("inf"))  # the same second, written in a batch of its own
         await usage.flush()
     finally:
         await usage.close()
+    second = 1_000_000_000
     with sqlite3.connect(tmp_path / "usage.sqlite") as db:
-        stored = db.execute("SELECT * FROM requests ORDER BY rowid").fetchall()
-        types = db.execute("SELECT typeof(local), typeof(ttft_seconds), typeof(prompt_tokens) FROM requests").fetchall()
-    assert stored == [tuple(r) for r in rows] + [tuple(ROW._replace(cost_avoided_dollars=float("inf")))]
-    assert types[:2] == [("integer", "null", "integer"), ("integer", "real", "integer")]
+        stored: list[Row] = db.execute("SELECT * FROM usage ORDER BY rowid").fetchall()
+        types = db.execute("SELECT DISTINCT typeof(time), typeof(local), typeof(ttft_seconds) FROM usage").fetchall()
+    assert stored == [
+        (second, *GROUP, 3, 30, 60, pytest.approx(0.3), pytest.approx(0.512345678901), 2, 0.25),
+        (second, *other, 1, 10, 20, 0.1, 0.0, 0, 0.0),
+        (second + 1, *GROUP, 1, 10, 20, 0.1, 0.0, 0, 0.0),
+        (second + 1, *GROUP, 1, 10, 20, 0.1, 0.0, 0, float("inf")),
+    ]
+    assert types == [("integer", "integer", "real")]
+
+
+async def test_reports_weigh_each_row_by_its_requests(tmp_path: Path) -> None:
+    clock = [1_000_000_000.0]
+    usage = UsageLog(Counter("t_usage_failures", "", registry=CollectorRegistry()), clock=lambda: clock[0])
+    cached: Group = ("anonymous", "studio", MODEL, "chat", "cache", "chat", "200", "hit", True)
+    cloud: Group = ("cloud", "studio", MODEL, "chat", "explicit", "chat", "200", "bypass", False)
+    try:
+        usage.configure(tmp_path / "usage.sqlite", retention_days=1e6)
+        for _ in range(3):
+            record(usage, ttft=0.2, cost=0.5)
+        usage.record(cached, 10, 20, 0.5, None, 1.0)
+        usage.record(cloud, 1, 2, 0.9, None, 0.0)
+        report = await usage.report(0.0, "model")
+        served = await usage.task_usage(0.0, "chat")
+    finally:
+        await usage.close()
+    assert report["totals"] == {
+        "model": "total",
+        "requests": 5,
+        "prompt_tokens": 41,
+        "completion_tokens": 82,
+        "local_requests": 4,
+        "cloud_requests": 1,
+        "local_share": 0.8,
+        "cache_hits": 1,
+        "cost_avoided_dollars": 2.5,
+        "mean_latency_seconds": pytest.approx((0.3 + 0.5 + 0.9) / 5),
+        "mean_ttft_seconds": pytest.approx(0.2),
+    }
+    # the answer from the cache is not the backend's: 4 requests served
+    assert served[("studio", MODEL)].requests == 4 and served[("studio", MODEL)].ttft_samples == 3
+
+
+async def test_a_file_of_rows_per_request_is_moved_to_sums(tmp_path: Path) -> None:
+    """A usage file written before rows were sums keeps its history."""
+    path = tmp_path / "usage.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE requests (time, key_name, backend, model, task, route, api, code, prompt_tokens, "
+            "completion_tokens, latency_seconds, ttft_seconds, cache, local, cost_avoided_dollars)"
+        )
+        db.executemany(
+            "INSERT INTO requests VALUES (?, 'anonymous', 'studio', ?, 'chat', 'explicit', 'chat', '200', "
+            "10, 20, 0.1, ?, 'bypass', 1, 0.25)",
+            [(1_000_000_000.5, MODEL, 0.05), (1_000_000_001.5, MODEL, None)],
+        )
+    db.close()
+    usage = UsageLog(Counter("t_usage_failures", "", registry=CollectorRegistry()))
+    try:
+        usage.configure(path, retention_days=1e6)
+        report = await usage.report(0.0, "model")
+    finally:
+        await usage.close()
+    assert [(r["model"], r["requests"], r["mean_ttft_seconds"]) for r in report["rows"]] == [(MODEL, 2, 0.05)]
+    assert report["totals"]["cost_avoided_dollars"] == 0.5
+    with sqlite3.connect(path) as db:
+        tables = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    db.close()
+    assert tables == [("usage",)]
 
 
 async def test_rows_past_the_bound_are_dropped_and_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -146,11 +227,13 @@ async def test_rows_past_the_bound_are_dropped_and_counted(tmp_path: Path, monke
     usage = UsageLog(Counter("t_usage_failures", "", registry=registry))
     try:
         usage.configure(tmp_path / "usage.sqlite", retention_days=1)
-        for _ in range(8):
-            usage.record(ROW._replace(time=time.time()))
+        record(usage)
+        for n in range(7):
+            record(usage, keyed(f"key {n}"))
+        record(usage)  # a group already waiting still adds up
         assert registry.get_sample_value("t_usage_failures_total") == 3
         await usage.flush()
-        assert (await usage.report(0.0, "model"))["totals"]["requests"] == 5
+        assert (await usage.report(0.0, "model"))["totals"]["requests"] == 6
     finally:
         await usage.close()
 
@@ -162,17 +245,17 @@ async def test_a_batch_that_fails_in_any_way_leaves_the_writer_running(
     usage = UsageLog(Counter("t_usage_failures", "", registry=registry))
     original = log._insert
 
-    def broken_once(db: sqlite3.Connection, rows: list[UsageRow]) -> None:
+    def broken_once(db: sqlite3.Connection, rows: list[Row]) -> None:
         monkeypatch.setattr(log, "_insert", original)
         raise ValueError("a value SQLite cannot take")
 
     monkeypatch.setattr(log, "_insert", broken_once)
     try:
         usage.configure(tmp_path / "usage.sqlite", retention_days=1)
-        usage.record(ROW._replace(time=time.time()))
+        record(usage)
         await usage.flush()
         assert registry.get_sample_value("t_usage_failures_total") == 1
-        usage.record(ROW._replace(time=time.time()))
+        record(usage)
         await usage.flush()
         assert (await usage.report(0.0, "model"))["totals"]["requests"] == 1
     finally:
