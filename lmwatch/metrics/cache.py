@@ -6,6 +6,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from lmwatch.metrics.family import Family
+from lmwatch.metrics.tally import CounterTally
 
 KINDS = ("response", "embedding", "semantic")
 RESULTS = ("hit", "miss", "bypass")
@@ -48,14 +49,17 @@ CACHE_EVICTIONS = Family(
 
 class CacheMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = CACHE_REQUESTS.counter(registry)
+        self.requests = CounterTally(CACHE_REQUESTS)  # counted on every request: a dict add (lmwatch/metrics/tally.py)
+        registry.register(self.requests)
         self.errors = CACHE_ERRORS.counter(registry)
         self.semantic_failures = CACHE_SEMANTIC_FAILURES.counter(registry)
         self.available = CACHE_AVAILABLE.gauge(registry)
         self.size = CACHE_SIZE.gauge(registry)
         self.written = CACHE_WRITTEN.counter(registry)
         self.evictions = CACHE_EVICTIONS.counter(registry)
-        self._requests = {(k, r): self.requests.labels(k, r) for k in KINDS for r in RESULTS}
+        for kind in KINDS:  # every series at 0 from the start
+            for result in RESULTS:
+                self.requests.inc((kind, result), 0)
         for reason in SEMANTIC_FAILURES:  # at 0 from the start: a dashboard shows "none", not "no data"
             self.semantic_failures.labels(reason)
 
@@ -66,4 +70,5 @@ class CacheMetrics:
             self.errors.labels(store, operation)
 
     def count(self, kind: str, result: str, n: int = 1) -> None:
-        self._requests[kind, result].inc(n)
+        """On the event loop's thread only, as every tally."""
+        self.requests.inc((kind, result), n)
