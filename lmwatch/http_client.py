@@ -219,7 +219,8 @@ class Response:
 
     def __init__(self, pool: Pool, key: Origin, conn: _Connection, idle_timeout: float) -> None:
         self.status = 0
-        self.headers: dict[str, str] = {}
+        self._raw_headers: list[tuple[bytes, bytes]] = []
+        self._headers: dict[str, str] | None = None
         self._pool = pool
         self._key = key
         self._conn = conn
@@ -242,6 +243,20 @@ class Response:
 
     # --- reading (the caller) --------------------------------------------------------------------
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Names in lower case; a repeated header is one comma-separated list (RFC 9110 5.3).
+        Decoded when first read: most proxied answers never are."""
+        if self._headers is None:
+            headers: dict[str, str] = {}
+            for name, value in self._raw_headers:
+                key = name.decode("latin-1").lower()
+                text = value.decode("latin-1").strip()
+                seen = headers.get(key)
+                headers[key] = text if seen is None else f"{seen}, {text}"
+            self._headers = headers
+        return self._headers
+
     async def _head(self) -> None:
         while self._state == _HEAD and self._error is None:
             await self._wait()
@@ -258,24 +273,38 @@ class Response:
                     self._conn.drained()
                 yield chunk
                 continue
-            if self._state == _DONE:
-                self.close()
+            if self._ended():
                 return
-            if self._error is not None:
-                raise self._error
             await self._wait()
 
     async def read(self, limit: int | None = None) -> bytes:
-        """The whole body; AnswerTooLarge (and the connection cut) once it passes `limit` bytes."""
-        chunks: list[bytes] = []
+        """The whole body; AnswerTooLarge (and the connection cut) once it passes `limit` bytes.
+        Not through `chunks()`: an async generator costs more than a small answer's whole read."""
+        parts: list[bytes] = []
         size = 0
-        async for chunk in self.chunks():
-            size += len(chunk)
-            if limit is not None and size > limit:
-                self.close()
-                raise AnswerTooLarge(f"the answer is over {limit} bytes (routing.max_answer_bytes)")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        while True:
+            while self._chunks:
+                chunk = self._chunks.popleft()
+                size += len(chunk)
+                if limit is not None and size > limit:
+                    self.close()
+                    raise AnswerTooLarge(f"the answer is over {limit} bytes (routing.max_answer_bytes)")
+                parts.append(chunk)
+            self._buffered = 0
+            self._conn.drained()
+            if self._ended():
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+            await self._wait()
+
+    def _ended(self) -> bool:
+        """True once the body is all read (the connection goes back to the pool); raises the
+        connection's error when it failed first."""
+        if self._state == _DONE:
+            self.close()
+            return True
+        if self._error is not None:
+            raise self._error
+        return False
 
     def close(self) -> None:
         """Done with this answer: reuse the connection if it was read to the end, else cut it."""
@@ -361,17 +390,13 @@ class Response:
     def on_message_begin(self) -> None:
         if self._state == _DONE:  # a second answer to one request: ignored, the connection not reused
             self._keep_alive = False
-        else:
-            self.headers = {}
+        else:  # an interim answer's headers are not the answer's
+            self._raw_headers = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._state != _HEAD:  # a trailer (after a chunked body), or past the answer: not its header
-            return
-        self._header_bytes += len(name) + len(value)
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1").strip()
-        seen = self.headers.get(key)
-        self.headers[key] = text if seen is None else f"{seen}, {text}"  # repeated: one list (RFC 9110 5.3)
+        if self._state == _HEAD:  # not a trailer (after a chunked body), nor past the answer
+            self._header_bytes += len(name) + len(value)
+            self._raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         if self._state != _HEAD:
@@ -386,9 +411,14 @@ class Response:
         if self._interim:  # 100 Continue, 103 Early Hints...: the real answer follows
             return
         self.status = status
-        headers = self.headers
-        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
-        self._until_close = status not in (204, 304) and not chunked and "content-length" not in headers
+        chunked = length = False
+        for name, value in self._raw_headers:
+            lower = name.lower()
+            if lower == b"transfer-encoding":
+                chunked = chunked or b"chunked" in value.lower()
+            elif lower == b"content-length":
+                length = True
+        self._until_close = status not in (204, 304) and not chunked and not length
         self._keep_alive = parser.should_keep_alive()
         self._state = _BODY
         self._wake()
