@@ -296,24 +296,24 @@ async def _serve(api: V1, call: Call, reply: Reply, config: Config, state: _Requ
 
     cache = services.cache
     decision = BYPASS
-    if cache is not None and plan.tiers and dialect is None:  # the agent APIs keep state: never cached
+    # the agent APIs keep state: never cached
+    if cache is not None and config.cache.enabled and plan.tiers and dialect is None:
         repeatable = endpoint is Endpoint.EMBEDDINGS or response_cache.deterministic(req.body)
         decision = response_cache.decide(config.cache, call.headers, client is None or client.cache, repeatable)
-    # the first tier's models: what cache keys hold (only the cache reads them)
-    models = sorted({t.model for t in plan.tiers[0].targets}) if cache is not None and plan.tiers else []
+    # the first tier's models: what cache keys hold (only a cache that may keep the answer reads them)
+    models = sorted({t.model for t in plan.tiers[0].targets}) if decision.write else []
     if endpoint is Endpoint.EMBEDDINGS:
         vectors = cache if decision.write and config.cache.embeddings else None
         answer = await _embeddings(req, routing.embedding_batch_size, exchange, state, vectors, models)
         _json(call, reply, services.config.redactor, answer, state.headers())
         return str(answer.status)
     key = None
-    if cache is not None:
+    if cache is not None and decision.write:
         key = await _look_up(
-            cache,
-            decision,
-            state,
-            lambda: response_key(endpoint, models, req.body, req.raw, req.stream, req.wants_usage),
+            cache, decision, state, response_key(endpoint, models, req.body, req.raw, req.stream, req.wants_usage)
         )
+    elif cache is not None:
+        cache.metrics.count("response", Result.BYPASS)
     similar = None
     if key is not None and config.cache.semantic.enabled:
         similar = await _look_up_similar(api, snap, state, req, models, decision.read)
@@ -347,13 +347,9 @@ _STREAM_CODES = {Verdict.SUCCESS: "200", Verdict.UPSTREAM_FAILED: "stream_error"
 # --- the response cache --------------------------------------------------------------------------
 
 
-async def _look_up(cache: Cache, decision: Decision, state: _Request, make_key: Callable[[], str]) -> str | None:
-    """The key to store the answer under (None: not cached), and `state.hit` when one is stored.
-    The key (a hash of the body) is made only when the cache may be used."""
-    if not decision.write:
-        cache.metrics.count("response", Result.BYPASS)
-        return None
-    key = make_key()
+async def _look_up(cache: Cache, decision: Decision, state: _Request, key: str) -> str | None:
+    """For a request whose answer the cache may keep: `key` when it should be stored under it
+    (None: not cached), and `state.hit` when one is stored."""
     if decision.read:
         found = await cache.get_many([key])
         entry = Entry.decode(found[0]) if found and found[0] is not None else None
