@@ -1,10 +1,10 @@
 """Admission of one attempt: the model loaded first when it is not (demand placement), then a slot
 under the backend's concurrency cap, waiting in its bounded queue until the request's deadline.
-Both waits are queueing, not lmwatch's own time: each call says how long it waited."""
+Both waits are queueing, not lmwatch's own time: each call says how long it waited. Deadlines
+are `time.monotonic()` seconds."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from lmwatch.api.attempts import Failure
@@ -33,7 +33,7 @@ async def place(upstream: Upstream, target: Target, deadline: float) -> tuple[Fa
         return None, 0.0
     began = time.perf_counter()
     try:
-        return await placement.prepare(target, max(0.0, deadline - asyncio.get_running_loop().time())), _since(began)
+        return await placement.prepare(target, max(0.0, deadline - time.monotonic())), _since(began)
     except LoadError as exc:
         return Failure(FailureReason.LOAD_FAILED, str(exc), breaker=False, attempted=False), _since(began)
 
@@ -58,7 +58,7 @@ async def admit(
     if gate.waiting(target.backend) >= routing.max_queue:
         return Failure(FailureReason.QUEUE_FULL, "its queue is full", breaker=False, attempted=False), 0.0
     began = time.perf_counter()
-    remaining = deadline - asyncio.get_running_loop().time()
+    remaining = deadline - time.monotonic()
     ok = remaining > 0 and await gate.acquire(target.backend, cap, remaining, routing.max_queue)
     if ok:
         return None, _since(began)

@@ -77,7 +77,7 @@ class Exchange:
 
     async def walk(self, attempt: Attempt) -> Result:
         """The first attempt that is not a failure; ApiError when every target failed."""
-        deadline = asyncio.get_running_loop().time() + self.routing.queue_timeout
+        deadline = time.monotonic() + self.routing.queue_timeout  # not the loop's time: a getpid call each
         for tier in self.plan.tiers:
             ranked = iter(self._ordered(tier))  # lazy: failover ranks the rest only when it gets there
             retries: deque[Target] = deque()

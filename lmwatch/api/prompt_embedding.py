@@ -10,7 +10,7 @@ Every way it can fail is an `EmbeddingFailed`, which the cache turns into a bypa
 
 from __future__ import annotations
 
-import asyncio
+import time
 
 from lmwatch.api.admission import admit, release
 from lmwatch.api.upstream import Upstream
@@ -28,7 +28,7 @@ def prompt_embedder(upstream: Upstream, routing: RoutingConfig, snap: Snapshot, 
             target = embedding_target(routing, snap, model)
         except Unavailable as why:
             raise EmbeddingFailed(why.outcome, str(why)) from None
-        deadline = asyncio.get_running_loop().time() + routing.queue_timeout
+        deadline = time.monotonic() + routing.queue_timeout
         failure, _ = await admit(upstream, routing, target, deadline)
         if failure is not None:
             raise EmbeddingFailed("busy", f"{target.backend}: {failure.message}")
