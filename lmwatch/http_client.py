@@ -83,7 +83,7 @@ class Origin:
     basic_auth: str | None = field(default=None, repr=False)
     """`Basic ...` from credentials in the URL (`http://user:pass@host`): polls send them, so must we."""
 
-    @property
+    @functools.cached_property
     def host_header(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         default = 443 if self.scheme == "https" else 80
@@ -543,11 +543,14 @@ class Pool:
 
 
 def _request_bytes(method: str, key: Origin, path: str, body: bytes, headers: Mapping[str, str]) -> bytes:
-    lines = [f"{method} {key.prefix}{path} HTTP/1.1", f"Host: {key.host_header}", f"Content-Length: {len(body)}"]
+    lines = [f"{method} {key.prefix}{path} HTTP/1.1\r\nHost: {key.host_header}\r\nContent-Length: {len(body)}\r\n"]
     for name, value in headers.items():
-        if "\r" in value or "\n" in value:
-            raise ValueError(f"header {name} has a line break")
-        lines.append(f"{name}: {value}")
+        lines.append(f"{name}: {value}\r\n")
     if key.basic_auth and not any(name.lower() == "authorization" for name in headers):
-        lines.append(f"Authorization: {key.basic_auth}")  # a configured bearer token takes the header instead
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        lines.append(f"Authorization: {key.basic_auth}\r\n")  # a configured bearer token takes the header instead
+    head = "".join(lines)
+    breaks = head.count("\n")
+    if breaks != len(lines) + 2 or head.count("\r") != breaks:  # the first element holds three lines
+        bad = next((n for n, v in headers.items() if "\r" in v or "\n" in v), "a header")
+        raise ValueError(f"header {bad} has a line break")
+    return (head + "\r\n").encode("latin-1") + body

@@ -144,7 +144,10 @@ class RequestOutcomes:
         self._drained: dict[tuple[str, str], list[asyncio.Future[None]]] = {}
         self._speeds: dict[tuple[str, str], Speed] = {}
         self._breakers: dict[tuple[str, str], Breaker] = {}
-        self._recent: deque[tuple[float, RecentRequest]] = deque(maxlen=RECENT_REQUESTS)
+        self._recent: deque[tuple[str, str, str, str, str, float, float | None, int, float]] = deque(
+            maxlen=RECENT_REQUESTS
+        )
+        """RecentRequest's fields, as plain tuples (made into RecentRequests when viewed: views are rare)."""
         self._chars_per_token: dict[tuple[str, str], float] = {}
         self._learned_context: dict[tuple[str, str], int] = {}
         self._floors = _Floors()
@@ -162,9 +165,19 @@ class RequestOutcomes:
     def finished(self, backend: str) -> None:
         self._inflight[backend] = max(0, self._inflight.get(backend, 0) - 1)
 
-    def request_done(self, request: RecentRequest) -> None:
-        """A `/v1` request finished; only the last RECENT_REQUESTS are kept."""
-        self._recent.appendleft((self._clock(), request))  # stamped when viewed: views are rare
+    def request_done(
+        self,
+        backend: str,
+        model: str,
+        task: str,
+        route: str,
+        code: str,
+        duration: float,
+        ttft: float | None,
+        output_tokens: int,
+    ) -> None:
+        """A `/v1` request finished (a `RecentRequest`); only the last RECENT_REQUESTS are kept."""
+        self._recent.appendleft((backend, model, task, route, code, duration, ttft, output_tokens, self._clock()))
 
     def queue_changed(self, backend: str, delta: int) -> None:
         self._queued[backend] = max(0, self._queued.get(backend, 0) + delta)
@@ -202,12 +215,14 @@ class RequestOutcomes:
         return self._speeds.get((backend, model))
 
     def record_speed(self, backend: str, model: str, ttft: float | None, tokens_per_second: float | None) -> None:
-        old = self._speeds.get((backend, model), Speed())
-        self._speeds[(backend, model)] = Speed(
-            ttft=_ewma(old.ttft, ttft),
-            tokens_per_second=_ewma(old.tokens_per_second, tokens_per_second),
-            samples=old.samples + 1,
-        )
+        key = (backend, model)
+        old = self._speeds.get(key)
+        if old is None:
+            self._speeds[key] = Speed(ttft, tokens_per_second, 1)
+        else:
+            self._speeds[key] = Speed(
+                _ewma(old.ttft, ttft), _ewma(old.tokens_per_second, tokens_per_second), old.samples + 1
+            )
 
     # --- prompt size: calibration and learned context -------------------------------------------
 
@@ -289,7 +304,7 @@ class RequestOutcomes:
                 BreakerView(b, m, br.current(now), br.failures, br.retry_at(), br.reason)
                 for (b, m), br in self._breakers.items()
             ),
-            recent=tuple(r._replace(time=t) for t, r in self._recent),
+            recent=tuple(RecentRequest._make(r) for r in self._recent),
         )
 
     # --- fed by the registry: what the pollers saw ---------------------------------------------

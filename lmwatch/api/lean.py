@@ -105,6 +105,7 @@ class LeanConnection(asyncio.Protocol):
         """Set while the transport's buffer is full (flow control of a stream)."""
         # the request being parsed or served
         self._url = b""
+        self._path = ""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_done = False
         self._head_len = 0
@@ -238,7 +239,8 @@ class LeanConnection(asyncio.Protocol):
         if not self._head_done or version not in ("1.1", "1.0"):
             return None
         self.http10 = version == "1.0"
-        endpoint = ROUTES.get(self._url.partition(b"?")[0].decode("latin-1"))
+        self._path = self._url.partition(b"?")[0].decode("latin-1")
+        endpoint = ROUTES.get(self._path)
         if endpoint is None:
             return None
         length: int | None = None
@@ -259,9 +261,8 @@ class LeanConnection(asyncio.Protocol):
         headers = CIMultiDict(
             [(n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for n, v in self._headers]
         )
-        path = self._url.partition(b"?")[0].decode("latin-1")
         rid = chosen(headers, self._lean.core.ids)
-        return Call("POST", path, headers, self._remote, rid, self._length, self._read)
+        return Call("POST", self._path, headers, self._remote, rid, self._length, self._read)
 
     async def _read(self) -> bytes:
         """The body, within `server.body_timeout` when it had not all arrived with the head."""

@@ -47,7 +47,6 @@ from lmwatch.config import Config
 from lmwatch.credentials import ANONYMOUS, ClientKey
 from lmwatch.errors import DomainError
 from lmwatch.metrics.requests import NONE, cloud_price
-from lmwatch.outcomes import RecentRequest
 from lmwatch.redaction import Redactor
 from lmwatch.registry import Snapshot
 from lmwatch.routing.embedclass import EmbeddingClassifier
@@ -454,13 +453,17 @@ def _record(services: Services, call: Call, config: Config, state: _Request, cod
     backend, model = backend.split(",", 1)[0], model.split(",", 1)[0]
     duration = time.perf_counter() - state.started
     latency = round(duration, 6)
+    task = state.task
     hit = state.hit if not served else None
-    if hit is not None:
-        metrics.avoided(config.routing, backend, state.task, hit.prompt_tokens, hit.completion_tokens)
-    metrics.finished(state.endpoint, backend, model, state.task, route, code, duration)
+    metrics.finished(state.endpoint, backend, model, task, route, code, duration)
     ttft: float | None = None
     prompt = completion = 0
     local = True
+    saved = 0.0
+    """What `routing.prices` would have charged for the tokens served locally (or from the cache)."""
+    if hit is not None:
+        saved = cloud_price(config.routing, task, hit.prompt_tokens, hit.completion_tokens)
+        metrics.avoided(backend, task, saved)
     for ex, target in served:  # one pass: usually one exchange
         usage = ex.usage
         prompt += usage.prompt
@@ -468,19 +471,12 @@ def _record(services: Services, call: Call, config: Config, state: _Request, cod
         if ex.ttft is not None:
             ttft = ex.ttft if ttft is None else ttft
             metrics.ttft.observe((target.backend, target.model), ex.ttft)
+        dollars = 0.0 if target.is_cloud else cloud_price(config.routing, task, usage.prompt, usage.completion)
         local = local and not target.is_cloud
-        metrics.tokens_used(
-            config.routing,
-            target.backend,
-            target.model,
-            state.task,
-            usage.prompt,
-            usage.completion,
-            local=not target.is_cloud,
-        )
-    services.registry.outcomes.request_done(
-        RecentRequest(backend, model, state.task, route, code, latency, ttft, completion)
-    )
+        saved += dollars
+        metrics.tokens_used(target.backend, target.model, usage.prompt, usage.completion)
+        metrics.avoided(target.backend, task, dollars)
+    services.registry.outcomes.request_done(backend, model, task, route, code, latency, ttft, completion)
     if state.overhead is not None:
         metrics.overhead.observe((), state.overhead)
     if services.usage is not None:  # added up, written off the request path; never the prompt
@@ -492,7 +488,7 @@ def _record(services: Services, call: Call, config: Config, state: _Request, cod
                 client.name if client is not None else ANONYMOUS,
                 backend,
                 model,
-                state.task,
+                task,
                 route,
                 state.endpoint,
                 code,
@@ -503,7 +499,7 @@ def _record(services: Services, call: Call, config: Config, state: _Request, cod
             completion,
             latency,
             ttft,
-            cloud_price(config.routing, state.task, prompt, completion) if local else 0.0,
+            saved if local else 0.0,
         )
     if served:  # the token counts for the request's audit line (model, backend and task: its headers)
         note_request(call, prompt_tokens=prompt, completion_tokens=completion)

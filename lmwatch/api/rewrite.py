@@ -11,6 +11,7 @@ anything else is encoded once per model and flavour.
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any
 
 from lmwatch.routing.request import ParsedRequest
@@ -75,15 +76,20 @@ def _splice(raw: bytes, body: dict[str, Any], model: str, inject: bool) -> bytes
     if raw[colon : colon + 1] != b":":
         return None
     start = _skip_space(raw, colon + 1)
-    value = json.dumps(old).encode()
+    value = _json_string(old)
     if raw[start : start + len(value)] != value:
         return None  # the client escaped the id differently: encode
-    replaced = json.dumps(model, ensure_ascii=False).encode()
+    replaced = encode_basestring(model).encode()
     out = raw[:start] + replaced + raw[start + len(value) :]
     if inject:  # the body is an object with at least `model`: insert as its first member
         brace = out.find(b"{") + 1
         out = out[:brace] + _USAGE_OPTION + out[brace:]
     return out
+
+
+def _json_string(text: str) -> bytes:
+    """`json.dumps(text).encode()`, without json.dumps' encoder object (this is what it returns for a str)."""
+    return encode_basestring_ascii(text).encode()
 
 
 def _skip_space(raw: bytes, at: int) -> int:
@@ -107,5 +113,5 @@ def renames(first: dict[str, Any] | None, wanted: str | None) -> list[tuple[byte
     served = first.get("model") if first is not None else None
     if wanted is None or not isinstance(served, str) or served == wanted:
         return None
-    old, new = json.dumps(served).encode(), json.dumps(wanted).encode()
+    old, new = _json_string(served), _json_string(wanted)
     return [(b'"model":' + old, b'"model":' + new), (b'"model": ' + old, b'"model": ' + new)]

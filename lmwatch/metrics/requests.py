@@ -127,19 +127,15 @@ class RequestMetrics:
         self.requests.inc((api, backend, model, task, route, code))
         self.duration.observe((backend, model, task), duration)
 
-    def tokens_used(
-        self, routing: RoutingConfig, backend: str, model: str, task: str, prompt: int, completion: int, local: bool
-    ) -> None:
+    def tokens_used(self, backend: str, model: str, prompt: int, completion: int) -> None:
         if prompt:
             self.tokens.inc((backend, model, "input"), prompt)
         if completion:
             self.tokens.inc((backend, model, "output"), completion)
-        if local:
-            self.avoided(routing, backend, task, prompt, completion)
 
-    def avoided(self, routing: RoutingConfig, backend: str, task: str, prompt: int, completion: int) -> None:
-        """Count what `routing.prices` would have charged for tokens served locally (or from the cache)."""
-        dollars = cloud_price(routing, task, prompt, completion)
+    def avoided(self, backend: str, task: str, dollars: float) -> None:
+        """Count what `routing.prices` would have charged (`cloud_price`) for tokens served locally
+        or from the cache."""
         if dollars:
             self.cost_avoided.inc((backend, task), dollars)
 
