@@ -257,12 +257,6 @@ class Response:
             self._headers = headers
         return self._headers
 
-    async def _head(self) -> None:
-        while self._state == _HEAD and self._error is None:
-            await self._wait()
-        if self._state == _HEAD and self._error is not None:
-            raise self._error
-
     async def chunks(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive; the connection goes back to the pool at the end."""
         while True:
@@ -468,12 +462,18 @@ class Pool:
         key = origin(base_url)
         request = _request_bytes(method, key, path, body, headers)
         for _ in range(2):  # a reused connection the backend had just closed gets one fresh retry
-            conn, reused = await self._get(key, connect_timeout)
+            conn = self._idle_connection(key)
+            reused = conn is not None
+            if conn is None:
+                conn = await self._connect(key, connect_timeout)
             response = Response(self, key, conn, idle_timeout)
             self._active.add(response)
             conn.start(response, request)
             try:
-                await response._head()
+                while response._state == _HEAD:  # until the status and headers are in
+                    if response._error is not None:
+                        raise response._error
+                    await response._wait()
             except ConnectionLost as exc:
                 response.close()
                 if reused and exc.before_answer:
@@ -506,15 +506,19 @@ class Pool:
                 del self._idle[key]
         conn.abort()
 
-    async def _get(self, key: Origin, connect_timeout: float) -> tuple[_Connection, bool]:
+    def _idle_connection(self, key: Origin) -> _Connection | None:
+        """The newest idle connection to `key` that is still good, if any (no await: most requests)."""
         idle = self._idle.get(key)
         now = time.monotonic()
         while idle:
             conn = idle.pop()
             conn.keep()
             if not conn.closed and now - conn.idle_since < self._keepalive:
-                return conn, True
+                return conn
             conn.abort()
+        return None
+
+    async def _connect(self, key: Origin, connect_timeout: float) -> _Connection:
         loop = asyncio.get_running_loop()
         tls = self._tls() if key.scheme == "https" else None
         try:
@@ -528,7 +532,7 @@ class Pool:
             if exc.errno in LOCAL_ERRNOS:
                 raise LocalResources(f"this host cannot open a connection: {exc.strerror or exc}") from None
             raise ConnectError(f"cannot connect to {key.host_header}: {exc.strerror or exc}") from None
-        return conn, False
+        return conn
 
     def _tls(self) -> ssl.SSLContext:
         if self._ssl is None:

@@ -39,7 +39,7 @@ class Failure:
     attempted: bool = True
 
 
-@dataclass
+@dataclass(slots=True)
 class Answer:
     """A complete JSON answer (a success, or an error the client must see as it is)."""
 
@@ -57,7 +57,7 @@ class Streamed:
 Result = Streamed | Answer | Failure
 
 
-@dataclass
+@dataclass(slots=True)
 class Usage:
     prompt: int = 0
     completion: int = 0

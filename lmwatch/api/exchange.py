@@ -44,7 +44,7 @@ _HEADERS = {
 Attempt = Callable[[Target], Awaitable[Result]]
 
 
-@dataclass
+@dataclass(slots=True)
 class Exchange:
     """One client request (or one embeddings batch) walking its plan."""
 

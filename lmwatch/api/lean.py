@@ -50,6 +50,7 @@ PIPELINE_LIMIT = 256 * 1024
 _REFUSED_HEADERS = (b"expect", b"transfer-encoding", b"upgrade")
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _SERVER = f"Server: {SERVER_SOFTWARE}\r\n"
+_CRLF = "\r\n"
 
 
 class InFlight(Protocol):
@@ -432,12 +433,15 @@ class LeanReply:
         return self.status, self.headers
 
     def _head(self, status: int, headers: Mapping[str, str], content_type: str, framing: str) -> bytes:
-        if headers.get("Connection", "").lower() == "close":
-            self.keep_alive = False
-        lines = "".join([f"{k}: {v}\r\n" for k, v in headers.items() if k != "Connection"])
-        if lines.count("\n") != len(headers) - ("Connection" in headers) or lines.count("\r") != lines.count("\n"):
-            raise ValueError("a header of the answer holds a line break")
         self.status, self.headers = status, headers
+        if "Connection" in headers:  # lmwatch's own (an error that closes): the framing below says it
+            if headers["Connection"].lower() == "close":
+                self.keep_alive = False
+            headers = {k: v for k, v in headers.items() if k != "Connection"}
+        lines = "\r\n".join(map(": ".join, headers.items()))
+        breaks = lines.count("\n")
+        if breaks != max(len(headers) - 1, 0) or lines.count("\r") != breaks:
+            raise ValueError("a header of the answer holds a line break")
         ten = self._conn.http10
         if ten:
             connection = "Connection: keep-alive\r\n" if self.keep_alive else ""
@@ -445,8 +449,8 @@ class LeanReply:
             connection = "" if self.keep_alive else "Connection: close\r\n"
         return (
             f"HTTP/1.{0 if ten else 1} {status} {_REASONS.get(status, '')}\r\n"
-            f"Content-Type: {content_type}\r\n{lines}{REQUEST_ID}: {self._call.request_id}\r\n{framing}"
-            f"Date: {rfc822_formatted_time()}\r\n{_SERVER}{connection}\r\n"
+            f"Content-Type: {content_type}\r\n{lines}{_CRLF if lines else ''}{REQUEST_ID}: {self._call.request_id}\r\n"
+            f"{framing}Date: {rfc822_formatted_time()}\r\n{_SERVER}{connection}\r\n"
         ).encode()
 
     def answer(self, status: int, headers: Mapping[str, str], body: bytes, content_type: str) -> None:

@@ -174,7 +174,7 @@ async def count_tokens(request: web.Request) -> web.Response:
 # --- one routed request --------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _Request:
     """What a handler knows so far: enough to label metrics and headers at any point of failure."""
 

@@ -41,8 +41,11 @@ class KeyLimits(Protocol):
     def allows_model(self, model_id: str) -> bool: ...
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TaskChoice:
+    """The task a request is routed as (read-only by convention: one is made per request, and a
+    frozen dataclass costs a `__setattr__` per field)."""
+
     task: str
     forced: bool
     """The request named its task (header or `task:<type>`); the classifier did not decide."""
@@ -50,8 +53,10 @@ class TaskChoice:
     """The classifier's scores and reasons; None when it did not run."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Decision:
+    """The plans of a request (read-only by convention, as TaskChoice)."""
+
     planned: Plan
     """Every target the request could use by model, task and shape (what the explainer lists)."""
     plan: Plan
