@@ -124,6 +124,8 @@ class _Connection(asyncio.Protocol):
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        self.idle_expired: Callable[[], None] = self.abort
+        """What its pool does when it has been idle for the keep-alive time (set once, by the pool)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport: asyncio's own or uvloop's (which is not an asyncio.Transport subclass).
@@ -496,7 +498,7 @@ class Pool:
         """Keep `conn` for reuse until its keep-alive time is up, then close it (an idle socket held
         open costs a descriptor here and a slot on the backend)."""
         self._idle.setdefault(key, []).append(conn)
-        conn.expire_at(conn.loop.time() + self._keepalive, functools.partial(self._expire, key, conn))
+        conn.expire_at(conn.loop.time() + self._keepalive, conn.idle_expired)
 
     def _expire(self, key: Origin, conn: _Connection) -> None:
         idle = self._idle.get(key)
@@ -532,6 +534,7 @@ class Pool:
             if exc.errno in LOCAL_ERRNOS:
                 raise LocalResources(f"this host cannot open a connection: {exc.strerror or exc}") from None
             raise ConnectError(f"cannot connect to {key.host_header}: {exc.strerror or exc}") from None
+        conn.idle_expired = functools.partial(self._expire, key, conn)
         return conn
 
     def _tls(self) -> ssl.SSLContext:

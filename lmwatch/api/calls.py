@@ -41,7 +41,7 @@ class Call:
     note: dict[str, Any] | None = None
     """What the router learned, for the request's audit line (None when request lines are off)."""
     raw: bytes | None = None
-    """The body, once read."""
+    """The body, once read (the lean server sets it at once when the body came with the head)."""
 
 
 class Stream(Protocol):

@@ -263,7 +263,11 @@ class LeanConnection(asyncio.Protocol):
             [(n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for n, v in self._headers]
         )
         rid = chosen(headers, self._lean.core.ids)
-        return Call("POST", self._path, headers, self._remote, rid, self._length, self._read)
+        call = Call("POST", self._path, headers, self._remote, rid, self._length, self._read)
+        end = self._head_len + self._length
+        if len(self._buf) >= end:  # most requests: no read to wait for
+            call.raw = bytes(self._buf[self._head_len : end])
+        return call
 
     async def _read(self) -> bytes:
         """The body, within `server.body_timeout` when it had not all arrived with the head."""

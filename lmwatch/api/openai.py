@@ -259,7 +259,9 @@ async def _serve(api: V1, call: Call, reply: Reply, config: Config, state: _Requ
     endpoint = state.endpoint
     metrics = services.metrics.requests
     routing = config.routing
-    raw = await _read_body(call, config.server.max_body_bytes)
+    raw = call.raw  # the lean server's, when the body came with the head
+    if raw is None or len(raw) > config.server.max_body_bytes:
+        raw = await _read_body(call, config.server.max_body_bytes)
     req = parse_request(endpoint, raw, routing.default_model, dialect.translate if dialect is not None else None)
     snap = services.registry.snapshot()
     upstream = api.upstream
