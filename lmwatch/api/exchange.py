@@ -83,20 +83,21 @@ class Exchange:
             retries: deque[Target] = deque()
             tries: dict[Target, int] = {}
             while (target := next(ranked, None) or (retries.popleft() if retries else None)) is not None:
-                tries[target] = tries.get(target, 0) + 1
-                result = await self._try(tier, target, tries[target], deadline, attempt)
+                tried = tries.get(target, 0) + 1 if tries else 1  # (a target's hash is a Python call)
+                result = await self._try(tier, target, tried, deadline, attempt)
                 if not isinstance(result, Failure):
                     return result
+                tries[target] = tried
                 self.failures.append((target, result))
-                if result.transient and tries[target] < _attempts(target):
+                if result.transient and tried < _attempts(target):
                     retries.append(target)
         raise self._exhausted()
 
     def _ordered(self, tier: Tier) -> Iterable[Target]:
         """Cloud providers in their configured order; unloaded models by placement; else balanced."""
         placement = self.upstream.placement
-        if tier.route is Route.CLOUD:
-            return tier.targets
+        if tier.route is Route.CLOUD or len(tier.targets) == 1:
+            return tier.targets  # in order, or nothing to rank
         if placement is not None and all(admission.unloaded(t) for t in tier.targets):
             return placement.order(tier.targets)
         return order(tier.targets, self.upstream.outcomes, self.upstream.rng)
@@ -127,7 +128,9 @@ class Exchange:
                     outcomes.breaker_abandon(target.backend, target.model)
                     return refused
             self.route = (
-                Route.CLOUD if tier.route is Route.CLOUD else (tier.route if target == self._first else Route.FAILOVER)
+                Route.CLOUD
+                if tier.route is Route.CLOUD
+                else (tier.route if target is self._first or target == self._first else Route.FAILOVER)
             )
             self.target = target
             self._count_fallback(target)

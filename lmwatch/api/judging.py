@@ -19,7 +19,9 @@ from lmwatch.routing.select import Target
 def answered_by(obj: dict[str, Any], target: Target) -> bool:
     """Whether an answer (or a stream's first event) names the target's model, or none."""
     model = obj.get("model")
-    return not isinstance(model, str) or not model or same_model(model, target.model) or same_model(target.model, model)
+    if model == target.model or not isinstance(model, str) or not model:  # the first: most answers
+        return True
+    return same_model(model, target.model) or same_model(target.model, model)
 
 
 def upstream_error(outcomes: RequestOutcomes, target: Target, status: int, message: str, obj: Any) -> Answer | Failure:
