@@ -11,6 +11,7 @@ anything else is encoded once per model and flavour.
 from __future__ import annotations
 
 import json
+import re
 from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any
 
@@ -18,8 +19,9 @@ from lmwatch.routing.request import ParsedRequest
 from lmwatch.routing.select import AUTO, TASK_PREFIX, Target
 
 _MODEL_KEY = b'"model"'
+_KEY_TO_VALUE = re.compile(rb'"model"[ \t\r\n]*:[ \t\r\n]*')
+"""From the key to where its value starts."""
 _USAGE_OPTION = b'"stream_options":{"include_usage":true},'
-_WHITESPACE = (b" ", b"\t", b"\r", b"\n")
 
 
 class Bodies:
@@ -72,10 +74,10 @@ def _splice(raw: bytes, body: dict[str, Any], model: str, inject: bool) -> bytes
     at = raw.find(_MODEL_KEY)
     if at < 0 or raw.find(_MODEL_KEY, at + 1) >= 0 or b"\\u006" in raw:
         return None
-    colon = _skip_space(raw, at + len(_MODEL_KEY))
-    if raw[colon : colon + 1] != b":":
+    key = _KEY_TO_VALUE.match(raw, at)
+    if key is None:
         return None
-    start = _skip_space(raw, colon + 1)
+    start = key.end()
     value = _json_string(old)
     if raw[start : start + len(value)] != value:
         return None  # the client escaped the id differently: encode
@@ -90,12 +92,6 @@ def _splice(raw: bytes, body: dict[str, Any], model: str, inject: bool) -> bytes
 def _json_string(text: str) -> bytes:
     """`json.dumps(text).encode()`, without json.dumps' encoder object (this is what it returns for a str)."""
     return encode_basestring_ascii(text).encode()
-
-
-def _skip_space(raw: bytes, at: int) -> int:
-    while raw[at : at + 1] in _WHITESPACE:
-        at += 1
-    return at
 
 
 def client_model(req: ParsedRequest, target: Target) -> str | None:
