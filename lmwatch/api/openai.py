@@ -90,7 +90,7 @@ class V1:
             dialect = ResponsesDialect(self.responses)
         elif endpoint is Endpoint.MESSAGES:
             dialect = MessagesDialect()
-        state = _Request(started=time.perf_counter(), endpoint=endpoint, dialect=dialect)
+        state = _Request(time.perf_counter(), endpoint, dialect)  # by position: half the cost
         services = self.services
         config = services.config.config
         code = "500"
@@ -180,11 +180,11 @@ class _Request:
 
     started: float
     endpoint: Endpoint
+    dialect: Dialect | None
     task: str = NONE
     reasons: tuple[str, ...] = ()
     exchanges: list[Exchange] = field(default_factory=list)
     overhead: float | None = None
-    dialect: Dialect | None = None
     cache: Result = Result.BYPASS
     hit: Entry | None = None
     """The stored answer served instead of a backend's."""
@@ -452,7 +452,8 @@ def _record(services: Services, call: Call, config: Config, state: _Request, cod
     metrics = services.metrics.requests
     served = _served(state.exchanges)
     backend, model, route = state.source(served)
-    backend, model = backend.split(",", 1)[0], model.split(",", 1)[0]
+    if len(served) > 1:  # a failover or batches: the labels name the first
+        backend, model = backend.split(",", 1)[0], model.split(",", 1)[0]
     duration = time.perf_counter() - state.started
     latency = round(duration, 6)
     task = state.task
@@ -463,8 +464,9 @@ def _record(services: Services, call: Call, config: Config, state: _Request, cod
     local = True
     saved = 0.0
     """What `routing.prices` would have charged for the tokens served locally (or from the cache)."""
+    prices = config.routing.prices
     if hit is not None:
-        saved = cloud_price(config.routing, task, hit.prompt_tokens, hit.completion_tokens)
+        saved = cloud_price(config.routing, task, hit.prompt_tokens, hit.completion_tokens) if prices else 0.0
         metrics.avoided(backend, task, saved)
     for ex, target in served:  # one pass: usually one exchange
         usage = ex.usage
@@ -473,11 +475,13 @@ def _record(services: Services, call: Call, config: Config, state: _Request, cod
         if ex.ttft is not None:
             ttft = ex.ttft if ttft is None else ttft
             metrics.ttft.observe((target.backend, target.model), ex.ttft)
-        dollars = 0.0 if target.is_cloud else cloud_price(config.routing, task, usage.prompt, usage.completion)
-        local = local and not target.is_cloud
-        saved += dollars
+        if target.is_cloud:
+            local = False
+        elif prices:
+            dollars = cloud_price(config.routing, task, usage.prompt, usage.completion)
+            saved += dollars
+            metrics.avoided(target.backend, task, dollars)
         metrics.tokens_used(target.backend, target.model, usage.prompt, usage.completion)
-        metrics.avoided(target.backend, task, dollars)
     services.registry.outcomes.request_done(backend, model, task, route, code, latency, ttft, completion)
     if state.overhead is not None:
         metrics.overhead.observe((), state.overhead)
@@ -503,7 +507,7 @@ def _record(services: Services, call: Call, config: Config, state: _Request, cod
             ttft,
             saved if local else 0.0,
         )
-    if served:  # the token counts for the request's audit line (model, backend and task: its headers)
+    if served and call.note is not None:  # the token counts for the audit line (the rest: its headers)
         note_request(call, prompt_tokens=prompt, completion_tokens=completion)
 
 

@@ -112,18 +112,18 @@ def parse_request(
         messages = chat.get("messages")
     options = body.get("stream_options")
     shape = chat if chat is not None else body
-    return ParsedRequest(
-        endpoint=endpoint,
-        raw=raw,
-        body=body,
-        model=model.strip(),
-        stream=stream,
-        wants_usage=isinstance(options, dict) and options.get("include_usage") is True,
-        needs_vision=(endpoint is Endpoint.CHAT or chat is not None) and _check_images(messages),
-        has_tools=bool(shape.get("tools") or shape.get("functions")),
-        prompt_chars=_prompt_chars(endpoint if chat is None else Endpoint.CHAT, shape),
-        max_tokens=_max_tokens(shape),
-        chat=chat,
+    return ParsedRequest(  # by position, in the fields' order: keywords cost twice as much per request
+        endpoint,
+        raw,
+        body,
+        model.strip(),
+        stream,
+        isinstance(options, dict) and options.get("include_usage") is True,
+        (endpoint is Endpoint.CHAT or chat is not None) and _check_images(messages),
+        bool(shape.get("tools") or shape.get("functions")),
+        _prompt_chars(endpoint if chat is None else Endpoint.CHAT, shape),
+        _max_tokens(shape),
+        chat,
     )
 
 
