@@ -84,6 +84,12 @@ class Origin:
     """`Basic ...` from credentials in the URL (`http://user:pass@host`): polls send them, so must we."""
 
     @functools.cached_property
+    def pool_key(self) -> str:
+        """What idle connections are kept under: a string hashes in C (this frozen dataclass's hash
+        is a Python call, two per request). The path prefix and credentials are per request."""
+        return f"{self.scheme}://{self.host_header}"
+
+    @functools.cached_property
     def host_header(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         default = 443 if self.scheme == "https" else 80
@@ -442,7 +448,8 @@ class Pool:
 
     def __init__(self, keepalive: float = 30.0) -> None:
         self._keepalive = keepalive
-        self._idle: dict[Origin, list[_Connection]] = {}
+        self._idle: dict[str, list[_Connection]] = {}
+        """Idle connections by `Origin.pool_key`."""
         self._active: set[Response] = set()
         self._cut: str | None = None
         self._ssl: ssl.SSLContext | None = None
@@ -497,20 +504,20 @@ class Pool:
     def _put(self, key: Origin, conn: _Connection) -> None:
         """Keep `conn` for reuse until its keep-alive time is up, then close it (an idle socket held
         open costs a descriptor here and a slot on the backend)."""
-        self._idle.setdefault(key, []).append(conn)
+        self._idle.setdefault(key.pool_key, []).append(conn)
         conn.expire_at(conn.loop.time() + self._keepalive, conn.idle_expired)
 
     def _expire(self, key: Origin, conn: _Connection) -> None:
-        idle = self._idle.get(key)
+        idle = self._idle.get(key.pool_key)
         if idle is not None and conn in idle:
             idle.remove(conn)
             if not idle:
-                del self._idle[key]
+                del self._idle[key.pool_key]
         conn.abort()
 
     def _idle_connection(self, key: Origin) -> _Connection | None:
         """The newest idle connection to `key` that is still good, if any (no await: most requests)."""
-        idle = self._idle.get(key)
+        idle = self._idle.get(key.pool_key)
         now = time.monotonic()
         while idle:
             conn = idle.pop()

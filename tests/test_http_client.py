@@ -105,6 +105,19 @@ async def test_length_chunked_and_interim_answers_on_one_kept_connection() -> No
         pool.close()
 
 
+async def test_base_urls_of_one_server_share_its_kept_connections() -> None:
+    """The pool keeps connections per scheme, host and port: a path prefix or credentials in the URL
+    are per request, so backends behind one server (or one poller and the proxy) reuse a connection."""
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    async with server(answers(ok, ok, ok)) as (url, connections):
+        root = url.removesuffix("/v1")
+        pool = Pool()
+        for base in (url, root, root.replace("http://", "http://user:pw@")):
+            assert await post(pool, base) == (200, b"ok")
+        assert len(connections) == 1
+        pool.close()
+
+
 async def test_a_closed_answer_is_freed_at_once_not_by_the_cycle_collector() -> None:
     """llhttp's parser holds the answer's callbacks: closing the answer lets go of it, so the answers
     of proxied requests and polls never pile up for the garbage collector."""
