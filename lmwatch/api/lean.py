@@ -10,10 +10,10 @@ the connection to aiohttp with every byte from that request's first one on, once
 earlier requests were written; it stays with aiohttp from then on, so `/admin`, `/metrics`, the
 console and odd requests behave as they always did.
 
-Requests on one connection are served one at a time (pipelined ones wait in the buffer), which
-keeps answers in order. The timeouts, their counters and the answers are aiohttp's path's
-(lmwatch/api/connections.py): `server.header_timeout`, `server.body_timeout`,
-`server.keepalive_timeout`. `server.lean_v1: false` leaves every connection to aiohttp.
+Requests on one connection are served one at a time, by one task for the connection's life
+(pipelined ones wait in the buffer), which keeps answers in order. The timeouts, their counters
+and the answers are aiohttp's path's (lmwatch/api/connections.py): `server.header_timeout`,
+`server.body_timeout`, `server.keepalive_timeout`. `server.lean_v1: false` leaves every connection to aiohttp.
 """
 
 from __future__ import annotations
@@ -96,8 +96,16 @@ class LeanConnection(asyncio.Protocol):
         self._idle_at = 0.0
         """When an idle connection closes: moved on after each answer, checked when its timer fires
         (so a kept-alive request costs no timer of its own, as in aiohttp)."""
-        self._task: asyncio.Task[None] | None = None
-        """The request being served."""
+        self._worker: asyncio.Task[None] | None = None
+        """Serves the connection's requests one after another: one task per connection, not per
+        request (a task costs its creation and a weak reference in asyncio's set of all tasks)."""
+        self._wake: asyncio.Future[None] | None = None
+        """What the idle worker waits on for `_pending`."""
+        self._pending: tuple[Call, Endpoint, bool] | None = None
+        self._busy = False
+        """A request is being served (from its parsed head until its answer is written)."""
+        self._served: asyncio.Future[None] | None = None
+        """Set when the request being served is answered (a graceful stop waits on it)."""
         self._draining = 0
         """Body bytes of an answered request still to be dropped."""
         self._closing = False
@@ -128,8 +136,8 @@ class LeanConnection(asyncio.Protocol):
         self._server.lean_connections.discard(self)
         self._stop_timers()
         self.transport = None
-        if self._task is not None and not self._task.done():
-            self._task.cancel()  # a client that left cancels its request (and the upstream call)
+        if self._worker is not None:
+            self._worker.cancel()  # a client that left cancels its request (and the upstream call)
         self.resume_writing()  # a stream waiting to write finds the transport gone
 
     def data_received(self, data: bytes) -> None:
@@ -141,7 +149,7 @@ class LeanConnection(asyncio.Protocol):
             self._buf += data
         else:
             self._buf = data
-        if self._task is not None:
+        if self._busy:
             if self._body_waiter is not None and len(self._buf) >= self._head_len + self._length:
                 if not self._body_waiter.done():
                     self._body_waiter.set_result(None)
@@ -171,16 +179,17 @@ class LeanConnection(asyncio.Protocol):
     def close(self) -> None:
         """Close once the request being served (if any) is answered."""
         self._closing = True
-        if self._task is None:
+        if not self._busy:
             self._close()
 
     async def shutdown(self, timeout: float | None) -> None:
         """Let the request being served finish within `timeout`, then cut it and close."""
         self._closing = True
-        task = self._task
-        if task is not None and not task.done():
-            await asyncio.wait({task}, timeout=timeout)
-            task.cancel()
+        if self._busy:
+            served = self._served = self._loop.create_future()
+            await asyncio.wait({served}, timeout=timeout)
+        if self._worker is not None:
+            self._worker.cancel()
         self._close()
 
     def _close(self) -> None:
@@ -222,8 +231,28 @@ class LeanConnection(asyncio.Protocol):
         if endpoint is None:
             self._hand_off()
             return
-        call = self._call(endpoint)
-        self._task = self._loop.create_task(self._serve(call, endpoint, parser.should_keep_alive()))
+        self._busy = True
+        self._pending = (self._call(endpoint), endpoint, parser.should_keep_alive())
+        if self._worker is None or self._worker.done():
+            self._worker = self._loop.create_task(self._work())
+        elif self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+        # else: the worker is running (this is a pipelined request): it takes `_pending` next
+
+    async def _work(self) -> None:
+        """The connection's requests, in order, until it closes (`connection_lost` cancels it)."""
+        while self.transport is not None:
+            if self._pending is None:
+                self._wake = self._loop.create_future()
+                try:
+                    await self._wake
+                finally:
+                    self._wake = None
+                continue
+            call, endpoint, keep_alive = self._pending
+            self._pending = None
+            await self._serve(call, endpoint, keep_alive)
+        self._worker = None
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -315,7 +344,9 @@ class LeanConnection(asyncio.Protocol):
             reply.keep_alive = reply.keep_alive and reply.status == 0  # a stream cut short cannot go on
         finally:
             inflight.leave()
-            self._task = None
+            self._busy = False
+            if self._served is not None and not self._served.done():
+                self._served.set_result(None)
         if reply.status == 0:  # the core returned without answering (a bug): the client still gets one
             error_response(call, reply, core.services.config.redactor, ApiError(500, _FAILED))
         self._answered(reply.keep_alive)
@@ -360,10 +391,12 @@ class LeanConnection(asyncio.Protocol):
     def _hand_off(self) -> None:
         """aiohttp serves this connection from this request on."""
         transport = self.transport
-        assert transport is not None and self._task is None
+        assert transport is not None and not self._busy
         self._stop_timers()
         self._server.lean_connections.discard(self)
         self.transport = None
+        if self._wake is not None and self._worker is not None:
+            self._worker.cancel()  # idle (else it is this task, and ends as the transport is gone)
         handler = self._server.aiohttp_connection()
         transport.set_protocol(handler)
         handler.connection_made(transport)
@@ -397,7 +430,7 @@ class LeanConnection(asyncio.Protocol):
 
     def _idle_overdue(self) -> None:
         self._idle_timer = None
-        if self._task is not None or self._buf or self._draining or self.transport is None:
+        if self._busy or self._buf or self._draining or self.transport is None:
             return  # busy: the answer starts the wait again
         if self._loop.time() < self._idle_at:
             self._idle_timer = self._loop.call_at(self._idle_at, self._idle_overdue)
@@ -406,7 +439,7 @@ class LeanConnection(asyncio.Protocol):
 
     def _head_overdue(self) -> None:
         self._timer = None
-        if self.transport is None or self._task is not None:
+        if self.transport is None or self._busy:
             return
         self._shared.count(Refusal.HEADER_TIMEOUT)
         self.transport.write(head_overdue(self._header_timeout))

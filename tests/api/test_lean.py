@@ -108,6 +108,25 @@ async def test_pipelined_requests_are_answered_in_order_and_a_hand_off_is_for_go
     assert one.metric("lmwatch_requests_total", backend="studio", code="200") == 4
 
 
+def workers() -> list[asyncio.Task[Any]]:
+    """The lean connections' serving tasks (one per connection that has served a request)."""
+    return [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "LeanConnection._work"]  # type: ignore[union-attr]
+
+
+async def test_one_task_serves_a_connections_requests_and_none_outlives_a_hand_off(one: Fleet) -> None:
+    client = await connect(one)
+    for rid in ("a", "b", "c"):  # one after another: the idle worker is woken for each
+        await client.send(post(X_Request_ID=rid))
+        status, headers, _ = await client.answer()
+        assert (status, headers["x-request-id"]) == ("HTTP/1.1 200 OK", rid)
+    assert len(workers()) == 1
+    await client.send(HEALTHZ)  # aiohttp's from here on: the idle worker is cancelled
+    status, _, _ = await client.answer()
+    assert status == "HTTP/1.1 200 OK"
+    assert workers() == []
+    client.close()
+
+
 async def test_a_head_and_body_sent_byte_by_byte(one: Fleet) -> None:
     client = await connect(one)
     for byte in post(X_Request_ID="slow"):
