@@ -429,7 +429,9 @@ class Response:
         if body and self._state == _BODY:
             self._chunks.append(body)
             self._buffered += len(body)
-            self._wake()
+            waiter = self._waiter  # usually woken already, by the head in the same read: no call
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     def on_message_complete(self) -> None:
         if self._interim:
@@ -437,7 +439,9 @@ class Response:
             return
         if self._state == _BODY:
             self._state = _DONE
-            self._wake()
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
 
 # --- the pool ------------------------------------------------------------------------------------

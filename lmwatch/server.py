@@ -69,7 +69,8 @@ class InFlight:
 
     def enter(self) -> None:
         self.count += 1
-        self._idle.clear()
+        if self.count == 1:  # an Event's `clear` is a Python call: only when it was idle
+            self._idle.clear()
 
     def leave(self) -> None:
         self.count -= 1

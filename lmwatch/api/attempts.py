@@ -65,8 +65,10 @@ class Usage:
     def add(self, usage: Any) -> None:
         """Chat completions' `prompt_tokens`/`completion_tokens`, or the agent APIs' `input_`/`output_tokens`."""
         if isinstance(usage, dict):
-            self.prompt += count(usage.get("prompt_tokens", usage.get("input_tokens")))
-            self.completion += count(usage.get("completion_tokens", usage.get("output_tokens")))
+            prompt = usage.get("prompt_tokens")
+            completion = usage.get("completion_tokens")
+            self.prompt += count(prompt if prompt is not None else usage.get("input_tokens"))
+            self.completion += count(completion if completion is not None else usage.get("output_tokens"))
 
 
 def count(value: Any) -> int:

@@ -74,15 +74,16 @@ def _splice(raw: bytes, body: dict[str, Any], model: str, inject: bool) -> bytes
     at = raw.find(_MODEL_KEY)
     if at < 0 or raw.find(_MODEL_KEY, at + 1) >= 0 or b"\\u006" in raw:
         return None
-    key = _KEY_TO_VALUE.match(raw, at)
-    if key is None:
-        return None
-    start = key.end()
+    start = at + len(_MODEL_KEY) + 1
+    if raw[start - 1 : start] != b":":  # the compact form (what SDKs send) needs no regex
+        key = _KEY_TO_VALUE.match(raw, at)
+        if key is None:
+            return None
+        start = key.end()
     value = _json_string(old)
-    if raw[start : start + len(value)] != value:
+    if not raw.startswith(value, start):
         return None  # the client escaped the id differently: encode
-    replaced = encode_basestring(model).encode()
-    out = raw[:start] + replaced + raw[start + len(value) :]
+    out = b"".join((raw[:start], encode_basestring(model).encode(), raw[start + len(value) :]))
     if inject:  # the body is an object with at least `model`: insert as its first member
         brace = out.find(b"{") + 1
         out = out[:brace] + _USAGE_OPTION + out[brace:]
