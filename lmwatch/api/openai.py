@@ -30,7 +30,7 @@ from lmwatch.api.dialects import Dialect, MessagesDialect, ResponsesDialect
 from lmwatch.api.errors import ApiError, api_error, shape_of
 from lmwatch.api.exchange import Exchange
 from lmwatch.api.paths import Handler, is_v1
-from lmwatch.api.prompt_embedding import prompt_embedder
+from lmwatch.api.prompt_embedding import admitted, prompt_embedder
 from lmwatch.api.request_ids import IDS, RequestIds, request_id, upstream_id
 from lmwatch.api.response_store import ResponseStore
 from lmwatch.api.sse_relay import open_stream
@@ -121,7 +121,9 @@ def setup(app: web.Application) -> None:
     app[UPSTREAM] = Upstream(services.registry.outcomes, placement=placement)
     services.registry.outcomes.use_policy(lambda: services.config.config.routing.breaker)
     app[RESPONSES] = ResponseStore()
-    app[CLASSIFIER] = EmbeddingClassifier(app[UPSTREAM].pool, services.metrics.classifier, services.router.classifier)
+    app[CLASSIFIER] = EmbeddingClassifier(
+        admitted(app[UPSTREAM]), services.metrics.classifier, services.router.classifier
+    )
     services.router.use_classifier(app[CLASSIFIER].classify)
     app.on_cleanup.append(_close)
     app.middlewares.append(client_keys)

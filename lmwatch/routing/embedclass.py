@@ -8,8 +8,10 @@ so a configured task works here too). Configured keywords still decide first.
 The added latency is bounded by `classifier.embedding.timeout`. When no embedding model is loaded,
 the call fails or times out, or the exemplars are not embedded yet (that runs once per model in the
 background), the linear model answers and its first reason says why. Answers are remembered per
-hash of the text in a bounded LRU, so a repeated prompt costs no call. The calls go straight to the
-backend, not through the concurrency gate: one short input per new prompt.
+hash of the text in a bounded LRU, so a repeated prompt costs no call. How a call reaches the backend
+is given to the classifier (`EmbedTexts`): the `/v1` app's takes a slot under the backend's
+concurrency cap like any request (lmwatch/api/prompt_embedding.py), so a one-slot server busy with a
+generation is not sent a second request; a full queue answers `busy` and the linear model decides.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import math
 import operator
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +49,8 @@ KEPT_MODELS = 4
 
 Vector = tuple[float, ...]
 Key = tuple[str, str, str]
+EmbedTexts = Callable[[Target, list[str], RoutingConfig], Awaitable[list[Vector]]]
+"""Unit vectors of the texts from the target, or Unavailable saying why not."""
 """(backend, model, digest of the exemplar set)."""
 
 
@@ -123,8 +127,8 @@ def _pooled(embedding: Any) -> Vector:
 
 
 async def embed(pool: Pool, target: Target, texts: list[str], routing: RoutingConfig) -> list[Vector]:
-    """Unit vectors of `texts` from `target`, straight from the backend (not through the concurrency
-    gate: a few short inputs); Unavailable("error") for whatever goes wrong."""
+    """Unit vectors of `texts` from `target`, one call on `pool` (the caller holds whatever slot it
+    needs); Unavailable("error") for whatever goes wrong."""
     body = json.dumps({"model": target.model, "input": texts}, ensure_ascii=False).encode()
     connect = target.config.timeout if target.config is not None else 30.0
     try:
@@ -162,16 +166,17 @@ def _centroids_of(task: asyncio.Task[dict[str, Vector]]) -> dict[str, Vector]:
 
 class EmbeddingClassifier:
     """Classifies requests by the configured mode; in embedding mode holds the exemplar centroids
-    per embedding model and the LRU of answers (one per app, beside the connection pool)."""
+    per embedding model and the LRU of answers (one per app, beside the connection pool). `embed`
+    makes the calls."""
 
     def __init__(
         self,
-        pool: Pool,
+        embed: EmbedTexts,
         metrics: EmbeddingMetrics,
         linear: Callable[[RoutingConfig], Classifier] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._pool = pool
+        self._embed = embed
         self._linear = linear or PerConfig(Classifier)
         """The linear classifier of a config (the router's own, compiled once per config)."""
         self.metrics = metrics
@@ -226,7 +231,7 @@ class EmbeddingClassifier:
         centroids = _centroids_of(task)
         try:
             async with asyncio.timeout_at(deadline):
-                [vector] = await embed(self._pool, target, [text], routing)
+                [vector] = await self._embed(target, [text], routing)
         except TimeoutError:
             raise Unavailable("timeout", f"no answer within {timeout:g} s") from None
         answer = decide(centroids, vector, target.model)
@@ -280,7 +285,7 @@ class EmbeddingClassifier:
         for task, texts in exemplars.texts.items():
             vectors: list[Vector] = []
             for i in range(0, len(texts), size):
-                vectors += await embed(self._pool, target, list(texts[i : i + size]), routing)
+                vectors += await self._embed(target, list(texts[i : i + size]), routing)
             centroids[task] = unit([math.fsum(column) for column in zip(*vectors, strict=True)])
         return centroids
 

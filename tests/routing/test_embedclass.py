@@ -4,6 +4,7 @@ when no embedding model is up, the call fails or the bounded wait runs out."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -15,9 +16,10 @@ from lmwatch.api.openai import CLASSIFIER
 from lmwatch.config import RoutingConfig, parse_config
 from lmwatch.http_client import Pool
 from lmwatch.metrics.classifier import EmbeddingMetrics
-from lmwatch.routing.embedclass import EmbeddingClassifier, Unavailable, parse_vectors
+from lmwatch.routing.embedclass import EmbeddingClassifier, Unavailable, Vector, embed, parse_vectors
+from lmwatch.routing.select import Target
 from lmwatch.simulator import SimModel, SimSettings
-from tests.api.fleets import Fleet, chat, fleet, route_headers
+from tests.api.fleets import Fleet, chat, eventually, fleet, route_headers
 
 LLM = SimModel(id="meta-llama-3.1-8b-instruct")
 EMBED = SimModel(id="text-embedding-nomic-embed-text-v1.5", type="embeddings")
@@ -108,13 +110,36 @@ async def test_a_slow_or_failing_embedding_model_costs_at_most_the_timeout() -> 
         assert f.metric("lmwatch_classifier_embedding_lookups_total", outcome="error") == 1
 
 
+async def test_the_embedding_takes_a_slot_under_the_backends_concurrency_cap() -> None:
+    """A one-slot embedding backend busy with a client's batch: the prompt is not sent alongside
+    (no queue here), and the linear model answers, saying so."""
+    routing = {**EMBEDDING, "max_queue": 0}
+    backends = {"chat": SimSettings(models=[LLM]), "embed": SimSettings(models=[EMBED])}
+    async with fleet(backends, routing=routing, embed={"max_concurrency": 1}) as f:
+        embedder = f.sims["embed"].state
+        await warmed(f)
+        exemplars = embedder.stats.embedded_inputs_total
+        embedder.configure({"ttft": 1.0})
+        batch = asyncio.create_task(f.client().embeddings.create(model=EMBED.id, input=["a document"]))
+        await eventually(lambda: embedder.stats.inflight == 1)  # the slot is taken
+        headers = await ask(f, "Write a poem about the sea at night")
+        assert headers["task"] == "creative" and headers["task-reason"].startswith("linear(embedding busy)")
+        assert f.metric("lmwatch_classifier_embedding_lookups_total", outcome="busy") == 1
+        await batch
+        assert embedder.stats.embedded_inputs_total == exemplars + 1  # the batch's input; the prompt never went
+
+
 async def test_exemplars_that_failed_to_embed_are_retried_later_not_on_every_request() -> None:
     now = [0.0]
     async with fleet({"embed": SimSettings(models=[EMBED], error_rate=1.0)}) as f:
         routing = parse_config(json.dumps({"backends": [], "routing": EMBEDDING}), env={}).config.routing
         snap = f.daemon.registry.snapshot()
         pool = Pool()
-        classifier = EmbeddingClassifier(pool, EmbeddingMetrics(CollectorRegistry()), clock=lambda: now[0])
+
+        async def direct(target: Target, texts: list[str], routing: RoutingConfig) -> list[Vector]:
+            return await embed(pool, target, texts, routing)
+
+        classifier = EmbeddingClassifier(direct, EmbeddingMetrics(CollectorRegistry()), clock=lambda: now[0])
         stats = f.sims["embed"].state.stats
         try:
             with pytest.raises(Unavailable):
