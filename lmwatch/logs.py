@@ -33,14 +33,17 @@ class JSONFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         entry.update(_context(record))
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:  # its own field, so a log search on `message` is not a traceback search
+            entry["exception"] = record.exc_text
         return json.dumps(entry, default=str)
 
 
 class RedactingFilter(logging.Filter):
-    """Replaces the secrets its Redactor knows in the final message; attached to the handler so
-    every logger is covered."""
+    """Replaces the secrets its Redactor knows in the final message and the traceback (kept as the
+    record's `exc_text`, which both formats write after it); attached to the handler so every logger
+    is covered."""
 
     def __init__(self, redactor: Redactor) -> None:
         super().__init__()
@@ -48,12 +51,14 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         redact = self.redactor.redact
-        message = record.getMessage()
         if record.exc_info:
-            message += "\n" + logging.Formatter().formatException(record.exc_info)
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
             record.exc_info = None
-            record.exc_text = None
-        record.msg = redact(message)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        record.msg = redact(record.getMessage())
         record.args = None
         for key, value in _context(record).items():
             if isinstance(value, str):

@@ -53,6 +53,19 @@ def test_secrets_are_redacted_in_messages_args_context_and_tracebacks(capsys: py
     assert err.count(REDACTED) >= 2 and "ValueError" in err
 
 
+def test_a_json_line_keeps_the_traceback_in_its_own_field_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    setup_logging(Redactor([SECRET]), "info", "json")
+    try:
+        raise ValueError(f"upstream said {SECRET}")
+    except ValueError:
+        logging.getLogger("lmwatch.test").exception("answering %s failed", "/v1/chat/completions")
+    err = capsys.readouterr().err
+    entry = json.loads(err.strip())
+    assert entry["message"] == "answering /v1/chat/completions failed"
+    assert entry["exception"].startswith("Traceback") and f"ValueError: upstream said {REDACTED}" in entry["exception"]
+    assert SECRET not in err
+
+
 def test_short_strings_are_not_treated_as_secrets() -> None:
     assert "abc" not in Redactor(["abc"])
 
