@@ -49,9 +49,9 @@ KEPT_MODELS = 4
 
 Vector = tuple[float, ...]
 Key = tuple[str, str, str]
+"""(backend, model, digest of the exemplar set)."""
 EmbedTexts = Callable[[Target, list[str], RoutingConfig], Awaitable[list[Vector]]]
 """Unit vectors of the texts from the target, or Unavailable saying why not."""
-"""(backend, model, digest of the exemplar set)."""
 
 
 class Unavailable(Exception):
