@@ -323,7 +323,7 @@ class StallResult:
     poll_cpu_ms: float
     """The daemon's CPU per poll, idle, with the samplers off (`poll_cost`)."""
     sampler_cpu_ms: float
-    """The host and process samplers' CPU per second: the idle daemon with them less without."""
+    """The host and process samplers' CPU per second (`sampler_cost`)."""
     scrape_cpu_ms: float
     """The daemon's CPU per scrape (`scrape_cost`)."""
     gc_pauses_ms: list[float]
@@ -423,16 +423,31 @@ def poll_cost(ports: list[str], seconds: float) -> float:
         return idle_cpu(pid, seconds) / len(ports)
 
 
+SAMPLER_SECONDS = 20.0
+"""How long `sampler_cost` watches each daemon: a clock tick (10 ms) is then 0.5 ms per second."""
+
+
+def sampler_cost(port: str, seconds: float = SAMPLER_SECONDS) -> float:
+    """The host and process samplers' CPU seconds per second: an idle daemon of one backend with them,
+    less one without. One backend, so that the difference is not lost in the noise of 300 polls."""
+    costs = []
+    for extra in ("", SAMPLERS_OFF):
+        with fleet_daemon([port], extra) as (_, pid):
+            time.sleep(2)  # past the start-up round
+            costs.append(idle_cpu(pid, seconds))
+    return costs[0] - costs[1]
+
+
 def scrape_stall(count: int, seconds: int, rounds: int) -> StallResult:
     """p99 at concurrency 1 with and without scrapes, `count` backends polled every second; the
     poll's own CPU (samplers off), the samplers' CPU, and the daemon's garbage-collection pauses."""
     with fleet(count) as ports, tempfile.TemporaryDirectory() as tmp:
         poll_cpu = poll_cost(ports, max(seconds, 10))
+        sampler_cpu = sampler_cost(ports[0])
         gc_log = Path(tmp) / "gc.jsonl"
         with fleet_daemon(ports, gc_log=gc_log) as (through, pid):
             ready = time.monotonic()  # the same clock as the log's: start-up's collections left out
             time.sleep(2)
-            sampler_cpu = idle_cpu(pid, max(seconds, 10)) - poll_cpu * count
             wrk(through + "/v1/chat/completions", "chat.lua", 1, 2)
             quiet, scraped, render = [], [], []
             for _ in range(rounds):
@@ -672,7 +687,8 @@ def main() -> None:
             f" {stall.render_ms:.0f} ms per /metrics scrape (median; {stall.scrape_cpu_ms:.0f} ms of the daemon's CPU),"
             f" {stall.size_bytes / 1e6:.1f} MB,"
             f" {stall.series:,} series. Idle, a poll costs the daemon {stall.poll_cpu_ms:.2f} ms of CPU"
-            f" (samplers off), and the host and process samplers {stall.sampler_cpu_ms:.1f} ms per second."
+            f" (samplers off), and the host and process samplers {stall.sampler_cpu_ms:.1f} ms per second"
+            f" (±{1e3 / os.sysconf('SC_CLK_TCK') / SAMPLER_SECONDS:.1f} ms: a clock tick over {SAMPLER_SECONDS:.0f} s)."
             f" Full garbage collections during the run: {len(stall.gc_pauses_ms)}, the longest"
             f" {max(stall.gc_pauses_ms, default=0):.0f} ms; the longest young one {stall.gc_young_max_ms:.1f} ms.",
         ]
