@@ -6,7 +6,7 @@ ENGINE_VENV := .venv-engine
 LLAMA_CPP := llama-cpp-python[server]==0.3.36
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo run test lint typecheck unit tools engine bench screenshot clean
+.PHONY: demo run test lint typecheck unit tools engine compiled bench screenshot clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,24 +45,40 @@ $(ENGINE_VENV)/.installed:
 
 engine: $(ENGINE_VENV)/.installed
 
+# The compiled build (setup.py: the request path's modules through mypyc), made as
+# `LMWATCH_MYPYC=1 pip install .` makes it and unpacked under build/compiled/lib, where PYTHONPATH
+# finds it: `make bench` measures it, and the suite's network part runs once on it. Remade when a
+# module changes; the checkout itself stays pure Python (an edit is what runs).
+COMPILED := build/compiled
+$(COMPILED)/.built: $(BIN)/.installed setup.py build_backend.py $(shell find lmwatch -name '*.py')
+	rm -rf $(COMPILED) build/mypyc
+	LMWATCH_MYPYC=1 $(BIN)/pip wheel --quiet --no-deps --no-build-isolation -w $(COMPILED)/wheel .
+	$(BIN)/pip install --quiet --no-deps --target $(COMPILED)/lib $(COMPILED)/wheel/*.whl
+	touch $@
+
+compiled: $(COMPILED)/.built
+
 lint: $(BIN)/.installed
-	$(BIN)/ruff check lmwatch tests bench dashboards train
-	$(BIN)/ruff format --check lmwatch tests bench dashboards train
+	$(BIN)/ruff check lmwatch tests bench dashboards train setup.py build_backend.py
+	$(BIN)/ruff format --check lmwatch tests bench dashboards train setup.py build_backend.py
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
 # The suite runs on uvloop (installed by the test extra, picked as the daemon picks it), then its
-# network-facing part once more on the stdlib loop, the one a plain `pip install lmwatch` runs on.
-STDLIB_LOOP_TESTS := tests/api tests/simulator tests/test_shutdown.py tests/test_reload.py tests/test_watcher.py tests/test_http_client.py
-unit: $(BIN)/.installed tools engine
-	$(BIN)/pytest
-	LMWATCH_EVENT_LOOP=asyncio $(BIN)/pytest -q -m 'not engine' $(STDLIB_LOOP_TESTS)
+# network-facing part once more on the stdlib loop, the one a plain `pip install lmwatch` runs on,
+# and once on the compiled build (--import-mode=append: the checkout's modules come after it).
+NETWORK_TESTS := tests/api tests/simulator tests/test_shutdown.py tests/test_reload.py tests/test_watcher.py tests/test_http_client.py
+unit: $(BIN)/.installed tools engine $(COMPILED)/.built
+	LMWATCH_EXPECT_BUILD=python $(BIN)/pytest
+	LMWATCH_EVENT_LOOP=asyncio $(BIN)/pytest -q -m 'not engine' $(NETWORK_TESTS)
+	PYTHONPATH=$(COMPILED)/lib LMWATCH_EXPECT_BUILD=mypyc $(BIN)/pytest -q --import-mode=append -m 'not engine' \
+	  tests/test_build.py $(NETWORK_TESTS)
 
 test: lint typecheck unit  ## install everything, then ruff, mypy and the whole suite
 
-bench: $(BIN)/.installed tools
-	$(BIN)/python bench/run.py --write bench/RESULTS.md
+bench: $(BIN)/.installed tools $(COMPILED)/.built  ## the compiled build: the one the systemd install steps make
+	PYTHONPATH=$(COMPILED)/lib $(BIN)/python bench/run.py --write bench/RESULTS.md
 
 # lmwatch, LiteLLM's proxy and Portkey's gateway side by side (installs the peers under ~/.cache/lmwatch-peers)
 bench-peers: $(BIN)/.installed tools

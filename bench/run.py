@@ -4,8 +4,8 @@ Starts the LM Studio simulator with zero delay (`lmwatch simulate`, its own proc
 routing to it (`lmwatch run`, its own process), then measures with `wrk` (Debian's C load
 generator) and a small raw-socket client for streams:
 
-- added latency: p50 at concurrency 1 through lmwatch minus p50 direct (target <= 0.3 ms);
-- throughput: requests/s at concurrency 32 through lmwatch as a share of direct (target >= 25%);
+- added latency: p50 at concurrency 1 through lmwatch minus p50 direct (target <= 0.2 ms);
+- throughput: requests/s at concurrency 32 through lmwatch as a share of direct (target >= 60%);
 - streaming first-byte overhead: p50 time to the first SSE event, through minus direct (<= 1 ms);
 - daemon RSS: the peak resident memory of the lmwatch process during the load (<= 80 MB);
 - CPU per proxied request: lmwatch's CPU time (utime + stime from /proc, the figure least sensitive
@@ -18,6 +18,9 @@ generator) and a small raw-socket client for streams:
   the p99 without scrapes (<= 2x).
 
     .venv/bin/python bench/run.py [--seconds 5] [--rounds 3] [--fleet 300] [--write bench/RESULTS.md] [--cache-only]
+
+measures the lmwatch on the path: the checkout's (pure Python) this way; `make bench` sets PYTHONPATH
+to the compiled build (`make compiled`), the one the systemd install steps make.
 
 `--write` adds the run at the top of the file's history; earlier runs stay below it.
 """
@@ -58,6 +61,9 @@ TARGETS = {
     "poll_ms": 0.3,
 }
 CACHE_TARGETS = {"miss_ms": 0.1, "hit_ms": 1.0}
+LMWATCH = (sys.executable, "-P", "-m", "lmwatch")
+"""The daemon and the simulator: -P, so the lmwatch on the path runs (`make bench`: the compiled build
+under build/compiled/lib, by PYTHONPATH), not the checkout's (the working directory's) one."""
 TITLE = "# Routing benchmark: the simulator direct vs through lmwatch"
 
 
@@ -158,7 +164,7 @@ def cached_daemon(sim_port: int) -> Iterator[tuple[str, int]]:
         config = Path(state) / "config.yaml"
         daemon_config(config, port, sim_port, f"state_dir: {state}\ncache: {{enabled: true}}\n")
         url = f"http://127.0.0.1:{port}"
-        with process([sys.executable, "-m", "lmwatch", "run", "--config", str(config)], url + "/readyz") as daemon:
+        with process([*LMWATCH, "run", "--config", str(config)], url + "/readyz") as daemon:
             yield url, daemon.pid
 
 
@@ -300,12 +306,14 @@ def machine() -> str:
     )
     import aiohttp
 
+    from lmwatch import build
     from lmwatch.event_loop import loop_factory
 
     loop, _ = loop_factory()
     return (
         f"{os.cpu_count()} CPUs ({model}), {int(mem) // 1024 // 1024 + 1} GiB RAM, Linux {platform.release()}, "
-        f"Python {platform.python_version()}, aiohttp {aiohttp.__version__}, {loop} event loop"
+        f"Python {platform.python_version()}, aiohttp {aiohttp.__version__}, {loop} event loop, "
+        f"lmwatch's {build.kind()} build"
     )
 
 
@@ -404,7 +412,7 @@ def fleet_daemon(ports: list[str], extra: str = "", gc_log: Path | None = None) 
         config.write_text(f"server: {{port: {port}}}\nlogging: {{level: warning}}\n{extra}backends:\n" + "".join(rows))
         timed = [str(HERE / "gcpauses.py"), str(gc_log)] if gc_log is not None else []
         url = f"http://127.0.0.1:{port}"
-        args = [sys.executable, *timed, "-m", "lmwatch", "run", "--config", str(config)]
+        args = [sys.executable, "-P", *timed, "-m", "lmwatch", "run", "--config", str(config)]
         with process(args, url + "/readyz") as daemon:
             yield url, daemon.pid
 
@@ -522,9 +530,7 @@ def main() -> None:
 
     sim_port, lm_port = free_port(), free_port()
     sim_args = [
-        sys.executable,
-        "-m",
-        "lmwatch",
+        *LMWATCH,
         "simulate",
         "--port",
         str(sim_port),
@@ -539,7 +545,7 @@ def main() -> None:
     path = "/v1/chat/completions"
     with (
         process(sim_args, direct + "/v1/models") as simulator,
-        process([sys.executable, "-m", "lmwatch", "run", "--config", cfg.name], through + "/readyz") as daemon,
+        process([*LMWATCH, "run", "--config", cfg.name], through + "/readyz") as daemon,
         cached_daemon(sim_port) as (cached, cached_pid),
     ):
         for url in (direct, through, cached):  # warm up: connections, caches, the first poll

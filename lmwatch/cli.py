@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from lmwatch import __version__, event_loop
+from lmwatch import __version__, build, event_loop
 from lmwatch.config import ConfigError, LoadedConfig, load_config
 from lmwatch.logs import setup_logging
 from lmwatch.redaction import Redactor
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lmwatch",
         description="Watch, measure and route across LM Studio and other local OpenAI-compatible servers.",
     )
-    parser.add_argument("--version", action="version", version=f"lmwatch {__version__}")
+    parser.add_argument("--version", action="version", version=f"lmwatch {__version__} ({build.kind()} build)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the daemon", description="Run the lmwatch daemon.")

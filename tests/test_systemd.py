@@ -259,8 +259,8 @@ def test_install_steps_work_in_a_scratch_root(tmp_path: Path) -> None:
     def moved(arg: str) -> str:
         return str(root) + arg if arg.startswith("/") else arg
 
-    def run(cmd: list[str], cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False, timeout=500)
+    def run(cmd: list[str], cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=500)
         assert done.returncode == 0, f"{shlex.join(cmd)}\n{done.stdout}\n{done.stderr}"
         return done
 
@@ -269,12 +269,18 @@ def test_install_steps_work_in_a_scratch_root(tmp_path: Path) -> None:
         cmd = shlex.split(line)
         if cmd[0] == "sudo":
             cmd = cmd[1:]
+        env = dict(os.environ)
+        if cmd[0] == "env":  # `env NAME=VALUE ... command`
+            while "=" in cmd[1]:
+                name, _, value = cmd.pop(1).partition("=")
+                env[name] = value
+            cmd = cmd[1:]
         if cmd[0] == "systemctl":
             skipped.append(shlex.join(cmd))  # needs a running systemd
         elif cmd[:3] == ["python3", "-m", "venv"]:
             run([sys.executable, "-m", "venv", *map(moved, cmd[3:])])
         elif cmd[0].endswith("/bin/pip") and cmd[1] == "install":
-            run([moved(cmd[0]), *cmd[1:]], cwd=src)
+            run([moved(cmd[0]), *cmd[1:]], cwd=src, env=env)
         elif cmd[0] == "install":
             run([cmd[0], *map(moved, cmd[1:])])
         elif cmd[0] == INSTALLED_LMWATCH and cmd[1] == "check-config":
@@ -288,6 +294,8 @@ def test_install_steps_work_in_a_scratch_root(tmp_path: Path) -> None:
     assert (root / INSTALLED_LMWATCH.lstrip("/")).is_file()
     installed_python = root / Path(INSTALLED_LMWATCH).parent.relative_to("/") / "python"
     run([str(installed_python), "-c", "import uvloop"])  # the documented install takes the `fast` extra
+    done = run([str(installed_python), "-P", "-c", "from lmwatch import build; print(build.kind())"], cwd=tmp_path)
+    assert done.stdout.strip() == "mypyc"  # and compiles the request path (LMWATCH_MYPYC=1)
     assert (root / "etc/systemd/system/lmwatch.service").read_text() == UNIT.read_text()
     assert skipped[-1] == "systemctl enable --now lmwatch"
 

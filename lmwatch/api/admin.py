@@ -35,8 +35,8 @@ from lmwatch.api import contract
 from lmwatch.api import profiles as profiles_api
 from lmwatch.api.auth import check_admin
 from lmwatch.api.connections import read_body
+from lmwatch.api.core import forbids_cloud
 from lmwatch.api.errors import ApiError, ProblemsError, api_error
-from lmwatch.api.openai import forbids_cloud
 from lmwatch.api.paths import Handler, is_admin
 from lmwatch.api.status import backend_document
 from lmwatch.backend_changes import unknown_backend

@@ -1,6 +1,6 @@
 """A `/v1` request and its answer, whichever server read it: aiohttp, or the lean path (lmwatch/api/lean.py).
 
-The `/v1` core (lmwatch/api/openai.py) and the key gate (lmwatch/api/auth.py) see a `Call` (method,
+The `/v1` core (lmwatch/api/core.py) and the key gate (lmwatch/api/auth.py) see a `Call` (method,
 path, headers, peer, the body when asked for it, the client key) and answer through a `Reply`: a
 whole response, or a stream started with its headers and then written to. Both servers adapt to
 these, so `/v1` behaves the same on either.

@@ -3,7 +3,7 @@
 aiohttp's server side (its parser, request and response objects, middleware, a handler task per
 connection) was most of what a proxied request cost. A client connection starts here: a request
 head is parsed with httptools (llhttp), and a `POST` to a routed endpoint (`ROUTES`) with a
-`Content-Length` body is answered by the `/v1` core (lmwatch/api/openai.py) through the key gate,
+`Content-Length` body is answered by the `/v1` core (lmwatch/api/core.py) through the key gate,
 with one `transport.write` for a whole answer. Anything else (another method or path, `Expect`,
 `Transfer-Encoding`, `Upgrade`, a malformed or very long head, HTTP other than 1.0 and 1.1) hands
 the connection to aiohttp with every byte from that request's first one on, once the answers to
@@ -34,8 +34,9 @@ from multidict import CIMultiDict
 from lmwatch.api.auth import gate
 from lmwatch.api.calls import EVENT_STREAM, Call, Stream
 from lmwatch.api.connections import Connections, ConnectionServer, Refusal, head_overdue
+from lmwatch.api.core import ROUTES, V1, error_response
 from lmwatch.api.errors import ApiError
-from lmwatch.api.openai import CORE, ROUTES, V1, error_response
+from lmwatch.api.openai import CORE
 from lmwatch.api.request_ids import HEADER as REQUEST_ID
 from lmwatch.api.request_ids import chosen
 from lmwatch.routing.request import Endpoint
@@ -47,6 +48,8 @@ HEAD_LIMIT = 8190
 PIPELINE_LIMIT = 256 * 1024
 """Bytes of later requests buffered while one is served before reading pauses."""
 
+WORKER = "lmwatch lean connection"
+"""The name of a connection's serving task (as `asyncio.all_tasks()` lists it)."""
 _REFUSED_HEADERS = (b"expect", b"transfer-encoding", b"upgrade")
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _SERVER = f"Server: {SERVER_SOFTWARE}\r\n"
@@ -234,7 +237,7 @@ class LeanConnection(asyncio.Protocol):
         self._busy = True
         self._pending = (self._call(endpoint), endpoint, parser.should_keep_alive())
         if self._worker is None or self._worker.done():
-            self._worker = self._loop.create_task(self._work())
+            self._worker = self._loop.create_task(self._work(), name=WORKER)
         elif self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
         # else: the worker is running (this is a pipelined request): it takes `_pending` next

@@ -15,7 +15,7 @@ from functools import partial
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from lmwatch import __version__
+from lmwatch import __version__, build
 from lmwatch.failures import PROBE_REASONS
 from lmwatch.metrics.family import Family
 from lmwatch.metrics.text import Format, KeptRows, Row, collect_rows
@@ -112,7 +112,7 @@ PROFILE_MEASURED = Family(
     "lmwatch_model_profile_timestamp_seconds", "gauge", "When the profile was measured (Unix time).", MODEL
 )
 
-BUILD = Family("lmwatch_build", "info", "The running lmwatch version.")
+BUILD = Family("lmwatch_build", "info", "The running lmwatch version and build (mypyc: compiled, or python).")
 READY = Family("lmwatch_ready", "gauge", "1 once the config is loaded and the first poll round is done.")
 
 
@@ -240,11 +240,12 @@ class DaemonCollector(Collector):
 
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
+        self._build = {"version": __version__, "build": build.kind()}
 
     def describe(self) -> Iterable[Metric]:
         return [BUILD.new(), READY.new()]
 
     def collect(self) -> Iterable[Metric]:
-        build = BUILD.new()
-        BUILD.add(build, (), 1.0, {"version": __version__})
-        return [build, READY.value(1.0 if self._registry.snapshot().first_round_done else 0.0)]
+        info = BUILD.new()
+        BUILD.add(info, (), 1.0, self._build)
+        return [info, READY.value(1.0 if self._registry.snapshot().first_round_done else 0.0)]

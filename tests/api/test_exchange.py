@@ -16,6 +16,7 @@ import openai
 import pytest
 from aiohttp import web
 
+from lmwatch.api.calls import Stream
 from lmwatch.simulator import SimSettings
 from tests.api.fleets import Fleet, chat, eventually, fleet, models, route_headers
 
@@ -340,15 +341,22 @@ async def test_a_client_gone_at_the_very_end_of_a_stream_is_a_499(
 ) -> None:
     from lmwatch.api import sse_relay
 
-    async def client_left(data: bytes = b"") -> None:
-        raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+    class LeavingAtTheEnd:
+        """The stream the relay writes to, whose client is gone when it is ended."""
+
+        def __init__(self, out: Stream) -> None:
+            self.out = out
+
+        async def write(self, data: bytes) -> None:
+            await self.out.write(data)
+
+        async def write_eof(self, data: bytes = b"") -> None:
+            raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
 
     open_stream = sse_relay.open_stream
 
-    async def leaving_at_the_end(*args: Any) -> web.StreamResponse:
-        out = await open_stream(*args)
-        out.write_eof = client_left  # type: ignore[method-assign]
-        return out
+    async def leaving_at_the_end(*args: Any) -> Stream:
+        return LeavingAtTheEnd(await open_stream(*args))
 
     monkeypatch.setattr(sse_relay, "open_stream", leaving_at_the_end)
     async with fleet({"a": sim(CODER)}) as f:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from lmwatch.api.connections import ConnectionServer
+from lmwatch.api.lean import WORKER
 from lmwatch.simulator import SimModel, SimSettings
 from tests.api.fleets import Fleet, chat, fleet
 
@@ -110,7 +111,7 @@ async def test_pipelined_requests_are_answered_in_order_and_a_hand_off_is_for_go
 
 def workers() -> list[asyncio.Task[Any]]:
     """The lean connections' serving tasks (one per connection that has served a request)."""
-    return [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "LeanConnection._work"]  # type: ignore[union-attr]
+    return [t for t in asyncio.all_tasks() if t.get_name() == WORKER]
 
 
 async def test_one_task_serves_a_connections_requests_and_none_outlives_a_hand_off(one: Fleet) -> None:
