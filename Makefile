@@ -6,7 +6,8 @@ ENGINE_VENV := .venv-engine
 LLAMA_CPP := llama-cpp-python[server]==0.3.36
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo run test lint typecheck unit tools engine compiled bench screenshot clean
+.PHONY: demo run test lint typecheck unit suite stdlib-loop-tests compiled-tests tools engine compiled bench \
+  bench-peers screenshot clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,15 +66,27 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
-# The suite runs on uvloop (installed by the test extra, picked as the daemon picks it), then its
-# network-facing part once more on the stdlib loop, the one a plain `pip install lmwatch` runs on,
-# and once on the compiled build (--import-mode=append: the checkout's modules come after it).
+# The suite runs on uvloop (installed by the test extra, picked as the daemon picks it) and the
+# checkout's pure Python, while the compiled build is made beside it (the suite leaves a core
+# mostly idle). Then two passes side by side (two processes; the output of each is kept together):
+# the network-facing part once more on the stdlib loop, the one a plain `pip install lmwatch` runs
+# on, and the request path's tests on the compiled build (--import-mode=append: the checkout's
+# modules come after it on the path).
 NETWORK_TESTS := tests/api tests/simulator tests/test_shutdown.py tests/test_reload.py tests/test_watcher.py tests/test_http_client.py
-unit: $(BIN)/.installed tools engine $(COMPILED)/.built
+COMPILED_TESTS := tests/test_build.py tests/api tests/test_shutdown.py tests/test_reload.py
+unit: $(BIN)/.installed tools engine
+	$(MAKE) --no-print-directory -j2 suite compiled
+	$(MAKE) --no-print-directory -j2 --output-sync=target stdlib-loop-tests compiled-tests
+
+suite:
 	LMWATCH_EXPECT_BUILD=python $(BIN)/pytest
-	LMWATCH_EVENT_LOOP=asyncio $(BIN)/pytest -q -m 'not engine' $(NETWORK_TESTS)
-	PYTHONPATH=$(COMPILED)/lib LMWATCH_EXPECT_BUILD=mypyc $(BIN)/pytest -q --import-mode=append -m 'not engine' \
-	  tests/test_build.py $(NETWORK_TESTS)
+
+stdlib-loop-tests:
+	LMWATCH_EVENT_LOOP=asyncio $(BIN)/pytest -q -p no:cacheprovider -m 'not engine' $(NETWORK_TESTS)
+
+compiled-tests: $(COMPILED)/.built
+	PYTHONPATH=$(COMPILED)/lib LMWATCH_EXPECT_BUILD=mypyc $(BIN)/pytest -q -p no:cacheprovider --import-mode=append \
+	  -m 'not engine' $(COMPILED_TESTS)
 
 test: lint typecheck unit  ## install everything, then ruff, mypy and the whole suite
 
@@ -81,11 +94,11 @@ bench: $(BIN)/.installed tools $(COMPILED)/.built  ## the compiled build: the on
 	PYTHONPATH=$(COMPILED)/lib $(BIN)/python bench/run.py --write bench/RESULTS.md
 
 # lmwatch, LiteLLM's proxy and Portkey's gateway side by side (installs the peers under ~/.cache/lmwatch-peers)
-bench-peers: $(BIN)/.installed tools
-	$(BIN)/python bench/peers.py --write bench/PEERS.md
+bench-peers: $(BIN)/.installed tools $(COMPILED)/.built
+	PYTHONPATH=$(COMPILED)/lib $(BIN)/python bench/peers.py --write bench/PEERS.md
 
 screenshot: $(BIN)/.installed tools  ## retake docs/console.png (the README's picture of the console)
 	$(BIN)/python -m tests.console.screenshot
 
 clean:
-	rm -rf $(VENV) $(ENGINE_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(ENGINE_VENV) build .pytest_cache .mypy_cache .ruff_cache

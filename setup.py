@@ -1,7 +1,7 @@
 """The optional compiled build: `LMWATCH_MYPYC=1 pip install .` compiles the request path with mypyc.
 
 Everything else is in pyproject.toml. `COMPILED` are the modules every proxied `/v1` request runs
-through; compiled, a request costs about a sixth less CPU (bench/RESULTS.md). They are plain typed
+through; compiled, a request costs about a fifth less CPU (bench/RESULTS.md). They are plain typed
 Python, so without the variable the same source is the pure-Python build, which behaves the same.
 Left out: modules with functions aiohttp marks (`@web.middleware`, as in api/openai.py and
 api/auth.py), modules whose parts tests replace, and http_client.py (its `ConnectTimeout` is also a

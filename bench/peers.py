@@ -6,6 +6,8 @@ bench/run.py: added p50 at concurrency 1, requests/s at concurrency 32, CPU per 
 
     .venv/bin/python bench/peers.py [--seconds 5] [--rounds 3] [--write bench/PEERS.md]
 
+runs the checkout's (pure Python) lmwatch; `make bench-peers` runs the compiled build, as `make bench`.
+
 The peers are installed on first use under ~/.cache/lmwatch-peers (a venv with `litellm[proxy]`,
 an npm project with `@portkey-ai/gateway`); nothing of theirs is committed or run by `make test`.
 """
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-from run import HERE, MODEL, PeakRss, free_port, machine, process, stream_p50, wrk
+from run import HERE, LMWATCH, MODEL, PeakRss, free_port, machine, process, stream_p50, wrk
 
 CACHE = Path.home() / ".cache" / "lmwatch-peers"
 LITELLM_KEY = "sk-" + "5e" * 32
@@ -91,7 +93,7 @@ def lmwatch_command(port: int, sim_port: int, tmp: Path) -> list[str]:
         f"backends: [{{name: sim, url: 'http://127.0.0.1:{sim_port}', poll_interval: 5}}]\n"
         "logging: {level: warning}\n"
     )
-    return [sys.executable, "-m", "lmwatch", "run", "--config", str(config)]
+    return [*LMWATCH, "run", "--config", str(config)]
 
 
 def lmwatch_version() -> str:
@@ -190,9 +192,7 @@ def main() -> None:
 
     sim_port = free_port()
     sim_args = [
-        sys.executable,
-        "-m",
-        "lmwatch",
+        *LMWATCH,
         "simulate",
         "--port",
         str(sim_port),
@@ -244,7 +244,7 @@ def main() -> None:
     lines = [
         "# lmwatch beside its peers",
         "",
-        "Made by `.venv/bin/python bench/peers.py --write bench/PEERS.md`; see bench/peers.py.",
+        "Made by `make bench-peers` (bench/peers.py, on the compiled build); see bench/peers.py.",
         "",
         f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Machine: {machine()}.",
         f"Medians of {args.rounds} rounds, wrk {args.seconds} s per run, the same zero-delay simulator behind each"

@@ -511,7 +511,7 @@ def add_to_history(path: Path, run: list[str]) -> None:
     intro = [
         TITLE,
         "",
-        "Made by `make bench` (`.venv/bin/python bench/run.py --write bench/RESULTS.md`); see bench/run.py.",
+        "Made by `make bench` (`bench/run.py --write bench/RESULTS.md` on the compiled build); see bench/run.py.",
         "Newest run first; each run names the commit and the machine it ran on.",
         "",
     ]
