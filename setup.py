@@ -9,7 +9,9 @@ api/auth.py), modules whose parts tests replace, and http_client.py (its `Connec
 """
 
 import os
+import shutil
 import sys
+import sysconfig
 
 from setuptools import setup
 
@@ -35,10 +37,28 @@ COMPILED = [
 ]
 """The request path's modules mypyc compiles (build_backend.py installs mypy for it)."""
 
+
+def missing_tools() -> list[str]:
+    """What the compiled build needs and this machine lacks: a C compiler, Python's headers."""
+    compiler = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
+    headers = os.path.join(sysconfig.get_paths()["include"], "Python.h")
+    missing = []
+    if shutil.which(compiler) is None:
+        missing.append(f"a C compiler ({compiler})")
+    if not os.path.isfile(headers):
+        missing.append(f"Python's headers ({headers})")
+    return missing
+
+
 if os.environ.get("LMWATCH_MYPYC") != "1":
     setup()
 elif "editable_wheel" in sys.argv:  # the modules would be built in place and shadow their edited source
     sys.exit("LMWATCH_MYPYC=1 is for a regular install; an editable one (pip install -e) is pure Python")
+elif missing := missing_tools():
+    sys.exit(
+        f"LMWATCH_MYPYC=1 (the compiled build) needs {' and '.join(missing)}: on Debian and Ubuntu,"
+        " apt install build-essential python3-dev; or install without LMWATCH_MYPYC for the pure-Python build"
+    )
 else:
     from mypyc.build import mypycify
 
